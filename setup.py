@@ -1,0 +1,4 @@
+# Only here because cffi_modules has no pyproject.toml spelling yet; metadata is in pyproject.toml.
+from setuptools import setup
+
+setup(cffi_modules=["build.py:ffibuilder"])

@@ -1,0 +1,176 @@
+"""ASGI events on the ring: msgpack-encoded positional arrays ``[kind, stream_id, ...]``.
+
+Protocol version 1; docs/protocol.md is the reference a peer in another language implements.
+Every ring record of type EVENT (1) holds exactly one msgpack array.  Strings are msgpack str
+(UTF-8), byte strings are msgpack bin.  Stream ids are chosen by the host, unique per ring pair,
+1 .. 2**63-1; id 0 is the ring itself (HELLO, PING).
+
+    host -> worker
+      HTTP_REQUEST   [1, sid, method, scheme, path, raw_path, query_string, headers,
+                      client, server, http_version, root_path, body, more_body]
+      HTTP_BODY      [2, sid, body, more_body]
+      DISCONNECT     [3, sid]                            client went away (http or websocket)
+      WS_CONNECT     [4, sid, scheme, path, raw_path, query_string, headers, client, server,
+                      http_version, root_path, subprotocols]
+      WS_RECEIVE     [5, sid, data]                      bin -> bytes frame, str -> text frame
+      WS_DISCONNECT  [6, sid, code, reason]
+      SEND_CREDIT    [7, sid, n]                         worker may send n more body bytes
+      PING           [8, 0, token]                       worker answers PONG (liveness)
+
+    worker -> host
+      HELLO          [32, 0, version, pid, window]      worker passed lifespan startup
+      RESPONSE_START [33, sid, status, headers, trailers]
+      RESPONSE_BODY  [34, sid, body, more_body]
+      RECV_CREDIT    [35, sid, n]                        host may send n more request bytes;
+                                                         the first one also means "app reads
+                                                         the body" (100-continue)
+      WS_ACCEPT      [36, sid, subprotocol, headers]
+      WS_SEND        [37, sid, data]
+      WS_CLOSE       [38, sid, code, reason]
+      APP_DONE       [39, sid, error]                    app returned (error: None or text)
+      PONG           [40, 0, token]
+
+headers: array of [bin name, bin value]; client/server: [host, port] or nil (server on a Unix
+socket: [path, nil]).  Flow control (per stream, per direction): the sender may have at most
+``window`` (from HELLO) body bytes not yet credited back; credits are SEND_CREDIT/RECV_CREDIT.
+"""
+from __future__ import annotations
+
+import msgpack
+
+VERSION = 1
+
+HTTP_REQUEST = 1
+HTTP_BODY = 2
+DISCONNECT = 3
+WS_CONNECT = 4
+WS_RECEIVE = 5
+WS_DISCONNECT = 6
+SEND_CREDIT = 7
+PING = 8
+
+HELLO = 32
+RESPONSE_START = 33
+RESPONSE_BODY = 34
+RECV_CREDIT = 35
+WS_ACCEPT = 36
+WS_SEND = 37
+WS_CLOSE = 38
+APP_DONE = 39
+PONG = 40
+
+TO_WORKER = frozenset({HTTP_REQUEST, HTTP_BODY, DISCONNECT, WS_CONNECT, WS_RECEIVE,
+                       WS_DISCONNECT, SEND_CREDIT, PING})
+TO_HOST = frozenset({HELLO, RESPONSE_START, RESPONSE_BODY, RECV_CREDIT, WS_ACCEPT, WS_SEND,
+                     WS_CLOSE, APP_DONE, PONG})
+
+#: Body bytes a stream may have in flight per direction before it waits for credit.
+DEFAULT_WINDOW = 256 * 1024
+#: Largest body chunk put in one record (larger bodies are split into more_body chunks).
+MAX_CHUNK = 64 * 1024
+
+_packer = msgpack.Packer(use_bin_type=True, autoreset=True)
+pack = _packer.pack
+
+
+class ProtocolError(ValueError):
+    """An event that does not follow docs/protocol.md.  ``sid`` is the stream it concerns,
+    or None when the ring itself can no longer be trusted."""
+
+    def __init__(self, message: str, sid: int | None = None):
+        super().__init__(message)
+        self.sid = sid
+
+
+def unpack(view) -> list:
+    """Decode one record; anything but a non-empty array led by an int kind and an int sid
+    is a ProtocolError for the ring.  msgpack bounds every length by the record size, so
+    no value can allocate more than the record holds."""
+    try:
+        ev = msgpack.unpackb(view, raw=False, use_list=True, strict_map_key=True)
+    except Exception as exc:  # ExtraData, FormatError, StackError, UnicodeDecodeError ...
+        raise ProtocolError(f"undecodable event: {exc.__class__.__name__}") from None
+    if type(ev) is not list or len(ev) < 2 or type(ev[0]) is not int or type(ev[1]) is not int:
+        raise ProtocolError("event is not [kind, stream_id, ...]")
+    return ev
+
+
+# --- validation of decoded events (strict: wrong types are a protocol error for the stream) --
+
+def _is_headers(h) -> bool:
+    if type(h) is not list:
+        return False
+    for pair in h:
+        if type(pair) is not list or len(pair) != 2 or type(pair[0]) is not bytes \
+                or type(pair[1]) is not bytes:
+            return False
+    return True
+
+
+def _is_addr(a, port_optional: bool = False) -> bool:
+    if a is None:
+        return True
+    return (type(a) is list and len(a) == 2 and type(a[0]) is str
+            and (type(a[1]) is int or (port_optional and a[1] is None)))
+
+
+def check_request(ev: list) -> None:
+    """Validate HTTP_REQUEST (14 fields) or WS_CONNECT (12 fields)."""
+    kind = ev[0]
+    n = 14 if kind == HTTP_REQUEST else 12
+    if len(ev) != n:
+        raise ProtocolError(f"kind {kind}: expected {n} fields, got {len(ev)}", ev[1])
+    if kind == HTTP_REQUEST:
+        method, rest = ev[2], ev[3:12]
+        if type(method) is not str or type(ev[12]) is not bytes or type(ev[13]) is not bool:
+            raise ProtocolError("HTTP_REQUEST: bad method/body/more_body", ev[1])
+    else:
+        rest = ev[2:11]
+        subprotocols = ev[11]
+        if type(subprotocols) is not list or any(type(s) is not str for s in subprotocols):
+            raise ProtocolError("WS_CONNECT: bad subprotocols", ev[1])
+    scheme, path, raw_path, query, headers, client, server, version, root = rest
+    if (type(scheme) is not str or type(path) is not str or type(raw_path) is not bytes
+            or type(query) is not bytes or not _is_headers(headers)
+            or not _is_addr(client) or not _is_addr(server, port_optional=True)
+            or type(version) is not str or type(root) is not str):
+        raise ProtocolError(f"kind {kind}: bad scope field", ev[1])
+
+
+_SHAPES = {
+    # kind: tuple of allowed types per field after [kind, sid]
+    HTTP_BODY: ((bytes,), (bool,)),
+    DISCONNECT: (),
+    WS_RECEIVE: ((bytes, str),),
+    WS_DISCONNECT: ((int,), (str,)),
+    SEND_CREDIT: ((int,),),
+    PING: ((int,),),
+    HELLO: ((int,), (int,), (int,)),
+    RESPONSE_START: ((int,), (list,), (bool,)),
+    RESPONSE_BODY: ((bytes,), (bool,)),
+    RECV_CREDIT: ((int,),),
+    WS_ACCEPT: ((str, type(None)), (list,)),
+    WS_SEND: ((bytes, str),),
+    WS_CLOSE: ((int,), (str,)),
+    APP_DONE: ((str, type(None)),),
+    PONG: ((int,),),
+}
+
+
+def check(ev: list) -> None:
+    """Validate the field count and types of any event kind (headers deep-checked)."""
+    kind = ev[0]
+    if kind in (HTTP_REQUEST, WS_CONNECT):
+        return check_request(ev)
+    shape = _SHAPES.get(kind)
+    if shape is None:
+        raise ProtocolError(f"unknown event kind {kind}", ev[1])
+    if len(ev) != 2 + len(shape):
+        raise ProtocolError(f"kind {kind}: expected {2 + len(shape)} fields", ev[1])
+    for value, types in zip(ev[2:], shape):
+        if type(value) not in types:
+            raise ProtocolError(f"kind {kind}: bad field type {type(value).__name__}", ev[1])
+    if kind in (RESPONSE_START, WS_ACCEPT) and not _is_headers(ev[3]):
+        raise ProtocolError(f"kind {kind}: bad headers", ev[1])
+    if kind in (SEND_CREDIT, RECV_CREDIT) and ev[2] < 0:
+        raise ProtocolError("negative credit", ev[1])

@@ -1,0 +1,379 @@
+"""Shared-memory rings and their doorbells -- the only user of the compiled ``sidecar._ring``.
+
+A *segment* is a POSIX shared-memory object holding one ring (native/ring.c).  Its name is
+unlinked the moment it is mapped, so nothing is ever left in /dev/shm, not even after kill -9:
+the memory lives exactly as long as some process holds its file descriptor or mapping.  Peers
+get the descriptor (inherited by a worker through ``pass_fds``, or sent with SCM_RIGHTS).
+
+A *doorbell* is an eventfd.  Each ring has two: ``data`` (producer rings it when the consumer
+sleeps) and ``space`` (consumer rings it when the producer waits for room).  The C library
+decides *when* to ring or sleep (the flag + fence protocol in ring.c); this module does the
+syscalls and the asyncio integration (``loop.add_reader`` on the eventfd).
+
+C status codes become exceptions here and only here.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import mmap
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+import posix_ipc
+
+from sidecar._ring import ffi, lib
+
+__all__ = [
+    "RingError", "RingCorrupt", "RingMismatch", "RecordTooBig",
+    "Segment", "Doorbell", "Producer", "Consumer", "RingSpec", "EVENT",
+    "DEFAULT_CAPACITY", "max_record_for",
+]
+
+#: Record type of a msgpack-encoded event (docs/protocol.md).  Types are for framing only.
+EVENT = 1
+DEFAULT_CAPACITY = 1 << 22  # 4 MiB per direction per worker: 512 KiB records, ~1 ms of 4 GB/s
+
+
+class RingError(Exception):
+    """A ring call failed; ``code`` is the RING_* status from ring.h."""
+
+    def __init__(self, code: int, what: str = ""):
+        self.code = code
+        text = ffi.string(lib.ring_strerror(code)).decode()
+        super().__init__(f"{what}: {text}" if what else text)
+
+
+class RingCorrupt(RingError):
+    """The peer left impossible positions or record headers: the ring cannot be trusted."""
+
+
+class RingMismatch(RingError):
+    """Magic, version, capacity or generation differ from what was expected."""
+
+
+class RecordTooBig(RingError, ValueError):
+    """A payload larger than the ring's max_record (split it into more_body chunks)."""
+
+
+_ERRORS = {
+    lib.RING_ECORRUPT: RingCorrupt,
+    lib.RING_ETOOBIG: RecordTooBig,
+    lib.RING_EMAGIC: RingMismatch,
+    lib.RING_EVERSION: RingMismatch,
+    lib.RING_EGENERATION: RingMismatch,
+    lib.RING_ECAPACITY: RingMismatch,
+}
+
+
+def _raise(code: int, what: str = "") -> None:
+    raise _ERRORS.get(code, RingError)(code, what)
+
+
+def max_record_for(capacity: int) -> int:
+    return lib.ring_max_record_for(capacity)
+
+
+_generations = itertools.count(int.from_bytes(os.urandom(4), "little") << 16)
+
+
+def new_generation() -> int:
+    """A generation never 0 and unlikely to repeat across restarts of the supervisor."""
+    return next(_generations) or next(_generations)
+
+
+class Segment:
+    """One shared-memory region holding one ring, mapped in this process."""
+
+    def __init__(self, fd: int, size: int):
+        self.fd = fd
+        self.size = size
+        self.map = mmap.mmap(fd, size)
+        self.ptr = ffi.from_buffer(self.map)
+
+    @classmethod
+    def create(cls, capacity: int = DEFAULT_CAPACITY) -> "Segment":
+        size = lib.ring_region_size(capacity)
+        shm = posix_ipc.SharedMemory(None, posix_ipc.O_CREX, mode=0o600, size=size)
+        try:
+            seg = cls(shm.fd, size)
+        finally:
+            shm.unlink()  # nameless from now on: nothing can leak in /dev/shm
+        os.set_inheritable(seg.fd, False)
+        return seg
+
+    @classmethod
+    def from_fd(cls, fd: int) -> "Segment":
+        return cls(fd, os.fstat(fd).st_size)
+
+    def close(self) -> None:
+        if self.fd < 0:
+            return
+        self.ptr = None
+        try:
+            self.map.close()
+        except BufferError:
+            pass  # a memoryview still points in; the mapping goes with the last reference
+        os.close(self.fd)
+        self.fd = -1
+
+
+class Doorbell:
+    """An eventfd: ``ring()`` from one side, ``drain()`` + ``add_reader`` on the other."""
+
+    def __init__(self, fd: int | None = None):
+        self.fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC) if fd is None else fd
+
+    def ring(self) -> None:
+        os.eventfd_write(self.fd, 1)
+
+    def drain(self) -> None:
+        try:
+            os.eventfd_read(self.fd)
+        except BlockingIOError:
+            pass
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+@dataclass
+class RingSpec:
+    """What a peer needs to attach to one ring: descriptors and the expected generation."""
+
+    segment_fd: int
+    data_fd: int
+    space_fd: int
+    generation: int
+
+    def fds(self) -> list[int]:
+        return [self.segment_fd, self.data_fd, self.space_fd]
+
+
+class _End:
+    """State shared by both ends: the mapped segment, the handle and the two doorbells."""
+
+    def __init__(self, segment: Segment, data: Doorbell, space: Doorbell, generation: int,
+                 create: bool):
+        self.segment = segment
+        self.data_bell = data
+        self.space_bell = space
+        self.generation = generation
+        self.handle = ffi.new("ring_t *")
+        if create:
+            rc = lib.ring_init(self.handle, segment.ptr, segment.size,
+                               segment.size - lib.RING_HEADER_SIZE, generation)
+        else:
+            rc = lib.ring_attach(self.handle, segment.ptr, segment.size, generation)
+        if rc < 0:
+            _raise(rc, "attach" if not create else "init")
+        self.capacity = self.handle.capacity
+        self.max_record = self.handle.max_record
+
+    def spec(self) -> RingSpec:
+        return RingSpec(self.segment.fd, self.data_bell.fd, self.space_bell.fd, self.generation)
+
+    def check(self) -> None:
+        """Raise RingMismatch if the peer re-created the ring under us."""
+        rc = lib.ring_check(self.handle, self.generation)
+        if rc < 0:
+            _raise(rc, "check")
+
+    def stats(self) -> dict:
+        out = ffi.new("ring_stats_t *")
+        lib.ring_get_stats(self.handle, out)
+        return {name: getattr(out, name) for name, _ in ffi.typeof(out[0]).fields}
+
+    def used(self) -> int:
+        return lib.ring_used(self.handle)
+
+    def close(self) -> None:
+        self.handle = None
+        self.segment.close()
+        self.data_bell.close()
+        self.space_bell.close()
+
+
+class Producer(_End):
+    """The writing end.  ``try_write`` never blocks; ``write`` awaits space."""
+
+    def __init__(self, segment: Segment, data: Doorbell, space: Doorbell, generation: int,
+                 create: bool = False):
+        super().__init__(segment, data, space, generation, create)
+        self._waiters: list[asyncio.Future] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    def create(cls, capacity: int = DEFAULT_CAPACITY, generation: int | None = None) -> "Producer":
+        return cls(Segment.create(capacity), Doorbell(), Doorbell(),
+                   generation or new_generation(), create=True)
+
+    @classmethod
+    def attach(cls, spec: RingSpec) -> "Producer":
+        return cls(Segment.from_fd(spec.segment_fd), Doorbell(spec.data_fd),
+                   Doorbell(spec.space_fd), spec.generation)
+
+    def try_write(self, payload: bytes, type: int = EVENT) -> bool:
+        """Publish one record; False when the ring is full.  Rings the doorbell if needed."""
+        h = self.handle
+        rc = lib.ring_try_write(h, type, payload, len(payload))
+        if rc == 0:
+            if lib.ring_producer_must_wake(h):
+                os.eventfd_write(self.data_bell.fd, 1)
+            return True
+        if rc == lib.RING_AGAIN:
+            return False
+        _raise(rc, "write")
+
+    def try_write_many(self, payloads: list[bytes], type: int = EVENT) -> int:
+        """Publish as many of ``payloads`` as fit, in order, with one release; return the count."""
+        if not payloads:
+            return 0
+        lens = ffi.new("uint32_t[]", [len(p) for p in payloads])
+        rc = lib.ring_try_write_many(self.handle, type, b"".join(payloads), lens, len(payloads))
+        if rc > 0:
+            if lib.ring_producer_must_wake(self.handle):
+                os.eventfd_write(self.data_bell.fd, 1)
+            return rc
+        if rc == 0 or rc == lib.RING_AGAIN:
+            return 0
+        _raise(rc, "write")
+
+    async def write(self, payload: bytes, type: int = EVENT) -> None:
+        """Publish one record, waiting on the space doorbell while the ring is full."""
+        while not self.try_write(payload, type):
+            await self.wait_space(len(payload) + 16)
+
+    async def wait_space(self, need: int) -> None:
+        """Sleep until the consumer frees space (or at once if it already did)."""
+        if not lib.ring_producer_prepare_wait(self.handle, min(need, self.capacity)):
+            return
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+            loop.add_reader(self.space_bell.fd, self._on_space)
+        fut = loop.create_future()
+        self._waiters.append(fut)
+        await fut
+
+    def _on_space(self) -> None:
+        self.space_bell.drain()
+        waiters, self._waiters = self._waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    def free_space(self) -> int:
+        return lib.ring_free_space(self.handle)
+
+    def heartbeat(self) -> None:
+        lib.ring_heartbeat_producer(self.handle, lib.ring_now_ns(), os.getpid())
+
+    def close(self) -> None:
+        if self._loop is not None and self.space_bell.fd >= 0:
+            self._loop.remove_reader(self.space_bell.fd)
+            self._loop = None
+        for fut in self._waiters:
+            if not fut.done():
+                fut.cancel()
+        super().close()
+
+
+class Consumer(_End):
+    """The reading end.  Records come out as memoryviews into the ring (zero copy); they are
+    valid until ``release()``: decode them first (msgpack copies what it keeps)."""
+
+    def __init__(self, segment: Segment, data: Doorbell, space: Doorbell, generation: int,
+                 create: bool = False, batch: int = 256):
+        super().__init__(segment, data, space, generation, create)
+        self._batch = batch
+        self._flat = ffi.new("uint32_t[]", 3 * batch)
+        self._view = memoryview(ffi.buffer(lib.ring_data(self.handle), self.capacity))
+        self._reading = None
+
+    @classmethod
+    def create(cls, capacity: int = DEFAULT_CAPACITY, generation: int | None = None) -> "Consumer":
+        return cls(Segment.create(capacity), Doorbell(), Doorbell(),
+                   generation or new_generation(), create=True)
+
+    @classmethod
+    def attach(cls, spec: RingSpec) -> "Consumer":
+        return cls(Segment.from_fd(spec.segment_fd), Doorbell(spec.data_fd),
+                   Doorbell(spec.space_fd), spec.generation)
+
+    def read(self) -> list[memoryview]:
+        """Up to one batch of record payloads (EVENT records; other types are skipped)."""
+        n = lib.ring_read_flat(self.handle, self._flat, self._batch)
+        if n <= 0:
+            if n < 0:
+                _raise(n, "read")
+            return []
+        flat = ffi.unpack(self._flat, 3 * n)
+        view = self._view
+        return [view[flat[i + 2]:flat[i + 2] + flat[i + 1]]
+                for i in range(0, 3 * n, 3) if flat[i] == EVENT]
+
+    def release(self) -> None:
+        """Give the bytes of everything read so far back to the producer."""
+        h = self.handle
+        lib.ring_release(h)
+        if lib.ring_consumer_must_wake(h):
+            os.eventfd_write(self.space_bell.fd, 1)
+
+    def prepare_sleep(self) -> bool:
+        """True if the ring is still empty with the sleeping flag set: wait on ``data_bell``."""
+        return bool(lib.ring_consumer_prepare_sleep(self.handle))
+
+    def cancel_sleep(self) -> None:
+        lib.ring_consumer_cancel_sleep(self.handle)
+
+    def heartbeat(self) -> None:
+        lib.ring_heartbeat_consumer(self.handle, lib.ring_now_ns(), os.getpid())
+
+    def start_reading(self, loop: asyncio.AbstractEventLoop,
+                      on_records: Callable[[list[memoryview]], None],
+                      on_error: Callable[[Exception], None], budget: int = 8) -> None:
+        """Call ``on_records(views)`` for every batch, released after the call returns.
+
+        Sleeps on the data doorbell only after the ring was seen empty with the sleeping flag
+        set (no lost wake-up); reads at most ``budget`` batches per loop iteration so one busy
+        ring cannot starve the rest of the event loop.
+        """
+        def pump() -> None:
+            try:
+                for _ in range(budget):
+                    views = self.read()
+                    if views:
+                        try:
+                            on_records(views)
+                        finally:
+                            del views
+                            self.release()
+                        continue
+                    if self.prepare_sleep():
+                        return  # the producer will ring data_bell
+                loop.call_soon(pump)  # more to do; let other callbacks run first
+            except Exception as exc:  # corrupt ring, or a bug in on_records
+                self.stop_reading()
+                on_error(exc)
+
+        def on_bell() -> None:
+            self.data_bell.drain()
+            pump()
+
+        self._reading = loop
+        loop.add_reader(self.data_bell.fd, on_bell)
+        loop.call_soon(pump)
+
+    def stop_reading(self) -> None:
+        if self._reading is not None and self.data_bell.fd >= 0:
+            self._reading.remove_reader(self.data_bell.fd)
+        self._reading = None
+
+    def close(self) -> None:
+        self.stop_reading()
+        self._view.release()
+        super().close()
