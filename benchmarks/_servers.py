@@ -1,0 +1,280 @@
+"""Start and stop the servers under test, and drive them with wrk.
+
+Every server runs with the current interpreter, in its own process group, with its output in a
+temporary log file (a pipe nobody reads would eventually block it).  Readiness is a TCP connect
+plus a GET that answers, polled until a deadline; stopping is SIGTERM to the whole group, then
+SIGKILL after a timeout, so no worker outlives a benchmark.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+KINDS = ("sidecar", "uvicorn", "granian")
+
+
+class ServerStartError(RuntimeError):
+    """The server exited or did not answer before the deadline."""
+
+
+class WrkError(RuntimeError):
+    """wrk is missing, failed, or printed something we cannot parse."""
+
+
+@dataclass
+class ServerHandle:
+    kind: str
+    app: str
+    port: int
+    workers: int
+    process: subprocess.Popen
+    workdir: Path  # holds the log (and sidecar's Unix socket); removed by stop_server
+    argv: list[str] = field(default_factory=list)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "server.log"
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def server_argv(kind: str, app: str, port: int, workers: int, workdir: Path) -> list[str]:
+    """The command line for ``kind`` serving ``app`` on 127.0.0.1:``port``."""
+    python = [sys.executable, "-m"]
+    if kind == "sidecar":
+        # An explicit socket path in our own directory, so a benchmark never collides with a
+        # demo running on the default ./sidecar.sock.
+        return python + [
+            "sidecar", app,
+            "--bind", f"{HOST}:{port}",
+            "--uds", str(workdir / "sidecar.sock"),
+            "--workers", str(workers),
+            "--no-access-log", "--log-level", "warning",
+        ]  # fmt: skip
+    if kind == "uvicorn":
+        return python + [
+            "uvicorn", app,
+            "--host", HOST, "--port", str(port),
+            "--workers", str(workers),
+            "--http", "httptools", "--loop", "uvloop",
+            "--no-access-log", "--log-level", "warning",
+        ]  # fmt: skip
+    if kind == "granian":
+        # granian's default interface is RSGI; its access log is off by default but we say
+        # so.  --http 1: HTTP/1.1 only, like the others; WebSockets stay on, like the others.
+        return python + [
+            "granian", app,
+            "--interface", "asgi",
+            "--host", HOST, "--port", str(port),
+            "--workers", str(workers),
+            "--http", "1", "--loop", "uvloop",
+            "--no-access-log", "--log-level", "warning",
+        ]  # fmt: skip
+    raise ValueError(f"unknown server kind {kind!r}; expected one of {KINDS}")
+
+
+def start_server(
+    kind: str,
+    app: str,
+    port: int | None = None,
+    workers: int = 1,
+    *,
+    ready_path: str = "/",
+    timeout: float = 30.0,
+) -> ServerHandle:
+    """Start ``kind`` serving ``app`` and return once ``GET ready_path`` answers.
+
+    Raises ServerStartError (with the end of the server's log) if it exits or is not ready
+    within ``timeout`` seconds; the process group is stopped before raising.
+    """
+    port = port or free_port()
+    workdir = Path(tempfile.mkdtemp(prefix=f"bench-{kind}-"))
+    argv = server_argv(kind, app, port, workers, workdir)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    with open(workdir / "server.log", "wb") as log:
+        process = subprocess.Popen(
+            argv,
+            cwd=REPO_ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: we can stop every worker at once
+        )
+    handle = ServerHandle(kind, app, port, workers, process, workdir, argv)
+    try:
+        _wait_ready(handle, ready_path, time.monotonic() + timeout)
+    except BaseException:
+        stop_server(handle)
+        raise
+    return handle
+
+
+def _wait_ready(handle: ServerHandle, path: str, deadline: float) -> None:
+    last_error = "no attempt"
+    while True:
+        code = handle.process.poll()
+        if code is not None:
+            raise ServerStartError(
+                f"{handle.kind} exited with code {code}: {_last_line(handle.log_tail())}",
+            )
+        try:
+            status = _probe(handle.port, path)
+            if status < 500:
+                return
+            last_error = f"GET {path} answered {status}"
+        except OSError as exc:
+            last_error = f"{type(exc).__name__}: {exc}"
+        if time.monotonic() >= deadline:
+            raise ServerStartError(f"{handle.kind} not ready in time ({last_error})")
+        time.sleep(0.05)
+
+
+def _probe(port: int, path: str) -> int:
+    """TCP connect then one GET; return the status.  OSError if either fails."""
+    with socket.create_connection((HOST, port), timeout=1.0):
+        pass
+    conn = http.client.HTTPConnection(HOST, port, timeout=5.0)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    except http.client.HTTPException as exc:
+        raise OSError(str(exc)) from exc
+    finally:
+        conn.close()
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1].strip() if lines else "(no output)"
+
+
+def stop_server(handle: ServerHandle, timeout: float = 10.0) -> None:
+    """SIGTERM the server's process group, SIGKILL whatever is left after ``timeout``."""
+    process = handle.process
+    try:
+        _signal_group(process, signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+        # Also reaps workers the leader left behind, even after a clean exit.
+        _signal_group(process, signal.SIGKILL)
+        try:
+            process.wait(5.0)
+        except subprocess.TimeoutExpired:
+            pass
+    finally:
+        shutil.rmtree(handle.workdir, ignore_errors=True)
+
+
+def _signal_group(process: subprocess.Popen, sig: int) -> None:
+    # start_new_session made the server the leader of a group whose id is its pid.
+    try:
+        os.killpg(process.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+# -- wrk ------------------------------------------------------------------------------------
+
+_UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
+_LATENCY_LINE = re.compile(r"^\s*(\d+(?:\.\d+)?)%\s+(\d+(?:\.\d+)?)(us|ms|s|m|h)\s*$", re.M)
+_REQ_S = re.compile(r"^Requests/sec:\s+([\d.]+)", re.M)
+_REQUESTS = re.compile(r"^\s*(\d+) requests in ", re.M)
+_SOCKET_ERRORS = re.compile(
+    r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
+)
+_NON_2XX = re.compile(r"Non-2xx or 3xx responses: (\d+)")
+
+
+def run_wrk(
+    url: str,
+    connections: int,
+    duration: float,
+    threads: int = 2,
+    script: str | None = None,
+    *,
+    timeout: float = 10.0,
+) -> dict:
+    """Run ``wrk --latency`` against ``url`` and return its figures.
+
+    Returns ``{"req_s", "p50_ms", "p99_ms", "errors", "requests"}``; errors counts socket
+    errors (connect, read, write, timeout) plus non-2xx/3xx responses.  ``timeout`` is the
+    slack allowed past ``duration`` before wrk is killed.
+    """
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise WrkError("wrk is not installed (apt-get install wrk)")
+    seconds = max(1, round(duration))
+    threads = max(1, min(threads, connections))  # wrk refuses more threads than connections
+    argv = [wrk, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    if script:
+        argv += ["-s", script]
+    argv.append(url)
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + timeout)
+    except subprocess.TimeoutExpired:
+        raise WrkError(f"wrk did not finish within {seconds + timeout:.0f} s") from None
+    if done.returncode != 0:
+        raise WrkError(f"wrk exited with {done.returncode}: {(done.stderr or done.stdout).strip()}")
+    return parse_wrk(done.stdout)
+
+
+def parse_wrk(output: str) -> dict:
+    """Parse the text of ``wrk --latency``; see run_wrk for the keys."""
+    percentiles = {
+        float(pct): float(value) * _UNITS_MS[unit]
+        for pct, value, unit in _LATENCY_LINE.findall(output)
+    }
+    req_s = _REQ_S.search(output)
+    if req_s is None or 50.0 not in percentiles or 99.0 not in percentiles:
+        raise WrkError(f"unexpected wrk output:\n{output.strip()}")
+    requests = _REQUESTS.search(output)
+    errors = 0
+    socket_errors = _SOCKET_ERRORS.search(output)
+    if socket_errors:
+        errors += sum(int(n) for n in socket_errors.groups())
+    non_2xx = _NON_2XX.search(output)
+    if non_2xx:
+        errors += int(non_2xx.group(1))
+    return {
+        "req_s": float(req_s.group(1)),
+        "p50_ms": percentiles[50.0],
+        "p99_ms": percentiles[99.0],
+        "errors": errors,
+        "requests": int(requests.group(1)) if requests else None,
+    }

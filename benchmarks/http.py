@@ -1,0 +1,376 @@
+"""HTTP benchmark: sidecar against uvicorn and granian, same app, same machine, same run.
+
+    python -m benchmarks.http                      # every scenario, 10 s per measurement
+    python -m benchmarks.http --duration 3 --only bare --servers sidecar,uvicorn
+    python -m benchmarks.http --json > result.json
+
+Scenarios (see SCENARIOS at the bottom; add one there, e.g. for WebSockets):
+
+- ``bare``: the bare ASGI hello app, ``wrk -c64`` on ``/``. Server overhead only.
+- ``starlette``: the same through Starlette.
+- ``dispatch``: 8 keep-alive connections send paced ``/fast`` requests; once they are open,
+  a second wrk keeps ``/cpu`` busy (20 ms of CPU per request, blocking a worker's event loop).
+  A server that dispatches each request to the least loaded worker keeps ``/fast`` quick; one
+  whose workers each own the connections the kernel gave them makes part of ``/fast`` wait
+  behind ``/cpu``. The figure is p99 of ``/fast``: lower is better.
+
+Absolute numbers drift on shared machines: compare rows of one run, not runs.
+Every server runs over TCP loopback, started fresh for each measurement, stopped in a
+``finally``. A server that fails to start gets a row saying so; the others still run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from benchmarks._servers import (
+    KINDS,
+    ServerHandle,
+    ServerStartError,
+    WrkError,
+    run_wrk,
+    start_server,
+    stop_server,
+)
+
+
+@dataclass
+class Options:
+    duration: float
+    connections: int
+    threads: int
+    warmup: float
+    cpu_connections: int
+    fast_connections: int
+    fast_delay_ms: int
+
+
+@dataclass
+class Scenario:
+    """One measurement, repeated on each server of ``matrix``.
+
+    ``measure(handle, options) -> dict`` must return at least ``req_s``, ``p50_ms``,
+    ``p99_ms`` and ``errors``; ``compare`` names the figure the ratio column is made of.
+    """
+
+    name: str
+    description: str
+    app: str
+    ready_path: str
+    matrix: list[tuple[str, int]]  # (server kind, workers)
+    measure: Callable[[ServerHandle, Options], dict]
+    compare: str = "req_s"
+    extra_columns: list[tuple[str, str]] = field(default_factory=list)  # (key, header)
+
+
+# -- measurements ---------------------------------------------------------------------------
+
+
+def _warm_up(url: str, options: Options) -> None:
+    # Lets every worker finish importing and warm its caches before we count.
+    if options.warmup > 0:
+        run_wrk(url, options.connections, options.warmup, options.threads)
+
+
+def measure_throughput(path: str) -> Callable[[ServerHandle, Options], dict]:
+    def measure(handle: ServerHandle, options: Options) -> dict:
+        url = handle.base_url + path
+        _warm_up(url, options)
+        return run_wrk(url, options.connections, options.duration, options.threads)
+
+    return measure
+
+
+# Paces each /fast connection: one request, then a pause.  Without it wrk's closed loop lets
+# connections on an idle worker send thousands of requests while those stuck behind /cpu send
+# fifty, and the slow ones vanish below p99.  wrk does not count the pause as latency.
+FAST_PACING_LUA = """
+function delay()
+  return %d
+end
+"""
+
+
+def measure_dispatch(handle: ServerHandle, options: Options) -> dict:
+    """p99 of paced /fast requests while another client keeps /cpu (20 ms of CPU each) busy.
+
+    The /fast connections open first, while every worker is idle, so they spread over the
+    workers as a keep-alive pool (nginx's, say) would; then the /cpu load starts.  From then
+    on a server that binds requests to the worker owning the connection makes some /fast
+    requests wait behind /cpu; one that dispatches per request does not.
+    """
+    fast_url = handle.base_url + "/fast"
+    cpu_url = handle.base_url + "/cpu"
+    _warm_up(fast_url, options)
+
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", prefix="pacing-") as script:
+        script.write(FAST_PACING_LUA % options.fast_delay_ms)
+        script.flush()
+        fast = _Background(
+            run_wrk, fast_url, options.fast_connections, options.duration, 1, script.name
+        )
+        # wrk gives no signal once it is connected; a moment is plenty on loopback, and the
+        # few unloaded requests it lets in are the same for every server.
+        time.sleep(0.3)
+        cpu = _Background(run_wrk, cpu_url, options.cpu_connections, options.duration, 1)
+        fast.join()
+        cpu.join()  # both finished before either failure propagates
+        result = fast.result()
+        cpu_result = cpu.result()
+    result["cpu_req_s"] = cpu_result["req_s"]
+    return result
+
+
+class _Background:
+    """Call ``fn(*args)`` in a thread; ``result()`` joins and returns or re-raises."""
+
+    def __init__(self, fn: Callable, *args) -> None:
+        self._outcome: dict = {}
+        self._thread = threading.Thread(target=self._run, args=(fn, args), daemon=True)
+        self._thread.start()
+
+    def _run(self, fn: Callable, args: tuple) -> None:
+        try:
+            self._outcome["value"] = fn(*args)
+        except BaseException as exc:  # handed to result(), never lost in the thread
+            self._outcome["error"] = exc
+
+    def join(self) -> None:
+        # run_wrk bounds its own run time; this waits for exactly that.
+        self._thread.join()
+
+    def result(self):
+        self.join()
+        if "error" in self._outcome:
+            raise self._outcome["error"]
+        return self._outcome["value"]
+
+
+# -- running ----------------------------------------------------------------------------------
+
+
+def run_one(scenario: Scenario, kind: str, workers: int, options: Options) -> dict:
+    """Start one server, measure, stop it.  Never raises for a server or wrk failure."""
+    row = {"server": kind, "workers": workers, "status": "ok", "error": None}
+    try:
+        handle = start_server(kind, scenario.app, workers=workers, ready_path=scenario.ready_path)
+    except ServerStartError as exc:
+        return row | {"status": "failed to start", "error": str(exc)}
+    except Exception as exc:  # a row, not a traceback; Ctrl-C still unwinds
+        return row | {"status": "failed to start", "error": f"{type(exc).__name__}: {exc}"}
+    try:
+        row.update(scenario.measure(handle, options))
+        if handle.process.poll() is not None:
+            row.update(status="died", error=f"exited with {handle.process.returncode}")
+    except WrkError as exc:
+        row.update(status="failed", error=str(exc))
+    except Exception as exc:
+        row.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+    finally:
+        stop_server(handle)
+    return row
+
+
+def run_scenario(scenario: Scenario, kinds: list[str], options: Options, log) -> dict:
+    rows = []
+    for kind, workers in scenario.matrix:
+        if kind not in kinds:
+            continue
+        log(f"  {scenario.name}: {kind} --workers {workers} ...")
+        rows.append(run_one(scenario, kind, workers, options))
+    _add_ratios(rows, scenario.compare)
+    return {
+        "scenario": scenario.name,
+        "description": scenario.description,
+        "app": scenario.app,
+        "compare": scenario.compare,
+        "rows": rows,
+    }
+
+
+def _add_ratios(rows: list[dict], key: str) -> None:
+    """ratio = this row's figure / sidecar's, with the same worker count when there is one."""
+    sidecars = {r["workers"]: r for r in rows if r["server"] == "sidecar" and r["status"] == "ok"}
+    for row in rows:
+        reference = sidecars.get(row["workers"]) or next(iter(sidecars.values()), None)
+        row["ratio"] = None
+        if reference and row["status"] == "ok" and reference.get(key):
+            row["ratio"] = row[key] / reference[key]
+
+
+# -- output -----------------------------------------------------------------------------------
+
+
+def format_table(result: dict, scenario: Scenario) -> str:
+    ratio_header = "req/s ÷ sidecar" if scenario.compare == "req_s" else "p99 ÷ sidecar"
+    headers = ["server", "workers", "req/s", "p50 ms", "p99 ms", "errors"]
+    headers += [header for _, header in scenario.extra_columns] + [ratio_header]
+    lines = []
+    for row in result["rows"]:
+        cells = [row["server"], str(row["workers"])]
+        if row["status"] != "ok":
+            lines.append((cells, f"{row['status'].upper()}: {row['error']}"))
+            continue
+        cells += [
+            f"{row['req_s']:,.0f}",
+            f"{row['p50_ms']:.2f}",
+            f"{row['p99_ms']:.2f}",
+            str(row["errors"]),
+        ]
+        for key, _ in scenario.extra_columns:
+            value = row.get(key)
+            cells.append("-" if value is None else f"{value:,.0f}")
+        cells.append("-" if row["ratio"] is None else f"{row['ratio']:.2f}")
+        lines.append((cells, None))
+    widths = [len(h) for h in headers]
+    for cells, _ in lines:
+        for i, cell in enumerate(cells):
+            widths[i] = max(widths[i], len(cell))
+
+    def fmt(cells: list[str]) -> str:
+        first = [cells[0].ljust(widths[0])]
+        return "  ".join(first + [c.rjust(w) for c, w in zip(cells[1:], widths[1:])])
+
+    out = [f"== {result['scenario']}: {result['description']}", fmt(headers)]
+    out.append("  ".join("-" * w for w in widths))
+    for cells, message in lines:
+        out.append(fmt(cells) if message is None else fmt(cells) + "  " + message)
+    return "\n".join(out)
+
+
+# -- scenarios --------------------------------------------------------------------------------
+
+THROUGHPUT_MATRIX = [("sidecar", 1), ("sidecar", 2), ("uvicorn", 1), ("uvicorn", 2), ("granian", 1)]
+
+SCENARIOS: dict[str, Scenario] = {
+    "bare": Scenario(
+        name="bare",
+        description="bare ASGI hello (benchmarks.apps:hello), GET /",
+        app="benchmarks.apps:hello",
+        ready_path="/",
+        matrix=THROUGHPUT_MATRIX,
+        measure=measure_throughput("/"),
+    ),
+    "starlette": Scenario(
+        name="starlette",
+        description="Starlette PlainTextResponse (benchmarks.apps:starlette_app), GET /",
+        app="benchmarks.apps:starlette_app",
+        ready_path="/",
+        matrix=THROUGHPUT_MATRIX,
+        measure=measure_throughput("/"),
+    ),
+    "dispatch": Scenario(
+        name="dispatch",
+        description="GET /fast while /cpu (20 ms CPU each) keeps workers busy; lower p99 wins",
+        app="benchmarks.apps:starlette_app",
+        ready_path="/fast",
+        matrix=[("sidecar", 2), ("uvicorn", 2), ("granian", 2)],
+        measure=measure_dispatch,
+        compare="p99_ms",
+        extra_columns=[("cpu_req_s", "/cpu req/s")],
+    ),
+    # A WebSocket scenario plugs in here: a Scenario whose measure() drives a WebSocket
+    # client (e.g. a wrk Lua script or a websockets-based load generator).
+}
+
+
+# -- command line -----------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.http",
+        description="Compare sidecar with uvicorn and granian over TCP loopback, with wrk.",
+    )
+    parser.add_argument("--duration", type=float, default=10, help="seconds per measurement")
+    parser.add_argument("--connections", type=int, default=64, help="wrk connections")
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--warmup", type=float, default=1, help="seconds of warm-up (0: none)")
+    parser.add_argument(
+        "--only", choices=sorted(SCENARIOS), action="append", help="run only this scenario"
+    )
+    parser.add_argument(
+        "--servers", default=",".join(KINDS), help=f"comma-separated subset of {','.join(KINDS)}"
+    )
+    parser.add_argument(
+        "--cpu-connections",
+        type=int,
+        default=1,
+        help="dispatch: connections hammering /cpu (default 1: one worker busy, one free)",
+    )
+    parser.add_argument(
+        "--fast-connections", type=int, default=8, help="dispatch: connections measuring /fast"
+    )
+    parser.add_argument(
+        "--fast-delay-ms",
+        type=int,
+        default=10,
+        help="dispatch: pause between /fast requests on each connection",
+    )
+    parser.add_argument("--json", action="store_true", help="print a JSON document")
+    args = parser.parse_args(argv)
+    args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+    unknown = sorted(set(args.servers) - set(KINDS))
+    if unknown:
+        parser.error(f"unknown server(s): {', '.join(unknown)}; choose from {', '.join(KINDS)}")
+    if args.duration < 1 or args.connections < 1 or args.threads < 1:
+        parser.error("--duration, --connections and --threads must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, through the finally blocks that stop the servers.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    if shutil.which("wrk") is None:
+        print("error: wrk is not installed (apt-get install wrk)", file=sys.stderr)
+        return 2
+    options = Options(
+        duration=args.duration,
+        connections=args.connections,
+        threads=args.threads,
+        warmup=args.warmup,
+        cpu_connections=args.cpu_connections,
+        fast_connections=args.fast_connections,
+        fast_delay_ms=args.fast_delay_ms,
+    )
+    names = args.only or list(SCENARIOS)
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    results = []
+    for name in names:
+        scenario = SCENARIOS[name]
+        result = run_scenario(scenario, args.servers, options, log)
+        results.append(result)
+        if not args.json:
+            print(format_table(result, scenario), end="\n\n", flush=True)
+    if args.json:
+        document = {
+            "benchmark": "http",
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "options": vars(options),
+            "scenarios": results,
+        }
+        print(json.dumps(document, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # servers were stopped by the finally blocks on the way out
+        sys.exit(130)

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Idempotent setup behind scripts/demo.sh and scripts/test.sh:
+#   1. Debian packages (only as root, only those missing): wrk, nginx, curl, compilers, headers
+#   2. .venv in the repository (python3.11, else python3)
+#   3. pip install -e '.[test]' — skipped while the build inputs are unchanged since the last
+#      install (SIDECAR_SETUP_FORCE=1 forces it)
+# One line per step on stdout; the tools' own output only when they fail.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf 'setup: %s\n' "$*"; }
+
+# Runs "$@" with its output in a log that is shown only if it fails.
+quietly() {
+    local log
+    log="$(mktemp)"
+    if ! "$@" >"$log" 2>&1; then
+        cat "$log" >&2
+        rm -f "$log"
+        say "FAILED: $*" >&2
+        return 1
+    fi
+    rm -f "$log"
+}
+
+# -- 1. Debian packages ------------------------------------------------------------------------
+packages=(wrk nginx-light curl gcc clang python3-venv python3-dev libffi-dev)
+missing=()
+for package in "${packages[@]}"; do
+    dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+    say "system packages present"
+elif [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    say "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    quietly apt-get update -q
+    quietly apt-get install -y -q --no-install-recommends "${missing[@]}"
+else
+    say "missing ${missing[*]} (run as root with apt-get to install them); continuing"
+fi
+
+# -- 2. virtualenv ------------------------------------------------------------------------------
+if [ -x .venv/bin/python ]; then
+    say ".venv present"
+else
+    python="$(command -v python3.11 || command -v python3 || true)"
+    if [ -z "$python" ]; then
+        say "FAILED: neither python3.11 nor python3 found" >&2
+        exit 1
+    fi
+    say "creating .venv with $python"
+    quietly "$python" -m venv .venv
+fi
+
+# -- 3. the package, editable, with its test extra ----------------------------------------------
+# Whatever pip would build from: project metadata, the C ring and its cffi build script.
+build_inputs() {
+    {
+        ls pyproject.toml setup.py setup.cfg build.py 2>/dev/null || true
+        find native sidecar -type f \( -name '*.c' -o -name '*.h' -o -name '*build*.py' \) \
+            2>/dev/null || true
+    } | LC_ALL=C sort | xargs -r sha256sum
+}
+stamp=.venv/.sidecar-setup-stamp
+fingerprint="$(build_inputs | sha256sum | cut -d' ' -f1)"
+if [ "${SIDECAR_SETUP_FORCE:-0}" != 1 ] && [ -f "$stamp" ] \
+        && [ "$(cat "$stamp")" = "$fingerprint" ]; then
+    say "sidecar installed in .venv (build inputs unchanged)"
+else
+    say "pip install -e '.[test]'"
+    quietly .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+    printf '%s\n' "$fingerprint" >"$stamp"
+fi

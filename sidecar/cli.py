@@ -1,0 +1,241 @@
+"""Command line: ``sidecar MODULE:APP [options]`` (uvicorn and gunicorn spellings).
+
+Settings come from, lowest priority first: defaults, ``--config FILE`` (TOML), ``SIDECAR_*``
+environment variables, flags.  Any mistake is one line on stderr and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tomllib
+from dataclasses import fields
+
+from sidecar.config import EXIT_USAGE, Config
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one clear line, not usage + error
+        raise UsageError(message)
+
+
+def _size(text: str) -> int:
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    t = text.strip().lower().removesuffix("ib").removesuffix("b")
+    mult = 1
+    if t and t[-1] in units:
+        mult, t = units[t[-1]], t[:-1]
+    try:
+        value = int(t) * mult
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 65536, 64k, 4m)") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"negative size: {text!r}")
+    return value
+
+
+def _mode(text: str) -> int:
+    try:
+        return int(text, 8)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an octal mode: {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="sidecar", description="ASGI server: a front-end process and a worker pool "
+                "joined by shared-memory rings.")
+    p.add_argument("app", nargs="?", help="the ASGI app, MODULE:ATTRIBUTE (default: the demo)")
+    p.add_argument("--config", metavar="FILE", help="TOML file with settings (keys as flags)")
+    p.add_argument("--uds", metavar="PATH", help="listen on this Unix socket")
+    p.add_argument("--uds-mode", type=_mode, metavar="OCTAL", help="Unix socket mode (660)")
+    p.add_argument("--bind", "-b", action="append", metavar="HOST:PORT",
+                   help="listen on TCP (repeatable)")
+    p.add_argument("--fd", action="append", type=int, metavar="N",
+                   help="listen on an inherited socket descriptor (repeatable)")
+    p.add_argument("--workers", "-w", type=int, metavar="N", help="worker processes (cores)")
+    p.add_argument("--factory", action="store_true", default=None,
+                   help="APP is a callable returning the app")
+    p.add_argument("--app-dir", metavar="DIR", help="put DIR on sys.path (.)")
+    p.add_argument("--root-path", metavar="PATH", help="ASGI root_path (mounted under a prefix)")
+    p.add_argument("--env-file", metavar="FILE", help="KEY=VALUE lines added to the environment")
+    p.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--access-log", dest="access_log", action="store_true", default=None)
+    p.add_argument("--no-access-log", dest="access_log", action="store_false")
+    p.add_argument("--lifespan", choices=["auto", "on", "off"])
+    p.add_argument("--forwarded-allow-ips", metavar="LIST",
+                   help="comma-separated peers trusted for X-Forwarded-*/Forwarded ('*', 'unix')")
+    p.add_argument("--no-proxy-headers", dest="proxy_headers", action="store_false", default=None)
+    p.add_argument("--no-server-header", dest="server_header", action="store_false", default=None)
+    p.add_argument("--no-date-header", dest="date_header", action="store_false", default=None)
+    p.add_argument("--backlog", type=int, metavar="N")
+    p.add_argument("--ring-capacity", type=_size, metavar="BYTES", help="per ring (4m)")
+    p.add_argument("--window", type=_size, metavar="BYTES", help="per-stream flow window (256k)")
+    p.add_argument("--max-request-line", type=_size, metavar="BYTES")
+    p.add_argument("--max-header-bytes", type=_size, metavar="BYTES")
+    p.add_argument("--max-headers", type=int, metavar="N")
+    p.add_argument("--max-body", type=_size, metavar="BYTES")
+    p.add_argument("--timeout-keep-alive", dest="keepalive_timeout", type=float, metavar="S")
+    p.add_argument("--timeout-graceful-shutdown", dest="shutdown_timeout", type=float,
+                   metavar="S")
+    p.add_argument("--timeout-worker-start", dest="worker_start_timeout", type=float,
+                   metavar="S")
+    return p
+
+
+def _coerce(name: str, value, default):
+    """Turn a TOML or environment value into the type of the field's default."""
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in ("1", "true", "yes", "on"):
+            return True
+        if str(value).lower() in ("0", "false", "no", "off"):
+            return False
+        raise UsageError(f"{name}: expected true or false, got {value!r}")
+    if isinstance(default, list):
+        items = value if isinstance(value, list) else [v for v in str(value).split(",") if v]
+        return [int(v) for v in items] if name == "fd" else [str(v) for v in items]
+    if name == "uds_mode":
+        return value if isinstance(value, int) else _mode(str(value))
+    if isinstance(default, int) and not isinstance(default, bool) or name == "max_body":
+        if isinstance(value, int):
+            return value
+        try:
+            return _size(str(value))
+        except argparse.ArgumentTypeError as exc:
+            raise UsageError(f"{name}: {exc}") from None
+    if isinstance(default, float):
+        try:
+            return float(value)
+        except ValueError:
+            raise UsageError(f"{name}: expected a number, got {value!r}") from None
+    return str(value)
+
+
+def load_config(argv: list[str] | None = None, environ=os.environ) -> Config:
+    args = build_parser().parse_args(argv)
+    config = Config()
+    defaults = {f.name: getattr(config, f.name) for f in fields(Config)}
+    settings: dict = {}
+    if args.config:
+        try:
+            with open(args.config, "rb") as fh:
+                table = tomllib.load(fh)
+        except OSError as exc:
+            raise UsageError(f"cannot read config file {args.config}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise UsageError(f"config file {args.config}: {exc}") from None
+        for key, value in table.items():
+            name = key.replace("-", "_")
+            if name not in defaults:
+                raise UsageError(f"config file {args.config}: unknown setting {key!r}")
+            settings[name] = _coerce(name, value, defaults[name])
+    for name in defaults:
+        env = environ.get("SIDECAR_" + name.upper())
+        if env is not None:
+            settings[name] = _coerce(name, env, defaults[name])
+    for name, value in vars(args).items():
+        if value is None or name == "config":
+            continue
+        if name == "forwarded_allow_ips":
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        settings[name] = value
+    for name, value in settings.items():
+        setattr(config, name, value)
+    if ":" not in config.app:
+        raise UsageError(f"app must be MODULE:ATTRIBUTE, got {config.app!r}")
+    if config.workers < 0:
+        raise UsageError("--workers must be 0 (one per core) or more")
+    if config.window < 4096:
+        raise UsageError("--window must be at least 4k")
+    cap = config.ring_capacity
+    if cap < 65536 or cap & (cap - 1) or cap > 1 << 30:
+        raise UsageError("--ring-capacity must be a power of two from 64k to 1g")
+    return config
+
+
+def load_env_file(path: str) -> None:
+    try:
+        lines = open(path, encoding="utf-8").read().splitlines()
+    except OSError as exc:
+        raise UsageError(f"cannot read env file {path}: {exc.strerror}") from None
+    for n, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[7:]
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise UsageError(f"env file {path}:{n}: expected KEY=VALUE")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        os.environ[key.strip()] = value
+
+
+def setup_logging(level: str, access_log: bool) -> None:
+    fmt = logging.Formatter("%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s")
+    root = logging.getLogger()
+    root.handlers[:] = []
+    err = logging.StreamHandler(sys.stderr)
+    err.setFormatter(fmt)
+    root.addHandler(err)
+    root.setLevel(level.upper())
+    access = logging.getLogger("sidecar.access")
+    access.propagate = False
+    access.handlers[:] = []
+    if access_log:
+        out = logging.StreamHandler(sys.stdout)
+        out.setFormatter(logging.Formatter("%(message)s"))
+        access.addHandler(out)
+        access.setLevel(logging.INFO)
+    else:
+        access.setLevel(logging.CRITICAL + 1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from sidecar.frontend import listeners
+
+    try:
+        config = load_config(argv)
+        if config.env_file:
+            load_env_file(config.env_file)
+    except UsageError as exc:
+        print(f"sidecar: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    setup_logging(config.log_level, config.access_log)
+    uds, binds, fds = config.listeners()
+    sockets = []
+    try:
+        for fd in fds:
+            sockets.append(listeners.from_fd(fd))
+        for spec in binds:
+            sockets.append(listeners.open_tcp(spec, config.backlog))
+        if uds:
+            sockets.append(listeners.open_uds(uds, config.uds_mode, config.backlog))
+    except listeners.ListenerError as exc:
+        for s in sockets:
+            s.close()
+        print(f"sidecar: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    import uvloop
+
+    from sidecar.frontend.server import FrontEnd
+
+    async def run() -> int:
+        return await FrontEnd(config, sockets).run()
+
+    try:
+        return uvloop.run(run())
+    except KeyboardInterrupt:
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

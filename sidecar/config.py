@@ -1,0 +1,71 @@
+"""All settings in one place, with defaults in units and the precedent they follow.
+
+Sources, lowest to highest priority: defaults < TOML config file < SIDECAR_* environment
+variables < command-line flags (sidecar.cli does the merging).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+
+from sidecar.events import DEFAULT_WINDOW
+from sidecar.ring import DEFAULT_CAPACITY
+
+#: Exit codes of the server process (systemd: RestartPreventExitStatus=3 4).
+EXIT_OK = 0
+EXIT_USAGE = 2           # bad flags, config or socket: argparse's convention
+EXIT_STARTUP_FAILED = 3  # the app's lifespan startup failed: restarting won't help
+EXIT_IMPORT_FAILED = 4   # the app could not be imported: restarting won't help
+
+
+@dataclass
+class Config:
+    app: str = "examples.demo:app"
+    factory: bool = False
+    app_dir: str = "."
+
+    # listeners; when none is given: ./sidecar.sock and 127.0.0.1:8000
+    uds: str | None = None
+    uds_mode: int = 0o660          # owner and group (the web server's) may connect
+    bind: list[str] = field(default_factory=list)
+    fd: list[int] = field(default_factory=list)
+    backlog: int = 2048            # uvicorn/gunicorn: 2048
+
+    workers: int = 0               # 0 = one per core
+    root_path: str = ""
+    env_file: str | None = None
+    log_level: str = "info"
+    access_log: bool = True
+    server_header: bool = True
+    date_header: bool = True
+    forwarded_allow_ips: list[str] = field(default_factory=lambda: ["127.0.0.1", "::1", "unix"])
+    proxy_headers: bool = True
+    lifespan: str = "auto"         # auto | on | off
+
+    # flow control
+    ring_capacity: int = DEFAULT_CAPACITY   # bytes per direction per worker
+    window: int = DEFAULT_WINDOW            # per-stream body bytes in flight per direction
+
+    # limits (the precedent for each is in sidecar/http/h1.py's Limits)
+    max_request_line: int = 8192
+    max_header_bytes: int = 65536
+    max_headers: int = 100
+    max_body: int | None = None
+
+    # timeouts, seconds
+    keepalive_timeout: float = 75.0  # > nginx upstream keepalive_timeout (60 s): nginx closes first
+    shutdown_timeout: float = 30.0   # systemd TimeoutStopSec default is 90 s
+    worker_start_timeout: float = 60.0
+    dispatch_timeout: float = 30.0   # wait for a ready worker before answering 503
+
+    def resolved_workers(self) -> int:
+        return self.workers if self.workers > 0 else (os.cpu_count() or 1)
+
+    def listeners(self) -> tuple[str | None, list[str], list[int]]:
+        if self.uds is None and not self.bind and not self.fd:
+            return "sidecar.sock", ["127.0.0.1:8000"], []
+        return self.uds, list(self.bind), list(self.fd)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]

@@ -1,0 +1,500 @@
+"""One client connection speaking HTTP/1.1, and the streams (requests) on it.
+
+socket bytes -> sidecar.http.h1.RequestParser -> HTTP_REQUEST/HTTP_BODY events -> worker link;
+worker link -> RESPONSE_START/RESPONSE_BODY/APP_DONE -> HTTP framing -> socket.
+
+Rules kept here:
+- Pipelining: every parsed request becomes a stream at once (dispatched to a worker), but only
+  the oldest unfinished stream (the head) writes to the socket; the others buffer, and their
+  buffers are bounded because the worker may send only ``window`` bytes without credit, and a
+  stream grants credit only for bytes it wrote to the socket.
+- Response credit is granted after a write while the transport is not paused; while it is
+  paused (slow client) credit is owed and granted on resume_writing: a slow client costs one
+  window of buffer, never a worker.
+- Request credit: at most ``window`` body bytes go to the worker before it grants more; beyond
+  that the body waits here and, past one window, the socket stops being read.
+- Error policy (the only place): the app failed or the worker was lost before the response
+  started -> 500 / 502; after it started -> the connection is closed (a chunked body ends
+  without its last chunk), never a second status line.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from http import HTTPStatus
+from collections import deque
+
+from sidecar import events
+from sidecar.events import (APP_DONE, DISCONNECT, HTTP_BODY, HTTP_REQUEST, MAX_CHUNK,
+                            RECV_CREDIT, RESPONSE_BODY, RESPONSE_START, SEND_CREDIT)
+from sidecar.http import h1
+
+log = logging.getLogger("sidecar.frontend")
+access_log = logging.getLogger("sidecar.access")
+
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+MAX_PIPELINE = 32  # requests parsed ahead of their responses before we stop reading
+
+
+class HTTPStream:
+    """One request/response exchange, from the parsed head to APP_DONE."""
+
+    __slots__ = ("conn", "sid", "req", "link", "recv_credit", "pending", "pending_bytes",
+                 "body_done", "body_sent_done", "credit_seen", "started", "complete", "chunked",
+                 "head_only", "buffer", "owed", "status", "sent_bytes", "app_done", "t0",
+                 "keep_alive", "dispatched")
+
+    def __init__(self, conn: "HTTPConnection", sid: int, req: h1.Request):
+        self.conn = conn
+        self.sid = sid
+        self.req = req
+        self.link = None
+        self.recv_credit = 0
+        self.pending: deque[tuple[bytes, bool]] = deque()  # request body waiting for credit
+        self.pending_bytes = 0
+        self.body_done = False       # parser saw the end of the request body
+        self.body_sent_done = False  # the worker got more_body=False
+        self.credit_seen = False
+        self.started = False
+        self.complete = False
+        self.chunked = False
+        self.head_only = req.method == b"HEAD"
+        self.buffer: list[bytes] | None = None  # response bytes while not at the head
+        self.owed = 0
+        self.status = 0
+        self.sent_bytes = 0
+        self.app_done = False
+        self.t0 = time.monotonic()
+        self.keep_alive = req.keep_alive
+        self.dispatched = False
+
+    # --- request direction ---------------------------------------------------------------
+
+    def dispatch(self, link, body: bytes, more_body: bool) -> None:
+        """Send the scope (with the first body chunk) to the worker chosen for this stream."""
+        self.link = link
+        self.dispatched = True
+        self.recv_credit = link.window - len(body)
+        self.body_sent_done = not more_body
+        link.open_stream(self.sid, self, self.conn.request_event(self, body, more_body))
+        if self.pending:
+            self._flush_body()
+
+    def feed_body(self, data: bytes, more: bool) -> None:
+        if not more:
+            self.body_done = True
+        if self.app_done:
+            return  # the app is gone: the rest of the body is read and dropped
+        if data or not more:
+            self.pending.append((data, more))
+            self.pending_bytes += len(data)
+        if self.dispatched:
+            self._flush_body()
+        if self.pending_bytes > self.conn.window:
+            self.conn.pause_reading_for(self)
+
+    def _flush_body(self) -> None:
+        chunk_max = min(MAX_CHUNK, self.link.window)
+        pending, link, sid = self.pending, self.link, self.sid
+        while pending:
+            data, more = pending[0]
+            if len(data) > chunk_max:
+                # split to what the window lets a record carry
+                pending[0] = (data[chunk_max:], more)
+                data, more = data[:chunk_max], True
+                pending.appendleft((data, True))
+            if len(data) > self.recv_credit:
+                break
+            pending.popleft()
+            self.pending_bytes -= len(data)
+            self.recv_credit -= len(data)
+            link.send([HTTP_BODY, sid, data, more])
+            if not more:
+                self.body_sent_done = True
+        if self.pending_bytes <= self.conn.window:
+            self.conn.resume_reading_for(self)
+
+    # --- response direction --------------------------------------------------------------
+
+    def on_worker_event(self, ev: list) -> None:
+        kind = ev[0]
+        if kind == RESPONSE_BODY:
+            self._on_body(ev[2], ev[3])
+        elif kind == RESPONSE_START:
+            self._on_start(ev[2], ev[3])
+        elif kind == APP_DONE:
+            self._on_app_done(ev[2])
+        elif kind == RECV_CREDIT:
+            self._on_recv_credit(ev[2])
+        else:
+            self._fail(f"unexpected event kind {kind} on an HTTP stream")
+
+    def _on_recv_credit(self, n: int) -> None:
+        if not self.credit_seen:
+            self.credit_seen = True
+            if self.req.expect_continue and not self.started:
+                self.conn.write_for(self, CONTINUE)
+        self.recv_credit += n
+        if self.pending:
+            self._flush_body()
+
+    def _on_start(self, status: int, headers: list) -> None:
+        if self.started:
+            return self._fail("second http.response.start")
+        if self.conn.closed:
+            return
+        conn = self.conn
+        req = self.req
+        try:
+            chunked, _ = h1.response_framing(status, headers, method=req.method,
+                                             http_version=req.http_version)
+            if not self.body_done and req.expect_continue and not self.credit_seen:
+                self.keep_alive = False  # the client never sent the body it announced
+            head = h1.serialize_response_head(
+                status, headers, http_version=req.http_version, keep_alive=self.keep_alive
+                and not conn.draining, chunked=chunked, date=conn.server.date(),
+                server=conn.server.server_header, head_request=self.head_only)
+        except (ValueError, TypeError) as exc:
+            log.error("invalid response from the app for %s %s: %s", req.method.decode(),
+                      req.target.decode("latin-1"), exc)
+            self._error_response(500)
+            return
+        self.started = True
+        self.status = status
+        self.chunked = chunked and not self.head_only
+        if conn.draining:
+            self.keep_alive = False
+        conn.write_for(self, head)
+
+    def _on_body(self, data: bytes, more: bool) -> None:
+        if not self.started or self.complete:
+            return self._fail("response body outside a started response")
+        n = len(data)
+        if data and not self.head_only:
+            self.sent_bytes += n
+            self.conn.write_for(self, h1.encode_chunk(data) if self.chunked else data)
+        if more:
+            if n:
+                self.grant(n)
+            return
+        if self.chunked:
+            self.conn.write_for(self, h1.LAST_CHUNK)
+        self.complete = True
+        self.conn.stream_complete(self)
+
+    def grant(self, n: int) -> None:
+        """Response credit for n bytes: now if they left for the socket, else when they do."""
+        if self.buffer is None and not self.conn.write_paused:
+            self.link.send([SEND_CREDIT, self.sid, n])
+        else:
+            self.owed += n
+
+    def flush_owed(self) -> None:
+        if self.owed and not self.complete and self.link is not None:
+            n, self.owed = self.owed, 0
+            self.link.send([SEND_CREDIT, self.sid, n])
+
+    def _on_app_done(self, error: str | None) -> None:
+        self.app_done = True
+        if error:
+            log.error("app error in %s %s: %s", self.req.method.decode(),
+                      self.req.target.decode("latin-1"), error)
+        if not self.started:
+            if not error:
+                log.error("app returned without a response for %s %s",
+                          self.req.method.decode(), self.req.target.decode("latin-1"))
+            self._error_response(500)
+        elif not self.complete:
+            self.conn.abort_from(self, "app ended mid-response")
+
+    def on_worker_lost(self) -> None:
+        """The worker died or broke the protocol: 502 if nothing was sent, else abort."""
+        if self.app_done:
+            return
+        self.app_done = True
+        if not self.started:
+            self._error_response(502)
+        elif not self.complete:
+            self.conn.abort_from(self, "worker lost mid-response")
+
+    def _fail(self, why: str) -> None:
+        log.error("protocol error from worker on stream %d: %s", self.sid, why)
+        if self.link is not None:
+            self.link.streams.pop(self.sid, None)
+            self.link.send([DISCONNECT, self.sid])
+        self.on_worker_lost()
+
+    def overloaded(self) -> None:
+        """No worker could take the stream in time."""
+        self.app_done = True
+        self._error_response(503, ((b"retry-after", b"5"),))
+
+    def _error_response(self, status: int, extra_headers=()) -> None:
+        self.started = True
+        self.status = status
+        self.keep_alive = False
+        self.conn.write_for(self, h1.simple_response(status, HTTPStatus(status).phrase,
+                                                     keep_alive=False,
+                                                     extra_headers=extra_headers))
+        self.complete = True
+        self.conn.stream_complete(self)
+
+    def client_gone(self) -> None:
+        if self.dispatched and not self.app_done and self.link is not None:
+            self.link.send([DISCONNECT, self.sid])
+
+
+class HTTPConnection(asyncio.Protocol):
+    """asyncio protocol for one client socket (TCP or Unix)."""
+
+    def __init__(self, server):
+        self.server = server
+        self.window = server.config.window
+        self.transport: asyncio.Transport | None = None
+        self.parser = h1.RequestParser(server.limits)
+        self.pipeline: deque[HTTPStream] = deque()
+        self.current: HTTPStream | None = None  # stream receiving request body
+        self.closed = False
+        self.write_paused = False
+        self.read_paused_by: set[int] = set()
+        self.keepalive_handle: asyncio.TimerHandle | None = None
+        self.client = None
+        self.server_addr = None
+        self.scheme = "http"
+        self.trusted = False
+        self.draining = False
+
+    # --- asyncio.Protocol ----------------------------------------------------------------
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.server.connections.add(self)
+        sock = transport.get_extra_info("socket")
+        peer = transport.get_extra_info("peername")
+        local = transport.get_extra_info("sockname")
+        if isinstance(local, str) or isinstance(local, bytes):  # Unix socket
+            path = local.decode() if isinstance(local, bytes) else local
+            self.server_addr = [path, None]
+            self.client = None
+            self.trusted = self.server.trust_unix
+        else:
+            self.server_addr = [local[0], local[1]]
+            self.client = [peer[0], peer[1]] if peer else None
+            self.trusted = self.server.is_trusted(peer[0] if peer else None)
+            if sock is not None:
+                try:
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                except OSError:
+                    pass
+        self._arm_keepalive()
+
+    def data_received(self, data: bytes) -> None:
+        if self.keepalive_handle is not None:
+            self.keepalive_handle.cancel()
+            self.keepalive_handle = None
+        try:
+            evs = self.parser.feed(data)
+        except Exception:  # a parser bug must not take the process down
+            log.exception("request parser failed")
+            evs = [h1.ProtocolError(400, "unparseable request")]
+        i, n = 0, len(evs)
+        while i < n:
+            ev = evs[i]
+            t = type(ev)
+            if t is h1.Request:
+                # piggyback the whole body on HTTP_REQUEST when it is already here
+                body, more = b"", True
+                if i + 1 < n and type(evs[i + 1]) is h1.EndOfMessage:
+                    body, more, i = b"", False, i + 1
+                elif (i + 2 < n and type(evs[i + 1]) is h1.Body
+                      and type(evs[i + 2]) is h1.EndOfMessage
+                      and len(evs[i + 1].data) <= MAX_CHUNK):
+                    body, more, i = evs[i + 1].data, False, i + 2
+                self._on_request(ev, body, more)
+            elif t is h1.Body:
+                if self.current is not None:
+                    self.current.feed_body(ev.data, True)
+            elif t is h1.EndOfMessage:
+                if self.current is not None:
+                    self.current.feed_body(b"", False)
+                    self.current = None
+            elif t is h1.ProtocolError:
+                self._on_protocol_error(ev)
+                return
+            i += 1
+
+    def eof_received(self):
+        # A client that shuts down its side is treated as gone (as uvicorn and nginx do): the
+        # transport closes, connection_lost tells the workers, apps see http.disconnect.
+        return False
+
+    def connection_lost(self, exc) -> None:
+        self.closed = True
+        self.server.connections.discard(self)
+        if self.keepalive_handle is not None:
+            self.keepalive_handle.cancel()
+        for stream in self.pipeline:
+            stream.client_gone()
+        self.pipeline.clear()
+        self.current = None
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.pipeline:
+            self.pipeline[0].flush_owed()
+
+    # --- requests ------------------------------------------------------------------------
+
+    def _on_request(self, req: h1.Request, body: bytes, more: bool) -> None:
+        if req.upgrade == b"websocket" and self.server.websocket_handler is not None:
+            self.server.websocket_handler(self, req)
+            return
+        stream = HTTPStream(self, self.server.next_sid(), req)
+        if self.draining:
+            stream.keep_alive = False
+        self.pipeline.append(stream)
+        if more:
+            self.current = stream
+        else:
+            stream.body_done = True
+        if len(self.pipeline) == 1:
+            stream.buffer = None
+        else:
+            stream.buffer = []
+        if len(self.pipeline) >= MAX_PIPELINE:
+            self.pause_reading_for(None)
+        self.server.pool.dispatch(stream, body, more)
+
+    def request_event(self, stream: HTTPStream, body: bytes, more: bool) -> list:
+        req = self.req_scope(stream.req)
+        return [HTTP_REQUEST, stream.sid, req[0], req[1], req[2], req[3], req[4], req[5],
+                req[6], req[7], req[8], req[9], body, more]
+
+    def req_scope(self, req: h1.Request) -> tuple:
+        """(method, scheme, path, raw_path, query, headers, client, server, version, root)."""
+        root = self.server.config.root_path
+        scheme, client = self.scheme, self.client
+        headers = [[n, v] for n, v in req.headers]
+        if self.trusted:
+            scheme, client = self.server.apply_proxy_headers(req.headers, scheme, client)
+        path = root + req.path if root else req.path
+        raw_path = root.encode() + req.raw_path if root else req.raw_path
+        return (req.method.decode("ascii"), scheme, path, raw_path, req.query_string, headers,
+                client, self.server_addr, req.http_version, root)
+
+    def _on_protocol_error(self, err: h1.ProtocolError) -> None:
+        log.info("bad request from %s: %d %s", self.client or "unix peer", err.status,
+                 err.reason)
+        self.pause_reading_for(None)
+        self.current = None
+        data = h1.simple_response(err.status, err.reason, keep_alive=False)
+        if not self.pipeline:
+            self.transport.write(data)
+            self.transport.close()
+            return
+        # answer after the responses already in flight, then close
+        stream = HTTPStream(self, 0, self.pipeline[-1].req)
+        stream.keep_alive = False
+        stream.started = stream.complete = stream.app_done = True
+        stream.buffer = [data]
+        self.pipeline.append(stream)
+
+    # --- writing -------------------------------------------------------------------------
+
+    def write_for(self, stream: HTTPStream, data: bytes) -> None:
+        if self.closed:
+            return
+        if stream.buffer is None:
+            self.transport.write(data)
+        else:
+            stream.buffer.append(data)
+
+    def stream_complete(self, stream: HTTPStream) -> None:
+        """The stream's response is fully written (or buffered): advance the pipeline."""
+        if self.closed:
+            return
+        if self.server.access_log:
+            self._log_access(stream)
+        while self.pipeline and self.pipeline[0].complete:
+            done = self.pipeline.popleft()
+            if not done.keep_alive:
+                self._close_after_write()
+                return
+            if not done.body_done:
+                if done.req.expect_continue and not done.credit_seen:
+                    self._close_after_write()  # the announced body never came
+                    return
+                # keep reading and dropping the rest of its body
+            if not self.pipeline:
+                break
+            nxt = self.pipeline[0]
+            buffered, nxt.buffer = nxt.buffer, None
+            if buffered:
+                self.transport.write(b"".join(buffered))
+            if nxt.owed:
+                nxt.flush_owed()
+        if len(self.pipeline) < MAX_PIPELINE:
+            self.resume_reading_for(None)
+        if not self.pipeline:
+            if self.draining:
+                self._close_after_write()
+            else:
+                self._arm_keepalive()
+
+    def abort_from(self, stream: HTTPStream, why: str) -> None:
+        log.warning("closing connection from %s: %s (stream %d)", self.client or "unix peer",
+                    why, stream.sid)
+        if stream.buffer is None and not self.closed:
+            # what was written stays written; a truncated body is visible as a short read
+            self.transport.close()
+        else:
+            self.transport.abort()
+        self.closed = True
+
+    def _close_after_write(self) -> None:
+        self.closed = True
+        self.transport.close()  # flushes the write buffer first
+
+    def _arm_keepalive(self) -> None:
+        loop = self.server.loop
+        self.keepalive_handle = loop.call_later(self.server.config.keepalive_timeout,
+                                                self._keepalive_expired)
+
+    def _keepalive_expired(self) -> None:
+        self.keepalive_handle = None
+        if not self.pipeline and not self.closed:
+            self.transport.close()
+
+    def pause_reading_for(self, stream: HTTPStream | None) -> None:
+        key = 0 if stream is None else stream.sid
+        if not self.read_paused_by:
+            self.transport.pause_reading()
+        self.read_paused_by.add(key)
+
+    def resume_reading_for(self, stream: HTTPStream | None) -> None:
+        key = 0 if stream is None else stream.sid
+        if key in self.read_paused_by:
+            self.read_paused_by.discard(key)
+            if not self.read_paused_by and not self.closed:
+                self.transport.resume_reading()
+
+    def start_drain(self) -> None:
+        """Shutdown/reload: finish what is in flight, then close; idle connections close now."""
+        self.draining = True
+        if not self.pipeline and not self.closed:
+            self._close_after_write()
+
+    def _log_access(self, stream: HTTPStream) -> None:
+        req = stream.req
+        client = f"{self.client[0]}:{self.client[1]}" if self.client else "unix"
+        access_log.info('%s - "%s %s HTTP/%s" %d %d %.1fms', client, req.method.decode(),
+                        req.target.decode("latin-1"), req.http_version, stream.status,
+                        stream.sent_bytes, (time.monotonic() - stream.t0) * 1000)
+
+
+__all__ = ["HTTPConnection", "HTTPStream", "events"]

@@ -1,0 +1,162 @@
+"""The host side of one worker: its ring pair, the streams on it, and ordered event output.
+
+ASGI events leave the front-end here (``send``: msgpack -> ring) and come back here
+(``_on_records``: ring -> msgpack -> the stream object that owns the stream id).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import Callable, Protocol
+
+from sidecar import events
+from sidecar.events import pack
+from sidecar.ring import Consumer, Producer, RingError
+
+log = logging.getLogger("sidecar.frontend")
+
+
+class Stream(Protocol):
+    """What a link needs from a stream (an HTTP request or a WebSocket on a connection)."""
+
+    def on_worker_event(self, ev: list) -> None: ...
+    def on_worker_lost(self) -> None: ...
+
+
+class WorkerLink:
+    """Rings to and from one worker process, as seen by this host."""
+
+    def __init__(self, index: int, capacity: int,
+                 on_failure: Callable[["WorkerLink", str], None]):
+        self.index = index
+        self.to_worker = Producer.create(capacity)
+        self.to_host = Consumer.create(capacity)
+        self.streams: dict[int, Stream] = {}
+        self.ready = False
+        self.draining = False
+        self.closed = False
+        self.window = events.DEFAULT_WINDOW
+        self.pid: int | None = None
+        self.requests = 0
+        self._backlog: deque[bytes] = deque()
+        self._flusher: asyncio.Task | None = None
+        self._on_failure = on_failure
+        self._on_hello: Callable[[WorkerLink], None] | None = None
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def worker_config(self) -> dict:
+        """The ring part of the worker's SIDECAR_WORKER config (fds are passed with pass_fds)."""
+        return {"host": 0,
+                "to_worker": vars(self.to_worker.spec()),
+                "to_host": vars(self.to_host.spec())}
+
+    def fds(self) -> list[int]:
+        return self.to_worker.spec().fds() + self.to_host.spec().fds()
+
+    def start(self, loop: asyncio.AbstractEventLoop, on_hello: Callable[["WorkerLink"], None]):
+        self._loop = loop
+        self._on_hello = on_hello
+        self.to_host.start_reading(loop, self._on_records, self._on_ring_error)
+
+    def close(self) -> None:
+        """Forget the worker: streams still on it are told, rings are unmapped."""
+        if self.closed:
+            return
+        self.closed = True
+        self.ready = False
+        streams, self.streams = self.streams, {}
+        for stream in streams.values():
+            try:
+                stream.on_worker_lost()
+            except Exception:
+                log.exception("stream failed while its worker was lost")
+        if self._flusher is not None:
+            self._flusher.cancel()
+        self._backlog.clear()
+        self.to_host.close()
+        self.to_worker.close()
+
+    # --- load ----------------------------------------------------------------------------
+
+    @property
+    def inflight(self) -> int:
+        return len(self.streams)
+
+    def load(self) -> float:
+        """In-flight streams, plus ring fill as a fraction: the dispatch key."""
+        fill = self.to_worker.used() / self.to_worker.capacity
+        return len(self.streams) + fill + (1.0 if self._backlog else 0.0)
+
+    # --- events out ----------------------------------------------------------------------
+
+    def open_stream(self, sid: int, stream: Stream, first_event: list) -> None:
+        self.streams[sid] = stream
+        self.requests += 1
+        self.send(first_event)
+
+    def send(self, ev: list) -> None:
+        """Queue an event for the worker in FIFO order; never blocks (the per-stream window
+        bounds what can pile up here)."""
+        if self.closed:
+            return
+        data = pack(ev)
+        if not self._backlog:
+            try:
+                if self.to_worker.try_write(data):
+                    return
+            except RingError as exc:
+                self._on_ring_error(exc)
+                return
+        self._backlog.append(data)
+        if self._flusher is None:
+            self._flusher = self._loop.create_task(self._flush())
+
+    async def _flush(self) -> None:
+        try:
+            while self._backlog:
+                data = self._backlog[0]
+                if self.to_worker.try_write(data):
+                    self._backlog.popleft()
+                else:
+                    await self.to_worker.wait_space(len(data) + 16)
+        except RingError as exc:
+            self._on_ring_error(exc)
+        finally:
+            self._flusher = None
+
+    # --- events in -----------------------------------------------------------------------
+
+    def _on_records(self, views: list) -> None:
+        unpack, check, streams = events.unpack, events.check, self.streams
+        for view in views:
+            try:
+                ev = unpack(view)
+                check(ev)
+            except events.ProtocolError as exc:
+                if exc.sid is None or exc.sid == 0:
+                    raise
+                log.error("worker %d: protocol error on stream %d: %s", self.index, exc.sid, exc)
+                stream = streams.pop(exc.sid, None)
+                if stream is not None:
+                    stream.on_worker_lost()
+                continue
+            sid = ev[1]
+            if sid:
+                stream = streams.get(sid)
+                if stream is not None:
+                    if ev[0] == events.APP_DONE:
+                        del streams[sid]
+                    stream.on_worker_event(ev)
+            elif ev[0] == events.HELLO:
+                self.pid = ev[3]
+                # a worker's window bounds what this process buffers: keep it sane
+                self.window = min(max(ev[4], 4096), 16 << 20)
+                self.ready = True
+                if self._on_hello is not None:
+                    self._on_hello(self)
+
+    def _on_ring_error(self, exc: Exception) -> None:
+        log.error("worker %d: ring protocol error: %s", self.index, exc)
+        self._on_failure(self, f"protocol error: {exc}")

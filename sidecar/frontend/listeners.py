@@ -1,0 +1,91 @@
+"""Listening sockets: Unix socket, TCP binds, inherited descriptors.
+
+All are opened before any worker starts, so a bad address fails fast with one clear line.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import stat
+
+
+class ListenerError(Exception):
+    """A socket could not be opened; the message is meant for the operator as is."""
+
+
+def open_uds(path: str, mode: int, backlog: int) -> socket.socket:
+    if os.path.lexists(path):
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            raise ListenerError(f"cannot listen on {path}: exists and is not a socket")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(path)
+        except OSError:
+            os.unlink(path)  # stale socket of a previous run
+        else:
+            raise ListenerError(f"cannot listen on {path}: another server is listening there")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        os.chmod(path, mode)
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        raise ListenerError(f"cannot listen on {path}: {exc.strerror}") from None
+    sock.setblocking(False)
+    return sock
+
+
+def parse_bind(spec: str) -> tuple[str, int]:
+    host, sep, port = spec.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ListenerError(f"invalid --bind {spec!r}: expected HOST:PORT, e.g. 127.0.0.1:8000")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port)
+
+
+def open_tcp(spec: str, backlog: int) -> socket.socket:
+    if spec.startswith("unix:"):
+        raise ListenerError("use --uds PATH for Unix sockets")
+    host, port = parse_bind(spec)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ListenerError(f"cannot bind {spec}: {exc.strerror}") from None
+    family, type_, proto, _, addr = infos[0]
+    sock = socket.socket(family, type_, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(addr)
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise ListenerError(f"cannot bind {spec}: {reason}") from None
+    sock.setblocking(False)
+    return sock
+
+
+def from_fd(fd: int) -> socket.socket:
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as exc:
+        raise ListenerError(f"--fd {fd}: not a usable socket ({exc.strerror})") from None
+    if sock.type != socket.SOCK_STREAM:
+        raise ListenerError(f"--fd {fd}: not a stream socket")
+    sock.setblocking(False)
+    return sock
+
+
+def describe(sock: socket.socket) -> str:
+    name = sock.getsockname()
+    if sock.family == socket.AF_UNIX:
+        return f"unix:{name}"
+    if sock.family == socket.AF_INET6:
+        return f"http://[{name[0]}]:{name[1]}"
+    return f"http://{name[0]}:{name[1]}"

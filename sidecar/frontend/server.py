@@ -1,0 +1,185 @@
+"""The front-end process: listeners, connections, the worker pool, signals.
+
+Start-up: open every listener (fail fast), start the workers, wait until each passed lifespan
+startup (HELLO), then accept.  Signal handlers only queue the signal; ``handle_<sig>`` does the
+work on the event loop.  SIGTERM/SIGINT: stop accepting, let in-flight requests finish (up to
+shutdown_timeout), drain the workers, exit.
+"""
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import itertools
+import logging
+import os
+import signal
+import socket
+
+from sidecar.config import EXIT_OK, Config
+from sidecar.frontend.http_conn import HTTPConnection
+from sidecar.frontend.pool import WorkerPool
+from sidecar.frontend import listeners
+from sidecar.http import h1
+
+log = logging.getLogger("sidecar")
+
+
+class FrontEnd:
+    """Shared state of all connections of this process (what HTTPConnection calls ``server``)."""
+
+    def __init__(self, config: Config, sockets: list[socket.socket]):
+        self.config = config
+        self.sockets = sockets
+        self.loop = asyncio.get_running_loop()
+        self.limits = h1.Limits(max_request_line=config.max_request_line,
+                                max_header_bytes=config.max_header_bytes,
+                                max_headers=config.max_headers, max_body=config.max_body)
+        self.connections: set[HTTPConnection] = set()
+        self.next_sid = itertools.count(1).__next__
+        self._dates = h1.DateCache()
+        self.server_header = b"sidecar" if config.server_header else None
+        self.access_log = config.access_log
+        self.websocket_handler = None
+        self._trusted_nets, self._trust_all = self._parse_trusted(config.forwarded_allow_ips)
+        self.trust_unix = config.proxy_headers and (self._trust_all or
+                                                    "unix" in config.forwarded_allow_ips)
+        self.exit_code = EXIT_OK
+        self._stop = asyncio.Event()
+        self._signals: list[int] = []
+        self.pool = WorkerPool(config, self.loop, self._fatal)
+        self.servers: list[asyncio.AbstractServer] = []
+
+    def date(self) -> bytes:
+        return self._dates.get() if self.config.date_header else None
+
+    # --- proxy headers -------------------------------------------------------------------
+
+    @staticmethod
+    def _parse_trusted(items: list[str]):
+        nets, trust_all = [], False
+        for item in items:
+            if item == "*":
+                trust_all = True
+            elif item != "unix":
+                nets.append(ipaddress.ip_network(item, strict=False))
+        return nets, trust_all
+
+    def is_trusted(self, host: str | None) -> bool:
+        if not self.config.proxy_headers or host is None:
+            return False
+        if self._trust_all:
+            return True
+        try:
+            addr = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(addr in net for net in self._trusted_nets)
+
+    def apply_proxy_headers(self, headers, scheme: str, client):
+        """X-Forwarded-For/-Proto (or Forwarded) from a trusted peer: the client and scheme the
+        proxy saw.  The rightmost address not itself trusted is the client (uvicorn's rule)."""
+        xff = proto = None
+        for name, value in headers:
+            if name == b"x-forwarded-for":
+                xff = value if xff is None else xff + b"," + value
+            elif name == b"x-forwarded-proto":
+                proto = value
+            elif name == b"forwarded" and xff is None:
+                for element in value.split(b",")[-1:]:
+                    for pair in element.split(b";"):
+                        k, _, v = pair.strip().partition(b"=")
+                        v = v.strip(b'"')
+                        if k.lower() == b"for":
+                            xff = v.strip(b"[]").rsplit(b":", 1)[0] if v.count(b":") == 1 else v.strip(b"[]")
+                        elif k.lower() == b"proto":
+                            proto = v
+        if proto is not None:
+            p = proto.decode("latin-1").strip().lower()
+            if p in ("http", "https", "ws", "wss"):
+                scheme = p
+        if xff is not None:
+            hosts = [h.strip().decode("latin-1") for h in xff.split(b",") if h.strip()]
+            chosen = None
+            for h in reversed(hosts):
+                chosen = h
+                if not self.is_trusted(h):
+                    break
+            if chosen:
+                client = [chosen, 0]
+        return scheme, client
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def _fatal(self, code: int, message: str) -> None:
+        log.error("startup failed: %s", message)
+        self.exit_code = code
+        self._stop.set()
+
+    def _on_signal(self, sig: int) -> None:
+        self._signals.append(sig)
+        self.loop.call_soon(self._dispatch_signals)
+
+    def _dispatch_signals(self) -> None:
+        while self._signals:
+            sig = self._signals.pop(0)
+            handler = getattr(self, f"handle_{signal.Signals(sig).name.lower()}", None)
+            if handler is not None:
+                handler()
+
+    def handle_sigterm(self) -> None:
+        log.info("shutting down (SIGTERM)")
+        self._stop.set()
+
+    def handle_sigint(self) -> None:
+        if self._stop.is_set():
+            log.warning("second SIGINT: exiting now")
+            os._exit(1)
+        log.info("shutting down (SIGINT)")
+        self._stop.set()
+
+    async def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self.loop.add_signal_handler(sig, self._on_signal, sig)
+        self.pool.start()
+        ready = asyncio.ensure_future(self.pool.wait_ready())
+        stop = asyncio.ensure_future(self._stop.wait())
+        await asyncio.wait([ready, stop], timeout=self.config.worker_start_timeout,
+                           return_when=asyncio.FIRST_COMPLETED)
+        if not ready.done() and not stop.done():
+            self._fatal(3, f"workers not ready after {self.config.worker_start_timeout:.0f}s")
+        ready.cancel()
+        if not self._stop.is_set():
+            for sock in self.sockets:
+                server = await self.loop.create_server(lambda: HTTPConnection(self), sock=sock,
+                                                       backlog=self.config.backlog)
+                self.servers.append(server)
+            names = " ".join(listeners.describe(s) for s in self.sockets)
+            log.info("sidecar ready on %s with %d workers (app %s)", names,
+                     len(self.pool.slots), self.config.app)
+            await self._stop.wait()
+        await self.shutdown()
+        return self.exit_code
+
+    async def shutdown(self) -> None:
+        for server in self.servers:
+            server.close()
+        for conn in list(self.connections):
+            conn.start_drain()
+        deadline = self.loop.time() + self.config.shutdown_timeout
+        workers = asyncio.ensure_future(self.pool.stop(self.config.shutdown_timeout))
+        while self.connections and self.loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.transport.abort()
+        await workers
+        for sock in self.sockets:
+            if sock.family == socket.AF_UNIX:
+                path = sock.getsockname()
+                if isinstance(path, str) and path and os.path.exists(path):
+                    try:
+                        os.unlink(path)
+                    except OSError:
+                        pass
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self.loop.remove_signal_handler(sig)

@@ -1,0 +1,927 @@
+"""HTTP/1.1 for the front-end, without I/O: request bytes in, events out; response heads out.
+
+Reading requests
+================
+
+``RequestParser.feed(data)`` returns a list of events, in order:
+
+    Request          a complete, validated request head
+    Body             request body bytes (decoded from chunked framing; never empty)
+    EndOfMessage     the request (head and body) is complete
+    ProtocolError    the input is not acceptable HTTP/1.1: answer ``status``, then close
+
+Every request is ``Request, Body*, EndOfMessage``. A ProtocolError can come instead of a
+Request or after one (a bad chunked body, a body over ``max_body``): if the response has not
+started, answer with ``simple_response(status, reason)``, otherwise just close. After a
+ProtocolError, and after a request that is not ``keep_alive``, feed() returns nothing more and
+drops whatever it is given (bytes pipelined after ``Connection: close`` are never parsed).
+
+``data`` is any split of the byte stream; the events, and the status of a ProtocolError,
+are the same however the stream is split into reads (the tests feed every case whole, byte by
+byte and in random pieces). Work is linear in the input, also when it comes byte by byte.
+
+Division of labour: sidecar frames each head itself (finds CRLF CRLF, enforces the limits
+before buffering), hands the head to llhttp (httptools) in strict mode for the grammar, then
+applies RFC 9110/9112 semantics llhttp lacks. Bodies never pass through llhttp: Content-Length
+bodies are sliced, chunked ones parsed here, so that sidecar always knows where the next request
+begins and llhttp can never be tricked into reading a second message from a first one's body.
+An incomplete head goes to llhttp line by line as it arrives, so garbage (TLS on the plain
+port, a NUL in a field) is refused at once rather than at a limit; before a limit applies,
+llhttp has seen exactly the bytes within it.
+
+Rules (RFC 9112 unless noted; "-> N" = ProtocolError with status N)
+-------------------------------------------------------------------
+Request line
+  * ``method SP request-target SP HTTP/x.y CRLF``, single spaces. Longer than
+    ``Limits.max_request_line`` -> 414.
+  * A method llhttp does not know (RFC 9110 allows any token; llhttp knows ~35, including
+    WebDAV's and QUERY; methods are case-sensitive) -> 501, as for any unimplemented method:
+    that is, a token followed by SP. Anything else where the method should be -> 400.
+    CONNECT -> 501: sidecar is not a proxy.
+  * HTTP/1.0 and HTTP/1.1 only. Any other well-formed version (0.9, 1.2, 2.0, 3.0, including
+    the HTTP/2 preface ``PRI * HTTP/2.0``) -> 505; anything else in that place -> 400.
+  * request-target: origin-form ``/path?query``, absolute-form ``scheme://authority/path?q``
+    (path taken from it; the Host header is still required and left as sent), or ``*`` with
+    OPTIONS only. Characters outside RFC 3986 (CTL, SP, non-ASCII), a fragment ``#``, any
+    other form -> 400.
+  * ``path`` is percent-decoded, then UTF-8 decoded; if the bytes are not UTF-8 the whole path
+    is decoded as latin-1 instead (never an error, every byte kept, and a str that msgpack can
+    always encode, unlike surrogateescape). ``raw_path`` has the exact bytes.
+  * CR LF before the request line are skipped (RFC 9112 section 2.2 "SHOULD ignore").
+Header fields
+  * Names are tokens with the colon right after them: whitespace before the colon, obs-fold
+    (a line starting with SP/HTAB), a bare CR or a bare LF anywhere in the head, CTLs other
+    than HTAB in values, NUL -> 400. (llhttp enforces these; the tests pin them.)
+  * Names are lowercased, values have leading and trailing SP/HTAB removed; order and
+    duplicates are kept. obs-text (0x80-0xFF) in values is allowed, as RFC 9110 says.
+  * Head bigger than ``max_header_bytes`` or more than ``max_headers`` fields -> 431.
+  * Host: an HTTP/1.1 request must have exactly one, HTTP/1.0 at most one; more, missing (1.1),
+    or a value that is not ``uri-host [":" port]`` -> 400 (RFC 9112 section 3.2).
+Framing (section 6)
+  * Transfer-Encoding and Content-Length together -> 400 (request smuggling).
+  * Transfer-Encoding (all its lines as one list, case-insensitive): exactly ``chunked`` ->
+    chunked body. ``chunked`` not last or present twice -> 400. Any other coding (gzip,
+    identity, ...) alone or before chunked -> 501. In an HTTP/1.0 request -> 400.
+  * Content-Length: 1 to 18 digits. Anything else (``+5``, ``-1``, ``5, 10``, ``abc``,
+    overflow) -> 400. Duplicates, even identical ones (``5, 5`` or two ``5`` lines) -> 400:
+    RFC 9110 section 8.6 allows either rejecting or merging, and rejecting is the choice
+    no front proxy can disagree with.
+  * Neither: no body, on HTTP/1.0 as on 1.1 (a request body is never delimited by close).
+  * Declared or decoded body bigger than ``max_body`` -> 413 (for Content-Length before the
+    Request event, so before any 100 Continue would be sent).
+Chunked bodies (section 7.1)
+  * chunk-size: 1 to 16 hex digits; chunk extensions are checked against the grammar and
+    ignored; the line may not exceed ``MAX_CHUNK_LINE``; anything else -> 400. Each chunk's
+    data must be followed by exactly CRLF -> else 400.
+  * Trailer fields are checked like header fields, count against ``max_header_bytes`` /
+    ``max_headers`` (-> 431), and are then dropped: ASGI has no request trailers. Trailers that
+    could only mean an attack or a confused client (framing, routing, connection control,
+    authentication, content metadata: see ``_FORBIDDEN_TRAILERS``) -> 400.
+Connection
+  * keep_alive: HTTP/1.1 unless ``Connection: close``; HTTP/1.0 only with
+    ``Connection: keep-alive`` (and no close).
+  * expect_continue: ``Expect: 100-continue`` (case-insensitive) on HTTP/1.1. HTTP/1.0
+    expectations and unknown expectations are ignored (RFC 9110 section 10.1.1 allows this).
+  * upgrade: the lowercased Upgrade field value (b"websocket") when the request is HTTP/1.1,
+    has ``Connection: upgrade`` and has no body; else None (an Upgrade on a request with a
+    body, or on HTTP/1.0, is ignored as RFC 9110 section 7.8 allows). When one of its
+    protocols is in ``upgrade_protocols`` (default: websocket), parsing stops after the
+    head: no EndOfMessage follows, later bytes collect in ``take_trailing()``. A caller that
+    refuses the upgrade calls ``decline_upgrade()`` to go on parsing HTTP/1.1.
+
+Writing responses
+=================
+``response_framing`` decides the body framing, ``serialize_response_head`` writes the head
+(always ``HTTP/1.1``, as RFC 9110 section 2.5 says a server does), ``encode_chunk`` and
+``LAST_CHUNK`` frame chunked bodies, ``simple_response`` writes the server's own small
+answers. The server owns the framing: an app's Transfer-Encoding header is dropped and its
+Connection header replaced (except on 101, where both are the app's). An app's
+``Connection: close`` is honoured in the head written; the caller then sees the client close.
+A response to HTTP/1.0 without Content-Length is delimited by closing the connection:
+``response_framing`` returns ``(False, None)`` and the caller must close after the body.
+"""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from email.utils import formatdate
+from http import HTTPStatus
+from urllib.parse import unquote_to_bytes
+
+from httptools import HttpRequestParser
+from httptools.parser.errors import (
+    HttpParserError, HttpParserInvalidMethodError, HttpParserInvalidURLError, HttpParserUpgrade,
+)
+
+from .limits import MAX_CHUNK_LINE, Limits
+
+__all__ = [
+    "Request", "Body", "EndOfMessage", "ProtocolError", "RequestParser", "Limits",
+    "HeaderError", "serialize_response_head", "response_framing", "encode_chunk",
+    "LAST_CHUNK", "simple_response", "DateCache",
+]
+
+
+# --- events ------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A complete request head. See the module docstring for how each field is derived."""
+    method: bytes          # b"GET"
+    target: bytes          # request-target exactly as sent, e.g. b"/a%20b?x=1"
+    path: str              # percent- and UTF-8-decoded path (latin-1 if not UTF-8)
+    raw_path: bytes        # path part of the target, not decoded
+    query_string: bytes    # after the first '?', without it
+    http_version: str      # "1.1" or "1.0"
+    headers: list[tuple[bytes, bytes]]  # lowercased names, trimmed values, as ordered
+    keep_alive: bool
+    expect_continue: bool
+    upgrade: bytes | None  # lowercased Upgrade value if this is an upgrade request
+    content_length: int | None
+    chunked: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Body:
+    """Request body bytes (never empty)."""
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class EndOfMessage:
+    """The current request is complete."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolError:
+    """Unacceptable input: answer ``status`` (unless a response started) and close."""
+    status: int            # 400, 413, 414, 431, 501, 505
+    reason: str            # short text for the log line and the response body
+
+
+# A frozen dataclass's __init__ costs ~1.5 us for 12 fields (one object.__setattr__ each);
+# setting the slots directly is half that, and a Request is built for every request.
+def _slot_setter(cls, name):
+    return getattr(cls, name).__set__
+
+
+_new = object.__new__
+(_set_method, _set_target, _set_path, _set_raw_path, _set_query, _set_version, _set_headers,
+ _set_keep_alive, _set_expect, _set_upgrade, _set_cl, _set_chunked) = (
+    _slot_setter(Request, f) for f in Request.__dataclass_fields__)
+_set_data = _slot_setter(Body, "data")
+_END = EndOfMessage()
+
+
+def _body(data: bytes) -> Body:
+    b = _new(Body)
+    _set_data(b, data)
+    return b
+
+
+# --- grammar -----------------------------------------------------------------------------
+
+_TCHAR = rb"!#$%&'*+\-.^_`|~0-9A-Za-z"
+_TOKEN = re.compile(rb"[%s]+" % _TCHAR)
+_TCHARS = bytes(c for c in range(256) if _TOKEN.fullmatch(bytes([c])))
+_CRLFS = re.compile(rb"(?:\r\n)+")
+# A request line whose version part is well formed (used to tell 505 from 400).
+_VERSIONED_LINE = re.compile(rb"[%s]+ [\x21-\x7e]+ HTTP/([0-9])\.([0-9])" % _TCHAR)
+_ABSOLUTE_FORM = re.compile(rb"[A-Za-z][A-Za-z0-9+\-.]*://[^/?#]*")
+# uri-host [":" port]: IP-literal, or reg-name / IPv4address (RFC 3986 section 3.2.2).
+_HOST = re.compile(rb"(?:\[[0-9A-Za-z:.\-_~!$&'()*+,;=%]+\]|[0-9A-Za-z.\-_~!$&'()*+,;=%]*)"
+                   rb"(?::[0-9]*)?")
+_QUOTED = rb'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'
+_CHUNK_LINE = re.compile(
+    rb"([0-9A-Fa-f]{1,16})(?:[ \t]*;[ \t]*[%s]+(?:[ \t]*=[ \t]*(?:[%s]+|%s))?)*"
+    % (_TCHAR, _TCHAR, _QUOTED))
+_FIELD_LINE = re.compile(rb"([%s]+):[ \t]*[\t\x20-\x7e\x80-\xff]*" % _TCHAR)
+
+# Header fields the parser acts on (everything else is only passed along).
+_FRAMING_FIELDS = frozenset((b"host", b"content-length", b"transfer-encoding", b"connection",
+                             b"expect", b"upgrade"))
+# RFC 9110 section 6.5.1: fields that must not be in trailers. Receiving one means an attack
+# (a second framing or routing opinion) or a broken client, so the request is refused.
+_FORBIDDEN_TRAILERS = frozenset((
+    b"content-length", b"transfer-encoding", b"host", b"connection", b"keep-alive",
+    b"upgrade", b"te", b"trailer", b"expect", b"proxy-connection", b"content-type",
+    b"content-encoding", b"content-range", b"authorization", b"proxy-authorization",
+    b"cookie", b"cache-control", b"max-forwards", b"range", b"if-match", b"if-none-match",
+    b"if-modified-since", b"if-unmodified-since", b"if-range"))
+
+# parser states
+_HEAD, _BODY, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_CRLF, _TRAILER = range(6)
+_UPGRADED, _CLOSED, _FAILED = 6, 7, 8    # >= _UPGRADED: stopped
+_TERMINATOR = {_HEAD: b"\r\n\r\n"}       # all other waiting states wait for a CRLF line
+
+
+class _Reject(Exception):
+    """Internal: the input is refused with this status (becomes a ProtocolError event)."""
+
+    def __init__(self, status: int, reason: str):
+        super().__init__(status, reason)
+        self.status = status
+        self.reason = reason
+
+
+class _Head:
+    """httptools callback target collecting one request head."""
+    __slots__ = ("headers", "framing", "complete")
+
+    def __init__(self):
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.framing: list[tuple[bytes, bytes]] = []
+        self.complete = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        value = value.rstrip(b" \t")    # llhttp strips leading OWS only
+        self.headers.append((name, value))
+        if name in _FRAMING_FIELDS:
+            self.framing.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self.complete = True
+
+
+def _llhttp(cb: _Head) -> HttpRequestParser:
+    hp = HttpRequestParser(cb)
+    # Keep-alive is decided here, and nothing is fed after a request that closes; without
+    # this, llhttp would refuse the next request whenever its reading of Connection differs.
+    hp.set_dangerous_leniencies(lenient_keep_alive=True)
+    return hp
+
+
+def _method_undecided(line: bytes) -> bool:
+    """llhttp refused the method at its first unknown byte: is the token still running?"""
+    m = _TOKEN.match(line)
+    return m is not None and m.end() == len(line)
+
+
+def _llhttp_reject(line: bytes, exc: Exception) -> _Reject:
+    """Turn an llhttp error into a status; ``line`` is the request line so far.
+
+    The status must not depend on how the bytes were split into reads, so it only uses what
+    llhttp had seen when it failed: a bad method is judged before the version, as llhttp does.
+    """
+    if isinstance(exc, HttpParserInvalidMethodError):
+        m = _TOKEN.match(line)
+        if m is not None and line[m.end():m.end() + 1] == b" ":
+            return _Reject(501, "method not implemented")
+    elif not isinstance(exc, HttpParserInvalidURLError):
+        m = _VERSIONED_LINE.match(line)   # a prefix: llhttp stops at the first bad byte
+        if m is not None and m.group(1, 2) not in ((b"1", b"1"), (b"1", b"0")):
+            return _Reject(505, "HTTP version not supported")
+    return _Reject(400, f"invalid request: {exc}")
+
+
+def _decode_path(raw_path: bytes) -> str:
+    if b"%" in raw_path:
+        raw_path = unquote_to_bytes(raw_path)
+        try:
+            return raw_path.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+    return raw_path.decode("latin-1")   # ASCII here unless percent-decoded
+
+
+# --- parser ------------------------------------------------------------------------------
+
+class RequestParser:
+    """Sans-I/O HTTP/1.1 request parser for one connection. See the module docstring."""
+
+    __slots__ = ("_limits", "_upgrade_protocols", "_hp", "_cb", "_state", "_buf", "_fed",
+                 "_rl_len", "_error", "_keep_alive", "_remaining", "_body_seen", "_trailer_bytes",
+                 "_trailer_count", "_trailing")
+
+    def __init__(self, limits: Limits = Limits(), *,
+                 upgrade_protocols: frozenset[bytes] = frozenset((b"websocket",))):
+        self._limits = limits
+        self._upgrade_protocols = upgrade_protocols
+        self._cb = _Head()
+        self._hp: HttpRequestParser | None = None  # made on demand, dropped after a body
+        self._state = _HEAD
+        self._buf = bytearray()   # an incomplete head or line, waiting for more bytes
+        self._fed = 0             # bytes of an incomplete head already given to llhttp
+        self._rl_len = -1         # request line length of the incomplete head, once known
+        self._error = None        # llhttp refused a method whose end has not arrived yet
+        self._keep_alive = True
+        self._remaining = 0       # body bytes left (Content-Length) or left in this chunk
+        self._body_seen = 0
+        self._trailer_bytes = 0
+        self._trailer_count = 0
+        self._trailing = b""
+
+    # --- public API ----------------------------------------------------------------------
+
+    def feed(self, data: bytes) -> list[Request | Body | EndOfMessage | ProtocolError]:
+        """Parse ``data`` (any split of the stream) and return the events it completes."""
+        if self._state >= _UPGRADED:
+            if self._state == _UPGRADED:
+                self._trailing += data
+            return []
+        events: list = []
+        try:
+            self._parse(data, events)
+        except _Reject as exc:
+            self._fail(events, exc)
+        return events
+
+    def take_trailing(self) -> bytes:
+        """Bytes received after an upgrade request's head (cleared by this call)."""
+        data, self._trailing = self._trailing, b""
+        return data
+
+    def decline_upgrade(self) -> list[Request | Body | EndOfMessage | ProtocolError]:
+        """The upgrade was refused: go on with HTTP/1.1 from the bytes held back so far.
+
+        Emits the EndOfMessage of the upgrade request first, then whatever follows.
+        """
+        if self._state != _UPGRADED:
+            return []
+        events: list = [_END]
+        self._state = _HEAD if self._keep_alive else _CLOSED
+        return events + self.feed(self.take_trailing())
+
+    @property
+    def expecting_body(self) -> bool:
+        """True between a Request and its EndOfMessage (reading a request body)."""
+        return _BODY <= self._state <= _TRAILER
+
+    # --- the loop ------------------------------------------------------------------------
+
+    def _parse(self, data: bytes, events: list) -> None:
+        pos = 0
+        if self._buf:
+            pos = self._resume(data, events)
+            if pos < 0:
+                return
+        n = len(data)
+        while pos < n:
+            state = self._state
+            if state == _HEAD:
+                end = data.find(b"\r\n\r\n", pos)
+                if end < 0:
+                    self._stash(data, pos)
+                    return
+                head, pos = data[pos:end + 4], end + 4
+                self._on_head(head, events)
+            elif state == _BODY or state == _CHUNK_DATA:
+                remaining = self._remaining
+                if n - pos < remaining:
+                    events.append(_body(data[pos:] if pos else data))
+                    self._remaining = remaining - (n - pos)
+                    return
+                if remaining:
+                    events.append(_body(data[pos:pos + remaining]))
+                    pos += remaining
+                    self._remaining = 0
+                if state == _BODY:
+                    self._end_message(events)
+                else:
+                    self._state = _CHUNK_CRLF
+            elif state == _CHUNK_CRLF:
+                if data.startswith(b"\r\n", pos):
+                    pos += 2
+                    self._state = _CHUNK_SIZE
+                elif n - pos == 1 and data[pos] == 13:
+                    self._stash(data, pos)
+                    return
+                else:
+                    raise _Reject(400, "missing CRLF after chunk data")
+            elif state <= _TRAILER:   # _CHUNK_SIZE or _TRAILER: a CRLF-terminated line
+                nl = data.find(b"\r\n", pos)
+                if nl < 0:
+                    self._stash(data, pos)
+                    return
+                line, pos = data[pos:nl], nl + 2
+                if state == _CHUNK_SIZE:
+                    self._on_chunk_line(line)
+                else:
+                    self._on_trailer_line(line, events)
+            else:   # stopped inside this data
+                if state == _UPGRADED:
+                    self._trailing += data[pos:]
+                return
+
+    def _stash(self, data: bytes, pos: int) -> None:
+        """Keep an incomplete head or line for the next feed()."""
+        self._buf = bytearray(memoryview(data)[pos:])
+        self._check_incomplete(0)
+
+    def _resume(self, data: bytes, events: list) -> int:
+        """Complete the unit waiting in the buffer with the start of ``data``.
+
+        Returns where parsing goes on in ``data``, or -1 if the unit is still incomplete.
+        Only the new bytes are searched, so feeding byte by byte stays linear.
+        """
+        buf = self._buf
+        state = self._state
+        term = _TERMINATOR.get(state, b"\r\n")
+        k = len(term) - 1
+        tail = bytes(buf[-k:])
+        i = (tail + data[:k]).find(term)
+        if i >= 0:
+            end = i - len(tail) + len(term)
+        else:
+            i = data.find(term)
+            if i < 0:
+                old = len(buf)
+                buf += data
+                self._check_incomplete(old)
+                return -1
+            end = i + len(term)
+        unit = bytes(buf) + data[:end]
+        self._buf = bytearray()
+        if state == _HEAD:
+            self._on_head(unit, events)
+        elif state == _CHUNK_SIZE:
+            self._on_chunk_line(unit[:-2])
+        elif state == _TRAILER:
+            self._on_trailer_line(unit[:-2], events)
+        elif unit != b"\r\n":   # _CHUNK_CRLF
+            raise _Reject(400, "missing CRLF after chunk data")
+        else:
+            self._state = _CHUNK_SIZE
+        return end
+
+    def _check_incomplete(self, old: int) -> None:
+        """Limits on the buffered incomplete unit; ``old`` = bytes already checked."""
+        state = self._state
+        if state == _HEAD:
+            self._head_incomplete(old)
+        elif state == _CHUNK_SIZE:
+            if len(self._buf) > MAX_CHUNK_LINE + 1:
+                raise _Reject(400, "chunk size line too long")
+        elif state == _TRAILER:
+            if self._trailer_bytes + len(self._buf) > self._limits.max_header_bytes:
+                raise _Reject(431, "trailer section too large")
+        elif self._buf != b"\r":   # _CHUNK_CRLF
+            raise _Reject(400, "missing CRLF after chunk data")
+
+    def _fail(self, events: list, exc: _Reject) -> None:
+        self._state = _FAILED
+        self._buf = bytearray()
+        self._hp = None
+        events.append(ProtocolError(exc.status, exc.reason))
+
+    def _end_message(self, events: list) -> None:
+        events.append(_END)
+        self._state = _HEAD if self._keep_alive else _CLOSED
+
+    # --- heads ---------------------------------------------------------------------------
+
+    def _head_incomplete(self, old: int) -> None:
+        """The head in the buffer has no end yet; ``old`` = its bytes already looked at."""
+        buf = self._buf
+        if self._fed == 0:   # nothing of this head parsed yet: skip empty lines before it
+            if buf.startswith(b"\r\n"):
+                del buf[:_CRLFS.match(buf).end()]
+                old = 0
+            if not buf or buf == b"\r":
+                return
+        self._head_progress(buf, old, False)
+
+    def _head_progress(self, buf, old: int, final: bool) -> HttpParserError | None:
+        """Give llhttp what it may see of the head in ``buf`` and apply the limits.
+
+        ``final``: buf is the whole head (CRLF CRLF included); returns what llhttp refused
+        after the head, if anything. Otherwise feeds the partial request line (llhttp's method and URL states
+        are pure C) and whole header lines only (httptools concatenates partial names and
+        values, quadratic byte by byte). Before a limit is applied llhttp has seen exactly the
+        bytes within it, so the status never depends on how the input was split into reads.
+        """
+        limits = self._limits
+        rl = self._rl_len
+        if rl < 0:
+            rl = self._rl_len = buf.find(b"\r\n", max(0, old - 1))
+        window = limits.max_request_line + 1
+        if rl >= window or (rl < 0 and len(buf) > window):
+            self._feed_head(buf, window, buf[:window], False)
+            raise _Reject(414, "request line too long")
+        if len(buf) > limits.max_header_bytes:
+            window = limits.max_header_bytes + 1
+            self._feed_head(buf, buf.rfind(b"\n", 0, window) + 1, buf[:rl], False)
+            raise _Reject(431, "request header section too large")
+        if final:
+            return self._feed_head(buf, len(buf), buf[:rl], False)
+        if rl < 0:
+            return self._feed_head(buf, len(buf), buf, True)
+        return self._feed_head(buf, buf.rfind(b"\n", max(self._fed, old)) + 1, buf[:rl], False)
+
+    def _feed_head(self, buf, upto: int, line, wait: bool) -> HttpParserError | None:
+        """Feed llhttp ``buf[fed:upto]``; a refusal before the head's end raises _Reject.
+
+        ``line``: the request line (or what there is of it) for classifying a refusal.
+        ``wait``: more bytes may come, so a refused method whose token is still running is
+        held back (501 or 400 depends on the byte after it).
+        Returns what llhttp refused after a complete head (the caller's checks come first).
+        """
+        exc = self._error
+        fed = self._fed
+        if exc is None and upto > fed:
+            self._fed = upto
+            hp = self._hp
+            if hp is None:
+                hp = self._hp = _llhttp(self._cb)
+            try:
+                hp.feed_data(buf if fed == 0 and upto == len(buf) and type(buf) is bytes
+                             else bytes(buf[fed:upto]))
+            except HttpParserUpgrade:
+                self._hp = None   # llhttp stopped after the head; never reuse it
+                return None
+            except HttpParserError as error:
+                self._hp = None
+                if self._cb.complete:
+                    return error
+                exc = error
+        if exc is None:
+            return None
+        line = bytes(line)
+        if wait and isinstance(exc, HttpParserInvalidMethodError) and _method_undecided(line):
+            self._error = exc
+            return None
+        raise _llhttp_reject(line, exc)
+
+    def _on_head(self, head: bytes, events: list) -> None:
+        """``head`` runs from the request line to CRLF CRLF inclusive."""
+        rl_end = head.find(b"\r\n")
+        if rl_end == 0:   # empty lines before the request line: skip them
+            head = head[_CRLFS.match(head).end():]
+            if not head:
+                return
+            rl_end = head.find(b"\r\n")
+        limits = self._limits
+        cb = self._cb
+        line = head[:rl_end]
+        error = None
+        if (self._fed or self._error is not None or rl_end > limits.max_request_line
+                or len(head) > limits.max_header_bytes):
+            self._rl_len = rl_end
+            error = self._head_progress(head, 0, True)
+            self._fed = 0
+            self._rl_len = -1
+        else:   # the usual case: a whole head within the limits, in one piece
+            hp = self._hp
+            if hp is None:
+                hp = self._hp = _llhttp(cb)
+            try:
+                hp.feed_data(head)
+            except HttpParserUpgrade:
+                self._hp = None   # llhttp stopped after the head; never reuse it
+            except HttpParserError as exc:
+                self._hp = None
+                if not cb.complete:
+                    raise _llhttp_reject(line, exc) from None
+                error = exc
+        if not cb.complete:   # llhttp holds some heads back, e.g. the HTTP/2 preface's
+            raise _llhttp_reject(line, "head not complete")
+        headers = cb.headers
+        framing = cb.framing
+        cb.headers = []
+        cb.framing = []
+        cb.complete = False
+
+        # request line: llhttp checked the characters, we check the shape it lets through
+        # (it also takes runs of spaces, and RTSP/ and ICE/ versions)
+        sp = line.find(b" ")
+        target = line[sp + 1:rl_end - 9]
+        if line[rl_end - 9:rl_end - 3] != b" HTTP/" or b" " in target or not target:
+            raise _Reject(400, "invalid request line")
+        version = line[rl_end - 3:]
+        if version == b"1.1":
+            http_version = "1.1"
+        elif version == b"1.0":
+            http_version = "1.0"
+        elif _VERSIONED_LINE.fullmatch(line):
+            raise _Reject(505, "HTTP version not supported")
+        else:
+            raise _Reject(400, "invalid HTTP version")
+        method = line[:sp]
+        if method == b"CONNECT":
+            raise _Reject(501, "CONNECT not supported")
+        if target[0] == 47:   # b"/": origin-form, the common case
+            raw_path = target
+        elif target == b"*":
+            if method != b"OPTIONS":
+                raise _Reject(400, "asterisk-form target is for OPTIONS only")
+            raw_path = target
+        else:
+            m = _ABSOLUTE_FORM.match(target)
+            if m is None:
+                raise _Reject(400, "invalid request target")
+            raw_path = target[m.end():]
+            if raw_path[:1] != b"/":
+                raw_path = b"/" + raw_path
+        if b"#" in target:
+            raise _Reject(400, "fragment in request target")
+        q = raw_path.find(b"?")
+        if q < 0:
+            query_string = b""
+        else:
+            query_string = raw_path[q + 1:]
+            raw_path = raw_path[:q]
+        if len(headers) > limits.max_headers:
+            raise _Reject(431, "too many header fields")
+
+        # the fields that decide framing and connection handling
+        hosts = 0
+        host = cl = te = conn = expect = upgrade = None
+        for name, value in framing:
+            if name == b"host":
+                hosts += 1
+                host = value
+            elif name == b"content-length":
+                if cl is not None:
+                    raise _Reject(400, "duplicate Content-Length")
+                cl = value
+            elif name == b"transfer-encoding":
+                te = value if te is None else te + b"," + value
+            elif name == b"connection":
+                conn = value if conn is None else conn + b"," + value
+            elif name == b"expect":
+                expect = value if expect is None else expect + b"," + value
+            else:
+                upgrade = value if upgrade is None else upgrade + b", " + value
+        if hosts != 1:
+            if hosts or http_version == "1.1":
+                raise _Reject(400, "multiple Host headers" if hosts else "missing Host header")
+        elif _HOST.fullmatch(host) is None:
+            raise _Reject(400, "invalid Host header")
+
+        chunked = False
+        content_length = None
+        if te is not None:
+            chunked = self._transfer_coding(te, cl, http_version)
+        elif cl is not None:
+            if not cl.isdigit() or len(cl) > 18:
+                raise _Reject(400, "invalid Content-Length")
+            content_length = int(cl)
+            if limits.max_body is not None and content_length > limits.max_body:
+                raise _Reject(413, "request body too large")
+        if error is not None:   # llhttp refused something after the head we did not
+            raise _Reject(400, f"invalid request: {error}")
+
+        if conn is None:
+            tokens = ()
+            keep_alive = http_version == "1.1"
+        else:
+            tokens = [t.strip(b" \t") for t in conn.lower().split(b",")]
+            keep_alive = b"close" not in tokens and (
+                http_version == "1.1" or b"keep-alive" in tokens)
+        expect_continue = (expect is not None and http_version == "1.1"
+                           and expect.strip(b" \t").lower() == b"100-continue")
+        if upgrade is not None:
+            if (b"upgrade" in tokens and http_version == "1.1" and not chunked
+                    and not content_length):
+                upgrade = upgrade.lower()
+            else:
+                upgrade = None
+
+        req = _new(Request)
+        _set_method(req, method)
+        _set_target(req, target)
+        _set_path(req, _decode_path(raw_path) if b"%" in raw_path
+                  else raw_path.decode("latin-1"))   # llhttp allows ASCII only
+        _set_raw_path(req, raw_path)
+        _set_query(req, query_string)
+        _set_version(req, http_version)
+        _set_headers(req, headers)
+        _set_keep_alive(req, keep_alive)
+        _set_expect(req, expect_continue)
+        _set_upgrade(req, upgrade)
+        _set_cl(req, content_length)
+        _set_chunked(req, chunked)
+        events.append(req)
+
+        self._keep_alive = keep_alive
+        if content_length:
+            self._state = _BODY
+            self._remaining = content_length
+            self._hp = None   # llhttp waits for a body it will never see
+        elif chunked:
+            self._state = _CHUNK_SIZE
+            self._body_seen = self._trailer_bytes = self._trailer_count = 0
+            self._hp = None
+        elif upgrade is not None and self._upgrade_protocols.intersection(
+                p.strip(b" \t") for p in upgrade.split(b",")):
+            self._state = _UPGRADED
+            self._hp = None
+        else:
+            events.append(_END)
+            if not keep_alive:
+                self._state = _CLOSED
+
+    @staticmethod
+    def _transfer_coding(te: bytes, cl: bytes | None, http_version: str) -> bool:
+        """Transfer-Encoding of a request: True for chunked, else a _Reject."""
+        if cl is not None:
+            raise _Reject(400, "both Transfer-Encoding and Content-Length")
+        if http_version == "1.0":
+            raise _Reject(400, "Transfer-Encoding in an HTTP/1.0 request")
+        codings = [c.strip(b" \t") for c in te.lower().split(b",")]
+        codings = [c for c in codings if c]   # empty list elements are allowed and ignored
+        if not codings:
+            raise _Reject(400, "empty Transfer-Encoding")
+        if codings.count(b"chunked") > 1:
+            raise _Reject(400, "chunked applied more than once")
+        if codings[-1] != b"chunked":
+            if b"chunked" in codings:
+                raise _Reject(400, "chunked is not the final transfer coding")
+            raise _Reject(501, "unsupported transfer coding")
+        if len(codings) > 1:
+            raise _Reject(501, "unsupported transfer coding")
+        return True
+
+    # --- chunked bodies ------------------------------------------------------------------
+
+    def _on_chunk_line(self, line: bytes) -> None:
+        if len(line) > MAX_CHUNK_LINE:
+            raise _Reject(400, "chunk size line too long")
+        m = _CHUNK_LINE.fullmatch(line)
+        if m is None:
+            raise _Reject(400, "invalid chunk size line")
+        size = int(m.group(1), 16)
+        max_body = self._limits.max_body
+        if max_body is not None and self._body_seen + size > max_body:
+            raise _Reject(413, "request body too large")
+        self._body_seen += size
+        if size:
+            self._remaining = size
+            self._state = _CHUNK_DATA
+        else:
+            self._state = _TRAILER
+
+    def _on_trailer_line(self, line: bytes, events: list) -> None:
+        if not line:
+            self._end_message(events)
+            return
+        limits = self._limits
+        self._trailer_bytes += len(line) + 2
+        self._trailer_count += 1
+        if self._trailer_bytes > limits.max_header_bytes:
+            raise _Reject(431, "trailer section too large")
+        if self._trailer_count > limits.max_headers:
+            raise _Reject(431, "too many trailer fields")
+        m = _FIELD_LINE.fullmatch(line)
+        if m is None:
+            raise _Reject(400, "invalid trailer field")
+        if m.group(1).lower() in _FORBIDDEN_TRAILERS:
+            raise _Reject(400, "forbidden trailer field")
+
+
+# --- responses ---------------------------------------------------------------------------
+
+class HeaderError(ValueError):
+    """The app's response head cannot be sent (bad status, name or value): answer 500."""
+
+
+_STATUS_LINES = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode("ascii"))
+                 for s in HTTPStatus}
+_CR_LF_NUL = re.compile(rb"[\r\n\x00]")
+_SPECIAL_RESPONSE_FIELDS = frozenset((b"date", b"server", b"connection", b"transfer-encoding"))
+LAST_CHUNK = b"0\r\n\r\n"
+
+
+def _status_line(status: int) -> bytes:
+    if type(status) is not int or not 100 <= status <= 599:
+        raise HeaderError(f"invalid status code {status!r}")
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        line = b"HTTP/1.1 %d \r\n" % status   # unknown code: empty reason phrase is allowed
+    return line
+
+
+def response_framing(status: int, headers, *, method: bytes,
+                     http_version: str) -> tuple[bool, int | None]:
+    """Decide how the response body is delimited: ``(chunked, content_length)``.
+
+    * no body (HEAD, 1xx, 204, 304): ``(False, 0)``; the app's Content-Length is still sent.
+    * the app set Content-Length: ``(False, n)`` (invalid or conflicting -> HeaderError).
+    * else HTTP/1.1: ``(True, None)``; HTTP/1.0: ``(False, None)``, ended by closing.
+    """
+    content_length = None
+    for name, value in headers:
+        if len(name) == 14 and name.lower() == b"content-length":
+            value = value.strip(b" \t")
+            if not value.isdigit() or len(value) > 18:
+                raise HeaderError(f"invalid content-length {value!r}")
+            n = int(value)
+            if content_length is not None and n != content_length:
+                raise HeaderError("conflicting content-length headers")
+            content_length = n
+    if method == b"HEAD" or status < 200 or status == 204 or status == 304:
+        return False, 0
+    if content_length is not None:
+        return False, content_length
+    return http_version == "1.1", None
+
+
+def serialize_response_head(status: int, headers, *, http_version: str, keep_alive: bool,
+                            chunked: bool, date: bytes | None, server: bytes | None,
+                            head_request: bool = False) -> bytes:
+    """``HTTP/1.1 <status> <reason>`` + the app's headers + what the server owes.
+
+    Adds Server and Date unless the app set them (either may be None: not sent),
+    ``Connection: close`` when not keep_alive (``keep-alive`` for a kept HTTP/1.0 client),
+    ``Transfer-Encoding: chunked`` when chunked (never on a HEAD response). The app's own
+    Transfer-Encoding and Connection are dropped (kept on a 101); an app's ``close`` wins.
+    Raises HeaderError for a bad status, a name that is not a token, or CR/LF/NUL anywhere.
+    """
+    out = [_status_line(status)]
+    has_date = date is None
+    has_server = server is None
+    switching = status == 101
+    try:
+        for name, value in headers:
+            lname = name.lower()
+            if lname in _SPECIAL_RESPONSE_FIELDS:
+                if lname == b"date":
+                    has_date = True
+                elif lname == b"server":
+                    has_server = True
+                elif not switching:   # connection, transfer-encoding: ours to write
+                    if lname == b"connection" and b"close" in value.lower():
+                        keep_alive = False
+                    continue
+            out += (name, b": ", value, b"\r\n")
+    except (TypeError, AttributeError, ValueError) as exc:   # not (bytes, bytes) pairs
+        raise HeaderError(f"headers must be (bytes, bytes) pairs: {exc}") from None
+    if not has_server:
+        out += (b"server", b": ", server, b"\r\n")
+    if not has_date:
+        out += (b"date", b": ", date, b"\r\n")
+    # Validate all names, then all values, in one C call each: this is per response.
+    names = out[1::4]
+    try:
+        bad = (b"".join(names).translate(None, _TCHARS) or b"" in names
+               or _CR_LF_NUL.search(b"".join(out[3::4])))
+    except TypeError:
+        bad = True
+    if bad:
+        raise _bad_header(names, out[3::4])
+    if not switching:
+        if not keep_alive:
+            out.append(b"connection: close\r\n")
+        elif http_version == "1.0":
+            out.append(b"connection: keep-alive\r\n")
+        if chunked and not head_request:
+            out.append(b"transfer-encoding: chunked\r\n")
+    out.append(b"\r\n")
+    return b"".join(out)
+
+
+def _bad_header(names: list, values: list) -> HeaderError:
+    """The error for the first bad field (the slow path of serialize_response_head)."""
+    for name, value in zip(names, values):
+        if type(name) not in (bytes, bytearray) or type(value) not in (bytes, bytearray):
+            return HeaderError(f"header names and values must be bytes: {name!r}: {value!r}")
+        if not name or name.translate(None, _TCHARS):
+            return HeaderError(f"invalid header name {name!r}")
+        if _CR_LF_NUL.search(value):
+            return HeaderError(f"CR, LF or NUL in the value of {name!r}")
+    return HeaderError("invalid header")
+
+
+def encode_chunk(data: bytes) -> bytes:
+    """One chunk of a chunked body. Empty data gives b"" (never the last-chunk marker)."""
+    if not data:
+        return b""
+    return b"".join((b"%x\r\n" % len(data), data, b"\r\n"))
+
+
+class DateCache:
+    """The IMF-fixdate for the Date header, formatted at most once per second."""
+    __slots__ = ("_until", "_value")
+
+    def __init__(self):
+        self._until = 0.0   # the value is good while time.time() is below this
+        self._value = b""
+
+    def get(self) -> bytes:
+        now = time.time()
+        if now >= self._until:
+            second = int(now)
+            self._value = formatdate(second, usegmt=True).encode("ascii")
+            self._until = second + 1
+        return self._value
+
+
+_DATES = DateCache()
+
+
+def simple_response(status: int, reason_text: str, *, keep_alive: bool = False,
+                    extra_headers=()) -> bytes:
+    """A whole small text/plain response from the server itself (400, 413, 500, 503, ...)."""
+    body = reason_text.encode("utf-8", "replace") + b"\n"
+    out = [_status_line(status),
+           b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\ndate: %s\r\n"
+           % (len(body), _DATES.get())]
+    if not keep_alive:
+        out.append(b"connection: close\r\n")
+    for name, value in extra_headers:
+        out.append(b"%s: %s\r\n" % (name, value))
+    out.append(b"\r\n")
+    out.append(body)
+    return b"".join(out)

@@ -1,0 +1,41 @@
+"""Size limits of the HTTP/1.1 request parser, each with the precedent it follows.
+
+sidecar normally sits behind nginx, which enforces its own (smaller) limits first; these are
+the last line of defence for direct clients and must never be the reason a request that nginx
+accepted gets refused.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Limits", "MAX_CHUNK_LINE"]
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Per-connection limits of :class:`sidecar.http.h1.RequestParser`.
+
+    Every limit is checked before the bytes it covers are buffered past it, so a client can
+    never make the parser hold more than about ``max_header_bytes`` of unparsed input.
+    """
+
+    # Request line (method SP target SP version), without its CRLF -> 414.
+    # nginx: large_client_header_buffers 8k; tomcat maxHttpHeaderSize 8 KiB; apache
+    # LimitRequestLine 8190.
+    max_request_line: int = 8192
+    # Whole head: request line, header lines, CRLFs, and also the trailer section of a chunked
+    # body -> 431. nginx allows 4 x 8k buffers (32 KiB); node had 80 KiB until 2018 and has
+    # 16 KiB since; h11 16 KiB. 64 KiB is above all of them so that big cookies / JWTs that
+    # a proxy passed are never refused here.
+    max_header_bytes: int = 65536
+    # Header field lines in the head (and, separately, trailer lines) -> 431.
+    # apache LimitRequestFields 100; h11, hyper and Go's textproto all cap near 100.
+    max_headers: int = 100
+    # Total request body bytes (decoded, i.e. without chunk framing) -> 413. None: unlimited;
+    # bodies are streamed with backpressure, so the size is the app's business by default.
+    # nginx client_max_body_size (1m) is the usual place to cap it.
+    max_body: int | None = None
+
+
+# A chunk-size line with its extensions, without CRLF -> 400. Go net/http: maxLineLength 4096.
+MAX_CHUNK_LINE = 4096

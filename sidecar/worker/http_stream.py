@@ -1,0 +1,261 @@
+"""One HTTP request inside the worker: the ASGI ``receive``/``send`` pair of a stream and the
+task that runs ``app(scope, receive, send)``.
+
+Flow control, per direction (docs/protocol.md):
+
+- request body (host -> worker): the host may have at most ``window`` body bytes that the
+  worker has not credited back.  Bytes are credited with RECV_CREDIT once the app has taken
+  them from ``receive()`` -- so an app that stops reading stops the upload, and a stream never
+  buffers more than ``window``.  Credits are batched (``HostLink.credit_batch``) but always sent
+  before ``receive()`` blocks, and the first ``receive()`` while more body is expected always
+  sends one (possibly 0): the host turns it into ``100 Continue``.
+- response body (worker -> host): ``send()`` spends ``send_credit`` (initially ``window``) and
+  waits for SEND_CREDIT, which the host grants as the client's socket drains.
+
+The stream never writes an HTTP error itself: APP_DONE carries the app's outcome and the host
+applies the 500-or-close policy.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from sidecar.events import (
+    DISCONNECT, HTTP_BODY, RECV_CREDIT, RESPONSE_BODY, RESPONSE_START, SEND_CREDIT,
+    ProtocolError, pack,
+)
+
+__all__ = ["ClientDisconnected", "HttpStream", "describe_error"]
+
+log = logging.getLogger("sidecar.worker")
+
+_MAX_ERROR_TEXT = 1000  # APP_DONE error text: enough for a message, bounded for the ring
+
+
+class ClientDisconnected(OSError):
+    """``send()`` after the client went away (ASGI spec 2.4: an OSError subclass)."""
+
+
+def describe_error(exc: BaseException) -> str:
+    """``"ExcType: message"`` as carried by APP_DONE, bounded in length."""
+    text = str(exc)
+    text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text if len(text) <= _MAX_ERROR_TEXT else text[:_MAX_ERROR_TEXT - 3] + "..."
+
+
+def _check_headers(headers) -> list:
+    """Response headers as a list of 2-item sequences of bytes, or TypeError."""
+    if type(headers) is not list:
+        headers = list(headers)
+    for pair in headers:
+        if len(pair) != 2:
+            raise TypeError(f"response header must be a [name, value] pair, not {pair!r}")
+        name, value = pair
+        if not isinstance(name, bytes) or not isinstance(value, bytes):
+            raise TypeError(f"response header name and value must be bytes, not {pair!r}")
+    return headers
+
+
+def _as_bytes(body) -> bytes:
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        return bytes(body)
+    raise TypeError(f"response body must be bytes, not {type(body).__name__}")
+
+
+class HttpStream:
+    """State of one HTTP stream; ``handlers`` maps the host's event kinds to its methods."""
+
+    __slots__ = (
+        "link", "sid", "scope", "task", "chunks", "body_complete", "recv_outstanding",
+        "unacked", "credit_sent", "send_credit", "waiters", "started", "response_done",
+        "disconnected", "finished",
+    )
+
+    def __init__(self, link, sid: int, scope: dict, body: bytes, more_body: bool):
+        if len(body) > link.window:
+            raise ProtocolError("request body exceeds the stream window", sid)
+        self.link = link
+        self.sid = sid
+        self.scope = scope
+        self.task: asyncio.Task | None = None
+        # The first request message is delivered even when empty, unless more is coming.
+        self.chunks = [body] if body or not more_body else []
+        self.body_complete = not more_body
+        self.recv_outstanding = len(body)  # bytes received and not yet credited back
+        self.unacked = 0                   # of those, bytes the app took: owed as credit
+        self.credit_sent = False
+        self.send_credit = link.window
+        self.waiters: list | None = None   # futures of receive()/send() calls that wait
+        self.started = False
+        self.response_done = False
+        self.disconnected = False
+        self.finished = False              # APP_DONE sent
+
+    # --- the app's side ------------------------------------------------------------------
+
+    async def run(self) -> None:
+        error = "worker error"  # if something we do not catch escapes (SystemExit...)
+        try:
+            await self.link.worker.app(self.scope, self.receive, self.send)
+        except asyncio.CancelledError:
+            error = "CancelledError: stream cancelled by the worker"
+        except Exception as exc:
+            error = describe_error(exc)
+            if self.disconnected and isinstance(exc, OSError):
+                log.debug("client gone: %s %s: %s", self.scope["method"], self.scope["path"],
+                          error)
+            else:
+                log.error("Exception in ASGI application (%s %s)", self.scope["method"],
+                          self.scope["path"], exc_info=exc)
+        else:
+            if self.response_done or self.disconnected:
+                error = None
+            elif self.started:
+                error = "ASGI callable returned without completing the response"
+            else:
+                error = "ASGI callable returned without starting a response"
+        finally:
+            self.link.stream_done(self, error)
+
+    async def receive(self) -> dict:
+        while True:
+            if self.disconnected or self.response_done:
+                return {"type": "http.disconnect"}
+            chunks = self.chunks
+            if chunks:
+                body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                chunks.clear()
+                more = not self.body_complete
+                if more:
+                    owed = self.unacked + len(body)
+                    if owed >= self.link.credit_batch or not self.credit_sent:
+                        self._grant(owed)
+                    else:
+                        self.unacked = owed
+                return {"type": "http.request", "body": body, "more_body": more}
+            if not self.body_complete and (self.unacked or not self.credit_sent):
+                self._grant(self.unacked)  # never block while owing credit: the host would too
+            await self._wait()
+
+    async def send(self, message: dict) -> None:
+        kind = message["type"]
+        if kind == "http.response.body":
+            if not self.started or self.response_done:
+                raise RuntimeError("http.response.body before http.response.start"
+                                   if not self.started else
+                                   "http.response.body after the response completed")
+            if self.disconnected:
+                raise ClientDisconnected("client disconnected")
+            body = message.get("body", b"")
+            more = True if message.get("more_body") else False
+            if type(body) is not bytes:
+                body = _as_bytes(body)
+            n = len(body)
+            if n <= self.send_credit and n <= self.link.chunk:  # the common case: one record
+                if not n and more:
+                    return
+                self.send_credit -= n
+                if not more:
+                    self._response_finished()
+                waiter = self.link.push(pack([RESPONSE_BODY, self.sid, body, more]))
+                if waiter is not None:
+                    await waiter
+                return
+            await self._send_chunks(body, more)
+        elif kind == "http.response.start":
+            if self.started:
+                raise RuntimeError("http.response.start sent twice")
+            if self.disconnected:
+                raise ClientDisconnected("client disconnected")
+            status = message["status"]
+            if type(status) is not int:
+                raise TypeError(f"response status must be an int, not {type(status).__name__}")
+            if not 100 <= status <= 999:
+                raise RuntimeError(f"response status {status} is not in 100..999")
+            headers = _check_headers(message.get("headers", ()))
+            self.started = True
+            waiter = self.link.push(pack([RESPONSE_START, self.sid, status, headers, False]))
+            if waiter is not None:
+                await waiter
+        else:
+            raise RuntimeError(f"unexpected ASGI message type {kind!r} on an http stream")
+
+    async def _send_chunks(self, body: bytes, more: bool) -> None:
+        """Split a body into records of at most ``link.chunk`` bytes, each waiting for credit."""
+        view = memoryview(body)
+        size = self.link.chunk
+        total = len(body)
+        for start in range(0, total, size):
+            piece = view[start:start + size]
+            n = len(piece)
+            while self.send_credit < n and not self.disconnected:
+                await self._wait()
+            if self.disconnected:
+                raise ClientDisconnected("client disconnected")
+            self.send_credit -= n
+            piece_more = more or start + size < total
+            if not piece_more:
+                self._response_finished()
+            waiter = self.link.push(pack([RESPONSE_BODY, self.sid, piece, piece_more]))
+            if waiter is not None:
+                await waiter
+
+    # --- the host's side (called by HostLink for events of this stream) -------------------
+
+    def on_body(self, ev: list) -> None:
+        if self.body_complete:
+            raise ProtocolError("HTTP_BODY after the last body chunk", self.sid)
+        body = ev[2]
+        n = len(body)
+        self.recv_outstanding += n
+        if self.recv_outstanding > self.link.window:
+            raise ProtocolError("host sent more request body than the window allows", self.sid)
+        if not ev[3]:
+            self.body_complete = True
+        if self.response_done or self.disconnected:
+            return  # nobody will read it
+        if n or self.body_complete:
+            self.chunks.append(body)
+            self._wake()
+
+    def on_disconnect(self, ev: list | None = None) -> None:
+        self.disconnected = True
+        self.chunks.clear()
+        self._wake()
+
+    def on_send_credit(self, ev: list) -> None:
+        self.send_credit += ev[2]
+        if self.waiters is not None:
+            self._wake()
+
+    handlers = {HTTP_BODY: on_body, DISCONNECT: on_disconnect, SEND_CREDIT: on_send_credit}
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    def _grant(self, n: int) -> None:
+        self.credit_sent = True
+        self.unacked = 0
+        self.recv_outstanding -= n
+        self.link.post(pack([RECV_CREDIT, self.sid, n]))
+
+    def _response_finished(self) -> None:
+        self.response_done = True
+        self._wake()  # a receive() waiting for the end of the response returns disconnect
+
+    async def _wait(self) -> None:
+        # One future per waiting call: receive() and send() may wait at the same time (and
+        # apps may call receive() from two tasks); cancelling one must not cancel the other.
+        fut = self.link.loop.create_future()
+        if self.waiters is None:
+            self.waiters = [fut]
+        else:
+            self.waiters.append(fut)
+        await fut
+
+    def _wake(self) -> None:
+        waiters = self.waiters
+        if waiters is not None:
+            self.waiters = None
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)

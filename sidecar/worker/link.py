@@ -1,0 +1,326 @@
+"""One host's ring pair as the worker sees it: where ring records become stream events, and
+where stream events become ring records.
+
+Inbound, every record goes through ``events.unpack`` + ``events.check`` and is dispatched by
+kind: link-level kinds (a new stream, PING) to ``HostLink.link_handlers``, the rest to the
+``handlers`` table of the stream class that owns the stream id (``HttpStream.handlers``; a
+WebSocket stream class slots in beside it).  Errors, by scope:
+
+- a ProtocolError naming a live stream fails that stream only (APP_DONE with the error);
+- one naming a stream that does not exist is ignored (events race with APP_DONE), except a
+  malformed HTTP_REQUEST/WS_CONNECT, which is answered with APP_DONE so the host can reply;
+- one with no stream (undecodable record) or stream 0 (the link itself), and any ring error,
+  mean the host cannot be trusted: the worker exits with EXIT_PROTOCOL_ERROR.
+
+Outbound, many streams share one Producer and order per link is FIFO.  Records pushed during
+one turn of the event loop are published together at its end (one release, at most one
+doorbell -- ringing per record would wake the host once per record); records of 16 KiB and
+more are written at once.  When the ring is full they queue in ``backlog`` and one flusher
+task, woken by the ring's space doorbell, drains it in order; meanwhile ``push`` hands senders
+(response start/body) a future to await -- that is the ring-level backpressure.  Credits,
+APP_DONE and PONG are fire-and-forget (``post``).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections import deque
+from itertools import islice
+
+from sidecar.events import (
+    APP_DONE, DISCONNECT, HELLO, HTTP_BODY, HTTP_REQUEST, MAX_CHUNK, PING, PONG, SEND_CREDIT,
+    VERSION, WS_CONNECT, WS_DISCONNECT, WS_RECEIVE, ProtocolError, check, pack, unpack,
+)
+from sidecar.ring import Consumer, Producer, RingError
+
+from .http_stream import HttpStream
+
+__all__ = ["HostLink"]
+
+log = logging.getLogger("sidecar.worker")
+
+#: Kinds that only make sense for an existing stream: for an unknown stream id they are late
+#: (the stream finished meanwhile) and ignored.
+_STREAM_KINDS = frozenset({HTTP_BODY, DISCONNECT, WS_RECEIVE, WS_DISCONNECT, SEND_CREDIT})
+_OPENING_KINDS = frozenset({HTTP_REQUEST, WS_CONNECT})
+#: msgpack framing around a RESPONSE_BODY chunk: array, kind, sid (<= 9 bytes), bin header, bool
+_BODY_OVERHEAD = 32
+_FLUSH_BATCH = 64
+#: A record this large is written at once rather than at the end of the loop turn: batching
+#: saves doorbells for small records, and a large one must find out now if the ring is full.
+_EAGER_BYTES = 16 * 1024
+
+
+class HostLink:
+    """One host: a Consumer (host -> worker), a Producer (worker -> host) and the streams the
+    host opened, keyed by stream id (each host has its own id space)."""
+
+    def __init__(self, worker, host: int, consumer: Consumer, producer: Producer, window: int):
+        self.worker = worker
+        self.host = host
+        self.consumer = consumer
+        self.producer = producer
+        self.window = window
+        # A body record must fit the ring, and a chunk must fit the window or it would wait
+        # for credit forever.
+        self.chunk = min(MAX_CHUNK, window, producer.max_record - _BODY_OVERHEAD)
+        self.credit_batch = max(1, window // 4)
+        self.streams: dict[int, HttpStream] = {}
+        self.max_record = producer.max_record
+        self.pending: list[bytes] = []  # pushed during this loop turn, written at its end
+        self.backlog: deque = deque()  # (payload, future | None) waiting for ring space
+        self.flusher: asyncio.Task | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.broken = False
+        self.link_handlers = {
+            HTTP_REQUEST: self._open_http,
+            WS_CONNECT: self._open_websocket,
+            PING: self._on_ping,
+        }
+
+    @classmethod
+    def attach(cls, worker, config, window: int) -> "HostLink":
+        """Map the rings named by a LinkConfig (raises RingError if they are not rings)."""
+        consumer = Consumer.attach(config.to_worker)
+        try:
+            producer = Producer.attach(config.to_host)
+        except BaseException:
+            consumer.close()
+            raise
+        return cls(worker, config.host, consumer, producer, window)
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Take streams from now on, and tell the host so."""
+        self.loop = loop
+        self.consumer.start_reading(loop, self._on_records, self._on_ring_error)
+        self.post(pack([HELLO, 0, VERSION, os.getpid(), self.window]))
+
+    def stop_reading(self) -> None:
+        self.consumer.stop_reading()
+
+    def heartbeat(self) -> None:
+        self.consumer.heartbeat()
+        self.producer.heartbeat()
+
+    def close(self) -> None:
+        self.broken = True  # late writers (tasks the app left behind) write nowhere
+        if self.flusher is not None:
+            self.flusher.cancel()
+        self.consumer.close()
+        self.producer.close()
+
+    # --- inbound -----------------------------------------------------------------------------
+
+    def _on_records(self, views: list) -> None:
+        if self.broken:
+            return  # stop_reading() does not stop a batch loop already running
+        streams = self.streams
+        link_handlers = self.link_handlers
+        for view in views:
+            ev = None
+            try:
+                ev = unpack(view)
+                check(ev)
+                kind = ev[0]
+                handler = link_handlers.get(kind)
+                if handler is not None:
+                    handler(ev)
+                    continue
+                stream = streams.get(ev[1])
+                if stream is not None:
+                    handler = stream.handlers.get(kind)
+                    if handler is None:
+                        raise ProtocolError(f"event kind {kind} does not apply to "
+                                            f"a {type(stream).__name__}", ev[1])
+                    handler(stream, ev)
+                elif kind not in _STREAM_KINDS:
+                    raise ProtocolError(f"event kind {kind} is not sent by hosts", ev[1])
+            except ProtocolError as exc:
+                if not self._on_protocol_error(exc, ev):
+                    return  # the link is done for; the worker is exiting
+
+    def _on_protocol_error(self, exc: ProtocolError, ev: list | None) -> bool:
+        """Contain a bad event to its stream; False if it condemns the whole link."""
+        sid = exc.sid
+        if not sid or sid < 0:  # None (undecodable) or 0 (the link itself)
+            self.fail_link(f"protocol error from host {self.host}: {exc}")
+            return False
+        stream = self.streams.get(sid)
+        if stream is not None:
+            log.warning("protocol error on stream %d of host %d: %s", sid, self.host, exc)
+            self.fail_stream(stream, f"protocol error: {exc}")
+        elif ev is not None and ev[0] in _OPENING_KINDS:
+            log.warning("protocol error opening stream %d of host %d: %s", sid, self.host, exc)
+            self.post(pack([APP_DONE, sid, f"protocol error: {exc}"]))
+        else:
+            log.warning("protocol error on finished stream %d of host %d (ignored): %s",
+                        sid, self.host, exc)
+        return True
+
+    def _on_ring_error(self, exc: Exception) -> None:
+        if isinstance(exc, RingError):
+            self.fail_link(f"ring from host {self.host} is broken: {exc}")
+        else:  # a bug of ours while dispatching: not the host's fault, but just as final
+            self.broken = True
+            self.worker.internal_error(f"dispatching events of host {self.host}", exc)
+
+    def fail_link(self, reason: str) -> None:
+        self.broken = True
+        self.stop_reading()
+        self.worker.protocol_error(reason)
+
+    def _open_http(self, ev: list) -> None:
+        (_, sid, method, scheme, path, raw_path, query_string, headers, client, server,
+         http_version, root_path, body, more_body) = ev
+        self._check_new_sid(sid)
+        worker = self.worker
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.4"},
+            "http_version": http_version,
+            "server": tuple(server) if server is not None else None,
+            "client": tuple(client) if client is not None else None,
+            "scheme": scheme,
+            "method": method,
+            "root_path": root_path or worker.root_path,
+            "path": path,
+            "raw_path": raw_path,
+            "query_string": query_string,
+            "headers": list(map(tuple, headers)),
+            "state": worker.state.copy(),
+        }
+        stream = HttpStream(self, sid, scope, body, more_body)
+        self.streams[sid] = stream
+        stream.task = task = self.loop.create_task(stream.run())
+        worker.tasks.add(task)
+
+    def _open_websocket(self, ev: list) -> None:
+        # WebSocket streams come with ws_stream.py; until then refuse them cleanly.
+        self._check_new_sid(ev[1])
+        self.post(pack([APP_DONE, ev[1], "websocket not supported yet"]))
+
+    def _check_new_sid(self, sid: int) -> None:
+        if sid < 1:
+            raise ProtocolError(f"stream id {sid} is reserved", None)  # a broken host
+        if sid in self.streams:
+            raise ProtocolError(f"stream id {sid} is already open", sid)
+
+    def _on_ping(self, ev: list) -> None:
+        self.post(pack([PONG, 0, ev[2]]))
+
+    # --- stream ends ---------------------------------------------------------------------------
+
+    def stream_done(self, stream: HttpStream, error: str | None) -> None:
+        """The stream's task is over: forget the stream and tell the host (once)."""
+        if self.streams.get(stream.sid) is stream:
+            del self.streams[stream.sid]
+        if not stream.finished:
+            stream.finished = True
+            self.post(pack([APP_DONE, stream.sid, error]))
+        self.worker.task_done(stream.task)
+
+    def fail_stream(self, stream: HttpStream, error: str) -> None:
+        """End a stream now (its task is cancelled; it can no longer reach the host)."""
+        del self.streams[stream.sid]
+        stream.finished = True
+        stream.on_disconnect()
+        self.post(pack([APP_DONE, stream.sid, error]))
+        if stream.task is not None:
+            stream.task.cancel()
+
+    # --- outbound ------------------------------------------------------------------------------
+
+    def push(self, payload: bytes) -> asyncio.Future | None:
+        """Queue a record for the ring in FIFO order.  Returns a future to await when the ring
+        is full (backpressure), else None.  Small records go out at the end of this turn of
+        the event loop, together; large ones at once, so a big body meets a full ring early."""
+        if len(payload) > self.max_record:
+            raise ValueError(f"event of {len(payload)} bytes exceeds the ring's largest "
+                             f"record ({self.max_record} bytes)")
+        if self.broken:
+            return None  # the worker is going down; nobody reads this ring any more
+        if self.backlog:
+            return self._enqueue(payload, self.loop.create_future())
+        pending = self.pending
+        pending.append(payload)
+        if len(payload) >= _EAGER_BYTES:
+            self._write_pending()
+            if self.backlog:  # it did not fit: it is the last one queued; wait for it
+                fut = self.loop.create_future()
+                self.backlog[-1] = (payload, fut)
+                return fut
+        elif len(pending) == 1:
+            self.loop.call_soon(self._write_pending)
+        return None
+
+    def post(self, payload: bytes) -> None:
+        """Queue a record for the ring in FIFO order; nobody waits for it."""
+        if self.broken:
+            return
+        if self.backlog:
+            self._enqueue(payload, None)
+            return
+        pending = self.pending
+        pending.append(payload)
+        if len(pending) == 1:
+            self.loop.call_soon(self._write_pending)
+
+    def _write_pending(self) -> None:
+        """Everything pushed during one loop turn, published with one release and at most one
+        doorbell: ringing per record would wake the host once per record."""
+        pending = self.pending
+        if not pending:
+            return
+        self.pending = []
+        if self.broken:
+            return  # broken or closed since these were queued
+        written = 0
+        if not self.backlog:
+            try:
+                if len(pending) == 1:
+                    written = 1 if self.producer.try_write(pending[0]) else 0
+                else:
+                    written = self.producer.try_write_many(pending)
+            except RingError as exc:
+                self.fail_link(f"cannot write to host {self.host}: {exc}")
+                return
+        for payload in islice(pending, written, None):
+            self._enqueue(payload, None)
+
+    def _enqueue(self, payload: bytes, fut: asyncio.Future | None):
+        self.backlog.append((payload, fut))
+        if self.flusher is None:
+            self.flusher = self.loop.create_task(self._flush())
+        return fut
+
+    async def _flush(self) -> None:
+        backlog = self.backlog
+        producer = self.producer
+        try:
+            while backlog and not self.broken:
+                batch = [payload for payload, _ in islice(backlog, _FLUSH_BATCH)]
+                written = producer.try_write_many(batch)
+                for _ in range(written):
+                    _, fut = backlog.popleft()
+                    if fut is not None and not fut.done():
+                        fut.set_result(None)
+                if not written:  # wait_space adds the padding a record needs at the wrap
+                    await producer.wait_space(len(batch[0]) + 16)
+        except RingError as exc:
+            self.fail_link(f"cannot write to host {self.host}: {exc}")
+        finally:
+            self.flusher = None
+            if self.broken:
+                for _, fut in backlog:
+                    if fut is not None and not fut.done():
+                        fut.cancel()
+                backlog.clear()
+
+    async def flush(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for queued records to reach the ring; True if they did."""
+        self._write_pending()
+        flusher = self.flusher
+        if flusher is not None:
+            await asyncio.wait([flusher], timeout=timeout)
+        return not self.backlog

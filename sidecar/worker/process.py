@@ -1,0 +1,219 @@
+"""The worker process, from SIDECAR_WORKER to exit code.
+
+    main()  parse config -> logging -> import app -> uvloop.run(Worker.run())
+
+    Worker.run()
+      attach every host link  (RingError: EXIT_PROTOCOL_ERROR)
+      lifespan startup        (failed: EXIT_STARTUP_FAILED)
+      every link: start reading, send HELLO
+      ... serve until stopped: SIGTERM (drain), parent gone, protocol/ring error ...
+      disconnect the streams still running, cancel those that do not return
+      flush what is queued for the hosts, lifespan shutdown, exit
+
+SIGINT is ignored: Ctrl-C reaches the whole process group and the supervisor decides what it
+means.  SIGTERM drains: requests keep being served (the host stops routing new streams to a
+draining worker), and the worker exits as soon as none is in flight, or after
+``shutdown_timeout``.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from .config import (
+    EXIT_CONFIG_ERROR, EXIT_IMPORT_FAILED, EXIT_INTERNAL_ERROR, EXIT_OK, EXIT_PROTOCOL_ERROR,
+    EXIT_STARTUP_FAILED, ConfigError, WorkerConfig,
+)
+from .lifespan import Lifespan, StartupFailed
+from .link import HostLink
+from .loader import ImportFailed, load_app
+
+__all__ = ["Worker", "main"]
+
+TICK = 0.5          # seconds between heartbeats (and parent checks)
+ABORT_GRACE = 0.5   # seconds streams get to return after http.disconnect before cancellation
+FLUSH_TIMEOUT = 1.0  # seconds to hand queued records (APP_DONE...) to the host at exit
+
+
+class Worker:
+    """Serves every attached host link with one app, one lifespan and one event loop."""
+
+    def __init__(self, config: WorkerConfig, app, log: logging.Logger, parent_pid: int):
+        self.config = config
+        self.app = app
+        self.log = log
+        self.parent_pid = parent_pid
+        self.root_path = config.root_path
+        self.lifespan = Lifespan(app, config.lifespan, log)
+        self.state = self.lifespan.state
+        self.links: dict[int, HostLink] = {}
+        self.tasks: set[asyncio.Task] = set()  # every stream task still running
+        self.draining = False
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._stopped: asyncio.Future | None = None  # result: the exit code
+        self._ticker: asyncio.TimerHandle | None = None
+
+    async def run(self) -> int:
+        self.loop = loop = asyncio.get_running_loop()
+        self._stopped = loop.create_future()
+        loop.add_signal_handler(signal.SIGTERM, self.drain)
+        try:
+            code = self._attach_links()
+            if code is None:
+                self._tick()
+                code = await self._startup()
+            if code is None:
+                if not self._stopped.done():  # (SIGTERM may have come as startup completed)
+                    for link in self.links.values():
+                        link.start(loop)
+                    self.log.info("serving %s (pid %d, %d host link(s))", self.config.app,
+                                  os.getpid(), len(self.links))
+                code = await self._stopped
+                await self._shutdown()
+            return code
+        finally:
+            if self._ticker is not None:
+                self._ticker.cancel()
+            loop.remove_signal_handler(signal.SIGTERM)
+            for link in self.links.values():
+                link.close()
+
+    def _attach_links(self) -> int | None:
+        for spec in self.config.links:
+            try:
+                self.links[spec.host] = HostLink.attach(self, spec, self.config.window)
+            except OSError as exc:
+                self.log.error("cannot attach the rings of host %d: %s", spec.host, exc)
+                return EXIT_CONFIG_ERROR
+            except Exception as exc:  # RingError: not a ring, or not the generation expected
+                self.log.error("cannot attach the rings of host %d: %s", spec.host, exc)
+                return EXIT_PROTOCOL_ERROR
+        return None
+
+    async def _startup(self) -> int | None:
+        """Run lifespan startup; None when the worker may serve, else the exit code."""
+        startup = self.loop.create_task(self.lifespan.startup())
+        await asyncio.wait([startup, self._stopped], return_when=asyncio.FIRST_COMPLETED)
+        if not startup.done():  # SIGTERM or parent death while the app was starting
+            self.lifespan.abort()
+            startup.cancel()
+            await asyncio.wait([startup])
+            return self._stopped.result()
+        try:
+            startup.result()
+        except StartupFailed as exc:
+            self.log.error("%s", exc)
+            return EXIT_STARTUP_FAILED
+        return None
+
+    async def _shutdown(self) -> None:
+        for link in self.links.values():
+            link.stop_reading()  # first: a stream opened now would be neither served nor told
+        await self._abort_streams()
+        for link in self.links.values():
+            if not await link.flush(FLUSH_TIMEOUT):
+                self.log.warning("host %d did not take the last events", link.host)
+        await self.lifespan.shutdown(self.config.shutdown_timeout)
+
+    async def _abort_streams(self) -> None:
+        """Disconnect every stream still running; cancel those that do not return."""
+        if not self.tasks:
+            return
+        for link in self.links.values():
+            for stream in list(link.streams.values()):
+                stream.on_disconnect()
+        _, pending = await asyncio.wait(self.tasks, timeout=ABORT_GRACE)
+        if pending:
+            self.log.warning("cancelling %d stream(s) still running", len(pending))
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=ABORT_GRACE)
+
+    # --- reasons to stop -------------------------------------------------------------------
+
+    def stop(self, code: int) -> None:
+        if not self._stopped.done():
+            self._stopped.set_result(code)
+
+    def drain(self) -> None:
+        """SIGTERM: finish the streams in flight (up to shutdown_timeout), then exit 0."""
+        if self.draining:
+            return
+        self.draining = True
+        timeout = self.config.shutdown_timeout
+        self.log.info("draining: %d stream(s) in flight, timeout %gs", len(self.tasks), timeout)
+        if not self.tasks:
+            self.stop(EXIT_OK)
+        else:
+            self.loop.call_later(timeout, self._drain_timeout)
+
+    def _drain_timeout(self) -> None:
+        if not self._stopped.done():
+            self.log.warning("shutdown timeout: %d stream(s) still in flight", len(self.tasks))
+            self.stop(EXIT_OK)
+
+    def task_done(self, task: asyncio.Task) -> None:
+        """A stream's task finished (called from the task itself)."""
+        self.tasks.discard(task)
+        if self.draining and not self.tasks:
+            self.stop(EXIT_OK)
+
+    def protocol_error(self, reason: str) -> None:
+        """A host broke the protocol or its ring: the supervisor replaces this worker."""
+        if not self._stopped.done():
+            self.log.error("%s; exiting", reason)
+        self.stop(EXIT_PROTOCOL_ERROR)
+
+    def internal_error(self, what: str, exc: BaseException) -> None:
+        self.log.critical("internal error %s; exiting", what, exc_info=exc)
+        self.stop(EXIT_INTERNAL_ERROR)
+
+    def _tick(self) -> None:
+        for link in self.links.values():
+            link.heartbeat()
+        if os.getppid() != self.parent_pid and not self._stopped.done():
+            self.log.warning("parent process %d is gone; exiting", self.parent_pid)
+            self.stop(EXIT_OK)
+        self._ticker = self.loop.call_later(TICK, self._tick)
+
+
+def setup_logging(config: WorkerConfig) -> logging.Logger:
+    """The worker's logger, with its own handler so an app's logging setup cannot hide it;
+    the root logger gets the same handler (asyncio, the app) unless something set it up."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(
+        f"%(asctime)s [worker {config.index} %(process)d] %(levelname)s %(message)s"))
+    log = logging.getLogger("sidecar.worker")
+    level = logging.getLevelName(config.log_level.upper())
+    log.setLevel(level if isinstance(level, int) else logging.INFO)
+    log.addHandler(handler)
+    log.propagate = False
+    root = logging.getLogger()
+    if not root.handlers:
+        root.addHandler(handler)
+    return log
+
+
+def main() -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent_pid = os.getppid()
+    try:
+        config = WorkerConfig.from_env()
+    except ConfigError as exc:
+        print(f"sidecar worker: {exc}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    log = setup_logging(config)
+    try:
+        app = load_app(config.app, config.factory, config.app_dir)
+    except ImportFailed as exc:
+        log.error("%s", exc)
+        log.debug("while loading the app", exc_info=exc.__cause__)
+        return EXIT_IMPORT_FAILED
+    log.disabled = False  # logging.config.dictConfig() in the app disables existing loggers
+
+    import uvloop
+
+    return uvloop.run(Worker(config, app, log, parent_pid).run())
