@@ -199,6 +199,20 @@ def setup_logging(level: str, access_log: bool) -> None:
         access.setLevel(logging.CRITICAL + 1)
 
 
+def raise_fd_limit() -> None:
+    """Every client connection is a descriptor: lift the soft RLIMIT_NOFILE to the hard limit
+    (systemd and most shells start services with a soft limit of 1024)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            pass  # keep the limit we have: it is not an error to run with it
+
+
 def main(argv: list[str] | None = None) -> int:
     from sidecar.frontend import listeners
 
@@ -210,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sidecar: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     setup_logging(config.log_level, config.access_log)
+    raise_fd_limit()
     uds, binds, fds = config.listeners()
     sockets = []
     try:

@@ -148,8 +148,10 @@ class HTTPStream:
         conn = self.conn
         req = self.req
         try:
-            chunked, _ = h1.response_framing(status, headers, method=req.method,
-                                             http_version=req.http_version)
+            chunked, length = h1.response_framing(status, headers, method=req.method,
+                                                  http_version=req.http_version)
+            if not chunked and length is None:
+                self.keep_alive = False  # close-delimited body (HTTP/1.0 without a length)
             if not self.body_done and req.expect_continue and not self.credit_seen:
                 self.keep_alive = False  # the client never sent the body it announced
             head = h1.serialize_response_head(
@@ -251,6 +253,8 @@ class HTTPConnection(asyncio.Protocol):
 
     def __init__(self, server):
         self.server = server
+        self.batcher = server.batcher
+        self._out: list[bytes] = []  # socket bytes of this loop iteration
         self.window = server.config.window
         self.transport: asyncio.Transport | None = None
         self.parser = h1.RequestParser(server.limits)
@@ -304,6 +308,10 @@ class HTTPConnection(asyncio.Protocol):
             ev = evs[i]
             t = type(ev)
             if t is h1.Request:
+                if ev.upgrade == b"websocket" and self.server.websocket_handler is None:
+                    # no WebSocket support: serve it as plain HTTP and keep parsing
+                    evs[i + 1:] = self.parser.decline_upgrade()
+                    n = len(evs)
                 # piggyback the whole body on HTTP_REQUEST when it is already here
                 body, more = b"", True
                 if i + 1 < n and type(evs[i + 1]) is h1.EndOfMessage:
@@ -394,8 +402,8 @@ class HTTPConnection(asyncio.Protocol):
         self.current = None
         data = h1.simple_response(err.status, err.reason, keep_alive=False)
         if not self.pipeline:
-            self.transport.write(data)
-            self.transport.close()
+            self._write(data)
+            self._close_after_write()
             return
         # answer after the responses already in flight, then close
         stream = HTTPStream(self, 0, self.pipeline[-1].req)
@@ -410,9 +418,24 @@ class HTTPConnection(asyncio.Protocol):
         if self.closed:
             return
         if stream.buffer is None:
-            self.transport.write(data)
+            self._write(data)
         else:
             stream.buffer.append(data)
+
+    def _write(self, data: bytes) -> None:
+        if not self._out:
+            self.batcher.add(self)
+        self._out.append(data)
+
+    def flush(self) -> None:
+        """Write this iteration's bytes with one send (called by the Batcher)."""
+        out = self._out
+        if not out:
+            return
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
 
     def stream_complete(self, stream: HTTPStream) -> None:
         """The stream's response is fully written (or buffered): advance the pipeline."""
@@ -435,7 +458,7 @@ class HTTPConnection(asyncio.Protocol):
             nxt = self.pipeline[0]
             buffered, nxt.buffer = nxt.buffer, None
             if buffered:
-                self.transport.write(b"".join(buffered))
+                self._write(b"".join(buffered))
             if nxt.owed:
                 nxt.flush_owed()
         if len(self.pipeline) < MAX_PIPELINE:
@@ -451,14 +474,16 @@ class HTTPConnection(asyncio.Protocol):
                     why, stream.sid)
         if stream.buffer is None and not self.closed:
             # what was written stays written; a truncated body is visible as a short read
+            self.flush()
             self.transport.close()
         else:
             self.transport.abort()
         self.closed = True
 
     def _close_after_write(self) -> None:
+        self.flush()
         self.closed = True
-        self.transport.close()  # flushes the write buffer first
+        self.transport.close()  # flushes the transport's buffer first
 
     def _arm_keepalive(self) -> None:
         loop = self.server.loop

@@ -28,8 +28,10 @@ class WorkerLink:
     """Rings to and from one worker process, as seen by this host."""
 
     def __init__(self, index: int, capacity: int,
-                 on_failure: Callable[["WorkerLink", str], None]):
+                 on_failure: Callable[["WorkerLink", str], None], batcher):
         self.index = index
+        self.batcher = batcher
+        self._pending: list[bytes] = []  # packed events of this loop iteration
         self.to_worker = Producer.create(capacity)
         self.to_host = Consumer.create(capacity)
         self.streams: dict[int, Stream] = {}
@@ -75,6 +77,7 @@ class WorkerLink:
         if self._flusher is not None:
             self._flusher.cancel()
         self._backlog.clear()
+        self._pending.clear()
         self.to_host.close()
         self.to_worker.close()
 
@@ -98,18 +101,28 @@ class WorkerLink:
 
     def send(self, ev: list) -> None:
         """Queue an event for the worker in FIFO order; never blocks (the per-stream window
-        bounds what can pile up here)."""
+        bounds what can pile up here).  Published at the end of the loop iteration."""
         if self.closed:
             return
-        data = pack(ev)
+        if not self._pending:
+            self.batcher.add(self)
+        self._pending.append(pack(ev))
+
+    def flush(self) -> None:
+        """Publish this iteration's events with one ring write and at most one doorbell."""
+        pending, self._pending = self._pending, []
+        if self.closed or not pending:
+            return
         if not self._backlog:
             try:
-                if self.to_worker.try_write(data):
-                    return
+                n = self.to_worker.try_write_many(pending)
             except RingError as exc:
                 self._on_ring_error(exc)
                 return
-        self._backlog.append(data)
+            if n == len(pending):
+                return
+            pending = pending[n:]
+        self._backlog.extend(pending)
         if self._flusher is None:
             self._flusher = self._loop.create_task(self._flush())
 

@@ -55,8 +55,9 @@ class Slot:
 
 class WorkerPool:
     def __init__(self, config: Config, loop: asyncio.AbstractEventLoop,
-                 on_fatal: Callable[[int, str], None]):
+                 on_fatal: Callable[[int, str], None], batcher):
         self.config = config
+        self.batcher = batcher
         self.loop = loop
         self.on_fatal = on_fatal
         self.slots: list[Slot] = []
@@ -92,7 +93,8 @@ class WorkerPool:
         slot.restart_handle = None
         if self.stopping or slot.retired:
             return
-        link = WorkerLink(slot.index, self.config.ring_capacity, self._on_link_failure)
+        link = WorkerLink(slot.index, self.config.ring_capacity, self._on_link_failure,
+                          self.batcher)
         try:
             proc = subprocess.Popen([sys.executable, "-m", "sidecar.worker"],
                                     env=self._worker_env(slot, link), pass_fds=link.fds(),

@@ -16,6 +16,7 @@ import signal
 import socket
 
 from sidecar.config import EXIT_OK, Config
+from sidecar.frontend.batch import Batcher
 from sidecar.frontend.http_conn import HTTPConnection
 from sidecar.frontend.pool import WorkerPool
 from sidecar.frontend import listeners
@@ -30,6 +31,9 @@ class FrontEnd:
     def __init__(self, config: Config, sockets: list[socket.socket]):
         self.config = config
         self.sockets = sockets
+        # Unix socket paths to unlink at exit, read now: once a server closes its listening
+        # socket the fd is gone and getsockname() fails with EBADF.
+        self.uds_paths = [s.getsockname() for s in sockets if s.family == socket.AF_UNIX]
         self.loop = asyncio.get_running_loop()
         self.limits = h1.Limits(max_request_line=config.max_request_line,
                                 max_header_bytes=config.max_header_bytes,
@@ -46,7 +50,8 @@ class FrontEnd:
         self.exit_code = EXIT_OK
         self._stop = asyncio.Event()
         self._signals: list[int] = []
-        self.pool = WorkerPool(config, self.loop, self._fatal)
+        self.batcher = Batcher(self.loop)
+        self.pool = WorkerPool(config, self.loop, self._fatal, self.batcher)
         self.servers: list[asyncio.AbstractServer] = []
 
     def date(self) -> bytes:
@@ -173,13 +178,11 @@ class FrontEnd:
             if conn.transport is not None:
                 conn.transport.abort()
         await workers
-        for sock in self.sockets:
-            if sock.family == socket.AF_UNIX:
-                path = sock.getsockname()
-                if isinstance(path, str) and path and os.path.exists(path):
-                    try:
-                        os.unlink(path)
-                    except OSError:
-                        pass
+        for path in self.uds_paths:
+            if isinstance(path, str) and path and os.path.exists(path):
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.remove_signal_handler(sig)

@@ -487,10 +487,11 @@ class RequestParser:
         """Give llhttp what it may see of the head in ``buf`` and apply the limits.
 
         ``final``: buf is the whole head (CRLF CRLF included); returns what llhttp refused
-        after the head, if anything. Otherwise feeds the partial request line (llhttp's method and URL states
-        are pure C) and whole header lines only (httptools concatenates partial names and
-        values, quadratic byte by byte). Before a limit is applied llhttp has seen exactly the
-        bytes within it, so the status never depends on how the input was split into reads.
+        after the head, if anything. Otherwise feeds the partial request line (llhttp's
+        method and URL states are pure C) and whole header lines only (httptools
+        concatenates partial names and values, quadratic byte by byte). Before a limit is
+        applied llhttp has seen exactly the bytes within it, so the status never depends on
+        how the input was split into reads.
         """
         limits = self._limits
         rl = self._rl_len
