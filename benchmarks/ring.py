@@ -312,7 +312,8 @@ def _ring_echo(conn, cons: Consumer, prod: Producer, spin: float):
     loop.run_forever()
 
 
-def ring_round_trip(n: int, spin: float) -> float:
+def ring_round_trip(n: int, spin: float, info: dict | None = None) -> float:
+    """Round trip in µs; ``info`` receives the doorbells rung per round trip."""
     req = http_request(1)
     to_child, child_in = ring_pair(1 << 20)
     to_parent, parent_in = ring_pair(1 << 20)
@@ -347,6 +348,9 @@ def ring_round_trip(n: int, spin: float) -> float:
     write(pack(req))
     loop.run_forever()
     elapsed = now_ns() - start
+    if info is not None:
+        bells = (to_child.stats()["consumer_wakeups"] + parent_in.stats()["consumer_wakeups"])
+        info["doorbells_per_round_trip"] = bells / n
     parent_in.close()
     loop.close()
     conn.close()

@@ -56,30 +56,40 @@
 
 #define LINE 128
 
+/* Explicit padding places each field at its documented offset; the struct itself needs only
+ * 8-byte alignment, so any 8-aligned region works (mmap gives 4096). */
 struct ring_shared {
     /* meta, written once by ring_init (magic last, release) */
-    _Alignas(LINE) _Atomic uint64_t magic;
+    _Atomic uint64_t magic;
     uint32_t version;
     uint32_t header_size;
     uint64_t capacity;
     uint32_t max_record;
     uint32_t reserved;
     _Atomic uint64_t generation;
+    uint8_t pad0[LINE - 40];
 
-    _Alignas(LINE) _Atomic uint64_t tail;
-    _Alignas(LINE) _Atomic uint64_t head;
-    _Alignas(LINE) _Atomic uint32_t consumer_sleeping;
-    _Alignas(LINE) _Atomic uint32_t producer_waiting;
+    _Atomic uint64_t tail;
+    uint8_t pad1[LINE - 8];
+    _Atomic uint64_t head;
+    uint8_t pad2[LINE - 8];
+    _Atomic uint32_t consumer_sleeping;
+    uint8_t pad3[LINE - 4];
+    _Atomic uint32_t producer_waiting;
     _Atomic uint32_t producer_need;
-    _Alignas(LINE) _Atomic uint64_t producer_heartbeat;
+    uint8_t pad4[LINE - 8];
+    _Atomic uint64_t producer_heartbeat;
     _Atomic uint32_t producer_pid;
-    _Alignas(LINE) _Atomic uint64_t consumer_heartbeat;
+    uint8_t pad5[LINE - 12];
+    _Atomic uint64_t consumer_heartbeat;
     _Atomic uint32_t consumer_pid;
-    _Alignas(LINE) _Atomic uint64_t records_written;
+    uint8_t pad6[LINE - 12];
+    _Atomic uint64_t records_written;
     _Atomic uint64_t bytes_written;
     _Atomic uint64_t full_events;
     _Atomic uint64_t consumer_wakeups;
-    _Alignas(LINE) _Atomic uint64_t records_read;
+    uint8_t pad7[LINE - 32];
+    _Atomic uint64_t records_read;
     _Atomic uint64_t bytes_read;
     _Atomic uint64_t producer_wakeups;
     _Atomic uint64_t consumer_sleeps;
@@ -138,7 +148,10 @@ static void bind_handle(ring_t *r, void *region, uint64_t capacity, uint32_t max
     r->head_cache = head;
     r->tail_cache = tail;
     r->read_pos = head;
+    r->released = head;
     r->write_pos = tail;
+    r->broken = 0;
+    r->_reserved = 0;
 }
 
 int ring_init(ring_t *r, void *region, size_t region_size, uint64_t capacity, uint64_t generation) {
@@ -170,7 +183,8 @@ int ring_attach(ring_t *r, void *region, size_t region_size, uint64_t expected_g
     uint64_t gen = atomic_load_explicit(&s->generation, RLX);
     if (expected_generation != 0 && gen != expected_generation) return RING_EGENERATION;
     bind_handle(r, region, capacity, s->max_record);
-    if (r->write_pos - r->read_pos > capacity) return RING_ECORRUPT;
+    if (r->write_pos - r->read_pos > capacity || ((r->write_pos | r->read_pos) & 7u))
+        return RING_ECORRUPT;
     return RING_OK;
 }
 
@@ -187,20 +201,31 @@ int ring_check(ring_t *r, uint64_t expected_generation) {
 /* ------------------------------------------------------------------------------------------ */
 /* producer                                                                                    */
 
+/* The consumer's head is untrusted: one outside [write_pos - capacity, write_pos] would make
+ * us overwrite unread bytes.  Returns 0 and refreshes head_cache, or RING_ECORRUPT. */
+static int load_head(ring_t *r) {
+    uint64_t head = atomic_load_explicit(&sh(r)->head, ACQ);
+    if (r->write_pos - head > r->capacity) {
+        r->broken = 1; /* sticky: every later call on this handle reports it */
+        return RING_ECORRUPT;
+    }
+    r->head_cache = head;
+    return 0;
+}
+
 /* Make room for a record of `total` aligned bytes at write_pos; returns its index, RING_AGAIN
  * or RING_ECORRUPT.  May first write a PADDING record up to the end of the data area (not yet
  * published).  The consumer's head is untrusted: one outside [write_pos - capacity, write_pos]
  * would make us overwrite unread bytes, so it is refused. */
 static int64_t reserve(ring_t *r, uint64_t total) {
+    if (r->broken) return RING_ECORRUPT;
     uint64_t pos = r->write_pos;
     uint64_t index = pos & r->mask;
     uint64_t to_end = r->capacity - index;
     uint64_t need = total <= to_end ? total : to_end + total;
     if (r->capacity - (pos - r->head_cache) < need) {
-        uint64_t head = atomic_load_explicit(&sh(r)->head, ACQ);
-        if (pos - head > r->capacity) return RING_ECORRUPT;
-        r->head_cache = head;
-        if (r->capacity - (pos - head) < need) {
+        if (load_head(r) < 0) return RING_ECORRUPT;
+        if (r->capacity - (pos - r->head_cache) < need) {
             bump(&sh(r)->full_events, 1);
             return RING_AGAIN;
         }
@@ -299,7 +324,7 @@ int ring_commit_write(ring_t *r, uint32_t type, uint32_t used) {
 }
 
 uint64_t ring_free_space(ring_t *r) {
-    r->head_cache = atomic_load_explicit(&sh(r)->head, ACQ);
+    if (load_head(r) < 0) return 0; /* the next write reports RING_ECORRUPT */
     return r->capacity - (r->write_pos - r->head_cache);
 }
 
@@ -320,8 +345,8 @@ int ring_producer_prepare_wait(ring_t *r, uint32_t need) {
     atomic_store_explicit(&s->producer_need, need, RLX);
     atomic_store_explicit(&s->producer_waiting, 1, RLX);
     atomic_thread_fence(memory_order_seq_cst);
-    r->head_cache = atomic_load_explicit(&s->head, ACQ);
-    if (r->capacity - (r->write_pos - r->head_cache) >= need) {
+    /* a corrupt head: don't sleep; the retried write reports RING_ECORRUPT */
+    if (load_head(r) < 0 || r->capacity - (r->write_pos - r->head_cache) >= need) {
         atomic_store_explicit(&s->producer_waiting, 0, RLX);
         return 0;
     }
@@ -338,12 +363,16 @@ void ring_producer_cancel_wait(ring_t *r) {
 /* Validate and return the record at read_pos, or 0 when empty, RING_ECORRUPT when the bytes
  * cannot be a record.  Skips padding.  Never reads outside the data area. */
 static int next_record(ring_t *r, uint32_t *type, uint32_t *len, uint64_t *offset) {
+    if (r->broken) return RING_ECORRUPT;
     for (int hops = 0; hops < 2; hops++) { /* at most one padding record in a row */
         uint64_t pos = r->read_pos;
         if (pos == r->tail_cache) {
             uint64_t tail = atomic_load_explicit(&sh(r)->tail, ACQ);
             if (tail == pos) return 0;
-            if (tail - pos > r->capacity || (tail & 7u)) return RING_ECORRUPT;
+            /* views handed out but not released still occupy the ring: more than a ring's
+             * worth past the released head would overlap them */
+            if (tail - pos > r->capacity || tail - r->released > r->capacity || (tail & 7u))
+                return RING_ECORRUPT;
             r->tail_cache = tail;
         }
         uint64_t avail = r->tail_cache - pos;
@@ -374,7 +403,10 @@ int ring_read(ring_t *r, ring_view_t *views, int max) {
     uint64_t bytes = 0;
     while (n < max) {
         int rc = next_record(r, &views[n].type, &views[n].len, &views[n].offset);
-        if (rc < 0) return rc;
+        if (rc < 0) {
+            r->broken = 1;
+            return rc;
+        }
         if (rc == 0) break;
         bytes += views[n].len;
         n++;
@@ -393,7 +425,10 @@ int ring_read_flat(ring_t *r, uint32_t *out, int max) {
         uint32_t type, len;
         uint64_t offset;
         int rc = next_record(r, &type, &len, &offset);
-        if (rc < 0) return rc;
+        if (rc < 0) {
+            r->broken = 1;
+            return rc;
+        }
         if (rc == 0) break;
         out[3 * n] = type;
         out[3 * n + 1] = len;
@@ -409,6 +444,7 @@ int ring_read_flat(ring_t *r, uint32_t *out, int max) {
 }
 
 void ring_release(ring_t *r) {
+    r->released = r->read_pos;
     atomic_store_explicit(&sh(r)->head, r->read_pos, REL);
 }
 

@@ -51,6 +51,9 @@ typedef struct ring {
     uint64_t  head_cache;  /* producer's copy of the consumer position */
     uint64_t  tail_cache;  /* consumer's copy of the producer position */
     uint64_t  read_pos;    /* consumer: position after the last record handed out */
+    uint64_t  released;    /* consumer: position last released (published as head) */
+    uint32_t  broken;      /* sticky: the peer wrote an impossible position (RING_ECORRUPT) */
+    uint32_t  _reserved;
     uint64_t  write_pos;   /* producer: private tail, published by ring_publish */
 } ring_t;
 

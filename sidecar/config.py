@@ -11,11 +11,12 @@ from dataclasses import dataclass, field, fields
 from sidecar.events import DEFAULT_WINDOW
 from sidecar.ring import DEFAULT_CAPACITY
 
-#: Exit codes of the server process (systemd: RestartPreventExitStatus=3 4).
-EXIT_OK = 0
-EXIT_USAGE = 2           # bad flags, config or socket: argparse's convention
-EXIT_STARTUP_FAILED = 3  # the app's lifespan startup failed: restarting won't help
-EXIT_IMPORT_FAILED = 4   # the app could not be imported: restarting won't help
+# Exit codes, shared by the server and its workers (systemd: RestartPreventExitStatus=3 4).
+# Defined once, in sidecar/worker/config.py; EXIT_USAGE is argparse's convention.
+from sidecar.worker.config import (EXIT_CONFIG_ERROR, EXIT_IMPORT_FAILED,  # noqa: E402
+                                   EXIT_OK, EXIT_PROTOCOL_ERROR, EXIT_STARTUP_FAILED)
+
+EXIT_USAGE = EXIT_CONFIG_ERROR  # bad flags, config or socket
 
 
 @dataclass

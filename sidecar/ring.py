@@ -335,7 +335,12 @@ class Producer(_End):
         if not lib.ring_producer_prepare_wait(self.handle, min(need, self.capacity)):
             return
         loop = asyncio.get_running_loop()
-        if self._loop is None:
+        if self._loop is not loop:
+            # First wait, or a new loop (asyncio.run twice): the doorbell must be watched by
+            # the loop that awaits it, or the wait never ends.
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.remove_reader(self.space_bell.fd)
+            self._waiters = [f for f in self._waiters if f.get_loop() is loop]
             self._loop = loop
             loop.add_reader(self.space_bell.fd, self._on_space)
         fut = loop.create_future()
@@ -379,7 +384,8 @@ class Consumer(_End):
     #: Seconds ``start_reading`` keeps polling an empty ring before it arms the doorbell and
     #: sleeps.  0 (the default) sleeps at once.  A few tens of microseconds cut the round
     #: trip of request/response traffic to a fraction (no eventfd write, no epoll wake-up:
-    #: see benchmarks/ring.py) at the price of that much CPU after each burst.
+    #: see benchmarks/ring.py) at the price of that much CPU after each burst.  Polls go
+    #: through ``loop.call_soon``, so other callbacks and tasks keep running meanwhile.
     spin = 0.0
 
     def __init__(self, segment: Segment, data: Doorbell, space: Doorbell, generation: int,
@@ -438,19 +444,35 @@ class Consumer(_End):
         set (no lost wake-up); reads at most ``budget`` batches per loop iteration so one busy
         ring cannot starve the rest of the event loop.
         """
+        clock = time.perf_counter
+        spin_until = 0.0  # while > 0: polling an empty ring until then (Consumer.spin)
+
         def pump() -> None:
+            nonlocal spin_until
+            if self._reading is not loop:
+                return  # stop_reading() since this call was scheduled
             try:
                 for _ in range(budget):
                     views = self.read()
                     if views:
+                        spin_until = 0.0
                         try:
                             on_records(views)
                         finally:
                             del views
                             self.release()
                         continue
-                    if self.spin > 0 and self._spin_for_data(self.spin):
-                        continue
+                    # Nothing handed out -- but read() may have skipped non-EVENT records:
+                    # give their bytes back, or a producer waiting for them waits forever.
+                    self.release()
+                    if self.spin > 0:
+                        now = clock()
+                        if not spin_until:
+                            spin_until = now + self.spin
+                        if now < spin_until:
+                            loop.call_soon(pump)  # poll again after the ready callbacks
+                            return
+                        spin_until = 0.0
                     if self.prepare_sleep():
                         return  # the producer will ring data_bell
                 loop.call_soon(pump)  # more to do; let other callbacks run first
@@ -465,16 +487,6 @@ class Consumer(_End):
         self._reading = loop
         loop.add_reader(self.data_bell.fd, on_bell)
         loop.call_soon(pump)
-
-    def _spin_for_data(self, seconds: float) -> bool:
-        """Poll for up to ``seconds`` until records are published; True if some were."""
-        h, used, clock = self.handle, lib.ring_used, time.perf_counter
-        self.release()  # hand back skipped (non-EVENT) records, so used() means "unread"
-        deadline = clock() + seconds
-        while clock() < deadline:
-            if used(h):
-                return True
-        return False
 
     def stop_reading(self) -> None:
         if self._reading is not None and self.data_bell.fd >= 0:

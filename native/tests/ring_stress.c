@@ -40,6 +40,14 @@
  *               record; random busy-spins, sched_yield and usleep(0..50) on both sides so the
  *               consumers really sleep; prints ring_get_stats sleep/wake-up counts.
  *   --oneway    stream in direction A only (pure producer / pure consumer), for throughput.
+ *   --litmus    the store-buffer (Dekker) litmus test of the doorbell protocol, in isolation:
+ *               both sides meet at a spin barrier, then with random few-ns skews one side
+ *               publishes a record + ring_producer_must_wake while the other calls
+ *               ring_consumer_prepare_sleep (and, mirrored, ring_producer_prepare_wait on a
+ *               full ring vs. drain + ring_release + ring_consumer_must_wake).  "Consumer may
+ *               sleep" together with "producer need not ring" is a lost wake-up; it is counted
+ *               exactly, no timeout needed.  Without the seq_cst fences this happens within
+ *               thousands of rounds on x86; with them it must never happen.
  *
  * Output: one line "ring_stress OK ..." and exit 0, or a "ring_stress FAIL: ..." message and a
  * non-zero exit (1 = mismatch, 2 = usage/setup, 3 = watchdog).
@@ -79,6 +87,7 @@ static struct {
     int methods;
     int threads;
     int wakeups;
+    int litmus;
     int oneway;
     int verify;            /* 0: --no-verify, payload neither generated nor checked */
     int spin;              /* idle loop iterations before sleeping (stream mode) */
@@ -284,11 +293,19 @@ typedef struct {
     uint64_t rx_records, rx_bytes, paddings, exact_fits, early_wraps;
     uint64_t tx_records, tx_bytes, claim_extra, many_partial, full_retries;
     uint64_t dozes, rx_sleeps, tx_waits, doorbells_rung, sleep_aborts, wait_aborts, eventfd_reads;
+    uint64_t lit_rounds, lit_lost_data, lit_lost_space, lit_close_data, lit_close_space;
+    uint64_t lit_first_lost;
     uint64_t done;
 } side_result_t;
 
 typedef struct {
+    _Alignas(128) _Atomic uint64_t v;
+} padded_u64_t;
+
+typedef struct {
     side_result_t side[2];
+    padded_u64_t bar[2]; /* litmus: barrier arrivals per side */
+    padded_u64_t out[2]; /* litmus: each side's decision in the current phase */
 } results_t;
 
 /* ------------------------------------------------------------------------------------------ */
@@ -722,6 +739,105 @@ typedef struct {
 
 static world_t W;
 
+/* --- litmus: the doorbell handshake in isolation ------------------------------------------- */
+
+static void lit_barrier(ep_t *e, uint64_t k) {
+    results_t *R = W.results;
+    int me = e->index;
+    atomic_store_explicit(&R->bar[me].v, k, memory_order_seq_cst);
+    unsigned spins = 0;
+    while (atomic_load_explicit(&R->bar[1 - me].v, memory_order_acquire) < k) {
+        cpu_relax();
+        if (++spins > 4096) {
+            sched_yield();
+            spins = 0;
+        }
+    }
+}
+
+static void lit_skew(rng_t *r) {
+    /* 0..~100 ns: sweeps the two critical sequences across each other */
+    for (uint64_t i = rng_below(r, 256); i; i--) __asm__ __volatile__("" ::: "memory");
+}
+
+static void lit_put(size_t slot, uint64_t v) {
+    atomic_store_explicit(&W.results->out[slot].v, v, memory_order_release);
+}
+static uint64_t lit_get(size_t slot) {
+    return atomic_load_explicit(&W.results->out[slot].v, memory_order_acquire);
+}
+
+/* parent (index 0): producer of A, consumer of B.  child (1): consumer of A, producer of B. */
+static void run_litmus(ep_t *e) {
+    const int parent = e->index == 0;
+    ring_view_t v[16];
+    uint8_t rec[8];
+    uint32_t big = cfg.max_len;
+    for (uint64_t r = 0; r < cfg.records; r++) {
+        uint64_t k = 5 * r;
+        /* phase A: data doorbell.  parent publishes one record; child checks before sleeping */
+        lit_barrier(e, k + 1);
+        if (parent) {
+            lit_skew(&e->rng);
+            memcpy(rec, &r, 8);
+            int rc = ring_try_write(&e->out, 1, rec, 8);
+            if (rc != RING_OK) FAIL("litmus: write: %s", ring_strerror(rc));
+            lit_put(0, (uint64_t)ring_producer_must_wake(&e->out));
+        } else {
+            lit_skew(&e->rng);
+            lit_put(1, (uint64_t)ring_consumer_prepare_sleep(&e->in));
+        }
+        lit_barrier(e, k + 2);
+        if (!parent) {
+            uint64_t sleep = lit_get(1), wake = lit_get(0);
+            if (sleep && !wake) {
+                if (!e->res.lit_lost_data++) e->res.lit_first_lost = r;
+                ring_consumer_cancel_sleep(&e->in);
+            }
+            if (sleep && wake) e->res.lit_close_data++;
+            int n = ring_read(&e->in, v, 16);
+            uint64_t got = 0;
+            if (n == 1) memcpy(&got, ring_data(&e->in) + v[0].offset, 8);
+            if (n != 1 || v[0].len != 8 || got != r)
+                FAIL("litmus round %" PRIu64 ": read %d records (seq %" PRIu64 ")", r, n, got);
+            ring_release(&e->in);
+        }
+        /* phase B: space doorbell.  child fills B, then announces it waits for space; parent
+         * has read everything (handed out) and releases it all at once, then checks */
+        if (!parent) {
+            int rc;
+            while ((rc = ring_try_write(&e->out, 2, e->scratch, big)) == RING_OK) {}
+            if (rc != RING_AGAIN) FAIL("litmus: fill: %s", ring_strerror(rc));
+        }
+        lit_barrier(e, k + 3);
+        if (parent) {
+            int n, total = 0;
+            while ((n = ring_read(&e->in, v, 16)) > 0) total += n;
+            if (n < 0 || total == 0) FAIL("litmus round %" PRIu64 ": drain got %d (%d)", r, total, n);
+        }
+        lit_barrier(e, k + 4);
+        if (!parent) {
+            lit_skew(&e->rng);
+            lit_put(1, (uint64_t)ring_producer_prepare_wait(&e->out, (uint32_t)align8(8 + (uint64_t)big)));
+        } else {
+            lit_skew(&e->rng);
+            ring_release(&e->in);
+            lit_put(0, (uint64_t)ring_consumer_must_wake(&e->in));
+        }
+        lit_barrier(e, k + 5);
+        if (!parent) {
+            uint64_t wait = lit_get(1), wake = lit_get(0);
+            if (wait && !wake) {
+                if (!e->res.lit_lost_space++) e->res.lit_first_lost = r;
+                ring_producer_cancel_wait(&e->out);
+            }
+            if (wait && wake) e->res.lit_close_space++;
+        }
+        e->res.lit_rounds++;
+        atomic_store_explicit(&e->progress, r + 1, memory_order_relaxed);
+    }
+}
+
 static void ep_setup(ep_t *e, int index) {
     memset(e, 0, sizeof *e);
     e->index = index;
@@ -769,7 +885,9 @@ static void ep_free(ep_t *e) {
 }
 
 static void run_side(ep_t *e) {
-    if (!cfg.wakeups) {
+    if (cfg.litmus) {
+        run_litmus(e);
+    } else if (!cfg.wakeups) {
         pump(e, e->tx_total, e->rx_total);
     } else if (e->index == 0) { /* parent: send burst k, wait for reply k */
         uint64_t sent = 0;
@@ -800,7 +918,7 @@ static void usage(void) {
     fprintf(stderr,
             "usage: ring_stress [N] [--records N] [--capacity BYTES] [--max-len BYTES]\n"
             "                   [--len BYTES] [--methods write,write2,many,claim]\n"
-            "                   [--threads|--fork] [--wakeups] [--oneway] [--no-verify]\n"
+            "                   [--threads|--fork] [--wakeups|--litmus|--oneway] [--no-verify]\n"
             "                   [--spin K] [--stall S] [--timeout S] [--seed X]\n"
             "                   [--need random|record|worst] [--drop-doorbells]\n");
     exit(2);
@@ -855,6 +973,7 @@ static void parse_args(int argc, char **argv) {
         else if (!strcmp(a, "--threads")) cfg.threads = 1;
         else if (!strcmp(a, "--fork")) cfg.threads = 0;
         else if (!strcmp(a, "--wakeups")) cfg.wakeups = 1;
+        else if (!strcmp(a, "--litmus")) cfg.litmus = 1;
         else if (!strcmp(a, "--oneway")) cfg.oneway = 1;
         else if (!strcmp(a, "--no-verify")) cfg.verify = 0;
         else if (!strcmp(a, "--drop-doorbells")) cfg.drop_doorbells = 1;
@@ -866,8 +985,8 @@ static void parse_args(int argc, char **argv) {
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     parse_args(argc, argv);
-    if (!cfg.records) cfg.records = cfg.wakeups ? 200000 : 4000000;
-    if (!cfg.capacity) cfg.capacity = cfg.wakeups ? 4096 : 65536;
+    if (!cfg.records) cfg.records = cfg.wakeups ? 200000 : cfg.litmus ? 300000 : 4000000;
+    if (!cfg.capacity) cfg.capacity = (cfg.wakeups || cfg.litmus) ? 4096 : 65536;
     uint32_t ring_max = ring_max_record_for(cfg.capacity);
     if (!cfg.max_len || cfg.max_len > ring_max) cfg.max_len = ring_max;
     if (cfg.fixed_len > (long)cfg.max_len) die(2, "ring_stress: --len %ld > max record %u", cfg.fixed_len, cfg.max_len);
@@ -964,6 +1083,20 @@ int main(int argc, char **argv) {
 
     side_result_t *P = &W.results->side[0], *C = &W.results->side[1];
     if (!P->done || !C->done) FAIL("a side did not finish");
+    if (cfg.litmus) {
+        uint64_t lost = C->lit_lost_data + C->lit_lost_space;
+        printf("ring_stress %s mode=%s test=litmus rounds=%" PRIu64 " lost_data=%" PRIu64
+               " lost_space=%" PRIu64 " close_data=%" PRIu64 " close_space=%" PRIu64
+               " elapsed=%.3fs\n",
+               lost ? "FAIL" : "OK", cfg.threads ? "threads" : "fork", C->lit_rounds,
+               C->lit_lost_data, C->lit_lost_space, C->lit_close_data, C->lit_close_space, elapsed);
+        if (lost)
+            FAIL("litmus: %" PRIu64 " lost wake-ups (first in round %" PRIu64 "): a side decided to "
+                 "sleep while the other decided not to ring -- missing seq_cst fence?",
+                 lost, C->lit_first_lost);
+        munmap(map, total);
+        return 0;
+    }
     if (P->rx_records != W.b_total || C->rx_records != W.a_total)
         FAIL("record counts: parent got %" PRIu64 "/%" PRIu64 ", child got %" PRIu64 "/%" PRIu64,
              P->rx_records, W.b_total, C->rx_records, W.a_total);

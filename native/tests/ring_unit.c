@@ -15,6 +15,7 @@
 #include "ring.h"
 
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -109,7 +110,7 @@ static int payload_ok(const uint8_t *p, uint64_t seq, uint32_t len) {
 }
 
 #define MAXCAP_BUF (1u << 20)
-static uint8_t g_buf[MAXCAP_BUF + 4096] __attribute__((aligned(64)));
+static uint8_t g_buf[MAXCAP_BUF + 4096] __attribute__((aligned(128)));
 
 typedef struct {
     uint8_t *mem;
@@ -120,13 +121,14 @@ typedef struct {
 } fx_t;
 
 /* A ring in a malloc'ed region of exactly ring_region_size(cap) bytes (so ASan sees any
- * access outside it), pre-filled with garbage as a stale segment would be. */
+ * access outside it), pre-filled with garbage as a stale segment would be.  128-byte aligned:
+ * ring.c's header struct has _Alignas(128) members (see KNOWN_BUG_header_alignment). */
 static void fx_open(fx_t *f, uint64_t cap) {
     memset(f, 0, sizeof *f);
     f->cap = cap;
     f->gen = 7;
     f->size = ring_region_size(cap);
-    f->mem = aligned_alloc(64, (f->size + 63) & ~(size_t)63);
+    f->mem = aligned_alloc(128, (f->size + 127) & ~(size_t)127);
     if (!f->mem) FAILF("out of memory");
     memset(f->mem, 0xA5, f->size);
     CHECK_RC(ring_init(&f->p, f->mem, f->size, cap, f->gen), RING_OK);
@@ -165,7 +167,7 @@ static void get_one(fx_t *f, uint64_t seq, uint32_t len, uint32_t type, uint64_t
 static void advance_to(fx_t *f, uint64_t idx) {
     uint64_t mask = f->cap - 1;
     for (int guard = 0; (fx_tail(f) & mask) != idx; guard++) {
-        if (guard > 100000) FAILF("advance_to loops");
+        if (guard > (int)(2 * f->cap / 8) + 16) FAILF("advance_to loops");
         uint64_t cur = fx_tail(f) & mask;
         uint64_t dist = idx > cur ? idx - cur : f->cap - cur;
         uint64_t t = dist < 512 ? dist : 512;
@@ -364,7 +366,7 @@ static void t_exactly_full(void) {
     uint32_t M = f.p.max_record; /* record of exactly capacity/8 bytes */
     CHECK_EQ(align8(8 + M), 4096 / 8);
     int n = 0;
-    while (put(&f, (uint64_t)n, M, 1) == RING_OK) n++;
+    while (n < 100 && put(&f, (uint64_t)n, M, 1) == RING_OK) n++;
     CHECK_EQ(n, 8);
     CHECK_EQ(ring_free_space(&f.p), 0);
     CHECK_EQ(ring_used(&f.c), 4096);
@@ -392,7 +394,7 @@ static void t_exactly_full(void) {
     /* records that do not divide the area: 170 x 24 bytes leave 16 free at the end */
     RUN(fx_open(&f, 4096));
     n = 0;
-    while (put(&f, (uint64_t)n, 16, 2) == RING_OK) n++;
+    while (n < 1000 && put(&f, (uint64_t)n, 16, 2) == RING_OK) n++;
     CHECK_EQ(n, 170);
     CHECK_EQ(ring_free_space(&f.p), 16);
     CHECK_RC(put(&f, 500, 9, 2), RING_AGAIN);  /* 24 bytes do not fit in 16 */
@@ -468,7 +470,7 @@ static void t_wrap_needs_room_for_padding(void) {
     RUN(fx_open(&f, 4096));
     /* fill to 96 bytes before the end, all unread: 4000 used */
     int n = 0;
-    while ((fx_tail(&f) & 4095) != 4096 - 96) {
+    while ((fx_tail(&f) & 4095) != 4096 - 96 && n < 100) {
         uint64_t left = 4096 - 96 - (fx_tail(&f) & 4095);
         uint32_t len = left >= 200 ? 192 : (uint32_t)left - 8;
         CHECK_RC(put(&f, (uint64_t)n, len, 1), RING_OK);
@@ -516,7 +518,7 @@ static void t_read_without_release(void) {
     CHECK_EQ(ring_free_space(&f.p), 4096 - 480);
     /* the producer fills the rest: it must not overwrite the handed-out records */
     int extra = 0;
-    while (put(&f, 100 + (uint64_t)extra, 40, 1) == RING_OK) extra++;
+    while (extra < 1000 && put(&f, 100 + (uint64_t)extra, 40, 1) == RING_OK) extra++;
     CHECK_EQ(extra, (4096 - 480) / 48);
     for (int i = 0; i < 6; i++) CHECK(payload_ok(ring_data(&f.c) + v[i].offset, (uint64_t)i, 40));
     ring_release(&f.c);
@@ -550,7 +552,7 @@ static void t_consumer_reattach(void) {
 static void t_read_flat_matches_read(void) {
     fx_t f;
     RUN(fx_open(&f, 8192));
-    uint8_t *copy = aligned_alloc(64, (f.size + 63) & ~(size_t)63);
+    uint8_t *copy = aligned_alloc(128, (f.size + 127) & ~(size_t)127);
     if (!copy) FAILF("out of memory");
     uint64_t seq = 0, rng = 12345;
     int compared = 0;
@@ -571,7 +573,11 @@ static void t_read_flat_matches_read(void) {
             free(copy);
             FAILF("attach copy: %s", ring_strerror(rc));
         }
-        for (;;) {
+        for (int guard = 0;; guard++) {
+            if (guard > 10000) {
+                free(copy);
+                FAILF("the reader never runs dry");
+            }
             rng = mix64(rng + 7);
             int max = 1 + (int)(rng % 9);
             ring_view_t v[9];
@@ -758,7 +764,7 @@ static void t_claim_commit(void) {
 static void t_attach_errors(void) {
     const uint64_t cap = 4096;
     size_t sz = ring_region_size(cap);
-    uint8_t *m = aligned_alloc(64, sz + 64);
+    uint8_t *m = aligned_alloc(128, sz + 128);
     uint8_t *good = malloc(sz);
     if (!m || !good) FAILF("out of memory");
     ring_t r;
@@ -848,7 +854,7 @@ static void t_layout_matches_docs(void) {
     ring_consumer_cancel_sleep(&f.c);
     CHECK_EQ(rd32(m, OFF_SLEEPING), 0);
     /* producer waiting: fill, then announce */
-    while (put(&f, 2, 1000, 1) == RING_OK) {}
+    for (int i = 0; i < 100 && put(&f, 2, 1000, 1) == RING_OK; i++) {}
     CHECK_EQ(rd64(m, OFF_PSTATS + 16), 1); /* full_events */
     CHECK_RC(ring_producer_prepare_wait(&f.p, 1016), 1);
     CHECK_EQ(rd32(m, OFF_WAITING), 1);
@@ -900,7 +906,8 @@ static void t_stats_add_up(void) {
     uint64_t recs = 0, bytes = 0, full = 0, rrecs = 0, rbytes = 0;
     uint64_t seq = 0, rng = 99;
     for (int round = 0; round < 300; round++) {
-        for (;;) {
+        for (int guard = 0;; guard++) {
+            if (guard > 10000) FAILF("the ring never fills up");
             rng = mix64(rng + 3);
             uint32_t len = (uint32_t)(rng % 700);
             int rc;
@@ -949,8 +956,8 @@ static void t_stats_add_up(void) {
     CHECK(full > 100);
     /* drain: everything written was read */
     ring_view_t v[64];
-    int n;
-    while ((n = ring_read(&f.c, v, 64)) > 0)
+    int n, guard = 0;
+    while ((n = ring_read(&f.c, v, 64)) > 0 && ++guard < 10000)
         for (int i = 0; i < n; i++) rrecs++, rbytes += v[i].len;
     CHECK_EQ(n, 0);
     ring_release(&f.c);
@@ -1132,6 +1139,51 @@ static void kb_producer_rejects_impossible_head(void) {
     fx_close(&f);
 }
 
+/* next_record() validates a newly loaded tail against the consumer's read position, not
+ * against the released head: a consumer still holding views can be handed records of a tail
+ * that is more than `capacity` ahead of what it released (positions that cannot happen), so
+ * the views it holds overlap; ECORRUPT is expected. */
+static void kb_reader_checks_tail_against_released_head(void) {
+    fx_t f;
+    RUN(fx_open(&f, 4096));
+    uint32_t M = f.p.max_record;
+    for (int i = 0; i < 8; i++) CHECK_RC(put(&f, (uint64_t)i, M, 1), RING_OK);
+    ring_view_t v[16];
+    CHECK_RC(ring_read(&f.c, v, 16), 8); /* the whole ring handed out, nothing released */
+    /* a broken producer publishes another lap over the bytes the consumer still holds */
+    wr64(f.mem, OFF_TAIL, fx_tail(&f) + 4096);
+    int n = ring_read(&f.c, v + 8, 8);
+    if (n > 0) FAILF("ring_read handed out %d more records: %d outstanding in a ring of 8", n, 8 + n);
+    CHECK_RC(n, RING_ECORRUPT);
+    fx_close(&f);
+}
+
+/* ring_init/ring_attach accept any 8-byte aligned region, but struct ring_shared has
+ * _Alignas(128) members, so the type needs 128-byte alignment: every access through it on a
+ * region that is only 8/16/64-aligned is undefined behaviour (UBSan: "member access within
+ * misaligned address ... for type 'struct ring_shared', which requires 128 byte alignment";
+ * the compiler may e.g. merge stores into aligned vector stores).  Fixed when such a region is
+ * refused with RING_EINVAL, or works with no UB (run this in the UBSan build to know). */
+static void kb_header_alignment(void) {
+    size_t sz = ring_region_size(4096);
+    uint8_t *m = aligned_alloc(128, sz + 128);
+    if (!m) FAILF("out of memory");
+    uint8_t *region = m + 64; /* 8-byte aligned, as ring_init requires */
+    ring_t p, c;
+    int rc = ring_init(&p, region, sz, 4096, 1);
+    if (rc == RING_OK) {
+        rc = ring_attach(&c, region, sz, 1);
+        if (rc == RING_OK) {
+            uint8_t b[16] = {0};
+            ring_view_t v;
+            if (ring_try_write(&p, 1, b, 16) != RING_OK || ring_read(&c, &v, 1) != 1) rc = -100;
+            ring_release(&c);
+        }
+    }
+    free(m);
+    if (rc != RING_OK && rc != RING_EINVAL) FAILF("64-aligned region: rc %d", rc);
+}
+
 /* ------------------------------------------------------------------------------------------ */
 
 typedef struct {
@@ -1168,9 +1220,20 @@ static const test_t TESTS[] = {
     {"strerror_and_clock", t_strerror_and_clock, 0},
     {"KNOWN_BUG_attach_rejects_unaligned_positions", kb_attach_rejects_unaligned_positions, 1},
     {"KNOWN_BUG_producer_rejects_impossible_head", kb_producer_rejects_impossible_head, 1},
+    {"KNOWN_BUG_reader_checks_tail_against_released_head", kb_reader_checks_tail_against_released_head, 1},
+    {"KNOWN_BUG_header_alignment", kb_header_alignment, 1},
 };
 
+static void on_alarm(int sig) {
+    (void)sig;
+    static const char msg[] = "ring_unit: TIMEOUT (a test hangs): ";
+    if (write(2, msg, sizeof msg - 1) < 0 || write(2, g_test, strlen(g_test)) < 0 || write(2, "\n", 1) < 0) {}
+    _exit(3);
+}
+
 int main(int argc, char **argv) {
+    signal(SIGALRM, on_alarm);
+    alarm(120);
     const char *filter = NULL;
     int known = 0, list = 0;
     for (int i = 1; i < argc; i++) {

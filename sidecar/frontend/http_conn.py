@@ -514,6 +514,18 @@ class HTTPConnection(asyncio.Protocol):
         if not self.pipeline and not self.closed:
             self._close_after_write()
 
+    def stop_now(self) -> None:
+        """The graceful-shutdown timeout expired: a request whose response never started gets
+        503 (the client may retry elsewhere); anything else in flight is cut off."""
+        if self.closed or self.transport is None:
+            return
+        head = self.pipeline[0] if self.pipeline else None
+        if head is not None and not head.started and head.buffer is None:
+            head.app_done = True
+            head._error_response(503, ((b"retry-after", b"1"),))
+        if not self.closed:
+            self.transport.abort()
+
     def _log_access(self, stream: HTTPStream) -> None:
         req = stream.req
         client = f"{self.client[0]}:{self.client[1]}" if self.client else "unix"

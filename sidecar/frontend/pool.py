@@ -19,7 +19,8 @@ import time
 from collections import deque
 from typing import Callable
 
-from sidecar.config import EXIT_IMPORT_FAILED, EXIT_STARTUP_FAILED, Config
+from sidecar.config import (EXIT_CONFIG_ERROR, EXIT_IMPORT_FAILED, EXIT_PROTOCOL_ERROR,
+                            EXIT_STARTUP_FAILED, Config)
 from sidecar.frontend.link import WorkerLink
 
 log = logging.getLogger("sidecar.supervisor")
@@ -36,7 +37,8 @@ def describe_exit(rc: int) -> str:
             return f"killed by signal {-rc}"
     return {0: "exited", EXIT_STARTUP_FAILED: "failed lifespan startup",
             EXIT_IMPORT_FAILED: "could not import the app",
-            5: "broke the ring protocol"}.get(rc, f"exited with code {rc}")
+            EXIT_CONFIG_ERROR: "could not read its configuration",
+            EXIT_PROTOCOL_ERROR: "broke the ring protocol"}.get(rc, f"exited with code {rc}")
 
 
 class Slot:
@@ -142,7 +144,8 @@ class WorkerPool:
         if self.stopping or slot.retired:
             log.debug("worker %d (pid %d) %s", slot.index, proc.pid, describe_exit(rc))
             return
-        if rc in (EXIT_STARTUP_FAILED, EXIT_IMPORT_FAILED) and not self.ever_ready:
+        if rc in (EXIT_STARTUP_FAILED, EXIT_IMPORT_FAILED, EXIT_CONFIG_ERROR) \
+                and not self.ever_ready:  # restarting cannot help
             self.on_fatal(rc, f"worker {describe_exit(rc)}")
             return
         young = time.monotonic() - slot.started_at < YOUNG or not link.ready

@@ -33,7 +33,8 @@ class FrontEnd:
         self.sockets = sockets
         # Unix socket paths to unlink at exit, read now: once a server closes its listening
         # socket the fd is gone and getsockname() fails with EBADF.
-        self.uds_paths = [s.getsockname() for s in sockets if s.family == socket.AF_UNIX]
+        # Only the socket we created is ours to remove; one passed in (--fd, systemd) is not.
+        self.uds_paths = [config.listeners()[0]] if config.listeners()[0] else []
         self.loop = asyncio.get_running_loop()
         self.limits = h1.Limits(max_request_line=config.max_request_line,
                                 max_header_bytes=config.max_header_bytes,
@@ -116,6 +117,8 @@ class FrontEnd:
     # --- lifecycle -----------------------------------------------------------------------
 
     def _fatal(self, code: int, message: str) -> None:
+        if self.exit_code != EXIT_OK:
+            return  # one verdict is enough: every worker may fail alike, one after the other
         log.error("startup failed: %s", message)
         self.exit_code = code
         self._stop.set()
@@ -175,8 +178,7 @@ class FrontEnd:
         while self.connections and self.loop.time() < deadline:
             await asyncio.sleep(0.05)
         for conn in list(self.connections):
-            if conn.transport is not None:
-                conn.transport.abort()
+            conn.stop_now()
         await workers
         for path in self.uds_paths:
             if isinstance(path, str) and path and os.path.exists(path):

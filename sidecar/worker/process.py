@@ -23,6 +23,8 @@ import os
 import signal
 import sys
 
+import uvloop
+
 from .config import (
     EXIT_CONFIG_ERROR, EXIT_IMPORT_FAILED, EXIT_INTERNAL_ERROR, EXIT_OK, EXIT_PROTOCOL_ERROR,
     EXIT_STARTUP_FAILED, ConfigError, WorkerConfig,
@@ -213,7 +215,4 @@ def main() -> int:
         log.debug("while loading the app", exc_info=exc.__cause__)
         return EXIT_IMPORT_FAILED
     log.disabled = False  # logging.config.dictConfig() in the app disables existing loggers
-
-    import uvloop
-
     return uvloop.run(Worker(config, app, log, parent_pid).run())

@@ -9,7 +9,8 @@ bounded sizes:
 * ``ring_stress`` two processes (fork) or two threads, a ring each way, millions of
   checksummed records with every write/read API mixed, real eventfd doorbells, and a watchdog
   that turns a lost wake-up (a hang) into a failure; ``--wakeups`` ping-pongs with random
-  delays so the consumers really sleep;
+  delays so the consumers really sleep; ``--litmus`` the store-buffer litmus test of the
+  doorbell handshake (catches a missing seq_cst fence deterministically enough to rely on);
 * ``ring_fuzz``   the reader, attach and writer paths against garbage in the shared region
   (ASan/UBSan standalone generator, plus libFuzzer when clang is installed).
 
@@ -20,8 +21,7 @@ build, so TSan checks the data accesses and acquire/release pairs while the fenc
 doorbell protocol is proven by the wake-up stress runs (a lost wake-up hangs -> watchdog).
 
 Binaries are cached in build/native-tests/ under a hash of compiler, flags and sources.
-Tests for known, unfixed ring.c bugs are strict xfails: they start failing (XPASS) once the bug
-is fixed, as a reminder to drop the marker.
+Regression tests for ring.c bugs this suite found (FIXED_* below) run the repro of each bug.
 """
 from __future__ import annotations
 
@@ -51,15 +51,24 @@ SAN_ENV = {
     "TSAN_OPTIONS": "halt_on_error=1:exitcode=66:second_deadlock_stack=1",
 }
 
-KNOWN_BUG_UNALIGNED = (
-    "ring.c bug: ring_attach accepts a tail/head that is not a multiple of 8; a producer "
+FIXED_UNALIGNED = (
+    "fixed ring.c bug: ring_attach accepts a tail/head that is not a multiple of 8; a producer "
     "attached to such a region writes the 8-byte PADDING header past the end of the data area "
     "(reserve(): to_end < 8 -> put_header(r->data + index, to_end - 8, ...) overflows)"
 )
-KNOWN_BUG_HEAD_CACHE = (
-    "ring.c bug: ring_free_space()/ring_producer_prepare_wait() copy the shared head into "
+FIXED_HEAD_CACHE = (
+    "fixed ring.c bug: ring_free_space()/ring_producer_prepare_wait() copy the shared head into "
     "head_cache without the range check reserve() applies; a head ahead of the tail gives "
     "free space > capacity and the next write trusts it"
+)
+FIXED_TAIL_VS_HEAD = (
+    "fixed ring.c bug: next_record() checks a newly loaded tail against the read position instead of "
+    "the released head; a consumer holding views can be handed more than a ring's worth of "
+    "records (overlapping views) instead of RING_ECORRUPT"
+)
+FIXED_ALIGNMENT = (
+    "fixed ring.c bug: struct ring_shared has _Alignas(128) members but ring_init/ring_attach accept "
+    "8-byte aligned regions: UB (UBSan: misaligned address for type 'struct ring_shared')"
 )
 
 _compiler_ids: dict[str, str] = {}
@@ -123,7 +132,7 @@ def build(cc: str, prog: str, flavour: str, extra: list[str] | None = None) -> P
 
 def run(binary: Path, *args: str, timeout: float = 150, env: dict | None = None,
         cwd: Path | None = None) -> subprocess.CompletedProcess:
-    full_env = dict(os.environ, **SAN_ENV, **(env or {}))
+    full_env = {**os.environ, **SAN_ENV, **(env or {})}
     try:
         return subprocess.run([str(binary), *args], capture_output=True, text=True,
                               timeout=timeout, env=full_env, cwd=cwd, check=False)
@@ -161,14 +170,15 @@ def test_unit(gcc, flavour):
 
 
 @pytest.mark.parametrize("name", [
-    pytest.param("attach_rejects_unaligned_positions",
-                 marks=pytest.mark.xfail(strict=True, reason=KNOWN_BUG_UNALIGNED)),
-    pytest.param("producer_rejects_impossible_head",
-                 marks=pytest.mark.xfail(strict=True, reason=KNOWN_BUG_HEAD_CACHE)),
+    "attach_rejects_unaligned_positions",      # FIXED_UNALIGNED
+    "producer_rejects_impossible_head",        # FIXED_HEAD_CACHE
+    "reader_checks_tail_against_released_head",  # FIXED_TAIL_VS_HEAD
+    "header_alignment",  # FIXED_ALIGNMENT; only the UBSan build can tell: hence asan
 ])
-def test_unit_known_bug(gcc, name):
+def test_unit_regression(gcc, name):
     exe = build(gcc, "ring_unit", "asan")
-    proc = run(exe, "--known-bugs", "-k", name, timeout=60)
+    proc = run(exe, "--known-bugs", "-k", name, timeout=60,
+               env={"ASAN_OPTIONS": "halt_on_error=1:detect_leaks=0:exitcode=86"})
     assert "1 passed, 0 failed" in proc.stdout, proc.stdout + proc.stderr
 
 
@@ -235,6 +245,21 @@ def test_stress_tsan(gcc):
 
 
 @pytest.mark.parametrize("mode", ["--fork", "--threads"])
+def test_doorbell_litmus(gcc, mode):
+    """Store-buffer litmus of the sleep/wake handshake: decisions compared round by round.
+
+    Removing any one of the three seq_cst fences in ring.c makes this fail within the run
+    (hundreds to thousands of lost wake-ups per 300k rounds on x86)."""
+    exe = build(gcc, "ring_stress", "plain")
+    f = summary(run(exe, "--litmus", "300000", mode, "--stall", "30", "--timeout", "120"),
+                "ring_stress OK")
+    assert int(f["rounds"]) == 300_000
+    assert f["lost_data"] == "0" and f["lost_space"] == "0", f
+    # the two sides really met inside the window (both flags seen) in both directions
+    assert int(f["close_data"]) > 1000 and int(f["close_space"]) > 1000, f
+
+
+@pytest.mark.parametrize("mode", ["--fork", "--threads"])
 def test_watchdog_catches_a_lost_wakeup(gcc, mode):
     """The harness itself: never ringing the doorbells must be reported as a hang."""
     exe = build(gcc, "ring_stress", "plain")
@@ -258,8 +283,7 @@ def test_fuzz_asan(gcc):
         assert int(f[key]) > 0, f"fuzzer never reached {key}: {f}"
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_BUG_UNALIGNED)
-def test_fuzz_known_bug_unaligned_overflow(gcc):
+def test_fuzz_regression_unaligned_overflow(gcc):
     exe = build(gcc, "ring_fuzz", "asan")
     proc = run(exe, "--repro-unaligned", timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -1,6 +1,7 @@
 """Fixtures for the ring tests: ring pairs in one process, and peer processes with deadlines."""
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import select
@@ -14,6 +15,15 @@ import pytest
 from sidecar.ring import Consumer, Producer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TEST_DEADLINE = 180.0  # seconds; the slowest test here takes ~20 s on a loaded 2-CPU box
+
+
+@pytest.fixture(autouse=True)
+def deadline():
+    """A hung ring test must not hang the suite: dump every thread's stack and exit."""
+    faulthandler.dump_traceback_later(TEST_DEADLINE, exit=True)
+    yield
+    faulthandler.cancel_dump_traceback_later()
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ import uvloop
 
 from sidecar import events
 from sidecar.ring import (
-    Consumer, Producer, RecordTooBig, RingCorrupt, RingMismatch, RingSpec,
+    Consumer, Producer, RecordTooBig, RingCorrupt, RingMismatch, RingSpec, ffi,
 )
 
 # --- checksummed events: [RESPONSE_BODY, seq, crc32(data) + data, more_body] ---------------
@@ -269,8 +269,10 @@ def mode_fuzz(args: dict) -> int:
                 cons.release()
             scribble(rng, mem, capacity)
             fuzz_read(cons, outcomes)
-            try:
-                prod.try_write(rng.randbytes(rng.randrange(0, 64)))
+            try:  # write until full: only then does the producer re-read the head
+                for _ in range(40):
+                    if not prod.try_write(rng.randbytes(rng.randrange(0, 400))):
+                        break
             except RingCorrupt:
                 outcomes["producer_corrupt"] += 1
             try:  # a fresh reader attaching to the scribbled ring
@@ -313,12 +315,24 @@ def scribble(rng: random.Random, mem, capacity: int) -> None:
 
 
 def fuzz_read(cons: Consumer, outcomes: dict) -> None:
+    flat, zeros = cons._flat, bytes(12 * cons._batch)
     for _ in range(20):  # bounded: a hang would be a bug, and this loop ends regardless
+        before = cons.handle.read_pos
+        ffi.memmove(flat, zeros, len(zeros))
         try:
             views = cons.read()
         except RingCorrupt:
             outcomes["corrupt"] += 1
             return
+        # Every record handed out lies inside the data area: check the raw (type, len,
+        # offset) triples, since slicing a memoryview out of range would clamp silently.
+        # A real record's payload starts at offset >= 8, so offset 0 ends the list.
+        for i in range(cons._batch):
+            offset, length = flat[3 * i + 2], flat[3 * i + 1]
+            if offset == 0:
+                break
+            assert offset % 8 == 0 and offset + length <= cons.capacity, (offset, length)
+        assert 0 <= cons.handle.read_pos - before <= cons.capacity
         if not views:
             return
         for view in views:

@@ -403,6 +403,27 @@ def test_write_that_must_wrap_sleeps_instead_of_spinning(make_pair, run):
     assert drain(cons) == [b"x" * 500]
 
 
+def test_write_waits_work_on_successive_loops(make_pair):
+    """Regression: the space doorbell was watched only by the first loop that ever waited,
+    so a wait on a later loop (asyncio.run twice) never ended."""
+    prod, cons = make_pair()
+
+    async def fill_and_wait():
+        loop = asyncio.get_running_loop()
+        while prod.try_write(b"f" * 400):
+            pass
+        loop.call_later(0.01, drain, cons)
+        await asyncio.wait_for(prod.write(b"g" * 400), 5)
+
+    for new_loop in (asyncio.new_event_loop, uvloop.new_event_loop, asyncio.new_event_loop):
+        loop = new_loop()
+        try:
+            loop.run_until_complete(fill_and_wait())
+        finally:
+            loop.close()
+    assert prod.stats()["producer_wakeups"] >= 3
+
+
 @pytest.mark.parametrize("spin", [0.0, 200e-6])
 def test_start_reading_delivers_in_order_and_sleeps_when_idle(make_pair, run, spin):
     prod, cons = make_pair(capacity=1 << 16)
@@ -454,3 +475,63 @@ def test_start_reading_reports_corruption(make_pair, run):
         return await failed
 
     assert isinstance(run(main()), RingCorrupt)
+
+
+def test_spin_polls_through_the_loop_so_tasks_run_meanwhile(make_pair, run):
+    """A spinning consumer must not hold the loop: a task woken by on_records (the worker's
+    app awaiting receive()) runs while the consumer is still polling, not after the spin."""
+    prod, cons = make_pair()
+    cons.spin = 5.0  # far longer than the test: only polling through the loop lets it finish
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        got = loop.create_future()
+        cons.start_reading(loop, lambda views: got.done() or got.set_result(bytes(views[0])),
+                           got.set_exception)
+        prod.try_write(b"wake the task")
+        assert await got == b"wake the task"
+        s = prod.stats()
+        cons.stop_reading()
+        return s
+
+    s = run(main())
+    assert s["consumer_sleeping"] == 0 and s["consumer_sleeps"] == 0  # still polling
+
+
+def test_stop_reading_stops_a_polling_consumer(make_pair, run):
+    prod, cons = make_pair()
+    cons.spin = 5.0
+    calls = []
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        cons.start_reading(loop, calls.append, calls.append)
+        await asyncio.sleep(0.01)  # polling now
+        cons.stop_reading()
+        prod.try_write(b"after stop")
+        for _ in range(20):
+            await asyncio.sleep(0)
+
+    run(main())
+    assert calls == []
+    assert [bytes(v) for v in cons.read()] == [b"after stop"]  # still there, unread
+
+
+def test_skipped_records_are_released_for_a_waiting_producer(make_pair, run):
+    """Regression: a batch of only non-EVENT records made read() return [] and the reader
+    went to sleep without releasing them -- a producer waiting for that space waited forever."""
+    prod, cons = make_pair()
+    while prod.try_write(b"c" * 400, type=7):
+        pass
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        got = loop.create_future()
+        cons.start_reading(loop, lambda views: got.set_result(bytes(views[0])),
+                           got.set_exception)
+        await asyncio.wait_for(prod.write(b"event"), 5)
+        assert await asyncio.wait_for(got, 5) == b"event"
+        cons.stop_reading()
+
+    run(main())
+    assert prod.used() == 0

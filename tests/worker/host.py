@@ -82,7 +82,8 @@ class FakeHost:
         self.to_host: Consumer | None = None
         self._pidfd = -1
         self.error: Exception | None = None
-        self._log = tempfile.TemporaryFile()
+        # O_APPEND: the worker shares this file's offset, and log() seeks it to read.
+        self._log = tempfile.TemporaryFile(mode="a+b")
 
     # --- process -------------------------------------------------------------------------------
 
@@ -131,28 +132,30 @@ class FakeHost:
         self.proc.stdin.close()
 
     async def close(self) -> None:
-        if self._pidfd >= 0 and not self._exited.done():
-            try:
-                signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
-            except ProcessLookupError:
-                pass  # exited meanwhile
-            await asyncio.wait_for(asyncio.shield(self._exited), TIMEOUT)
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.kill()
-            if self.proc.stdin is not None:
-                self.proc.stdin.close()
-            self.proc.wait()
-        if self._pidfd >= 0:
-            asyncio.get_running_loop().remove_reader(self._pidfd)
-            os.close(self._pidfd)
-            self._pidfd = -1
-        if self.to_host is not None:
-            self.to_host.close()
-        if self.to_worker is not None:
-            self.to_worker.close()
-        print(self.log())  # pytest shows it for failing tests only
-        self._log.close()
+        """Kill the worker if it still runs, reap it, unmap the rings (always all three)."""
+        try:
+            if self._pidfd >= 0 and not self._exited.done():
+                try:
+                    signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass  # exited meanwhile
+                await asyncio.wait_for(asyncio.shield(self._exited), TIMEOUT)
+        finally:
+            if self.proc is not None:
+                if self.proc.poll() is None:
+                    self.proc.kill()
+                if self.proc.stdin is not None:
+                    self.proc.stdin.close()
+                self.proc.wait()
+            if self._pidfd >= 0:
+                asyncio.get_running_loop().remove_reader(self._pidfd)
+                os.close(self._pidfd)
+                self._pidfd = -1
+            for end in (self.to_host, self.to_worker):
+                if end is not None:
+                    end.close()
+            print(self.log())  # pytest shows it for failing tests only
+            self._log.close()
 
     def log(self) -> str:
         self._log.seek(0)

@@ -1,0 +1,232 @@
+"""The command line, end to end (issue #3): mistakes give a clear line and the documented exit
+code (sidecar/config.py EXIT_*), never a traceback; every source of settings is honoured."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from sidecar.config import EXIT_IMPORT_FAILED, EXIT_STARTUP_FAILED, EXIT_USAGE
+from tests.e2e.extra_apps import STARTUP_FAILURE
+from tests.server import ROOT, Sidecar, free_port
+
+SIDECAR_SCRIPT = shutil.which("sidecar", path=os.path.dirname(sys.executable))
+
+
+def run(tmp_path: Path, *args: str, env: dict | None = None,
+        timeout: float = 60) -> subprocess.CompletedProcess:
+    """``python -m sidecar ARGS`` in tmp_path (so default listeners land there), to the end."""
+    return subprocess.run([sys.executable, "-m", "sidecar", *args], cwd=tmp_path,
+                          env=dict(os.environ, **(env or {})), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def lines_of(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.strip()]
+
+
+def assert_one_clear_line(out: subprocess.CompletedProcess, code: int, *words: str) -> str:
+    assert "Traceback" not in out.stderr, out.stderr
+    assert out.returncode == code, (out.returncode, out.stderr)
+    lines = lines_of(out.stderr)
+    assert len(lines) == 1, out.stderr
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    return lines[0]
+
+
+# --- usage and socket errors: exactly one line, exit 2 ---------------------------------------
+
+@pytest.mark.parametrize("args, words", [
+    (["tests.e2e.apps:app", "--no-such-flag"], ["unrecognized arguments", "--no-such-flag"]),
+    (["tests.e2e.apps:app", "--workers", "many"], ["--workers", "many"]),
+    (["tests.e2e.apps:app", "--bind", "localhost"], ["--bind", "localhost", "HOST:PORT"]),
+    (["tests.e2e.apps:app", "--bind", "127.0.0.1:99999"], ["--bind", "99999"]),
+    (["tests.e2e.apps:app", "--bind", "unix:/tmp/x.sock"], ["--uds"]),
+    (["no_colon_here"], ["MODULE:ATTRIBUTE"]),
+    (["tests.e2e.apps:app", "--config", "/nonexistent/sidecar.toml"], ["/nonexistent"]),
+    (["tests.e2e.apps:app", "--env-file", "/nonexistent/.env"], ["/nonexistent/.env"]),
+], ids=["flag", "int", "bind", "port-range", "bind-unix", "app-spec", "config-file", "env-file"])
+def test_usage_errors(tmp_path, args, words):
+    out = run(tmp_path, *args, "--uds", str(tmp_path / "s.sock"))
+    line = assert_one_clear_line(out, EXIT_USAGE, *words)
+    assert line.startswith("sidecar: error: ")
+    assert not (tmp_path / "s.sock").exists()
+
+
+def test_socket_in_missing_directory(tmp_path):
+    path = tmp_path / "no" / "such" / "dir" / "s.sock"
+    out = run(tmp_path, "tests.e2e.apps:app", "--uds", str(path), "--app-dir", str(ROOT))
+    assert_one_clear_line(out, EXIT_USAGE, str(path), "No such file or directory")
+
+
+def test_port_already_in_use(tmp_path):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        out = run(tmp_path, "tests.e2e.apps:app", "--bind", f"127.0.0.1:{port}",
+                  "--app-dir", str(ROOT))
+    assert_one_clear_line(out, EXIT_USAGE, f"127.0.0.1:{port}", "address already in use")
+
+
+def test_uds_path_taken_by_a_live_server(tmp_path):
+    path = str(tmp_path / "s.sock")
+    with socket.socket(socket.AF_UNIX) as holder:
+        holder.bind(path)
+        holder.listen()
+        out = run(tmp_path, "tests.e2e.apps:app", "--uds", path, "--app-dir", str(ROOT))
+    assert_one_clear_line(out, EXIT_USAGE, path, "another server")
+
+
+def test_help_exits_0(tmp_path):
+    out = run(tmp_path, "--help")
+    assert out.returncode == 0
+    assert out.stdout.startswith("usage: sidecar")
+    assert "--workers" in out.stdout and out.stderr == ""
+
+
+def test_console_script_help():
+    assert SIDECAR_SCRIPT, "the `sidecar` console script is not installed next to python"
+    out = subprocess.run([SIDECAR_SCRIPT, "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.startswith("usage: sidecar")
+
+
+# --- the app cannot start: the reason in at most two short lines, exit 4 / 3 ---------------
+
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} \[(worker \d+ )?\d+\] (ERROR|CRITICAL) ")
+
+
+def assert_startup_failure(out: subprocess.CompletedProcess, code: int, reason: str,
+                           workers: int) -> None:
+    assert "Traceback" not in out.stderr, out.stderr
+    assert out.returncode == code, (out.returncode, out.stderr)
+    lines = lines_of(out.stderr)
+    assert all(LOG_LINE.match(line) for line in lines), out.stderr
+    assert all(len(line) < 300 for line in lines), out.stderr
+    assert any(reason in line for line in lines), out.stderr
+    # one line per worker that got that far (each says why), plus the supervisor's verdict
+    assert 1 <= len(lines) <= workers + 1, out.stderr
+    if workers == 1:
+        assert len(lines) <= 2, out.stderr
+    assert any("startup failed" in line for line in lines), out.stderr  # the supervisor's
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("app, code, reason", [
+    ("tests.e2e.no_such_module:app", EXIT_IMPORT_FAILED,
+     "no module named 'tests.e2e.no_such_module'"),
+    ("tests.e2e.apps:no_such_app", EXIT_IMPORT_FAILED, "has no attribute 'no_such_app'"),
+    ("tests.e2e.broken_app:app", EXIT_IMPORT_FAILED,
+     "RuntimeError: cannot reach the settings service (test)"),
+    ("tests.e2e.extra_apps:failing_startup", EXIT_STARTUP_FAILED, STARTUP_FAILURE),
+], ids=["module", "attribute", "import-raises", "lifespan-startup"])
+def test_app_that_cannot_start(tmp_path, app, code, reason, workers):
+    uds = tmp_path / "s.sock"
+    out = run(tmp_path, app, "--uds", str(uds), "--app-dir", str(ROOT), "--workers",
+              str(workers))
+    assert_startup_failure(out, code, reason, workers)
+    assert not uds.exists()  # the socket it had opened is gone
+
+
+# --- settings from every source ---------------------------------------------------------------
+
+class CustomSidecar(Sidecar):
+    """A Sidecar whose command line is exactly what the test says (no --workers by default),
+    optionally through the console script instead of ``python -m sidecar``."""
+
+    def __init__(self, app: str, *args: str, script: str | None = None,
+                 workers_flag: bool = False, **kw):
+        super().__init__(app, *args, **kw)
+        self.script = script
+        self.workers_flag = workers_flag
+
+    def command(self) -> list[str]:
+        cmd = super().command()
+        if not self.workers_flag:
+            i = cmd.index("--workers")
+            del cmd[i:i + 2]
+        if self.script:
+            cmd = [self.script, *cmd[3:]]  # instead of: python -m sidecar
+        return cmd
+
+
+def distinct_pids(sc, n: int = 20) -> set[int]:
+    with sc.client(timeout=10) as c:
+        return {c.get("/whoami").json()["pid"] for _ in range(n)}
+
+
+def test_python_dash_m_serves(tmp_path):
+    with Sidecar("tests.e2e.extra_apps:app", ready_path="/pid", workers=2) as sc:
+        assert distinct_pids(sc) == set(sc.worker_pids())
+        assert len(sc.worker_pids()) == 2
+
+
+def test_console_script_serves():
+    with CustomSidecar("tests.e2e.extra_apps:app", script=SIDECAR_SCRIPT, workers_flag=True,
+                       ready_path="/pid", workers=2) as sc:
+        assert Path(sc.proc.args[0]).name == "sidecar"
+        assert distinct_pids(sc) == set(sc.worker_pids())
+        assert len(sc.worker_pids()) == 2
+
+
+def test_workers_from_environment():
+    with CustomSidecar("tests.e2e.extra_apps:app", ready_path="/pid",
+                       env={"SIDECAR_WORKERS": "1"}) as sc:
+        assert len(sc.worker_pids()) == 1
+        assert distinct_pids(sc) == set(sc.worker_pids())
+
+
+def test_flag_beats_environment():
+    with CustomSidecar("tests.e2e.extra_apps:app", workers_flag=True, ready_path="/pid",
+                       workers=2, env={"SIDECAR_WORKERS": "1"}) as sc:
+        assert len(sc.worker_pids()) == 2
+        assert distinct_pids(sc) == set(sc.worker_pids())
+
+
+def test_toml_config_file(tmp_path):
+    conf = tmp_path / "sidecar.toml"
+    conf.write_text('workers = 1\nroot-path = "/from-toml"\naccess_log = false\n')
+    with CustomSidecar("tests.e2e.extra_apps:app", "--config", str(conf),
+                       ready_path="/pid") as sc:
+        assert len(sc.worker_pids()) == 1
+        assert distinct_pids(sc) == set(sc.worker_pids())
+        with sc.client(timeout=10) as c:
+            who = c.get("/whoami").json()
+        assert who["root_path"] == "/from-toml"
+
+
+def test_env_file_reaches_the_app(tmp_path):
+    env_file = tmp_path / "app.env"
+    env_file.write_text("# comment\nSIDECAR_E2E_GREETING='hello world'\n"
+                        "export SIDECAR_E2E_OTHER=42\n")
+    with Sidecar("tests.e2e.extra_apps:app", "--env-file", str(env_file), ready_path="/pid",
+                 workers=2) as sc:
+        with sc.client(timeout=10) as c:
+            for _ in range(4):  # every worker has it
+                assert c.get("/whoami?env=SIDECAR_E2E_GREETING").json()["env"] == "hello world"
+                assert c.get("/whoami?env=SIDECAR_E2E_OTHER").json()["env"] == "42"
+
+
+def test_bad_env_file_line(tmp_path):
+    env_file = tmp_path / "app.env"
+    env_file.write_text("GOOD=1\nthis is not an assignment\n")
+    out = run(tmp_path, "tests.e2e.apps:app", "--env-file", str(env_file), "--uds",
+              str(tmp_path / "s.sock"))
+    assert_one_clear_line(out, EXIT_USAGE, f"{env_file}:2")
+
+
+def test_root_path(tmp_path):
+    with Sidecar("tests.e2e.extra_apps:app", "--root-path", "/api", ready_path="/pid",
+                 workers=1) as sc:
+        who = httpx.get(sc.url + "/whoami", timeout=10).json()
+        assert who["root_path"] == "/api"
+        assert who["path"] == "/api/whoami"
+        assert who["raw_path"] == "/api/whoami"
