@@ -424,6 +424,17 @@ def socketpair_round_trip(n: int) -> float:
     return elapsed / n / 1e3
 
 
+def codec_round_trip(n: int) -> float:
+    """The Python work of one round trip with no transport at all (pack, unpack, check each
+    way): the floor under every round-trip row, in µs."""
+    req, unpack, pack = http_request(1), events.unpack, events.pack
+    start = time.process_time()
+    for _ in range(n):
+        ev = unpack(pack(req))
+        unpack(pack(response_body(ev[1])))
+    return (time.process_time() - start) / n * 1e6
+
+
 def _queue_echo(conn, qin, qout):
     conn.send("ready")
     unpack, pack, get, put = events.unpack, events.pack, qin.get, qout.put
@@ -546,6 +557,7 @@ C_THROUGHPUT = [  # (label, record bytes, records at scale 1, wait, batch)
     ("64 KiB", 65536, 100_000, "eventfd", 1),
 ]
 C_PINGPONG = [("spin", 300_000), ("eventfd", 20_000)]
+SPIN = 50e-6  # Consumer.spin of the "ring+spin" round trip
 
 
 def best_of(repeats: int, fn, *args, key=max):
@@ -591,12 +603,16 @@ def measure(plan: Plan, progress) -> dict:
             py[f"one_way/{key}/pack_ceiling"] = {"events_per_s": max(
                 pack_ceiling(workload, plan.py_events // 4) for _ in range(plan.repeats))}
     for name, fn, args in (("ring", ring_round_trip, (plan.rtt_ring, 0.0)),
-                           ("ring+spin", ring_round_trip, (plan.rtt_ring * 3, 50e-6)),
+                           ("ring+spin", ring_round_trip, (plan.rtt_ring * 3, SPIN)),
                            ("socketpair", socketpair_round_trip, (plan.rtt_other,)),
-                           ("mp.Queue", queue_round_trip, (plan.rtt_other // 2,))):
+                           ("mp.Queue", queue_round_trip, (plan.rtt_other // 2,)),
+                           ("codec", codec_round_trip, (plan.rtt_other,))):
         progress(f"Python round trip {name}")
-        best, runs = best_of(plan.repeats, fn, *args, key=min)
-        py[f"rtt/{name}"] = {"rtt_us": best, "runs": runs, "round_trips": args[0]}
+        infos = [{} for _ in range(plan.repeats)]
+        runs = [fn(*args, info) if fn is ring_round_trip else fn(*args) for info in infos]
+        best = min(range(len(runs)), key=runs.__getitem__)
+        py[f"rtt/{name}"] = {"rtt_us": runs[best], "runs": runs, "round_trips": args[0],
+                             **infos[best]}
     progress("idle CPU")
     py["idle_cpu_percent"] = idle_cpu(plan.idle_seconds)
     py["idle_seconds"] = plan.idle_seconds
@@ -661,19 +677,27 @@ def table(r: dict) -> str:
         lines.append(f"  {label:28s} {fmt(ring)} {fmt(sock):>11s} {fmt(queue)} "
                      f"{ring / sock:15.2f}x {fmt(ceiling):>11s}")
     sock = py["rtt/socketpair"]["rtt_us"]
-    lines.append(f"  {'round trip, µs':28s} {'':>9s} {'':>11s} {'':>9s} {'ring/socketpair':>16s}")
-    for name, label in (("ring", "ring, doorbell"), ("ring+spin", "ring, 50 µs spin"),
-                        ("socketpair", "socketpair (uvloop)"), ("mp.Queue", "mp.Queue")):
-        v = py[f"rtt/{name}"]["rtt_us"]
-        lines.append(f"  {label:28s} {v:9.1f} {'':>11s} {'':>9s} {v / sock:15.2f}x")
+    floor = py["rtt/codec"]["rtt_us"]
+    lines.append(f"  {'round trip, µs':28s} {'':>9s} {'minus codec':>11s} {'doorbells':>9s} "
+                 f"{'ring/socketpair':>16s}")
+    for name, label in (("ring", "ring, doorbell"), ("ring+spin", f"ring, {SPIN * 1e6:.0f} µs spin"),
+                        ("socketpair", "socketpair (uvloop)"), ("mp.Queue", "mp.Queue"),
+                        ("codec", "codec alone, no transport")):
+        row = py[f"rtt/{name}"]
+        v = row["rtt_us"]
+        bells = row.get("doorbells_per_round_trip")
+        bells = f"{bells:9.2f}" if bells is not None else f"{'':9s}"
+        extra = f"{v - floor:11.1f}" if name != "codec" else f"{'':11s}"
+        lines.append(f"  {label:28s} {v:9.1f} {extra} {bells} {v / sock:15.2f}x")
     lines.append(f"  {'idle ring consumer':28s} {py['idle_cpu_percent']:8.2f}% CPU over "
                  f"{py['idle_seconds']:.0f} s (uvloop, start_reading, 50 µs spin enabled)")
     lines += ["", "targets"]
     for what, value, ok in targets(r):
         lines.append(f"  {'met ' if ok else 'MISS'}  {what:50s} {value}")
     load = " ".join(f"{x:.2f}" for x in meta["loadavg_after"])
-    lines += ["", f"load average after: {load}.  'pack alone' = events.pack on one core, "
-              "the ceiling of any transport fed from Python."]
+    lines += ["", f"load average after: {load}.  'pack alone': events.pack on one core, the "
+              "ceiling of any transport fed from Python.", "'codec alone': pack + unpack of "
+              "both events of a round trip in one process, the floor under every round trip."]
     return "\n".join(lines)
 
 

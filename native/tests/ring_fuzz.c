@@ -11,10 +11,9 @@
  *             ring_read_flat / ring_release, from the existing consumer handle (stale caches)
  *             or a freshly attached one.  Every call returns >= 0 or RING_ECORRUPT; every view
  *             lies inside the data area, 8-byte aligned, len <= max_record, never PADDING; the
- *             records handed out between two releases never exceed capacity/8 for a freshly
- *             attached handle (each record takes >= 8 bytes and at most `capacity` bytes can
- *             be outstanding; see drain() for stale handles), and the drain ends (empty or
- *             error) within a bounded number of calls.
+ *             records handed out between two releases never exceed capacity/8 (each record
+ *             takes >= 8 bytes and at most `capacity` bytes can be outstanding), and the drain
+ *             ends (empty or error) within a bounded number of calls.
  *   attach  : garble the header (random bytes, chosen fields, or all of it) and pass a region
  *             size that may be smaller than the ring; ring_attach must return a documented code;
  *             when it accepts, the region (allocated with exactly the size given) must hold the
@@ -34,7 +33,7 @@
  *     ring_fuzz [--iterations N] [--seconds S] [--seed X] [--aligned-positions] [FILE...]
  *     ring_fuzz --repro-unaligned      deterministic repro of the unaligned-position overflow
  * RING_FUZZ_ALIGNED=1 in the environment (or --aligned-positions) keeps every position the
- * fuzzer writes 8-byte aligned, to steer around that known bug until it is fixed.
+ * fuzzer writes 8-byte aligned (that was a ring.c bug, now fixed; the default fuzzes them).
  */
 #define _GNU_SOURCE
 #include "ring.h"
@@ -106,12 +105,11 @@ static void fix_alignment(uint8_t *region) {
 
 static int is_code(int rc) { return rc <= 0 && rc >= RING_ECORRUPT; }
 
-/* Exactly `size` bytes (ASan flags any access past them), 128-byte aligned: ring.c's header
- * struct has _Alignas(128) members, so a less aligned region is UB (a known ring.c bug, see
- * ring_unit --known-bugs); the fuzzer is about garbage contents, not about that. */
+/* Exactly `size` bytes (ASan flags any access past them), only 8-byte aligned on purpose
+ * (every 8-aligned region must work: the header used to need 128, a fixed ring.c bug). */
 static uint8_t *region_alloc(size_t size) {
     void *p = NULL;
-    if (posix_memalign(&p, 128, size ? size : 1)) return NULL;
+    if (posix_memalign(&p, 8, size ? size : 1)) return NULL;
     return p;
 }
 
@@ -178,10 +176,9 @@ static void garble_data(in_t *in, uint8_t *region, uint64_t cap, uint32_t max_re
 
 /* Drain as a consumer; everything handed out must be sane, and the drain must end.
  * bound: the most records that may come out between two releases and in the whole drain:
- * capacity/8 for a handle attached after the garbling (attach checks tail - head <= capacity
- * and the tail does not move during the drain).  A handle that had cached an older tail is
- * only held to 2 * capacity/8: next_record() checks a new tail against the read position, not
- * against the released head (known bug, ring_unit --known-bugs). */
+ * capacity/8, whatever the handle had cached before: each record takes >= 8 bytes and the
+ * consumer refuses a tail more than `capacity` past its released position (regression test
+ * for a fixed ring.c bug: it used to check against the read position only). */
 static void drain(in_t *in, ring_t *c, uint64_t cap, uint32_t max_record, uint64_t bound) {
     ring_view_t views[65];
     uint32_t flat[3 * 65];
@@ -342,11 +339,10 @@ static void scenario_reader(in_t *in, uint64_t cap) {
     if (u8(in) & 1) {
         if (ring_consumer_prepare_sleep(cons)) ring_consumer_cancel_sleep(cons);
     }
-    drain(in, cons, cap, M, cons == &fresh ? cap / 8 : 2 * cap / 8);
-    /* and once more after the producer side writes again (its head cache may be garbage:
-     * at most 7 rounds of at most 3 records on top) */
+    drain(in, cons, cap, M, cap / 8);
+    /* and once more after the producer side writes again (against a head that may be garbage) */
     produce(in, &p, M, u8(in) % 8);
-    drain(in, cons, cap, M, 2 * cap / 8 + 21);
+    drain(in, cons, cap, M, cap / 8);
     free(region);
 }
 
@@ -506,8 +502,9 @@ static double now_s(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* Known bug: ring_attach accepts a tail that is not a multiple of 8; a producer attached to
- * it then writes the PADDING header across the end of the data area.  Exit 0 if refused. */
+/* Regression (fixed ring.c bug): ring_attach accepted a tail that is not a multiple of 8; a
+ * producer attached to it then wrote the PADDING header across the end of the data area.
+ * Exit 0 if refused. */
 static int repro_unaligned(void) {
     const uint64_t cap = 4096;
     size_t rs = ring_region_size(cap);

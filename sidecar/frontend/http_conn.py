@@ -263,7 +263,7 @@ class HTTPConnection(asyncio.Protocol):
         self.closed = False
         self.write_paused = False
         self.read_paused_by: set[int] = set()
-        self.keepalive_handle: asyncio.TimerHandle | None = None
+        self.idle_since: float | None = None  # loop time the connection went idle
         self.client = None
         self.server_addr = None
         self.scheme = "http"
@@ -292,12 +292,10 @@ class HTTPConnection(asyncio.Protocol):
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 except OSError:
                     pass
-        self._arm_keepalive()
+        self.idle_since = self.server.loop.time()
 
     def data_received(self, data: bytes) -> None:
-        if self.keepalive_handle is not None:
-            self.keepalive_handle.cancel()
-            self.keepalive_handle = None
+        self.idle_since = None
         try:
             evs = self.parser.feed(data)
         except Exception:  # a parser bug must not take the process down
@@ -341,8 +339,6 @@ class HTTPConnection(asyncio.Protocol):
     def connection_lost(self, exc) -> None:
         self.closed = True
         self.server.connections.discard(self)
-        if self.keepalive_handle is not None:
-            self.keepalive_handle.cancel()
         for stream in self.pipeline:
             stream.client_gone()
         self.pipeline.clear()
@@ -387,7 +383,7 @@ class HTTPConnection(asyncio.Protocol):
         """(method, scheme, path, raw_path, query, headers, client, server, version, root)."""
         root = self.server.config.root_path
         scheme, client = self.scheme, self.client
-        headers = [[n, v] for n, v in req.headers]
+        headers = req.headers  # list of (name, value) tuples: msgpack packs them as arrays
         if self.trusted:
             scheme, client = self.server.apply_proxy_headers(req.headers, scheme, client)
         path = root + req.path if root else req.path
@@ -467,7 +463,7 @@ class HTTPConnection(asyncio.Protocol):
             if self.draining:
                 self._close_after_write()
             else:
-                self._arm_keepalive()
+                self.idle_since = self.server.loop.time()
 
     def abort_from(self, stream: HTTPStream, why: str) -> None:
         log.warning("closing connection from %s: %s (stream %d)", self.client or "unix peer",
@@ -485,15 +481,11 @@ class HTTPConnection(asyncio.Protocol):
         self.closed = True
         self.transport.close()  # flushes the transport's buffer first
 
-    def _arm_keepalive(self) -> None:
-        loop = self.server.loop
-        self.keepalive_handle = loop.call_later(self.server.config.keepalive_timeout,
-                                                self._keepalive_expired)
-
-    def _keepalive_expired(self) -> None:
-        self.keepalive_handle = None
-        if not self.pipeline and not self.closed:
-            self.transport.close()
+    def close_if_idle(self, now: float, timeout: float) -> None:
+        """Keep-alive timeout (checked by the server's once-a-second sweep)."""
+        if self.idle_since is not None and now - self.idle_since >= timeout \
+                and not self.pipeline and not self.closed:
+            self._close_after_write()
 
     def pause_reading_for(self, stream: HTTPStream | None) -> None:
         key = 0 if stream is None else stream.sid

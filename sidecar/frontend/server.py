@@ -54,6 +54,7 @@ class FrontEnd:
         self.batcher = Batcher(self.loop)
         self.pool = WorkerPool(config, self.loop, self._fatal, self.batcher)
         self.servers: list[asyncio.AbstractServer] = []
+        self._sweeper: asyncio.TimerHandle | None = None
 
     def date(self) -> bytes:
         return self._dates.get() if self.config.date_header else None
@@ -161,6 +162,7 @@ class FrontEnd:
                 server = await self.loop.create_server(lambda: HTTPConnection(self), sock=sock,
                                                        backlog=self.config.backlog)
                 self.servers.append(server)
+            self._sweeper = self.loop.call_later(1.0, self._sweep)
             names = " ".join(listeners.describe(s) for s in self.sockets)
             log.info("sidecar ready on %s with %d workers (app %s)", names,
                      len(self.pool.slots), self.config.app)
@@ -168,7 +170,18 @@ class FrontEnd:
         await self.shutdown()
         return self.exit_code
 
+    def _sweep(self) -> None:
+        """Once a second: close keep-alive connections idle past the timeout.  One timer for
+        all connections instead of a timer armed and cancelled per request."""
+        now = self.loop.time()
+        timeout = self.config.keepalive_timeout
+        for conn in list(self.connections):
+            conn.close_if_idle(now, timeout)
+        self._sweeper = self.loop.call_later(1.0, self._sweep)
+
     async def shutdown(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         for server in self.servers:
             server.close()
         for conn in list(self.connections):

@@ -269,3 +269,15 @@ def test_http10_close_delimited(sc):
     assert head.startswith(b"HTTP/1.1 200")
     assert b"chunked" not in head.lower()
     assert len(body) == 1000
+
+
+def test_idle_keepalive_connection_is_closed():
+    with Sidecar("tests.e2e.apps:app", "--timeout-keep-alive", "1", ready_path="/pid",
+                 workers=1) as sc:
+        s = socket.create_connection(("127.0.0.1", sc.port))
+        s.settimeout(10)
+        s.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n")
+        first = s.recv(65536)
+        assert first.startswith(b"HTTP/1.1 200")
+        assert s.recv(100) == b""  # closed by the server (our own timeout would raise)
+        s.close()
