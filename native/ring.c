@@ -133,6 +133,7 @@ static int valid_capacity(uint64_t capacity) {
 size_t ring_region_size(uint64_t capacity) { return RING_HEADER_SIZE + (size_t)capacity; }
 
 uint32_t ring_max_record_for(uint64_t capacity) {
+    if (capacity < 8 * RECORD_HEADER) return 0;
     return (uint32_t)(capacity / 8 - RECORD_HEADER);
 }
 
@@ -266,7 +267,7 @@ int ring_try_write(ring_t *r, uint32_t type, const void *payload, uint32_t len) 
 }
 
 int ring_try_write_many(ring_t *r, uint32_t type, const void *buf, const uint32_t *lens, int n) {
-    if (type == RING_TYPE_PADDING) return RING_EINVAL;
+    if (type == RING_TYPE_PADDING || n < 0) return RING_EINVAL;
     const uint8_t *src = buf;
     int done = 0, rc = RING_AGAIN;
     uint64_t bytes = 0;
@@ -321,6 +322,13 @@ int ring_commit_write(ring_t *r, uint32_t type, uint32_t used) {
     r->write_pos = pos + align8(RECORD_HEADER + used);
     publish(r, 1, used);
     return RING_OK;
+}
+
+uint64_t ring_space_needed(ring_t *r, uint32_t len) {
+    uint64_t total = align8(RECORD_HEADER + (uint64_t)len);
+    uint64_t to_end = r->capacity - (r->write_pos & r->mask);
+    uint64_t need = total <= to_end ? total : to_end + total;
+    return need < r->capacity ? need : r->capacity;
 }
 
 uint64_t ring_free_space(ring_t *r) {

@@ -115,6 +115,10 @@ int ring_commit_write(ring_t *r, uint32_t type, uint32_t used);
 uint64_t ring_free_space(ring_t *r);
 /* After publishing: 1 if the consumer was asleep and the caller must ring its doorbell. */
 int ring_producer_must_wake(ring_t *r);
+/* Free bytes a record with a payload of len bytes needs at the current write position,
+ * including the padding to the end of the data area if it must wrap: the `need` to pass to
+ * ring_producer_prepare_wait (passing just the record size can spin at the wrap). */
+uint64_t ring_space_needed(ring_t *r, uint32_t len);
 /* Before sleeping for space: announce that `need` free bytes are wanted.  Returns 1 if the
  * caller may sleep on the space doorbell, 0 if space appeared meanwhile (flag withdrawn). */
 int ring_producer_prepare_wait(ring_t *r, uint32_t need);
@@ -125,7 +129,7 @@ void ring_producer_cancel_wait(ring_t *r);
  * released to the producer until ring_release.  Returns the count or RING_ECORRUPT. */
 int ring_read(ring_t *r, ring_view_t *views, int max);
 /* Same, with views flattened into uint32 triples (type, len, offset) for cheap bulk access
- * from dynamic languages.  offset fits in 32 bits because capacity is at most 2^31. */
+ * from dynamic languages.  offset fits in 32 bits because capacity is at most 2^30. */
 int ring_read_flat(ring_t *r, uint32_t *out, int max);
 /* Release everything handed out so far (one release store of head). */
 void ring_release(ring_t *r);

@@ -329,9 +329,7 @@ class Producer(_End):
         # to the end (they become padding).  Without them, "need bytes are free" can hold
         # while try_write keeps failing, and the caller's retry loop would spin forever
         # without yielding.
-        to_end = self.capacity - (self.handle.write_pos & (self.capacity - 1))
-        if need > to_end:
-            need += to_end
+        need = max(need, lib.ring_space_needed(self.handle, min(need, self.max_record)))
         if not lib.ring_producer_prepare_wait(self.handle, min(need, self.capacity)):
             return
         loop = asyncio.get_running_loop()
