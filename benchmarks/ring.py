@@ -1,26 +1,33 @@
 """Ring benchmark: the shared-memory ring against what a Python user would otherwise pick.
 
     python -m benchmarks.ring            # everything, about a minute and a half
-    python -m benchmarks.ring --quick    # smaller counts, fewer repeats (~20 s)
+    python -m benchmarks.ring --quick    # smaller counts, fewer repeats (~10 s)
     python -m benchmarks.ring --json     # the same figures as JSON
 
 One run measures, side by side:
 
 - C level (native/bench/ring_bench.c, compiled into build/ with -O2 -march=native, cached by
-  source hash): two processes (fork, shared anonymous mapping), records/s and GB/s one way for
-  64 B, 1 KiB and 64 KiB records with busy-spin waiting and with eventfd doorbells, and the
-  ping-pong round trip both ways.
-- Python level: msgpack events between two processes, one way (events/s) and ping-pong (round
-  trip), over the ring, a Unix socketpair with msgpack (batched sends, ``Unpacker.feed`` on
-  the other side) and a multiprocessing.Queue.  Every transport does the same work per event:
-  ``events.pack`` on one side; on the other, decode to a list, check it is
-  ``[int kind, int sid, ...]`` and that the sids arrive in order.  Producers are plain loops;
-  consumers run under uvloop (the ring with ``Consumer.start_reading``, the socketpair with a
-  Protocol), except the Queue's, which blocks in ``get``.
+  source hash): two processes (fork, shared anonymous mapping, 16 MiB ring), records/s and
+  GB/s one way for 64 B, 1 KiB and 64 KiB records, busy-spin waiting and eventfd doorbells,
+  and the 64 B ping-pong round trip both ways.
+- Python level: msgpack events between two processes over the ring, a Unix socketpair
+  (batched sends, ``Unpacker.feed`` on the other side) and a multiprocessing.Queue.  Every
+  transport does the same work per event: ``events.pack`` on one side; on the other, decode
+  to a list, check it is ``[int kind, int sid, ...]`` and that sids arrive in order.
+  Producers are plain loops; consumers run under uvloop (ring: ``Consumer.start_reading``;
+  socketpair: a Protocol), except the Queue's, which blocks in ``get``.
+    one way   RESPONSE_BODY (64-byte body) and HTTP_REQUEST (a GET, 7 headers) events/s,
+              256 events per write; and RESPONSE_BODY with one write per event, the way
+              WorkerLink.send writes.  "pack alone" is events.pack on one core: no transport
+              fed from Python can go faster.
+    round trip  one HTTP_REQUEST there, one RESPONSE_BODY back, under uvloop on both sides:
+              ring with doorbells, ring with ``Consumer.spin``, socketpair, Queue; "codec
+              alone" is the pack + unpack work of a round trip in one process: the floor.
 - Idle CPU of a ring consumer asleep in ``start_reading`` under uvloop.
 
 Absolute figures drift on shared machines (the load average is printed): compare rows of one
-run.  Each figure is the best of a few repeats (best = least disturbed by other load).
+run.  Each figure is the best of a few repeats (best = least disturbed by other load); round
+trips stop after a count or 1.5 s, whichever comes first.
 """
 from __future__ import annotations
 
@@ -35,7 +42,6 @@ import platform
 import select
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import time
@@ -97,7 +103,8 @@ def cpu_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])
 
 
-def run_child(target, *args) -> tuple[multiprocessing.Process, "multiprocessing.connection.Connection"]:
+def run_child(target, *args):
+    """Fork ``target(conn, *args)``; return (process, our end of its pipe)."""
     parent, child = MP.Pipe()
     proc = MP.Process(target=target, args=(child, *args), daemon=True)
     proc.start()
@@ -114,6 +121,13 @@ def finish(proc, conn, timeout: float = 60.0):
     if isinstance(result, BaseException):
         raise result
     return result
+
+
+def stop_child(proc) -> None:
+    """End an echo child once measured.  (Not by closing its pipe or socket: a forked child
+    holds a copy of our end too, so it would never see EOF.)"""
+    proc.kill()
+    proc.join()
 
 
 def ring_pair(capacity: int) -> tuple[Producer, Consumer]:
@@ -308,8 +322,10 @@ def _ring_echo(conn, cons: Consumer, prod: Producer, spin: float):
 
     cons.start_reading(loop, on_records, on_error)
     conn.send("ready")
-    loop.add_reader(conn.fileno(), loop.stop)  # the parent closes its end: we are done
-    loop.run_forever()
+    loop.run_forever()  # until killed
+
+
+RTT_SECONDS = 1.5  # every round-trip measurement stops after n round trips or this long
 
 
 def ring_round_trip(n: int, spin: float, info: dict | None = None) -> float:
@@ -333,8 +349,8 @@ def ring_round_trip(n: int, spin: float, info: dict | None = None) -> float:
         for view in views:
             ev = unpack(view)
             state["bad"] += ev[0] != events.RESPONSE_BODY
-            state["count"] += 1
-            if state["count"] >= n:
+            count = state["count"] = state["count"] + 1
+            if count >= n or (count & 63 == 0 and now_ns() > deadline):
                 loop.stop()
                 return
             write(pack(req))
@@ -345,20 +361,22 @@ def ring_round_trip(n: int, spin: float, info: dict | None = None) -> float:
 
     parent_in.start_reading(loop, on_records, on_error)
     start = now_ns()
+    deadline = start + int(RTT_SECONDS * 1e9)
     write(pack(req))
     loop.run_forever()
     elapsed = now_ns() - start
+    n = state["count"]
     if info is not None:
         bells = (to_child.stats()["consumer_wakeups"] + parent_in.stats()["consumer_wakeups"])
         info["doorbells_per_round_trip"] = bells / n
+    stop_child(proc)
     parent_in.close()
     loop.close()
     conn.close()
-    proc.join(10)
     to_child.close()
     if "error" in state:
         raise state["error"]
-    if state["count"] != n or state["bad"]:
+    if state["bad"]:
         raise RuntimeError(f"ring round trip: {state}")
     return elapsed / n / 1e3
 
@@ -377,9 +395,6 @@ def _socket_echo(conn, sock: socket.socket):
             for ev in self.unpacker:
                 check_ev(ev, ev[1] if type(ev) is list and len(ev) > 1 else 0)
                 self.transport.write(pack(response_body(ev[1])))
-
-        def connection_lost(self, exc):
-            loop.stop()
 
     loop.run_until_complete(loop.connect_accepted_socket(Echo, sock))
     conn.send("ready")
@@ -406,21 +421,24 @@ def socketpair_round_trip(n: int) -> float:
             self.unpacker.feed(data)
             for ev in self.unpacker:
                 check_ev(ev, 1)
-                state["count"] += 1
-                if state["count"] >= n:
+                count = state["count"] = state["count"] + 1
+                if count >= n or (count & 63 == 0 and now_ns() > deadline):
                     done.set_result(None)
                     return
                 self.transport.write(pack(req))
 
     transport, _ = loop.run_until_complete(loop.connect_accepted_socket(Client, a))
     start = now_ns()
+    deadline = start + int(RTT_SECONDS * 1e9)
     transport.write(pack(req))
     loop.run_until_complete(done)
     elapsed = now_ns() - start
+    n = state["count"]
+    stop_child(proc)
     transport.close()
     loop.run_until_complete(asyncio.sleep(0))
     loop.close()
-    proc.join(10)
+    conn.close()
     return elapsed / n / 1e3
 
 
@@ -438,11 +456,8 @@ def codec_round_trip(n: int) -> float:
 def _queue_echo(conn, qin, qout):
     conn.send("ready")
     unpack, pack, get, put = events.unpack, events.pack, qin.get, qout.put
-    while True:
-        data = get()
-        if data is None:
-            break
-        put(pack(response_body(unpack(data)[1])))
+    while True:  # until killed
+        put(pack(response_body(unpack(get())[1])))
 
 
 def queue_round_trip(n: int) -> float:
@@ -452,12 +467,18 @@ def queue_round_trip(n: int) -> float:
     assert conn.recv() == "ready"
     unpack, pack, get, put = events.unpack, events.pack, qout.get, qin.put
     start = now_ns()
-    for _ in range(n):
+    deadline = start + int(RTT_SECONDS * 1e9)
+    for i in range(1, n + 1):
         put(pack(req))
         unpack(get())
+        if i & 63 == 0 and now_ns() > deadline:
+            n = i
+            break
     elapsed = now_ns() - start
-    put(None)
-    proc.join(10)
+    stop_child(proc)
+    conn.close()
+    qin.close()
+    qout.close()
     return elapsed / n / 1e3
 
 
@@ -466,7 +487,7 @@ def queue_round_trip(n: int) -> float:
 
 def _idle_consumer(conn, cons: Consumer):
     loop = uvloop.new_event_loop()
-    cons.spin = 50e-6  # spinning happens only after traffic; idle must still be idle
+    cons.spin = SPIN  # spinning happens only after traffic; idle must still be idle
 
     def on_records(views):
         conn.send(len(views))
@@ -531,6 +552,7 @@ def run_c(exe: pathlib.Path, *args) -> dict:
 @dataclass
 class Plan:
     repeats: int
+    c_repeats: int
     c_scale: float
     py_events: int
     queue_events: int
@@ -540,10 +562,10 @@ class Plan:
 
 
 PLANS = {
-    "full": Plan(repeats=3, c_scale=1.0, py_events=600_000, queue_events=100_000,
-                 rtt_ring=10_000, rtt_other=10_000, idle_seconds=3.0),
-    "quick": Plan(repeats=2, c_scale=0.2, py_events=150_000, queue_events=20_000,
-                  rtt_ring=2_000, rtt_other=2_000, idle_seconds=1.0),
+    "full": Plan(repeats=5, c_repeats=5, c_scale=0.5, py_events=600_000, queue_events=60_000,
+                 rtt_ring=30_000, rtt_other=30_000, idle_seconds=5.0),
+    "quick": Plan(repeats=2, c_repeats=3, c_scale=0.1, py_events=150_000, queue_events=20_000,
+                  rtt_ring=3_000, rtt_other=3_000, idle_seconds=1.0),
 }
 
 C_CAPACITY = 16 << 20
@@ -557,7 +579,7 @@ C_THROUGHPUT = [  # (label, record bytes, records at scale 1, wait, batch)
     ("64 KiB", 65536, 100_000, "eventfd", 1),
 ]
 C_PINGPONG = [("spin", 300_000), ("eventfd", 20_000)]
-SPIN = 50e-6  # Consumer.spin of the "ring+spin" round trip
+SPIN = 20e-6  # Consumer.spin of the "ring+spin" round trip: covers the ~10 µs between messages
 
 
 def best_of(repeats: int, fn, *args, key=max):
@@ -573,7 +595,7 @@ def measure(plan: Plan, progress) -> dict:
         count = max(1000, int(count * plan.c_scale))
         progress(f"C throughput {label} {wait}")
         runs = [run_c(exe, "throughput", size, count, C_CAPACITY, wait, batch)
-                for _ in range(plan.repeats)]
+                for _ in range(plan.c_repeats)]
         best = max(runs, key=lambda r: r["records_per_s"])
         best["label"] = label
         best["all_records_per_s"] = [r["records_per_s"] for r in runs]
@@ -581,7 +603,8 @@ def measure(plan: Plan, progress) -> dict:
     for wait, rounds in C_PINGPONG:
         rounds = max(1000, int(rounds * plan.c_scale))
         progress(f"C ping-pong {wait}")
-        runs = [run_c(exe, "pingpong", rounds, wait) for _ in range(plan.repeats)]
+        runs = [run_c(exe, "pingpong", rounds, wait, RTT_SECONDS / 3)
+                for _ in range(plan.c_repeats)]
         best = min(runs, key=lambda r: r["rtt_ns"])
         best["all_rtt_ns"] = [r["rtt_ns"] for r in runs]
         results["c"].append(best)
@@ -603,15 +626,15 @@ def measure(plan: Plan, progress) -> dict:
             py[f"one_way/{key}/pack_ceiling"] = {"events_per_s": max(
                 pack_ceiling(workload, plan.py_events // 4) for _ in range(plan.repeats))}
     for name, fn, args in (("ring", ring_round_trip, (plan.rtt_ring, 0.0)),
-                           ("ring+spin", ring_round_trip, (plan.rtt_ring * 3, SPIN)),
+                           ("ring+spin", ring_round_trip, (plan.rtt_ring, SPIN)),
                            ("socketpair", socketpair_round_trip, (plan.rtt_other,)),
-                           ("mp.Queue", queue_round_trip, (plan.rtt_other // 2,)),
+                           ("mp.Queue", queue_round_trip, (plan.rtt_other,)),
                            ("codec", codec_round_trip, (plan.rtt_other,))):
         progress(f"Python round trip {name}")
         infos = [{} for _ in range(plan.repeats)]
         runs = [fn(*args, info) if fn is ring_round_trip else fn(*args) for info in infos]
         best = min(range(len(runs)), key=runs.__getitem__)
-        py[f"rtt/{name}"] = {"rtt_us": runs[best], "runs": runs, "round_trips": args[0],
+        py[f"rtt/{name}"] = {"rtt_us": runs[best], "runs": runs, "max_round_trips": args[0],
                              **infos[best]}
     progress("idle CPU")
     py["idle_cpu_percent"] = idle_cpu(plan.idle_seconds)
@@ -624,7 +647,6 @@ def measure(plan: Plan, progress) -> dict:
 
 
 def targets(r: dict) -> list[tuple[str, str, bool]]:
-    c = {(x.get("label"), x["wait"], x["mode"]): x for x in r["c"]}
     py = r["python"]
     out = []
     rps = max(x["records_per_s"] for x in r["c"] if x.get("label") == "64 B")
@@ -643,7 +665,6 @@ def targets(r: dict) -> list[tuple[str, str, bool]]:
                     ratio <= 0.25))
     idle = py["idle_cpu_percent"]
     out.append(("idle ring consumer < 1% CPU", f"{idle:.2f}%", idle < 1))
-    assert c  # keyed view kept for readers of targets()
     return out
 
 
@@ -665,7 +686,10 @@ def table(r: dict) -> str:
             lines.append(f"  {'ping-pong 64 B, round trip':28s} {x['wait']:8s} "
                          f"{x['rtt_ns']:9.0f} ns")
     py = r["python"]
-    lines += ["", "Python, msgpack events, two processes (best of repeats)"]
+    lines += ["", "Python, msgpack events, two processes (best of repeats).  ring: try_write_many "
+              "of 256 packed events -> start_reading + events.unpack of each view;",
+              "socketpair: sendall of 256 packed events -> uvloop Protocol, Unpacker.feed + "
+              "the same check; mp.Queue: put/get of each packed event."]
     lines.append(f"  {'one way, events/s':28s} {'ring':>9s} {'socketpair':>11s} "
                  f"{'mp.Queue':>9s} {'ring/socketpair':>16s} {'pack alone':>11s}")
     for key, label in (("body64", "RESPONSE_BODY 64 B"), ("request", "HTTP_REQUEST GET"),
@@ -680,7 +704,8 @@ def table(r: dict) -> str:
     floor = py["rtt/codec"]["rtt_us"]
     lines.append(f"  {'round trip, µs':28s} {'':>9s} {'minus codec':>11s} {'doorbells':>9s} "
                  f"{'ring/socketpair':>16s}")
-    for name, label in (("ring", "ring, doorbell"), ("ring+spin", f"ring, {SPIN * 1e6:.0f} µs spin"),
+    spin = f"{SPIN * 1e6:.0f} µs"
+    for name, label in (("ring", "ring, doorbell"), ("ring+spin", f"ring, {spin} spin"),
                         ("socketpair", "socketpair (uvloop)"), ("mp.Queue", "mp.Queue"),
                         ("codec", "codec alone, no transport")):
         row = py[f"rtt/{name}"]
@@ -690,7 +715,7 @@ def table(r: dict) -> str:
         extra = f"{v - floor:11.1f}" if name != "codec" else f"{'':11s}"
         lines.append(f"  {label:28s} {v:9.1f} {extra} {bells} {v / sock:15.2f}x")
     lines.append(f"  {'idle ring consumer':28s} {py['idle_cpu_percent']:8.2f}% CPU over "
-                 f"{py['idle_seconds']:.0f} s (uvloop, start_reading, 50 µs spin enabled)")
+                 f"{py['idle_seconds']:.0f} s (uvloop, start_reading, {spin} spin enabled)")
     lines += ["", "targets"]
     for what, value, ok in targets(r):
         lines.append(f"  {'met ' if ok else 'MISS'}  {what:50s} {value}")
@@ -707,8 +732,10 @@ def main(argv=None) -> int:
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = ap.parse_args(argv)
     plan = PLANS["quick" if args.quick else "full"]
+    t0 = time.monotonic()
     progress = (lambda msg: None) if args.json else (
-        lambda msg: print(f"  … {msg}", file=sys.stderr, flush=True))
+        lambda msg: print(f"  {time.monotonic() - t0:5.1f} s  {msg}", file=sys.stderr,
+                          flush=True))
     results = measure(plan, progress)
     results["targets"] = [{"target": t, "value": v, "met": ok} for t, v, ok in targets(results)]
     print(json.dumps(results, indent=2) if args.json else table(results))

@@ -2,7 +2,7 @@
  * ring_bench: the C ring between two processes (fork + a shared anonymous mapping).
  *
  *   ring_bench throughput <record_bytes> <records> <capacity> spin|eventfd [batch]
- *   ring_bench pingpong   <round_trips>  spin|eventfd
+ *   ring_bench pingpong   <round_trips>  spin|eventfd [max_seconds]
  *
  * Prints one JSON object on stdout.  benchmarks/ring.py compiles and drives this.
  *
@@ -12,11 +12,15 @@
  *   (a consumer that never touches the bytes would measure nothing), releasing once a batch.
  *   With [batch] > 1 the producer publishes groups of that many records with one
  *   ring_try_write_many (one release store of tail per group instead of per record).
- *   spin: both sides busy-wait (pause) when empty/full.  eventfd: the real doorbell protocol
- *   -- the consumer sleeps in read(2) on an eventfd after ring_consumer_prepare_sleep, the
- *   producer asks ring_producer_must_wake after every write and sleeps on the space eventfd
- *   after ring_producer_prepare_wait when full.
- * pingpong: one 64-byte record each way per round trip over two rings (4 KiB... 1 MiB).
+ *   spin: both sides busy-wait (pause) when empty/full; a full producer waits until a
+ *   quarter of the ring is free, the hysteresis the doorbell protocol has built in (refilling
+ *   each released batch at once makes both cores fight over the same cache lines: ~8x less
+ *   throughput at 1 KiB).  eventfd: the real doorbell protocol -- the consumer sleeps in
+ *   read(2) on an eventfd after ring_consumer_prepare_sleep, the producer asks
+ *   ring_producer_must_wake after every write and sleeps on the space eventfd after
+ *   ring_producer_prepare_wait when full.
+ * pingpong: one 64-byte record each way per round trip over two 64 KiB rings, until
+ *   <round_trips> or [max_seconds] (default 10), whichever comes first.
  */
 #define _GNU_SOURCE
 #include "../ring.h"
@@ -80,6 +84,12 @@ static struct bells new_bells(void) {
     return b;
 }
 
+/* Spin-wait for free space with the doorbell protocol's hysteresis (a quarter of the ring). */
+static void spin_for_space(ring_t *r, uint64_t need) {
+    uint64_t want = r->capacity / 4 > need ? r->capacity / 4 : need;
+    while (ring_free_space(r) < want) cpu_relax();
+}
+
 /* Producer side: write one record, waiting (spin or doorbell) while the ring is full. */
 static void produce(ring_t *r, const struct bells *b, int sleepy, const void *p, uint32_t len) {
     for (;;) {
@@ -89,7 +99,7 @@ static void produce(ring_t *r, const struct bells *b, int sleepy, const void *p,
         if (sleepy) {
             if (ring_producer_prepare_wait(r, len + 16)) bell_wait(b->space);
         } else {
-            cpu_relax();
+            spin_for_space(r, 2 * ((uint64_t)len + 16));
         }
     }
     if (sleepy && ring_producer_must_wake(r)) bell_ring(b->data);
@@ -111,7 +121,7 @@ static void produce_many(ring_t *r, const struct bells *b, int sleepy, const uin
         if (sleepy) {
             if (ring_producer_prepare_wait(r, len + 16)) bell_wait(b->space);
         } else {
-            cpu_relax();
+            spin_for_space(r, 2 * ((uint64_t)len + 16));
         }
     }
 }
@@ -203,8 +213,9 @@ static int throughput(uint32_t size, uint64_t count, uint64_t capacity, int slee
     double secs = (double)(atomic_load(&ctl->t_end) - t0) / 1e9;
     ring_stats_t st;
     ring_get_stats(&prod, &st);
-    printf("{\"mode\": \"throughput\", \"wait\": \"%s\", \"batch\": %d, \"record_bytes\": %u, \"records\": %llu, "
-           "\"capacity\": %llu, \"seconds\": %.6f, \"records_per_s\": %.1f, \"gb_per_s\": %.4f, "
+    printf("{\"mode\": \"throughput\", \"wait\": \"%s\", \"batch\": %d, \"record_bytes\": %u, "
+           "\"records\": %llu, \"capacity\": %llu, \"seconds\": %.6f, \"records_per_s\": %.1f, "
+           "\"gb_per_s\": %.4f, "
            "\"errors\": %llu, \"received\": %llu, \"full_events\": %llu, "
            "\"consumer_wakeups\": %llu, \"producer_wakeups\": %llu, \"child_status\": %d}\n",
            sleepy ? "eventfd" : "spin", batch, size, (unsigned long long)count,
@@ -216,7 +227,9 @@ static int throughput(uint32_t size, uint64_t count, uint64_t capacity, int slee
     return atomic_load(&ctl->errors) == 0 && status == 0 ? 0 : 1;
 }
 
-static int pingpong(uint64_t rounds, int sleepy) {
+#define STOP UINT64_MAX /* sequence number that tells the echoing child to exit */
+
+static int pingpong(uint64_t rounds, int sleepy, double max_seconds) {
     const uint64_t capacity = 1 << 16;
     size_t region_size = ring_region_size(capacity);
     void *ra = map_shared(region_size), *rb = map_shared(region_size);
@@ -236,21 +249,25 @@ static int pingpong(uint64_t rounds, int sleepy) {
         if ((rc = ring_attach(&in, ra, region_size, 1)) < 0) die("ring_attach", rc);
         if ((rc = ring_attach(&out, rb, region_size, 1)) < 0) die("ring_attach", rc);
         atomic_store(&ctl->ready, 1);
-        for (uint64_t i = 0; i < rounds; i++) {
+        for (;;) {
             int n = consume_batch(&in, &ba, sleepy, views);
             memcpy(msg, ring_data(&in) + views[0].offset, views[0].len);
             release(&in, &ba, sleepy);
             if (n != 1) atomic_fetch_add(&ctl->errors, 1);
+            uint64_t seq;
+            memcpy(&seq, msg, 8);
+            if (seq == STOP) _exit(0);
             produce(&out, &bb, sleepy, msg, sizeof msg);
         }
-        _exit(0);
     }
     ring_t in, out;
     if ((rc = ring_attach(&out, ra, region_size, 1)) < 0) die("ring_attach", rc);
     if ((rc = ring_attach(&in, rb, region_size, 1)) < 0) die("ring_attach", rc);
     while (!atomic_load(&ctl->ready)) cpu_relax();
     uint64_t errors = 0, t0 = ring_now_ns();
-    for (uint64_t i = 0; i < rounds; i++) {
+    uint64_t limit = t0 + (uint64_t)(max_seconds * 1e9), done = 0;
+    for (uint64_t i = 0; i < rounds; i++, done++) {
+        if ((i & 255) == 255 && ring_now_ns() > limit) break;
         memcpy(msg, &i, 8);
         produce(&out, &ba, sleepy, msg, sizeof msg);
         int n = consume_batch(&in, &bb, sleepy, views);
@@ -260,9 +277,13 @@ static int pingpong(uint64_t rounds, int sleepy) {
         errors += (n != 1) | (seq != i);
     }
     uint64_t t1 = ring_now_ns();
+    uint64_t stop = STOP;
+    memcpy(msg, &stop, 8);
+    produce(&out, &ba, sleepy, msg, sizeof msg);
     int status;
     waitpid(pid, &status, 0);
     errors += atomic_load(&ctl->errors);
+    rounds = done;
     printf("{\"mode\": \"pingpong\", \"wait\": \"%s\", \"round_trips\": %llu, \"seconds\": %.6f, "
            "\"rtt_ns\": %.1f, \"errors\": %llu, \"child_status\": %d}\n",
            sleepy ? "eventfd" : "spin", (unsigned long long)rounds, (t1 - t0) / 1e9,
@@ -282,10 +303,12 @@ int main(int argc, char **argv) {
         return throughput((uint32_t)strtoul(argv[2], NULL, 0), strtoull(argv[3], NULL, 0),
                           strtoull(argv[4], NULL, 0), wait_mode(argv[5]),
                           argc == 7 ? atoi(argv[6]) : 1);
-    if (argc == 4 && strcmp(argv[1], "pingpong") == 0)
-        return pingpong(strtoull(argv[2], NULL, 0), wait_mode(argv[3]));
+    if ((argc == 4 || argc == 5) && strcmp(argv[1], "pingpong") == 0)
+        return pingpong(strtoull(argv[2], NULL, 0), wait_mode(argv[3]),
+                        argc == 5 ? atof(argv[4]) : 10.0);
     fprintf(stderr,
-            "usage: ring_bench throughput <record_bytes> <records> <capacity> spin|eventfd [batch]\n"
-            "       ring_bench pingpong <round_trips> spin|eventfd\n");
+            "usage: ring_bench throughput <record_bytes> <records> <capacity> spin|eventfd "
+            "[batch]\n"
+            "       ring_bench pingpong <round_trips> spin|eventfd [max_seconds]\n");
     return 2;
 }
