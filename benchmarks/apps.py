@@ -1,6 +1,7 @@
 """Applications the benchmarks serve, identical for every server under test.
 
 - ``benchmarks.apps:hello`` — a bare ASGI 3 callable: the server's own overhead, nothing else.
+  Its ``websocket`` scope is a bare echo (the ``ws_echo`` benchmark scenario).
 - ``benchmarks.apps:starlette_app`` — a small Starlette app: what a typical request costs.
 """
 
@@ -38,6 +39,15 @@ async def hello(scope, receive, send):
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+    elif scope["type"] == "websocket":
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        while True:
+            message = await receive()
+            if message["type"] != "websocket.receive":
+                return
+            message["type"] = "websocket.send"
+            await send(message)
     else:
         # The ASGI spec: raise on a scope type the app does not support.
         raise NotImplementedError(f"unsupported scope type {scope['type']!r}")

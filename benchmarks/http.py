@@ -13,6 +13,9 @@ Scenarios (see SCENARIOS at the bottom; add one there, e.g. for WebSockets):
   A server that dispatches each request to the least loaded worker keeps ``/fast`` quick; one
   whose workers each own the connections the kernel gave them makes part of ``/fast`` wait
   behind ``/cpu``. The figure is p99 of ``/fast``: lower is better.
+- ``ws_echo``: ``--connections`` WebSockets to the bare app's echo, each sending a 64-byte
+  text message and awaiting its echo in a loop (a Python ``websockets`` client on uvloop, in
+  this process: it costs CPU too, alike for every server). req/s = messages echoed per second.
 
 Absolute numbers drift on shared machines: compare rows of one run, not runs.
 Every server runs over TCP loopback, started fresh for each measurement, stopped in a
@@ -129,6 +132,60 @@ def measure_dispatch(handle: ServerHandle, options: Options) -> dict:
         cpu_result = cpu.result()
     result["cpu_req_s"] = cpu_result["req_s"]
     return result
+
+
+def measure_ws_echo(handle: ServerHandle, options: Options) -> dict:
+    """Round trips of small WebSocket messages on many sockets (see the module docstring)."""
+    import asyncio
+
+    import uvloop
+    from websockets.asyncio.client import connect
+
+    url = handle.base_url.replace("http://", "ws://") + "/"
+    payload = "x" * 64
+
+    async def run() -> dict:
+        conns = []
+        for _ in range(options.connections):
+            conns.append(await connect(url, compression=None, open_timeout=30))
+        latencies: list[float] = []
+        errors = 0
+        stop_at = 0.0
+        counting = False
+
+        async def loop(ws) -> None:
+            nonlocal errors
+            perf = time.perf_counter
+            while True:
+                t0 = perf()
+                if t0 >= stop_at:
+                    return
+                try:
+                    await ws.send(payload)
+                    await ws.recv()
+                except Exception:
+                    errors += 1
+                    return
+                if counting:
+                    latencies.append(perf() - t0)
+
+        stop_at = time.perf_counter() + options.warmup
+        await asyncio.gather(*(loop(ws) for ws in conns))
+        counting = True
+        started = time.perf_counter()
+        stop_at = started + options.duration
+        await asyncio.gather(*(loop(ws) for ws in conns))
+        elapsed = time.perf_counter() - started
+        await asyncio.gather(*(ws.close() for ws in conns), return_exceptions=True)
+        latencies.sort()
+        n = len(latencies)
+
+        def pct(q: float) -> float:
+            return latencies[min(n - 1, int(q * n))] * 1000 if n else 0.0
+
+        return {"req_s": n / elapsed, "p50_ms": pct(0.50), "p99_ms": pct(0.99), "errors": errors}
+
+    return uvloop.run(run())
 
 
 class _Background:
@@ -279,8 +336,14 @@ SCENARIOS: dict[str, Scenario] = {
         compare="p99_ms",
         extra_columns=[("cpu_req_s", "/cpu req/s")],
     ),
-    # A WebSocket scenario plugs in here: a Scenario whose measure() drives a WebSocket
-    # client (e.g. a wrk Lua script or a websockets-based load generator).
+    "ws_echo": Scenario(
+        name="ws_echo",
+        description="WebSocket echo of 64-byte text messages (benchmarks.apps:hello), msgs/s",
+        app="benchmarks.apps:hello",
+        ready_path="/",
+        matrix=THROUGHPUT_MATRIX,
+        measure=measure_ws_echo,
+    ),
 }
 
 

@@ -17,6 +17,8 @@ Every endpoint exercises one thing a server has to get right:
 ``GET  /ndjson/progress``       NDJSON progress stream (``?steps=N&delay=S``)
 ``GET  /cpu?ms=20``             burns CPU on the event loop for N ms (dispatch benchmark)
 ``GET  /pid``                   the worker's pid (to see requests land on different workers)
+``WS   /ws/echo``               WebSocket echo: text and binary messages come back as sent
+``WS   /ws/chat``               WebSocket broadcast chat room (one room per worker process)
 ==============================  ===========================================================
 
 Nothing here holds a whole body in memory: downloads are generated chunk by chunk and uploads
@@ -37,7 +39,8 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 CHUNK_SIZE = 64 * 1024
 MAX_DOWNLOAD = 64 * 1024**3  # 64 GiB: large enough for any test, small enough to catch typos
@@ -101,6 +104,8 @@ code{background:#f3f3f3;padding:0 .25em}pre{background:#f3f3f3;padding:.5em;min-
       &mdash; NDJSON progress stream</li>
   <li><code>GET <a href="/cpu?ms=20">/cpu?ms=20</a></code> &mdash; burns CPU for N ms</li>
   <li><code>GET <a href="/pid">/pid</a></code> &mdash; which worker answered</li>
+  <li><code>WS /ws/echo</code> &mdash; WebSocket echo (text and binary)</li>
+  <li><code>WS /ws/chat?name=NAME</code> &mdash; WebSocket chat room, one per worker process</li>
 </ul>
 <p>Live feed from <code>/sse/metrics</code> (reload the page to see other workers):</p>
 <pre id="feed"></pre>
@@ -226,6 +231,63 @@ async def pid(request: Request) -> JSONResponse:
     return JSONResponse({"pid": os.getpid()})
 
 
+async def ws_echo(websocket: WebSocket) -> None:
+    """Echo every message back as it came: text as text, binary as binary."""
+    await websocket.accept()
+    try:
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            if message.get("text") is not None:
+                await websocket.send_text(message["text"])
+            else:
+                await websocket.send_bytes(message["bytes"])
+    except WebSocketDisconnect:
+        pass
+
+
+class ChatRoom:
+    """A broadcast chat room held in memory.
+
+    There is ONE ROOM PER WORKER PROCESS: each worker has its own copy of this object, and
+    sidecar spreads WebSockets over the workers, so two clients only see each other when they
+    landed on the same worker (run with ``--workers 1`` to get a single room).  A chat across
+    workers needs a shared broker (Redis pub/sub, PostgreSQL LISTEN/NOTIFY, ...).
+    """
+
+    def __init__(self) -> None:
+        self.members: set[WebSocket] = set()
+
+    async def broadcast(self, text: str) -> None:
+        for member in list(self.members):
+            try:
+                await member.send_text(text)
+            except Exception:  # a member that went away: its own handler removes it
+                self.members.discard(member)
+
+
+chat_room = ChatRoom()
+
+
+async def ws_chat(websocket: WebSocket) -> None:
+    """``/ws/chat?name=NAME``: every text message is sent to everyone in this worker's room."""
+    name = websocket.query_params.get("name") or f"guest-{os.urandom(2).hex()}"
+    await websocket.accept()
+    chat_room.members.add(websocket)
+    await chat_room.broadcast(json.dumps({"event": "join", "name": name, "pid": os.getpid()}))
+    try:
+        while True:
+            text = await websocket.receive_text()
+            await chat_room.broadcast(json.dumps({"event": "message", "name": name,
+                                                  "text": text}))
+    except WebSocketDisconnect:
+        pass
+    finally:
+        chat_room.members.discard(websocket)
+        await chat_room.broadcast(json.dumps({"event": "leave", "name": name}))
+
+
 # -- application -----------------------------------------------------------------------------
 
 
@@ -246,6 +308,8 @@ app = Starlette(
         Route("/ndjson/progress", ndjson_progress),
         Route("/cpu", cpu),
         Route("/pid", pid),
+        WebSocketRoute("/ws/echo", ws_echo),
+        WebSocketRoute("/ws/chat", ws_chat),
     ],
     lifespan=lifespan,
 )

@@ -79,6 +79,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-header-bytes", type=_size, metavar="BYTES")
     p.add_argument("--max-headers", type=int, metavar="N")
     p.add_argument("--max-body", type=_size, metavar="BYTES")
+    p.add_argument("--ws-max-size", type=_size, metavar="BYTES",
+                   help="largest WebSocket message (16m); larger: close 1009")
+    p.add_argument("--ws-ping-interval", type=float, metavar="S",
+                   help="WebSocket keepalive ping interval (20; 0 = off)")
+    p.add_argument("--ws-ping-timeout", type=float, metavar="S",
+                   help="close a WebSocket whose peer does not answer a ping in time (20)")
+    p.add_argument("--ws-per-message-deflate", dest="ws_per_message_deflate",
+                   action="store_true", default=None,
+                   help="negotiate permessage-deflate compression (default)")
+    p.add_argument("--no-ws-per-message-deflate", dest="ws_per_message_deflate",
+                   action="store_false")
     p.add_argument("--timeout-keep-alive", dest="keepalive_timeout", type=float, metavar="S")
     p.add_argument("--timeout-graceful-shutdown", dest="shutdown_timeout", type=float,
                    metavar="S")
@@ -153,6 +164,10 @@ def load_config(argv: list[str] | None = None, environ=os.environ) -> Config:
         raise UsageError("--workers must be 0 (one per core) or more")
     if config.window < 4096:
         raise UsageError("--window must be at least 4k")
+    if config.ws_max_size < 1:
+        raise UsageError("--ws-max-size must be at least 1")
+    if config.ws_ping_interval < 0 or config.ws_ping_timeout <= 0:
+        raise UsageError("--ws-ping-interval must be >= 0 and --ws-ping-timeout > 0")
     cap = config.ring_capacity
     if cap < 65536 or cap & (cap - 1) or cap > 1 << 30:
         raise UsageError("--ring-capacity must be a power of two from 64k to 1g")

@@ -53,6 +53,12 @@ class Config:
     max_headers: int = 100
     max_body: int | None = None
 
+    # WebSocket (the front-end owns the framing; websockets' defaults, but 16 MiB messages)
+    ws_max_size: int = 16 * 1024 * 1024   # larger messages are refused with close code 1009
+    ws_ping_interval: float = 20.0        # 0 = no keepalive pings
+    ws_ping_timeout: float = 20.0         # no pong (nor any data) by then: the peer is gone
+    ws_per_message_deflate: bool = True
+
     # timeouts, seconds
     keepalive_timeout: float = 75.0  # > nginx upstream keepalive_timeout (60 s): nginx closes first
     shutdown_timeout: float = 30.0   # systemd TimeoutStopSec default is 90 s

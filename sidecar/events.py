@@ -12,7 +12,8 @@ Every ring record of type EVENT (1) holds exactly one msgpack array.  Strings ar
       DISCONNECT     [3, sid]                            client went away (http or websocket)
       WS_CONNECT     [4, sid, scheme, path, raw_path, query_string, headers, client, server,
                       http_version, root_path, subprotocols]
-      WS_RECEIVE     [5, sid, data]                      bin -> bytes frame, str -> text frame
+      WS_RECEIVE     [5, sid, data, more]                bin -> bytes, str -> text; more: the
+                                                         message continues in the next one
       WS_DISCONNECT  [6, sid, code, reason]
       SEND_CREDIT    [7, sid, n]                         worker may send n more body bytes
       PING           [8, 0, token]                       worker answers PONG (liveness)
@@ -25,7 +26,7 @@ Every ring record of type EVENT (1) holds exactly one msgpack array.  Strings ar
                                                          the first one also means "app reads
                                                          the body" (100-continue)
       WS_ACCEPT      [36, sid, subprotocol, headers]
-      WS_SEND        [37, sid, data]
+      WS_SEND        [37, sid, data, more]               (as WS_RECEIVE)
       WS_CLOSE       [38, sid, code, reason]
       APP_DONE       [39, sid, error]                    app returned (error: None or text)
       PONG           [40, 0, token]
@@ -141,7 +142,7 @@ _SHAPES = {
     # kind: tuple of allowed types per field after [kind, sid]
     HTTP_BODY: ((bytes,), (bool,)),
     DISCONNECT: (),
-    WS_RECEIVE: ((bytes, str),),
+    WS_RECEIVE: ((bytes, str), (bool,)),
     WS_DISCONNECT: ((int,), (str,)),
     SEND_CREDIT: ((int,),),
     PING: ((int,),),
@@ -150,7 +151,7 @@ _SHAPES = {
     RESPONSE_BODY: ((bytes,), (bool,)),
     RECV_CREDIT: ((int,),),
     WS_ACCEPT: ((str, type(None)), (list,)),
-    WS_SEND: ((bytes, str),),
+    WS_SEND: ((bytes, str), (bool,)),
     WS_CLOSE: ((int,), (str,)),
     APP_DONE: ((str, type(None)),),
     PONG: ((int,),),
@@ -166,7 +167,10 @@ def check(ev: list) -> None:
     if shape is None:
         raise ProtocolError(f"unknown event kind {kind}", ev[1])
     if len(ev) != 2 + len(shape):
-        raise ProtocolError(f"kind {kind}: expected {2 + len(shape)} fields", ev[1])
+        if (kind == WS_RECEIVE or kind == WS_SEND) and len(ev) == 3:
+            ev.append(False)  # `more` is optional: a 3-field event is a whole message
+        else:
+            raise ProtocolError(f"kind {kind}: expected {2 + len(shape)} fields", ev[1])
     for value, types in zip(ev[2:], shape):
         if type(value) not in types:
             raise ProtocolError(f"kind {kind}: bad field type {type(value).__name__}", ev[1])

@@ -16,6 +16,9 @@ from sidecar.ring import Consumer, Producer, RingError
 
 log = logging.getLogger("sidecar.frontend")
 
+STALL_UNIT = 0.002        # seconds of silence from a busy worker worth one in-flight stream
+MAX_STALL_PENALTY = 16.0
+
 
 class Stream(Protocol):
     """What a link needs from a stream (an HTTP request or a WebSocket on a connection)."""
@@ -41,6 +44,7 @@ class WorkerLink:
         self.window = events.DEFAULT_WINDOW
         self.pid: int | None = None
         self.requests = 0
+        self.last_progress = 0.0  # loop time of the last record from the worker
         self._backlog: deque[bytes] = deque()
         self._flusher: asyncio.Task | None = None
         self._on_failure = on_failure
@@ -87,10 +91,19 @@ class WorkerLink:
     def inflight(self) -> int:
         return len(self.streams)
 
-    def load(self) -> float:
-        """In-flight streams, plus ring fill as a fraction: the dispatch key."""
-        fill = self.to_worker.used() / self.to_worker.capacity
-        return len(self.streams) + fill + (1.0 if self._backlog else 0.0)
+    def load(self, now: float) -> float:
+        """The dispatch key: in-flight streams, plus a penalty for a worker that has streams
+        but has sent nothing for a while (its event loop is busy: a CPU-bound request, a
+        blocking call), plus ring fill as a fraction.  Without the stall term, a worker stuck
+        20 ms in one request and a healthy one with one fast request in flight look alike."""
+        n = len(self.streams)
+        load = n + self.to_worker.used() / self.to_worker.capacity
+        if n:
+            # every STALL_UNIT without a word from the worker counts as one more stream
+            load += min((now - self.last_progress) / STALL_UNIT, MAX_STALL_PENALTY)
+        if self._backlog:
+            load += 1.0
+        return load
 
     # --- events out ----------------------------------------------------------------------
 
@@ -142,6 +155,7 @@ class WorkerLink:
     # --- events in -----------------------------------------------------------------------
 
     def _on_records(self, views: list) -> None:
+        self.last_progress = self._loop.time()
         unpack, check, streams = events.unpack, events.check, self.streams
         for view in views:
             try:

@@ -181,13 +181,14 @@ class WorkerPool:
             return None
         if n == 1:
             return links[0]
-        # least loaded (in-flight streams + ring fill); ties rotate so that sequential requests
-        # of one keep-alive connection spread over the workers
+        # least loaded (in-flight streams, stalls, ring fill: WorkerLink.load); ties rotate so
+        # that sequential requests of one keep-alive connection spread over the workers
         self._rr = (self._rr + 1) % n
+        now = self.loop.time()
         best, best_load = None, None
         for k in range(n):
             link = links[(self._rr + k) % n]
-            load = link.load()
+            load = link.load(now)
             if best is None or load < best_load:
                 best, best_load = link, load
         return best

@@ -20,6 +20,7 @@ from sidecar.frontend.batch import Batcher
 from sidecar.frontend.http_conn import HTTPConnection
 from sidecar.frontend.pool import WorkerPool
 from sidecar.frontend import listeners
+from sidecar.frontend.ws_conn import websocket_handler
 from sidecar.http import h1
 
 log = logging.getLogger("sidecar")
@@ -44,7 +45,7 @@ class FrontEnd:
         self._dates = h1.DateCache()
         self.server_header = b"sidecar" if config.server_header else None
         self.access_log = config.access_log
-        self.websocket_handler = None
+        self.websocket_handler = websocket_handler  # Upgrade: websocket -> ws_conn.py
         self._trusted_nets, self._trust_all = self._parse_trusted(config.forwarded_allow_ips)
         self.trust_unix = config.proxy_headers and (self._trust_all or
                                                     "unix" in config.forwarded_allow_ips)

@@ -3,8 +3,8 @@ where stream events become ring records.
 
 Inbound, every record goes through ``events.unpack`` + ``events.check`` and is dispatched by
 kind: link-level kinds (a new stream, PING) to ``HostLink.link_handlers``, the rest to the
-``handlers`` table of the stream class that owns the stream id (``HttpStream.handlers``; a
-WebSocket stream class slots in beside it).  Errors, by scope:
+``handlers`` table of the stream class that owns the stream id (``HttpStream.handlers``,
+``WsStream.handlers``).  Errors, by scope:
 
 - a ProtocolError naming a live stream fails that stream only (APP_DONE with the error);
 - one naming a stream that does not exist is ignored (events race with APP_DONE), except a
@@ -35,6 +35,7 @@ from sidecar.events import (
 from sidecar.ring import Consumer, Producer, RingError
 
 from .http_stream import HttpStream
+from .ws_stream import WsStream
 
 __all__ = ["HostLink"]
 
@@ -196,9 +197,30 @@ class HostLink:
         worker.tasks.add(task)
 
     def _open_websocket(self, ev: list) -> None:
-        # WebSocket streams come with ws_stream.py; until then refuse them cleanly.
-        self._check_new_sid(ev[1])
-        self.post(pack([APP_DONE, ev[1], "websocket not supported yet"]))
+        (_, sid, scheme, path, raw_path, query_string, headers, client, server,
+         http_version, root_path, subprotocols) = ev
+        self._check_new_sid(sid)
+        worker = self.worker
+        scope = {
+            "type": "websocket",
+            "asgi": {"version": "3.0", "spec_version": "2.4"},
+            "http_version": http_version,
+            "server": tuple(server) if server is not None else None,
+            "client": tuple(client) if client is not None else None,
+            "scheme": scheme,
+            "root_path": root_path or worker.root_path,
+            "path": path,
+            "raw_path": raw_path,
+            "query_string": query_string,
+            "headers": list(map(tuple, headers)),
+            "subprotocols": subprotocols,
+            "state": worker.state.copy(),
+            "extensions": {"websocket.http.response": {}},
+        }
+        stream = WsStream(self, sid, scope)
+        self.streams[sid] = stream
+        stream.task = task = self.loop.create_task(stream.run())
+        worker.tasks.add(task)
 
     def _check_new_sid(self, sid: int) -> None:
         if sid < 1:

@@ -230,3 +230,19 @@ def test_root_path(tmp_path):
         assert who["root_path"] == "/api"
         assert who["path"] == "/api/whoami"
         assert who["raw_path"] == "/api/whoami"
+
+
+def test_websocket_settings():
+    from sidecar.cli import load_config
+    c = load_config(["x:app"], environ={})
+    assert (c.ws_max_size, c.ws_ping_interval, c.ws_ping_timeout, c.ws_per_message_deflate) \
+        == (16 << 20, 20.0, 20.0, True)
+    c = load_config(["x:app", "--ws-max-size", "1m", "--ws-ping-interval", "5",
+                     "--ws-ping-timeout", "2.5", "--no-ws-per-message-deflate"], environ={})
+    assert (c.ws_max_size, c.ws_ping_interval, c.ws_ping_timeout, c.ws_per_message_deflate) \
+        == (1 << 20, 5.0, 2.5, False)
+    c = load_config(["x:app"], environ={"SIDECAR_WS_PER_MESSAGE_DEFLATE": "off",
+                                        "SIDECAR_WS_MAX_SIZE": "64k"})
+    assert c.ws_per_message_deflate is False and c.ws_max_size == 65536
+    assert load_config(["x:app", "--no-ws-per-message-deflate", "--ws-per-message-deflate"],
+                       environ={}).ws_per_message_deflate is True

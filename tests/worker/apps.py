@@ -269,3 +269,17 @@ async def _starlette_lifespan(app):
 starlette_app = Starlette(routes=[Route("/json", _json), Route("/numbers", _numbers),
                                   Route("/upload", _upload, methods=["POST"])],
                           lifespan=_starlette_lifespan)
+
+
+async def ws_echo(scope, receive, send):
+    """A raw ASGI websocket echo (the worker-level WebSocket tests)."""
+    if scope["type"] != "websocket":
+        raise NotImplementedError(scope["type"])
+    assert (await receive())["type"] == "websocket.connect"
+    await send({"type": "websocket.accept", "subprotocol": (scope["subprotocols"] or [None])[0]})
+    while True:
+        msg = await receive()
+        if msg["type"] == "websocket.disconnect":
+            return
+        await send({"type": "websocket.send", **{k: v for k, v in msg.items()
+                                                  if k in ("text", "bytes")}})

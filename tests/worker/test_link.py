@@ -4,8 +4,8 @@ import asyncio
 import os
 
 from sidecar.events import (
-    APP_DONE, DISCONNECT, HELLO, HTTP_BODY, HTTP_REQUEST, RESPONSE_BODY, SEND_CREDIT,
-    WS_CONNECT,
+    APP_DONE, DISCONNECT, HELLO, RECV_CREDIT, HTTP_BODY, HTTP_REQUEST, RESPONSE_BODY, SEND_CREDIT,
+    WS_ACCEPT, WS_CONNECT, WS_DISCONNECT, WS_RECEIVE, WS_SEND,
 )
 from sidecar.worker.config import EXIT_PROTOCOL_ERROR
 
@@ -96,11 +96,73 @@ def test_reused_stream_id_fails_the_open_stream():
     run_host(scenario, "apps:router")
 
 
-def test_websocket_is_refused_for_now():
+async def _recv_skipping_credit(host, sid):
+    while True:
+        ev = await host.recv(sid)
+        if ev[0] != RECV_CREDIT:
+            return ev
+
+
+def test_websocket_stream_in_the_worker():
+    async def scenario(host):
+        await host.hello()
+        host.send([WS_CONNECT, 3, "ws", "/ws", b"/ws", b"", [], None, None, "1.1", "", ["chat"]])
+        assert await _recv_skipping_credit(host, 3) == [WS_ACCEPT, 3, "chat", []]
+        host.send([WS_RECEIVE, 3, "hé", False])
+        assert await _recv_skipping_credit(host, 3) == [WS_SEND, 3, "hé", False]
+        host.send([WS_RECEIVE, 3, b"ab", True])   # one message in two chunks
+        host.send([WS_RECEIVE, 3, b"cd"])          # `more` is optional
+        assert await _recv_skipping_credit(host, 3) == [WS_SEND, 3, b"abcd", False]
+        host.send([WS_DISCONNECT, 3, 4002, "bye"])
+        assert await _recv_skipping_credit(host, 3) == [APP_DONE, 3, None]
+
+    run_host(scenario, "apps:ws_echo")
+
+
+def test_websocket_flow_control_of_a_large_message():
+    """A 600 KiB message each way with a 256 KiB window: the worker credits the chunks of an
+    incomplete message as they arrive, and its echo waits for SEND_CREDIT."""
+    async def scenario(host):
+        await host.hello()
+        window = 256 * 1024
+        host.send([WS_CONNECT, 5, "ws", "/ws", b"/ws", b"", [], None, None, "1.1", "", []])
+        assert (await host.recv(5))[0] == WS_ACCEPT
+        data = os.urandom(600 * 1024)
+        chunk = 64 * 1024
+        credit, sent = window, 0
+        while sent < len(data):
+            piece = data[sent:sent + chunk]
+            while credit < len(piece):
+                ev = await host.recv(5)
+                assert ev[0] == RECV_CREDIT, ev
+                credit += ev[2]
+            credit -= len(piece)
+            sent += len(piece)
+            host.send([WS_RECEIVE, 5, piece, sent < len(data)])
+        echoed, granted_once = b"", False
+        while True:
+            ev = await host.recv(5)
+            if ev[0] == RECV_CREDIT:
+                continue
+            assert ev[0] == WS_SEND, ev
+            echoed += ev[2]
+            if len(echoed) % window == 0 and ev[3]:  # window spent: the worker waits for credit
+                await asyncio.sleep(0.2)
+                assert not [e for e in host.pending(5) if e[0] == WS_SEND]
+                host.send([SEND_CREDIT, 5, window])
+                granted_once = True
+            if not ev[3]:
+                break
+        assert echoed == data and granted_once
+
+    run_host(scenario, "apps:ws_echo")
+
+
+def test_websocket_refused_by_an_http_only_app():
     async def scenario(host):
         await host.hello()
         host.send([WS_CONNECT, 3, "ws", "/ws", b"/ws", b"", [], None, None, "1.1", "", []])
-        assert await host.recv(3) == [APP_DONE, 3, "websocket not supported yet"]
+        assert await host.recv(3) == [APP_DONE, 3, "NotImplementedError: websocket"]
 
     run_host(scenario, "apps:router")
 
