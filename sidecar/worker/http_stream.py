@@ -62,7 +62,32 @@ def _as_bytes(body) -> bytes:
     raise TypeError(f"response body must be bytes, not {type(body).__name__}")
 
 
-class HttpStream:
+class Waiting:
+    """Wait/wake for a stream's receive() and send(); subclasses have a ``waiters`` slot
+    (None or a list of futures) and a ``link`` with the loop."""
+
+    __slots__ = ()
+
+    async def _wait(self) -> None:
+        # One future per waiting call: receive() and send() may wait at the same time (and
+        # apps may call receive() from two tasks); cancelling one must not cancel the other.
+        fut = self.link.loop.create_future()
+        if self.waiters is None:
+            self.waiters = [fut]
+        else:
+            self.waiters.append(fut)
+        await fut
+
+    def _wake(self) -> None:
+        waiters = self.waiters
+        if waiters is not None:
+            self.waiters = None
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
+
+
+class HttpStream(Waiting):
     """State of one HTTP stream; ``handlers`` maps the host's event kinds to its methods."""
 
     __slots__ = (
@@ -242,20 +267,3 @@ class HttpStream:
         self.response_done = True
         self._wake()  # a receive() waiting for the end of the response returns disconnect
 
-    async def _wait(self) -> None:
-        # One future per waiting call: receive() and send() may wait at the same time (and
-        # apps may call receive() from two tasks); cancelling one must not cancel the other.
-        fut = self.link.loop.create_future()
-        if self.waiters is None:
-            self.waiters = [fut]
-        else:
-            self.waiters.append(fut)
-        await fut
-
-    def _wake(self) -> None:
-        waiters = self.waiters
-        if waiters is not None:
-            self.waiters = None
-            for fut in waiters:
-                if not fut.done():
-                    fut.set_result(None)

@@ -26,14 +26,15 @@ from sidecar.events import (
     WS_DISCONNECT, WS_RECEIVE, WS_SEND, ProtocolError, pack,
 )
 
-from .http_stream import ClientDisconnected, _as_bytes, _check_headers, describe_error
+from .http_stream import (ClientDisconnected, Waiting, _as_bytes, _check_headers,
+                          describe_error)
 
 __all__ = ["WsStream"]
 
 log = logging.getLogger("sidecar.worker")
 
 
-class WsStream:
+class WsStream(Waiting):
     """State of one WebSocket stream; ``handlers`` maps the host's event kinds to methods."""
 
     __slots__ = (
@@ -265,18 +266,3 @@ class WsStream:
         self.recv_outstanding -= n
         self.link.post(pack([RECV_CREDIT, self.sid, n]))
 
-    async def _wait(self) -> None:
-        fut = self.link.loop.create_future()
-        if self.waiters is None:
-            self.waiters = [fut]
-        else:
-            self.waiters.append(fut)
-        await fut
-
-    def _wake(self) -> None:
-        waiters = self.waiters
-        if waiters is not None:
-            self.waiters = None
-            for fut in waiters:
-                if not fut.done():
-                    fut.set_result(None)
