@@ -24,7 +24,7 @@ quietly() {
 }
 
 # -- 1. Debian packages ------------------------------------------------------------------------
-packages=(wrk nginx-light curl gcc clang python3-venv python3-dev libffi-dev)
+packages=(wrk nginx-light curl gcc clang libclang-rt-14-dev python3-venv python3-dev libffi-dev)
 missing=()
 for package in "${packages[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
