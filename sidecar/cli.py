@@ -79,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-header-bytes", type=_size, metavar="BYTES")
     p.add_argument("--max-headers", type=int, metavar="N")
     p.add_argument("--max-body", type=_size, metavar="BYTES")
+    p.add_argument("--limit-concurrency", type=int, metavar="N",
+                   help="connections beyond N get 503 (0 = no limit)")
+    p.add_argument("--limit-streams", type=int, metavar="N",
+                   help="requests and WebSockets in flight beyond N get 503 (0 = no limit)")
+    p.add_argument("--limit-worker-streams", type=int, metavar="N",
+                   help="streams in flight per worker; more wait for a worker (1000)")
     p.add_argument("--ws-max-size", type=_size, metavar="BYTES",
                    help="largest WebSocket message (16m); larger: close 1009")
     p.add_argument("--ws-ping-interval", type=float, metavar="S",
@@ -91,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-ws-per-message-deflate", dest="ws_per_message_deflate",
                    action="store_false")
     p.add_argument("--timeout-keep-alive", dest="keepalive_timeout", type=float, metavar="S")
+    p.add_argument("--timeout-header", dest="header_timeout", type=float, metavar="S",
+                   help="a request head must arrive within S of its first byte (60)")
+    p.add_argument("--timeout-body", dest="body_timeout", type=float, metavar="S",
+                   help="longest pause in a request body the app waits for (60)")
     p.add_argument("--timeout-graceful-shutdown", dest="shutdown_timeout", type=float,
                    metavar="S")
     p.add_argument("--timeout-worker-start", dest="worker_start_timeout", type=float,
@@ -168,6 +178,14 @@ def load_config(argv: list[str] | None = None, environ=os.environ) -> Config:
         raise UsageError("--ws-max-size must be at least 1")
     if config.ws_ping_interval < 0 or config.ws_ping_timeout <= 0:
         raise UsageError("--ws-ping-interval must be >= 0 and --ws-ping-timeout > 0")
+    for name in ("limit_concurrency", "limit_streams", "limit_worker_streams"):
+        if getattr(config, name) < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be 0 (no limit) or more")
+    for name, flag in (("header_timeout", "--timeout-header"),
+                       ("body_timeout", "--timeout-body"),
+                       ("keepalive_timeout", "--timeout-keep-alive")):
+        if not getattr(config, name) > 0:
+            raise UsageError(f"{flag} must be a positive number of seconds")
     cap = config.ring_capacity
     if cap < 65536 or cap & (cap - 1) or cap > 1 << 30:
         raise UsageError("--ring-capacity must be a power of two from 64k to 1g")

@@ -52,6 +52,16 @@ class Config:
     max_header_bytes: int = 65536
     max_headers: int = 100
     max_body: int | None = None
+    # 0 = no limit.  Connections (WebSockets included) beyond limit_concurrency get 503 +
+    # Retry-After at their first request, then close: uvicorn's --limit-concurrency (default
+    # none); behind nginx, its worker_connections is the usual bound.
+    limit_concurrency: int = 0
+    # Streams (requests and WebSockets) in flight or waiting for a worker, in total; beyond:
+    # 503 + Retry-After at once.  Off by default, as uvicorn's task limit.
+    limit_streams: int = 0
+    # Streams in flight on one worker: a full worker takes no more, and new streams wait for
+    # one (503 after dispatch_timeout).  gunicorn's worker_connections for async workers: 1000.
+    limit_worker_streams: int = 1000
 
     # WebSocket (the front-end owns the framing; websockets' defaults, but 16 MiB messages)
     ws_max_size: int = 16 * 1024 * 1024   # larger messages are refused with close code 1009
@@ -61,6 +71,13 @@ class Config:
 
     # timeouts, seconds
     keepalive_timeout: float = 75.0  # > nginx upstream keepalive_timeout (60 s): nginx closes first
+    # A request head must arrive whole within this of its first byte (slowloris): nginx
+    # client_header_timeout 60 s.  nginx in front sends a head in one piece, so this only
+    # ever bites direct clients, and then as nginx itself would.
+    header_timeout: float = 60.0
+    # No request body byte for this long while the app waits for one: nginx
+    # client_body_timeout 60 s (also between two reads, not for the whole body).
+    body_timeout: float = 60.0
     shutdown_timeout: float = 30.0   # systemd TimeoutStopSec default is 90 s
     worker_start_timeout: float = 60.0
     dispatch_timeout: float = 30.0   # wait for a ready worker before answering 503

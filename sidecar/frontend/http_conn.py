@@ -16,6 +16,16 @@ Rules kept here:
 - Error policy (the only place): the app failed or the worker was lost before the response
   started -> 500 / 502; after it started -> the connection is closed (a chunked body ends
   without its last chunk), never a second status line.
+- Client timeouts (checked by the server's once-a-second sweep, ``close_if_idle``), none of
+  them running while we ourselves stopped reading (backpressure):
+  header timeout -- a request head must arrive whole within ``header_timeout`` of its first
+  byte (of the accept, for a connection's first request); not reset by each byte, so a
+  slowloris client dribbling a byte a second still gets 408 and close;
+  body timeout -- no request body byte for ``body_timeout`` while the app waits for one:
+  408 and close if the response has not started, else close; the app sees http.disconnect;
+  keep-alive timeout -- no request for ``keepalive_timeout`` after the last response: close.
+- Connection limit (``limit_concurrency``, uvicorn's meaning): a connection accepted beyond
+  it is answered 503 with Retry-After at its first request, then closed.
 """
 from __future__ import annotations
 
@@ -36,6 +46,8 @@ access_log = logging.getLogger("sidecar.access")
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 MAX_PIPELINE = 32  # requests parsed ahead of their responses before we stop reading
+# Retry-After (RFC 9110 section 10.2.3) on our 503s: seconds before a client should retry.
+RETRY_AFTER = ((b"retry-after", b"5"),)
 
 
 class HTTPStream:
@@ -141,10 +153,10 @@ class HTTPStream:
             self._flush_body()
 
     def _on_start(self, status: int, headers: list) -> None:
+        if self.conn.closed:
+            return  # also after our own answer (a timeout): the app is being told
         if self.started:
             return self._fail("second http.response.start")
-        if self.conn.closed:
-            return
         conn = self.conn
         req = self.req
         try:
@@ -171,6 +183,8 @@ class HTTPStream:
         conn.write_for(self, head)
 
     def _on_body(self, data: bytes, more: bool) -> None:
+        if self.complete and self.conn.closed:
+            return  # we answered for the app (a timeout) and it has not heard yet
         if not self.started or self.complete:
             return self._fail("response body outside a started response")
         n = len(data)
@@ -229,9 +243,25 @@ class HTTPStream:
         self.on_worker_lost()
 
     def overloaded(self) -> None:
-        """No worker could take the stream in time."""
+        """No worker could take the stream in time, or too many streams are in flight."""
         self.app_done = True
-        self._error_response(503, ((b"retry-after", b"5"),))
+        self._error_response(503, RETRY_AFTER)
+
+    def body_timed_out(self) -> None:
+        """The client stopped sending the body the app waits for: 408 if nothing was sent
+        yet, else the connection is closed; either way the app is told the client is gone."""
+        conn = self.conn
+        if self.complete:   # answered already: only the rest of the body was awaited
+            self.keep_alive = False
+            if self not in conn.pipeline:
+                conn._close_after_write()
+            return
+        self.client_gone()
+        self.app_done = True   # nothing the app sends from now on reaches the client
+        if self.started:
+            conn.abort_from(self, "request body timeout")
+        else:
+            self._error_response(408)
 
     def _error_response(self, status: int, extra_headers=()) -> None:
         self.started = True
@@ -264,6 +294,9 @@ class HTTPConnection(asyncio.Protocol):
         self.write_paused = False
         self.read_paused_by: set[int] = set()
         self.idle_since: float | None = None  # loop time the connection went idle
+        self.head_since: float | None = None  # loop time the current request head began
+        self.last_read = 0.0                  # loop time of the last bytes from the client
+        self.over_limit = False               # accepted beyond limit_concurrency
         self.client = None
         self.server_addr = None
         self.scheme = "http"
@@ -292,15 +325,27 @@ class HTTPConnection(asyncio.Protocol):
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 except OSError:
                     pass
-        self.idle_since = self.server.loop.time()
+        server = self.server
+        limit = server.config.limit_concurrency
+        if limit and len(server.connections) > limit:
+            self.over_limit = True
+        # nginx: client_header_timeout also bounds the wait for a new connection's request
+        self.idle_since = self.head_since = self.last_read = server.loop.time()
 
     def data_received(self, data: bytes) -> None:
-        self.idle_since = None
+        parser = self.parser
+        self.last_read = now = self.server.loop.time()
         try:
-            evs = self.parser.feed(data)
+            evs = parser.feed(data)
         except Exception:  # a parser bug must not take the process down
             log.exception("request parser failed")
             evs = [h1.ProtocolError(400, "unparseable request")]
+        if parser.head_pending:   # a head began: its deadline runs from its first byte
+            if self.head_since is None:
+                self.head_since = now
+            self.idle_since = None
+        else:
+            self.head_since = None
         i, n = 0, len(evs)
         while i < n:
             ev = evs[i]
@@ -329,6 +374,8 @@ class HTTPConnection(asyncio.Protocol):
             elif t is h1.ProtocolError:
                 self._on_protocol_error(ev)
                 return
+            if self.closed:
+                return
             i += 1
 
     def eof_received(self):
@@ -355,6 +402,10 @@ class HTTPConnection(asyncio.Protocol):
     # --- requests ------------------------------------------------------------------------
 
     def _on_request(self, req: h1.Request, body: bytes, more: bool) -> None:
+        self.idle_since = None
+        if self.over_limit:
+            self._refuse_over_limit()
+            return
         if req.upgrade == b"websocket" and self.server.websocket_handler is not None:
             self.server.websocket_handler(self, req)
             return
@@ -390,6 +441,15 @@ class HTTPConnection(asyncio.Protocol):
         raw_path = root.encode() + req.raw_path if root else req.raw_path
         return (req.method.decode("ascii"), scheme, path, raw_path, req.query_string, headers,
                 client, self.server_addr, req.http_version, root)
+
+    def _refuse_over_limit(self) -> None:
+        log.warning("connection from %s over --limit-concurrency (%d): 503",
+                    self.client or "unix peer", self.server.config.limit_concurrency)
+        self.parser.stop()
+        self.current = None
+        self._write(h1.simple_response(503, "Service Unavailable", keep_alive=False,
+                                       extra_headers=RETRY_AFTER))
+        self._close_after_write()
 
     def _on_protocol_error(self, err: h1.ProtocolError) -> None:
         log.info("bad request from %s: %d %s", self.client or "unix peer", err.status,
@@ -482,10 +542,37 @@ class HTTPConnection(asyncio.Protocol):
         self.transport.close()  # flushes the transport's buffer first
 
     def close_if_idle(self, now: float, timeout: float) -> None:
-        """Keep-alive timeout (checked by the server's once-a-second sweep)."""
-        if self.idle_since is not None and now - self.idle_since >= timeout \
-                and not self.pipeline and not self.closed:
+        """The client timeouts (header, body, keep-alive ``timeout``), checked by the
+        server's once-a-second sweep: one timer for all connections, none per request."""
+        if self.closed or self.read_paused_by:
+            return  # we are not reading: the client cannot be late
+        config = self.server.config
+        if self.head_since is not None and now - self.head_since >= config.header_timeout:
+            self._header_timed_out()
+        elif self.parser.expecting_body and now - self.last_read >= config.body_timeout:
+            stream = self.current
+            # a client that sent Expect: 100-continue waits for us until the app reads
+            if stream is None or not stream.req.expect_continue or stream.credit_seen:
+                log.info("request body timeout (%.0fs) from %s", config.body_timeout,
+                         self.client or "unix peer")
+                self.parser.stop()
+                self.current = None
+                if stream is None:
+                    self._close_after_write()
+                else:
+                    stream.body_timed_out()
+        elif self.idle_since is not None and now - self.idle_since >= timeout \
+                and not self.pipeline:
             self._close_after_write()
+
+    def _header_timed_out(self) -> None:
+        self.head_since = None
+        if not self.parser.head_pending:   # a new connection that never sent a byte
+            self.parser.stop()
+            self._close_after_write()      # nothing to answer (nginx closes silently too)
+            return
+        self.parser.stop()
+        self._on_protocol_error(h1.ProtocolError(408, "request header timeout"))
 
     def pause_reading_for(self, stream: HTTPStream | None) -> None:
         key = 0 if stream is None else stream.sid
@@ -499,6 +586,10 @@ class HTTPConnection(asyncio.Protocol):
             self.read_paused_by.discard(key)
             if not self.read_paused_by and not self.closed:
                 self.transport.resume_reading()
+                # time we did not read is not the client's: its timeouts start over
+                self.last_read = now = self.server.loop.time()
+                if self.head_since is not None:
+                    self.head_since = now
 
     def start_drain(self) -> None:
         """Shutdown/reload: finish what is in flight, then close; idle connections close now."""

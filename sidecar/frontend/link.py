@@ -49,6 +49,7 @@ class WorkerLink:
         self._flusher: asyncio.Task | None = None
         self._on_failure = on_failure
         self._on_hello: Callable[[WorkerLink], None] | None = None
+        self.on_stream_end: Callable[[WorkerLink], None] | None = None  # the pool's
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -175,6 +176,10 @@ class WorkerLink:
                 if stream is not None:
                     if ev[0] == events.APP_DONE:
                         del streams[sid]
+                        stream.on_worker_event(ev)
+                        if self.on_stream_end is not None:
+                            self.on_stream_end(self)
+                        continue
                     stream.on_worker_event(ev)
             elif ev[0] == events.HELLO:
                 self.pid = ev[3]

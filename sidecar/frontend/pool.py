@@ -110,6 +110,7 @@ class WorkerPool:
         slot.pidfd = os.pidfd_open(proc.pid)
         self.loop.add_reader(slot.pidfd, self._on_exit, slot, link, proc, slot.pidfd)
         link.start(self.loop, self._on_hello)
+        link.on_stream_end = self._on_stream_end
         log.debug("worker %d: started pid %d", slot.index, proc.pid)
 
     def _on_hello(self, link: WorkerLink) -> None:
@@ -176,6 +177,10 @@ class WorkerPool:
 
     def pick(self) -> WorkerLink | None:
         links = self.links
+        cap = self.config.limit_worker_streams
+        if cap:   # a worker at its limit takes no new stream (rare: filter only then)
+            if any(len(link.streams) >= cap for link in links):
+                links = [link for link in links if len(link.streams) < cap]
         n = len(links)
         if n == 0:
             return None
@@ -193,7 +198,16 @@ class WorkerPool:
                 best, best_load = link, load
         return best
 
+    def in_flight(self) -> int:
+        """Streams on any worker, plus those waiting for one."""
+        return len(self.waiting) + sum(len(s.link.streams) for s in self.slots if s.link)
+
     def dispatch(self, stream, body: bytes, more: bool) -> None:
+        limit = self.config.limit_streams
+        if limit and self.in_flight() >= limit:
+            log.warning("%d streams in flight (--limit-streams): answering 503", limit)
+            stream.overloaded()
+            return
         link = self.pick()
         if link is not None and not self.waiting:
             stream.dispatch(link, body, more)
@@ -210,16 +224,21 @@ class WorkerPool:
             if link is None:
                 return
             stream, body, more, _ = self.waiting.popleft()
-            if not stream.conn.closed:
+            if not stream.conn.closed and not stream.app_done:
                 stream.dispatch(link, body, more)
+
+    def _on_stream_end(self, link: WorkerLink) -> None:
+        """A stream ended on ``link``: a stream waiting for a full worker may go there."""
+        if self.waiting:
+            self._serve_waiting()
 
     def _expire_waiting(self) -> None:
         self._wait_timer = None
         now = time.monotonic()
         while self.waiting and self.waiting[0][3] <= now:
             stream = self.waiting.popleft()[0]
-            if not stream.conn.closed:
-                log.warning("no worker ready for %.0fs: answering 503",
+            if not stream.conn.closed and not stream.app_done:
+                log.warning("no worker could take a stream for %.0fs: answering 503",
                             self.config.dispatch_timeout)
                 stream.app_done = True
                 stream.overloaded()

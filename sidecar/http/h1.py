@@ -349,6 +349,19 @@ class RequestParser:
         """True between a Request and its EndOfMessage (reading a request body)."""
         return _BODY <= self._state <= _TRAILER
 
+    @property
+    def head_pending(self) -> bool:
+        """True while part of a request head has arrived and its end has not (the header
+        timeout runs); empty lines before a request line do not count."""
+        return self._state == _HEAD and bool(self._buf)
+
+    def stop(self) -> None:
+        """The connection is finished (a timeout, a refusal): parse nothing more."""
+        if self._state < _UPGRADED:
+            self._state = _CLOSED
+            self._buf = bytearray()
+            self._hp = None
+
     # --- the loop ------------------------------------------------------------------------
 
     def _parse(self, data: bytes, events: list) -> None:
