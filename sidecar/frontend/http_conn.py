@@ -247,9 +247,10 @@ class HTTPStream:
         self.app_done = True
         self._error_response(503, RETRY_AFTER)
 
-    def body_timed_out(self) -> None:
-        """The client stopped sending the body the app waits for: 408 if nothing was sent
-        yet, else the connection is closed; either way the app is told the client is gone."""
+    def body_failed(self, status: int, why: str) -> None:
+        """The request body broke off (timeout, bad chunked framing, over max_body): answer
+        ``status`` if nothing was sent yet, else close the connection; either way the app is
+        told the client is gone, and the connection closes after this stream."""
         conn = self.conn
         if self.complete:   # answered already: only the rest of the body was awaited
             self.keep_alive = False
@@ -259,9 +260,9 @@ class HTTPStream:
         self.client_gone()
         self.app_done = True   # nothing the app sends from now on reaches the client
         if self.started:
-            conn.abort_from(self, "request body timeout")
+            conn.abort_from(self, why)
         else:
-            self._error_response(408)
+            self._error_response(status)
 
     def _error_response(self, status: int, extra_headers=()) -> None:
         self.started = True
@@ -455,7 +456,10 @@ class HTTPConnection(asyncio.Protocol):
         log.info("bad request from %s: %d %s", self.client or "unix peer", err.status,
                  err.reason)
         self.pause_reading_for(None)
-        self.current = None
+        stream, self.current = self.current, None
+        if stream is not None:   # the error is in this request's body: it is the answer
+            stream.body_failed(err.status, err.reason)
+            return
         data = h1.simple_response(err.status, err.reason, keep_alive=False)
         if not self.pipeline:
             self._write(data)
@@ -560,7 +564,7 @@ class HTTPConnection(asyncio.Protocol):
                 if stream is None:
                     self._close_after_write()
                 else:
-                    stream.body_timed_out()
+                    stream.body_failed(408, "request body timeout")
         elif self.idle_since is not None and now - self.idle_since >= timeout \
                 and not self.pipeline:
             self._close_after_write()

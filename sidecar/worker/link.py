@@ -195,6 +195,8 @@ class HostLink:
         self.streams[sid] = stream
         stream.task = task = self.loop.create_task(stream.run())
         worker.tasks.add(task)
+        # a task cancelled before it first runs never reaches run()'s finally
+        task.add_done_callback(worker.task_done)
 
     def _open_websocket(self, ev: list) -> None:
         (_, sid, scheme, path, raw_path, query_string, headers, client, server,
@@ -221,6 +223,8 @@ class HostLink:
         self.streams[sid] = stream
         stream.task = task = self.loop.create_task(stream.run())
         worker.tasks.add(task)
+        # a task cancelled before it first runs never reaches run()'s finally
+        task.add_done_callback(worker.task_done)
 
     def _check_new_sid(self, sid: int) -> None:
         if sid < 1:
