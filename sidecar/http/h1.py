@@ -114,6 +114,7 @@ from httptools.parser.errors import (
     HttpParserError, HttpParserInvalidMethodError, HttpParserInvalidURLError, HttpParserUpgrade,
 )
 
+from .fields import CR_LF_NUL as _CR_LF_NUL, TCHARS as _TCHARS, field_error
 from .limits import MAX_CHUNK_LINE, Limits
 
 __all__ = [
@@ -184,7 +185,6 @@ def _body(data: bytes) -> Body:
 
 _TCHAR = rb"!#$%&'*+\-.^_`|~0-9A-Za-z"
 _TOKEN = re.compile(rb"[%s]+" % _TCHAR)
-_TCHARS = bytes(c for c in range(256) if _TOKEN.fullmatch(bytes([c])))
 _CRLFS = re.compile(rb"(?:\r\n)+")
 # A request line whose version part is well formed (used to tell 505 from 400).
 _VERSIONED_LINE = re.compile(rb"[%s]+ [\x21-\x7e]+ HTTP/([0-9])\.([0-9])" % _TCHAR)
@@ -793,7 +793,6 @@ class HeaderError(ValueError):
 
 _STATUS_LINES = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode("ascii"))
                  for s in HTTPStatus}
-_CR_LF_NUL = re.compile(rb"[\r\n\x00]")
 _SPECIAL_RESPONSE_FIELDS = frozenset((b"date", b"server", b"connection", b"transfer-encoding"))
 LAST_CHUNK = b"0\r\n\r\n"
 
@@ -889,12 +888,9 @@ def serialize_response_head(status: int, headers, *, http_version: str, keep_ali
 def _bad_header(names: list, values: list) -> HeaderError:
     """The error for the first bad field (the slow path of serialize_response_head)."""
     for name, value in zip(names, values):
-        if type(name) not in (bytes, bytearray) or type(value) not in (bytes, bytearray):
-            return HeaderError(f"header names and values must be bytes: {name!r}: {value!r}")
-        if not name or name.translate(None, _TCHARS):
-            return HeaderError(f"invalid header name {name!r}")
-        if _CR_LF_NUL.search(value):
-            return HeaderError(f"CR, LF or NUL in the value of {name!r}")
+        error = field_error(name, value)
+        if error is not None:
+            return HeaderError(error)
     return HeaderError("invalid header")
 
 

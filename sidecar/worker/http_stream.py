@@ -24,6 +24,7 @@ from sidecar.events import (
     DISCONNECT, HTTP_BODY, RECV_CREDIT, RESPONSE_BODY, RESPONSE_START, SEND_CREDIT,
     ProtocolError, pack,
 )
+from sidecar.http.fields import CR_LF_NUL, TCHARS, field_error
 
 __all__ = ["ClientDisconnected", "HttpStream", "describe_error"]
 
@@ -44,7 +45,10 @@ def describe_error(exc: BaseException) -> str:
 
 
 def _check_headers(headers) -> list:
-    """Response headers as a list of 2-item sequences of bytes, or TypeError."""
+    """Response headers as a list of 2-item sequences of bytes, or TypeError / ValueError
+    (a name that is not a token, CR/LF/NUL in a value).  The front-end checks again (it
+    trusts no worker); checking here too makes the app's send() raise, as in uvicorn, so
+    its traceback shows where the bad header came from."""
     if type(headers) is not list:
         headers = list(headers)
     for pair in headers:
@@ -53,6 +57,13 @@ def _check_headers(headers) -> list:
         name, value = pair
         if not isinstance(name, bytes) or not isinstance(value, bytes):
             raise TypeError(f"response header name and value must be bytes, not {pair!r}")
+    names = b"".join(pair[0] for pair in headers)   # one C call for all names, one for values
+    if (names.translate(None, TCHARS) or CR_LF_NUL.search(b"".join(p[1] for p in headers))
+            or any(not pair[0] for pair in headers)):
+        for name, value in headers:
+            error = field_error(name, value)
+            if error is not None:
+                raise ValueError(error)
     return headers
 
 

@@ -93,15 +93,27 @@ def test_request_limits_and_strictness(sc, data, status, closes):
     assert closed == closes
 
 
+@pytest.fixture(scope="module")
+def sc_unchecked():
+    with Sidecar("tests.e2e.unchecked_app:app", workers=1, ready_path="/pid") as s:
+        yield s
+
+
 @pytest.mark.parametrize("kind", sorted(BAD_HEADERS))
-def test_bad_response_header_is_500_and_never_written(sc, kind):
+@pytest.mark.parametrize("checked", [True, False], ids=["worker-checks", "front-end-only"])
+def test_bad_response_header_is_500_and_never_written(request, kind, checked):
+    """The worker refuses the header at send() (the app sees ValueError); a worker that does
+    not is stopped by the front-end, which trusts no worker: 500 either way, and a log line."""
+    sc = request.getfixturevalue("sc" if checked else "sc_unchecked")
+    line = ("app error in GET /bad-header" if checked
+            else "invalid response from the app for GET /bad-header")
+    seen = sc.log().count(line)
     out, closed = exchange(sc, b"GET /bad-header?kind=%s HTTP/1.1\r\n" % kind.encode() + H
                            + b"\r\n")
     assert out.startswith(b"HTTP/1.1 500 "), out
     assert b"never" not in out and b"nject" not in out and b"evil" not in out, out
     assert closed
-    wait_for(lambda: "invalid response from the app for GET /bad-header" in sc.log(), 10,
-             what="the log line")
+    wait_for(lambda: sc.log().count(line) > seen, 10, what="the log line")
 
 
 def test_connections_beyond_limit_concurrency_get_503_and_close(sc):

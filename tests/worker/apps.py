@@ -117,6 +117,13 @@ async def bad_headers(scope, receive, send):
     await send({"type": "http.response.start", "status": 200, "headers": [("x-a", "b")]})
 
 
+async def injected_header(scope, receive, send):
+    """A header whose name or value could end the line (?name=1: in the name)."""
+    pair = ((b"x-a\r\nx-b", b"1") if scope["query_string"] == b"name=1"
+            else (b"x-a", b"1\r\nx-b: 2"))
+    await send({"type": "http.response.start", "status": 200, "headers": [pair]})
+
+
 async def misuse(scope, receive, send):
     """Completes a response, then sends what may not be sent; reports the errors."""
     await _respond(send, b"ok")
@@ -175,6 +182,7 @@ ROUTES = {
     "/hello": hello, "/echo": echo, "/digest": digest, "/stream": stream,
     "/big_send": big_send, "/scope": scope_json, "/raise_before": raise_before,
     "/raise_after": raise_after, "/bad_status": bad_status, "/bad_headers": bad_headers,
+    "/injected_header": injected_header,
     "/returns_early": returns_early, "/misuse": misuse, "/no_read": no_read,
     "/disconnect_probe": disconnect_probe, "/slow": waits_for_body,
     "/ignores_everything": ignores_everything,

@@ -183,6 +183,12 @@ def test_invalid_response_start_fails_the_app():
         assert response.status is None and response.error.startswith("TypeError: ")
         response = await host.response(host.request("GET", "/bad_headers"))
         assert response.status is None and response.error.startswith("TypeError: ")
+        response = await host.response(host.request("GET", "/injected_header"))
+        assert response.status is None
+        assert response.error.startswith("ValueError: CR, LF or NUL in the value of")
+        response = await host.response(host.request("GET", "/injected_header", query=b"name=1"))
+        assert response.status is None
+        assert response.error.startswith("ValueError: invalid header name")
 
     run_host(scenario, "apps:router")
 
