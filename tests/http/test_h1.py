@@ -76,6 +76,8 @@ def req(data, limits=Limits()) -> Request:
 
 H = b"Host: a\r\n"
 BIG = Limits()
+# Every rejected row also closes the connection: check_rejected asserts that nothing after
+# it is ever parsed (tests/e2e/test_limits.py checks the close over a real socket).
 REJECT = [
     # Host (RFC 9112 3.2)
     ("no host on 1.1", b"GET / HTTP/1.1\r\n\r\n", 400),
@@ -102,6 +104,9 @@ REJECT = [
     ("SOH in value", b"GET / HTTP/1.1\r\n" + H + b"X: a\x01b\r\n\r\n", 400),
     ("ESC in value", b"GET / HTTP/1.1\r\n" + H + b"X: \x1b[31m\r\n\r\n", 400),
     ("DEL in value", b"GET / HTTP/1.1\r\n" + H + b"X: a\x7fb\r\n\r\n", 400),
+    ("NUL in name", b"GET / HTTP/1.1\r\n" + H + b"X\x00Y: a\r\n\r\n", 400),
+    ("vertical tab in name", b"GET / HTTP/1.1\r\n" + H + b"\x0bX: a\r\n\r\n", 400),
+    ("CR alone as a line", b"GET / HTTP/1.1\r\n" + H + b"\r\r\n\r\n", 400),
     ("paren in name", b"GET / HTTP/1.1\r\n" + H + b"X(: a\r\n\r\n", 400),
     ("non-ascii name", b"GET / HTTP/1.1\r\n" + H + b"X\x80: a\r\n\r\n", 400),
     ("empty name", b"GET / HTTP/1.1\r\n" + H + b": a\r\n\r\n", 400),
@@ -129,6 +134,7 @@ REJECT = [
     ("relative target", b"GET x HTTP/1.1\r\n" + H + b"\r\n", 400),
     ("DEL in target", b"GET /\x7f HTTP/1.1\r\n" + H + b"\r\n", 400),
     ("non-ascii target", b"GET /\xc3\xa9 HTTP/1.1\r\n" + H + b"\r\n", 400),
+    ("NUL in target", b"GET /\x00 HTTP/1.1\r\n" + H + b"\r\n", 400),
     ("fragment", b"GET /a#b HTTP/1.1\r\n" + H + b"\r\n", 400),
     ("fragment in absolute-form", b"GET http://a/#b HTTP/1.1\r\n" + H + b"\r\n", 400),
     ("asterisk with GET", b"GET * HTTP/1.1\r\n" + H + b"\r\n", 400),
@@ -139,6 +145,8 @@ REJECT = [
     ("HTTP/3.0", b"GET / HTTP/3.0\r\n" + H + b"\r\n", 505),
     ("h2 preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505),
     ("version garbage", b"GET / HTTP/1.x\r\n" + H + b"\r\n", 400),
+    ("version leading zero", b"GET / HTTP/01.1\r\n" + H + b"\r\n", 400),
+    ("version two digits", b"GET / HTTP/1.10\r\n" + H + b"\r\n", 400),
     ("version no dot", b"GET / HTTP/11\r\n" + H + b"\r\n", 400),
     ("version lowercase", b"GET / http/1.1\r\n" + H + b"\r\n", 400),
     ("version RTSP", b"GET / RTSP/1.0\r\n" + H + b"\r\n", 400),
@@ -162,6 +170,14 @@ REJECT = [
      + b"Content-Length: 99999999999999999999999\r\n\r\n", 400),
     ("CL 19 digits", b"POST / HTTP/1.1\r\n" + H
      + b"Content-Length: 1000000000000000000\r\n\r\n", 400),
+    ("CL exponent", b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 1e3\r\n\r\n", 400),
+    ("CL decimal", b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 5.0\r\n\r\nhello", 400),
+    ("CL fullwidth digit", b"POST / HTTP/1.1\r\n" + H
+     + b"Content-Length: \xef\xbc\x95\r\n\r\nhello", 400),
+    ("CL empty then a value", b"POST / HTTP/1.1\r\n" + H
+     + b"Content-Length: \r\nContent-Length: 5\r\n\r\nhello", 400),
+    ("CL space before colon", b"POST / HTTP/1.1\r\n" + H
+     + b"Content-Length : 5\r\n\r\nhello", 400),
     # Transfer-Encoding (RFC 9112 6.1, 6.3)
     ("TE gzip", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: gzip\r\n\r\n", 501),
     ("TE identity", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: identity\r\n\r\n", 501),
@@ -180,6 +196,13 @@ REJECT = [
     ("TE chunked line then gzip line", b"POST / HTTP/1.1\r\n" + H
      + b"Transfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n", 400),
     ("TE empty", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: \r\n\r\n", 400),
+    ("TE xchunked", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: xchunked\r\n\r\n", 501),
+    ("TE chunked with a vertical tab", b"POST / HTTP/1.1\r\n" + H
+     + b"Transfer-Encoding: \x0bchunked\r\n\r\n0\r\n\r\n", 400),
+    ("TE space before colon", b"POST / HTTP/1.1\r\n" + H
+     + b"Transfer-Encoding : chunked\r\n\r\n0\r\n\r\n", 400),
+    ("TE identity with CL", b"POST / HTTP/1.1\r\n" + H
+     + b"Transfer-Encoding: identity\r\nContent-Length: 5\r\n\r\nhello", 400),
     ("TE on HTTP/1.0", b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
     # request smuggling: both framings
     ("CL then TE", b"POST / HTTP/1.1\r\n" + H
@@ -194,6 +217,10 @@ REJECT = [
 # rows whose error comes from the body: a Request is emitted first
 CHUNKED = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
 REJECT_BODY = [
+    ("chunk size overflow", CHUNKED + b"1ffffffffffffffff\r\n", 400),
+    ("chunk size 0x in the middle", CHUNKED + b"5x\r\nhello\r\n0\r\n\r\n", 400),
+    ("last chunk then no CRLF", CHUNKED + b"0\r\nGET / HTTP/1.1\r\n\r\n", 400),
+    ("chunk data then a smuggled request", CHUNKED + b"5\r\nhelloGET /x HTTP/1.1\r\n", 400),
     ("chunk size not hex", CHUNKED + b"zz\r\n", 400),
     ("chunk size negative", CHUNKED + b"-5\r\nhello\r\n0\r\n\r\n", 400),
     ("chunk size 17 digits", CHUNKED + b"1" + b"0" * 16 + b"\r\n", 400),
@@ -898,3 +925,26 @@ def test_mutated_inputs_give_the_same_events_however_they_are_split():
             whole = merged(feed_whole(data, limits))
             assert merged(feed_bytewise(data, limits)) == whole, data
             assert merged(feed_random(data, limits, seed=n)) == whole, data
+
+
+# --- what the connection's timeouts look at ----------------------------------------------
+
+def test_head_pending_follows_a_partial_head():
+    p = RequestParser()
+    assert not p.head_pending
+    p.feed(b"\r\n\r\n")             # empty lines before a request are not a request
+    assert not p.head_pending
+    p.feed(b"GET / HT")
+    assert p.head_pending
+    evs = p.feed(b"TP/1.1\r\nHost: a\r\n\r\nGET /2")   # one done, the next one begun
+    assert [type(e) for e in evs] == [Request, EndOfMessage] and p.head_pending
+    p.feed(b" HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nab")
+    assert not p.head_pending and p.expecting_body
+
+
+def test_stop_ends_parsing():
+    p = RequestParser()
+    p.feed(b"GET / HTTP/1.1\r\nHo")
+    p.stop()
+    assert not p.head_pending
+    assert p.feed(b"st: a\r\n\r\n" + GET) == []
