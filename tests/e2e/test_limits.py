@@ -2,6 +2,8 @@
 end to end: a real sidecar, raw sockets (so exactly the bytes under test are sent)."""
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -227,3 +229,42 @@ def test_full_worker_past_the_dispatch_timeout_answers_503(sc_streams, tmp_path)
     assert hold.release().startswith(b"HTTP/1.1 200 ")
     out, _ = exchange(sc_streams, PID)   # and the worker serves again
     assert out.startswith(b"HTTP/1.1 200 ")
+
+
+# --- settings: flags, SIDECAR_* and TOML; a mistake is one line and exit 2 ----------------
+
+def test_limit_and_timeout_settings(tmp_path):
+    from sidecar.cli import load_config
+
+    c = load_config(["x:app"], environ={})
+    assert (c.limit_concurrency, c.limit_streams, c.limit_worker_streams) == (0, 0, 1000)
+    assert (c.header_timeout, c.body_timeout, c.keepalive_timeout) == (60.0, 60.0, 75.0)
+    c = load_config(["x:app", "--limit-concurrency", "500", "--limit-streams", "800",
+                     "--limit-worker-streams", "50", "--timeout-header", "10",
+                     "--timeout-body", "2.5"], environ={})
+    assert (c.limit_concurrency, c.limit_streams, c.limit_worker_streams) == (500, 800, 50)
+    assert (c.header_timeout, c.body_timeout) == (10.0, 2.5)
+    toml = tmp_path / "s.toml"
+    toml.write_text('limit-concurrency = 7\nheader_timeout = 3\n')
+    c = load_config(["x:app", "--config", str(toml)],
+                    environ={"SIDECAR_BODY_TIMEOUT": "4", "SIDECAR_LIMIT_STREAMS": "9"})
+    assert (c.limit_concurrency, c.header_timeout, c.body_timeout, c.limit_streams) \
+        == (7, 3.0, 4.0, 9)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--limit-concurrency", "-1"], ["--limit-concurrency", "0"]),
+    (["--limit-worker-streams", "-5"], ["--limit-worker-streams"]),
+    (["--timeout-header", "0"], ["--timeout-header", "positive"]),
+    (["--timeout-body", "-1"], ["--timeout-body", "positive"]),
+    (["--timeout-body", "soon"], ["--timeout-body", "soon"]),
+])
+def test_bad_limit_or_timeout_is_one_line_and_exit_2(tmp_path, args, words):
+    out = subprocess.run([sys.executable, "-m", "sidecar", "tests.e2e.limit_apps:app",
+                          "--uds", str(tmp_path / "s.sock"), *args], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=60)
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert out.returncode == 2 and len(lines) == 1, out.stderr
+    assert lines[0].startswith("sidecar: error: ") and "Traceback" not in out.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
