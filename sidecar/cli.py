@@ -101,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a request head must arrive within S of its first byte (60)")
     p.add_argument("--timeout-body", dest="body_timeout", type=float, metavar="S",
                    help="longest pause in a request body the app waits for (60)")
+    p.add_argument("--timeout-send", dest="send_timeout", type=float, metavar="S",
+                   help="abort a client that takes no response bytes for S (60)")
     p.add_argument("--timeout-graceful-shutdown", dest="shutdown_timeout", type=float,
                    metavar="S")
     p.add_argument("--timeout-worker-start", dest="worker_start_timeout", type=float,
@@ -183,6 +185,7 @@ def load_config(argv: list[str] | None = None, environ=os.environ) -> Config:
             raise UsageError(f"--{name.replace('_', '-')} must be 0 (no limit) or more")
     for name, flag in (("header_timeout", "--timeout-header"),
                        ("body_timeout", "--timeout-body"),
+                       ("send_timeout", "--timeout-send"),
                        ("keepalive_timeout", "--timeout-keep-alive")):
         if not getattr(config, name) > 0:
             raise UsageError(f"{flag} must be a positive number of seconds")

@@ -78,6 +78,9 @@ class Config:
     # No request body byte for this long while the app waits for one: nginx
     # client_body_timeout 60 s (also between two reads, not for the whole body).
     body_timeout: float = 60.0
+    # The client took none of the response for this long (our send buffer stayed full): abort.
+    # nginx send_timeout 60 s.  Without it a client that stops reading holds a stream forever.
+    send_timeout: float = 60.0
     shutdown_timeout: float = 30.0   # systemd TimeoutStopSec default is 90 s
     worker_start_timeout: float = 60.0
     dispatch_timeout: float = 30.0   # wait for a ready worker before answering 503

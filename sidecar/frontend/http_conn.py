@@ -23,7 +23,9 @@ Rules kept here:
   slowloris client dribbling a byte a second still gets 408 and close;
   body timeout -- no request body byte for ``body_timeout`` while the app waits for one:
   408 and close if the response has not started, else close; the app sees http.disconnect;
-  keep-alive timeout -- no request for ``keepalive_timeout`` after the last response: close.
+  keep-alive timeout -- no request for ``keepalive_timeout`` after the last response: close;
+  send timeout -- the client has taken none of our response bytes for ``send_timeout``
+  (the transport stayed paused): abort; the app sees http.disconnect (nginx send_timeout).
 - Connection limit (``limit_concurrency``, uvicorn's meaning): a connection accepted beyond
   it is answered 503 with Retry-After at its first request, then closed.
 """
@@ -293,6 +295,7 @@ class HTTPConnection(asyncio.Protocol):
         self.current: HTTPStream | None = None  # stream receiving request body
         self.closed = False
         self.write_paused = False
+        self.write_paused_since = 0.0
         self.read_paused_by: set[int] = set()
         self.idle_since: float | None = None  # loop time the connection went idle
         self.head_since: float | None = None  # loop time the current request head began
@@ -394,6 +397,7 @@ class HTTPConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.write_paused = True
+        self.write_paused_since = self.server.loop.time()
 
     def resume_writing(self) -> None:
         self.write_paused = False
@@ -548,9 +552,17 @@ class HTTPConnection(asyncio.Protocol):
     def close_if_idle(self, now: float, timeout: float) -> None:
         """The client timeouts (header, body, keep-alive ``timeout``), checked by the
         server's once-a-second sweep: one timer for all connections, none per request."""
-        if self.closed or self.read_paused_by:
-            return  # we are not reading: the client cannot be late
+        if self.closed:
+            return
         config = self.server.config
+        if self.write_paused and now - self.write_paused_since >= config.send_timeout:
+            log.info("send timeout (%.0fs): client %s takes no response bytes",
+                     config.send_timeout, self.client or "unix peer")
+            # what is buffered would never leave; connection_lost tells the streams' apps
+            self.transport.abort()
+            return
+        if self.read_paused_by:
+            return  # we are not reading: the client cannot be late
         if self.head_since is not None and now - self.head_since >= config.header_timeout:
             self._header_timed_out()
         elif self.parser.expecting_body and now - self.last_read >= config.body_timeout:

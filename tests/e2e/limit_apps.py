@@ -86,6 +86,15 @@ async def app(scope, receive, send):
         if body is not None:
             await _respond(send, 200, str(len(body)).encode())
         return
+    if path == "/endless":  # streams until the client is gone, then writes ?marker=
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        chunk = b"z" * 65536
+        try:
+            while True:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except OSError:
+            _mark(args.get("marker"), "disconnected")
+        return
     if path == "/bad-header":
         return await _respond(send, 200, b"never", BAD_HEADERS[args["kind"]])
     await _respond(send, 404, b"not found")

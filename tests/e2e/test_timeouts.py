@@ -13,6 +13,7 @@ from tests.server import Sidecar
 HEADER_TIMEOUT = 2.0
 BODY_TIMEOUT = 2.0
 KEEPALIVE_TIMEOUT = 5.0
+SEND_TIMEOUT = 2.0
 # The sweep runs once a second and the machine is shared: how late a timeout may fire.
 SLACK = 4.0
 
@@ -21,7 +22,8 @@ SLACK = 4.0
 def sc():
     with Sidecar("tests.e2e.limit_apps:app", "--timeout-header", str(HEADER_TIMEOUT),
                  "--timeout-body", str(BODY_TIMEOUT), "--timeout-keep-alive",
-                 str(KEEPALIVE_TIMEOUT), ready_path="/pid") as s:
+                 str(KEEPALIVE_TIMEOUT), "--timeout-send", str(SEND_TIMEOUT),
+                 ready_path="/pid") as s:
         yield s
 
 
@@ -180,3 +182,22 @@ def test_empty_lines_do_not_keep_a_connection_open(sc):
     s.close()
     assert out == b""
     assert elapsed <= KEEPALIVE_TIMEOUT + SLACK, elapsed
+
+
+def test_client_that_stops_reading_is_dropped_at_the_send_timeout(sc, tmp_path):
+    """A client that takes no response bytes would hold its stream (and the app's send())
+    forever: once our buffer for it stays full for the send timeout, it is aborted."""
+    marker = str(tmp_path / "gone")
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)   # fills at once
+    s.connect(("127.0.0.1", sc.port))
+    t0 = time.monotonic()
+    s.sendall(b"GET /endless?marker=%s HTTP/1.1\r\nHost: x\r\n\r\n" % marker.encode())
+    # the client reads nothing; the app sees the end as an error from its send()
+    wait_for(lambda: os.path.exists(marker), SEND_TIMEOUT + SLACK + 10, interval=0.1,
+             what="the app to see the client dropped")
+    elapsed = time.monotonic() - t0
+    s.close()
+    assert read_file(marker) == "disconnected"
+    assert SEND_TIMEOUT - 0.1 <= elapsed <= SEND_TIMEOUT + SLACK + 3, elapsed
+    assert "send timeout" in sc.log()
