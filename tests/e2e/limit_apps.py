@@ -10,9 +10,13 @@ def _args(scope) -> dict:
 
 
 def _mark(path: str | None, text: str) -> None:
+    """Write ``text`` to ``path`` atomically: a test that polls for the file's existence must
+    never read it before its contents are there."""
     if path:
-        with open(path, "w") as fh:
+        tmp = f"{path}.tmp"
+        with open(tmp, "w") as fh:
             fh.write(text)
+        os.replace(tmp, path)
 
 
 async def _wait_file(path: str, timeout: float = 30.0) -> None:
