@@ -46,6 +46,17 @@ def _mode(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not an octal mode: {text!r}") from None
 
 
+def _mib(text: str) -> int:
+    """MiB: a plain number is MiB (512), a suffixed one a size (512m, 2g)."""
+    t = text.strip()
+    if t.isdigit():
+        return int(t)
+    value = _size(t)
+    if value and value < 1 << 20:
+        raise argparse.ArgumentTypeError(f"less than 1 MiB: {text!r}")
+    return value >> 20
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="sidecar", description="ASGI server: a front-end process and a worker pool "
                 "joined by shared-memory rings.")
@@ -107,6 +118,15 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="S")
     p.add_argument("--timeout-worker-start", dest="worker_start_timeout", type=float,
                    metavar="S")
+    p.add_argument("--timeout-worker-hang", dest="worker_hang_timeout", type=float,
+                   metavar="S", help="kill a worker whose event loop is blocked this long "
+                   "(30; 0 = off)")
+    p.add_argument("--max-requests", type=int, metavar="N",
+                   help="recycle a worker after N requests (0 = never)")
+    p.add_argument("--max-requests-jitter", type=int, metavar="N",
+                   help="add 0..N (random, per worker) to --max-requests")
+    p.add_argument("--max-worker-memory", type=_mib, metavar="MIB",
+                   help="recycle a worker whose RSS goes above this many MiB (0 = no limit)")
     return p
 
 
@@ -125,6 +145,11 @@ def _coerce(name: str, value, default):
         return [int(v) for v in items] if name == "fd" else [str(v) for v in items]
     if name == "uds_mode":
         return value if isinstance(value, int) else _mode(str(value))
+    if name == "max_worker_memory" and not isinstance(value, int):
+        try:
+            return _mib(str(value))
+        except argparse.ArgumentTypeError as exc:
+            raise UsageError(f"{name}: {exc}") from None
     if isinstance(default, int) and not isinstance(default, bool) or name == "max_body":
         if isinstance(value, int):
             return value
@@ -189,6 +214,12 @@ def load_config(argv: list[str] | None = None, environ=os.environ) -> Config:
                        ("keepalive_timeout", "--timeout-keep-alive")):
         if not getattr(config, name) > 0:
             raise UsageError(f"{flag} must be a positive number of seconds")
+    if config.worker_hang_timeout != 0 and config.worker_hang_timeout < 1:
+        raise UsageError("--timeout-worker-hang must be 0 (off) or at least 1 second")
+    if config.max_requests < 0 or config.max_requests_jitter < 0 \
+            or config.max_worker_memory < 0:
+        raise UsageError("--max-requests, --max-requests-jitter and --max-worker-memory "
+                         "must be 0 or more")
     cap = config.ring_capacity
     if cap < 65536 or cap & (cap - 1) or cap > 1 << 30:
         raise UsageError("--ring-capacity must be a power of two from 64k to 1g")

@@ -84,6 +84,12 @@ class Config:
     shutdown_timeout: float = 30.0   # systemd TimeoutStopSec default is 90 s
     worker_start_timeout: float = 60.0
     dispatch_timeout: float = 30.0   # wait for a ready worker before answering 503
+    worker_hang_timeout: float = 30.0  # no heartbeat for this long: kill (gunicorn --timeout 30)
+
+    # worker recycling (gunicorn's --max-requests/--max-requests-jitter; 0 = never)
+    max_requests: int = 0
+    max_requests_jitter: int = 0
+    max_worker_memory: int = 0       # MiB of RSS; above it the worker is recycled (0 = no limit)
 
     def resolved_workers(self) -> int:
         return self.workers if self.workers > 0 else (os.cpu_count() or 1)

@@ -86,6 +86,13 @@ class WorkerLink:
         self.to_host.close()
         self.to_worker.close()
 
+    def heartbeat_age(self) -> float | None:
+        """Seconds since the worker's last heartbeat (its event loop writes one every 0.5 s
+        into the ring it produces), None if it never beat.  Read by the hang watchdog."""
+        if self.closed:
+            return None
+        return self.to_host.peer_heartbeat_age()
+
     # --- load ----------------------------------------------------------------------------
 
     @property

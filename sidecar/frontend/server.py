@@ -3,7 +3,8 @@
 Start-up: open every listener (fail fast), start the workers, wait until each passed lifespan
 startup (HELLO), then accept.  Signal handlers only queue the signal; ``handle_<sig>`` does the
 work on the event loop.  SIGTERM/SIGINT: stop accepting, let in-flight requests finish (up to
-shutdown_timeout), drain the workers, exit.
+shutdown_timeout), drain the workers, exit.  SIGHUP: zero-downtime reload of the workers
+(``reload``); SIGTTIN/SIGTTOU: one worker more/fewer.  The listeners stay open throughout.
 """
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ from sidecar.frontend.ws_conn import websocket_handler
 from sidecar.http import h1
 
 log = logging.getLogger("sidecar")
+
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU)
 
 
 class FrontEnd:
@@ -56,6 +59,7 @@ class FrontEnd:
         self.pool = WorkerPool(config, self.loop, self._fatal, self.batcher)
         self.servers: list[asyncio.AbstractServer] = []
         self._sweeper: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task] = set()  # signal work running on the loop
 
     def date(self) -> bytes:
         return self._dates.get() if self.config.date_header else None
@@ -140,6 +144,31 @@ class FrontEnd:
         log.info("shutting down (SIGTERM)")
         self._stop.set()
 
+    def handle_sighup(self) -> None:
+        log.info("reloading (SIGHUP)")
+        self._background(self.reload())
+
+    async def reload(self) -> bool:
+        """Replace every worker with a fresh one (the app is imported again), without a
+        refused or dropped request; True once the new workers serve, False if they failed
+        to start (the old ones keep serving).  One reload at a time: a SIGHUP during a
+        reload runs after it."""
+        return await self.pool.reload()
+
+    def handle_sigttin(self) -> None:
+        self._background(self.pool.add_worker())
+
+    def handle_sigttou(self) -> None:
+        self._background(self.pool.remove_worker())
+
+    def _background(self, coro) -> None:
+        if self._stop.is_set():
+            coro.close()
+            return
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     def handle_sigint(self) -> None:
         if self._stop.is_set():
             log.warning("second SIGINT: exiting now")
@@ -148,7 +177,7 @@ class FrontEnd:
         self._stop.set()
 
     async def run(self) -> int:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in HANDLED_SIGNALS:
             self.loop.add_signal_handler(sig, self._on_signal, sig)
         self.pool.start()
         ready = asyncio.ensure_future(self.pool.wait_ready())
@@ -194,11 +223,13 @@ class FrontEnd:
         for conn in list(self.connections):
             conn.stop_now()
         await workers
+        for task in list(self._tasks) + list(self.pool._tasks):
+            task.cancel()  # a reload that was under way: its workers are gone
         for path in self.uds_paths:
             if isinstance(path, str) and path and os.path.exists(path):
                 try:
                     os.unlink(path)
                 except OSError:
                     pass
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in HANDLED_SIGNALS:
             self.loop.remove_signal_handler(sig)

@@ -6,12 +6,14 @@ The supervisor starts a worker as ``python -m sidecar.worker`` with the JSON of 
 
     {"app": "module:attr", "factory": false, "app_dir": "/abs/dir" | null,
      "index": 0, "window": 262144, "log_level": "info", "shutdown_timeout": 30.0,
-     "lifespan": "auto" | "on" | "off", "root_path": "",
+     "lifespan": "auto" | "on" | "off", "root_path": "", "report_fd": 11 | null,
      "links": [{"host": 0,
                 "to_worker": {"segment_fd": 5, "data_fd": 6, "space_fd": 7, "generation": 123},
                 "to_host":   {"segment_fd": 8, "data_fd": 9, "space_fd": 10, "generation": 456}}]}
 
-``to_worker`` is the ring the worker consumes, ``to_host`` the ring it produces.  This module
+``to_worker`` is the ring the worker consumes, ``to_host`` the ring it produces.  ``report_fd``
+(optional) is a pipe: a worker that cannot start writes its one-line reason there and leaves
+the logging of it to the supervisor, so N workers failing alike make one log line, not N.  This module
 imports nothing heavy, so the supervisor can use it to build the JSON and read exit codes.
 """
 from __future__ import annotations
@@ -71,13 +73,15 @@ class WorkerConfig:
     lifespan: str = "auto"
     root_path: str = ""
     links: list[LinkConfig] = field(default_factory=list)
+    report_fd: int | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
 
     def pass_fds(self) -> list[int]:
         """Every descriptor the worker must inherit (for ``Popen(pass_fds=...)``)."""
-        return [fd for link in self.links for fd in link.fds()]
+        fds = [fd for link in self.links for fd in link.fds()]
+        return fds + ([self.report_fd] if self.report_fd is not None else [])
 
     @classmethod
     def from_json(cls, text: str) -> "WorkerConfig":
@@ -111,6 +115,9 @@ class WorkerConfig:
             raise ConfigError(f"window must be a positive int, not {self.window!r}")
         if not isinstance(self.shutdown_timeout, (int, float)) or self.shutdown_timeout < 0:
             raise ConfigError(f"shutdown_timeout must be >= 0, not {self.shutdown_timeout!r}")
+        if self.report_fd is not None and (type(self.report_fd) is not int
+                                           or self.report_fd < 0):
+            raise ConfigError(f"report_fd must be a descriptor, not {self.report_fd!r}")
         if not self.links:
             raise ConfigError("no links: a worker needs at least one host ring pair")
 

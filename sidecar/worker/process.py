@@ -13,7 +13,14 @@
 SIGINT is ignored: Ctrl-C reaches the whole process group and the supervisor decides what it
 means.  SIGTERM drains: requests keep being served (the host stops routing new streams to a
 draining worker), and the worker exits as soon as none is in flight, or after
-``shutdown_timeout``.
+``shutdown_timeout``.  SIGQUIT stops at once (gunicorn's quick shutdown): the streams still
+running are disconnected, lifespan shutdown runs, the worker exits.
+
+The heartbeat (``_tick``, every TICK seconds on the event loop) is what the supervisor's hang
+watchdog reads: it stops exactly when the event loop stops running callbacks.
+
+Why a worker could not start (app import, lifespan startup, rings) is one line; with a
+``report_fd`` it goes to the supervisor, which logs it once for the whole pool.
 """
 from __future__ import annotations
 
@@ -62,6 +69,7 @@ class Worker:
         self.loop = loop = asyncio.get_running_loop()
         self._stopped = loop.create_future()
         loop.add_signal_handler(signal.SIGTERM, self.drain)
+        loop.add_signal_handler(signal.SIGQUIT, self.quit)
         try:
             code = self._attach_links()
             if code is None:
@@ -80,6 +88,7 @@ class Worker:
             if self._ticker is not None:
                 self._ticker.cancel()
             loop.remove_signal_handler(signal.SIGTERM)
+            loop.remove_signal_handler(signal.SIGQUIT)
             for link in self.links.values():
                 link.close()
 
@@ -88,10 +97,12 @@ class Worker:
             try:
                 self.links[spec.host] = HostLink.attach(self, spec, self.config.window)
             except OSError as exc:
-                self.log.error("cannot attach the rings of host %d: %s", spec.host, exc)
+                report_failure(self.config, self.log,
+                               f"cannot attach the rings of host {spec.host}: {exc}")
                 return EXIT_CONFIG_ERROR
             except Exception as exc:  # RingError: not a ring, or not the generation expected
-                self.log.error("cannot attach the rings of host %d: %s", spec.host, exc)
+                report_failure(self.config, self.log,
+                               f"cannot attach the rings of host {spec.host}: {exc}")
                 return EXIT_PROTOCOL_ERROR
         return None
 
@@ -107,7 +118,7 @@ class Worker:
         try:
             startup.result()
         except StartupFailed as exc:
-            self.log.error("%s", exc)
+            report_failure(self.config, self.log, str(exc))
             return EXIT_STARTUP_FAILED
         return None
 
@@ -152,6 +163,12 @@ class Worker:
         else:
             self.loop.call_later(timeout, self._drain_timeout)
 
+    def quit(self) -> None:
+        """SIGQUIT: the supervisor gave up waiting for the drain; stop now."""
+        self.log.info("stopping now (SIGQUIT): %d stream(s) in flight", len(self.tasks))
+        self.draining = True
+        self.stop(EXIT_OK)
+
     def _drain_timeout(self) -> None:
         if not self._stopped.done():
             self.log.warning("shutdown timeout: %d stream(s) still in flight", len(self.tasks))
@@ -180,6 +197,20 @@ class Worker:
             self.log.warning("parent process %d is gone; exiting", self.parent_pid)
             self.stop(EXIT_OK)
         self._ticker = self.loop.call_later(TICK, self._tick)
+
+
+def report_failure(config: WorkerConfig, log: logging.Logger, reason: str) -> None:
+    """Why this worker cannot start, one line: to the supervisor's pipe if there is one (it
+    logs it once for the pool; here it is only a debug line), else to the log."""
+    if config.report_fd is None:
+        log.error("%s", reason)
+        return
+    log.debug("%s", reason)
+    try:
+        os.write(config.report_fd, " ".join(reason.split()).encode("utf-8", "replace")[:4000]
+                 + b"\n")
+    except OSError:
+        log.error("%s", reason)  # nobody to tell: say it here
 
 
 def setup_logging(config: WorkerConfig) -> logging.Logger:
@@ -211,7 +242,7 @@ def main() -> int:
     try:
         app = load_app(config.app, config.factory, config.app_dir)
     except ImportFailed as exc:
-        log.error("%s", exc)
+        report_failure(config, log, str(exc))
         log.debug("while loading the app", exc_info=exc.__cause__)
         return EXIT_IMPORT_FAILED
     log.disabled = False  # logging.config.dictConfig() in the app disables existing loggers

@@ -1,0 +1,250 @@
+"""Worker replacement without losing a request (issue #5): SIGHUP reload, SIGTTIN/SIGTTOU,
+--max-requests (+ jitter), --max-worker-memory.  Real sidecar, real clients, real signals."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import threading
+import time
+
+import httpx
+
+from tests.e2e.fault_apps import tick_body
+from tests.e2e.util import alive, wait_for
+from tests.server import Sidecar
+
+
+class Load:
+    """Client threads looping requests until stopped; every outcome is kept.
+
+        with Load(sc, threads=4) as load: ...
+        load.failures  # [(path, repr(error or status)), ...]
+    """
+
+    def __init__(self, sc, threads: int = 4, uploads: int = 1, limit: float = 60.0):
+        self.sc = sc
+        self.ok = 0
+        self.pids: set[int] = set()
+        self.failures: list[tuple[str, str]] = []
+        self._stop = threading.Event()
+        self._deadline = time.monotonic() + limit  # bounded even if the test forgets to stop
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._get, args=(i % 2 == 0,), daemon=True)
+                         for i in range(threads)]
+        self._threads += [threading.Thread(target=self._upload, daemon=True)
+                          for _ in range(uploads)]
+
+    def _running(self) -> bool:
+        return not self._stop.is_set() and time.monotonic() < self._deadline
+
+    def _record(self, path: str, r: httpx.Response | None, exc: Exception | None,
+                check=None) -> None:
+        with self._lock:
+            if exc is not None:
+                self.failures.append((path, repr(exc)))
+            elif r.status_code != 200 or (check is not None and not check(r)):
+                self.failures.append((path, f"{r.status_code} {r.content[:200]!r}"))
+            else:
+                self.ok += 1
+                self.pids.add(r.json()["pid"])
+
+    def _get(self, uds: bool) -> None:
+        with self.sc.client(uds=uds, timeout=30) as c:
+            while self._running():
+                try:
+                    r, exc = c.get("/pid"), None
+                except httpx.HTTPError as e:
+                    r, exc = None, e
+                self._record("/pid", r, exc)
+
+    def _upload(self) -> None:
+        body = os.urandom(300_000)
+        with self.sc.client(timeout=30) as c:
+            while self._running():
+                try:
+                    r, exc = c.post("/upload", content=body), None
+                except httpx.HTTPError as e:
+                    r, exc = None, e
+                self._record("/upload", r, exc, lambda r: r.json()["bytes"] == len(body))
+
+    def __enter__(self) -> "Load":
+        for t in self._threads:
+            t.start()
+        wait_for(lambda: self.ok >= 10, 30, what="the load to get going")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(60)
+
+
+def _log_has(sc, text: str, count: int = 1) -> bool:
+    return sc.log().count(text) >= count
+
+
+def _settled_workers(sc, n: int, exclude: set[int] = frozenset(), timeout: float = 30) -> list:
+    """Wait until the sidecar has exactly n live worker processes, none of them in exclude."""
+    def check():
+        pids = [p for p in sc.worker_pids() if alive(p)]
+        return pids if len(pids) == n and not set(pids) & set(exclude) else None
+    return wait_for(check, timeout, what=f"{n} workers, none of {sorted(exclude)}")
+
+
+def _slow_stream(sc, n: int, d: float) -> tuple[socket.socket, bytes]:
+    """A raw request for /tick, read until the first chunk arrived (the response started)."""
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(sc.uds)
+    s.settimeout(30)
+    s.sendall(b"GET /tick?n=%d&d=%g HTTP/1.1\r\nHost: x\r\n\r\n" % (n, d))
+    got = b""
+    while b"\r\n\r\n" not in got or len(got.partition(b"\r\n\r\n")[2]) < 10:
+        chunk = s.recv(65536)
+        assert chunk, got
+        got += chunk
+    return s, got
+
+
+def _read_chunked(s: socket.socket, got: bytes) -> tuple[bytes, bytes, bool]:
+    """(head, decoded body, complete) of a chunked response; complete = the last chunk came."""
+    while True:
+        head, _, rest = got.partition(b"\r\n\r\n")
+        body, complete, i = b"", False, 0
+        while True:
+            j = rest.find(b"\r\n", i)
+            if j < 0:
+                break
+            size = int(rest[i:j], 16)
+            if size == 0:
+                complete = rest.endswith(b"\r\n\r\n", j)
+                break
+            if len(rest) < j + 2 + size + 2:
+                break
+            body += rest[j + 2:j + 2 + size]
+            i = j + 2 + size + 2
+        if complete:
+            return head, body, True
+        chunk = s.recv(65536)
+        if not chunk:
+            return head, body, False
+        got += chunk
+
+
+# --- SIGHUP ---------------------------------------------------------------------------------
+
+def test_sighup_under_load_loses_nothing_and_replaces_every_worker():
+    with Sidecar("tests.e2e.fault_apps:app", "--no-access-log", ready_path="/pid",
+                 workers=2) as sc:
+        old = set(sc.worker_pids())
+        assert len(old) == 2
+        stream, got = _slow_stream(sc, 30, 0.1)  # ~3 s, spans the reload
+        with Load(sc, threads=4, uploads=1) as load:
+            sc.proc.send_signal(signal.SIGHUP)
+            wait_for(lambda: _log_has(sc, "reload complete"), 30, what="the reload")
+            new = _settled_workers(sc, 2, exclude=old)
+            before = load.ok
+            wait_for(lambda: load.ok >= before + 50, 30, what="requests after the reload")
+        assert not load.failures, (load.failures[:10], sc.log())
+        assert set(new) <= load.pids and load.pids & old  # served by both generations
+        head, body, complete = _read_chunked(stream, got)
+        stream.close()
+        assert head.startswith(b"HTTP/1.1 200") and complete and body == tick_body(30)
+        log = sc.log()
+        assert "reloading (SIGHUP)" in log and "Traceback" not in log, log
+        assert "stream(s) lost" not in log, log
+
+
+def test_reload_picks_up_new_code_and_a_failed_reload_keeps_the_old_workers(tmp_path):
+    version = tmp_path / "version"
+    version.write_text("1")
+    with Sidecar("tests.e2e.reload_app:app", ready_path="/", workers=2,
+                 env={"RELOAD_APP_VERSION": str(version)}) as sc:
+        with sc.client(uds=True, timeout=10) as c:
+            assert c.get("/").json()["version"] == "1"
+            old = set(sc.worker_pids())
+
+            version.write_text("2")
+            sc.proc.send_signal(signal.SIGHUP)
+            wait_for(lambda: _log_has(sc, "reload complete"), 30, what="the reload")
+            v2 = set(_settled_workers(sc, 2, exclude=old))
+            assert {c.get("/").json()["version"] for _ in range(10)} == {"2"}
+
+            for n, (bad, reason) in enumerate([("fail", "version fail refuses to start"),
+                                               ("broken", "version broken cannot be imported")]):
+                version.write_text(bad)
+                sc.proc.send_signal(signal.SIGHUP)
+                wait_for(lambda: _log_has(sc, "reload failed", n + 1), 30,
+                         what=f"the {bad} reload to fail")
+                line = [ln for ln in sc.log().splitlines() if "reload failed" in ln][-1]
+                assert reason in line and "the old workers keep serving" in line, line
+                # the would-be successors are gone; the version-2 workers serve on
+                assert set(_settled_workers(sc, 2)) == v2
+                for _ in range(10):
+                    r = c.get("/")
+                    assert r.status_code == 200 and r.json()["version"] == "2"
+                    assert r.json()["pid"] in v2
+        assert "Traceback" not in sc.log(), sc.log()
+
+
+# --- SIGTTIN / SIGTTOU ----------------------------------------------------------------------
+
+def test_sigttin_adds_and_sigttou_removes_a_worker_gracefully():
+    with Sidecar("tests.e2e.fault_apps:app", ready_path="/pid", workers=2) as sc:
+        sc.proc.send_signal(signal.SIGTTIN)
+        three = _settled_workers(sc, 3)
+        wait_for(lambda: _log_has(sc, "worker 2 ready"), 30, what="the third worker")
+        with sc.client(timeout=10) as c:
+            seen = wait_for(lambda: {c.get("/pid").json()["pid"] for _ in range(30)} == set(three),
+                            30, what="requests to reach all three workers")
+            assert seen
+        # one slow stream per worker (least-loaded dispatch); the two workers that go
+        # finish theirs before they stop
+        streams = [_slow_stream(sc, 20, 0.1) for _ in range(3)]
+        for index in (2, 1):  # one at a time: a second signal sent while one is pending merges
+            sc.proc.send_signal(signal.SIGTTOU)
+            wait_for(lambda: _log_has(sc, f"removing worker {index}"), 30,
+                     what=f"worker {index} to go")
+        for stream, got in streams:
+            head, body, complete = _read_chunked(stream, got)
+            stream.close()
+            assert complete and body == tick_body(20), head
+        one = _settled_workers(sc, 1)
+        sc.proc.send_signal(signal.SIGTTOU)  # never below one
+        wait_for(lambda: _log_has(sc, "not removing the last worker"), 30, what="the refusal")
+        with sc.client(timeout=10) as c:
+            assert {c.get("/pid").json()["pid"] for _ in range(5)} == set(one)
+        assert "stream(s) lost" not in sc.log(), sc.log()
+
+
+# --- recycling ------------------------------------------------------------------------------
+
+def test_max_requests_recycles_workers_without_failing_a_request():
+    with Sidecar("tests.e2e.fault_apps:app", "--no-access-log", "--max-requests", "40",
+                 "--max-requests-jitter", "10", ready_path="/pid", workers=2) as sc:
+        first = set(sc.worker_pids())
+        with Load(sc, threads=3, uploads=1) as load:
+            wait_for(lambda: _log_has(sc, "(--max-requests): recycling", 4), 60,
+                     what="four recycles")
+            wait_for(lambda: len(load.pids) >= 5, 60, what="five worker generations serving")
+        assert not load.failures, (load.failures[:10], sc.log())
+        assert load.pids - first
+        _settled_workers(sc, 2)
+        log = sc.log()
+        assert "stream(s) lost" not in log and "Traceback" not in log, log
+
+
+def test_max_worker_memory_recycles_a_worker_above_the_limit():
+    with Sidecar("tests.e2e.fault_apps:app", "--max-worker-memory", "120", ready_path="/pid",
+                 workers=1) as sc:
+        (old,) = sc.worker_pids()
+        with sc.client(timeout=30) as c:
+            r = c.get("/grow", params={"mb": 150})
+            assert r.status_code == 200 and r.json()["pid"] == old
+            (new,) = _settled_workers(sc, 1, exclude={old})
+            assert c.get("/pid").json()["pid"] == new
+        line = [ln for ln in sc.log().splitlines() if "--max-worker-memory" in ln][0]
+        assert f"pid {old}" in line and "recycling" in line, line
+        rss = json.loads(httpx.get(sc.url + "/grow?mb=1", timeout=10).text)
+        assert rss["hoard_mib"] == 1  # a fresh worker: the hoard went with the old one
