@@ -13,19 +13,14 @@ enters the app: the test sees which worker got which request, without sleeping.
 """
 import asyncio
 import hashlib
-import json
 import os
 import time
-from urllib.parse import parse_qs
 
 from tests.e2e import apps
+from tests.e2e.extra_apps import _json, _query, _write_marker
 
 CHUNK = 1024
 _hoard: list[bytearray] = []
-
-
-def _query(scope) -> dict:
-    return {k: v[0] for k, v in parse_qs(scope["query_string"].decode("latin-1")).items()}
 
 
 def tick_body(n: int) -> bytes:
@@ -33,20 +28,9 @@ def tick_body(n: int) -> bytes:
     return b"".join(bytes([97 + i % 26]) * CHUNK for i in range(n))
 
 
-async def _json(send, obj, status=200):
-    data = json.dumps(obj).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(data)).encode())]})
-    await send({"type": "http.response.body", "body": data})
-
-
 def _mark(q: dict) -> None:
     if "m" in q:
-        path = os.path.join(q["m"], q["id"])
-        with open(path + ".tmp", "w") as fh:
-            fh.write(str(os.getpid()))
-        os.replace(path + ".tmp", path)  # atomic: the test never reads half a pid
+        _write_marker(os.path.join(q["m"], q["id"]), str(os.getpid()))
 
 
 async def app(scope, receive, send):

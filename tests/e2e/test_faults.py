@@ -14,7 +14,7 @@ import time
 import httpx
 
 from tests.e2e.fault_apps import CHUNK, tick_body
-from tests.e2e.test_reload import _read_chunked, _settled_workers, _slow_stream
+from tests.e2e.lifecycle import read_chunked, settled_workers, slow_stream
 from tests.e2e.util import alive, wait_for
 from tests.server import Sidecar
 
@@ -134,7 +134,7 @@ def test_kill9_during_100_requests_every_outcome_accounted(tmp_path):
               f"{len(quick)} quick GETs")
 
         # a replacement serves, the survivor was never restarted
-        new = _settled_workers(sc, 2, exclude={victim})
+        new = settled_workers(sc, 2, exclude={victim})
         assert workers[1] in new
         gap = wait_for(lambda: _replacement_delay(sc.log()), 30, what="the ready line")
         print(f"replacement ready {gap:.2f}s after the supervisor saw the kill (log times)")
@@ -173,7 +173,7 @@ def test_sigstopped_worker_is_killed_and_replaced(tmp_path):
                     out += chunk
                 waited = time.monotonic() - t0
                 assert out.startswith(b"HTTP/1.1 502"), out  # its stream answered, not hung
-                new = _settled_workers(sc, 2, exclude={victim})
+                new = settled_workers(sc, 2, exclude={victim})
                 assert survivor in new
                 assert c.get("/pid").status_code == 200
             finally:
@@ -208,7 +208,7 @@ def test_watchdog_kills_a_blocked_event_loop_but_not_an_awaiting_one(tmp_path):
         assert _marked(marks, "a") != _marked(marks, "b")  # least-loaded: different workers
         assert awaited.status_code == 200 and awaited.json()["pid"] == _marked(marks, "a")
         assert blocked.status_code == 502
-        _settled_workers(sc, 2, exclude={_marked(marks, "b")})
+        settled_workers(sc, 2, exclude={_marked(marks, "b")})
         assert alive(_marked(marks, "a"))
         assert "no heartbeat for" in sc.log()
 
@@ -243,10 +243,10 @@ def test_crash_loop_backs_off_then_recovers(tmp_path):
 def test_sigterm_lets_a_long_streamed_response_finish_then_closes():
     with Sidecar("tests.e2e.fault_apps:app", "--timeout-graceful-shutdown", "15",
                  ready_path="/pid", workers=2) as sc:
-        stream, got = _slow_stream(sc, 30, 0.1)  # ~3 s, well inside the drain timeout
+        stream, got = slow_stream(sc, 30, 0.1)  # ~3 s, well inside the drain timeout
         t0 = time.monotonic()
         sc.proc.send_signal(signal.SIGTERM)
-        head, body, complete = _read_chunked(stream, got)
+        head, body, complete = read_chunked(stream, got)
         assert head.startswith(b"HTTP/1.1 200") and complete and body == tick_body(30)
         assert stream.recv(100) == b""  # then the connection closes
         stream.close()
@@ -259,10 +259,10 @@ def test_sigterm_cuts_a_stream_longer_than_the_drain_timeout():
     """Past --timeout-graceful-shutdown the stream is cut and the client can tell."""
     with Sidecar("tests.e2e.fault_apps:app", "--timeout-graceful-shutdown", "1",
                  ready_path="/pid", workers=1) as sc:
-        stream, got = _slow_stream(sc, 600, 0.1)  # a minute: far past the timeout
+        stream, got = slow_stream(sc, 600, 0.1)  # a minute: far past the timeout
         sc.proc.send_signal(signal.SIGTERM)
         try:
-            head, body, complete = _read_chunked(stream, got)
+            head, body, complete = read_chunked(stream, got)
         except ConnectionResetError:
             complete = False
         stream.close()

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import threading
 import time
 
 import httpx
 
 from tests.e2e.fault_apps import tick_body
-from tests.e2e.util import alive, wait_for
+from tests.e2e.lifecycle import read_chunked, settled_workers, slow_stream
+from tests.e2e.util import wait_for
 from tests.server import Sidecar
 
 
@@ -85,53 +85,6 @@ def _log_has(sc, text: str, count: int = 1) -> bool:
     return sc.log().count(text) >= count
 
 
-def _settled_workers(sc, n: int, exclude: set[int] = frozenset(), timeout: float = 30) -> list:
-    """Wait until the sidecar has exactly n live worker processes, none of them in exclude."""
-    def check():
-        pids = [p for p in sc.worker_pids() if alive(p)]
-        return pids if len(pids) == n and not set(pids) & set(exclude) else None
-    return wait_for(check, timeout, what=f"{n} workers, none of {sorted(exclude)}")
-
-
-def _slow_stream(sc, n: int, d: float) -> tuple[socket.socket, bytes]:
-    """A raw request for /tick, read until the first chunk arrived (the response started)."""
-    s = socket.socket(socket.AF_UNIX)
-    s.connect(sc.uds)
-    s.settimeout(30)
-    s.sendall(b"GET /tick?n=%d&d=%g HTTP/1.1\r\nHost: x\r\n\r\n" % (n, d))
-    got = b""
-    while b"\r\n\r\n" not in got or len(got.partition(b"\r\n\r\n")[2]) < 10:
-        chunk = s.recv(65536)
-        assert chunk, got
-        got += chunk
-    return s, got
-
-
-def _read_chunked(s: socket.socket, got: bytes) -> tuple[bytes, bytes, bool]:
-    """(head, decoded body, complete) of a chunked response; complete = the last chunk came."""
-    while True:
-        head, _, rest = got.partition(b"\r\n\r\n")
-        body, complete, i = b"", False, 0
-        while True:
-            j = rest.find(b"\r\n", i)
-            if j < 0:
-                break
-            size = int(rest[i:j], 16)
-            if size == 0:
-                complete = rest.endswith(b"\r\n\r\n", j)
-                break
-            if len(rest) < j + 2 + size + 2:
-                break
-            body += rest[j + 2:j + 2 + size]
-            i = j + 2 + size + 2
-        if complete:
-            return head, body, True
-        chunk = s.recv(65536)
-        if not chunk:
-            return head, body, False
-        got += chunk
-
-
 # --- SIGHUP ---------------------------------------------------------------------------------
 
 def test_sighup_under_load_loses_nothing_and_replaces_every_worker():
@@ -139,16 +92,16 @@ def test_sighup_under_load_loses_nothing_and_replaces_every_worker():
                  workers=2) as sc:
         old = set(sc.worker_pids())
         assert len(old) == 2
-        stream, got = _slow_stream(sc, 30, 0.1)  # ~3 s, spans the reload
+        stream, got = slow_stream(sc, 30, 0.1)  # ~3 s, spans the reload
         with Load(sc, threads=4, uploads=1) as load:
             sc.proc.send_signal(signal.SIGHUP)
             wait_for(lambda: _log_has(sc, "reload complete"), 30, what="the reload")
-            new = _settled_workers(sc, 2, exclude=old)
+            new = settled_workers(sc, 2, exclude=old)
             before = load.ok
             wait_for(lambda: load.ok >= before + 50, 30, what="requests after the reload")
         assert not load.failures, (load.failures[:10], sc.log())
         assert set(new) <= load.pids and load.pids & old  # served by both generations
-        head, body, complete = _read_chunked(stream, got)
+        head, body, complete = read_chunked(stream, got)
         stream.close()
         assert head.startswith(b"HTTP/1.1 200") and complete and body == tick_body(30)
         log = sc.log()
@@ -168,7 +121,7 @@ def test_reload_picks_up_new_code_and_a_failed_reload_keeps_the_old_workers(tmp_
             version.write_text("2")
             sc.proc.send_signal(signal.SIGHUP)
             wait_for(lambda: _log_has(sc, "reload complete"), 30, what="the reload")
-            v2 = set(_settled_workers(sc, 2, exclude=old))
+            v2 = set(settled_workers(sc, 2, exclude=old))
             assert {c.get("/").json()["version"] for _ in range(10)} == {"2"}
 
             for n, (bad, reason) in enumerate([("fail", "version fail refuses to start"),
@@ -180,7 +133,7 @@ def test_reload_picks_up_new_code_and_a_failed_reload_keeps_the_old_workers(tmp_
                 line = [ln for ln in sc.log().splitlines() if "reload failed" in ln][-1]
                 assert reason in line and "the old workers keep serving" in line, line
                 # the would-be successors are gone; the version-2 workers serve on
-                assert set(_settled_workers(sc, 2)) == v2
+                assert set(settled_workers(sc, 2)) == v2
                 for _ in range(10):
                     r = c.get("/")
                     assert r.status_code == 200 and r.json()["version"] == "2"
@@ -193,7 +146,7 @@ def test_reload_picks_up_new_code_and_a_failed_reload_keeps_the_old_workers(tmp_
 def test_sigttin_adds_and_sigttou_removes_a_worker_gracefully():
     with Sidecar("tests.e2e.fault_apps:app", ready_path="/pid", workers=2) as sc:
         sc.proc.send_signal(signal.SIGTTIN)
-        three = _settled_workers(sc, 3)
+        three = settled_workers(sc, 3)
         wait_for(lambda: _log_has(sc, "worker 2 ready"), 30, what="the third worker")
         with sc.client(timeout=10) as c:
             seen = wait_for(lambda: {c.get("/pid").json()["pid"] for _ in range(30)} == set(three),
@@ -201,16 +154,16 @@ def test_sigttin_adds_and_sigttou_removes_a_worker_gracefully():
             assert seen
         # one slow stream per worker (least-loaded dispatch); the two workers that go
         # finish theirs before they stop
-        streams = [_slow_stream(sc, 20, 0.1) for _ in range(3)]
+        streams = [slow_stream(sc, 20, 0.1) for _ in range(3)]
         for index in (2, 1):  # one at a time: a second signal sent while one is pending merges
             sc.proc.send_signal(signal.SIGTTOU)
             wait_for(lambda: _log_has(sc, f"removing worker {index}"), 30,
                      what=f"worker {index} to go")
         for stream, got in streams:
-            head, body, complete = _read_chunked(stream, got)
+            head, body, complete = read_chunked(stream, got)
             stream.close()
             assert complete and body == tick_body(20), head
-        one = _settled_workers(sc, 1)
+        one = settled_workers(sc, 1)
         sc.proc.send_signal(signal.SIGTTOU)  # never below one
         wait_for(lambda: _log_has(sc, "not removing the last worker"), 30, what="the refusal")
         with sc.client(timeout=10) as c:
@@ -230,7 +183,7 @@ def test_max_requests_recycles_workers_without_failing_a_request():
             wait_for(lambda: len(load.pids) >= 5, 60, what="five worker generations serving")
         assert not load.failures, (load.failures[:10], sc.log())
         assert load.pids - first
-        _settled_workers(sc, 2)
+        settled_workers(sc, 2)
         log = sc.log()
         assert "stream(s) lost" not in log and "Traceback" not in log, log
 
@@ -242,7 +195,7 @@ def test_max_worker_memory_recycles_a_worker_above_the_limit():
         with sc.client(timeout=30) as c:
             r = c.get("/grow", params={"mb": 150})
             assert r.status_code == 200 and r.json()["pid"] == old
-            (new,) = _settled_workers(sc, 1, exclude={old})
+            (new,) = settled_workers(sc, 1, exclude={old})
             assert c.get("/pid").json()["pid"] == new
         line = [ln for ln in sc.log().splitlines() if "--max-worker-memory" in ln][0]
         assert f"pid {old}" in line and "recycling" in line, line
