@@ -201,3 +201,25 @@ def test_max_worker_memory_recycles_a_worker_above_the_limit():
         assert f"pid {old}" in line and "recycling" in line, line
         rss = json.loads(httpx.get(sc.url + "/grow?mb=1", timeout=10).text)
         assert rss["hoard_mib"] == 1  # a fresh worker: the hoard went with the old one
+
+
+def test_reload_closes_websockets_of_the_old_workers_with_1012():
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    with Sidecar("tests.e2e.ws_apps:app", ready_path="/", workers=1) as sc:
+        (old,) = sc.worker_pids()
+        with connect(f"ws://127.0.0.1:{sc.port}/echo") as ws:
+            ws.send("before")
+            assert ws.recv(timeout=10) == "before"
+            sc.proc.send_signal(signal.SIGHUP)
+            try:
+                while True:  # nothing else arrives: the close, once the new worker serves
+                    ws.recv(timeout=30)
+            except ConnectionClosed as exc:
+                assert exc.rcvd is not None and exc.rcvd.code == 1012, exc
+        settled_workers(sc, 1, exclude={old})
+        with connect(f"ws://127.0.0.1:{sc.port}/echo") as ws:  # the new worker takes them
+            ws.send("after")
+            assert ws.recv(timeout=10) == "after"
+        assert "reload complete" in sc.log()
