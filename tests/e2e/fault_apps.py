@@ -10,6 +10,8 @@ enters the app: the test sees which worker got which request, without sleeping.
     /tick?n=&d=&cl=&m=&id=      n chunks of 1 KiB, one every d seconds; Content-Length if cl=1
     /upload?m=&id=              hashes a streamed request body: {bytes, sha256, pid}
     /grow?mb=                   keeps mb MiB more of touched memory alive in this worker
+    /garbage                    writes an undecodable record into this worker's ring to the
+                                front-end (a worker gone bad), then never answers
 """
 import asyncio
 import hashlib
@@ -77,4 +79,12 @@ async def app(scope, receive, send):
         _hoard.append(block)
         return await _json(send, {"hoard_mib": sum(len(b) for b in _hoard) >> 20,
                                   "pid": os.getpid()})
+    if path == "/garbage":
+        import gc
+
+        from sidecar.worker.link import HostLink
+        for link in [o for o in gc.get_objects() if isinstance(o, HostLink)]:
+            link.producer.try_write(b"\xc1 not msgpack")  # 0xc1: never used by msgpack
+        await asyncio.sleep(60)
+        return
     return await apps.app(scope, receive, send)

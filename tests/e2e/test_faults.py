@@ -152,7 +152,7 @@ def test_kill9_during_100_requests_every_outcome_accounted(tmp_path):
 def test_sigstopped_worker_is_killed_and_replaced(tmp_path):
     marks = tmp_path / "marks"
     marks.mkdir()
-    with Sidecar("tests.e2e.fault_apps:app", "--timeout-worker-hang", "2", ready_path="/pid",
+    with Sidecar("tests.e2e.fault_apps:app", "--timeout-worker-hang", "3", ready_path="/pid",
                  workers=2) as sc:
         workers = sc.worker_pids()
         with sc.client(timeout=30) as c:
@@ -180,7 +180,7 @@ def test_sigstopped_worker_is_killed_and_replaced(tmp_path):
                 if alive(victim):
                     os.kill(victim, signal.SIGCONT)  # never leave a stopped process behind
             s.close()
-        print(f"\nstopped worker answered 502 after {waited:.1f}s (timeout 2s)")
+        print(f"\nstopped worker answered 502 after {waited:.1f}s (timeout 3s)")
         log = sc.log()
         assert f"worker {workers.index(victim)} (pid {victim}): no heartbeat for" in log, log
         assert f"(pid {victim}) killed by SIGKILL (hung: no heartbeat" in log, log
@@ -191,7 +191,7 @@ def test_watchdog_kills_a_blocked_event_loop_but_not_an_awaiting_one(tmp_path):
     loop that long is indistinguishable from a hang and is killed (gunicorn's --timeout)."""
     marks = tmp_path / "marks"
     marks.mkdir()
-    with Sidecar("tests.e2e.fault_apps:app", "--timeout-worker-hang", "2", ready_path="/pid",
+    with Sidecar("tests.e2e.fault_apps:app", "--timeout-worker-hang", "3", ready_path="/pid",
                  workers=2) as sc:
         def get(path):
             with sc.client(timeout=30) as c:
@@ -268,3 +268,30 @@ def test_sigterm_cuts_a_stream_longer_than_the_drain_timeout():
         stream.close()
         assert not complete
         assert sc.proc.wait(30) == 0, sc.log()
+
+
+# --- a worker that writes garbage into its ring -----------------------------------------------
+
+def test_worker_writing_garbage_is_replaced_and_nothing_else_breaks(tmp_path):
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    with Sidecar("tests.e2e.fault_apps:app", ready_path="/pid", workers=2) as sc:
+        workers = sc.worker_pids()
+        with sc.client(timeout=30) as c, sc.client(timeout=30) as other:
+            async def scenario():
+                slow = asyncio.ensure_future(asyncio.to_thread(
+                    other.get, f"/async-sleep?s=2&m={marks}&id=slow"))
+                await asyncio.to_thread(wait_for, lambda: _marked(marks, "slow"), 10)
+                bad = await asyncio.to_thread(c.get, "/garbage")  # the least loaded: the other
+                return await slow, bad
+
+            slow, bad = asyncio.run(scenario())
+            assert bad.status_code == 502
+            assert slow.status_code == 200 and slow.json()["pid"] == _marked(marks, "slow")
+            (victim,) = set(workers) - {_marked(marks, "slow")}
+            new = settled_workers(sc, 2, exclude={victim})
+            assert _marked(marks, "slow") in new
+            assert all(c.get("/pid").status_code == 200 for _ in range(10))
+        log = sc.log()
+        assert "ring protocol error" in log and "killing it" in log, log
+        assert f"(pid {victim}) killed by SIGKILL" in log and "Traceback" not in log, log
