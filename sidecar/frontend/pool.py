@@ -248,7 +248,7 @@ class WorkerPool:
 
     # --- replacing: reload, recycling ----------------------------------------------------
 
-    async def _replace(self, slots: list[Slot]) -> str | None:
+    async def _replace(self, slots: list[Slot], for_memory: bool = False) -> str | None:
         """Start a successor for each slot; once every one passed lifespan startup, put them
         in service and drain the workers they replace.  None on success, else why not (the
         successors are stopped and the old workers keep serving)."""
@@ -264,6 +264,7 @@ class WorkerPool:
                 failure = f"worker {slot.index} could not be started"
                 break
             slot.successor = w
+            w.replaced_for_memory = for_memory
             self._successor_waits[w] = self.loop.create_future()
             started.append(w)
         timeout = self.config.worker_start_timeout
@@ -315,7 +316,7 @@ class WorkerPool:
         if slot.worker is None:  # the worker it was to replace died meanwhile
             self._schedule_restart(slot)
 
-    def recycle(self, w: WorkerProcess, why: str) -> None:
+    def recycle(self, w: WorkerProcess, why: str, for_memory: bool = False) -> None:
         """Replace ``w`` gracefully (--max-requests, --max-worker-memory)."""
         slot = w.slot
         if (w.recycling or w.state != READY or slot.worker is not w or self.stopping
@@ -323,10 +324,10 @@ class WorkerPool:
             return
         w.recycling = True
         log.info("worker %d (pid %d) %s: recycling it", slot.index, w.pid, why)
-        self._background(self._recycle(slot, w))
+        self._background(self._recycle(slot, w, for_memory))
 
-    async def _recycle(self, slot: Slot, w: WorkerProcess) -> None:
-        failure = await self._replace([slot])
+    async def _recycle(self, slot: Slot, w: WorkerProcess, for_memory: bool) -> None:
+        failure = await self._replace([slot], for_memory)
         if failure is not None and failure != SUPERSEDED and not self.stopping:
             w.recycling = False
             slot.recycle_after = time.monotonic() + RECYCLE_RETRY

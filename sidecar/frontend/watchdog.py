@@ -10,7 +10,9 @@
 - Start: once the pool was ready, a (re)started worker that is not ready within
   ``--timeout-worker-start`` is killed (it counts as a failure: restart with backoff).
 - Memory: every MEMORY_INTERVAL the RSS of each serving worker is read from /proc; one above
-  ``--max-worker-memory`` is recycled gracefully (pool.recycle).
+  ``--max-worker-memory`` is recycled gracefully (pool.recycle) -- unless it is itself the
+  replacement of one and already above the limit within FRESH seconds of its start: the next
+  would be too (a limit set too low), so that is logged once instead of recycling forever.
 
 If this process itself did not run for a while (SIGSTOP, a paused container) every heartbeat
 looks old when it resumes; that round gives no verdict, the workers get one more interval.
@@ -27,6 +29,7 @@ log = logging.getLogger("sidecar.supervisor")
 
 INTERVAL = 1.0          # seconds between checks (shorter for a hang timeout under 4 s)
 MEMORY_INTERVAL = 2.0   # seconds between RSS samples (celery samples after each task)
+FRESH = 5.0             # a memory replacement above the limit this soon: not recycled
 
 
 class Watchdog:
@@ -84,5 +87,14 @@ class Watchdog:
     def _check_memory(self, w) -> None:
         limit = self.config.max_worker_memory
         rss = w.rss_mib()
-        if rss is not None and rss > limit:
-            self.pool.recycle(w, f"uses {rss:.0f} MiB, above --max-worker-memory {limit}")
+        if rss is None or rss <= limit or w.memory_warned:
+            return
+        if w.replaced_for_memory and time.monotonic() - w.started_at < FRESH:
+            # the replacement is above the limit from its start: the next one would be too
+            w.memory_warned = True  # and it stays: recycling it would loop
+            log.error("worker %d (pid %d) uses %.0f MiB right after its start, above "
+                      "--max-worker-memory %d: not recycling it (raise the limit)",
+                      w.index, w.pid, rss, limit)
+            return
+        self.pool.recycle(w, f"uses {rss:.0f} MiB, above --max-worker-memory {limit}",
+                          for_memory=True)

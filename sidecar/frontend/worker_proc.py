@@ -43,6 +43,8 @@ class WorkerProcess:
         self.max_requests = 0                 # recycle after this many streams (0: never)
         self.recycling = False                # a replacement is being started
         self.exited = False
+        self.replaced_for_memory = False      # started to replace a worker above the limit
+        self.memory_warned = False            # above the memory limit at start: said once
         self.abandoned = False                # a successor given up before it served
         self.drain_task = None                # set by WorkerPool._drain
         self._report_r, report_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)

@@ -32,6 +32,8 @@ class FakeWorker:
         self.index, self.pid = 0, 4242
         self.started_at = time.monotonic() - started
         self.exited, self.kill_reason, self.recycling = False, None, False
+        self.memory_warned = False
+        self.replaced_for_memory = False
 
     def heartbeat_age(self):
         return self.age
@@ -56,7 +58,7 @@ class FakePool:
         self.hung.append((w, age))
         w.kill_reason = "hung"
 
-    def recycle(self, w, why):
+    def recycle(self, w, why, for_memory=False):
         self.recycled.append((w, why))
 
 
@@ -124,8 +126,8 @@ def test_a_worker_not_ready_in_time_is_killed_once_the_pool_was_ready():
 
 
 def test_memory_above_the_limit_recycles_sampled_every_two_seconds():
-    big, small = FakeWorker(rss=600.0), FakeWorker(rss=100.0)
-    busy = FakeWorker(rss=900.0)
+    big, small = FakeWorker(rss=600.0, started=60.0), FakeWorker(rss=100.0, started=60.0)
+    busy = FakeWorker(rss=900.0, started=60.0)
     busy.recycling = True  # its replacement is starting already
     pool = FakePool(big, small, busy)
     dog, loop = make(pool, max_worker_memory=512)
@@ -137,4 +139,32 @@ def test_memory_above_the_limit_recycles_sampled_every_two_seconds():
     pool.recycled.clear()
     dog, loop = make(FakePool(big), max_worker_memory=0)
     tick(dog, loop, 3.0)
+    assert pool.recycled == []
+
+
+def test_a_replacement_above_the_memory_limit_from_its_start_is_not_recycled(caplog):
+    first = FakeWorker(rss=600.0, started=1.0)  # young, but not a memory replacement
+    fresh = FakeWorker(rss=600.0, started=1.0)  # the limit is below what the app needs
+    fresh.replaced_for_memory = True
+    pool = FakePool(fresh)
+    dog, loop = make(pool, max_worker_memory=512)
+    for _ in range(3):
+        tick(dog, loop, 2.0)
+    assert pool.recycled == []
+    said = [r for r in caplog.records if "right after its start" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelname == "ERROR"
+    pool = FakePool(first)
+    dog, loop = make(pool, max_worker_memory=512)
+    tick(dog, loop, 2.0)
+    assert [w for w, _ in pool.recycled] == [first]
+
+
+def test_the_memory_refusal_lasts():
+    fresh = FakeWorker(rss=600.0, started=1.0)
+    fresh.replaced_for_memory = True
+    pool = FakePool(fresh)
+    dog, loop = make(pool, max_worker_memory=512)
+    tick(dog, loop, 2.0)
+    fresh.started_at -= 60  # long after its start: still not recycled (it would loop)
+    tick(dog, loop, 2.0)
     assert pool.recycled == []
