@@ -1,6 +1,8 @@
 """An app whose "code version" is read when it is imported, from the file named by
 $RELOAD_APP_VERSION: a reload that re-imports the app serves the new version.  A version
-starting with "fail" refuses lifespan startup; one starting with "broken" fails the import."""
+starting with "fail" refuses lifespan startup; one starting with "broken" fails the import;
+one starting with "slow" takes a minute in lifespan startup."""
+import asyncio
 import json
 import os
 
@@ -20,6 +22,8 @@ async def app(scope, receive, send):
                     await send({"type": "lifespan.startup.failed",
                                 "message": f"version {VERSION} refuses to start (test)"})
                     return
+                if VERSION.startswith("slow"):
+                    await asyncio.sleep(60)
                 await send({"type": "lifespan.startup.complete"})
             elif msg["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})

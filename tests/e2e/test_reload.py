@@ -12,7 +12,7 @@ import httpx
 
 from tests.e2e.fault_apps import tick_body
 from tests.e2e.lifecycle import read_chunked, settled_workers, slow_stream
-from tests.e2e.util import wait_for
+from tests.e2e.util import alive, wait_for
 from tests.server import Sidecar
 
 
@@ -223,3 +223,24 @@ def test_reload_closes_websockets_of_the_old_workers_with_1012():
             ws.send("after")
             assert ws.recv(timeout=10) == "after"
         assert "reload complete" in sc.log()
+
+
+def test_sigterm_during_a_reload_stops_old_and_new_workers(tmp_path):
+    version = tmp_path / "version"
+    version.write_text("1")
+    with Sidecar("tests.e2e.reload_app:app", ready_path="/", workers=2,
+                 env={"RELOAD_APP_VERSION": str(version)}) as sc:
+        old = sc.worker_pids()
+        version.write_text("slow")  # the new workers hang in lifespan startup
+        sc.proc.send_signal(signal.SIGHUP)
+        starting = wait_for(lambda: [p for p in sc.worker_pids() if p not in old
+                                     and alive(p)] if len(sc.worker_pids()) >= 4 else None,
+                            30, what="the new workers to start")
+        with sc.client(uds=True, timeout=10) as c:  # the old ones serve meanwhile
+            assert c.get("/").json()["version"] == "1"
+        sc.proc.send_signal(signal.SIGTERM)
+        assert sc.proc.wait(30) == 0, sc.log()
+        wait_for(lambda: not any(alive(p) for p in old + starting), 10,
+                 what="every worker to exit")
+        log = sc.log()
+        assert "reload failed" not in log and "Traceback" not in log, log
