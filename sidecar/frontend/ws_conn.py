@@ -46,7 +46,8 @@ log = logging.getLogger("sidecar.websocket")
 _proto_log = logging.getLogger("sidecar.websocket.protocol")
 _proto_log.setLevel(logging.WARNING)
 
-_TEXT, _BINARY, _CONT, _PONG = Opcode.TEXT, Opcode.BINARY, Opcode.CONT, Opcode.PONG
+_TEXT, _BINARY, _CONT, _PONG, _CLOSE = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT, Opcode.PONG,
+                                        Opcode.CLOSE)
 _OPEN = State.OPEN
 _utf8 = codecs.getincrementaldecoder("utf-8")
 
@@ -71,6 +72,19 @@ def _subprotocols(headers) -> list[str]:
         if name == b"sec-websocket-protocol":
             out += [p.strip() for p in value.decode("latin-1").split(",") if p.strip()]
     return out
+
+
+class _ServerProtocol(ServerProtocol):
+    """websockets' ServerProtocol, with a close frame allowed in the middle of a fragmented
+    message.  RFC 6455 5.4 lets control frames come between fragments, and 5.5.1 says a close
+    ends the connection; the unfinished message is simply dropped.  websockets fails such a
+    connection with 1002 ("incomplete fragmented message"); Autobahn case 7.1.5 expects the
+    normal closing handshake, as nginx, Chromium and autobahn-python do."""
+
+    def recv_frame(self, frame) -> None:
+        if frame.opcode is _CLOSE and self.current_size is not None:
+            self.current_size = None
+        super().recv_frame(frame)
 
 
 def _extensions(config) -> list:
@@ -136,7 +150,7 @@ class WebSocket(asyncio.Protocol):
         transport.set_protocol(self)
 
         # handshake: the library parses the head we already parsed, and checks it
-        self.proto = proto = ServerProtocol(
+        self.proto = proto = _ServerProtocol(
             extensions=_extensions(config), select_subprotocol=lambda _p, _offered: self.chosen,
             max_size=config.ws_max_size, logger=_proto_log)
         head = [b"GET ", req.target, b" HTTP/1.1\r\n"]
