@@ -17,8 +17,9 @@ Every endpoint exercises one thing a server has to get right:
 ``GET  /ndjson/progress``       NDJSON progress stream (``?steps=N&delay=S``)
 ``GET  /cpu?ms=20``             burns CPU on the event loop for N ms (dispatch benchmark)
 ``GET  /pid``                   the worker's pid (to see requests land on different workers)
+``GET  /ws/check``              page: your browser's WebSocket against the two below
 ``WS   /ws/echo``               WebSocket echo: text and binary messages come back as sent
-``WS   /ws/chat``               WebSocket broadcast chat room (one room per worker process)
+``WS   /ws/chat?name=NAME``     WebSocket broadcast chat room (one room per worker process)
 ==============================  ===========================================================
 
 Nothing here holds a whole body in memory: downloads are generated chunk by chunk and uploads
@@ -31,9 +32,12 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import logging
 import os
+import re
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -41,6 +45,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
+
+log = logging.getLogger("demo")
+log.setLevel(logging.INFO)  # the server's root logger stays at WARNING; these lines are wanted
 
 CHUNK_SIZE = 64 * 1024
 MAX_DOWNLOAD = 64 * 1024**3  # 64 GiB: large enough for any test, small enough to catch typos
@@ -104,8 +111,11 @@ code{background:#f3f3f3;padding:0 .25em}pre{background:#f3f3f3;padding:.5em;min-
       &mdash; NDJSON progress stream</li>
   <li><code>GET <a href="/cpu?ms=20">/cpu?ms=20</a></code> &mdash; burns CPU for N ms</li>
   <li><code>GET <a href="/pid">/pid</a></code> &mdash; which worker answered</li>
-  <li><code>WS /ws/echo</code> &mdash; WebSocket echo (text and binary)</li>
+  <li><code>WS /ws/echo</code> &mdash; WebSocket echo (text and binary; subprotocol
+      <code>echo</code> if offered)</li>
   <li><code>WS /ws/chat?name=NAME</code> &mdash; WebSocket chat room, one per worker process</li>
+  <li><code>GET <a href="/ws/check">/ws/check</a></code> &mdash; checks your browser's WebSocket
+      against those two, through any proxy in between, and an echo console</li>
 </ul>
 <p>Live feed from <code>/sse/metrics</code> (reload the page to see other workers):</p>
 <pre id="feed"></pre>
@@ -231,13 +241,24 @@ async def pid(request: Request) -> JSONResponse:
     return JSONResponse({"pid": os.getpid()})
 
 
+WS_CHECK_HTML = (Path(__file__).parent / "ws_check.html").read_text()
+
+
+async def ws_check(request: Request) -> HTMLResponse:
+    return HTMLResponse(WS_CHECK_HTML)
+
+
 async def ws_echo(websocket: WebSocket) -> None:
-    """Echo every message back as it came: text as text, binary as binary."""
-    await websocket.accept()
+    """Echo every message back as it came: text as text, binary as binary.  A client that
+    offers the ``echo`` subprotocol gets it; how the client closed is logged."""
+    offered = websocket.scope["subprotocols"]
+    await websocket.accept(subprotocol="echo" if "echo" in offered else None)
     try:
         while True:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
+                log.info("echo: client closed with %s %r", message.get("code"),
+                         message.get("reason") or "")
                 return
             if message.get("text") is not None:
                 await websocket.send_text(message["text"])
@@ -268,12 +289,18 @@ class ChatRoom:
 
 
 chat_room = ChatRoom()
+CHAT_NAME = re.compile(r"[\w.-]{1,32}")
 
 
 async def ws_chat(websocket: WebSocket) -> None:
     """``/ws/chat?name=NAME``: every text message is sent to everyone in this worker's room."""
     name = websocket.query_params.get("name") or f"guest-{os.urandom(2).hex()}"
     await websocket.accept()
+    if not CHAT_NAME.fullmatch(name):
+        # Accept, then close with a code and reason: a browser shows a refused handshake
+        # (403) only as close code 1006, with no reason; this way the page can tell the user.
+        await websocket.close(1008, "name: 1 to 32 letters, digits, '.', '-' or '_'")
+        return
     chat_room.members.add(websocket)
     await chat_room.broadcast(json.dumps({"event": "join", "name": name, "pid": os.getpid()}))
     try:
@@ -308,6 +335,7 @@ app = Starlette(
         Route("/ndjson/progress", ndjson_progress),
         Route("/cpu", cpu),
         Route("/pid", pid),
+        Route("/ws/check", ws_check),
         WebSocketRoute("/ws/echo", ws_echo),
         WebSocketRoute("/ws/chat", ws_chat),
     ],

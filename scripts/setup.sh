@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent setup behind scripts/demo.sh and scripts/test.sh:
-#   1. Debian packages (only as root, only those missing): wrk, nginx, curl, compilers, headers
+#   1. Debian packages (only as root, only those missing): wrk, nginx, curl, compilers, headers,
+#      chromium (the browser WebSocket tests)
 #   2. .venv in the repository (python3.11, else python3)
 #   3. pip install -e '.[test]' — skipped while the build inputs are unchanged since the last
 #      install (SIDECAR_SETUP_FORCE=1 forces it)
@@ -24,7 +25,8 @@ quietly() {
 }
 
 # -- 1. Debian packages ------------------------------------------------------------------------
-packages=(wrk nginx-light curl gcc clang libclang-rt-14-dev python3-venv python3-dev libffi-dev)
+packages=(wrk nginx-light curl gcc clang libclang-rt-14-dev python3-venv python3-dev libffi-dev
+          chromium)
 missing=()
 for package in "${packages[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
