@@ -33,6 +33,18 @@ def find_chromium() -> str:
     raise RuntimeError("chromium is not installed: run scripts/setup.sh as root")
 
 
+def _wait_group_gone(pgid: int, timeout: float) -> None:
+    """Until no process of the group is left (killed helpers are reaped by init, not us)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.02)
+    raise BrowserError(f"Chromium's processes (group {pgid}) still there after {timeout}s")
+
+
 class BrowserError(AssertionError):
     """A DevTools command failed, the page threw, or the browser went away."""
 
@@ -59,6 +71,7 @@ class Chromium:
             "--disable-gpu", "--no-first-run", "--no-default-browser-check",
             "--disable-background-networking", "--disable-component-update",
             "--disable-sync", "--metrics-recording-only", "--password-store=basic",
+            "--disable-breakpad", "--disable-crash-reporter",
             f"--user-data-dir={self.tmp.name}/profile", f"--crash-dumps-dir={self.tmp.name}",
             "about:blank",
         ]
@@ -88,27 +101,33 @@ class Chromium:
 
     def __exit__(self, *exc) -> None:
         proc, self.proc = self.proc, None
-        if proc is not None:
-            if proc.poll() is None:
-                try:
-                    self.send("Browser.close")
-                except OSError:
-                    pass
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    pass
-            try:  # the renderer, GPU and utility processes share the group
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
+        try:
+            if proc is not None:
+                self._stop(proc)
+        finally:
+            if self.tmp is not None:
+                self.tmp.cleanup()
+                self.tmp = None
+
+    def _stop(self, proc: subprocess.Popen) -> None:
+        if proc.poll() is None:
+            try:
+                self.send("Browser.close")
+            except OSError:
                 pass
-            proc.wait()
-            for fd in (self._to_chrome, self._from_chrome):
-                os.close(fd)
-            self._stderr.close()
-        if self.tmp is not None:
-            self.tmp.cleanup()
-            self.tmp = None
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+        try:  # the renderer, GPU and utility processes share the group
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+        for fd in (self._to_chrome, self._from_chrome):
+            os.close(fd)
+        self._stderr.close()
+        _wait_group_gone(proc.pid, 10.0)
 
     def log(self) -> str:
         try:

@@ -106,3 +106,17 @@ def test_chromium_without_compression(browser):
         checks = run_check_page(browser, sc.url + f"/ws/check?large={MiB}")
     assert_conversation(checks, compressed=False, large=MiB)
     assert "large message (1 MiB)" in checks
+
+
+def test_chromium_message_over_max_size_is_1009(browser):
+    """A message over --ws-max-size: the browser sees close code 1009, and the page says so."""
+    with Sidecar("examples.demo:app", "--ws-max-size", "1m", workers=1) as sc:
+        checks = run_check_page(browser, sc.url + f"/ws/check?large={2 * MiB}")
+    failed = {name: r["detail"] for name, r in checks.items() if not r["ok"]}
+    # the echo socket is gone after the large message; the checks on other sockets pass
+    assert set(failed) == {"large message (2 MiB)", "close from the browser"}, failed
+    assert failed["large message (2 MiB)"] == "closed with 1009"
+    closed = checks["close from the browser"]["observed"]  # how the echo socket ended
+    assert closed["code"] == 1009 and closed["wasClean"], closed
+    assert checks["subprotocol"]["ok"] and checks["chat room"]["ok"]
+    assert checks["close from the server"]["observed"]["code"] == 1008
