@@ -2,6 +2,7 @@
 
     python -m tests.autobahn                      # every case (1-7, 9, 10, 12, 13): ~10 min here
     python -m tests.autobahn '1.*' '7.*'          # a selection (case ids or globs)
+    python -m tests.autobahn --server nginx       # through nginx to sidecar's Unix socket
     python -m tests.autobahn --server uvicorn     # the same cases against uvicorn, to compare
     python -m tests.autobahn --markdown           # the table as docs/websocket.md shows it
 
@@ -161,10 +162,16 @@ async def run_cases(url: str, cases: list[str], parallel: int = 1) -> list:
 
 @contextlib.contextmanager
 def echo_server(server: str, workers: int):
-    """The echo endpoint's URL, on a running sidecar (or uvicorn, to compare)."""
-    if server == "sidecar":
+    """The echo endpoint's URL, on a running sidecar (or uvicorn, to compare).  "nginx":
+    sidecar behind nginx, through its Unix socket."""
+    if server in ("sidecar", "nginx"):
         with Sidecar("examples.demo:app", workers=workers) as sc:
-            yield f"ws://127.0.0.1:{sc.port}/ws/echo"
+            if server == "sidecar":
+                yield f"ws://127.0.0.1:{sc.port}/ws/echo"
+                return
+            from tests.nginx import NginxServer
+            with NginxServer(sc.uds) as base:
+                yield base.replace("http://", "ws://") + "/ws/echo"
         return
     port = free_port()
     proc = subprocess.Popen(
@@ -191,7 +198,8 @@ def echo_server(server: str, workers: int):
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tests.autobahn", description=__doc__.split("\n")[0])
     p.add_argument("cases", nargs="*", help="case ids or globs (default: all of 1-7, 9, 10, 12, 13)")
-    p.add_argument("--server", choices=("sidecar", "uvicorn"), default="sidecar")
+    p.add_argument("--server", choices=("sidecar", "nginx", "uvicorn"), default="sidecar",
+                   help="nginx: sidecar behind nginx, over the Unix socket")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--parallel", type=int, default=1, help="cases run at once")
     p.add_argument("--markdown", action="store_true", help="print Markdown tables")
@@ -209,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Autobahn fuzzing cases against {agent} ({args.server}, {args.workers} workers), "
           f"{len(results)} cases in {wall:.0f} s\n")
     print(table(results, args.markdown))
-    rows = not_ok(results, explain=args.server == "sidecar")
+    rows = not_ok(results, explain=args.server != "uvicorn")
     if rows:
         print()
         if args.markdown:
@@ -224,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
             json.dump({r.case_id: {"verdict": verdict(r), "behavior": r.behavior.value,
                                    "close": r.behavior_close.value, "ms": r.duration}
                        for r in results}, fh, indent=1)
-    if args.server != "sidecar":
+    if args.server == "uvicorn":
         return 0
     bad = unexpected(results)
     if bad:
