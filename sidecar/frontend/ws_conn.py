@@ -79,7 +79,8 @@ class _ServerProtocol(ServerProtocol):
     message.  RFC 6455 5.4 lets control frames come between fragments, and 5.5.1 says a close
     ends the connection; the unfinished message is simply dropped.  websockets fails such a
     connection with 1002 ("incomplete fragmented message"); Autobahn case 7.1.5 expects the
-    normal closing handshake, as nginx, Chromium and autobahn-python do."""
+    normal closing handshake.  (``current_size``: the size of the message being received, or
+    None; websockets 16 renamed it from ``cur_size``.)"""
 
     def recv_frame(self, frame) -> None:
         if frame.opcode is _CLOSE and self.current_size is not None:
