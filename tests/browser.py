@@ -4,6 +4,7 @@
         page = browser.open("http://127.0.0.1:8000/ws/check")
         results = page.evaluate("window.wsCheck", timeout=120)   # awaits a promise
         png = page.screenshot()
+        page.close()
 
 The protocol runs over a pipe (``--remote-debugging-pipe``: commands on fd 3, replies on fd 4,
 each a JSON text ended by a NUL byte), so there is no debugging port to find or to race for.
@@ -191,7 +192,7 @@ class Chromium:
         """A new tab showing ``url``, returned once its load event fired."""
         target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
         session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})
-        page = Page(self, session["sessionId"])
+        page = Page(self, session["sessionId"], target)
         page.call("Page.enable")
         page.call("Runtime.enable")
         nav = page.call("Page.navigate", {"url": url}, timeout=timeout)
@@ -204,9 +205,14 @@ class Chromium:
 class Page:
     """One tab: ``evaluate`` JavaScript, take a ``screenshot``, read its console."""
 
-    def __init__(self, browser: Chromium, session: str):
+    def __init__(self, browser: Chromium, session: str, target: str):
         self.browser = browser
         self.session = session
+        self.target = target
+
+    def close(self) -> None:
+        """Close the tab (its sockets close as a browser's do when a page goes away)."""
+        self.browser.call("Target.closeTarget", {"targetId": self.target})
 
     def call(self, method: str, params: dict | None = None, timeout: float = 30.0) -> dict:
         return self.browser.call(method, params, self.session, timeout)

@@ -31,8 +31,11 @@ def browser():
 def run_check_page(browser, url: str) -> dict:
     """Load the check page, wait for every check, return {check name: result}."""
     page = browser.open(url)
-    results = page.evaluate("window.wsCheck", timeout=120)
-    assert isinstance(results, list), (results, page.console())
+    try:
+        results = page.evaluate("window.wsCheck", timeout=120)
+        assert isinstance(results, list), (results, page.console())
+    finally:
+        page.close()
     by_name = {r["name"]: r for r in results}
     assert len(by_name) == len(results), results  # names are unique
     return by_name
