@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import sys
 import tomllib
 from dataclasses import fields
@@ -68,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="listen on TCP (repeatable)")
     p.add_argument("--fd", action="append", type=int, metavar="N",
                    help="listen on an inherited socket descriptor (repeatable)")
+    p.add_argument("--control", metavar="PATH",
+                   help="control socket for `sidecar status` (auto: $RUNTIME_DIRECTORY/"
+                        "control.sock or UDS.ctl; off)")
+    p.add_argument("--no-control", dest="control", action="store_const", const="off")
+    p.add_argument("--metrics", metavar="HOST:PORT|PATH",
+                   help="serve Prometheus metrics at /metrics on this TCP address or Unix socket")
     p.add_argument("--workers", "-w", type=int, metavar="N", help="worker processes (cores)")
     p.add_argument("--factory", action="store_true", default=None,
                    help="APP is a callable returning the app")
@@ -280,9 +287,34 @@ def raise_fd_limit() -> None:
             pass  # keep the limit we have: it is not an error to run with it
 
 
+def _open_ops(config: Config, uds: str | None):
+    """The control socket and the metrics endpoint (opened before the workers: fail fast)."""
+    from sidecar.frontend import control, metrics
+
+    path = config.control
+    if path == "auto":
+        path = control.default_path(uds)
+    ctl = control.open_socket(path, 64) if path and path != "off" else None
+    try:
+        met = metrics.open_endpoint(config.metrics, 64) if config.metrics else None
+    except BaseException:
+        if ctl is not None:
+            ctl.close()
+            os.unlink(path)
+        raise
+    owned = ([path] if ctl is not None else []) + \
+        ([config.metrics] if met is not None and met.family == socket.AF_UNIX else [])
+    return ctl, met, owned
+
+
 def main(argv: list[str] | None = None) -> int:
     from sidecar.frontend import listeners
+    from sidecar.systemd import Notifier
 
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["status"]:
+        from sidecar.status import main as status_main
+        return status_main(argv[1:])
     try:
         config = load_config(argv)
         if config.env_file:
@@ -292,8 +324,19 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     setup_logging(config.log_level, config.access_log)
     raise_fd_limit()
-    uds, binds, fds = config.listeners()
+    # systemd's variables are read (and removed, so workers do not inherit them) before anything
+    notifier = Notifier()
     sockets = []
+    try:
+        sockets += listeners.from_systemd()
+    except listeners.ListenerError as exc:
+        print(f"sidecar: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    # socket activation replaces the default listeners; explicit ones are added to it
+    uds, binds, fds = config.listeners() if not sockets else \
+        (config.uds, list(config.bind), list(config.fd))
+    ctl = met = None
+    uds_opened = False
     try:
         for fd in fds:
             sockets.append(listeners.from_fd(fd))
@@ -301,9 +344,13 @@ def main(argv: list[str] | None = None) -> int:
             sockets.append(listeners.open_tcp(spec, config.backlog))
         if uds:
             sockets.append(listeners.open_uds(uds, config.uds_mode, config.backlog))
+            uds_opened = True
+        ctl, met, owned = _open_ops(config, uds)
     except listeners.ListenerError as exc:
         for s in sockets:
             s.close()
+        if uds_opened:
+            os.unlink(uds)
         print(f"sidecar: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     import uvloop
@@ -311,7 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     from sidecar.frontend.server import FrontEnd
 
     async def run() -> int:
-        return await FrontEnd(config, sockets).run()
+        return await FrontEnd(config, sockets, owned_paths=([uds] if uds else []) + owned,
+                              notifier=notifier, control_sock=ctl, metrics_sock=met).run()
 
     try:
         return uvloop.run(run())

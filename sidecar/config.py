@@ -43,6 +43,12 @@ class Config:
     proxy_headers: bool = True
     lifespan: str = "auto"         # auto | on | off
 
+    # operations (docs/operations.md): the control socket for `sidecar status` ("auto": in
+    # $RUNTIME_DIRECTORY, else next to the Unix socket; "off"; or a path) and Prometheus metrics
+    # on their own socket (HOST:PORT or a path; none by default, like uvicorn and gunicorn)
+    control: str = "auto"
+    metrics: str | None = None
+
     # flow control
     ring_capacity: int = DEFAULT_CAPACITY   # bytes per direction per worker
     window: int = DEFAULT_WINDOW            # per-stream body bytes in flight per direction

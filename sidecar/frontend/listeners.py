@@ -1,4 +1,4 @@
-"""Listening sockets: Unix socket, TCP binds, inherited descriptors.
+"""Listening sockets: Unix socket, TCP binds, inherited descriptors, systemd's sockets.
 
 All are opened before any worker starts, so a bad address fails fast with one clear line.
 """
@@ -80,6 +80,34 @@ def from_fd(fd: int) -> socket.socket:
         raise ListenerError(f"--fd {fd}: not a stream socket")
     sock.setblocking(False)
     return sock
+
+
+def from_systemd(environ=os.environ) -> list[socket.socket]:
+    """The listening sockets of socket activation (sidecar.socket), any number, Unix or TCP.
+
+    Each must be a listening stream socket (``ListenStream=``; ``Accept=no``, the default).
+    """
+    from sidecar.systemd import ActivationError, listen_fds
+
+    try:
+        fds = listen_fds(environ)
+    except ActivationError as exc:
+        raise ListenerError(f"socket activation: {exc}") from None
+    out = []
+    for fd, name in fds:
+        try:
+            sock = socket.socket(fileno=fd)
+        except OSError as exc:
+            raise ListenerError(f"socket activation: descriptor {fd} ({name}) is not a socket "
+                                f"({exc.strerror})") from None
+        if sock.type != socket.SOCK_STREAM or \
+                not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+            sock.detach()
+            raise ListenerError(f"socket activation: descriptor {fd} ({name}) is not a "
+                                "listening stream socket (ListenStream= with Accept=no)")
+        sock.setblocking(False)
+        out.append(sock)
+    return out
 
 
 def describe(sock: socket.socket) -> str:

@@ -68,6 +68,8 @@ class Slot:
         self.restart_handle: asyncio.TimerHandle | None = None
         self.retired = False  # removed by SIGTTOU: do not restart
         self.recycle_after = 0.0  # monotonic time before which no recycle is tried again
+        self.restarts = 0          # of this slot, for sidecar status and the metrics
+        self.past_requests = 0     # requests of this slot's previous (dead) workers
 
 
 class WorkerPool:
@@ -183,6 +185,7 @@ class WorkerPool:
         if ev is not None:
             ev.set()
         slot = w.slot
+        slot.past_requests += link.requests
         what = describe_exit(rc) + (f": {report}" if report else "") + \
             (f" ({w.kill_reason})" if w.kill_reason else "")
         if w.state == DRAINING:
@@ -211,6 +214,7 @@ class WorkerPool:
         young = time.monotonic() - w.started_at < YOUNG or w.state != READY
         slot.failures = slot.failures + 1 if young else 0
         self.restarts += 1
+        slot.restarts += 1
         if slot.successor is not None:
             log.warning("worker %d (pid %d) %s; %d stream(s) lost; its replacement is "
                         "starting", slot.index, w.pid, what, lost)

@@ -15,12 +15,15 @@ import logging
 import os
 import signal
 import socket
+import time
 
 from sidecar.config import EXIT_OK, Config
 from sidecar.frontend.batch import Batcher
 from sidecar.frontend.http_conn import HTTPConnection
 from sidecar.frontend.pool import WorkerPool
-from sidecar.frontend import listeners
+from sidecar.frontend import listeners, metrics
+from sidecar.frontend.control import ControlServer
+from sidecar.systemd import Notifier
 from sidecar.frontend.ws_conn import websocket_handler
 from sidecar.http import h1
 
@@ -32,13 +35,23 @@ HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGTTIN,
 class FrontEnd:
     """Shared state of all connections of this process (what HTTPConnection calls ``server``)."""
 
-    def __init__(self, config: Config, sockets: list[socket.socket]):
+    def __init__(self, config: Config, sockets: list[socket.socket], *,
+                 owned_paths: list[str] | None = None, notifier: Notifier | None = None,
+                 control_sock: socket.socket | None = None,
+                 metrics_sock: socket.socket | None = None):
         self.config = config
         self.sockets = sockets
         # Unix socket paths to unlink at exit, read now: once a server closes its listening
         # socket the fd is gone and getsockname() fails with EBADF.
         # Only the socket we created is ours to remove; one passed in (--fd, systemd) is not.
-        self.uds_paths = [config.listeners()[0]] if config.listeners()[0] else []
+        if owned_paths is None:
+            owned_paths = [config.listeners()[0]] if config.listeners()[0] else []
+        self.uds_paths = owned_paths
+        self.state = "starting"  # -> ready -> stopping (sidecar status, STATUS=)
+        self.started_at = time.monotonic()
+        self.notify = notifier or Notifier({})
+        self.control = ControlServer(self, control_sock) if control_sock else None
+        self.metrics = metrics.MetricsServer(self, metrics_sock) if metrics_sock else None
         self.loop = asyncio.get_running_loop()
         self.limits = h1.Limits(max_request_line=config.max_request_line,
                                 max_header_bytes=config.max_header_bytes,
@@ -140,6 +153,10 @@ class FrontEnd:
             if handler is not None:
                 handler()
 
+    # systemd (issue #6): a SIGHUP reload must be wrapped as
+    #     await self.notify.around_reload(<the reload coroutine>)
+    # so that the manager sees RELOADING=1 (with MONOTONIC_USEC=) and then READY=1.
+
     def handle_sigterm(self) -> None:
         log.info("shutting down (SIGTERM)")
         self._stop.set()
@@ -179,6 +196,7 @@ class FrontEnd:
     async def run(self) -> int:
         for sig in HANDLED_SIGNALS:
             self.loop.add_signal_handler(sig, self._on_signal, sig)
+        await self._start_ops()
         self.pool.start()
         ready = asyncio.ensure_future(self.pool.wait_ready())
         stop = asyncio.ensure_future(self._stop.wait())
@@ -196,6 +214,8 @@ class FrontEnd:
             names = " ".join(listeners.describe(s) for s in self.sockets)
             log.info("sidecar ready on %s with %d workers (app %s)", names,
                      len(self.pool.slots), self.config.app)
+            self.state = "ready"
+            self.notify.ready(metrics.status_line(metrics.snapshot(self)))
             await self._stop.wait()
         await self.shutdown()
         return self.exit_code
@@ -209,7 +229,17 @@ class FrontEnd:
             conn.close_if_idle(now, timeout)
         self._sweeper = self.loop.call_later(1.0, self._sweep)
 
+    async def _start_ops(self) -> None:
+        """Control socket, metrics endpoint and systemd notifications: up from the start, so
+        that a slow start-up can be watched (and pinged through)."""
+        for ops in (self.control, self.metrics):
+            if ops is not None:
+                await ops.start()
+        self.notify.start(self.loop, lambda: metrics.status_line(metrics.snapshot(self)))
+
     async def shutdown(self) -> None:
+        self.state = "stopping"
+        self.notify.stopping()
         if self._sweeper is not None:
             self._sweeper.cancel()
         for server in self.servers:
@@ -225,6 +255,10 @@ class FrontEnd:
         await workers
         for task in list(self._tasks) + list(self.pool._tasks):
             task.cancel()  # a reload that was under way: its workers are gone
+        for ops in (self.control, self.metrics):
+            if ops is not None:
+                ops.close()
+        self.notify.close()
         for path in self.uds_paths:
             if isinstance(path, str) and path and os.path.exists(path):
                 try:

@@ -1,0 +1,141 @@
+"""The control socket: a Unix socket for operators and other hosts, one JSON line each way.
+
+    → {"cmd": "status"}\\n
+    ← {"ok": true, "status": {...}}\\n            (metrics.snapshot)
+    → {"cmd": "nope"}\\n
+    ← {"ok": false, "error": "unknown command 'nope' (commands: ...)"}\\n
+
+A connection may send any number of requests, one at a time.  Commands live in a registry
+(``ControlServer.commands``: name -> handler).  A handler receives the ``ControlConnection``
+(streams and the underlying socket, e.g. for passing descriptors with SCM_RIGHTS) and the
+request dict; it returns the reply dict, or ``None`` when it has taken the connection over
+(it replies itself and may keep it open: issue #7's ``attach``).
+
+The socket is created with mode 0600: only the server's user (and root) may connect, which is
+stricter than the app socket's 0660, since ``attach`` hands out the worker rings.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+from typing import Awaitable, Callable
+
+from sidecar.frontend import listeners, metrics
+
+log = logging.getLogger("sidecar.control")
+
+MAX_LINE = 65536          # bytes of one request line; a status request is ~20
+IDLE_TIMEOUT = 60.0       # seconds a control connection may sit without a request
+CONTROL_MODE = 0o600
+
+Handler = Callable[["ControlConnection", dict], Awaitable[dict | None]]
+
+
+def default_path(uds: str | None, environ=os.environ) -> str | None:
+    """Where the control socket goes without ``--control``: ``$RUNTIME_DIRECTORY/control.sock``
+    under systemd (RuntimeDirectory=), else next to the Unix socket (``<uds>.ctl``), else none."""
+    runtime = environ.get("RUNTIME_DIRECTORY")
+    if runtime:
+        return os.path.join(runtime.split(":")[0], "control.sock")
+    if uds:
+        return uds + ".ctl"
+    return None
+
+
+def open_socket(path: str, backlog: int) -> socket.socket:
+    return listeners.open_uds(path, CONTROL_MODE, backlog)
+
+
+class ControlConnection:
+    """One client of the control socket."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self.reader = reader
+        self.writer = writer
+
+    @property
+    def sock(self):
+        """The connected socket (for sendmsg/SCM_RIGHTS): the transport's socket object."""
+        return self.writer.get_extra_info("socket")
+
+    async def reply(self, obj: dict) -> None:
+        self.writer.write(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
+        await self.writer.drain()
+
+
+class ControlServer:
+    def __init__(self, frontend, sock: socket.socket):
+        self.frontend = frontend
+        self.sock = sock
+        self.server: asyncio.AbstractServer | None = None
+        self.commands: dict[str, Handler] = {"status": self._status, "ping": self._ping,
+                                             "help": self._help}
+
+    def register(self, name: str, handler: Handler) -> None:
+        """Add a command (e.g. ``attach``, issue #7)."""
+        self.commands[name] = handler
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_unix_server(self._serve, sock=self.sock, limit=MAX_LINE)
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = ControlConnection(reader, writer)
+        keep = False
+        try:
+            while True:
+                try:
+                    line = await asyncio.wait_for(reader.readline(), IDLE_TIMEOUT)
+                except asyncio.TimeoutError:
+                    return
+                except (asyncio.LimitOverrunError, ValueError):
+                    log.warning("control: request line over %d bytes: closing", MAX_LINE)
+                    await conn.reply({"ok": False, "error": f"request over {MAX_LINE} bytes"})
+                    return
+                if not line:
+                    return
+                if not line.strip():
+                    continue
+                reply = await self._handle(conn, line)
+                if reply is None:
+                    keep = True  # the handler owns the connection now
+                    return
+                await conn.reply(reply)
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            if not keep:
+                writer.close()
+
+    async def _handle(self, conn: ControlConnection, line: bytes) -> dict | None:
+        try:
+            request = json.loads(line)
+        except (ValueError, UnicodeDecodeError):
+            log.warning("control: not a JSON line: %.80r", line)
+            return {"ok": False, "error": "expected one JSON object per line"}
+        cmd = request.get("cmd") if isinstance(request, dict) else None
+        handler = self.commands.get(cmd) if isinstance(cmd, str) else None
+        if handler is None:
+            log.warning("control: unknown command %.40r", cmd)
+            return {"ok": False, "error": f"unknown command {cmd!r} "
+                                          f"(commands: {', '.join(sorted(self.commands))})"}
+        try:
+            return await handler(conn, request)
+        except Exception as exc:  # one bad command must not take the socket down
+            log.exception("control: command %s failed", cmd)
+            return {"ok": False, "error": f"{cmd} failed: {exc}"}
+
+    async def _status(self, conn, request) -> dict:
+        return {"ok": True, "status": metrics.snapshot(self.frontend)}
+
+    async def _ping(self, conn, request) -> dict:
+        return {"ok": True, "pid": os.getpid()}
+
+    async def _help(self, conn, request) -> dict:
+        return {"ok": True, "commands": sorted(self.commands)}

@@ -1,0 +1,178 @@
+"""The figures of a running server: one snapshot, shown three ways.
+
+``snapshot(frontend)`` is the single source.  ``sidecar status`` gets it as JSON over the
+control socket (control.py), systemd gets a one-line summary in STATUS= (``status_line``), and
+Prometheus scrapes it as text exposition format 0.0.4 (``prometheus_text``) from the optional
+``--metrics`` endpoint served here (its own socket: scraping never shares the app's listeners).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+
+from sidecar.frontend import listeners
+
+log = logging.getLogger("sidecar.metrics")
+
+MAX_REQUEST_HEAD = 8192   # a scrape request is one short GET; nginx's default header buffer
+SCRAPE_TIMEOUT = 10.0     # seconds for a scraper to send its request (Prometheus: 10 s default)
+
+
+def _worker_state(slot) -> str:
+    if slot.retired:
+        return "retired"
+    if slot.worker is None:
+        return "down"  # dead, its restart is scheduled
+    return slot.worker.state  # starting, ready, draining (worker_proc.py)
+
+
+def snapshot(frontend) -> dict:
+    """Everything an operator asks a live sidecar about, as plain JSON-able values."""
+    pool = frontend.pool
+    workers = []
+    for slot in pool.slots:
+        w = slot.worker
+        link = w.link if w is not None else None
+        live = link is not None and not link.closed
+        rings = {}
+        for direction in ("to_worker", "to_host"):
+            ring = getattr(link, direction) if live else None
+            rings[direction] = {"used": ring.used() if ring else 0,
+                                "capacity": ring.capacity if ring else frontend.config.ring_capacity}
+        # a replaced worker still draining keeps its count until it exits (then it is in
+        # past_requests): the total never goes down, as a Prometheus counter must not
+        draining = [d for d in pool.draining if d.slot is slot]
+        requests = slot.past_requests + (link.requests if link else 0) + \
+            sum(d.link.requests for d in draining)
+        workers.append({
+            "index": slot.index, "pid": w.pid if w else None, "state": _worker_state(slot),
+            "inflight": link.inflight if live else 0, "requests": requests,
+            "restarts": slot.restarts, "failures": slot.failures,
+            "successor_pid": slot.successor.pid if slot.successor else None,
+            "draining_pids": sorted(d.pid for d in draining), "rings": rings})
+    return {
+        "pid": os.getpid(), "app": frontend.config.app, "state": frontend.state,
+        "uptime": round(time.monotonic() - frontend.started_at, 3),
+        "listeners": [listeners.describe(s) for s in frontend.sockets if s.fileno() >= 0],
+        "connections": len(frontend.connections), "waiting": len(pool.waiting),
+        "restarts": pool.restarts, "requests": sum(w["requests"] for w in workers),
+        "workers": workers}
+
+
+def _fill(rings: dict) -> float:
+    return 100.0 * rings["used"] / rings["capacity"] if rings["capacity"] else 0.0
+
+
+def status_line(snap: dict) -> str:
+    """systemd's STATUS=: ``2/2 workers ready, 3 in flight, 12 connections, rings 0.1% full``."""
+    workers = snap["workers"]
+    ready = sum(w["state"] == "ready" for w in workers)
+    inflight = sum(w["inflight"] for w in workers)
+    fill = max((_fill(r) for w in workers for r in w["rings"].values()), default=0.0)
+    text = (f"{ready}/{len(workers)} workers ready, {inflight} in flight, "
+            f"{snap['connections']} connections, fullest ring {fill:.1f}%")
+    if snap["restarts"]:
+        text += f", {snap['restarts']} restarts"
+    return text if snap["state"] == "ready" else f"{snap['state']}: {text}"
+
+
+def _esc(value) -> str:
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def prometheus_text(snap: dict) -> str:
+    """Prometheus text exposition format 0.0.4: HELP/TYPE once per family, then its samples."""
+    out: list[str] = []
+
+    def family(name: str, kind: str, help_: str, samples) -> None:
+        out.append(f"# HELP {name} {help_}")
+        out.append(f"# TYPE {name} {kind}")
+        for labels, value in samples:
+            lab = ",".join(f'{k}="{_esc(v)}"' for k, v in labels.items())
+            out.append(f"{name}{{{lab}}} {value}" if lab else f"{name} {value}")
+
+    workers = snap["workers"]
+    states = ("ready", "starting", "draining", "down", "retired")
+    family("sidecar_workers", "gauge", "Worker slots by state.",
+           [({"state": s}, sum(w["state"] == s for w in workers)) for s in states])
+    family("sidecar_worker_inflight", "gauge", "Streams (requests, WebSockets) on a worker.",
+           [({"worker": w["index"]}, w["inflight"]) for w in workers])
+    family("sidecar_ring_used_bytes", "gauge", "Bytes waiting in a ring.",
+           [({"worker": w["index"], "direction": d}, r["used"])
+            for w in workers for d, r in w["rings"].items()])
+    family("sidecar_ring_capacity_bytes", "gauge", "Size of a ring.",
+           [({"worker": w["index"], "direction": d}, r["capacity"])
+            for w in workers for d, r in w["rings"].items()])
+    family("sidecar_requests_total", "counter", "Streams dispatched to a worker slot.",
+           [({"worker": w["index"]}, w["requests"]) for w in workers])
+    family("sidecar_worker_restarts_total", "counter", "Workers of a slot restarted after dying.",
+           [({"worker": w["index"]}, w["restarts"]) for w in workers])
+    family("sidecar_connections", "gauge", "Open client connections.",
+           [({}, snap["connections"])])
+    family("sidecar_waiting_streams", "gauge", "Streams waiting for a ready worker.",
+           [({}, snap["waiting"])])
+    family("sidecar_uptime_seconds", "gauge", "Seconds since the front-end started.",
+           [({}, snap["uptime"])])
+    return "\n".join(out) + "\n"
+
+
+# --- the scrape endpoint ---------------------------------------------------------------------
+
+def open_endpoint(spec: str, backlog: int) -> socket.socket:
+    """``--metrics HOST:PORT`` (TCP) or ``--metrics PATH`` (a Unix socket, mode 0600)."""
+    if "/" in spec or ":" not in spec:
+        return listeners.open_uds(spec, 0o600, backlog)
+    return listeners.open_tcp(spec, backlog)
+
+
+class MetricsServer:
+    """A minimal HTTP/1.1 server: ``GET /metrics`` -> the text format, then close."""
+
+    def __init__(self, frontend, sock: socket.socket):
+        self.frontend = frontend
+        self.sock = sock
+        self.server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._serve, sock=self.sock,
+                                                 limit=MAX_REQUEST_HEAD)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            try:
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), SCRAPE_TIMEOUT)
+            except (asyncio.LimitOverrunError, asyncio.IncompleteReadError, asyncio.TimeoutError):
+                await self._reply(writer, 400, b"bad request\n")
+                return
+            method, _, rest = head.partition(b" ")
+            target = rest.partition(b" ")[0].partition(b"?")[0]
+            if method not in (b"GET", b"HEAD"):
+                await self._reply(writer, 405, b"method not allowed\n")
+            elif target != b"/metrics":
+                await self._reply(writer, 404, b"not found: try /metrics\n")
+            else:
+                body = prometheus_text(snapshot(self.frontend)).encode()
+                await self._reply(writer, 200, body, b"text/plain; version=0.0.4; charset=utf-8",
+                                  head_only=method == b"HEAD")
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    @staticmethod
+    async def _reply(writer, status: int, body: bytes, ctype: bytes = b"text/plain",
+                     head_only: bool = False) -> None:
+        reason = {200: b"OK", 400: b"Bad Request", 404: b"Not Found",
+                  405: b"Method Not Allowed"}[status]
+        writer.write(b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n"
+                     b"connection: close\r\n\r\n" % (status, reason, ctype, len(body)))
+        if not head_only:
+            writer.write(body)
+        await writer.drain()
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
