@@ -41,6 +41,7 @@ from collections import deque
 from sidecar import events
 from sidecar.events import (APP_DONE, DISCONNECT, HTTP_BODY, HTTP_REQUEST, MAX_CHUNK,
                             RECV_CREDIT, RESPONSE_BODY, RESPONSE_START, SEND_CREDIT)
+from sidecar.frontend import access
 from sidecar.http import h1
 
 log = logging.getLogger("sidecar.frontend")
@@ -626,11 +627,8 @@ class HTTPConnection(asyncio.Protocol):
             self.transport.abort()
 
     def _log_access(self, stream: HTTPStream) -> None:
-        req = stream.req
-        client = f"{self.client[0]}:{self.client[1]}" if self.client else "unix"
-        access_log.info('%s - "%s %s HTTP/%s" %d %d %.1fms', client, req.method.decode(),
-                        req.target.decode("latin-1"), req.http_version, stream.status,
-                        stream.sent_bytes, (time.monotonic() - stream.t0) * 1000)
+        access_log.info(access.line(self.client, stream.req, stream.status, stream.sent_bytes,
+                                    time.monotonic() - stream.t0))
 
 
 __all__ = ["HTTPConnection", "HTTPStream", "events"]
