@@ -44,7 +44,8 @@ class Sidecar:
     """``with Sidecar("examples.demo:app", workers=2) as sc:`` -> sc.url, sc.uds, sc.client()."""
 
     def __init__(self, app: str = "examples.demo:app", *args: str, workers: int = 2,
-                 env: dict | None = None, ready_path: str = "/", start_timeout: float = 30.0):
+                 env: dict | None = None, ready_path: str = "/", start_timeout: float = 30.0,
+                 capture_stdout: bool = False):
         self.app = app
         self.args = list(args)
         self.workers = workers
@@ -57,6 +58,7 @@ class Sidecar:
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
         self.stderr_path = os.path.join(self.tmp.name, "stderr.log")
+        self.stdout_path = os.path.join(self.tmp.name, "stdout.log") if capture_stdout else None
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "sidecar", self.app, "--uds", self.uds,
@@ -66,8 +68,13 @@ class Sidecar:
     def start(self) -> "Sidecar":
         env = dict(os.environ, PYTHONUNBUFFERED="1", **(self.env or {}))
         self._err = open(self.stderr_path, "wb")
-        self.proc = subprocess.Popen(self.command(), cwd=self.tmp.name, env=env,
-                                     stdout=subprocess.DEVNULL, stderr=self._err)
+        out = open(self.stdout_path, "wb") if self.stdout_path else subprocess.DEVNULL
+        try:
+            self.proc = subprocess.Popen(self.command(), cwd=self.tmp.name, env=env,
+                                         stdout=out, stderr=self._err)
+        finally:
+            if self.stdout_path:
+                out.close()
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -1,0 +1,194 @@
+"""Observability of a live sidecar (issue #6): the control socket and `sidecar status`, the
+Prometheus endpoint scraped with httpx, and the access log line on stdout."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.util import wait_for
+from tests.server import ROOT, Sidecar, free_port
+
+
+@pytest.fixture(scope="module")
+def sc():
+    port = free_port()
+    s = Sidecar("tests.e2e.apps:app", "--metrics", f"127.0.0.1:{port}", workers=2,
+                ready_path="/scope")
+    s.metrics_url = f"http://127.0.0.1:{port}/metrics"
+    with s:
+        yield s
+
+
+def status(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sidecar", "status", *args],
+                          capture_output=True, text=True, timeout=30, **kw)
+
+
+def control(path: str, *lines: bytes) -> list[dict]:
+    """Send request lines on one connection; one reply line each."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(10)
+        s.connect(path)
+        f = s.makefile("rb")
+        out = []
+        for line in lines:
+            s.sendall(line)
+            out.append(json.loads(f.readline()))
+        f.close()
+        return out
+
+
+def scrape(url: str) -> dict[str, float]:
+    r = httpx.get(url, timeout=10)
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
+    out = {}
+    for line in r.text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
+def test_status_text_and_json(sc):
+    ctl = sc.uds + ".ctl"
+    assert stat.S_IMODE(os.stat(ctl).st_mode) == 0o600  # stricter than the app socket
+    with sc.client() as c:
+        for _ in range(6):
+            assert c.get("/scope").status_code == 200
+    out = status("--control", ctl, "--json")
+    assert out.returncode == 0, out.stderr
+    st = json.loads(out.stdout)
+    assert st["pid"] == sc.proc.pid and st["state"] == "ready"
+    assert st["app"] == "tests.e2e.apps:app"
+    assert f"unix:{sc.uds}" in st["listeners"]
+    workers = st["workers"]
+    assert sorted(w["pid"] for w in workers) == sorted(sc.worker_pids())
+    assert all(w["state"] == "ready" and w["inflight"] == 0 for w in workers)
+    assert st["requests"] == sum(w["requests"] for w in workers) >= 7  # ours + the ready probe
+    for w in workers:
+        for ring in w["rings"].values():
+            assert ring["capacity"] == 4 << 20 and 0 <= ring["used"] < ring["capacity"]
+    text = status("--control", ctl)
+    assert text.returncode == 0, text.stderr
+    assert f"sidecar pid {sc.proc.pid}  ready" in text.stdout
+    header = next(line for line in text.stdout.splitlines() if line.startswith("worker"))
+    assert header.split() == ["worker", "pid", "state", "inflight", "requests", "restarts",
+                              "ring>worker", "ring>host"]
+    for w in workers:
+        assert re.search(rf"^{w['index']}\s+{w['pid']}\s+ready\s+0\s+\d+\s+0\s+0\.0%",
+                         text.stdout, re.M), text.stdout
+    # the default path: $SIDECAR_CONTROL
+    env = dict(os.environ, SIDECAR_CONTROL=ctl)
+    assert json.loads(status("--json", env=env).stdout)["pid"] == sc.proc.pid
+
+
+def test_status_and_metrics_count_a_killed_worker(sc):
+    before = scrape(sc.metrics_url)
+    victim = json.loads(status("--control", sc.uds + ".ctl", "--json").stdout)["workers"][0]
+    os.kill(victim["pid"], signal.SIGKILL)
+
+    def restarted():
+        st = json.loads(status("--control", sc.uds + ".ctl", "--json").stdout)
+        w = st["workers"][0]
+        return st if w["restarts"] == victim["restarts"] + 1 and w["state"] == "ready" \
+            and w["pid"] != victim["pid"] else None
+
+    st = wait_for(restarted, 30, interval=0.1, what="worker 0 restarted")
+    assert st["restarts"] >= 1
+    # its requests are still counted after its death: counters only grow
+    assert st["workers"][0]["requests"] >= victim["requests"]
+    after = scrape(sc.metrics_url)
+    key = 'sidecar_worker_restarts_total{worker="0"}'
+    assert after[key] == before[key] + 1
+    assert after['sidecar_requests_total{worker="0"}'] >= before['sidecar_requests_total{worker="0"}']
+
+
+def test_prometheus_endpoint(sc):
+    m0 = scrape(sc.metrics_url)
+    with sc.client(uds=True) as c:
+        for _ in range(5):
+            assert c.get("/scope").status_code == 200
+    m = scrape(sc.metrics_url)
+    total = lambda d: sum(v for k, v in d.items() if k.startswith("sidecar_requests_total"))  # noqa: E731
+    assert total(m) - total(m0) == 5
+    assert m['sidecar_workers{state="ready"}'] == 2
+    for w in ("0", "1"):
+        assert m[f'sidecar_worker_inflight{{worker="{w}"}}'] == 0
+        for d in ("to_worker", "to_host"):
+            assert m[f'sidecar_ring_capacity_bytes{{worker="{w}",direction="{d}"}}'] == 4 << 20
+            assert 0 <= m[f'sidecar_ring_used_bytes{{worker="{w}",direction="{d}"}}'] < 4 << 20
+    assert m["sidecar_uptime_seconds"] > 0
+    text = httpx.get(sc.metrics_url, timeout=10).text
+    for family in ("sidecar_workers", "sidecar_requests_total", "sidecar_worker_restarts_total"):
+        assert f"# TYPE {family} " in text
+    assert httpx.get(sc.metrics_url.replace("/metrics", "/other"), timeout=10).status_code == 404
+    assert httpx.post(sc.metrics_url, timeout=10).status_code == 405
+
+
+def test_control_protocol_errors_leave_the_connection_and_server_working(sc):
+    ctl = sc.uds + ".ctl"
+    bad_json, unknown, not_obj, ok = control(
+        ctl, b"{nope\n", b'{"cmd": "frobnicate"}\n', b"[1, 2]\n", b'{"cmd": "ping"}\n')
+    assert bad_json == {"ok": False, "error": "expected one JSON object per line"}
+    assert unknown["ok"] is False and "unknown command 'frobnicate'" in unknown["error"]
+    assert "status" in unknown["error"]  # the commands are listed
+    assert not_obj["ok"] is False
+    assert ok == {"ok": True, "pid": sc.proc.pid}
+    assert control(ctl, b'{"cmd": "help"}\n')[0]["commands"] == ["help", "ping", "status"]
+    # an oversized line: an error and the connection closed
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(10)
+        s.connect(ctl)
+        s.sendall(b"x" * 70000)
+        reply = s.makefile("rb").readline()
+    assert json.loads(reply)["ok"] is False
+    with sc.client() as c:
+        assert c.get("/scope").status_code == 200
+    log = sc.log()
+    assert "control: unknown command 'frobnicate'" in log and "control: not a JSON line" in log
+
+
+def test_status_cli_mistakes_are_one_line():
+    out = status("--control", "/nonexistent/ctl.sock")
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines() == [
+        "sidecar status: error: cannot reach /nonexistent/ctl.sock: No such file or directory"]
+    out = status("--bogus")
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_metrics_on_a_unix_socket_and_no_control(tmp_path):
+    metrics = os.path.join("/tmp", f"sc-m-{os.getpid()}.sock")
+    with Sidecar("tests.e2e.apps:app", "--metrics", metrics, "--no-control", workers=1,
+                 ready_path="/scope") as s:
+        assert not os.path.exists(s.uds + ".ctl")
+        assert stat.S_IMODE(os.stat(metrics).st_mode) == 0o600
+        with httpx.Client(transport=httpx.HTTPTransport(uds=metrics), timeout=10) as c:
+            r = c.get("http://metrics/metrics")
+        assert r.status_code == 200 and 'sidecar_workers{state="ready"} 1' in r.text
+    assert not os.path.exists(metrics)  # we created it: removed at exit
+
+
+def test_access_log_line_is_combined_with_duration():
+    with Sidecar("tests.e2e.apps:app", workers=1, ready_path="/scope",
+                 capture_stdout=True) as s:
+        with s.client(uds=True, timeout=30) as c:
+            c.get("/scope/a%22b?q=1",
+                  headers={b"referer": b"http://r/", b"user-agent": b'x"y\xe9'})
+        line = wait_for(lambda: [x for x in Path(s.stdout_path).read_text().splitlines()
+                                 if "/scope/a" in x], 10, what="the access line")[0]
+    pattern = (r'^unix - - \[\d{2}/\w{3}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4}\] '
+               r'"GET /scope/a%22b\?q=1 HTTP/1\.1" 200 \d+ "http://r/" "x\\x22y\\xE9" '
+               r'\d+\.\dms$')
+    assert re.match(pattern, line), line
