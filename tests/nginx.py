@@ -18,9 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
-# Mirrors the site config in our deployment docs: HTTP/1.1 to the upstream, WebSocket upgrade
-# headers, no buffering either way (SSE and streamed uploads flow as they come), long reads
-# for long-lived streams.
+# The site is the example users install (examples/nginx/sidecar.conf), with only its socket
+# path and listen address replaced; this wraps it in what a throwaway nginx needs around it.
+EXAMPLE_SITE = Path(__file__).resolve().parent.parent / "examples" / "nginx" / "sidecar.conf"
+EXAMPLE_SOCKET = "unix:/run/sidecar/sidecar.sock"
+
 CONFIG_TEMPLATE = """\
 daemon off;
 master_process {master_process};
@@ -41,31 +43,20 @@ http {{
     uwsgi_temp_path {prefix}/uwsgi;
     scgi_temp_path {prefix}/scgi;
 
-    map $http_upgrade $connection_upgrade {{
-        default upgrade;
-        ''      close;
-    }}
-
-    server {{
-        listen 127.0.0.1:{port};
-        client_max_body_size 0;  # no limit: uploads stream through to the app
-
-        location / {{
-            proxy_pass http://unix:{uds}:;
-            proxy_http_version 1.1;
-            proxy_set_header Host $host;
-            proxy_set_header Upgrade $http_upgrade;
-            proxy_set_header Connection $connection_upgrade;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto $scheme;
-            proxy_buffering off;
-            proxy_request_buffering off;
-            proxy_read_timeout 3600s;
-            proxy_send_timeout 3600s;
-        }}
-    }}
+    include {prefix}/site.conf;
 }}
 """
+
+
+def site_config(uds: str | os.PathLike, port: int) -> str:
+    """examples/nginx/sidecar.conf for this socket and port (fails if the example changed so
+    that the replacement no longer applies: the test must run the example, not a copy)."""
+    text = EXAMPLE_SITE.read_text()
+    for old in (EXAMPLE_SOCKET, "listen 80;"):
+        if text.count(old) != 1:
+            raise AssertionError(f"{EXAMPLE_SITE}: expected {old!r} once")
+    return text.replace(EXAMPLE_SOCKET, f"unix:{uds}").replace("listen 80;",
+                                                              f"listen 127.0.0.1:{port};")
 
 
 def find_nginx() -> str:
@@ -158,6 +149,7 @@ class NginxServer:
         # warning, when not root, so only say it as root.)
         user = "user root;" if os.geteuid() == 0 else ""
         access_log = f"{self.prefix}/access.log" if self.access_log else "off"
+        (self.prefix / "site.conf").write_text(site_config(self.uds, self.port))
         self.config_path.write_text(
             CONFIG_TEMPLATE.format(
                 master_process="on" if self.master_process else "off",
@@ -165,8 +157,6 @@ class NginxServer:
                 prefix=self.prefix,
                 log_level=self.log_level,
                 access_log=access_log,
-                port=self.port,
-                uds=self.uds,
             )
         )
 

@@ -113,3 +113,27 @@ def test_big_chunked_download_through_nginx(nginx):
                          capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr
     assert out.stdout == f"200 {n}"
+
+
+def test_websocket_through_nginx():
+    """examples/nginx/sidecar.conf passes the upgrade on: echo both ways, big messages, the
+    app's close code back to the client, and plain requests still keep-alive upstream."""
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    with Sidecar("tests.e2e.ws_apps:app", workers=2) as ws_sc, NginxServer(ws_sc.uds) as base:
+        url = base.replace("http://", "ws://")
+        with connect(url + "/echo", open_timeout=30, max_size=None) as ws:
+            ws.send("hello through nginx")
+            assert ws.recv(timeout=30) == "hello through nginx"
+            blob = os.urandom(3 * MiB)
+            ws.send(blob)
+            assert ws.recv(timeout=30) == blob
+        with connect(url + "/pid", open_timeout=30) as ws:
+            assert int(ws.recv(timeout=30)) in ws_sc.worker_pids()
+        with connect(url + "/close4001", open_timeout=30) as ws:
+            with pytest.raises(ConnectionClosed):
+                ws.recv(timeout=30)
+        assert ws.close_code == 4001 and ws.close_reason == "app says bye"
+        with httpx.Client(base_url=base, timeout=30) as c:
+            assert c.get("/").json()["pid"] in ws_sc.worker_pids()
