@@ -25,8 +25,9 @@ quietly() {
 }
 
 # -- 1. Debian packages ------------------------------------------------------------------------
+# systemd: systemd-socket-activate and systemd-analyze for tests/e2e/test_systemd.py
 packages=(wrk nginx-light curl gcc clang libclang-rt-14-dev python3-venv python3-dev libffi-dev
-          chromium)
+          chromium systemd)
 missing=()
 for package in "${packages[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

@@ -60,7 +60,8 @@ def _mib(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="sidecar", description="ASGI server: a front-end process and a worker pool "
-                "joined by shared-memory rings.")
+                "joined by shared-memory rings.",
+                epilog="`sidecar status --help`: ask a running server about its workers.")
     p.add_argument("app", nargs="?", help="the ASGI app, MODULE:ATTRIBUTE (default: the demo)")
     p.add_argument("--config", metavar="FILE", help="TOML file with settings (keys as flags)")
     p.add_argument("--uds", metavar="PATH", help="listen on this Unix socket")
