@@ -25,9 +25,10 @@ quietly() {
 }
 
 # -- 1. Debian packages ------------------------------------------------------------------------
-# systemd: systemd-socket-activate and systemd-analyze for tests/e2e/test_systemd.py
+# systemd: systemd-socket-activate and systemd-analyze (tests/e2e/test_systemd.py); caddy:
+# tests/e2e/test_caddy.py
 packages=(wrk nginx-light curl gcc clang libclang-rt-14-dev python3-venv python3-dev libffi-dev
-          chromium systemd)
+          chromium systemd caddy)
 missing=()
 for package in "${packages[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
