@@ -118,12 +118,12 @@ class Notifier:
         usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
         self.send("RELOADING=1", f"MONOTONIC_USEC={usec}")
 
-    async def around_reload(self, reload) -> None:
-        """RELOADING=1, await the reload (a coroutine), READY=1 — also when it fails, since the
-        old workers keep serving then."""
+    async def around_reload(self, reload):
+        """RELOADING=1, await the reload (an awaitable) and return its result, READY=1 — also
+        when it fails, since the old workers keep serving then."""
         self.reloading()
         try:
-            await reload
+            return await reload
         finally:
             self.ready()
 

@@ -153,8 +153,8 @@ class FrontEnd:
             if handler is not None:
                 handler()
 
-    # systemd (issue #6): a SIGHUP reload must be wrapped as
-    #     await self.notify.around_reload(<the reload coroutine>)
+    # systemd (issue #6): the SIGHUP reload (issue #5) must run as
+    #     return await self.notify.around_reload(self.pool.reload())
     # so that the manager sees RELOADING=1 (with MONOTONIC_USEC=) and then READY=1.
 
     def handle_sigterm(self) -> None:
