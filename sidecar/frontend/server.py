@@ -196,8 +196,8 @@ class FrontEnd:
     async def run(self) -> int:
         for sig in HANDLED_SIGNALS:
             self.loop.add_signal_handler(sig, self._on_signal, sig)
-        await self._start_ops()
         self.pool.start()
+        await self._start_ops()
         ready = asyncio.ensure_future(self.pool.wait_ready())
         stop = asyncio.ensure_future(self._stop.wait())
         await asyncio.wait([ready, stop], timeout=self.config.worker_start_timeout,

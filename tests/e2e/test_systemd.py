@@ -203,8 +203,19 @@ def test_notify_ready_after_lifespan_status_watchdog_stopping(tmp):
         _sidecar_cmd("--uds", uds, "--no-access-log"), cwd=tmp, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=dict(os.environ, NOTIFY_SOCKET=listener.address, WATCHDOG_USEC="400000",
-                 STARTUP_DELAY="1.0"))
+                 STARTUP_DELAY="2.0"))
     try:
+        # during the (slow) lifespan startup: the control socket answers "starting", and the
+        # first STATUS= says so too
+        ctl = uds + ".ctl"
+        wait_for(lambda: os.path.exists(ctl), 10, what="the control socket")
+        out = subprocess.run([sys.executable, "-m", "sidecar", "status", "--control", ctl,
+                              "--json"], capture_output=True, text=True, timeout=30)
+        early = json.loads(out.stdout)
+        assert early["state"] == "starting" and listener.since(0, "READY") == []
+        assert [w["state"] for w in early["workers"]] == ["starting", "starting"]
+        first_status = listener.wait("STATUS", 10)["STATUS"]
+        assert first_status.startswith("starting: 0/2 workers ready"), first_status
         ready = listener.wait("READY", 30)
         workers = children(proc.pid)
         assert marks_at_ready == [sorted(f"started.{pid}" for pid in workers)]
