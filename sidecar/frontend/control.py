@@ -9,7 +9,8 @@ A connection may send any number of requests, one at a time.  Commands live in a
 (``ControlServer.commands``: name -> handler).  A handler receives the ``ControlConnection``
 (streams and the underlying socket, e.g. for passing descriptors with SCM_RIGHTS) and the
 request dict; it returns the reply dict, or ``None`` when it has taken the connection over
-(it replies itself and may keep it open: issue #7's ``attach``).
+(it replies itself, may pass descriptors with ``ControlConnection.send_fds`` and may keep the
+connection open: issue #7's ``attach``).
 
 The socket is created with mode 0600: only the server's user (and root) may connect, which is
 stricter than the app socket's 0660, since ``attach`` hands out the worker rings.
@@ -58,12 +59,32 @@ class ControlConnection:
 
     @property
     def sock(self):
-        """The connected socket (for sendmsg/SCM_RIGHTS): the transport's socket object."""
+        """The transport's socket object (on uvloop a PseudoSocket: fileno() works, sendmsg
+        does not; use ``send_fds``)."""
         return self.writer.get_extra_info("socket")
 
     async def reply(self, obj: dict) -> None:
         self.writer.write(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
         await self.writer.drain()
+
+    async def send_fds(self, data: bytes, fds: list[int], timeout: float = 5.0) -> None:
+        """Send ``data`` with descriptors attached (SCM_RIGHTS), after everything written so
+        far: the transport's buffer is flushed first, so the bytes stay in order."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.writer.transport.get_write_buffer_size():
+            if loop.time() > deadline:
+                raise TimeoutError("control client is not reading")
+            await asyncio.sleep(0.005)
+        with socket.socket(fileno=os.dup(self.sock.fileno())) as raw:
+            while True:
+                try:
+                    socket.send_fds(raw, [data], fds)
+                    return
+                except BlockingIOError:
+                    if loop.time() > deadline:
+                        raise TimeoutError("control client is not reading") from None
+                    await asyncio.sleep(0.005)
 
 
 class ControlServer:
