@@ -89,6 +89,7 @@ class Notifier:
                 self.watchdog_interval = int(usec) / 2e6
         self._sock: socket.socket | None = None
         self._failed = False
+        self._stopping = False  # after STOPPING=1, no READY=1 (a reload cut short by SIGTERM)
         self._timers: list[asyncio.TimerHandle] = []
 
     @property
@@ -125,9 +126,11 @@ class Notifier:
         try:
             return await reload
         finally:
-            self.ready()
+            if not self._stopping:
+                self.ready()
 
     def stopping(self) -> None:
+        self._stopping = True
         self.send("STOPPING=1")
 
     def status(self, text: str) -> None:

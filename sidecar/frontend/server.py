@@ -153,10 +153,6 @@ class FrontEnd:
             if handler is not None:
                 handler()
 
-    # systemd (issue #6): the SIGHUP reload (issue #5) must run as
-    #     return await self.notify.around_reload(self.pool.reload())
-    # so that the manager sees RELOADING=1 (with MONOTONIC_USEC=) and then READY=1.
-
     def handle_sigterm(self) -> None:
         log.info("shutting down (SIGTERM)")
         self._stop.set()
@@ -169,8 +165,8 @@ class FrontEnd:
         """Replace every worker with a fresh one (the app is imported again), without a
         refused or dropped request; True once the new workers serve, False if they failed
         to start (the old ones keep serving).  One reload at a time: a SIGHUP during a
-        reload runs after it."""
-        return await self.pool.reload()
+        reload runs after it.  systemd sees RELOADING=1, then READY=1 (docs/deployment.md)."""
+        return await self.notify.around_reload(self.pool.reload())
 
     def handle_sigttin(self) -> None:
         self._background(self.pool.add_worker())

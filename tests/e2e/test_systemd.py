@@ -191,10 +191,11 @@ def test_listen_fds_for_another_pid_are_ignored(tmp):
 
 # --- sd_notify -------------------------------------------------------------------------------
 
-def test_notify_ready_after_lifespan_status_watchdog_stopping(tmp):
+def test_notify_ready_after_lifespan_status_watchdog_reload_stopping(tmp):
     """READY=1 arrives only once both workers finished lifespan startup (their marks exist
-    when it arrives), carries a STATUS; WATCHDOG=1 comes every half WATCHDOG_USEC; SIGTERM
-    sends STOPPING=1 last.  NOTIFY_SOCKET is an abstract name (``@...``)."""
+    when it arrives), carries a STATUS; WATCHDOG=1 comes every half WATCHDOG_USEC; a SIGHUP
+    reload is RELOADING=1 ... READY=1 around the new workers' startup; SIGTERM sends
+    STOPPING=1 last.  NOTIFY_SOCKET is an abstract name (``@...``)."""
     listener = NotifyListener(tmp, abstract=True)
     marks_at_ready: list[list[str]] = []
     listener.on_message = lambda f: marks_at_ready.append(
@@ -232,14 +233,24 @@ def test_notify_ready_after_lifespan_status_watchdog_stopping(tmp):
         assert status["STATUS"].startswith("2/2 workers ready"), status
         with httpx.Client(transport=httpx.HTTPTransport(uds=uds), base_url="http://sc") as c:
             assert c.get("/").json()["environ"] == []  # workers: no NOTIFY_*/WATCHDOG_*
+        # SIGHUP: RELOADING=1 (with the monotonic clock) at once, READY=1 only once the new
+        # workers passed their (2 s) lifespan startup
+        n = len(listener.messages)
+        proc.send_signal(signal.SIGHUP)
+        reloading = listener.wait("RELOADING", 10, after=n)
+        now_usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        assert 0 < now_usec - int(reloading["MONOTONIC_USEC"]) < 10_000_000
+        listener.wait("READY", 60, after=n)
+        assert len(marks_at_ready) == 2 and len(marks_at_ready[1]) == 4, marks_at_ready
+        new = wait_for(lambda: set(children(proc.pid)) - set(workers) if len(
+            set(children(proc.pid)) - set(workers)) == 2 else None, 30, what="the new workers")
+        assert set(marks_at_ready[1]) - set(marks_at_ready[0]) == {f"started.{p}" for p in new}
     finally:
         code = _stop(proc)
         listener.close()
     assert code == 0
-    kinds = listener.kinds()
-    assert kinds.count("READY") == 1 and kinds.count("STOPPING") == 1
-    assert kinds.index("READY") < kinds.index("STOPPING")
-    assert "READY" not in kinds[kinds.index("STOPPING"):]
+    kinds = [k for k in listener.kinds() if k in ("READY", "RELOADING", "STOPPING")]
+    assert kinds == ["READY", "RELOADING", "READY", "STOPPING"], kinds
 
 
 def test_watchdog_stops_while_the_event_loop_is_stalled(tmp):
@@ -402,6 +413,15 @@ def test_notifier_reload_watchdog_pid_and_no_socket(tmp):
         now_usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
         assert 0 < now_usec - int(first["MONOTONIC_USEC"]) < 5_000_000
         assert second == {"READY": "1"}
+        # a reload cut short by shutdown: no READY=1 after STOPPING=1
+
+        async def slow_reload():
+            n.stopping()
+
+        asyncio.run(n.around_reload(slow_reload()))
+        wait_for(lambda: len(listener.messages) == 4, 5, what="RELOADING, STOPPING")
+        time.sleep(0.2)  # a READY=1 would have arrived by now
+        assert [k for k in listener.kinds()[2:]] == ["RELOADING", "STOPPING"]
         n.close()
         other = Notifier({"NOTIFY_SOCKET": listener.address, "WATCHDOG_USEC": "2000000",
                           "WATCHDOG_PID": "1"})
