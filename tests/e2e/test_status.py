@@ -192,3 +192,30 @@ def test_access_log_line_is_combined_with_duration():
                r'"GET /scope/a%22b\?q=1 HTTP/1\.1" 200 \d+ "http://r/" "x\\x22y\\xE9" '
                r'\d+\.\dms$')
     assert re.match(pattern, line), line
+
+
+def test_counters_never_go_down_across_a_reload(sc):
+    """SIGHUP replaces both workers; while the old ones drain and after they exit, the request
+    counters only grow (Prometheus counters must), and status shows the new pids."""
+    ctl = sc.uds + ".ctl"
+    old = set(sc.worker_pids())
+    with sc.client() as c:
+        for _ in range(4):
+            c.get("/scope")
+    last = scrape(sc.metrics_url)
+    keys = [k for k in last if k.startswith("sidecar_requests_total")]
+    sc.proc.send_signal(signal.SIGHUP)
+
+    def done():
+        nonlocal last
+        now = scrape(sc.metrics_url)
+        for k in keys:
+            assert now[k] >= last[k], (k, last[k], now[k])
+        last = now
+        st = json.loads(status("--control", ctl, "--json").stdout)
+        pids = {w["pid"] for w in st["workers"]}
+        return st if not pids & old and all(w["state"] == "ready" and not w["draining_pids"]
+                                            for w in st["workers"]) else None
+
+    st = wait_for(done, 60, interval=0.1, what="the reload, old workers gone")
+    assert st["requests"] >= 4
