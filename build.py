@@ -1,7 +1,8 @@
 """cffi build of the ring library (out-of-line API mode).
 
-The cdef is read from the real header, between the ``cffi:begin`` / ``cffi:end`` markers, so
-the C declarations live in one place (native/ring.h).  ``pip install .`` runs this through
+The cdef is read from the real headers, between the ``cffi:begin`` / ``cffi:end`` markers, so
+the C declarations live in one place (native/ring.h: the ring; native/frame.h: the event
+framing checks that let one msgpack call decode a batch of records).  ``pip install .`` runs this through
 setup.py's ``cffi_modules``; ``python build.py`` builds the module in place for development.
 """
 import pathlib
@@ -12,19 +13,24 @@ ROOT = pathlib.Path(__file__).resolve().parent
 NATIVE = ROOT / "native"
 
 
+HEADERS = ("ring.h", "frame.h")  # frame.h uses ring_t: ring.h first
+
+
 def read_cdef() -> str:
-    text = (NATIVE / "ring.h").read_text()
-    start = text.index("/* cffi:begin */") + len("/* cffi:begin */")
-    end = text.index("/* cffi:end */")
-    return text[start:end]
+    parts = []
+    for name in HEADERS:
+        text = (NATIVE / name).read_text()
+        start = text.index("/* cffi:begin */") + len("/* cffi:begin */")
+        parts.append(text[start:text.index("/* cffi:end */")])
+    return "\n".join(parts)
 
 
 ffibuilder = FFI()
 ffibuilder.cdef(read_cdef())
 ffibuilder.set_source(
     "sidecar._ring",
-    '#include "ring.h"',
-    sources=["native/ring.c"],
+    '#include "ring.h"\n#include "frame.h"',
+    sources=["native/ring.c", "native/frame.c"],
     include_dirs=["native"],
     extra_compile_args=["-std=c11", "-O2", "-fno-strict-aliasing"],
 )

@@ -451,6 +451,44 @@ int ring_read_flat(ring_t *r, uint32_t *out, int max) {
     return n;
 }
 
+int ring_read_gather(ring_t *r, uint32_t type, void *buf, uint32_t cap, uint32_t *ends,
+                     int max) {
+    uint8_t *out = buf;
+    uint32_t used = 0;
+    int n = 0, seen = 0;
+    uint64_t bytes = 0;
+    while (n < max) {
+        uint64_t before = r->read_pos;
+        uint32_t t, len;
+        uint64_t offset;
+        int rc = next_record(r, &t, &len, &offset);
+        if (rc < 0) {
+            r->broken = 1;
+            return rc;
+        }
+        if (rc == 0) break;
+        if (t != type) { /* consumed, like ring_read's caller skipping it */
+            seen++;
+            bytes += len;
+            continue;
+        }
+        if (len > cap - used) {
+            r->read_pos = before; /* unread: the next call (or ring_read) starts with it */
+            break;
+        }
+        memcpy(out + used, r->data + offset, len);
+        used += len;
+        ends[n++] = used;
+        seen++;
+        bytes += len;
+    }
+    if (seen) {
+        bump(&sh(r)->records_read, (uint64_t)seen);
+        bump(&sh(r)->bytes_read, bytes);
+    }
+    return n;
+}
+
 void ring_release(ring_t *r) {
     r->released = r->read_pos;
     atomic_store_explicit(&sh(r)->head, r->read_pos, REL);

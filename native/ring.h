@@ -131,6 +131,14 @@ int ring_read(ring_t *r, ring_view_t *views, int max);
 /* Same, with views flattened into uint32 triples (type, len, offset) for cheap bulk access
  * from dynamic languages.  offset fits in 32 bits because capacity is at most 2^30. */
 int ring_read_flat(ring_t *r, uint32_t *out, int max);
+/* Copy the payloads of the next records of `type` back to back into buf and set ends[i] to
+ * the offset in buf just past record i's payload; padding and records of other types are
+ * skipped (consumed).  Stops after max records, when the ring is empty, or before a record of
+ * `type` that does not fit in what is left of the cap bytes of buf -- that one stays unread,
+ * so a record larger than cap must be read in place with ring_read.  The copies do not need
+ * the ring: call ring_release at once and decode at leisure.  Returns the count (0: empty,
+ * or the next record is larger than cap) or RING_ECORRUPT. */
+int ring_read_gather(ring_t *r, uint32_t type, void *buf, uint32_t cap, uint32_t *ends, int max);
 /* Release everything handed out so far (one release store of head). */
 void ring_release(ring_t *r);
 /* After releasing: 1 if the producer waits for space, enough is now free, and the caller must

@@ -10,6 +10,10 @@ sleeps) and ``space`` (consumer rings it when the producer waits for room).  The
 decides *when* to ring or sleep (the flag + fence protocol in ring.c); this module does the
 syscalls and the asyncio integration (``loop.add_reader`` on the eventfd).
 
+Reading comes in two flavours (``Consumer``): decoded events a batch at a time -- copied out,
+framing-checked in C (native/frame.c) and decoded by one msgpack call -- or memoryviews into
+the ring for a caller that decodes in place.
+
 C status codes become exceptions here and only here.
 """
 from __future__ import annotations
@@ -23,19 +27,31 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+import msgpack
 import posix_ipc
 
+from sidecar import events
 from sidecar._ring import ffi, lib
 
 __all__ = [
     "RingError", "RingCorrupt", "RingMismatch", "RecordTooBig",
     "Segment", "Doorbell", "Producer", "Consumer", "RingSpec", "EVENT",
-    "DEFAULT_CAPACITY", "max_record_for", "new_generation", "pid_alive",
+    "DEFAULT_CAPACITY", "GATHER_BYTES", "SpinPolicy", "max_record_for", "new_generation",
+    "pid_alive",
 ]
 
 #: Record type of a msgpack-encoded event (docs/protocol.md).  Types are for framing only.
 EVENT = 1
 DEFAULT_CAPACITY = 1 << 22  # 4 MiB per direction per worker: 512 KiB records, ~1 ms of 4 GB/s
+#: Records up to this size are copied out of the ring by ``Consumer.read_events`` to be decoded
+#: a batch at a time; larger ones are decoded in place (a second copy of a big body costs
+#: more than the per-record call it saves).  64 KiB: the buffer stays in L2, and a MAX_CHUNK
+#: body record (64 KiB + framing) takes the in-place path.
+GATHER_BYTES = 64 * 1024
+
+# msgpack >= 1.0 defaults (raw=False, use_list=True, strict_map_key=True) are what
+# events.unpack asks for; spelling them out costs ~0.3 us a call in keyword parsing.
+_unpackb = msgpack.unpackb
 
 
 class RingError(Exception):
@@ -278,6 +294,8 @@ class Producer(_End):
     def __init__(self, segment: Segment, data: Doorbell, space: Doorbell, generation: int,
                  create: bool = False):
         super().__init__(segment, data, space, generation, create)
+        self._lens = ffi.new("uint32_t[]", 256)  # try_write_events: element lengths
+        self._header = ffi.new("uint32_t *")
         self._waiters: list[asyncio.Future] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -310,6 +328,30 @@ class Producer(_End):
         # array + from_buffer: half the cost of ffi.new from a list (~20 vs ~35 ns a record)
         lens = ffi.from_buffer("uint32_t[]", array("I", map(len, payloads)))
         rc = lib.ring_try_write_many(self.handle, type, b"".join(payloads), lens, len(payloads))
+        if rc > 0:
+            if lib.ring_producer_must_wake(self.handle):
+                os.eventfd_write(self.data_bell.fd, 1)
+            return rc
+        if rc == 0 or rc == lib.RING_AGAIN:
+            return 0
+        _raise(rc, "write")
+
+    def try_write_events(self, evs: list[list]) -> int:
+        """Pack ``evs`` with one msgpack call and publish as many as fit, in order, one EVENT
+        record each -- the records ``try_write_many([events.pack(ev) for ev in evs])`` would
+        write, for less: the list is packed as one msgpack array and split into its elements
+        in C (``frame_split_events``).  Returns the count; repack the rest to retry.  Every
+        element must be an event (``[int kind, int sid, ...]``), or ValueError."""
+        if not evs:
+            return 0
+        data = events.pack(evs)
+        if len(evs) > len(self._lens):
+            self._lens = ffi.new("uint32_t[]", len(evs))
+        n = lib.frame_split_events(data, len(data), self._lens, len(evs), self._header)
+        if n < 0:
+            raise ValueError("try_write_events: not a list of [int kind, int sid, ...] events")
+        rc = lib.ring_try_write_many(self.handle, EVENT, ffi.from_buffer(data) + self._header[0],
+                                     self._lens, n)
         if rc > 0:
             if lib.ring_producer_must_wake(self.handle):
                 os.eventfd_write(self.data_bell.fd, 1)
@@ -374,25 +416,47 @@ class Producer(_End):
 
 
 class Consumer(_End):
-    """The reading end.  Records come out as memoryviews into the ring (zero copy); they are
-    valid until ``release()``: decode them first (msgpack copies what it keeps)."""
+    """The reading end.  Two ways to read, one per consumer:
+
+    - ``read_events`` / ``start_reading_events``: decoded events, a batch at a time.  Records
+      up to GATHER_BYTES are copied out (``ring_read_gather``), their space is released at
+      once, their framing is checked in C (``frame_check_events``: exactly one msgpack value,
+      ``[int, int, ...]``) and the whole batch is decoded by one msgpack call.  Strictness is
+      that of ``events.unpack`` per record: a batch that fails the fast path is decoded again
+      record by record, and the first undecodable record is a ProtocolError.
+    - ``read`` / ``start_reading``: memoryviews into the ring (zero copy), valid until
+      ``release()``: decode them first (msgpack copies what it keeps).
+    """
 
     _PEER_PID, _PEER_HEARTBEAT = "producer_pid", "producer_heartbeat"
 
-    #: Seconds ``start_reading`` keeps polling an empty ring before it arms the doorbell and
-    #: sleeps.  0 (the default) sleeps at once.  A few tens of microseconds cut the round
-    #: trip of request/response traffic to a fraction (no eventfd write, no epoll wake-up:
-    #: see benchmarks/ring.py) at the price of that much CPU after each burst.  Polls go
-    #: through ``loop.call_soon``, so other callbacks and tasks keep running meanwhile.
+    #: Longest poll, in seconds, of an empty ring before the reader arms the doorbell and
+    #: sleeps.  0 (the default) sleeps at once.  A few tens of microseconds cut the round trip
+    #: of request/response traffic to a fraction (no eventfd write, no epoll wake-up: see
+    #: benchmarks/ring.py) at the price of that much CPU after each burst.  The spin is
+    #: adaptive (``SpinPolicy``): it backs off while spins find nothing or lose the CPU to
+    #: another process.  Polls go through ``loop.call_soon``, so other callbacks and tasks keep
+    #: running meanwhile.
     spin = 0.0
 
     def __init__(self, segment: Segment, data: Doorbell, space: Doorbell, generation: int,
-                 create: bool = False, batch: int = 256):
+                 create: bool = False, batch: int = 256, gather_bytes: int | None = None):
         super().__init__(segment, data, space, generation, create)
         self._batch = batch
         self._flat = ffi.new("uint32_t[]", 3 * batch)
         self._view = memoryview(ffi.buffer(lib.ring_data(self.handle), self.capacity))
         self._reading = None
+        self.spin_policy: SpinPolicy | None = None
+        # read_events: gathered payloads behind a 5-byte array header, their ends, and the
+        # (events, bytes) frame_gather_events reports
+        gather = GATHER_BYTES if gather_bytes is None else gather_bytes
+        cap = min(gather, self.max_record) + lib.FRAME_BATCH_HEADER
+        self._gather = ffi.new("uint8_t[]", cap)
+        self._gather_cap = cap
+        self._gather_view = memoryview(ffi.buffer(self._gather))
+        self._ends = ffi.new("uint32_t[]", batch)
+        self._framing = ffi.new("uint32_t[2]")
+        self._bad: Exception | None = None  # sticky: an undecodable record was met
 
     @classmethod
     def create(cls, capacity: int = DEFAULT_CAPACITY, generation: int | None = None) -> "Consumer":
@@ -400,9 +464,11 @@ class Consumer(_End):
                    generation or new_generation(), create=True)
 
     @classmethod
-    def attach(cls, spec: RingSpec) -> "Consumer":
+    def attach(cls, spec: RingSpec, **options) -> "Consumer":
+        """``options``: ``batch`` (records a read hands out at most), ``gather_bytes``
+        (records up to this size are copied by read_events; default GATHER_BYTES)."""
         return cls(Segment.from_fd(spec.segment_fd), Doorbell(spec.data_fd),
-                   Doorbell(spec.space_fd), spec.generation)
+                   Doorbell(spec.space_fd), spec.generation, **options)
 
     def read(self) -> list[memoryview]:
         """Up to one batch of record payloads (EVENT records; other types are skipped)."""
@@ -416,6 +482,66 @@ class Consumer(_End):
         it = iter(ffi.unpack(self._flat, 3 * n))
         view = self._view
         return [view[o:o + size] for t, size, o in zip(it, it, it) if t == EVENT]
+
+    def read_events(self) -> list[list]:
+        """Up to one batch of decoded events (``events.unpack`` of each EVENT record, in
+        order); their ring space is already released.  [] when the ring is empty.
+
+        An undecodable record, or one that is not ``[int kind, int sid, ...]``, is a
+        ProtocolError (sid None: the ring cannot be trusted): the events before it are
+        returned first, and this call and every later one raise it.  RingError as ``read``.
+        """
+        if self._bad is not None:
+            raise self._bad
+        h = self.handle
+        framing = self._framing
+        n = lib.frame_gather_events(h, EVENT, self._gather, self._gather_cap, self._ends,
+                                    self._batch, framing)
+        if n > 0:
+            self.release()  # copied out: the producer may have the space back now
+            if framing[0] == n:
+                try:
+                    return _unpackb(self._gather_view[:framing[1]])
+                except Exception:
+                    pass  # framing is sound but a value is not (bad UTF-8, depth, ...)
+            return self._decode_each(n)
+        if n < 0:
+            _raise(n, "read")
+        # Empty (skipped records still need releasing), or the next record is too large to
+        # copy: decode that one in place.
+        n = lib.ring_read_flat(h, self._flat, 1)
+        try:
+            if n <= 0:
+                if n < 0:
+                    _raise(n, "read")
+                return []
+            flat = self._flat
+            if flat[0] != EVENT:
+                return []
+            offset = flat[2]
+            try:
+                return [events.unpack(self._view[offset:offset + flat[1]])]
+            except events.ProtocolError as exc:
+                self._bad = exc
+                raise
+        finally:
+            self.release()
+
+    def _decode_each(self, n: int) -> list[list]:
+        """The reference path: ``events.unpack`` record by record, up to the first bad one."""
+        out = []
+        view, ends, start = self._gather_view, self._ends, lib.FRAME_BATCH_HEADER
+        for i in range(n):
+            end = lib.FRAME_BATCH_HEADER + ends[i]
+            try:
+                out.append(events.unpack(view[start:end]))
+            except events.ProtocolError as exc:
+                self._bad = exc
+                break
+            start = end
+        if not out and self._bad is not None:
+            raise self._bad
+        return out
 
     def release(self) -> None:
         """Give the bytes of everything read so far back to the producer."""
@@ -443,39 +569,63 @@ class Consumer(_End):
         set (no lost wake-up); reads at most ``budget`` batches per loop iteration so one busy
         ring cannot starve the rest of the event loop.
         """
+        read, release = self.read, self.release
+
+        def step() -> bool:
+            views = read()
+            if not views:
+                # read() may have skipped non-EVENT records: give their bytes back, or a
+                # producer waiting for them waits forever.
+                release()
+                return False
+            try:
+                on_records(views)
+            finally:
+                del views
+                release()
+            return True
+
+        self._start(loop, step, on_error, budget)
+
+    def start_reading_events(self, loop: asyncio.AbstractEventLoop,
+                             on_events: Callable[[list[list]], None],
+                             on_error: Callable[[Exception], None], budget: int = 8) -> None:
+        """Call ``on_events(events)`` for every batch of ``read_events``; as ``start_reading``
+        otherwise.  An undecodable record stops reading after the events before it were
+        delivered, and ``on_error`` gets its ProtocolError (sid None)."""
+        read = self.read_events
+
+        def step() -> bool:
+            evs = read()
+            if not evs:
+                return False
+            on_events(evs)
+            return True
+
+        self._start(loop, step, on_error, budget)
+
+    def _start(self, loop: asyncio.AbstractEventLoop, step: Callable[[], bool],
+               on_error: Callable[[Exception], None], budget: int) -> None:
+        """The read loop: ``step()`` reads and delivers one batch, False when it found none."""
         clock = time.perf_counter
-        spin_until = 0.0  # while > 0: polling an empty ring until then (Consumer.spin)
+        spin = self.spin_policy = SpinPolicy(self.spin)  # Consumer.spin as reading starts
 
         def pump() -> None:
-            nonlocal spin_until
             if self._reading is not loop:
                 return  # stop_reading() since this call was scheduled
             try:
                 for _ in range(budget):
-                    views = self.read()
-                    if views:
-                        spin_until = 0.0
-                        try:
-                            on_records(views)
-                        finally:
-                            del views
-                            self.release()
+                    if step():
+                        if spin.until:
+                            spin.found(clock())
                         continue
-                    # Nothing handed out -- but read() may have skipped non-EVENT records:
-                    # give their bytes back, or a producer waiting for them waits forever.
-                    self.release()
-                    if self.spin > 0:
-                        now = clock()
-                        if not spin_until:
-                            spin_until = now + self.spin
-                        if now < spin_until:
-                            loop.call_soon(pump)  # poll again after the ready callbacks
-                            return
-                        spin_until = 0.0
+                    if spin.limit and spin.idle(clock()):
+                        loop.call_soon(pump)  # poll again after the ready callbacks
+                        return
                     if self.prepare_sleep():
                         return  # the producer will ring data_bell
                 loop.call_soon(pump)  # more to do; let other callbacks run first
-            except Exception as exc:  # corrupt ring, or a bug in on_records
+            except Exception as exc:  # corrupt ring, undecodable event, or a bug in on_*
                 self.stop_reading()
                 on_error(exc)
 
@@ -495,4 +645,73 @@ class Consumer(_End):
     def close(self) -> None:
         self.stop_reading()
         self._view.release()
+        self._gather_view.release()
         super().close()
+
+
+class SpinPolicy:
+    """When a reader that found its ring empty polls a little longer instead of sleeping.
+
+    A spin pays when the next record comes sooner than a wake-up would take (request/response
+    traffic: the peer answers within microseconds); it wastes a core when nothing comes, and
+    it hurts when another process wants that core (our spin delays it, and the peer's reply
+    with it).  So, like glibc's adaptive mutexes: spin up to ``limit`` seconds; after
+    TOLERATED_MISSES spins in a row that found nothing, or during which this process lost the
+    CPU (a poll-to-poll gap longer than the whole spin), skip the next 1, 2, 4 ... MAX_SKIP
+    empty rings before spinning again; a clean hit resets that.  An idle ring therefore costs
+    at most a few spins after its last burst: it sleeps in epoll_wait.
+
+    Why tolerate a few misses: the first spin of an exchange often misses (the peer was
+    asleep and needs a wake-up), and once a side sleeps, the kernel tends to wake its peer on
+    the waker's CPU (wake-affine), where a spin only delays it.  Both sides spinning is the
+    state that pays; one miss must not end it.
+    """
+
+    MAX_SKIP = 64  # empty rings skipped after repeated misses: 1/64 of the spin CPU left
+    TOLERATED_MISSES = 4
+
+    def __init__(self, limit: float):
+        self.limit = max(0.0, float(limit))
+        self.until = 0.0  # > 0 while spinning: the poll deadline
+        self.last = 0.0  # time of the previous poll of this spin
+        self.preempted = False
+        self.skip = 0  # empty rings left to sleep on without spinning
+        self.backoff = 1
+        self.in_a_row = 0  # misses since the last hit
+        self.hits = self.misses = 0
+
+    def idle(self, now: float) -> bool:
+        """The ring is empty now: True to poll again soon, False to sleep."""
+        if self.until:
+            if now - self.last > self.limit:
+                self.preempted = True  # the loop or the CPU was elsewhere meanwhile
+            self.last = now
+            if now < self.until and not self.preempted:
+                return True
+            self._missed()
+            return False
+        if self.skip:
+            self.skip -= 1
+            return False
+        self.until = now + self.limit
+        self.last = now
+        self.preempted = False
+        return True
+
+    def found(self, now: float) -> None:
+        """Records came while spinning."""
+        self.until = 0.0
+        if self.preempted or now - self.last > self.limit:
+            self._missed()  # it came, but only after we lost the CPU: no gain, a cost
+        else:
+            self.hits += 1
+            self.backoff = 1
+            self.in_a_row = 0
+
+    def _missed(self) -> None:
+        self.until = 0.0
+        self.misses += 1
+        self.in_a_row += 1
+        if self.in_a_row >= self.TOLERATED_MISSES:
+            self.skip = self.backoff
+            self.backoff = min(self.backoff * 2, self.MAX_SKIP)

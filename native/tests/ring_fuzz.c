@@ -179,6 +179,8 @@ static void garble_data(in_t *in, uint8_t *region, uint64_t cap, uint32_t max_re
  * capacity/8, whatever the handle had cached before: each record takes >= 8 bytes and the
  * consumer refuses a tail more than `capacity` past its released position (regression test
  * for a fixed ring.c bug: it used to check against the read position only). */
+static uint32_t g_ends[65];
+
 static void drain(in_t *in, ring_t *c, uint64_t cap, uint32_t max_record, uint64_t bound) {
     ring_view_t views[65];
     uint32_t flat[3 * 65];
@@ -188,7 +190,35 @@ static void drain(in_t *in, ring_t *c, uint64_t cap, uint32_t max_record, uint64
     int it;
     for (it = 0; it < limit; it++) {
         int max = 1 + (in->n ? u8(in) % 64 : 63);
-        int use_flat = in->n ? (u8(in) & 1) : (it & 1);
+        int mode = in->n ? u8(in) % 3 : it % 3; /* 0 ring_read, 1 ring_read_flat, 2 gather */
+        int use_flat = mode == 1;
+        if (mode == 2) { /* copies: every byte lands inside gbuf[0:gcap] (ASan) */
+            uint32_t gcap = in->n ? (uint32_t)u8(in) << 6 : max_record;
+            if (gcap > max_record) gcap = max_record;
+            uint8_t *gbuf = malloc(gcap + 1); /* exactly gcap usable bytes: ASan sees overflows */
+            ASSERT(gbuf, "out of memory");
+            int rc = ring_read_gather(c, in->n ? 1 + u8(in) % 2 : 1, gbuf, gcap, g_ends, max);
+            free(gbuf);
+            ASSERT(rc == RING_ECORRUPT || (rc >= 0 && rc <= max), "gather returned %d (max %d)", rc, max);
+            if (rc == RING_ECORRUPT) {
+                g_count.corrupt++;
+                ring_release(c);
+                return;
+            }
+            for (int i = 0; i < rc; i++)
+                ASSERT(g_ends[i] <= gcap && (i == 0 || g_ends[i] >= g_ends[i - 1]),
+                       "gather end %u outside [previous, cap %u]", g_ends[i], gcap);
+            pass += (uint64_t)rc;
+            total += (uint64_t)rc;
+            g_count.records += (uint64_t)rc;
+            ASSERT(total <= bound, "gathered %" PRIu64 " records (bound %" PRIu64 ")", total, bound);
+            if (rc == 0) {
+                ring_release(c);
+                g_count.drains_empty++;
+                return;
+            }
+            continue;
+        }
         int rc = use_flat ? ring_read_flat(c, flat, max) : ring_read(c, views, max);
         ASSERT(rc == RING_ECORRUPT || (rc >= 0 && rc <= max), "read returned %d (max %d)", rc, max);
         if (rc == RING_ECORRUPT) {

@@ -616,6 +616,106 @@ static void t_read_flat_matches_read(void) {
     fx_close(&f);
 }
 
+/* ring_read_gather hands out the same records as ring_read, copied back to back: same bytes,
+ * same order, other types skipped, a record that does not fit in the buffer left unread. */
+static void t_read_gather_matches_read(void) {
+    fx_t f;
+    RUN(fx_open(&f, 8192));
+    uint8_t *copy = aligned_alloc(128, (f.size + 127) & ~(size_t)127);
+    static uint8_t gbuf[8192];
+    uint32_t ends[64];
+    if (!copy) FAILF("out of memory");
+    uint64_t seq = 0, rng = 4242;
+    int compared = 0, too_big = 0, skipped = 0;
+    for (int round = 0; round < 400 && !g_failed_now; round++) {
+        for (;;) { /* a random batch, types 1 and 2 mixed */
+            rng = mix64(rng + 1);
+            uint32_t len = (rng & 3) == 0 ? (uint32_t)(rng >> 8) % (f.p.max_record + 1) : (uint32_t)(rng >> 8) % 64;
+            if (put(&f, seq, len, 1 + (uint32_t)((rng >> 40) & 1)) != RING_OK) break;
+            seq++;
+            if ((rng >> 20) % 8 == 0) break;
+        }
+        /* the same state twice: ring_read here, ring_read_gather of type 1 in a copy */
+        memcpy(copy, f.mem, f.size);
+        ring_t c2;
+        int rc = ring_attach(&c2, copy, f.size, f.gen);
+        if (rc != RING_OK) {
+            free(copy);
+            FAILF("attach copy: %s", ring_strerror(rc));
+        }
+        ring_view_t v[1];
+        int pending = 0; /* ring_read record (type 1) not yet matched */
+        for (int guard = 0;; guard++) {
+            if (guard > 10000) {
+                free(copy);
+                FAILF("the gathering reader never runs dry");
+            }
+            rng = mix64(rng + 7);
+            int max = 1 + (int)(rng % 9);
+            uint32_t cap = (rng >> 8) & 1 ? sizeof gbuf : (uint32_t)((rng >> 16) % 700);
+            int n = ring_read_gather(&c2, 1, gbuf, cap, ends, max);
+            if (n < 0 || n > max) {
+                free(copy);
+                FAILF("ring_read_gather returned %d (max %d)", n, max);
+            }
+            uint32_t at = 0;
+            for (int i = 0; i < n; i++) {
+                if (!pending) { /* the next type-1 record by ring_read */
+                    for (;;) {
+                        if (ring_read(&f.c, v, 1) != 1) {
+                            free(copy);
+                            FAILF("gather handed out a record ring_read does not see");
+                        }
+                        if (v[0].type == 1) break;
+                        skipped++;
+                    }
+                }
+                pending = 0;
+                if (ends[i] < at || ends[i] - at != v[0].len || ends[i] > cap ||
+                    memcmp(gbuf + at, ring_data(&f.c) + v[0].offset, v[0].len)) {
+                    free(copy);
+                    FAILF("gathered record %d differs from ring_read's", i);
+                }
+                at = ends[i];
+                compared++;
+            }
+            if (n == 0) {
+                /* empty, or the next type-1 record is larger than what cap allows */
+                int left;
+                while (!pending && (left = ring_read(&f.c, v, 1)) == 1 && v[0].type != 1) skipped++;
+                if (!pending && left == 1) pending = 1;
+                if (!pending) break;
+                if (v[0].len <= cap) {
+                    free(copy);
+                    FAILF("gather returned 0 with a %u-byte record pending and cap %u", v[0].len, cap);
+                }
+                ring_view_t w;
+                if (ring_read(&c2, &w, 1) != 1 || w.type != 1 || w.len != v[0].len) {
+                    free(copy);
+                    FAILF("the record gather left unread is not the next for ring_read");
+                }
+                pending = 0;
+                too_big++;
+            }
+        }
+        ring_release(&f.c);
+        ring_release(&c2);
+        ring_stats_t s1, s2;
+        stats(&f.c, &s1);
+        stats(&c2, &s2);
+        if (s1.records_read != s2.records_read || s1.bytes_read != s2.bytes_read ||
+            fx_head(&f) != rd64(copy, OFF_HEAD)) {
+            free(copy);
+            FAILF("stats or head differ between ring_read and ring_read_gather");
+        }
+    }
+    free(copy);
+    CHECK(compared > 1000);
+    CHECK(too_big > 10);
+    CHECK(skipped > 100);
+    fx_close(&f);
+}
+
 static void t_write2_parts(void) {
     fx_t f;
     RUN(fx_open(&f, 4096));
@@ -1208,6 +1308,7 @@ static const test_t TESTS[] = {
     {"read_without_release", t_read_without_release, 0},
     {"consumer_reattach", t_consumer_reattach, 0},
     {"read_flat_matches_read", t_read_flat_matches_read, 0},
+    {"read_gather_matches_read", t_read_gather_matches_read, 0},
     {"write2_parts", t_write2_parts, 0},
     {"write_many", t_write_many, 0},
     {"padding_type_refused", t_padding_type_refused, 0},

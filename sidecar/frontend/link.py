@@ -65,7 +65,7 @@ class WorkerLink:
     def start(self, loop: asyncio.AbstractEventLoop, on_hello: Callable[["WorkerLink"], None]):
         self._loop = loop
         self._on_hello = on_hello
-        self.to_host.start_reading(loop, self._on_records, self._on_ring_error)
+        self.to_host.start_reading_events(loop, self._on_records, self._on_ring_error)
 
     def close(self) -> None:
         """Forget the worker: streams still on it are told, rings are unmapped."""
@@ -162,12 +162,12 @@ class WorkerLink:
 
     # --- events in -----------------------------------------------------------------------
 
-    def _on_records(self, views: list) -> None:
+    def _on_records(self, evs: list) -> None:
+        """A batch of decoded events (``Consumer.read_events``: each ``[int, int, ...]``)."""
         self.last_progress = self._loop.time()
-        unpack, check, streams = events.unpack, events.check, self.streams
-        for view in views:
+        check, streams = events.check, self.streams
+        for ev in evs:
             try:
-                ev = unpack(view)
                 check(ev)
             except events.ProtocolError as exc:
                 if exc.sid is None or exc.sid == 0:

@@ -1,10 +1,10 @@
 """One host's ring pair as the worker sees it: where ring records become stream events, and
 where stream events become ring records.
 
-Inbound, every record goes through ``events.unpack`` + ``events.check`` and is dispatched by
-kind: link-level kinds (a new stream, PING) to ``HostLink.link_handlers``, the rest to the
-``handlers`` table of the stream class that owns the stream id (``HttpStream.handlers``,
-``WsStream.handlers``).  Errors, by scope:
+Inbound, every record goes through ``events.unpack`` (``Consumer.read_events``, a batch at a
+time) + ``events.check`` and is dispatched by kind: link-level kinds (a new stream, PING) to
+``HostLink.link_handlers``, the rest to the ``handlers`` table of the stream class that owns
+the stream id (``HttpStream.handlers``, ``WsStream.handlers``).  Errors, by scope:
 
 - a ProtocolError naming a live stream fails that stream only (APP_DONE with the error);
 - one naming a stream that does not exist is ignored (events race with APP_DONE), except a
@@ -30,7 +30,7 @@ from itertools import islice
 
 from sidecar.events import (
     APP_DONE, DISCONNECT, HELLO, HTTP_BODY, HTTP_REQUEST, MAX_CHUNK, PING, PONG, SEND_CREDIT,
-    VERSION, WS_CONNECT, WS_DISCONNECT, WS_RECEIVE, ProtocolError, check, pack, unpack,
+    VERSION, WS_CONNECT, WS_DISCONNECT, WS_RECEIVE, ProtocolError, check, pack,
 )
 from sidecar.ring import Consumer, Producer, RingError
 
@@ -94,7 +94,7 @@ class HostLink:
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Take streams from now on, and tell the host so."""
         self.loop = loop
-        self.consumer.start_reading(loop, self._on_records, self._on_ring_error)
+        self.consumer.start_reading_events(loop, self._on_records, self._on_ring_error)
         self.post(pack([HELLO, 0, VERSION, os.getpid(), self.window]))
 
     def stop_reading(self) -> None:
@@ -113,15 +113,15 @@ class HostLink:
 
     # --- inbound -----------------------------------------------------------------------------
 
-    def _on_records(self, views: list) -> None:
+    def _on_records(self, evs: list) -> None:
+        """A batch of decoded events (``Consumer.read_events``: each ``[int, int, ...]``; an
+        undecodable record arrives as a ProtocolError in ``_on_ring_error``)."""
         if self.broken:
             return  # stop_reading() does not stop a batch loop already running
         streams = self.streams
         link_handlers = self.link_handlers
-        for view in views:
-            ev = None
+        for ev in evs:
             try:
-                ev = unpack(view)
                 check(ev)
                 kind = ev[0]
                 handler = link_handlers.get(kind)
@@ -160,7 +160,9 @@ class HostLink:
         return True
 
     def _on_ring_error(self, exc: Exception) -> None:
-        if isinstance(exc, RingError):
+        if isinstance(exc, ProtocolError):  # an undecodable record (read_events)
+            self.fail_link(f"protocol error from host {self.host}: {exc}")
+        elif isinstance(exc, RingError):
             self.fail_link(f"ring from host {self.host} is broken: {exc}")
         else:  # a bug of ours while dispatching: not the host's fault, but just as final
             self.broken = True

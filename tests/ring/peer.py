@@ -6,11 +6,12 @@ line with its findings when it is done; it exits 0 only if everything it saw was
 
 Modes:
   duplex  stream ``n`` checksummed events to the host while checking the ``n`` it receives
-          (the same code as the host side: ``duplex()``)
+          (the same code as the host side: ``duplex()``; ``api`` picks the reading API)
   acker   answer every burst-ending event (more_body False) with an ack carrying the count
+          (reads with start_reading_events, the adaptive spin as ``spin`` says)
   sink    consume tagged events, check tag and sequence, heartbeat; stop after ``n`` (0: never)
   source  produce tagged events forever under backpressure, heartbeat (killed by the test)
-  idle    sleep in start_reading; report each batch on stdout
+  idle    sleep in start_reading_events; report each batch on stdout
   fuzz    scribble over a ring's memory and read it (see tests/ring/test_fuzz.py)
 """
 from __future__ import annotations
@@ -70,6 +71,14 @@ async def produce(prod: Producer, n: int, bodies: list[bytes], seed: int) -> Non
                  for s in range(seq, seq + k)]
         if k == 1 and rng.random() < 0.5:
             await prod.write(batch[0])
+        elif rng.random() < 0.5:  # the same events, packed by one call (try_write_events)
+            evs = [[events.RESPONSE_BODY, s, bodies[(s * 7919) % nb], True]
+                   for s in range(seq, seq + k)]
+            done = 0
+            while done < k:
+                done += prod.try_write_events(evs[done:])
+                if done < k:
+                    await prod.wait_space(len(batch[done]) + 16)
         else:
             done = 0
             while done < k:
@@ -90,9 +99,11 @@ class Checker:
         self.errors: list[str] = []
 
     def on_records(self, views) -> None:
-        unpack, check, bodies, nb = events.unpack, events.check, self.bodies, len(self.bodies)
-        for view in views:
-            ev = unpack(view)
+        self.on_events([events.unpack(view) for view in views])
+
+    def on_events(self, evs) -> None:
+        check, bodies, nb = events.check, self.bodies, len(self.bodies)
+        for ev in evs:
             check(ev)
             seq = ev[1]
             if seq != self.count:
@@ -114,12 +125,16 @@ class Checker:
 
 
 async def duplex(prod: Producer, cons: Consumer, n: int, seed: int, peer_seed: int,
-                 timeout: float) -> dict:
-    """Send n events on ``prod`` while checking n on ``cons``; both run on this loop."""
+                 timeout: float, api: str = "views") -> dict:
+    """Send n events on ``prod`` while checking n on ``cons``; both run on this loop.
+    ``api``: "views" reads with start_reading, "events" with start_reading_events."""
     loop = asyncio.get_running_loop()
     done = loop.create_future()
     checker = Checker(n, body_pool(cons.max_record, peer_seed), done)
-    cons.start_reading(loop, checker.on_records, checker.on_error)
+    if api == "events":
+        cons.start_reading_events(loop, checker.on_events, checker.on_error)
+    else:
+        cons.start_reading(loop, checker.on_records, checker.on_error)
     try:
         await asyncio.wait_for(asyncio.gather(
             produce(prod, n, body_pool(prod.max_record, seed), seed), done), timeout)
@@ -141,10 +156,10 @@ def say(obj) -> None:
 
 async def mode_duplex(args: dict) -> int:
     prod = Producer.attach(RingSpec(**args["out"]))
-    cons = Consumer.attach(RingSpec(**args["in"]))
+    cons = Consumer.attach(RingSpec(**args["in"]), gather_bytes=args.get("gather_bytes"))
     say("ready")
     result = await duplex(prod, cons, args["n"], args["seed"], args["peer_seed"],
-                          args["timeout"])
+                          args["timeout"], args.get("api", "views"))
     say(result)
     return 0 if not result["errors"] and result["received"] == args["n"] else 1
 
@@ -158,9 +173,8 @@ async def mode_acker(args: dict) -> int:
     state = {"count": 0, "errors": []}
     pack = events.pack
 
-    def on_records(views):
-        for view in views:
-            ev = events.unpack(view)
+    def on_events(evs):
+        for ev in evs:
             if ev[0] == events.DISCONNECT:
                 finished.set_result(None)
                 return
@@ -175,9 +189,10 @@ async def mode_acker(args: dict) -> int:
         state["errors"].append(repr(exc))
         finished.set_result(None)
 
-    cons.start_reading(loop, on_records, on_error)
+    cons.start_reading_events(loop, on_events, on_error)
     say("ready")
     await finished
+    state["spin"] = {"hits": cons.spin_policy.hits, "misses": cons.spin_policy.misses}
     say(state)
     return 0 if not state["errors"] else 1
 
@@ -238,7 +253,7 @@ async def mode_idle(args: dict) -> int:
     cons = Consumer.attach(RingSpec(**args["in"]))
     cons.spin = args.get("spin", 0.0)
     loop = asyncio.get_running_loop()
-    cons.start_reading(loop, lambda views: say({"batch": len(views)}), lambda exc: None)
+    cons.start_reading_events(loop, lambda evs: say({"batch": len(evs)}), lambda exc: None)
     say("ready")
     await loop.create_future()  # until killed
     return 0

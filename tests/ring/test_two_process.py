@@ -122,11 +122,15 @@ def test_sleeping_consumer_is_always_woken(spawn, spin):
 def test_million_events_each_way_no_loss_duplication_or_corruption(spawn):
     """Both processes send STRESS_EVENTS checksummed events (sizes from 4 bytes to within 16
     bytes of max_record) while checking the STRESS_EVENTS they receive, over two 64 KiB rings
-    (max_record 8 KiB): thousands of wraps, full rings and doorbells each way."""
+    (max_record 8 KiB): thousands of wraps, full rings and doorbells each way.  Both reading
+    APIs: this side reads views (start_reading), the peer decoded batches
+    (start_reading_events), copying records up to 1 KiB and decoding larger ones in place;
+    both write with try_write, try_write_many and try_write_events."""
     n = STRESS_EVENTS
     out, inp = Producer.create(1 << 16), Consumer.create(1 << 16)
     peer = spawn("duplex", {"in": vars(out.spec()), "out": vars(inp.spec()), "n": n,
-                            "seed": 2, "peer_seed": 1, "timeout": 120},
+                            "seed": 2, "peer_seed": 1, "timeout": 120, "api": "events",
+                            "gather_bytes": 1024},
                  out.spec(), inp.spec())
     peer.ready()
     mine = uvloop.run(duplex(out, inp, n, seed=1, peer_seed=2, timeout=120))
