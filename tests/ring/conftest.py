@@ -1,6 +1,7 @@
 """Fixtures for the ring tests: ring pairs in one process, and peer processes with deadlines."""
 from __future__ import annotations
 
+import asyncio
 import faulthandler
 import json
 import os
@@ -11,6 +12,7 @@ import sys
 import time
 
 import pytest
+import uvloop
 
 from sidecar.ring import Consumer, Producer
 
@@ -24,6 +26,21 @@ def deadline():
     faulthandler.dump_traceback_later(TEST_DEADLINE, exit=True)
     yield
     faulthandler.cancel_dump_traceback_later()
+
+
+LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+
+
+@pytest.fixture(params=sorted(LOOPS))
+def run(request):
+    """Run a coroutine to completion on a fresh loop of each kind, with a 20 s deadline."""
+    def run(coro):
+        loop = LOOPS[request.param]()
+        try:
+            return loop.run_until_complete(asyncio.wait_for(coro, 20))
+        finally:
+            loop.close()
+    return run
 
 
 @pytest.fixture

@@ -328,20 +328,7 @@ def test_spec_dup_gives_independent_descriptors(make_pair):
 # --- asyncio: doorbells, backpressure, start_reading (uvloop and asyncio alike) --------------
 
 
-LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
-
-
-@pytest.fixture(params=sorted(LOOPS))
-def run(request):
-    """Run a coroutine to completion on a fresh loop of each kind, with a 20 s deadline."""
-    def run(coro):
-        loop = LOOPS[request.param]()
-        try:
-            return loop.run_until_complete(asyncio.wait_for(coro, 20))
-        finally:
-            loop.close()
-    return run
-
+# ``run`` (tests/ring/conftest.py): a coroutine on a fresh asyncio and a fresh uvloop loop.
 
 def test_write_awaits_space_and_is_woken_by_release(make_pair, run):
     prod, cons = make_pair()
