@@ -4,15 +4,18 @@ Builds the pure-C programs in native/tests/ with gcc in three flavours and runs 
 bounded sizes:
 
 * ``ring_unit``   single-process unit tests (wrap/padding, exactly full, max record, ETOOBIG,
-  attach error codes, re-init with a new generation, claim/commit, stats, read vs read_flat,
-  doorbell flag protocol, positions crossing 2^64, the documented header layout);
+  attach error codes, re-init with a new generation, claim/commit, stats, read vs read_flat
+  vs read_gather, doorbell flag protocol, positions crossing 2^64, the documented header
+  layout);
 * ``ring_stress`` two processes (fork) or two threads, a ring each way, millions of
   checksummed records with every write/read API mixed, real eventfd doorbells, and a watchdog
   that turns a lost wake-up (a hang) into a failure; ``--wakeups`` ping-pongs with random
   delays so the consumers really sleep; ``--litmus`` the store-buffer litmus test of the
   doorbell handshake (catches a missing seq_cst fence deterministically enough to rely on);
-* ``ring_fuzz``   the reader, attach and writer paths against garbage in the shared region
-  (ASan/UBSan standalone generator, plus libFuzzer when clang is installed).
+* ``ring_fuzz``   the reader (ring_read, ring_read_flat, ring_read_gather), attach and writer
+  paths against garbage in the shared region (ASan/UBSan standalone generator, plus libFuzzer
+  when clang is installed);
+* ``frame_unit``  the event framing checks of native/frame.c, under ASan/UBSan.
 
 Flavours: plain ``-O2``; ``-fsanitize=address,undefined -fno-sanitize-recover=all``;
 ``-fsanitize=thread`` (threads mode only: TSan does not follow fork).  gcc 12 warns (-Wtsan)
@@ -104,13 +107,16 @@ def _compiler_id(cc: str) -> str:
 
 
 def build(cc: str, prog: str, flavour: str, extra: list[str] | None = None) -> Path:
-    """Compile native/tests/<prog>.c + native/ring.c; cached by a hash of everything."""
+    """Compile native/tests/<prog>.c + native/ring.c (+ native/frame.c for frame_*);
+    cached by a hash of everything."""
     sources = [CSRC / f"{prog}.c", NATIVE / "ring.c"]
+    if prog.startswith("frame"):
+        sources.append(NATIVE / "frame.c")
     flags = BASE_FLAGS + FLAVOURS.get(flavour, []) + (extra or []) + ["-pthread"]
     h = hashlib.sha256()
     h.update(_compiler_id(cc).encode())
     h.update("\0".join(flags).encode())
-    for f in sources + [NATIVE / "ring.h"]:
+    for f in sources + [NATIVE / "ring.h", NATIVE / "frame.h"]:
         h.update(f.read_bytes())
     stem = f"{prog}-{flavour}"
     out = BUILD / f"{stem}-{h.hexdigest()[:16]}"
@@ -167,6 +173,14 @@ def test_unit(gcc, flavour):
     m = re.search(r"ring_unit: (\d+) passed, 0 failed", proc.stdout)
     assert m, detail
     assert int(m.group(1)) >= 29, detail  # incl. the regression_* tests
+
+
+def test_frame_unit_asan(gcc):
+    """native/frame.c (event framing checks): encodings table, then random and mutated bytes
+    in exactly-sized buffers under ASan/UBSan."""
+    exe = build(gcc, "frame_unit", "asan")
+    f = summary(run(exe, "--iterations", "200000", timeout=120), "frame_unit OK")
+    assert int(f["cases"]) >= 30 and int(f["values"]) > 20000
 
 
 @pytest.mark.parametrize("name", [

@@ -270,19 +270,23 @@ def mode_fuzz(args: dict) -> int:
     capacity = 4096
     prod = Producer.create(capacity)
     mem = prod.segment.map
-    outcomes = {"records": 0, "corrupt": 0, "mismatch": 0, "producer_corrupt": 0}
+    outcomes = {"records": 0, "corrupt": 0, "mismatch": 0, "producer_corrupt": 0,
+                "events": 0, "undecodable": 0}
     for _ in range(args["iterations"]):
         prod.reinit()
         cons = Consumer.attach(prod.spec().dup())
         try:
             for _ in range(rng.randrange(0, 12)):
                 size = rng.choice((0, 1, 7, 8, 9, rng.randrange(0, prod.max_record + 1)))
-                prod.try_write(rng.randbytes(size), type=rng.choice((1, 1, 1, 2)))
+                data = rng.randbytes(size)
+                if rng.random() < 0.5 and size + 16 <= prod.max_record:  # a real event
+                    data = events.pack([events.RESPONSE_BODY, size, data, True])
+                prod.try_write(data, type=rng.choice((1, 1, 1, 2)))
             if rng.random() < 0.5:
                 cons.read()
                 cons.release()
             scribble(rng, mem, capacity)
-            fuzz_read(cons, outcomes)
+            fuzz_read(cons, outcomes, use_events=rng.random() < 0.5)
             try:  # write until full: only then does the producer re-read the head
                 for _ in range(40):
                     if not prod.try_write(rng.randbytes(rng.randrange(0, 400))):
@@ -294,7 +298,7 @@ def mode_fuzz(args: dict) -> int:
             except (RingCorrupt, RingMismatch):
                 outcomes["mismatch"] += 1
             else:
-                fuzz_read(late, outcomes)
+                fuzz_read(late, outcomes, use_events=rng.random() < 0.5)
                 late.close()
         finally:
             cons.close()
@@ -328,7 +332,9 @@ def scribble(rng: random.Random, mem, capacity: int) -> None:
         mem[at:at + 4] = rng.randbytes(4)
 
 
-def fuzz_read(cons: Consumer, outcomes: dict) -> None:
+def fuzz_read(cons: Consumer, outcomes: dict, use_events: bool = False) -> None:
+    if use_events:
+        return fuzz_read_events(cons, outcomes)
     flat, zeros = cons._flat, bytes(12 * cons._batch)
     for _ in range(20):  # bounded: a hang would be a bug, and this loop ends regardless
         before = cons.handle.read_pos
@@ -358,6 +364,27 @@ def fuzz_read(cons: Consumer, outcomes: dict) -> None:
                 pass
         del views
         cons.release()
+
+
+def fuzz_read_events(cons: Consumer, outcomes: dict) -> None:
+    """read_events over garbage: events, RingCorrupt or ProtocolError, nothing else."""
+    for _ in range(20):  # bounded, as fuzz_read
+        before = cons.handle.read_pos
+        try:
+            evs = cons.read_events()
+        except RingCorrupt:
+            outcomes["corrupt"] += 1
+            return
+        except events.ProtocolError as exc:
+            assert exc.sid is None
+            outcomes["undecodable"] += 1
+            return
+        assert 0 <= cons.handle.read_pos - before <= cons.capacity
+        if not evs:
+            return
+        for ev in evs:
+            assert type(ev) is list and len(ev) >= 2 and type(ev[0]) is int
+        outcomes["events"] += len(evs)
 
 
 MODES = {"duplex": mode_duplex, "acker": mode_acker, "sink": mode_sink, "source": mode_source,

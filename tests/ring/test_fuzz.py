@@ -30,6 +30,8 @@ def test_scribbled_ring_gives_corrupt_or_records_never_a_crash(spawn, seed):
     assert outcomes["corrupt"] > iterations // 10, outcomes
     assert outcomes["mismatch"] > iterations // 50, outcomes
     assert outcomes["producer_corrupt"] > iterations // 50, outcomes
+    assert outcomes["events"] > iterations // 20, outcomes  # read_events: decoded ...
+    assert outcomes["undecodable"] > iterations // 10, outcomes  # ... or ProtocolError
 
 
 def test_producer_refuses_a_ring_with_an_unaligned_tail():
