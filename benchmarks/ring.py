@@ -164,6 +164,13 @@ def pack_ceiling(workload: str, n: int) -> float:
     return n / (time.process_time() - start)
 
 
+def rate(n: int, elapsed_ns: int, producer_cpu: float, consumer_cpu: float) -> dict:
+    """One one-way run: events/s of wall time, and CPU time per event on each side (process
+    time: what contention on a shared machine disturbs least)."""
+    return {"events_per_s": n / (elapsed_ns / 1e9), "producer_cpu_ns": producer_cpu / n * 1e9,
+            "consumer_cpu_ns": consumer_cpu / n * 1e9}
+
+
 def check_ev(ev, expect: int) -> int:
     """0 if ``ev`` is the event expected next; what every consumer does after decoding."""
     if type(ev) is not list or len(ev) < 2 or type(ev[0]) is not int or type(ev[1]) is not int:
@@ -186,7 +193,7 @@ def _ring_consumer(conn, cons: Consumer, n: int, api: str):
             count += 1
         state["count"], state["bad"] = count, bad
         if count >= n:
-            state["end"] = now_ns()
+            state["end"], state["cpu"] = now_ns(), time.process_time() - cpu0
             loop.stop()
 
     def on_records(views):  # events.unpack checks [int, int, ...]
@@ -201,8 +208,9 @@ def _ring_consumer(conn, cons: Consumer, n: int, api: str):
     else:
         cons.start_reading_events(loop, on_events, on_error)
     conn.send("ready")
+    cpu0 = time.process_time()
     loop.run_forever()
-    conn.send(state.get("error") or (state["end"], state["count"], state["bad"]))
+    conn.send(state.get("error") or (state["end"], state["count"], state["bad"], state["cpu"]))
 
 
 def write_events_all(prod: Producer, evs: list) -> None:
@@ -226,7 +234,7 @@ def ring_one_way(workload: str, n: int, capacity: int, batched: bool = True,
     cons.close()
     assert conn.recv() == "ready"
     pack, write = events.pack, prod.try_write
-    start = now_ns()
+    start, cpu0 = now_ns(), time.process_time()
     if batched and api == "events":
         for batch in batches(pool, n):
             write_events_all(prod, batch)
@@ -238,11 +246,12 @@ def ring_one_way(workload: str, n: int, capacity: int, batched: bool = True,
             data = pack(pool[i % POOL])
             if not write(data):
                 write_all(prod, [data])
-    end, count, bad = finish(proc, conn)
+    cpu = time.process_time() - cpu0
+    end, count, bad, consumer_cpu = finish(proc, conn)
     prod.close()
     if count != n or bad:
         raise RuntimeError(f"ring: {count} events of {n}, {bad} out of order")
-    return n / ((end - start) / 1e9)
+    return rate(n, end - start, cpu, consumer_cpu)
 
 
 def _socket_consumer(conn, sock: socket.socket, n: int):
@@ -262,13 +271,14 @@ def _socket_consumer(conn, sock: socket.socket, n: int):
                 count += 1
             state["count"], state["bad"] = count, bad
             if count >= n:
-                state["end"] = now_ns()
+                state["end"], state["cpu"] = now_ns(), time.process_time() - cpu0
                 loop.stop()
 
     loop.run_until_complete(loop.connect_accepted_socket(Reader, sock))
     conn.send("ready")
+    cpu0 = time.process_time()
     loop.run_forever()
-    conn.send((state["end"], state["count"], state["bad"]))
+    conn.send((state["end"], state["count"], state["bad"], state["cpu"]))
 
 
 def array_header(n: int) -> int:
@@ -291,7 +301,7 @@ def socketpair_one_way(workload: str, n: int, capacity: int, batched: bool = Tru
     b.close()
     assert conn.recv() == "ready"
     pack, send = events.pack, a.sendall
-    start = now_ns()
+    start, cpu0 = now_ns(), time.process_time()
     if batched and api == "array":
         for batch in batches(pool, n):
             send(memoryview(pack(batch))[array_header(len(batch)):])
@@ -301,21 +311,23 @@ def socketpair_one_way(workload: str, n: int, capacity: int, batched: bool = Tru
     else:  # one send per event
         for i in range(n):
             send(pack(pool[i % POOL]))
-    end, count, bad = finish(proc, conn)
+    cpu = time.process_time() - cpu0
+    end, count, bad, consumer_cpu = finish(proc, conn)
     a.close()
     if count != n or bad:
         raise RuntimeError(f"socketpair: {count} events of {n}, {bad} out of order")
-    return n / ((end - start) / 1e9)
+    return rate(n, end - start, cpu, consumer_cpu)
 
 
 def _queue_consumer(conn, q, n: int):
     conn.send("ready")
+    cpu0 = time.process_time()
     unpack, get = events.unpack, q.get
     bad = 0
     for count in range(n):
         ev = unpack(get())
         bad += ev[1] != count % POOL
-    conn.send((now_ns(), n, bad))
+    conn.send((now_ns(), n, bad, time.process_time() - cpu0))
 
 
 def queue_one_way(workload: str, n: int, capacity: int, batched: bool = False,
@@ -325,15 +337,16 @@ def queue_one_way(workload: str, n: int, capacity: int, batched: bool = False,
     proc, conn = run_child(_queue_consumer, q, n)
     assert conn.recv() == "ready"
     pack, put = events.pack, q.put
-    start = now_ns()
+    start, cpu0 = now_ns(), time.process_time()
     for i in range(n):
         put(pack(pool[i % POOL]))
-    end, count, bad = finish(proc, conn)
+    cpu = time.process_time() - cpu0  # the feeder thread's share included
+    end, count, bad, consumer_cpu = finish(proc, conn)
     q.close()
     q.join_thread()
     if count != n or bad:
         raise RuntimeError(f"queue: {count} events of {n}, {bad} out of order")
-    return n / ((end - start) / 1e9)
+    return rate(n, end - start, cpu, consumer_cpu)
 
 
 # --- ping-pong: round trip -------------------------------------------------------------------
@@ -618,11 +631,6 @@ C_PINGPONG = [("spin", 300_000), ("eventfd", 20_000)]
 SPIN = 20e-6  # Consumer.spin of the "ring+spin" round trip: covers the ~10 µs between messages
 
 
-def best_of(repeats: int, fn, *args, key=max):
-    values = [fn(*args) for _ in range(repeats)]
-    return key(values), values
-
-
 def measure(plan: Plan, progress) -> dict:
     results: dict = {"c": [], "python": {}, "meta": {}}
     results["meta"]["loadavg_before"] = os.getloadavg()
@@ -659,8 +667,13 @@ def measure(plan: Plan, progress) -> dict:
             if not batched and name in ("mp.Queue", "ring/views", "socketpair/array"):
                 continue  # one event per write: no batch to pack at once; Queue rows: batched
             progress(f"Python one way {key} {name}")
-            best, runs = best_of(plan.repeats, fn, workload, n, capacity, batched, api)
-            py[f"one_way/{key}/{name}"] = {"events_per_s": best, "runs": runs, "events": n}
+            runs = [fn(workload, n, capacity, batched, api) for _ in range(plan.repeats)]
+            py[f"one_way/{key}/{name}"] = {
+                "events_per_s": max(r["events_per_s"] for r in runs),
+                # least disturbed CPU cost per event of each side
+                "producer_cpu_ns": min(r["producer_cpu_ns"] for r in runs),
+                "consumer_cpu_ns": min(r["consumer_cpu_ns"] for r in runs),
+                "runs": [r["events_per_s"] for r in runs], "events": n}
         if batched:
             py[f"one_way/{key}/pack_ceiling"] = {"events_per_s": max(
                 pack_ceiling(workload, plan.py_events // 4) for _ in range(plan.repeats))}
@@ -752,6 +765,18 @@ def table(r: dict) -> str:
                      f"{fmt(rate['socketpair']):>11s} {fmt(rate['socketpair/array']):>11s} "
                      f"{fmt(rate['mp.Queue'])} {rate['ring'] / best_socketpair(py, key):15.2f}x "
                      f"{fmt(rate['pack_ceiling']):>11s}")
+    lines.append(f"  {'CPU per event, ns':28s} {'producer / consumer -> 1e9 / the busier side (events/s with a core each)'}")
+    names = (("ring", "ring"), ("ring/views", "ring views"), ("socketpair", "socketpair"),
+             ("socketpair/array", "sock array"), ("mp.Queue", "mp.Queue"))
+    for key, label in (("body64", "RESPONSE_BODY 64 B"), ("request", "HTTP_REQUEST GET"),
+                       ("body64/unbatched", "RESPONSE_BODY, 1 per write")):
+        cells = []
+        for name, short in names:
+            row = py.get(f"one_way/{key}/{name}")
+            if row:
+                p, c = row["producer_cpu_ns"], row["consumer_cpu_ns"]
+                cells.append(f"{short} {p:.0f}/{c:.0f} -> {1e3 / max(p, c):.2f}M")
+        lines.append(f"  {label:28s} " + ";  ".join(cells))
     sock = py["rtt/socketpair"]["rtt_us"]
     floor = py["rtt/codec"]["rtt_us"]
     lines.append(f"  {'round trip, µs':28s} {'':>9s} {'minus codec':>11s} {'doorbells':>9s} "

@@ -73,20 +73,29 @@ uint32_t frame_value_len(const uint8_t *buf, uint32_t len) {
 
 static inline int is_int(uint8_t b) { return b <= 0x7f || b >= 0xe0 || (b >= 0xcc && b <= 0xd3); }
 
-int frame_is_event(const uint8_t *buf, uint32_t len) {
-    if (len < 3) return 0;
-    uint32_t at, count;
+/* If buf starts with an array header: its element count in *count, its length returned;
+ * else 0. */
+static uint32_t array_head(const uint8_t *buf, uint32_t len, uint32_t *count) {
+    if (len < 1) return 0;
     uint8_t b = buf[0];
     if (b >= 0x90 && b <= 0x9f) {
-        count = b & 0x0f, at = 1;
-    } else if (b == 0xdc && len >= 3) {
-        count = be16(buf + 1), at = 3;
-    } else if (b == 0xdd && len >= 5) {
-        count = be32(buf + 1), at = 5;
-    } else {
-        return 0;
+        *count = b & 0x0f;
+        return 1;
     }
-    if (count < 2 || at >= len || !is_int(buf[at])) return 0;
+    if (b == 0xdc && len >= 3) {
+        *count = be16(buf + 1);
+        return 3;
+    }
+    if (b == 0xdd && len >= 5) {
+        *count = be32(buf + 1);
+        return 5;
+    }
+    return 0;
+}
+
+int frame_is_event(const uint8_t *buf, uint32_t len) {
+    uint32_t count, at = array_head(buf, len, &count);
+    if (!at || count < 2 || at >= len || !is_int(buf[at])) return 0;
     uint32_t kind = frame_value_len(buf + at, len - at);
     if (!kind || at + kind >= len || !is_int(buf[at + kind])) return 0;
     return frame_value_len(buf, len) == len;
@@ -124,19 +133,8 @@ int frame_gather_events(ring_t *r, uint32_t type, uint8_t *buf, uint32_t cap, ui
 
 int frame_split_events(const uint8_t *buf, uint32_t len, uint32_t *lens, int max,
                        uint32_t *header) {
-    uint32_t count, at;
-    if (len < 1) return -1;
-    uint8_t b = buf[0];
-    if (b >= 0x90 && b <= 0x9f) {
-        count = b & 0x0f, at = 1;
-    } else if (b == 0xdc && len >= 3) {
-        count = be16(buf + 1), at = 3;
-    } else if (b == 0xdd && len >= 5) {
-        count = be32(buf + 1), at = 5;
-    } else {
-        return -1;
-    }
-    if (max < 0 || count > (uint32_t)max) return -1;
+    uint32_t count, at = array_head(buf, len, &count);
+    if (!at || max < 0 || count > (uint32_t)max) return -1;
     *header = at;
     for (uint32_t i = 0; i < count; i++) {
         uint32_t n = frame_value_len(buf + at, len - at);
