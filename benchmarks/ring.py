@@ -14,14 +14,21 @@ One run measures, side by side:
   (batched sends, ``Unpacker.feed`` on the other side) and a multiprocessing.Queue.  Every
   transport does the same work per event: ``events.pack`` on one side; on the other, decode
   to a list, check it is ``[int kind, int sid, ...]`` and that sids arrive in order.
-  Producers are plain loops; consumers run under uvloop (ring: ``Consumer.start_reading``;
-  socketpair: a Protocol), except the Queue's, which blocks in ``get``.
+  Producers are plain loops; consumers run under uvloop (ring: ``start_reading_events``, or
+  ``start_reading`` + ``events.unpack`` of each view for "ring views"; socketpair: a Protocol),
+  except the Queue's, which blocks in ``get``.
     one way   RESPONSE_BODY (64-byte body) and HTTP_REQUEST (a GET, 7 headers) events/s,
-              256 events per write; and RESPONSE_BODY with one write per event, the way
-              WorkerLink.send writes.  "pack alone" is events.pack on one core: no transport
-              fed from Python can go faster.
+              256 events per write (ring: ``try_write_events``; "ring views":
+              ``try_write_many`` of events packed one by one; socketpair: ``sendall`` of
+              their join, or for "sock array" of the batch packed by one call -- the same
+              bytes); and RESPONSE_BODY with one write per event, the way WorkerLink.send
+              writes.  "pack alone" is events.pack on one core: no transport fed from Python
+              can go faster.  Each side's CPU time per event is reported too: on a shared
+              machine it is the figure other load disturbs least, and 1e9 / the busier side's
+              figure is the rate with a core each.
     round trip  one HTTP_REQUEST there, one RESPONSE_BODY back, under uvloop on both sides:
-              ring with doorbells, ring with ``Consumer.spin``, socketpair, Queue; "codec
+              ring with doorbells, ring with ``Consumer.spin`` (adaptive: SpinPolicy; its
+              hits and misses are printed), socketpair, Queue; "codec
               alone" is the pack + unpack work of a round trip in one process: the floor.
 - Idle CPU of a ring consumer asleep in ``start_reading`` under uvloop.
 
