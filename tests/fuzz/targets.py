@@ -1,7 +1,8 @@
 """Fuzz targets: each takes one input (bytes) and checks the invariants of one parser.
 
 h1_request      the front-end's request parsing (sidecar.http.h1.RequestParser)
-worker_events   the worker's decoding of ring records (events.unpack + check, and
+worker_events   the worker's decoding of ring records (written to a real ring, read with
+                Consumer.read_events: events.unpack of each + check, and
                 sidecar.worker.link.HostLink dispatching them to streams and the app)
 
 Both return an "outcome" signature (what kind of thing happened) that the engine uses to
@@ -166,7 +167,8 @@ class _FakeWorker:
 
 
 class _NoConsumer:
-    """The host -> worker ring is not used: records are handed to the link directly."""
+    """The link's own consumer is not started: the target reads the host -> worker ring
+    (``_feed``) and hands the link what ``Consumer.read_events`` gives, as ``start`` would."""
 
     def stop_reading(self) -> None:
         pass
@@ -200,10 +202,13 @@ class WorkerEvents:
         self.loop = asyncio.new_event_loop()
         self.producer = Producer.create(1 << 20)
         self.reader = Consumer.attach(self.producer.spec().dup())
+        self.Consumer = Consumer
+        self.to_worker = Producer.create(1 << 20)  # max_record 128 KiB > any u16-sized record
 
     def close(self) -> None:
         self.reader.close()
         self.producer.close()
+        self.to_worker.close()
         self.loop.close()
 
     def _settle(self, link, rounds: int = 4) -> None:
@@ -226,6 +231,25 @@ class WorkerEvents:
             del views
             self.reader.release()
 
+    @staticmethod
+    def _feed(link, to_worker, inbound, batch: list[bytes]) -> None:
+        """The records through a real ring: read back with ``read_events`` and dispatched the
+        way ``start_reading_events`` does (an undecodable record -> ``_on_ring_error``)."""
+        from sidecar.events import ProtocolError
+        pending = list(batch)
+        while pending and not link.broken:  # a failed link has stopped reading
+            n = to_worker.try_write_many(pending)
+            pending = pending[n:]
+            while True:
+                try:
+                    evs = inbound.read_events()
+                except ProtocolError as exc:
+                    link._on_ring_error(exc)
+                    return
+                if not evs:
+                    break
+                link._on_records(evs)
+
     def __call__(self, data: bytes):
         records = _split_records(data)
         worker = _FakeWorker()
@@ -234,11 +258,16 @@ class WorkerEvents:
         rng = random.Random(zlib.crc32(data))
         cuts = sorted(rng.sample(range(len(records) + 1), min(2, len(records) + 1)))
         batches = [records[a:b] for a, b in zip([0] + cuts, cuts + [len(records)])]
-        for batch in batches:
-            link._on_records([memoryview(r) for r in batch])   # must never raise
-            assert not worker.internal_errors, worker.internal_errors
-            assert len(link.streams) <= len(records)
-            self._settle(link)
+        self.to_worker.reinit()  # empty, and a reader of its own: a bad record is sticky
+        inbound = self.Consumer.attach(self.to_worker.spec().dup())
+        try:
+            for batch in batches:
+                self._feed(link, self.to_worker, inbound, batch)   # must never raise
+                assert not worker.internal_errors, worker.internal_errors
+                assert len(link.streams) <= len(records)
+                self._settle(link)
+        finally:
+            inbound.close()
         broken = link.broken
         # end of input: the host goes away; every task must end
         for stream in list(link.streams.values()):
