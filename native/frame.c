@@ -71,7 +71,17 @@ uint32_t frame_value_len(const uint8_t *buf, uint32_t len) {
     return (uint32_t)pos;
 }
 
-static inline int is_int(uint8_t b) { return b <= 0x7f || b >= 0xe0 || (b >= 0xcc && b <= 0xd3); }
+/* Bytes of the integer whose first byte is b, or 0 if b does not start an integer. */
+static inline uint32_t int_len(uint8_t b) {
+    if (b <= 0x7f || b >= 0xe0) return 1;
+    switch (b) {
+    case 0xcc: case 0xd0: return 2;
+    case 0xcd: case 0xd1: return 3;
+    case 0xce: case 0xd2: return 5;
+    case 0xcf: case 0xd3: return 9;
+    default: return 0;
+    }
+}
 
 /* If buf starts with an array header: its element count in *count, its length returned;
  * else 0. */
@@ -93,12 +103,17 @@ static uint32_t array_head(const uint8_t *buf, uint32_t len, uint32_t *count) {
     return 0;
 }
 
-int frame_is_event(const uint8_t *buf, uint32_t len) {
+/* The head of an event: an array of >= 2 elements whose first two are integers (the rest of
+ * the value is not looked at). */
+static int event_head(const uint8_t *buf, uint32_t len) {
     uint32_t count, at = array_head(buf, len, &count);
-    if (!at || count < 2 || at >= len || !is_int(buf[at])) return 0;
-    uint32_t kind = frame_value_len(buf + at, len - at);
-    if (!kind || at + kind >= len || !is_int(buf[at + kind])) return 0;
-    return frame_value_len(buf, len) == len;
+    if (!at || count < 2 || at >= len) return 0;
+    uint32_t kind = int_len(buf[at]);
+    return kind && at + kind < len && int_len(buf[at + kind]) != 0;
+}
+
+int frame_is_event(const uint8_t *buf, uint32_t len) {
+    return event_head(buf, len) && frame_value_len(buf, len) == len;
 }
 
 int frame_check_events(const uint8_t *buf, const uint32_t *ends, int n) {
@@ -138,7 +153,7 @@ int frame_split_events(const uint8_t *buf, uint32_t len, uint32_t *lens, int max
     *header = at;
     for (uint32_t i = 0; i < count; i++) {
         uint32_t n = frame_value_len(buf + at, len - at);
-        if (!n || !frame_is_event(buf + at, n)) return -1;
+        if (!n || !event_head(buf + at, n)) return -1;
         lens[i] = n;
         at += n;
     }
