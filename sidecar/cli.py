@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-control", dest="control", action="store_const", const="off")
     p.add_argument("--metrics", metavar="HOST:PORT|PATH",
                    help="serve Prometheus metrics at /metrics on this TCP address or Unix socket")
+    p.add_argument("--attach-socket", metavar="PATH",
+                   help="let other hosts (C, Node.js) attach to the workers on this socket")
     p.add_argument("--workers", "-w", type=int, metavar="N", help="worker processes (cores)")
     p.add_argument("--factory", action="store_true", default=None,
                    help="APP is a callable returning the app")
@@ -338,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         (config.uds, list(config.bind), list(config.fd))
     ctl = met = None
     uds_opened = False
+    attach_sock = None
     try:
         for fd in fds:
             sockets.append(listeners.from_fd(fd))
@@ -346,10 +349,16 @@ def main(argv: list[str] | None = None) -> int:
         if uds:
             sockets.append(listeners.open_uds(uds, config.uds_mode, config.backlog))
             uds_opened = True
+        if config.attach_socket:
+            from sidecar.frontend.attach import open_attach_socket
+            attach_sock = open_attach_socket(config.attach_socket, config.uds_mode)
         ctl, met, owned = _open_ops(config, uds)
     except listeners.ListenerError as exc:
         for s in sockets:
             s.close()
+        if attach_sock is not None:
+            attach_sock.close()
+            os.unlink(config.attach_socket)
         if uds_opened:
             os.unlink(uds)
         print(f"sidecar: error: {exc}", file=sys.stderr)
@@ -360,7 +369,8 @@ def main(argv: list[str] | None = None) -> int:
 
     async def run() -> int:
         return await FrontEnd(config, sockets, owned_paths=([uds] if uds else []) + owned,
-                              notifier=notifier, control_sock=ctl, metrics_sock=met).run()
+                              notifier=notifier, control_sock=ctl, metrics_sock=met,
+                              attach_sock=attach_sock).run()
 
     try:
         return uvloop.run(run())

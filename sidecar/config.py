@@ -31,6 +31,7 @@ class Config:
     bind: list[str] = field(default_factory=list)
     fd: list[int] = field(default_factory=list)
     backlog: int = 2048            # uvicorn/gunicorn: 2048
+    attach_socket: str | None = None  # other hosts attach to the workers here (uds_mode)
 
     workers: int = 0               # 0 = one per core
     root_path: str = ""

@@ -95,6 +95,10 @@ class WorkerPool:
         self._ops = asyncio.Lock()  # reload, SIGTTIN, SIGTTOU: one at a time, in order
         self._wait_timer: asyncio.TimerHandle | None = None
         self.watchdog = Watchdog(self, config, loop)
+        # hooks for sidecar/frontend/attach.py: a worker process started / drains / exited
+        self.on_worker_started: Callable[[WorkerProcess], None] | None = None
+        self.on_worker_draining: Callable[[WorkerProcess], None] | None = None
+        self.on_worker_gone: Callable[[WorkerProcess], None] | None = None
 
     # --- spawning ------------------------------------------------------------------------
 
@@ -128,6 +132,8 @@ class WorkerPool:
         self.loop.add_reader(w.pidfd, self._on_exit, w)
         link.start(self.loop, self._on_hello)
         link.on_stream_end = self._on_stream_end
+        if self.on_worker_started is not None:
+            self.on_worker_started(w)
         log.debug("worker %d: started pid %d", slot.index, w.pid)
         return w
 
@@ -173,6 +179,8 @@ class WorkerPool:
     def _on_exit(self, w: WorkerProcess) -> None:
         self.loop.remove_reader(w.pidfd)
         os.close(w.pidfd)
+        if self.on_worker_gone is not None:
+            self.on_worker_gone(w)
         rc = w.reap()
         report = w.report()
         link = w.link
@@ -399,6 +407,8 @@ class WorkerPool:
             self.links.remove(w.link)
         w.link.draining = True
         self.draining.add(w)
+        if self.on_worker_draining is not None:
+            self.on_worker_draining(w)
         w.drain_task = self._background(self._drain_then_stop(w, timeout))
 
     async def _drain_then_stop(self, w: WorkerProcess, timeout: float | None) -> None:

@@ -38,7 +38,8 @@ class FrontEnd:
     def __init__(self, config: Config, sockets: list[socket.socket], *,
                  owned_paths: list[str] | None = None, notifier: Notifier | None = None,
                  control_sock: socket.socket | None = None,
-                 metrics_sock: socket.socket | None = None):
+                 metrics_sock: socket.socket | None = None,
+                 attach_sock: socket.socket | None = None):
         self.config = config
         self.sockets = sockets
         # Unix socket paths to unlink at exit, read now: once a server closes its listening
@@ -70,6 +71,11 @@ class FrontEnd:
         self._signals: list[int] = []
         self.batcher = Batcher(self.loop)
         self.pool = WorkerPool(config, self.loop, self._fatal, self.batcher)
+        self.attach = None  # other hosts attaching to the workers (frontend/attach.py)
+        if attach_sock is not None:
+            from sidecar.frontend.attach import AttachServer
+            self.attach = AttachServer(self.pool, config, self.loop)
+            self.attach.listen(attach_sock, config.attach_socket)
         self.servers: list[asyncio.AbstractServer] = []
         self._sweeper: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()  # signal work running on the loop
@@ -255,6 +261,8 @@ class FrontEnd:
             if ops is not None:
                 ops.close()
         self.notify.close()
+        if self.attach is not None:  # after the workers: hosts' streams drained with them
+            self.attach.close()
         for path in self.uds_paths:
             if isinstance(path, str) and path and os.path.exists(path):
                 try:

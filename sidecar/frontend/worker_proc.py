@@ -9,9 +9,11 @@ config): the supervisor logs that one line, instead of every worker logging its 
 from __future__ import annotations
 
 import errno
+import itertools
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,6 +22,7 @@ from sidecar.frontend.link import WorkerLink
 
 STARTING, READY, DRAINING = "starting", "ready", "draining"
 REPORT_MAX = 4096  # bytes of failure reason read from a worker (one line is expected)
+_serials = itertools.count(1)  # worker ids for attached hosts (frontend/attach.py)
 
 
 def read_rss_mib(pid: int) -> float | None:
@@ -48,17 +51,25 @@ class WorkerProcess:
         self.abandoned = False                # a successor given up before it served
         self.drain_task = None                # set by WorkerPool._drain
         self._report_r, report_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        # control channel: other hosts' ring pairs come and go over it (worker/control.py);
+        # SEQPACKET keeps passed descriptors with their message
+        self.control, control_w = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.serial = next(_serials)  # unique for the life of this front-end
         env = dict(os.environ)
-        env["SIDECAR_WORKER"] = json.dumps(dict(conf, report_fd=report_w))
+        env["SIDECAR_WORKER"] = json.dumps(dict(conf, report_fd=report_w,
+                                                control_fd=control_w.fileno()))
         try:
             self.proc = subprocess.Popen([sys.executable, "-m", "sidecar.worker"], env=env,
-                                         pass_fds=link.fds() + [report_w],
+                                         pass_fds=link.fds() + [report_w, control_w.fileno()],
                                          stdin=subprocess.DEVNULL)
         except BaseException:
             os.close(self._report_r)
+            self.control.close()
             raise
         finally:
             os.close(report_w)
+            control_w.close()
+        self.control.setblocking(False)
         self.pid = self.proc.pid
         self.started_at = time.monotonic()
         self.pidfd = os.pidfd_open(self.pid)
@@ -83,6 +94,7 @@ class WorkerProcess:
     def reap(self) -> int:
         """The pidfd fired: collect the exit status (the pidfd is closed by the caller)."""
         self.exited = True
+        self.control.close()
         return self.proc.wait()
 
     def report(self) -> str:

@@ -9,11 +9,13 @@ The supervisor starts a worker as ``python -m sidecar.worker`` with the JSON of 
      "lifespan": "auto" | "on" | "off", "root_path": "", "report_fd": 11 | null,
      "links": [{"host": 0,
                 "to_worker": {"segment_fd": 5, "data_fd": 6, "space_fd": 7, "generation": 123},
-                "to_host":   {"segment_fd": 8, "data_fd": 9, "space_fd": 10, "generation": 456}}]}
+                "to_host":   {"segment_fd": 8, "data_fd": 9, "space_fd": 10, "generation": 456}}],
+     "control_fd": 11 | null}
 
 ``to_worker`` is the ring the worker consumes, ``to_host`` the ring it produces.  ``report_fd``
 (optional) is a pipe: a worker that cannot start writes its one-line reason there and leaves
-the logging of it to the supervisor, so N workers failing alike make one log line, not N.  This module
+the logging of it to the supervisor, so N workers failing alike make one log line, not N.  More
+host links come and go at run time over ``control_fd`` (sidecar/worker/control.py).  This module
 imports nothing heavy, so the supervisor can use it to build the JSON and read exit codes.
 """
 from __future__ import annotations
@@ -74,6 +76,8 @@ class WorkerConfig:
     root_path: str = ""
     links: list[LinkConfig] = field(default_factory=list)
     report_fd: int | None = None
+    #: our end of the supervisor's control socketpair (hosts attached at run time), or None
+    control_fd: int | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -81,7 +85,8 @@ class WorkerConfig:
     def pass_fds(self) -> list[int]:
         """Every descriptor the worker must inherit (for ``Popen(pass_fds=...)``)."""
         fds = [fd for link in self.links for fd in link.fds()]
-        return fds + ([self.report_fd] if self.report_fd is not None else [])
+        extra = [fd for fd in (self.report_fd, self.control_fd) if fd is not None]
+        return fds + extra
 
     @classmethod
     def from_json(cls, text: str) -> "WorkerConfig":
@@ -118,6 +123,9 @@ class WorkerConfig:
         if self.report_fd is not None and (type(self.report_fd) is not int
                                            or self.report_fd < 0):
             raise ConfigError(f"report_fd must be a descriptor, not {self.report_fd!r}")
+        if self.control_fd is not None and (type(self.control_fd) is not int
+                                            or self.control_fd < 0):
+            raise ConfigError(f"control_fd must be a descriptor, not {self.control_fd!r}")
         if not self.links:
             raise ConfigError("no links: a worker needs at least one host ring pair")
 

@@ -171,7 +171,7 @@ class HostLink:
     def fail_link(self, reason: str) -> None:
         self.broken = True
         self.stop_reading()
-        self.worker.protocol_error(reason)
+        self.worker.link_failed(self, reason)
 
     def _open_http(self, ev: list) -> None:
         (_, sid, method, scheme, path, raw_path, query_string, headers, client, server,

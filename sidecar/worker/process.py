@@ -32,6 +32,7 @@ import sys
 
 import uvloop
 
+from .control import ControlChannel
 from .config import (
     EXIT_CONFIG_ERROR, EXIT_IMPORT_FAILED, EXIT_INTERNAL_ERROR, EXIT_OK, EXIT_PROTOCOL_ERROR,
     EXIT_STARTUP_FAILED, ConfigError, WorkerConfig,
@@ -64,6 +65,7 @@ class Worker:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._stopped: asyncio.Future | None = None  # result: the exit code
         self._ticker: asyncio.TimerHandle | None = None
+        self.control: ControlChannel | None = None
 
     async def run(self) -> int:
         self.loop = loop = asyncio.get_running_loop()
@@ -79,6 +81,9 @@ class Worker:
                 if not self._stopped.done():  # (SIGTERM may have come as startup completed)
                     for link in self.links.values():
                         link.start(loop)
+                    if self.config.control_fd is not None:
+                        self.control = ControlChannel(self, self.config.control_fd)
+                        self.control.start(loop)
                     self.log.info("serving %s (pid %d, %d host link(s))", self.config.app,
                                   os.getpid(), len(self.links))
                 code = await self._stopped
@@ -89,6 +94,8 @@ class Worker:
                 self._ticker.cancel()
             loop.remove_signal_handler(signal.SIGTERM)
             loop.remove_signal_handler(signal.SIGQUIT)
+            if self.control is not None:
+                self.control.close()
             for link in self.links.values():
                 link.close()
 
@@ -105,6 +112,60 @@ class Worker:
                                f"cannot attach the rings of host {spec.host}: {exc}")
                 return EXIT_PROTOCOL_ERROR
         return None
+
+    # --- hosts attached and detached at run time (sidecar/worker/control.py) ---------------
+
+    def attach_link(self, spec) -> None:
+        """A new host's ring pair: serve it from now on (its HELLO tells the host so)."""
+        if self._stopped.done() or self.draining or spec.host in self.links:
+            reason = "draining" if self.draining or self._stopped.done() else "duplicate host"
+            self.log.warning("not attaching host %d (%s)", spec.host, reason)
+            for fd in spec.fds():
+                os.close(fd)
+            return
+        try:
+            link = HostLink.attach(self, spec, self.config.window)
+        except Exception as exc:  # RingError / OSError: not rings; the host is broken
+            for fd in spec.fds():
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            self.log.warning("cannot attach the rings of host %d: %s", spec.host, exc)
+            if self.control is not None:
+                self.control.report_broken(spec.host, f"rings do not attach: {exc}")
+            return
+        self.links[spec.host] = link
+        link.start(self.loop)
+        self.log.info("host %d attached", spec.host)
+
+    def detach_link(self, host: int, reason: str) -> None:
+        """Forget one host: its streams see a disconnect (then are cancelled after a grace
+        period), its rings are unmapped.  The other links carry on."""
+        link = self.links.pop(host, None)
+        if link is None or host == 0:
+            if link is not None:
+                self.links[host] = link  # the front-end is never detached
+            return
+        streams = list(link.streams.values())
+        link.close()  # broken from now on: late writes from the app go nowhere
+        for stream in streams:
+            stream.on_disconnect()
+        tasks = [s.task for s in streams if s.task is not None and not s.task.done()]
+        if tasks:
+            self.loop.call_later(ABORT_GRACE, _cancel_pending, tasks)
+        self.log.info("host %d detached (%s): %d stream(s) cancelled", host, reason, len(streams))
+
+    def link_failed(self, link: HostLink, reason: str) -> None:
+        """A host broke its ring or the event protocol.  The front-end (host 0): exit, the
+        supervisor replaces this worker.  Another host: cut that one off, keep serving."""
+        if link.host == 0 or self.control is None:
+            self.protocol_error(reason)
+            return
+        self.log.error("%s; detaching it", reason)
+        # not now: this runs inside the link's read loop, which still holds the ring
+        self.loop.call_soon(self.detach_link, link.host, "protocol error")
+        self.control.report_broken(link.host, reason)
 
     async def _startup(self) -> int | None:
         """Run lifespan startup; None when the worker may serve, else the exit code."""
@@ -211,6 +272,12 @@ def report_failure(config: WorkerConfig, log: logging.Logger, reason: str) -> No
                  + b"\n")
     except OSError:
         log.error("%s", reason)  # nobody to tell: say it here
+
+
+def _cancel_pending(tasks) -> None:
+    for task in tasks:
+        if not task.done():
+            task.cancel()
 
 
 def setup_logging(config: WorkerConfig) -> logging.Logger:
