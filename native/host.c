@@ -6,6 +6,7 @@
 #include "host.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -247,6 +248,14 @@ int sc_ring_bell(int fd)
 }
 
 int sc_close(int fd) { return close(fd) < 0 ? -errno : 0; }
+
+int sc_set_nonblocking(int fd)
+{
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)
+        return -errno;
+    return 0;
+}
 
 /* --- msgpack ----------------------------------------------------------------------------- */
 

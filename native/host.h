@@ -78,6 +78,8 @@ int sc_wait(const int *fds, const uint8_t *is_eventfd, int n, int timeout_ms, ui
 int sc_eventfd(void);
 int sc_ring_bell(int fd);
 int sc_close(int fd);
+/* Make fd non-blocking (for sc_recv from an event loop).  0 or -errno. */
+int sc_set_nonblocking(int fd);
 
 /* --- msgpack, just enough for events --- */
 
