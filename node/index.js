@@ -22,6 +22,8 @@ const EAGAIN = -11
 const WAIT_SAFETY_MS = 5000 // the wait returns at least this often (a net under the doorbells)
 const DISPATCH_TIMEOUT_MS = 30000 // as sidecar's dispatch_timeout: no ready worker by then
 
+const BODYLESS = new Set(['GET', 'HEAD', 'OPTIONS', 'DELETE', 'TRACE'])
+
 class WorkerLostError extends Error {}
 
 /** A request, buffered (`body`) or streamed (`write()` ... `end()`). */
@@ -37,7 +39,9 @@ class Request {
     this.subprotocols = subprotocols
     this.scheme = scheme || (websocket ? 'ws' : 'http')
     this._queue = [] // {data, end, resolve, reject} written before the stream can take them
-    this._ended = this.body !== undefined
+    // GET-like requests without `body` have none; others stream until end() (as a
+    // Node http.ClientRequest does); pass body: '' for an empty POST
+    this._ended = this.body !== undefined || (!websocket && BODYLESS.has(this.method))
     this._stream = null
   }
 
@@ -134,11 +138,20 @@ class Stream {
         if (item.end) {
           this.worker.send([K.WS_DISCONNECT, this.sid, 1000, ''])
         } else {
-          const size = typeof item.data === 'string' ? item.data.length : item.data.length
-          if (size > this.credit && this.credit < this.worker.window) return // wait for credit
-          this.credit -= size
-          this.worker.send([K.WS_RECEIVE, this.sid, typeof item.data === 'string'
-            ? item.data : Buffer.from(item.data), false])
+          // a message larger than the credit goes in chunks of one type (more: true), text
+          // cut on character boundaries, as the Python front-end does
+          if (typeof item.data !== 'string' && !Buffer.isBuffer(item.data)) item.data = Buffer.from(item.data)
+          if (this.credit <= 0) return // RECV_CREDIT will call pump() again
+          let piece = item.data.slice(0, Math.min(CHUNK, this.credit))
+          if (typeof piece === 'string' && piece.length < item.data.length &&
+              /[\uD800-\uDBFF]$/.test(piece)) piece = piece.slice(0, -1)
+          const rest = item.data.slice(piece.length)
+          this.credit -= units(piece)
+          this.worker.send([K.WS_RECEIVE, this.sid, piece, rest.length > 0])
+          if (rest.length) {
+            item.data = rest
+            continue
+          }
         }
         q.shift()
         item.resolve()
@@ -173,7 +186,7 @@ class Stream {
         this.headDeferred.resolve(this.res)
         break
       case K.RESPONSE_BODY:
-        if (ev[2].length) this.chunks.push(Buffer.from(ev[2].buffer, ev[2].byteOffset, ev[2].length))
+        if (ev[2].length) this.chunks.push({ v: Buffer.from(ev[2].buffer, ev[2].byteOffset, ev[2].length), c: ev[2].length })
         if (!ev[3]) this.ended = true
         this.wake()
         break
@@ -192,16 +205,16 @@ class Stream {
         const data = typeof ev[2] === 'string' ? ev[2] : Buffer.from(ev[2].buffer, ev[2].byteOffset, ev[2].length)
         if (ev[3]) {
           (this.textParts ||= []).push(data)
-          this.worker.send([K.SEND_CREDIT, this.sid, data.length])
+          this.worker.send([K.SEND_CREDIT, this.sid, units(data)])
         } else if (this.textParts) {
           this.textParts.push(data)
           const parts = this.textParts
           this.textParts = null
-          this.chunks.push(typeof data === 'string' ? parts.join('') : Buffer.concat(parts))
-          this.chunks[this.chunks.length - 1].credit = data.length
+          // earlier parts were credited as they came: only the last one is left
+          this.chunks.push({ v: typeof data === 'string' ? parts.join('') : Buffer.concat(parts), c: units(data) })
           this.wake()
         } else {
-          this.chunks.push(data)
+          this.chunks.push({ v: data, c: units(data) })
           this.wake()
         }
         break
@@ -225,7 +238,8 @@ class Stream {
     if (this.done) return
     this.done = true
     this.worker.streams.delete(this.sid)
-    if (err && !this.ended) this.error = err
+    // started and not finished: the body is cut short, the iterator throws
+    if (err && this.res.status && !this.ended) this.error = err
     if (!this.res.status) {
       if (err instanceof WorkerLostError) this.headDeferred.reject(err)
       else { // the error policy of the front-end: no response started -> 500
@@ -251,10 +265,9 @@ class Stream {
   async next () {
     for (;;) {
       if (this.chunks.length) {
-        const chunk = this.chunks.shift()
-        const n = chunk.credit !== undefined ? chunk.credit : chunk.length
-        if (!this.done && n) this.worker.send([K.SEND_CREDIT, this.sid, n])
-        return { value: chunk, done: false }
+        const { v, c } = this.chunks.shift()
+        if (!this.done && c) this.worker.send([K.SEND_CREDIT, this.sid, c])
+        return { value: v, done: false }
       }
       if (this.error) throw this.error
       if (this.ended) return { value: undefined, done: true }
@@ -372,21 +385,23 @@ class Pool {
     })
   }
 
-  async _pick () {
-    for (;;) {
-      let best = null
-      for (const w of this.workers.values()) {
-        if (w.ready && !w.gone && (!best || w.streams.size < best.streams.size)) best = w
-      }
-      if (best) return best
-      if (this.closed) throw new Error('pool is closed')
-      await this._ready(DISPATCH_TIMEOUT_MS)
+  /** The ready worker with the fewest streams in flight (null: none ready). */
+  _pick () {
+    let best = null
+    for (const w of this.workers.values()) {
+      if (w.ready && !w.gone && (!best || w.streams.size < best.streams.size)) best = w
     }
+    return best
   }
 
   async _open (req) {
     if (req._stream) throw new Error('a Request can be handled once')
-    const w = await this._pick()
+    let w = this._pick() // synchronously: concurrent requests see each other's streams
+    while (!w) {
+      if (this.closed) throw new Error('pool is closed')
+      await this._ready(DISPATCH_TIMEOUT_MS)
+      w = this._pick()
+    }
     const s = new Stream(w, w.nextSid++, req)
     w.streams.set(s.sid, s)
     s.open()
@@ -395,7 +410,6 @@ class Pool {
 
   /** Send the request, collect the whole response: { status, headers, body: Buffer }. */
   async handleRequest (req) {
-    if (!req.websocket && req.body === undefined && !req._queue.length) req._ended = true
     const s = await this._open(req)
     const res = await s.headDeferred.promise
     const parts = []
@@ -571,6 +585,17 @@ class Pool {
       this._pump()
     })
   }
+}
+
+// Window accounting counts characters (code points) of text, bytes of binary (protocol.md)
+function units (data) {
+  if (typeof data !== 'string') return data.length
+  let n = data.length
+  for (let i = 0; i < data.length; i++) {
+    const c = data.charCodeAt(i)
+    if (c >= 0xd800 && c <= 0xdbff) { n--; i++ }
+  }
+  return n
 }
 
 function deferred () {

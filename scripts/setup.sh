@@ -76,3 +76,28 @@ else
     quietly .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
     printf '%s\n' "$fingerprint" >"$stamp"
 fi
+
+# -- 4. the Node.js host package (node/): koffi + @msgpack/msgpack from npm, and the ring
+#       library as a shared object for koffi (gcc, no node-gyp) ----------------------------------
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+        say "installing nodejs npm"
+        export DEBIAN_FRONTEND=noninteractive
+        quietly apt-get update -q
+        quietly apt-get install -y -q --no-install-recommends nodejs npm
+    else
+        say "FAILED: node and npm are needed for node/ (apt-get install nodejs npm)" >&2
+        exit 1
+    fi
+fi
+node_stamp=node/node_modules/.sidecar-setup-stamp
+node_fingerprint="$(sha256sum node/package.json node/package-lock.json | sha256sum | cut -d' ' -f1)"
+if [ -f "$node_stamp" ] && [ "$(cat "$node_stamp")" = "$node_fingerprint" ]; then
+    say "node/ packages installed (package-lock.json unchanged)"
+else
+    say "npm ci in node/"
+    (cd node && quietly npm ci --no-audit --no-fund)
+    printf '%s\n' "$node_fingerprint" >"$node_stamp"
+fi
+(cd node && quietly node build.js)
+say "node/build/libsidecar_ring.so built"

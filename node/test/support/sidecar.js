@@ -5,7 +5,7 @@ const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
 
-const ROOT = path.resolve(__dirname, '..', '..')
+const ROOT = path.resolve(__dirname, '..', '..', '..')
 const PYTHON = process.env.SIDECAR_PYTHON || path.join(ROOT, '.venv', 'bin', 'python')
 
 async function waitFor (pred, timeoutMs, what) {
