@@ -19,7 +19,9 @@ async function waitFor (pred, timeoutMs, what) {
 }
 
 class Sidecar {
-  constructor ({ workers = 2, app = 'node.test.app:app', dir } = {}) {
+  constructor ({ workers = 2, app = 'node.test.app:app', dir, appDir = ROOT, args = [] } = {}) {
+    this.appDir = appDir
+    this.extraArgs = args
     this.workers = workers
     this.app = app
     this.dir = dir || fs.mkdtempSync(path.join(os.tmpdir(), 'scn-'))
@@ -30,8 +32,8 @@ class Sidecar {
 
   async start () {
     this.proc = spawn(PYTHON, ['-m', 'sidecar', this.app, '--uds', this.uds, '--attach-socket',
-      this.attach, '--workers', String(this.workers), '--app-dir', ROOT, '--no-access-log',
-      '--timeout-graceful-shutdown', '5'], { cwd: this.dir, stdio: ['ignore', 'ignore', 'pipe'] })
+      this.attach, '--workers', String(this.workers), '--app-dir', this.appDir, '--no-access-log',
+      '--timeout-graceful-shutdown', '5', ...this.extraArgs], { cwd: this.dir, stdio: ['ignore', 'ignore', 'pipe'] })
     this.proc.stderr.on('data', (d) => { this.log += d })
     this.exited = new Promise((resolve) => this.proc.on('exit', (code, sig) => resolve(code ?? sig)))
     await waitFor(() => this.log.includes('sidecar ready') || this.proc.exitCode !== null, 30000, 'sidecar ready')
