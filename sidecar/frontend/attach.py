@@ -33,6 +33,7 @@ log = logging.getLogger("sidecar.attach")
 
 #: Attached hosts at once: each costs two rings per worker.  (nginx worker_connections-like cap)
 MAX_HOSTS = 64
+CLOSED = "its control connection closed"
 
 
 def open_attach_socket(path: str, mode: int) -> socket.socket:
@@ -148,7 +149,7 @@ class AttachServer:
         """Detach ``host`` from every worker and close its connection."""
         if self.hosts.pop(host.id, None) is None:
             return
-        if reason == "shutting down":
+        if reason in ("shutting down", CLOSED):  # the normal ends of a host
             log.info("host %d detached: %s", host.id, reason)
         else:
             log.warning("host %d cut off: %s", host.id, reason)
@@ -177,7 +178,7 @@ class AttachServer:
             self.cut_off(host, f"control connection: {exc}")
             return
         if got is None:
-            self.cut_off(host, "its control connection closed")
+            self.cut_off(host, CLOSED)
         else:
             self.cut_off(host, f"sent {got[0][:2]!r}; hosts only listen")
 

@@ -92,7 +92,7 @@ def test_killed_host_is_detached_and_its_streams_disconnected(sc, tmp_path):
         # the app's receive() returned http.disconnect: the worker cancelled the host's stream
         wait_for(lambda: marker.exists() and marker.read_text(), 10, what="app disconnect")
         assert marker.read_text() == "http.disconnect"
-        wait_for(lambda: "cut off: its control connection closed" in sc.log(), 10,
+        wait_for(lambda: "detached: its control connection closed" in sc.log(), 10,
                  what="cut-off log line")
         assert set(sc.worker_pids()) == pids  # no worker was replaced
     finally:
