@@ -115,6 +115,15 @@ test('a worker killed mid-stream: that stream fails, the pool goes on', async ()
   assert.ok(rs.every((r) => r.status === 200))
 })
 
+test('an idle pool costs no CPU (the doorbell wait blocks in the kernel)', async () => {
+  await pool.handleRequest(new Request({ url: '/hello' }))
+  const before = process.cpuUsage()
+  await new Promise((resolve) => setTimeout(resolve, 1000))
+  const used = process.cpuUsage(before)
+  // polling would cost a core; a blocked poll(2) costs nothing but the timer above
+  assert.ok(used.user + used.system < 100000, `${used.user + used.system} µs of CPU in 1 s idle`)
+})
+
 test('reconnects after the sidecar restarts on the same attach socket', async () => {
   const dir = sc.dir
   await sc.stop()
