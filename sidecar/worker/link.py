@@ -171,7 +171,10 @@ class HostLink:
     def fail_link(self, reason: str) -> None:
         self.broken = True
         self.stop_reading()
-        self.worker.link_failed(self, reason)
+        if self.host == 0:  # the front-end: the worker exits and is replaced
+            self.worker.protocol_error(reason)
+        else:  # an attached host: cut that one off (Worker.link_failed)
+            self.worker.link_failed(self, reason)
 
     def _open_http(self, ev: list) -> None:
         (_, sid, method, scheme, path, raw_path, query_string, headers, client, server,

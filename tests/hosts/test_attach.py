@@ -178,3 +178,29 @@ def test_attach_socket_that_cannot_be_opened_is_one_clear_line(tmp_path):
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0 and "attach socket" in out.stderr
+
+
+def test_detached_host_rings_are_reclaimed_in_every_worker(sc):
+    """Attach and detach hosts repeatedly: worker descriptors and shared mappings return to
+    where they were (nothing accumulates per host)."""
+    def fds(pid):
+        return len(os.listdir(f"/proc/{pid}/fd"))
+
+    def shm_maps(pid):
+        with open(f"/proc/{pid}/maps") as fh:
+            return sum(1 for line in fh if "/dev/shm/" in line)
+
+    pids = sc.worker_pids()
+    before = {pid: (fds(pid), shm_maps(pid)) for pid in pids}
+
+    async def cycle():
+        for _ in range(5):
+            host = await PyHost().connect(sc.attach)
+            for w in await host.ready_workers(2):
+                assert (await host.request(w, "GET", "/pid"))[0] == 200
+            during = {pid: (fds(pid), shm_maps(pid)) for pid in pids}
+            assert all(during[p][0] >= before[p][0] + 6 for p in pids), (before, during)
+            host.close()
+    run(cycle())
+    wait_for(lambda: {pid: (fds(pid), shm_maps(pid)) for pid in pids} == before, 10,
+             what="worker descriptors and mappings back to their baseline")
