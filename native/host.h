@@ -30,6 +30,7 @@ extern "C" {
 #define SC_WORKER      17
 #define SC_WORKER_GONE 18
 #define SC_BYE         19
+#define SC_WORKER_DRAINING 20
 #define SC_RING_FDS     6   /* to_worker segment, data, space; to_host segment, data, space */
 
 typedef struct sc_pair sc_pair_t;  /* one worker's ring pair, mapped in this process */

@@ -298,6 +298,7 @@ class Worker {
     this.nextSid = 1
     this.backlog = [] // encoded events waiting for ring space, in order
     this.gone = false
+    this.draining = false // WORKER_DRAINING: no new streams
   }
 
   send (ev) {
@@ -374,7 +375,7 @@ class Pool {
   }
 
   get readyWorkers () {
-    return [...this.workers.values()].filter((w) => w.ready && !w.gone)
+    return [...this.workers.values()].filter((w) => w.ready && !w.gone && !w.draining)
   }
 
   _ready (timeout) {
@@ -389,7 +390,7 @@ class Pool {
   _pick () {
     let best = null
     for (const w of this.workers.values()) {
-      if (w.ready && !w.gone && (!best || w.streams.size < best.streams.size)) best = w
+      if (w.ready && !w.gone && !w.draining && (!best || w.streams.size < best.streams.size)) best = w
     }
     return best
   }
@@ -526,6 +527,9 @@ class Pool {
           w.lose()
           if (this.onWorkersChanged) this.onWorkersChanged()
         }
+      } else if (kind === native.WORKER_DRAINING) {
+        const w = this.workers.get(msg[1])
+        if (w) w.draining = true // _pick() passes it over; its streams go on
       } else if (kind === native.BYE) {
         this.byeReason = msg[1]
       }

@@ -19,7 +19,7 @@ import msgpack
 
 __all__ = [
     "ATTACH_VERSION", "W_ATTACH", "W_DETACH", "W_BROKEN", "H_WELCOME", "H_WORKER",
-    "H_WORKER_GONE", "H_BYE", "MAX_MESSAGE", "RING_FDS", "send", "recv", "ChannelError",
+    "H_WORKER_GONE", "H_BYE", "H_WORKER_DRAINING", "MAX_MESSAGE", "RING_FDS", "send", "recv", "ChannelError",
 ]
 
 ATTACH_VERSION = 1
@@ -35,6 +35,7 @@ H_WELCOME = 16     # [16, version, host_id, window]
 H_WORKER = 17      # [17, worker_id, index, to_worker_generation, to_host_generation] + 6 fds
 H_WORKER_GONE = 18  # [18, worker_id]: the worker exited; its streams are lost
 H_BYE = 19         # [19, reason]: the front-end cuts this host off (or shuts down)
+H_WORKER_DRAINING = 20  # [20, worker_id]: no new streams to it; those in flight finish
 
 #: The six descriptors of a ring pair, in this order, with W_ATTACH and H_WORKER.
 RING_FDS = ("to_worker.segment", "to_worker.data", "to_worker.space",

@@ -14,6 +14,7 @@ module.exports = {
   WORKER: 17,
   WORKER_GONE: 18,
   BYE: 19,
+  WORKER_DRAINING: 20,
   connect: lib.func('int sc_connect(const char *path)'),
   recv: lib.func('int sc_recv(int fd, void *buf, int cap, void *fds, void *nfds)'),
   setNonblocking: lib.func('int sc_set_nonblocking(int fd)'),

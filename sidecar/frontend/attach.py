@@ -86,6 +86,7 @@ class AttachServer:
         self._ids = itertools.count(1)  # host 0 is the front-end
         pool.on_worker_started = self._worker_started
         pool.on_worker_gone = self._worker_gone
+        pool.on_worker_draining = self._worker_draining
 
     # --- the listener --------------------------------------------------------------------
 
@@ -228,6 +229,16 @@ class AttachServer:
                 host.workers.discard(serial)
                 try:
                     ap.send(host.conn, [ap.H_WORKER_GONE, serial])
+                except OSError as exc:
+                    self.cut_off(host, f"cannot write to it: {exc}")
+
+    def _worker_draining(self, slot) -> None:
+        """The worker in ``slot`` takes no new streams (reload, shutdown): hosts stop
+        picking it; what they have in flight on it finishes."""
+        for host in list(self.hosts.values()):
+            if slot.serial in host.workers:
+                try:
+                    ap.send(host.conn, [ap.H_WORKER_DRAINING, slot.serial])
                 except OSError as exc:
                     self.cut_off(host, f"cannot write to it: {exc}")
 

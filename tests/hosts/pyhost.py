@@ -58,6 +58,7 @@ class PyHost:
         self.workers: dict[int, Worker] = {}
         self.host_id = None
         self.bye: str | None = None
+        self.draining: set[int] = set()  # worker ids announced as draining
         self.closed = asyncio.get_running_loop().create_future()
         self.changed = asyncio.Event()
         self.sids = itertools.count(1)
@@ -89,6 +90,8 @@ class PyHost:
             w = self.workers.pop(msg[1], None)
             if w is not None:
                 w.close()
+        elif msg[0] == ap.H_WORKER_DRAINING:
+            self.draining.add(msg[1])
         elif msg[0] == ap.H_BYE:
             self.bye = msg[1]
         self.changed.set()

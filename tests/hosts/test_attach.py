@@ -162,11 +162,14 @@ def test_attach_socket_removed_at_shutdown_and_hosts_told():
         async def main():
             host = await PyHost().connect(sc.attach)
             await host.ready_workers(1)
+            ids = set(host.workers)
             sc.proc.send_signal(signal.SIGTERM)
             await asyncio.wait_for(host.closed, 20)
             host.close()
-            return host.bye
-        assert run(main()) == "shutting down"
+            return host.bye, host.draining, ids
+        bye, draining, ids = run(main())
+        assert bye == "shutting down"
+        assert draining == ids  # WORKER_DRAINING first: no new streams to a stopping worker
         assert sc.proc.wait(20) == 0
         assert not os.path.exists(sc.attach)
 
