@@ -9,7 +9,7 @@
 // nothing to read.  It returns when a worker rings, and the rings are then drained on the main
 // thread until empty.  Idle costs nothing (the thread is blocked in the kernel); under load
 // the ring protocol sends no doorbell at all while the reader keeps up.
-const { encode, decode } = require('@msgpack/msgpack')
+const { Encoder, Decoder } = require('@msgpack/msgpack')
 const native = require('./lib/native')
 
 const K = {
@@ -23,6 +23,13 @@ const WAIT_SAFETY_MS = 5000 // the wait returns at least this often (a net under
 const DISPATCH_TIMEOUT_MS = 30000 // as sidecar's dispatch_timeout: no ready worker by then
 
 const BODYLESS = new Set(['GET', 'HEAD', 'OPTIONS', 'DELETE', 'TRACE'])
+
+// One of each for the process: a fresh Encoder per event (what encode() does) costs more
+// than the event.  encodeSharedRef's bytes are valid until the next encode: written to the
+// ring at once, or copied into the backlog.
+const encoder = new Encoder()
+const decoder = new Decoder()
+const decode = (bytes) => decoder.decode(bytes)
 
 class WorkerLostError extends Error {}
 
@@ -303,9 +310,9 @@ class Worker {
 
   send (ev) {
     if (this.gone) return
-    const bytes = encode(ev)
+    const bytes = encoder.encodeSharedRef(ev)
     if (this.backlog.length || !this.tryWrite(bytes)) {
-      this.backlog.push(bytes)
+      this.backlog.push(bytes.slice())
       this.pool._rearm()
     }
   }
