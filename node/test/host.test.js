@@ -124,6 +124,19 @@ test('an idle pool costs no CPU (the doorbell wait blocks in the kernel)', async
   assert.ok(used.user + used.system < 100000, `${used.user + used.system} µs of CPU in 1 s idle`)
 })
 
+test('SIGHUP reload: streams in flight finish on the old workers, new ones take over', async () => {
+  const old = new Set(pool.readyWorkers.map((w) => w.pid))
+  const res = await pool.handleStream(new Request({ url: '/sse?n=6' })) // ~1.2 s
+  sc.proc.kill('SIGHUP')
+  await waitFor(() => pool.readyWorkers.length === 2 && pool.readyWorkers.every((w) => !old.has(w.pid)),
+    30000, 'the new workers')
+  let events = 0
+  for await (const chunk of res) events += chunk.toString().split('data: ').length - 1
+  assert.equal(events, 6) // the draining worker finished it
+  const rs = await Promise.all(Array.from({ length: 8 }, () => pool.handleRequest(new Request({ url: '/pid' }))))
+  assert.ok(rs.every((r) => r.status === 200 && !old.has(JSON.parse(r.body).pid)))
+})
+
 test('reconnects after the sidecar restarts on the same attach socket', async () => {
   const dir = sc.dir
   await sc.stop()

@@ -25,6 +25,7 @@ import struct
 
 from sidecar import attach_protocol as ap
 from sidecar.frontend.listeners import ListenerError
+from sidecar.frontend.worker_proc import DRAINING
 from sidecar.ring import Consumer, Producer
 
 __all__ = ["AttachServer", "open_attach_socket"]
@@ -142,9 +143,9 @@ class AttachServer:
             return
         self.loop.add_reader(conn.fileno(), self._on_host_readable, host)
         log.info("host %d attached (%s)", host.id, _peer(conn))
-        for slot in self.pool.slots:
-            if slot.control is not None and slot.proc is not None:
-                self._give(host, slot)
+        for w in self.pool.workers():
+            if w.state != DRAINING and not w.exited:
+                self._give(host, w)
 
     def cut_off(self, host: Host, reason: str) -> None:
         """Detach ``host`` from every worker and close its connection."""
@@ -154,12 +155,12 @@ class AttachServer:
             log.info("host %d detached: %s", host.id, reason)
         else:
             log.warning("host %d cut off: %s", host.id, reason)
-        for slot in self.pool.slots:
-            if slot.control is not None and slot.serial in host.workers:
+        for w in self.pool.workers():
+            if not w.exited and w.serial in host.workers:
                 try:
-                    ap.send(slot.control, [ap.W_DETACH, host.id])
+                    ap.send(w.control, [ap.W_DETACH, host.id])
                 except OSError as exc:
-                    log.warning("worker %d: cannot detach host %d: %s", slot.index, host.id, exc)
+                    log.warning("worker %d: cannot detach host %d: %s", w.index, host.id, exc)
         try:
             self.loop.remove_reader(host.conn.fileno())
         except (ValueError, OSError):
@@ -185,8 +186,8 @@ class AttachServer:
 
     # --- workers -------------------------------------------------------------------------
 
-    def _give(self, host: Host, slot) -> None:
-        """A new ring pair between ``host`` and the worker in ``slot``, sent to both."""
+    def _give(self, host: Host, w) -> None:
+        """A new ring pair between ``host`` and worker process ``w``, sent to both."""
         capacity = self.config.ring_capacity
         to_worker = Producer.create(capacity)
         try:
@@ -198,13 +199,13 @@ class AttachServer:
             tw, th = to_worker.spec(), to_host.spec()
             fds = tw.fds() + th.fds()
             try:
-                ap.send(slot.control, [ap.W_ATTACH, host.id, tw.generation, th.generation], fds)
+                ap.send(w.control, [ap.W_ATTACH, host.id, tw.generation, th.generation], fds)
             except OSError as exc:
-                log.warning("worker %d: cannot attach host %d: %s", slot.index, host.id, exc)
+                log.warning("worker %d: cannot attach host %d: %s", w.index, host.id, exc)
                 return
-            host.workers.add(slot.serial)
+            host.workers.add(w.serial)
             try:
-                ap.send(host.conn, [ap.H_WORKER, slot.serial, slot.index, tw.generation,
+                ap.send(host.conn, [ap.H_WORKER, w.serial, w.index, tw.generation,
                                     th.generation], fds)
             except OSError as exc:  # not reading its messages (or gone)
                 self.cut_off(host, f"cannot write to it: {exc}")
@@ -213,42 +214,43 @@ class AttachServer:
             to_worker.close()
             to_host.close()
 
-    def _worker_started(self, slot) -> None:
-        self.loop.add_reader(slot.control.fileno(), self._on_worker_readable, slot,
-                             slot.control)
+    def _worker_started(self, w) -> None:
+        self.loop.add_reader(w.control.fileno(), self._on_worker_readable, w)
         for host in list(self.hosts.values()):
-            self._give(host, slot)
+            self._give(host, w)
 
-    def _worker_gone(self, slot, serial: int) -> None:
+    def _worker_gone(self, w) -> None:
+        """The process exited (called before its control channel is closed)."""
         try:
-            self.loop.remove_reader(slot.control.fileno())
+            self.loop.remove_reader(w.control.fileno())
         except (ValueError, OSError):
             pass
         for host in list(self.hosts.values()):
-            if serial in host.workers:
-                host.workers.discard(serial)
+            if w.serial in host.workers:
+                host.workers.discard(w.serial)
                 try:
-                    ap.send(host.conn, [ap.H_WORKER_GONE, serial])
+                    ap.send(host.conn, [ap.H_WORKER_GONE, w.serial])
                 except OSError as exc:
                     self.cut_off(host, f"cannot write to it: {exc}")
 
-    def _worker_draining(self, slot) -> None:
-        """The worker in ``slot`` takes no new streams (reload, shutdown): hosts stop
+    def _worker_draining(self, w) -> None:
+        """Worker ``w`` takes no new streams (reload, recycling, shutdown): hosts stop
         picking it; what they have in flight on it finishes."""
         for host in list(self.hosts.values()):
-            if slot.serial in host.workers:
+            if w.serial in host.workers:
                 try:
-                    ap.send(host.conn, [ap.H_WORKER_DRAINING, slot.serial])
+                    ap.send(host.conn, [ap.H_WORKER_DRAINING, w.serial])
                 except OSError as exc:
                     self.cut_off(host, f"cannot write to it: {exc}")
 
-    def _on_worker_readable(self, slot, control: socket.socket) -> None:
+    def _on_worker_readable(self, w) -> None:
+        control = w.control
         try:
             got = ap.recv(control, maxfds=0)
         except BlockingIOError:
             return
         except (OSError, ap.ChannelError) as exc:
-            log.error("worker %d: control channel: %s", slot.index, exc)
+            log.error("worker %d: control channel: %s", w.index, exc)
             self.loop.remove_reader(control.fileno())
             return
         if got is None:  # the worker exited; _worker_gone follows from its pidfd
@@ -258,9 +260,9 @@ class AttachServer:
         if msg[0] == ap.W_BROKEN and len(msg) == 3 and type(msg[1]) is int:
             host = self.hosts.get(msg[1])
             if host is not None:
-                self.cut_off(host, f"worker {slot.index}: {msg[2]}")
+                self.cut_off(host, f"worker {w.index}: {msg[2]}")
         else:
-            log.error("worker %d: unexpected control message %r", slot.index, msg[:2])
+            log.error("worker %d: unexpected control message %r", w.index, msg[:2])
 
 
 def _peer(conn: socket.socket) -> str:
