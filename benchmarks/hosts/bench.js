@@ -6,7 +6,7 @@
 // requests/s with 1 and 64 in flight, plus streamed-body throughput (MiB/s up and down).
 //
 //   (cd benchmarks/hosts && npm install) && node benchmarks/hosts/bench.js [--seconds 3]
-//       [--workers 2] [--mib 64] [--only rings,undici,python-node]
+//       [--workers 2] [--mib 64] [--only rings,undici,python-node] [--json]
 // python-node links one libpython (3.13 for 2.0.0): found with `python3.13` on PATH, or
 // PYTHON_NODE_LIBDIR / PYTHON_NODE_HOME.  Absolute figures drift on shared machines: compare
 // the rows of one run.
@@ -160,7 +160,11 @@ async function main () {
     sc.cleanup()
   }
   if (ONLY.includes('python-node')) rows.push(pythonNodeChild())
-  table(rows)
+  if (args.includes('--json')) {
+    console.log(JSON.stringify({ seconds: SECONDS, workers: WORKERS, mib: MIB, rows }, null, 2))
+  } else {
+    table(rows)
+  }
 }
 
 main().catch((err) => { console.error(err); process.exit(1) })
