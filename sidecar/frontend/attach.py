@@ -24,7 +24,7 @@ import socket
 import struct
 
 from sidecar import attach_protocol as ap
-from sidecar.frontend.listeners import ListenerError
+from sidecar.frontend import listeners
 from sidecar.frontend.worker_proc import DRAINING
 from sidecar.ring import Consumer, Producer
 
@@ -39,32 +39,7 @@ CLOSED = "its control connection closed"
 
 def open_attach_socket(path: str, mode: int) -> socket.socket:
     """Listen for hosts on ``path`` (a stale socket file of a previous run is replaced)."""
-    if os.path.lexists(path):
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        try:
-            probe.connect(path)
-        except OSError:
-            os.unlink(path)
-        else:
-            raise ListenerError(f"cannot listen on {path}: another server is listening there")
-        finally:
-            probe.close()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    try:
-        # bind under a umask that already excludes "other": no window where the socket is
-        # connectable by everyone before chmod
-        old = os.umask(0o777 & ~mode)
-        try:
-            sock.bind(path)
-        finally:
-            os.umask(old)
-        os.chmod(path, mode)
-        sock.listen(16)
-    except OSError as exc:
-        sock.close()
-        raise ListenerError(f"cannot listen on attach socket {path}: {exc.strerror}") from None
-    sock.setblocking(False)
-    return sock
+    return listeners.open_uds(path, mode, 16, kind=socket.SOCK_SEQPACKET, what="attach socket ")
 
 
 class Host:

@@ -14,27 +14,39 @@ class ListenerError(Exception):
     """A socket could not be opened; the message is meant for the operator as is."""
 
 
-def open_uds(path: str, mode: int, backlog: int) -> socket.socket:
+def open_uds(path: str, mode: int, backlog: int, kind: int = socket.SOCK_STREAM,
+             what: str = "") -> socket.socket:
+    """Listen on the Unix socket ``path`` with permissions ``mode``.  A stale socket file (no
+    one listening: a previous run was killed) is replaced; a live one, or a file that is not a
+    socket, is refused.  Also used for the attach socket (``kind`` SOCK_SEQPACKET); ``what``
+    names the socket in errors ("attach socket ")."""
     if os.path.lexists(path):
         if not stat.S_ISSOCK(os.lstat(path).st_mode):
-            raise ListenerError(f"cannot listen on {path}: exists and is not a socket")
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            raise ListenerError(f"cannot listen on {what}{path}: exists and is not a socket")
+        probe = socket.socket(socket.AF_UNIX, kind)
         try:
             probe.connect(path)
         except OSError:
             os.unlink(path)  # stale socket of a previous run
         else:
-            raise ListenerError(f"cannot listen on {path}: another server is listening there")
+            raise ListenerError(f"cannot listen on {what}{path}: another server is listening "
+                                "there")
         finally:
             probe.close()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = socket.socket(socket.AF_UNIX, kind)
     try:
-        sock.bind(path)
+        # bind under a umask that already excludes what ``mode`` excludes: no window in which
+        # the socket is connectable by more users than it should be before the chmod
+        old = os.umask(0o777 & ~mode)
+        try:
+            sock.bind(path)
+        finally:
+            os.umask(old)
         os.chmod(path, mode)
         sock.listen(backlog)
     except OSError as exc:
         sock.close()
-        raise ListenerError(f"cannot listen on {path}: {exc.strerror}") from None
+        raise ListenerError(f"cannot listen on {what}{path}: {exc.strerror}") from None
     sock.setblocking(False)
     return sock
 
