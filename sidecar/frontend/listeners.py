@@ -53,7 +53,7 @@ def open_uds(path: str, mode: int, backlog: int, kind: int = socket.SOCK_STREAM,
 
 def parse_bind(spec: str) -> tuple[str, int]:
     host, sep, port = spec.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:  # 0: any free port
         raise ListenerError(f"invalid --bind {spec!r}: expected HOST:PORT, e.g. 127.0.0.1:8000")
     host = host.strip("[]") or "0.0.0.0"
     return host, int(port)

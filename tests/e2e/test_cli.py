@@ -81,6 +81,29 @@ def test_port_already_in_use(tmp_path):
     assert_one_clear_line(out, EXIT_USAGE, f"127.0.0.1:{port}", "address already in use")
 
 
+def test_bind_port_0_takes_a_free_port_and_logs_it(tmp_path):
+    """``--bind 127.0.0.1:0`` (as uvicorn's ``--port 0``): the kernel picks the port, and the
+    ready line names the one it picked, so a script can find it."""
+    proc = subprocess.Popen([sys.executable, "-m", "sidecar", "tests.e2e.apps:app", "--bind",
+                             "127.0.0.1:0", "--workers", "1", "--app-dir", str(ROOT)],
+                            cwd=tmp_path, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            text=True)
+    try:
+        port = None
+        for line in proc.stderr:  # ends if the server exits
+            m = re.search(r"ready on .*http://127\.0\.0\.1:(\d+)", line)
+            if m:
+                port = int(m.group(1))
+                break
+        assert port, "no ready line"
+        assert port != 0
+        assert httpx.get(f"http://127.0.0.1:{port}/pid", timeout=10).status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        proc.stderr.close()
+
+
 def test_uds_path_taken_by_a_live_server(tmp_path):
     path = str(tmp_path / "s.sock")
     with socket.socket(socket.AF_UNIX) as holder:
