@@ -127,23 +127,24 @@ class WorkerLink:
             return
         if not self._pending:
             self.batcher.add(self)
-        self._pending.append(pack(ev))
+        self._pending.append(ev)
 
     def flush(self) -> None:
-        """Publish this iteration's events with one ring write and at most one doorbell."""
+        """Publish this iteration's events with one ring write and at most one doorbell: the
+        batch is packed by one msgpack call and split into records in C (try_write_events)."""
         pending, self._pending = self._pending, []
         if self.closed or not pending:
             return
         if not self._backlog:
             try:
-                n = self.to_worker.try_write_many(pending)
+                n = self.to_worker.try_write_events(pending)
             except RingError as exc:
                 self._on_ring_error(exc)
                 return
             if n == len(pending):
                 return
             pending = pending[n:]
-        self._backlog.extend(pending)
+        self._backlog.extend(pack(ev) for ev in pending)
         if self._flusher is None:
             self._flusher = self._loop.create_task(self._flush())
 
