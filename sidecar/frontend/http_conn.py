@@ -49,6 +49,11 @@ access_log = logging.getLogger("sidecar.access")
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 MAX_PIPELINE = 32  # requests parsed ahead of their responses before we stop reading
+# Lingering close (nginx lingering_time / lingering_timeout): after an early answer, read and
+# drop what the client still sends for at most LINGER_TIME seconds, or until it pauses
+# LINGER_TIMEOUT seconds, before closing.
+LINGER_TIME = 30.0
+LINGER_TIMEOUT = 5.0
 # Retry-After (RFC 9110 section 10.2.3) on our 503s: seconds before a client should retry.
 RETRY_AFTER = ((b"retry-after", b"5"),)
 
@@ -307,6 +312,7 @@ class HTTPConnection(asyncio.Protocol):
         self.scheme = "http"
         self.trusted = False
         self.draining = False
+        self.lingering_until: float | None = None  # closing lingering: give up at this time
 
     # --- asyncio.Protocol ----------------------------------------------------------------
 
@@ -546,14 +552,37 @@ class HTTPConnection(asyncio.Protocol):
         self.closed = True
 
     def _close_after_write(self) -> None:
+        """Close once our bytes are written.  If the client may still be sending the request
+        we answered early (413 on its Content-Length, a bad chunk, an app that did not read
+        the body), close lingering, as nginx does: send FIN after the answer and keep
+        reading and dropping its bytes until it closes, pauses LINGER_TIMEOUT or
+        LINGER_TIME is up.  Closing with its bytes unread would make the kernel reset the
+        connection, and a client still sending may then never read the answer."""
         self.flush()
         self.closed = True
-        self.transport.close()  # flushes the transport's buffer first
+        transport = self.transport
+        if self.parser.mid_request and transport.can_write_eof():
+            self.parser.stop()    # every byte from now on is dropped unparsed
+            now = self.server.loop.time()
+            self.lingering_until = now + LINGER_TIME
+            self.last_read = now
+            transport.write_eof()  # after what is buffered: the client reads our answer
+            if self.read_paused_by:
+                self.read_paused_by.clear()
+                transport.resume_reading()
+            return
+        transport.close()  # flushes the transport's buffer first
+
+    def _linger_done(self, now: float) -> bool:
+        return now >= self.lingering_until or now - self.last_read >= LINGER_TIMEOUT
 
     def close_if_idle(self, now: float, timeout: float) -> None:
         """The client timeouts (header, body, keep-alive ``timeout``), checked by the
         server's once-a-second sweep: one timer for all connections, none per request."""
         if self.closed:
+            if self.lingering_until is not None and self._linger_done(now):
+                self.lingering_until = None
+                self.transport.close()
             return
         config = self.server.config
         if self.write_paused and now - self.write_paused_since >= config.send_timeout:
@@ -611,6 +640,10 @@ class HTTPConnection(asyncio.Protocol):
     def start_drain(self) -> None:
         """Shutdown/reload: finish what is in flight, then close; idle connections close now."""
         self.draining = True
+        if self.lingering_until is not None:   # our answer is out: stop waiting for the client
+            self.lingering_until = None
+            self.transport.close()
+            return
         if not self.pipeline and not self.closed:
             self._close_after_write()
 

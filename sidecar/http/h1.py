@@ -355,6 +355,15 @@ class RequestParser:
         timeout runs); empty lines before a request line do not count."""
         return self._state == _HEAD and bool(self._buf)
 
+    @property
+    def mid_request(self) -> bool:
+        """True when the client may still be sending the current request: its head or body
+        is incomplete, or the input was refused part way (closing now could reset the
+        connection under the client before it reads our answer: see lingering close)."""
+        state = self._state
+        return state == _FAILED or _BODY <= state <= _TRAILER or (
+            state == _HEAD and bool(self._buf))
+
     def stop(self) -> None:
         """The connection is finished (a timeout, a refusal): parse nothing more."""
         if self._state < _UPGRADED:

@@ -95,6 +95,55 @@ def test_request_limits_and_strictness(sc, data, status, closes):
     assert closed == closes
 
 
+def test_early_413_lingers_so_a_client_still_sending_reads_it(sc):
+    """Refused on its Content-Length, the client keeps sending the body it announced: the
+    server answers, half-closes and drops what follows (lingering close) instead of closing
+    with unread bytes, which resets the connection under a client that is still sending."""
+    size = 64 << 20
+    s = connect(sc)
+    s.sendall(b"POST /echo HTTP/1.1\r\n" + H + b"Content-Length: %d\r\n\r\n" % size)
+    chunk = b"x" * 65536
+    for _ in range(size // len(chunk)):
+        s.sendall(chunk)   # ConnectionResetError here without lingering close
+    out = b""
+    while True:
+        data = s.recv(65536)
+        if not data:
+            break
+        out += data
+    s.close()
+    assert out.startswith(b"HTTP/1.1 413 "), out[:200]
+    assert b"connection: close" in out.lower()
+
+
+def test_lingering_close_ends_when_the_client_goes_quiet(sc):
+    """A refused client that stops sending but never closes is closed for good after the
+    lingering timeout (5 s without a byte), not kept half-open."""
+    s = connect(sc, timeout=30)
+    s.sendall(b"POST /echo HTTP/1.1\r\n" + H + b"Content-Length: 1000000\r\n\r\n"
+              + b"x" * 4096)
+    out = b""
+    while True:
+        data = s.recv(65536)
+        if not data:
+            break   # the server's FIN: it still reads (and drops) what we send
+        out += data
+    assert out.startswith(b"HTTP/1.1 413 "), out[:200]
+    s.sendall(b"x" * 1024)   # still accepted: the server is lingering, not gone
+    time.sleep(0.5)
+    s.sendall(b"x")
+    time.sleep(8)            # quiet past the 5 s lingering timeout (swept once a second)
+    reset = False
+    try:
+        for _ in range(3):   # the first send to a closed peer draws its RST; a later one fails
+            s.sendall(b"x")
+            time.sleep(0.3)
+    except (BrokenPipeError, ConnectionResetError):
+        reset = True
+    s.close()
+    assert reset, "the server never closed a lingering connection"
+
+
 @pytest.fixture(scope="module")
 def sc_unchecked():
     with Sidecar("tests.e2e.unchecked_app:app", workers=1, ready_path="/pid") as s:
