@@ -128,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="S")
     p.add_argument("--timeout-worker-start", dest="worker_start_timeout", type=float,
                    metavar="S")
+    p.add_argument("--timeout-dispatch", dest="dispatch_timeout", type=float, metavar="S",
+                   help="a stream no worker can take waits this long, then 503 (30)")
     p.add_argument("--timeout-worker-hang", dest="worker_hang_timeout", type=float,
                    metavar="S", help="kill a worker whose event loop is blocked this long "
                    "(30; 0 = off)")
@@ -221,7 +223,8 @@ def load_config(argv: list[str] | None = None, environ=os.environ) -> Config:
     for name, flag in (("header_timeout", "--timeout-header"),
                        ("body_timeout", "--timeout-body"),
                        ("send_timeout", "--timeout-send"),
-                       ("keepalive_timeout", "--timeout-keep-alive")):
+                       ("keepalive_timeout", "--timeout-keep-alive"),
+                       ("dispatch_timeout", "--timeout-dispatch")):
         if not getattr(config, name) > 0:
             raise UsageError(f"{flag} must be a positive number of seconds")
     if config.worker_hang_timeout != 0 and config.worker_hang_timeout < 1:

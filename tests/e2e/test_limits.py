@@ -208,8 +208,8 @@ DISPATCH_TIMEOUT = 2.0
 @pytest.fixture(scope="module")
 def sc_streams():
     with Sidecar("tests.e2e.limit_apps:app", "--limit-worker-streams", "1",
-                 "--limit-streams", "2", workers=1, ready_path="/pid",
-                 env={"SIDECAR_DISPATCH_TIMEOUT": str(DISPATCH_TIMEOUT)}) as s:
+                 "--limit-streams", "2", "--timeout-dispatch", str(DISPATCH_TIMEOUT),
+                 workers=1, ready_path="/pid") as s:
         yield s
 
 
@@ -290,9 +290,11 @@ def test_limit_and_timeout_settings(tmp_path):
     assert (c.header_timeout, c.body_timeout, c.keepalive_timeout) == (60.0, 60.0, 75.0)
     c = load_config(["x:app", "--limit-concurrency", "500", "--limit-streams", "800",
                      "--limit-worker-streams", "50", "--timeout-header", "10",
-                     "--timeout-body", "2.5"], environ={})
+                     "--timeout-body", "2.5", "--timeout-dispatch", "4"], environ={})
     assert (c.limit_concurrency, c.limit_streams, c.limit_worker_streams) == (500, 800, 50)
-    assert (c.header_timeout, c.body_timeout) == (10.0, 2.5)
+    assert (c.header_timeout, c.body_timeout, c.dispatch_timeout) == (10.0, 2.5, 4.0)
+    assert load_config(["x:app"], environ={"SIDECAR_DISPATCH_TIMEOUT": "7"}).dispatch_timeout \
+        == 7.0
     toml = tmp_path / "s.toml"
     toml.write_text('limit-concurrency = 7\nheader_timeout = 3\n')
     c = load_config(["x:app", "--config", str(toml)],
@@ -307,6 +309,7 @@ def test_limit_and_timeout_settings(tmp_path):
     (["--timeout-header", "0"], ["--timeout-header", "positive"]),
     (["--timeout-body", "-1"], ["--timeout-body", "positive"]),
     (["--timeout-body", "soon"], ["--timeout-body", "soon"]),
+    (["--timeout-dispatch", "0"], ["--timeout-dispatch", "positive"]),
 ])
 def test_bad_limit_or_timeout_is_one_line_and_exit_2(tmp_path, args, words):
     out = subprocess.run([sys.executable, "-m", "sidecar", "tests.e2e.limit_apps:app",
