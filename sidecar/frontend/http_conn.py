@@ -455,8 +455,9 @@ class HTTPConnection(asyncio.Protocol):
                 client, self.server_addr, req.http_version, root)
 
     def _refuse_over_limit(self) -> None:
-        log.warning("connection from %s over --limit-concurrency (%d): 503",
-                    self.client or "unix peer", self.server.config.limit_concurrency)
+        self.server.log_over_concurrency("connection from %s over --limit-concurrency (%d): 503",
+                                         self.client or "unix peer",
+                                         self.server.config.limit_concurrency)
         self.parser.stop()
         self.current = None
         self._write(h1.simple_response(503, "Service Unavailable", keep_alive=False,

@@ -30,6 +30,7 @@ from typing import Callable
 from sidecar.config import (EXIT_CONFIG_ERROR, EXIT_IMPORT_FAILED, EXIT_PROTOCOL_ERROR,
                             EXIT_STARTUP_FAILED, Config)
 from sidecar.frontend.link import WorkerLink
+from sidecar.frontend.ratelog import RateLimitedLog
 from sidecar.frontend.watchdog import Watchdog
 from sidecar.frontend.worker_proc import DRAINING, READY, STARTING, WorkerProcess
 from sidecar.frontend.ws_conn import OPEN, WebSocket
@@ -82,6 +83,7 @@ class WorkerPool:
         self.slots: list[Slot] = []
         self.links: list[WorkerLink] = []  # ready, not draining: the dispatch candidates
         self.waiting: deque = deque()      # (stream, body, more, deadline) parked for a worker
+        self._log_over_limit = RateLimitedLog(log)  # a line a second at most under overload
         self.draining: set[WorkerProcess] = set()
         self.ever_ready = False
         self.stopping = False
@@ -480,7 +482,7 @@ class WorkerPool:
     def dispatch(self, stream, body: bytes, more: bool) -> None:
         limit = self.config.limit_streams
         if limit and self.in_flight() >= limit:
-            log.warning("%d streams in flight (--limit-streams): answering 503", limit)
+            self._log_over_limit("%d streams in flight (--limit-streams): answering 503", limit)
             stream.overloaded()
             return
         link = self.pick()

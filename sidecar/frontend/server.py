@@ -21,6 +21,7 @@ from sidecar.config import EXIT_OK, Config
 from sidecar.frontend.batch import Batcher
 from sidecar.frontend.http_conn import HTTPConnection
 from sidecar.frontend.pool import WorkerPool
+from sidecar.frontend.ratelog import RateLimitedLog
 from sidecar.frontend import listeners, metrics
 from sidecar.frontend.control import ControlServer
 from sidecar.systemd import Notifier
@@ -58,6 +59,8 @@ class FrontEnd:
                                 max_header_bytes=config.max_header_bytes,
                                 max_headers=config.max_headers, max_body=config.max_body)
         self.connections: set[HTTPConnection] = set()
+        # one line a second at most, however many connections are refused
+        self.log_over_concurrency = RateLimitedLog(logging.getLogger("sidecar.frontend"))
         self.next_sid = itertools.count(1).__next__
         self._dates = h1.DateCache()
         self.server_header = b"sidecar" if config.server_header else None
