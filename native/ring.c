@@ -152,7 +152,7 @@ static void bind_handle(ring_t *r, void *region, uint64_t capacity, uint32_t max
     r->released = head;
     r->write_pos = tail;
     r->broken = 0;
-    r->_reserved = 0;
+    r->claim_len = 0;
 }
 
 int ring_init(ring_t *r, void *region, size_t region_size, uint64_t capacity, uint64_t generation) {
@@ -219,6 +219,7 @@ static int load_head(ring_t *r) {
  * published).  The consumer's head is untrusted: one outside [write_pos - capacity, write_pos]
  * would make us overwrite unread bytes, so it is refused. */
 static int64_t reserve(ring_t *r, uint64_t total) {
+    r->claim_len = 0; /* every write, and every claim, ends the claim before it */
     if (r->broken) return RING_ECORRUPT;
     uint64_t pos = r->write_pos;
     uint64_t index = pos & r->mask;
@@ -307,6 +308,7 @@ int ring_claim(ring_t *r, uint32_t len, void **out) {
     uint64_t padding = r->write_pos - before;
     r->write_pos = before;
     r->claim_pad = (uint32_t)padding;
+    r->claim_len = len + 1; /* len <= max_record < UINT32_MAX */
     *out = r->data + index + RECORD_HEADER;
     return RING_OK;
 }
@@ -314,6 +316,10 @@ int ring_claim(ring_t *r, uint32_t len, void **out) {
 int ring_commit_write(ring_t *r, uint32_t type, uint32_t used) {
     if (type == RING_TYPE_PADDING) return RING_EINVAL;
     if (used > r->max_record) return RING_ETOOBIG;
+    /* only what the open claim reserved may be published: a longer commit would cover bytes
+     * the claim never checked were free (the consumer's unread records) */
+    if (r->claim_len == 0 || used > r->claim_len - 1) return RING_EINVAL;
+    r->claim_len = 0;
     uint64_t padding = r->claim_pad;
     r->claim_pad = 0;
     uint64_t pos = r->write_pos + padding;

@@ -53,7 +53,7 @@ typedef struct ring {
     uint64_t  read_pos;    /* consumer: position after the last record handed out */
     uint64_t  released;    /* consumer: position last released (published as head) */
     uint32_t  broken;      /* sticky: the peer wrote an impossible position (RING_ECORRUPT) */
-    uint32_t  _reserved;
+    uint32_t  claim_len;   /* producer: 1 + the length of the open claim, 0 when none */
     uint64_t  write_pos;   /* producer: private tail, published by ring_publish */
 } ring_t;
 
@@ -108,7 +108,9 @@ int ring_try_write2(ring_t *r, uint32_t type, const void *a, uint32_t alen,
 int ring_try_write_many(ring_t *r, uint32_t type, const void *buf, const uint32_t *lens, int n);
 /* Zero-copy: reserve room for a payload of len bytes; *out points at it.  Nothing is visible
  * to the consumer until ring_commit_write(r, type, used) with used <= len, which must follow
- * the claim before any other write.  RING_AGAIN when full. */
+ * the claim before any other write.  RING_AGAIN when full.  ring_commit_write refuses
+ * (RING_EINVAL, nothing published) a commit with no open claim -- none was made, it was
+ * committed already, or another write came between -- and one of more than len bytes. */
 int ring_claim(ring_t *r, uint32_t len, void **out);
 int ring_commit_write(ring_t *r, uint32_t type, uint32_t used);
 /* Free bytes as the producer sees them now (re-reads the consumer position). */

@@ -856,6 +856,28 @@ static void t_claim_commit(void) {
     CHECK_RC(ring_read(&f.c, &v, 1), 0);
     ring_release(&f.c);
     CHECK_EQ(ring_used(&f.c), 0);
+    /* a commit must match an open claim, and not exceed it; a refused one publishes nothing */
+    ring_stats_t s0, s1;
+    stats(&f.p, &s0);
+    CHECK_RC(ring_commit_write(&f.p, 15, 0), RING_EINVAL);       /* no claim at all */
+    CHECK_RC(ring_claim(&f.p, 24, &p), RING_OK);
+    fill(p, 90, 24);
+    CHECK_RC(ring_commit_write(&f.p, 15, 25), RING_EINVAL);      /* more than claimed */
+    CHECK_RC(ring_commit_write(&f.p, 15, 24), RING_OK);          /* the claim is still open */
+    CHECK_RC(ring_commit_write(&f.p, 15, 24), RING_EINVAL);      /* committed already */
+    CHECK_RC(ring_claim(&f.p, 24, &p), RING_OK);
+    uint8_t one = 1;
+    CHECK_RC(ring_try_write(&f.p, 16, &one, 1), RING_OK);        /* a write ends the claim */
+    CHECK_RC(ring_commit_write(&f.p, 15, 8), RING_EINVAL);
+    stats(&f.p, &s1);
+    CHECK_EQ(s1.records_written, s0.records_written + 2);
+    RUN(get_one(&f, 90, 24, 15, NULL));
+    ring_release(&f.c);
+    CHECK_RC(ring_read(&f.c, &v, 1), 1);
+    CHECK_EQ(v.type, 16);
+    CHECK_EQ(v.len, 1);
+    ring_release(&f.c);
+    CHECK_EQ(ring_used(&f.c), 0);
     /* claim on a full ring */
     RUN(advance_to(&f, 0));
     for (int i = 0; i < 8; i++) CHECK_RC(put(&f, (uint64_t)i, f.p.max_record, 1), RING_OK);
