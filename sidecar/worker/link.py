@@ -199,9 +199,7 @@ class HostLink:
         stream = HttpStream(self, sid, scope, body, more_body)
         self.streams[sid] = stream
         stream.task = task = self.loop.create_task(stream.run())
-        worker.tasks.add(task)
-        # a task cancelled before it first runs never reaches run()'s finally
-        task.add_done_callback(worker.task_done)
+        worker.tasks.add(task)  # run()'s finally takes it out (stream_done)
 
     def _open_websocket(self, ev: list) -> None:
         (_, sid, scheme, path, raw_path, query_string, headers, client, server,
@@ -227,9 +225,7 @@ class HostLink:
         stream = WsStream(self, sid, scope)
         self.streams[sid] = stream
         stream.task = task = self.loop.create_task(stream.run())
-        worker.tasks.add(task)
-        # a task cancelled before it first runs never reaches run()'s finally
-        task.add_done_callback(worker.task_done)
+        worker.tasks.add(task)  # run()'s finally takes it out (stream_done)
 
     def _check_new_sid(self, sid: int) -> None:
         if sid < 1:
@@ -258,7 +254,7 @@ class HostLink:
         stream.on_disconnect()
         self.post(pack([APP_DONE, stream.sid, error]))
         if stream.task is not None:
-            stream.task.cancel()
+            self.worker.cancel_task(stream.task)
 
     # --- outbound ------------------------------------------------------------------------------
 

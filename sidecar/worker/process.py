@@ -153,7 +153,7 @@ class Worker:
             stream.on_disconnect()
         tasks = [s.task for s in streams if s.task is not None and not s.task.done()]
         if tasks:
-            self.loop.call_later(ABORT_GRACE, _cancel_pending, tasks)
+            self.loop.call_later(ABORT_GRACE, self._cancel_pending, tasks)
         self.log.info("host %d detached (%s): %d stream(s) cancelled", host, reason, len(streams))
 
     def link_failed(self, link: HostLink, reason: str) -> None:
@@ -203,7 +203,7 @@ class Worker:
         if pending:
             self.log.warning("cancelling %d stream(s) still running", len(pending))
             for task in pending:
-                task.cancel()
+                self.cancel_task(task)
             await asyncio.wait(pending, timeout=ABORT_GRACE)
 
     # --- reasons to stop -------------------------------------------------------------------
@@ -235,8 +235,21 @@ class Worker:
             self.log.warning("shutdown timeout: %d stream(s) still in flight", len(self.tasks))
             self.stop(EXIT_OK)
 
+    def cancel_task(self, task: asyncio.Task) -> None:
+        """Cancel a stream's task.  A task cancelled before it first runs never reaches
+        ``HttpStream.run``'s finally (which calls task_done), so the done callback does it
+        then; tasks nobody cancels go without one (a callback per request costs a loop turn)."""
+        if not task.done():
+            task.cancel()
+            task.add_done_callback(self.task_done)
+
+    def _cancel_pending(self, tasks) -> None:
+        for task in tasks:
+            self.cancel_task(task)
+
     def task_done(self, task: asyncio.Task) -> None:
-        """A stream's task finished (called from the task itself)."""
+        """A stream's task finished (called from the task itself, or as its done callback
+        once cancelled: see cancel_task)."""
         self.tasks.discard(task)
         if self.draining and not self.tasks:
             self.stop(EXIT_OK)
@@ -272,12 +285,6 @@ def report_failure(config: WorkerConfig, log: logging.Logger, reason: str) -> No
                  + b"\n")
     except OSError:
         log.error("%s", reason)  # nobody to tell: say it here
-
-
-def _cancel_pending(tasks) -> None:
-    for task in tasks:
-        if not task.done():
-            task.cancel()
 
 
 def setup_logging(config: WorkerConfig) -> logging.Logger:

@@ -159,6 +159,11 @@ class _FakeWorker:
     def task_done(self, task) -> None:
         self.tasks.discard(task)
 
+    def cancel_task(self, task) -> None:
+        if not task.done():
+            task.cancel()
+            task.add_done_callback(self.task_done)
+
     def protocol_error(self, reason: str) -> None:
         self.protocol_errors.append(reason)
 
