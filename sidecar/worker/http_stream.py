@@ -51,13 +51,28 @@ def _check_headers(headers) -> list:
     its traceback shows where the bad header came from."""
     if type(headers) is not list:
         headers = list(headers)
+    # The common case, in one loop: (name, value) tuples or lists of exact bytes; then every
+    # name checked with one translate and every value with one search.  Anything else goes
+    # through the loops below, which say what is wrong (and so do many headers: += copies).
+    names = values = b""
+    for pair in headers if len(headers) <= 32 else ((),):
+        if type(pair) is not tuple and type(pair) is not list or len(pair) != 2:
+            break
+        name, value = pair
+        if type(name) is not bytes or type(value) is not bytes or not name:
+            break
+        names += name
+        values += value
+    else:
+        if not names.translate(None, TCHARS) and not CR_LF_NUL.search(values):
+            return headers
     for pair in headers:
         if len(pair) != 2:
             raise TypeError(f"response header must be a [name, value] pair, not {pair!r}")
         name, value = pair
         if not isinstance(name, bytes) or not isinstance(value, bytes):
             raise TypeError(f"response header name and value must be bytes, not {pair!r}")
-    names = b"".join(pair[0] for pair in headers)   # one C call for all names, one for values
+    names = b"".join(pair[0] for pair in headers)
     if (names.translate(None, TCHARS) or CR_LF_NUL.search(b"".join(p[1] for p in headers))
             or any(not pair[0] for pair in headers)):
         for name, value in headers:
