@@ -30,7 +30,7 @@ from itertools import islice
 
 from sidecar.events import (
     APP_DONE, DISCONNECT, HELLO, HTTP_BODY, HTTP_REQUEST, MAX_CHUNK, PING, PONG, SEND_CREDIT,
-    VERSION, WS_CONNECT, WS_DISCONNECT, WS_RECEIVE, ProtocolError, check, pack,
+    VERSION, WS_CONNECT, WS_DISCONNECT, WS_RECEIVE, ProtocolError, check, check_request, pack,
 )
 from sidecar.ring import Consumer, Producer, RingError
 
@@ -122,8 +122,11 @@ class HostLink:
         link_handlers = self.link_handlers
         for ev in evs:
             try:
-                check(ev)
                 kind = ev[0]
+                if kind == HTTP_REQUEST:  # the most common record: _open_http checks it
+                    self._open_http(ev)
+                    continue
+                check(ev)
                 handler = link_handlers.get(kind)
                 if handler is not None:
                     handler(ev)
@@ -177,8 +180,36 @@ class HostLink:
             self.worker.link_failed(self, reason)
 
     def _open_http(self, ev: list) -> None:
+        """HTTP_REQUEST.  The checks of ``events.check_request``, fused with building the
+        scope; whatever they do not accept goes to check_request, which says what is wrong."""
+        if len(ev) != 14:
+            check_request(ev)  # raises: field count
         (_, sid, method, scheme, path, raw_path, query_string, headers, client, server,
          http_version, root_path, body, more_body) = ev
+        pairs = []
+        if type(headers) is list:
+            for pair in headers:
+                if type(pair) is not list or len(pair) != 2:
+                    break
+                name, value = pair
+                if type(name) is not bytes or type(value) is not bytes:
+                    break
+                pairs.append((name, value))
+        if (type(headers) is not list or len(pairs) != len(headers)
+                or type(method) is not str or type(scheme) is not str or type(path) is not str
+                or type(raw_path) is not bytes or type(query_string) is not bytes
+                or type(http_version) is not str
+                or type(root_path) is not str or type(body) is not bytes
+                or type(more_body) is not bool
+                or (client is not None and not (type(client) is list and len(client) == 2
+                                                and type(client[0]) is str
+                                                and type(client[1]) is int))
+                or (server is not None and not (type(server) is list and len(server) == 2
+                                                and type(server[0]) is str
+                                                and (type(server[1]) is int
+                                                     or server[1] is None)))):
+            check_request(ev)  # raises, saying which field is wrong
+            raise ProtocolError("HTTP_REQUEST: bad scope field", sid)  # (not reached)
         self._check_new_sid(sid)
         worker = self.worker
         scope = {
@@ -193,7 +224,7 @@ class HostLink:
             "path": path,
             "raw_path": raw_path,
             "query_string": query_string,
-            "headers": list(map(tuple, headers)),
+            "headers": pairs,
             "state": worker.state.copy(),
         }
         stream = HttpStream(self, sid, scope, body, more_body)
