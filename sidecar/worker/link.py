@@ -2,7 +2,8 @@
 where stream events become ring records.
 
 Inbound, every record goes through ``events.unpack`` (``Consumer.read_events``, a batch at a
-time) + ``events.check`` and is dispatched by kind: link-level kinds (a new stream, PING) to
+time) + ``events.check`` (HTTP_REQUEST: the same checks, made by ``_open_http`` as it builds
+the scope) and is dispatched by kind: link-level kinds (a new stream, PING) to
 ``HostLink.link_handlers``, the rest to the ``handlers`` table of the stream class that owns
 the stream id (``HttpStream.handlers``, ``WsStream.handlers``).  Errors, by scope:
 
