@@ -206,8 +206,10 @@ class HttpStream(Waiting):
                 if not n and more:
                     return
                 self.send_credit -= n
-                if not more:
-                    self._response_finished()
+                if not more:  # _response_finished(), inline: once per request
+                    self.response_done = True
+                    if self.waiters is not None:
+                        self._wake()
                 waiter = self.link.push(pack([RESPONSE_BODY, self.sid, body, more]))
                 if waiter is not None:
                     await waiter
