@@ -5,7 +5,7 @@ import signal
 import subprocess
 import sys
 
-from sidecar.events import APP_DONE, RECV_CREDIT
+from sidecar.events import APP_DONE, HTTP_BODY, HTTP_REQUEST, RECV_CREDIT, pack
 from sidecar.worker.config import (
     EXIT_CONFIG_ERROR, EXIT_IMPORT_FAILED, EXIT_OK, EXIT_PROTOCOL_ERROR,
 )
@@ -161,3 +161,26 @@ def test_heartbeats_on_both_rings():
         assert host.to_worker.stats()["consumer_heartbeat"] > 0
 
     run_host(scenario, "apps:router")
+
+
+def test_stream_failed_before_its_task_ran_does_not_hold_up_the_drain():
+    # The request and a bad event for it are published together (one release), so the
+    # stream fails -- and its task is cancelled -- before that task ever runs; run()'s finally
+    # never runs either, and the worker must still forget the task, or SIGTERM would wait
+    # for it until shutdown_timeout (60 s here, beyond the test's deadline).
+    async def scenario(host):
+        await host.hello()
+        sid = 1
+        request = [HTTP_REQUEST, sid, "POST", "http", "/slow", b"/slow", b"",
+                   [[b"host", b"test"]], None, None, "1.1", "", b"a", True]
+        written = host.to_worker.try_write_many(
+            [pack(request), pack([HTTP_BODY, sid, "text, not bytes", False])])
+        assert written == 2
+        done = await host.recv(sid)
+        assert done[0] == APP_DONE and done[2].startswith("protocol error")
+        await host.ping()  # the worker has handled both events
+        host.signal(signal.SIGTERM)
+        assert await host.exit_code() == EXIT_OK
+        assert "draining: 0 stream(s) in flight" in host.log()
+
+    run_host(scenario, "apps:router", shutdown_timeout=60)
