@@ -64,7 +64,7 @@ class HTTPStream:
     __slots__ = ("conn", "sid", "req", "link", "recv_credit", "pending", "pending_bytes",
                  "body_done", "body_sent_done", "credit_seen", "started", "complete", "chunked",
                  "head_only", "buffer", "owed", "status", "sent_bytes", "app_done", "t0",
-                 "keep_alive", "dispatched")
+                 "keep_alive", "dispatched", "route", "cost", "t_dispatch")
 
     def __init__(self, conn: "HTTPConnection", sid: int, req: h1.Request):
         self.conn = conn

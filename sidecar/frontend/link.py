@@ -12,12 +12,15 @@ from typing import Callable, Protocol
 
 from sidecar import events
 from sidecar.events import pack
+from sidecar.frontend.cost import RouteCosts
 from sidecar.ring import Consumer, Producer, RingError
 
 log = logging.getLogger("sidecar.frontend")
 
-STALL_UNIT = 0.002        # seconds of silence from a busy worker worth one in-flight stream
-MAX_STALL_PENALTY = 16.0
+# Dispatch key terms, all in seconds of expected work (see WorkerLink.load)
+MAX_STALL = 0.032         # silence of a worker with streams counts up to this
+STREAM_COST = 0.00001     # per in-flight stream: ties go to the worker with fewer
+FILL_COST = 0.001         # a full ring to the worker (scaled by its fill); as much for a backlog
 
 
 class Stream(Protocol):
@@ -31,8 +34,11 @@ class WorkerLink:
     """Rings to and from one worker process, as seen by this host."""
 
     def __init__(self, index: int, capacity: int,
-                 on_failure: Callable[["WorkerLink", str], None], batcher):
+                 on_failure: Callable[["WorkerLink", str], None], batcher,
+                 costs: RouteCosts | None = None):
         self.index = index
+        self.costs = costs if costs is not None else RouteCosts()  # the pool's, shared
+        self.work_end = 0.0       # loop time the worker should be done with its streams by
         self.batcher = batcher
         self._pending: list[bytes] = []  # packed events of this loop iteration
         self.to_worker = Producer.create(capacity)
@@ -44,7 +50,7 @@ class WorkerLink:
         self.window = events.DEFAULT_WINDOW
         self.pid: int | None = None
         self.requests = 0
-        self.last_progress = 0.0  # loop time of the last record from the worker
+        self.last_progress = 0.0  # loop time of the last record, or of going busy
         self._backlog: deque[bytes] = deque()
         self._flusher: asyncio.Task | None = None
         self._on_failure = on_failure
@@ -100,23 +106,45 @@ class WorkerLink:
         return len(self.streams)
 
     def load(self, now: float) -> float:
-        """The dispatch key: in-flight streams, plus a penalty for a worker that has streams
-        but has sent nothing for a while (its event loop is busy: a CPU-bound request, a
-        blocking call), plus ring fill as a fraction.  Without the stall term, a worker stuck
-        20 ms in one request and a healthy one with one fast request in flight look alike."""
+        """The dispatch key, in seconds of work the worker is expected to have ahead of it:
+
+        - the learned cost of its in-flight streams not yet elapsed (``work_end``, kept as a
+          queue: each stream opened adds its route's expected service time, see
+          ``sidecar.frontend.cost``; a stream that ends early takes its unused part back);
+        - while it has streams, the time since it last sent anything, up to MAX_STALL: a
+          worker whose loop is stuck (a route slower than learned, one not learned yet, a
+          blocking call) is busy whatever the table says;
+        - ring fill (and a backlog) up to FILL_COST, and STREAM_COST per stream so that, all
+          else equal, fewer streams win.
+        """
         n = len(self.streams)
-        load = n + self.to_worker.used() / self.to_worker.capacity
-        if n:
-            # every STALL_UNIT without a word from the worker counts as one more stream
-            load += min((now - self.last_progress) / STALL_UNIT, MAX_STALL_PENALTY)
+        load = self.to_worker.used() / self.to_worker.capacity * FILL_COST
         if self._backlog:
-            load += 1.0
+            load += FILL_COST
+        if n:
+            ahead = self.work_end - now
+            silence = now - self.last_progress
+            load += n * STREAM_COST + (ahead if ahead > 0.0 else 0.0) + (
+                silence if silence < MAX_STALL else MAX_STALL)
         return load
 
     # --- events out ----------------------------------------------------------------------
 
     def open_stream(self, sid: int, stream: Stream, first_event: list) -> None:
-        self.streams[sid] = stream
+        now = self._loop.time()
+        streams = self.streams
+        if not streams:
+            # silence is counted from the moment the worker had something to do: an idle
+            # worker handed a stream does not look stalled for having been quiet
+            self.last_progress = now
+            self.work_end = now
+        req = stream.req
+        stream.route = route = (req.method, req.raw_path, req.upgrade)
+        stream.cost = cost = self.costs.expect(route)
+        stream.t_dispatch = now
+        work_end = self.work_end
+        self.work_end = (work_end if work_end > now else now) + cost
+        streams[sid] = stream
         self.requests += 1
         self.send(first_event)
 
@@ -165,7 +193,7 @@ class WorkerLink:
 
     def _on_records(self, evs: list) -> None:
         """A batch of decoded events (``Consumer.read_events``: each ``[int, int, ...]``)."""
-        self.last_progress = self._loop.time()
+        self.last_progress = now = self._loop.time()
         check, streams = events.check, self.streams
         for ev in evs:
             try:
@@ -184,6 +212,7 @@ class WorkerLink:
                 if stream is not None:
                     if ev[0] == events.APP_DONE:
                         del streams[sid]
+                        self._stream_done(stream, now)
                         stream.on_worker_event(ev)
                         if self.on_stream_end is not None:
                             self.on_stream_end(self)
@@ -196,6 +225,17 @@ class WorkerLink:
                 self.ready = True
                 if self._on_hello is not None:
                     self._on_hello(self)
+
+    def _stream_done(self, stream, now: float) -> None:
+        """Learn the route's cost; give back the part of its expected work it did not use."""
+        elapsed = now - stream.t_dispatch
+        self.costs.learn(stream.route, elapsed)
+        if not self.streams:
+            self.work_end = now
+        else:
+            unused = stream.cost - elapsed
+            if unused > 0.0:
+                self.work_end -= unused
 
     def _on_ring_error(self, exc: Exception) -> None:
         log.error("worker %d: ring protocol error: %s", self.index, exc)

@@ -29,6 +29,7 @@ from typing import Callable
 
 from sidecar.config import (EXIT_CONFIG_ERROR, EXIT_IMPORT_FAILED, EXIT_PROTOCOL_ERROR,
                             EXIT_STARTUP_FAILED, Config)
+from sidecar.frontend.cost import RouteCosts
 from sidecar.frontend.link import WorkerLink
 from sidecar.frontend.ratelog import RateLimitedLog
 from sidecar.frontend.watchdog import Watchdog
@@ -89,6 +90,7 @@ class WorkerPool:
         self.stopping = False
         self.restarts = 0
         self._rr = 0
+        self.costs = RouteCosts()  # learned per-route service time, shared by the links
         self._ready_event = asyncio.Event()
         self._workers: dict[WorkerLink, WorkerProcess] = {}
         self._exit_events: dict[WorkerProcess, asyncio.Event] = {}
@@ -120,7 +122,7 @@ class WorkerPool:
 
     def _new_worker(self, slot: Slot) -> WorkerProcess | None:
         link = WorkerLink(slot.index, self.config.ring_capacity, self._on_link_failure,
-                          self.batcher)
+                          self.batcher, self.costs)
         try:
             w = WorkerProcess(slot, link, self._worker_conf(slot, link))
         except OSError as exc:
@@ -463,8 +465,9 @@ class WorkerPool:
             return None
         if n == 1:
             return links[0]
-        # least loaded (in-flight streams, stalls, ring fill: WorkerLink.load); ties rotate so
-        # that sequential requests of one keep-alive connection spread over the workers
+        # least expected work ahead (learned route costs of the streams in flight, stalls,
+        # ring fill: WorkerLink.load); ties rotate so that sequential requests of one
+        # keep-alive connection spread over idle workers
         self._rr = (self._rr + 1) % n
         now = self.loop.time()
         best, best_load = None, None

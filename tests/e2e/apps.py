@@ -3,6 +3,7 @@ import asyncio
 import hashlib
 import json
 import os
+import time
 
 
 async def _body(receive) -> bytes:
@@ -81,6 +82,12 @@ async def app(scope, receive, send):
         return
     if path == "/pid":
         return await _send_json(send, {"pid": os.getpid()})
+    if path == "/spin":  # holds the worker's loop: CPU-bound for ?ms=N milliseconds
+        ms = float(scope["query_string"].decode().partition("=")[2] or 20)
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < ms / 1000:
+            pass
+        return await _send_json(send, {"pid": os.getpid(), "t0": t0, "t1": time.monotonic()})
     if path == "/error-before":
         raise RuntimeError("boom before start")
     if path == "/error-after":

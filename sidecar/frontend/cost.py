@@ -1,0 +1,50 @@
+"""Learned service time per route, for dispatch (see docs/operations.md, "Dispatch").
+
+A worker that has just been handed a 20 ms CPU-bound request looks, for its first
+milliseconds, exactly like one serving a 0.1 ms request: one stream in flight, no silence yet.
+So the pool learns what each route costs and counts, per worker, the expected work still to do.
+
+The rule, in one place:
+
+- a route is ``(method, raw path, upgrade)``: the query string is not part of it;
+- a sample is the time from dispatch to APP_DONE, as seen by the front-end's loop;
+- a stream that lasted longer than ``MAX_SAMPLE`` (1 s) teaches nothing: SSE, long polls,
+  slow downloads and WebSockets are wall time, not work, and would make a worker look busy
+  for minutes.  A genuinely slow CPU-bound route is still caught by the stall term
+  (``WorkerLink.load``: a worker with streams that sends nothing is busy);
+- each route keeps an EWMA (weight ``ALPHA`` for the new sample); the first sample is taken
+  as is;
+- unknown routes cost ``DEFAULT_COST`` (1 ms);
+- the table holds at most ``size`` routes (256); a new route past that evicts the oldest
+  inserted one, so an app with ids in its paths churns the table instead of growing it.
+"""
+from __future__ import annotations
+
+DEFAULT_COST = 0.001   # seconds: a route not seen yet
+MAX_SAMPLE = 1.0       # seconds: longer streams teach nothing
+ALPHA = 0.2            # EWMA weight of a new sample
+
+
+class RouteCosts:
+    """Bounded table route -> EWMA of its service time in seconds."""
+
+    __slots__ = ("table", "size")
+
+    def __init__(self, size: int = 256):
+        self.table: dict[tuple, float] = {}
+        self.size = size
+
+    def expect(self, key: tuple) -> float:
+        return self.table.get(key, DEFAULT_COST)
+
+    def learn(self, key: tuple, sample: float) -> None:
+        if sample > MAX_SAMPLE or sample < 0.0:
+            return
+        table = self.table
+        old = table.get(key)
+        if old is None:
+            if len(table) >= self.size:
+                del table[next(iter(table))]
+            table[key] = sample
+        else:
+            table[key] = old + ALPHA * (sample - old)
