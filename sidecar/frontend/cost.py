@@ -7,7 +7,9 @@ So the pool learns what each route costs and counts, per worker, the expected wo
 The rule, in one place:
 
 - a route is ``(method, raw path, upgrade)``: the query string is not part of it;
-- a sample is the time from dispatch to APP_DONE, as seen by the front-end's loop;
+- a sample is the time to APP_DONE from the stream's dispatch or from the worker's previous
+  APP_DONE, whichever is later (``WorkerLink._stream_done``), as seen by the front-end's
+  loop: a request queued behind a slow one on the same worker did not cost that long;
 - a stream that lasted longer than ``MAX_SAMPLE`` (1 s) teaches nothing: SSE, long polls,
   slow downloads and WebSockets are wall time, not work, and would make a worker look busy
   for minutes.  A genuinely slow CPU-bound route is still caught by the stall term

@@ -39,6 +39,7 @@ class WorkerLink:
         self.index = index
         self.costs = costs if costs is not None else RouteCosts()  # the pool's, shared
         self.work_end = 0.0       # loop time the worker should be done with its streams by
+        self.last_done = 0.0      # loop time of its last APP_DONE
         self.batcher = batcher
         self._pending: list[bytes] = []  # packed events of this loop iteration
         self.to_worker = Producer.create(capacity)
@@ -229,7 +230,12 @@ class WorkerLink:
     def _stream_done(self, stream, now: float) -> None:
         """Learn the route's cost; give back the part of its expected work it did not use."""
         elapsed = now - stream.t_dispatch
-        self.costs.learn(stream.route, elapsed)
+        # the sample is the time since the stream was dispatched or since the worker last
+        # finished a stream, whichever is later: a request queued behind a 20 ms one did not
+        # cost 20 ms (learning that would send the next ones away from an idle worker)
+        done = self.last_done
+        self.last_done = now
+        self.costs.learn(stream.route, now - done if done > stream.t_dispatch else elapsed)
         if not self.streams:
             self.work_end = now
         else:

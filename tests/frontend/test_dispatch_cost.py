@@ -123,3 +123,16 @@ def test_ending_streams_give_back_their_work_and_teach(links):
     _done(a, loop, 2)
     assert a.work_end == loop.now
     assert a.load(loop.now) == 0.0
+
+
+def test_a_stream_queued_behind_a_slow_one_is_not_learned_as_slow(links):
+    loop, costs, (a, b) = links
+    costs.learn((b"GET", b"/cpu", None), 0.020)
+    costs.learn((b"GET", b"/fast", None), 0.0001)
+    a.open_stream(1, _stream(b"/cpu"), [0])
+    a.open_stream(2, _stream(b"/fast"), [0])   # misrouted: waits for /cpu
+    loop.now += 0.020
+    _done(a, loop, 1)
+    loop.now += 0.0002
+    _done(a, loop, 2)                          # 20.2 ms after its dispatch, 0.2 ms of work
+    assert costs.expect((b"GET", b"/fast", None)) < 0.001
