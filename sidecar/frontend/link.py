@@ -19,7 +19,8 @@ log = logging.getLogger("sidecar.frontend")
 
 # Dispatch key terms, all in seconds of expected work (see WorkerLink.load)
 MAX_STALL = 0.032         # silence of a worker with streams counts up to this
-STREAM_COST = 0.00001     # per in-flight stream: ties go to the worker with fewer
+STREAM_COST = 0.001       # per in-flight stream, whatever its route: many long-lived quiet
+                          # streams (WebSockets) must outweigh one stalled one
 FILL_COST = 0.001         # a full ring to the worker (scaled by its fill); as much for a backlog
 
 
@@ -115,8 +116,9 @@ class WorkerLink:
         - while it has streams, the time since it last sent anything, up to MAX_STALL: a
           worker whose loop is stuck (a route slower than learned, one not learned yet, a
           blocking call) is busy whatever the table says;
-        - ring fill (and a backlog) up to FILL_COST, and STREAM_COST per stream so that, all
-          else equal, fewer streams win.
+        - STREAM_COST per in-flight stream: silence is capped, so without it a worker holding
+          forty quiet WebSockets and one with a single stalled stream would look alike;
+        - ring fill (and a backlog) up to FILL_COST.
         """
         n = len(self.streams)
         load = self.to_worker.used() / self.to_worker.capacity * FILL_COST
