@@ -9,6 +9,7 @@ import time
 import httpx
 import pytest
 
+from tests.e2e.util import recv_until_eof
 from tests.server import Sidecar
 
 
@@ -142,12 +143,7 @@ def test_expect_100_not_sent_when_app_does_not_read(sc):
     s.settimeout(10)
     s.sendall(b"POST /pid HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
               b"Expect: 100-continue\r\n\r\n")
-    out = b""
-    while True:
-        chunk = s.recv(1000)
-        if not chunk:
-            break
-        out += chunk
+    out = recv_until_eof(s)
     assert out.startswith(b"HTTP/1.1 200")
     assert b"100 Continue" not in out
     s.close()

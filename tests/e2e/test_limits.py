@@ -10,7 +10,7 @@ import time
 import pytest
 
 from tests.e2e.limit_apps import BAD_HEADERS
-from tests.e2e.util import wait_for
+from tests.e2e.util import recv_until_eof, wait_for
 from tests.server import Sidecar
 
 LIMIT_CONCURRENCY = 3
@@ -105,12 +105,7 @@ def test_early_413_lingers_so_a_client_still_sending_reads_it(sc):
     chunk = b"x" * 65536
     for _ in range(size // len(chunk)):
         s.sendall(chunk)   # ConnectionResetError here without lingering close
-    out = b""
-    while True:
-        data = s.recv(65536)
-        if not data:
-            break
-        out += data
+    out = recv_until_eof(s)
     s.close()
     assert out.startswith(b"HTTP/1.1 413 "), out[:200]
     assert b"connection: close" in out.lower()
@@ -122,12 +117,7 @@ def test_lingering_close_ends_when_the_client_goes_quiet(sc):
     s = connect(sc, timeout=30)
     s.sendall(b"POST /echo HTTP/1.1\r\n" + H + b"Content-Length: 1000000\r\n\r\n"
               + b"x" * 4096)
-    out = b""
-    while True:
-        data = s.recv(65536)
-        if not data:
-            break   # the server's FIN: it still reads (and drops) what we send
-        out += data
+    out = recv_until_eof(s)   # to the server's FIN: it still reads (and drops) what we send
     assert out.startswith(b"HTTP/1.1 413 "), out[:200]
     s.sendall(b"x" * 1024)   # still accepted: the server is lingering, not gone
     time.sleep(0.5)

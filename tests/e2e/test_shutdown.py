@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from tests.e2e.util import alive, shm_entries, wait_for
+from tests.e2e.util import alive, recv_until_eof, shm_entries, wait_for
 from tests.server import Sidecar
 
 
@@ -20,15 +20,6 @@ def _no_new_shm(before: set[str]) -> None:
     # transient (other tests on this machine), so wait for it to go rather than fail on sight
     wait_for(lambda: not (shm_entries() - before), 10, what=f"/dev/shm to lose "
              f"{sorted(shm_entries() - before)}")
-
-
-def _recv_all(s: socket.socket) -> bytes:
-    out = b""
-    while True:
-        chunk = s.recv(65536)
-        if not chunk:
-            return out
-        out += chunk
 
 
 def _refused(sc) -> bool:
@@ -61,7 +52,7 @@ def test_signal_drains_in_flight_request_then_exits_clean(tmp_path, sig):
         assert idle.recv(100) == b""  # the idle connection is closed, not kept for the drain
         idle.close()
 
-        out = _recv_all(s)  # the in-flight request still gets its whole answer
+        out = recv_until_eof(s)  # the in-flight request still gets its whole answer
         s.close()
         head, _, body = out.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200"), out
@@ -95,7 +86,7 @@ def test_shutdown_timeout_bounds_the_drain(tmp_path):
             raise AssertionError(f"still running 30 s after SIGTERM:\n{sc.log()}") from None
         assert code == 0, sc.log()
         try:
-            out = _recv_all(s)
+            out = recv_until_eof(s)
         except ConnectionResetError:
             out = b""
         s.close()

@@ -17,7 +17,8 @@ import subprocess
 import httpx
 import pytest
 
-from tests.e2e.util import MiB, RssSampler, process_pids, wait_for, wait_stable
+from tests.e2e.util import (MiB, RssSampler, process_pids, recv_until_eof, wait_for,
+                            wait_stable)
 from tests.server import Sidecar, rss_kib
 
 GiB = 1 << 30
@@ -217,12 +218,7 @@ def test_app_not_reading_stops_the_frontend_reading_the_socket(sc, tmp_path):
         n = s.send(data_block[off:])
         h.update(data_block[off:off + n])
         sent += n
-    out = b""
-    while True:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        out += chunk
+    out = recv_until_eof(s)
     s.close()
     head, _, body = out.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200"), out[:200]

@@ -10,6 +10,16 @@ from tests.server import rss_kib
 MiB = 1 << 20
 
 
+def recv_until_eof(sock) -> bytes:
+    """Everything the peer sends until it closes its side (a reset is raised, not hidden)."""
+    out = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return out
+        out += chunk
+
+
 def wait_for(predicate, timeout: float, interval: float = 0.02, what: str = "condition"):
     """Poll ``predicate`` until it returns something truthy (returned) or fail at the deadline."""
     deadline = time.monotonic() + timeout
