@@ -108,7 +108,7 @@ def _is_headers(h) -> bool:
     return True
 
 
-def _is_addr(a, port_optional: bool = False) -> bool:
+def is_addr(a, port_optional: bool = False) -> bool:
     if a is None:
         return True
     return (type(a) is list and len(a) == 2 and type(a[0]) is str
@@ -133,7 +133,7 @@ def check_request(ev: list) -> None:
     scheme, path, raw_path, query, headers, client, server, version, root = rest
     if (type(scheme) is not str or type(path) is not str or type(raw_path) is not bytes
             or type(query) is not bytes or not _is_headers(headers)
-            or not _is_addr(client) or not _is_addr(server, port_optional=True)
+            or not is_addr(client) or not is_addr(server, port_optional=True)
             or type(version) is not str or type(root) is not str):
         raise ProtocolError(f"kind {kind}: bad scope field", ev[1])
 

@@ -206,10 +206,8 @@ class HttpStream(Waiting):
                 if not n and more:
                     return
                 self.send_credit -= n
-                if not more:  # _response_finished(), inline: once per request
-                    self.response_done = True
-                    if self.waiters is not None:
-                        self._wake()
+                if not more:
+                    self._response_finished()
                 waiter = self.link.push(pack([RESPONSE_BODY, self.sid, body, more]))
                 if waiter is not None:
                     await waiter
@@ -293,5 +291,6 @@ class HttpStream(Waiting):
 
     def _response_finished(self) -> None:
         self.response_done = True
-        self._wake()  # a receive() waiting for the end of the response returns disconnect
+        if self.waiters is not None:  # (once per request: no call when nobody waits)
+            self._wake()  # a receive() waiting for the end of the response returns disconnect
 

@@ -31,7 +31,8 @@ from itertools import islice
 
 from sidecar.events import (
     APP_DONE, DISCONNECT, HELLO, HTTP_BODY, HTTP_REQUEST, MAX_CHUNK, PING, PONG, SEND_CREDIT,
-    VERSION, WS_CONNECT, WS_DISCONNECT, WS_RECEIVE, ProtocolError, check, check_request, pack,
+    VERSION, WS_CONNECT, WS_DISCONNECT, WS_RECEIVE, ProtocolError, check, check_request, is_addr,
+    pack,
 )
 from sidecar.ring import Consumer, Producer, RingError
 
@@ -202,13 +203,7 @@ class HostLink:
                 or type(http_version) is not str
                 or type(root_path) is not str or type(body) is not bytes
                 or type(more_body) is not bool
-                or (client is not None and not (type(client) is list and len(client) == 2
-                                                and type(client[0]) is str
-                                                and type(client[1]) is int))
-                or (server is not None and not (type(server) is list and len(server) == 2
-                                                and type(server[0]) is str
-                                                and (type(server[1]) is int
-                                                     or server[1] is None)))):
+                or not is_addr(client) or not is_addr(server, port_optional=True)):
             check_request(ev)  # raises, saying which field is wrong
             raise ProtocolError("HTTP_REQUEST: bad scope field", sid)  # (not reached)
         self._check_new_sid(sid)
