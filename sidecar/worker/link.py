@@ -53,6 +53,9 @@ _FLUSH_BATCH = 64
 #: A record this large is written at once rather than at the end of the loop turn: batching
 #: saves doorbells for small records, and a large one must find out now if the ring is full.
 _EAGER_BYTES = 16 * 1024
+#: Publish once this many records wait, not only at the end of the loop turn, so the front-end
+#: writes the first responses of a burst while the rest run (see frontend/link.EARLY_EVENTS).
+EARLY_RECORDS = 16
 
 
 class HostLink:
@@ -306,6 +309,8 @@ class HostLink:
                 return fut
         elif len(pending) == 1:
             self.loop.call_soon(self._write_pending)
+        elif len(pending) >= EARLY_RECORDS:
+            self._write_pending()  # let the front-end write these while we run the rest
         return None
 
     def post(self, payload: bytes) -> None:
