@@ -2,7 +2,8 @@
 
 Everything produced while the loop handles one batch of readiness events (many requests parsed,
 many ring records decoded) is written once at the end of the iteration: one ``send()`` per
-client socket, one ring publication and at most one doorbell per worker.  Under load that
+client socket, and per worker one ring publication and at most one doorbell (more in an
+iteration that queues many events: see link.EARLY_EVENTS).  Under load that
 turns a syscall per event into a syscall per iteration; when idle it costs one call_soon.
 """
 from __future__ import annotations

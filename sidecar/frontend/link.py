@@ -158,7 +158,8 @@ class WorkerLink:
 
     def send(self, ev: list) -> None:
         """Queue an event for the worker in FIFO order; never blocks (the per-stream window
-        bounds what can pile up here).  Published at the end of the loop iteration."""
+        bounds what can pile up here).  Published at the end of the loop iteration, or as
+        soon as EARLY_EVENTS are waiting."""
         if self.closed:
             return
         pending = self._pending

@@ -14,9 +14,9 @@ the stream id (``HttpStream.handlers``, ``WsStream.handlers``).  Errors, by scop
   mean the host cannot be trusted: the worker exits with EXIT_PROTOCOL_ERROR.
 
 Outbound, many streams share one Producer and order per link is FIFO.  Records pushed during
-one turn of the event loop are published together at its end (one release, at most one
-doorbell -- ringing per record would wake the host once per record); records of 16 KiB and
-more are written at once.  When the ring is full they queue in ``backlog`` and one flusher
+one turn of the event loop are published together at its end, or every EARLY_RECORDS records
+in a long turn (one release, at most one doorbell -- ringing per record would wake the host
+once per record); records of 16 KiB and more are written at once.  When the ring is full they queue in ``backlog`` and one flusher
 task, woken by the ring's space doorbell, drains it in order; meanwhile ``push`` hands senders
 (response start/body) a future to await -- that is the ring-level backpressure.  Credits,
 APP_DONE and PONG are fire-and-forget (``post``).
@@ -53,8 +53,9 @@ _FLUSH_BATCH = 64
 #: A record this large is written at once rather than at the end of the loop turn: batching
 #: saves doorbells for small records, and a large one must find out now if the ring is full.
 _EAGER_BYTES = 16 * 1024
-#: Publish once this many records wait, not only at the end of the loop turn, so the front-end
-#: writes the first responses of a burst while the rest run (see frontend/link.EARLY_EVENTS).
+#: Publish once this many records wait (pushed or posted), not only at the end of the loop
+#: turn, so the front-end writes the first responses of a burst while the rest run (see
+#: frontend/link.EARLY_EVENTS).
 EARLY_RECORDS = 16
 
 
@@ -299,18 +300,15 @@ class HostLink:
             return None  # the worker is going down; nobody reads this ring any more
         if self.backlog:
             return self._enqueue(payload, self.loop.create_future())
-        pending = self.pending
-        pending.append(payload)
-        if len(payload) >= _EAGER_BYTES:
-            self._write_pending()
-            if self.backlog:  # it did not fit: it is the last one queued; wait for it
-                fut = self.loop.create_future()
-                self.backlog[-1] = (payload, fut)
-                return fut
-        elif len(pending) == 1:
-            self.loop.call_soon(self._write_pending)
-        elif len(pending) >= EARLY_RECORDS:
-            self._write_pending()  # let the front-end write these while we run the rest
+        if len(payload) < _EAGER_BYTES:
+            self._batch(payload)
+            return None
+        self.pending.append(payload)
+        self._write_pending()
+        if self.backlog:  # it did not fit: it is the last one queued; wait for it
+            fut = self.loop.create_future()
+            self.backlog[-1] = (payload, fut)
+            return fut
         return None
 
     def post(self, payload: bytes) -> None:
@@ -320,10 +318,18 @@ class HostLink:
         if self.backlog:
             self._enqueue(payload, None)
             return
+        self._batch(payload)
+
+    def _batch(self, payload: bytes) -> None:
+        """Add a small record to this turn's batch: published at the end of the turn, or at
+        once when EARLY_RECORDS are waiting (the front-end writes the first responses of a
+        burst while the rest run)."""
         pending = self.pending
         pending.append(payload)
         if len(pending) == 1:
             self.loop.call_soon(self._write_pending)
+        elif len(pending) >= EARLY_RECORDS:
+            self._write_pending()
 
     def _write_pending(self) -> None:
         """Everything pushed during one loop turn, published with one release and at most one
