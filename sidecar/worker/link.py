@@ -13,13 +13,18 @@ the stream id (``HttpStream.handlers``, ``WsStream.handlers``).  Errors, by scop
 - one with no stream (undecodable record) or stream 0 (the link itself), and any ring error,
   mean the host cannot be trusted: the worker exits with EXIT_PROTOCOL_ERROR.
 
-Outbound, many streams share one Producer and order per link is FIFO.  Records pushed during
-one turn of the event loop are published together at its end, or every EARLY_RECORDS records
-in a long turn (one release, at most one doorbell -- ringing per record would wake the host
-once per record); records of 16 KiB and more are written at once.  When the ring is full they queue in ``backlog`` and one flusher
-task, woken by the ring's space doorbell, drains it in order; meanwhile ``push`` hands senders
-(response start/body) a future to await -- that is the ring-level backpressure.  Credits,
-APP_DONE and PONG are fire-and-forget (``post``).
+Outbound, many streams share one Producer and order per link is FIFO. Records pushed during one
+turn of the event loop are published together at its end, or every EARLY_RECORDS records in a
+long turn (one release, at most one doorbell -- ringing per record would wake the host once per
+record); records of 16 KiB and more are written at once. When a stream's task ends, what is
+queued (its last records, its APP_DONE) is published at once too (``publish``): the end of the
+turn may be a long way off when another stream's task, ready in the same turn, runs CPU-bound
+code -- a 0.1 ms response would wait out a 20 ms one, and the host would learn that its route
+costs 20 ms. (Not at a response's last body record: an app rarely computes after it without
+yielding, and a second publish per request cost ~10% of req/s with two workers.) When the ring
+is full they queue in ``backlog`` and one flusher task, woken by the ring's space doorbell,
+drains it in order; meanwhile ``push`` hands senders (response start/body) a future to await --
+that is the ring-level backpressure. Credits, APP_DONE and PONG are fire-and-forget (``post``).
 """
 from __future__ import annotations
 
@@ -276,6 +281,7 @@ class HostLink:
         if not stream.finished:
             stream.finished = True
             self.post(pack([APP_DONE, stream.sid, error]))
+            self.publish()
         self.worker.task_done(stream.task)
 
     def fail_stream(self, stream: HttpStream, error: str) -> None:
@@ -329,6 +335,12 @@ class HostLink:
         if len(pending) == 1:
             self.loop.call_soon(self._write_pending)
         elif len(pending) >= EARLY_RECORDS:
+            self._write_pending()
+
+    def publish(self) -> None:
+        """Write what this turn queued now rather than at its end: a stream's task is over,
+        and the task that runs next may not yield for long."""
+        if self.pending:
             self._write_pending()
 
     def _write_pending(self) -> None:

@@ -5,7 +5,9 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import os
 import sys
+import time
 from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
@@ -187,6 +189,23 @@ ROUTES = {
     "/disconnect_probe": disconnect_probe, "/slow": waits_for_body,
     "/ignores_everything": ignores_everything,
 }
+
+
+async def holds_loop(scope, receive, send):
+    """Keeps the worker's event loop (CPU-bound, no await) until the file named by the query
+    string exists, or ``seconds`` pass; answers which."""
+    import os
+    import time
+    marker = parse_qs(scope["query_string"].decode())["marker"][0]
+    deadline = time.monotonic() + _query(scope, "seconds", 30)
+    while not os.path.exists(marker):
+        if time.monotonic() > deadline:
+            await _respond(send, b"timed out")
+            return
+    await _respond(send, b"released")
+
+
+ROUTES["/holds_loop"] = holds_loop
 
 
 async def router(scope, receive, send):

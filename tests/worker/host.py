@@ -251,14 +251,22 @@ class FakeHost:
     def request(self, method: str = "GET", path: str = "/", *, query: bytes = b"",
                 headers: list | None = None, body: bytes = b"", more: bool = False,
                 sid: int | None = None, root_path: str = "") -> int:
+        ev = self.request_event(method, path, query=query, headers=headers, body=body,
+                                more=more, sid=sid, root_path=root_path)
+        self.send(ev)
+        return ev[1]
+
+    def request_event(self, method: str = "GET", path: str = "/", *, query: bytes = b"",
+                      headers: list | None = None, body: bytes = b"", more: bool = False,
+                      sid: int | None = None, root_path: str = "") -> list:
+        """The HTTP_REQUEST ``request`` sends, not sent (to publish several at once)."""
         if sid is None:
             sid = self._next_sid
             self._next_sid += 1
         headers = [[b"host", b"test"]] if headers is None else headers
-        self.send([HTTP_REQUEST, sid, method, "http", path, path.encode(), query, headers,
-                   ["127.0.0.1", 50000], ["/run/sidecar.sock", None], "1.1", root_path,
-                   body, more])
-        return sid
+        return [HTTP_REQUEST, sid, method, "http", path, path.encode(), query, headers,
+                ["127.0.0.1", 50000], ["/run/sidecar.sock", None], "1.1", root_path,
+                body, more]
 
     def body(self, sid: int, body: bytes, more: bool = False) -> None:
         self.send([HTTP_BODY, sid, body, more])

@@ -7,6 +7,7 @@ from sidecar.events import (
     APP_DONE, DISCONNECT, HELLO, RECV_CREDIT, HTTP_BODY, HTTP_REQUEST, RESPONSE_BODY, SEND_CREDIT,
     WS_ACCEPT, WS_CONNECT, WS_DISCONNECT, WS_RECEIVE, WS_SEND,
 )
+from sidecar.events import pack
 from sidecar.worker.config import EXIT_PROTOCOL_ERROR
 
 from .apps import pattern
@@ -199,3 +200,23 @@ def test_full_ring_queues_in_order_without_spinning():
         await host.ping()
 
     run_host(scenario, "apps:router", capacity=capacity, window=4 << 20)
+
+
+def test_a_finished_stream_is_published_before_the_next_task_runs(tmp_path):
+    """Two requests read in one batch: /hello, then one that keeps the event loop without
+    yielding.  /hello's response (and APP_DONE) must reach the host while the second still
+    runs, not when the loop turn ends: a 0.1 ms response must not wait out a 20 ms one."""
+    marker = tmp_path / "release"
+
+    async def scenario(host):
+        await host.hello()
+        fast = host.request_event("GET", "/hello")
+        hold = host.request_event("GET", "/holds_loop", query=f"marker={marker}".encode())
+        assert host.to_worker.try_write_many([pack(fast), pack(hold)]) == 2  # one release
+        response = await host.response(fast[1])  # /holds_loop waits for us: no timing
+        assert (response.status, response.body, response.error) == (200, b"Hello, world!", None)
+        marker.touch()
+        held = await host.response(hold[1])
+        assert held.body == b"released"
+
+    run_host(scenario, "apps:router")
