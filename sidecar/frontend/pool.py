@@ -118,7 +118,8 @@ class WorkerPool:
         return {"app": c.app, "factory": c.factory, "app_dir": os.path.abspath(c.app_dir),
                 "index": slot.index, "window": c.window, "log_level": c.log_level,
                 "shutdown_timeout": c.shutdown_timeout, "lifespan": c.lifespan,
-                "root_path": c.root_path, "links": [link.worker_config()]}
+                "root_path": c.root_path, "limit_streams": c.limit_worker_streams,
+                "links": [link.worker_config()]}
 
     def _new_worker(self, slot: Slot) -> WorkerProcess | None:
         link = WorkerLink(slot.index, self.config.ring_capacity, self._on_link_failure,

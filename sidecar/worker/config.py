@@ -6,7 +6,8 @@ The supervisor starts a worker as ``python -m sidecar.worker`` with the JSON of 
 
     {"app": "module:attr", "factory": false, "app_dir": "/abs/dir" | null,
      "index": 0, "window": 262144, "log_level": "info", "shutdown_timeout": 30.0,
-     "lifespan": "auto" | "on" | "off", "root_path": "", "report_fd": 11 | null,
+     "lifespan": "auto" | "on" | "off", "root_path": "", "limit_streams": 1000,
+     "report_fd": 11 | null,
      "links": [{"host": 0,
                 "to_worker": {"segment_fd": 5, "data_fd": 6, "space_fd": 7, "generation": 123},
                 "to_host":   {"segment_fd": 8, "data_fd": 9, "space_fd": 10, "generation": 456}}],
@@ -74,6 +75,9 @@ class WorkerConfig:
     shutdown_timeout: float = 30.0
     lifespan: str = "auto"
     root_path: str = ""
+    #: streams in flight (all hosts) from which an attached host's new stream is answered
+    #: 503 by the worker itself (--limit-worker-streams); 0: no limit
+    limit_streams: int = 0
     links: list[LinkConfig] = field(default_factory=list)
     report_fd: int | None = None
     #: our end of the supervisor's control socketpair (hosts attached at run time), or None
@@ -120,6 +124,8 @@ class WorkerConfig:
             raise ConfigError(f"window must be a positive int, not {self.window!r}")
         if not isinstance(self.shutdown_timeout, (int, float)) or self.shutdown_timeout < 0:
             raise ConfigError(f"shutdown_timeout must be >= 0, not {self.shutdown_timeout!r}")
+        if type(self.limit_streams) is not int or self.limit_streams < 0:
+            raise ConfigError(f"limit_streams must be an int >= 0, not {self.limit_streams!r}")
         if self.report_fd is not None and (type(self.report_fd) is not int
                                            or self.report_fd < 0):
             raise ConfigError(f"report_fd must be a descriptor, not {self.report_fd!r}")

@@ -35,10 +35,11 @@ from collections import deque
 from itertools import islice
 
 from sidecar.events import (
-    APP_DONE, DISCONNECT, HELLO, HTTP_BODY, HTTP_REQUEST, MAX_CHUNK, PING, PONG, SEND_CREDIT,
-    VERSION, WS_CONNECT, WS_DISCONNECT, WS_RECEIVE, ProtocolError, check, check_request, is_addr,
-    pack,
+    APP_DONE, DISCONNECT, HELLO, HTTP_BODY, HTTP_REQUEST, MAX_CHUNK, PING, PONG, RESPONSE_BODY,
+    RESPONSE_START, SEND_CREDIT, VERSION, WS_CONNECT, WS_DISCONNECT, WS_RECEIVE, ProtocolError,
+    check, check_request, is_addr, pack,
 )
+from sidecar.frontend.ratelog import RateLimitedLog
 from sidecar.ring import Consumer, Producer, RingError
 
 from .http_stream import HttpStream
@@ -47,6 +48,13 @@ from .ws_stream import WsStream
 __all__ = ["HostLink"]
 
 log = logging.getLogger("sidecar.worker")
+_log_over_limit = RateLimitedLog(log)
+
+#: The worker's own answer to an attached host's stream over --limit-worker-streams.
+_OVERLOADED_BODY = b"Service Unavailable: too many streams in flight on this worker\n"
+_OVERLOADED_HEADERS = [[b"content-type", b"text/plain; charset=utf-8"],
+                       [b"content-length", str(len(_OVERLOADED_BODY)).encode()],
+                       [b"retry-after", b"5"]]
 
 #: Kinds that only make sense for an existing stream: for an unknown stream id they are late
 #: (the stream finished meanwhile) and ignored.
@@ -217,6 +225,9 @@ class HostLink:
             raise ProtocolError("HTTP_REQUEST: bad scope field", sid)  # (not reached)
         self._check_new_sid(sid)
         worker = self.worker
+        if self.host and worker.limit_streams and len(worker.tasks) >= worker.limit_streams:
+            self._overloaded(sid)
+            return
         scope = {
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.4"},
@@ -242,6 +253,9 @@ class HostLink:
          http_version, root_path, subprotocols) = ev
         self._check_new_sid(sid)
         worker = self.worker
+        if self.host and worker.limit_streams and len(worker.tasks) >= worker.limit_streams:
+            self._overloaded(sid)  # a denial response: the host answers it over HTTP
+            return
         scope = {
             "type": "websocket",
             "asgi": {"version": "3.0", "spec_version": "2.4"},
@@ -262,6 +276,18 @@ class HostLink:
         self.streams[sid] = stream
         stream.task = task = self.loop.create_task(stream.run())
         worker.tasks.add(task)  # run()'s finally takes it out (stream_done)
+
+    def _overloaded(self, sid: int) -> None:
+        """An attached host opened a stream while this worker has --limit-worker-streams in
+        flight (every host's count): answer 503 without running the app.  The front-end
+        (host 0) never gets here: it holds its streams back itself, and waits for a worker
+        rather than being refused (pool.pick)."""
+        _log_over_limit("host %d: %d streams in flight on this worker "
+                        "(--limit-worker-streams): answering 503", self.host,
+                        len(self.worker.tasks))
+        self.post(pack([RESPONSE_START, sid, 503, _OVERLOADED_HEADERS, False]))
+        self.post(pack([RESPONSE_BODY, sid, _OVERLOADED_BODY, False]))
+        self.post(pack([APP_DONE, sid, None]))
 
     def _check_new_sid(self, sid: int) -> None:
         if sid < 1:

@@ -57,6 +57,7 @@ class Worker:
         self.log = log
         self.parent_pid = parent_pid
         self.root_path = config.root_path
+        self.limit_streams = config.limit_streams
         self.lifespan = Lifespan(app, config.lifespan, log)
         self.state = self.lifespan.state
         self.links: dict[int, HostLink] = {}

@@ -207,3 +207,45 @@ def test_detached_host_rings_are_reclaimed_in_every_worker(sc):
     run(cycle())
     wait_for(lambda: {pid: (fds(pid), shm_maps(pid)) for pid in pids} == before, 10,
              what="worker descriptors and mappings back to their baseline")
+
+
+def test_host_streams_over_limit_worker_streams_get_503_from_the_worker(tmp_path):
+    """--limit-worker-streams counts on the worker for attached hosts: a host's stream past
+    it is answered 503 by the worker (the app does not run); the front-end's own requests,
+    which it holds back itself, are not refused, and the host is served again once streams
+    end."""
+    with attached("--limit-worker-streams", "2", workers=1) as sc:
+        async def main():
+            host = await PyHost().connect(sc.attach)
+            (w,) = await host.ready_workers(1)
+            held = []
+            for i in range(2):  # two streams that stay open until we disconnect them
+                sid, q = host.open(w, "GET", f"/disconnect?m={tmp_path / str(i)}")
+                assert (await asyncio.wait_for(q.get(), 10))[:3] == [ev.RESPONSE_START, sid, 200]
+                held.append(sid)
+            status, headers, body, err = await host.request(w, "GET", "/pid")
+            assert (status, err) == (503, None)
+            assert body.startswith(b"Service Unavailable") and [b"retry-after", b"5"] in headers
+            sid = next(host.sids)  # a WebSocket past the limit: a denial response
+            q = w.streams[sid] = asyncio.Queue()
+            w.send([ev.WS_CONNECT, sid, "ws", "/ws", b"/ws", b"", [[b"host", b"attached"]],
+                    None, None, "1.1", "", []])
+            assert (await asyncio.wait_for(q.get(), 10))[:3] == [ev.RESPONSE_START, sid, 503]
+            assert (await asyncio.wait_for(q.get(), 10))[0] == ev.RESPONSE_BODY
+            assert await asyncio.wait_for(q.get(), 10) == [ev.APP_DONE, sid, None]
+            with sc.client() as c:  # the front-end's streams: its own limit, not refused
+                assert c.get("/pid").status_code == 200
+            for sid in held:
+                w.send([ev.DISCONNECT, sid])
+            wait_for(lambda: all((tmp_path / str(i)).exists() for i in range(2)), 10,
+                     what="held streams to end")
+            for _ in range(50):  # APP_DONE of the held streams reaches the worker's count
+                status, _, body, _ = await host.request(w, "GET", "/pid")
+                if status == 200:
+                    break
+                await asyncio.sleep(0.1)
+            assert status == 200 and str(w.pid).encode() in body
+            host.close()
+        run(main())
+        wait_for(lambda: "(--limit-worker-streams): answering 503" in sc.log(), 10,
+                 what="the refusal's log line")
