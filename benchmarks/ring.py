@@ -651,18 +651,12 @@ def measure(plan: Plan, progress) -> dict:
         progress(f"C throughput {label} {wait}")
         runs = [run_c(exe, "throughput", size, count, C_CAPACITY, wait, batch)
                 for _ in range(plan.c_repeats)]
-        best = max(runs, key=lambda r: r["records_per_s"])
-        best["label"] = label
-        best["all_records_per_s"] = [r["records_per_s"] for r in runs]
-        results["c"].append(best)
+        results["c"].append(best_throughput(label, runs))
     for label, size, count in C_MINIMAL:
         count = max(1000, int(count * plan.c_scale))
         progress(f"C minimal ring {label}")
         runs = [run_c(exe, "minimal", size, count, C_CAPACITY) for _ in range(plan.c_repeats)]
-        best = max(runs, key=lambda r: r["records_per_s"])
-        best["label"] = label
-        best["all_records_per_s"] = [r["records_per_s"] for r in runs]
-        results["c"].append(best)
+        results["c"].append(best_throughput(label, runs))
     for wait, rounds in C_PINGPONG:
         rounds = max(1000, int(rounds * plan.c_scale))
         progress(f"C ping-pong {wait}")
@@ -715,6 +709,14 @@ def measure(plan: Plan, progress) -> dict:
         "loadavg_after": os.getloadavg(), "msgpack": ".".join(map(str, msgpack.version)),
         "uvloop": uvloop.__version__})
     return results
+
+
+def best_throughput(label: str, runs: list[dict]) -> dict:
+    """The fastest of a C throughput measurement's repeats, labelled, with all of them."""
+    best = max(runs, key=lambda r: r["records_per_s"])
+    best["label"] = label
+    best["all_records_per_s"] = [r["records_per_s"] for r in runs]
+    return best
 
 
 def best_socketpair(py: dict, key: str) -> float:

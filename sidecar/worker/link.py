@@ -224,10 +224,9 @@ class HostLink:
             check_request(ev)  # raises, saying which field is wrong
             raise ProtocolError("HTTP_REQUEST: bad scope field", sid)  # (not reached)
         self._check_new_sid(sid)
-        worker = self.worker
-        if self.host and worker.limit_streams and len(worker.tasks) >= worker.limit_streams:
-            self._overloaded(sid)
+        if self.host and self._refused(sid):
             return
+        worker = self.worker
         scope = {
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.4"},
@@ -252,10 +251,9 @@ class HostLink:
         (_, sid, scheme, path, raw_path, query_string, headers, client, server,
          http_version, root_path, subprotocols) = ev
         self._check_new_sid(sid)
-        worker = self.worker
-        if self.host and worker.limit_streams and len(worker.tasks) >= worker.limit_streams:
-            self._overloaded(sid)  # a denial response: the host answers it over HTTP
+        if self.host and self._refused(sid):  # a denial response: the host answers it
             return
+        worker = self.worker
         scope = {
             "type": "websocket",
             "asgi": {"version": "3.0", "spec_version": "2.4"},
@@ -277,17 +275,21 @@ class HostLink:
         stream.task = task = self.loop.create_task(stream.run())
         worker.tasks.add(task)  # run()'s finally takes it out (stream_done)
 
-    def _overloaded(self, sid: int) -> None:
-        """An attached host opened a stream while this worker has --limit-worker-streams in
-        flight (every host's count): answer 503 without running the app.  The front-end
-        (host 0) never gets here: it holds its streams back itself, and waits for a worker
-        rather than being refused (pool.pick)."""
+    def _refused(self, sid: int) -> bool:
+        """An attached host opens a stream: if this worker has --limit-worker-streams in
+        flight (every host's count), answer 503 without running the app, and say so.  Not
+        asked for the front-end (host 0): it holds its streams back itself, and waits for a
+        worker rather than being refused (pool.pick)."""
+        worker = self.worker
+        if not worker.limit_streams or len(worker.tasks) < worker.limit_streams:
+            return False
         _log_over_limit("host %d: %d streams in flight on this worker "
                         "(--limit-worker-streams): answering 503", self.host,
-                        len(self.worker.tasks))
+                        len(worker.tasks))
         self.post(pack([RESPONSE_START, sid, 503, _OVERLOADED_HEADERS, False]))
         self.post(pack([RESPONSE_BODY, sid, _OVERLOADED_BODY, False]))
         self.post(pack([APP_DONE, sid, None]))
+        return True
 
     def _check_new_sid(self, sid: int) -> None:
         if sid < 1:
