@@ -303,6 +303,16 @@ def test_fuzz_regression_unaligned_overflow(gcc):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def test_fuzz_corpus_replays(gcc):
+    """Inputs the fuzzers once failed on (native/tests/ring_fuzz_corpus/) replay cleanly."""
+    exe = build(gcc, "ring_fuzz", "asan")
+    files = sorted((CSRC / "ring_fuzz_corpus").glob("*.bin"))
+    assert files, "no corpus files"
+    proc = run(exe, *map(str, files), timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"ring_fuzz OK: {len(files)} file(s)" in proc.stdout, proc.stdout
+
+
 def test_fuzz_libfuzzer(clang, tmp_path):
     exe = build(clang, "ring_fuzz", "libfuzzer",
                 ["-O1", "-DRING_FUZZ_LIBFUZZER",
