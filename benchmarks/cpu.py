@@ -1,0 +1,117 @@
+"""CPU cost per request of each server process, under wrk: where a request's time goes.
+
+    python -m benchmarks.cpu                          # sidecar --workers 1, bare hello, 3 rounds
+    python -m benchmarks.cpu --app benchmarks.apps:starlette_app --path /json
+    python -m benchmarks.cpu --servers sidecar,uvicorn --rounds 5 --json
+
+req/s moves with whatever else the machine runs; CPU time per request (utime + stime from
+/proc, divided by the requests wrk completed) moves much less, so it is the figure to compare
+two versions of the code by.  Each round starts the server fresh, warms it up, then runs wrk
+while reading every process of the server's group before and after.  The table shows the
+median round, per process role (sidecar: front-end and each worker; the others: their
+processes), and the total, which is what the throughput on a machine with no spare core
+is bound by.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+
+from benchmarks._servers import KINDS, run_wrk, start_server, stop_server
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_ticks(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+
+
+def _group(pgid: int) -> list[int]:
+    """Every live process in process group ``pgid``, the leader first."""
+    pids = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            if os.getpgid(int(name)) == pgid:
+                pids.append(int(name))
+        except OSError:
+            continue
+    return sorted(pids, key=lambda p: (p != pgid, p))
+
+
+def _roles(kind: str, pids: list[int]) -> list[str]:
+    if kind == "sidecar":
+        return ["front-end"] + [f"worker {i}" for i in range(1, len(pids))]
+    return ["main"] + [f"proc {i}" for i in range(1, len(pids))]
+
+
+def measure(kind: str, app: str, path: str, workers: int, duration: float,
+            connections: int) -> dict:
+    handle = start_server(kind, app, workers=workers, ready_path=path)
+    try:
+        url = handle.base_url + path
+        run_wrk(url, connections, 2)  # warm-up: caches, learned route costs, JIT-free steady state
+        pids = _group(handle.process.pid)
+        before = {p: _cpu_ticks(p) for p in pids}
+        result = run_wrk(url, connections, duration)
+        after = {p: _cpu_ticks(p) for p in pids}
+    finally:
+        stop_server(handle)
+    n = result["requests"] or 1
+    per = [(after[p] - before[p]) / CLK_TCK / n * 1e6 for p in pids]
+    return {"req_s": result["req_s"], "errors": result["errors"],
+            "roles": _roles(kind, pids), "us_per_req": per, "total": sum(per)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.cpu", description=__doc__.split("\n")[0])
+    ap.add_argument("--servers", default="sidecar", help="comma-separated subset of " + ",".join(KINDS))
+    ap.add_argument("--app", default="benchmarks.apps:hello")
+    ap.add_argument("--path", default="/")
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--duration", type=float, default=5.0, help="seconds of wrk per round")
+    ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=3, help="fresh starts per server; median shown")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    kinds = [k.strip() for k in args.servers.split(",") if k.strip()]
+    bad = [k for k in kinds if k not in KINDS]
+    if bad:
+        ap.error(f"unknown server {bad[0]!r}; expected some of {','.join(KINDS)}")
+    rounds: dict[str, list[dict]] = {k: [] for k in kinds}
+    for r in range(args.rounds):
+        for kind in kinds:  # interleaved: drift hits every server alike
+            print(f"  round {r + 1}: {kind} ...", file=sys.stderr, flush=True)
+            rounds[kind].append(measure(kind, args.app, args.path, args.workers, args.duration,
+                                        args.connections))
+    rows = []
+    for kind in kinds:
+        rs = sorted(rounds[kind], key=lambda m: m["total"])
+        med = rs[len(rs) // 2]
+        rows.append({"server": kind, "workers": args.workers, "median": med,
+                     "totals": [round(m["total"], 1) for m in rounds[kind]],
+                     "req_s_median": statistics.median(m["req_s"] for m in rounds[kind])})
+    if args.json:
+        json.dump({"app": args.app, "path": args.path, "rows": rows}, sys.stdout, indent=2)
+        print()
+        return 0
+    print(f"== CPU µs per request, {args.app} {args.path}, wrk -c{args.connections}, "
+          f"median of {args.rounds} rounds (by total)")
+    print(f"{'server':<8} {'req/s':>8}  {'total':>6}  per process                  all rounds' totals")
+    for row in rows:
+        med = row["median"]
+        parts = ", ".join(f"{role} {us:.1f}" for role, us in zip(med["roles"], med["us_per_req"]))
+        print(f"{row['server']:<8} {row['req_s_median']:>8,.0f}  {med['total']:>6.1f}  "
+              f"{parts:<28} {row['totals']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
