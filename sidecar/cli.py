@@ -61,7 +61,8 @@ def _mib(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="sidecar", description="ASGI server: a front-end process and a worker pool "
                 "joined by shared-memory rings.",
-                epilog="`sidecar status --help`: ask a running server about its workers.")
+                epilog="`sidecar status --help`: ask a running server about its workers; "
+                       "`sidecar reload --help`: replace them, waiting until the new ones serve.")
     p.add_argument("app", nargs="?", help="the ASGI app, MODULE:ATTRIBUTE (default: the demo)")
     p.add_argument("--config", metavar="FILE", help="TOML file with settings (keys as flags)")
     p.add_argument("--uds", metavar="PATH", help="listen on this Unix socket")
@@ -321,6 +322,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["status"]:
         from sidecar.status import main as status_main
         return status_main(argv[1:])
+    if argv[:1] == ["reload"]:
+        from sidecar.status import reload_main
+        return reload_main(argv[1:])
     try:
         config = load_config(argv)
         if config.env_file:

@@ -1,7 +1,11 @@
-"""``sidecar status [--control PATH] [--json]``: ask a running server over its control socket.
+"""Ask a running server over its control socket:
 
-Exit codes: 0 the server answered; 1 it could not be reached or answered with an error;
-2 usage.  One line on stderr for any failure, like the server's own CLI.
+    sidecar status [--control PATH] [--json]     its workers, rings and counters
+    sidecar reload [--control PATH] [--timeout S] the SIGHUP reload, returning when it is over
+
+Exit codes: 0 the server answered (reload: the new workers serve); 1 it could not be reached
+or answered with an error (reload: it failed, the old workers keep serving); 2 usage.  One
+line on stderr for any failure, like the server's own CLI.
 """
 from __future__ import annotations
 
@@ -31,6 +35,9 @@ def request(path: str, cmd: dict, timeout: float = TIMEOUT) -> dict:
         sock.settimeout(timeout)
         try:
             sock.connect(path)
+        except OSError as exc:
+            raise StatusError(f"cannot reach {path}: {exc.strerror or exc}") from None
+        try:
             sock.sendall(json.dumps(cmd).encode() + b"\n")
             data = b""
             while not data.endswith(b"\n"):
@@ -38,8 +45,10 @@ def request(path: str, cmd: dict, timeout: float = TIMEOUT) -> dict:
                 if not chunk:
                     break
                 data += chunk
+        except TimeoutError:
+            raise StatusError(f"{path}: no answer within {timeout:g}s") from None
         except OSError as exc:
-            raise StatusError(f"cannot reach {path}: {exc.strerror or exc}") from None
+            raise StatusError(f"{path}: {exc.strerror or exc}") from None
     try:
         reply = json.loads(data)
     except ValueError:
@@ -71,23 +80,60 @@ def render(st: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str]) -> int:
-    p = _Parser(prog="sidecar status", description="Show a running sidecar's workers.")
+def _parse(prog: str, description: str, argv: list[str], extra) -> argparse.Namespace | None:
+    p = _Parser(prog=prog, description=description)
     p.add_argument("--control", metavar="PATH",
                    help="the server's control socket (default: $SIDECAR_CONTROL, "
                         "$RUNTIME_DIRECTORY/control.sock, ./sidecar.sock.ctl)")
-    p.add_argument("--json", action="store_true", help="print the raw status as JSON")
+    extra(p)
     try:
         args = p.parse_args(argv)
     except StatusError as exc:
-        print(f"sidecar status: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return None
+    args.control = args.control or os.environ.get("SIDECAR_CONTROL") \
+        or default_path(os.environ.get("SIDECAR_UDS", "sidecar.sock"))
+    return args
+
+
+def main(argv: list[str]) -> int:
+    args = _parse("sidecar status", "Show a running sidecar's workers.", argv,
+                  lambda p: p.add_argument("--json", action="store_true",
+                                           help="print the raw status as JSON"))
+    if args is None:
         return 2
     try:
-        path = args.control or os.environ.get("SIDECAR_CONTROL") \
-            or default_path(os.environ.get("SIDECAR_UDS", "sidecar.sock"))
-        st = request(path, {"cmd": "status"})["status"]
+        st = request(args.control, {"cmd": "status"})["status"]
     except StatusError as exc:
         print(f"sidecar status: error: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(st, indent=2) if args.json else render(st))
+    return 0
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0: {text!r}")
+    return value
+
+
+def reload_main(argv: list[str]) -> int:
+    """``sidecar reload``: what systemd's ExecReload= runs.  Unlike ``kill -HUP``, it returns
+    when the reload is over and fails when the new workers could not start."""
+    args = _parse("sidecar reload", "Replace a running sidecar's workers (zero downtime), "
+                  "waiting until the new ones serve.", argv,
+                  lambda p: p.add_argument("--timeout", type=_positive, default=600.0,
+                                           metavar="S", help="give up after S seconds (600)"))
+    if args is None:
+        return 2
+    try:
+        request(args.control, {"cmd": "reload"}, timeout=args.timeout)
+    except StatusError as exc:
+        print(f"sidecar reload: error: {exc}", file=sys.stderr)
+        return 1
+    print("sidecar reload: the new workers serve")
     return 0

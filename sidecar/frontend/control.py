@@ -2,6 +2,8 @@
 
     → {"cmd": "status"}\\n
     ← {"ok": true, "status": {...}}\\n            (metrics.snapshot)
+    → {"cmd": "reload"}\\n                       (the SIGHUP reload; answered when it is over)
+    ← {"ok": true, "reloaded": true}\\n  or  {"ok": false, "error": "reload failed: ..."}\\n
     → {"cmd": "nope"}\\n
     ← {"ok": false, "error": "unknown command 'nope' (commands: ...)"}\\n
 
@@ -93,7 +95,7 @@ class ControlServer:
         self.sock = sock
         self.server: asyncio.AbstractServer | None = None
         self.commands: dict[str, Handler] = {"status": self._status, "ping": self._ping,
-                                             "help": self._help}
+                                             "reload": self._reload, "help": self._help}
 
     def register(self, name: str, handler: Handler) -> None:
         """Add a command (e.g. ``attach``, issue #7)."""
@@ -154,6 +156,18 @@ class ControlServer:
 
     async def _status(self, conn, request) -> dict:
         return {"ok": True, "status": metrics.snapshot(self.frontend)}
+
+    async def _reload(self, conn, request) -> dict:
+        """The SIGHUP reload, answered once it is over: ``sidecar reload`` (the units'
+        ExecReload=) returns when the new workers serve, or fails when they could not start
+        -- a signal cannot tell its sender either."""
+        if self.frontend.state != "ready":
+            return {"ok": False, "error": f"not reloading: the server is {self.frontend.state}"}
+        log.info("reloading (control socket)")
+        if not await self.frontend.reload():
+            return {"ok": False, "error": "reload failed: the old workers keep serving "
+                                          "(the server's log says why)"}
+        return {"ok": True, "reloaded": True}
 
     async def _ping(self, conn, request) -> dict:
         return {"ok": True, "pid": os.getpid()}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -139,6 +141,57 @@ def test_reload_picks_up_new_code_and_a_failed_reload_keeps_the_old_workers(tmp_
                     assert r.status_code == 200 and r.json()["version"] == "2"
                     assert r.json()["pid"] in v2
         assert "Traceback" not in sc.log(), sc.log()
+
+
+def _reload_cli(*args: str) -> "subprocess.CompletedProcess":
+    return subprocess.run([sys.executable, "-m", "sidecar", "reload", *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_sidecar_reload_returns_when_the_new_workers_serve_and_fails_when_they_cannot(tmp_path):
+    """`sidecar reload` (the units' ExecReload=) answers only once the reload is over: when
+    it returns 0 every worker is new and serves the new code; when the new workers fail
+    their startup it exits 1 with one line and the old workers serve on."""
+    version = tmp_path / "version"
+    version.write_text("1")
+    with Sidecar("tests.e2e.reload_app:app", ready_path="/", workers=2,
+                 env={"RELOAD_APP_VERSION": str(version)}) as sc:
+        ctl = sc.uds + ".ctl"
+        old = set(sc.worker_pids())
+        version.write_text("2")
+        out = _reload_cli("--control", ctl)
+        assert out.returncode == 0, (out.stdout, out.stderr, sc.log())
+        assert out.stdout.strip() == "sidecar reload: the new workers serve"
+        # no waiting here: the reload is over when the command returns
+        with sc.client(uds=True, timeout=10) as c:
+            served = [c.get("/").json() for _ in range(10)]
+        assert {r["version"] for r in served} == {"2"}
+        assert not {r["pid"] for r in served} & old
+        v2 = set(settled_workers(sc, 2, exclude=old))
+
+        version.write_text("fail")
+        out = _reload_cli("--control", ctl)
+        assert out.returncode == 1
+        assert out.stderr.strip().splitlines() == [
+            f"sidecar reload: error: {ctl}: reload failed: the old workers keep serving "
+            "(the server's log says why)"], out.stderr
+        assert set(settled_workers(sc, 2)) == v2
+        with sc.client(uds=True, timeout=10) as c:
+            assert {c.get("/").json()["pid"] for _ in range(10)} <= v2
+        log = sc.log()
+        assert "reloading (control socket)" in log and "version fail refuses to start" in log
+        assert "Traceback" not in log, log
+
+
+def test_sidecar_reload_mistakes_are_one_line():
+    out = _reload_cli("--control", "/nonexistent/ctl.sock")
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines() == [
+        "sidecar reload: error: cannot reach /nonexistent/ctl.sock: No such file or directory"]
+    for bad in (["--timeout", "0"], ["--timeout", "soon"], ["--bogus"]):
+        out = _reload_cli(*bad)
+        assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, (bad, out.stderr)
+        assert out.stderr.startswith("sidecar reload: error: "), out.stderr
 
 
 # --- SIGTTIN / SIGTTOU ----------------------------------------------------------------------

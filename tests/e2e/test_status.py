@@ -145,7 +145,7 @@ def test_control_protocol_errors_leave_the_connection_and_server_working(sc):
     assert "status" in unknown["error"]  # the commands are listed
     assert not_obj["ok"] is False
     assert ok == {"ok": True, "pid": sc.proc.pid}
-    assert control(ctl, b'{"cmd": "help"}\n')[0]["commands"] == ["help", "ping", "status"]
+    assert control(ctl, b'{"cmd": "help"}\n')[0]["commands"] == ["help", "ping", "reload", "status"]
     # an oversized line: an error and the connection closed
     with socket.socket(socket.AF_UNIX) as s:
         s.settimeout(10)
