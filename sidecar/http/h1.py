@@ -29,6 +29,17 @@ An incomplete head goes to llhttp line by line as it arrives, so garbage (TLS on
 port, a NUL in a field) is refused at once rather than at a limit; before a limit applies,
 llhttp has seen exactly the bytes within it.
 
+A C speedup comes first: when a whole head is in the bytes just received, ``h1_parse_head``
+(native/h1.c, in sidecar._ring) parses it in one pass and hands back spans and the framing
+facts, with no Python call per field. It only takes heads it can prove this module accepts
+(a known method, an origin-form target, the framing fields in their plain forms, within every
+limit) and gives the very Request this module would; anything else, and every error, it
+declines, and the Python path below parses the head as if the C code did not exist. So this
+module stays the only place that decides a status, and its pure-Python path is the C code's
+twin: the tests run every table against both (tests/http/conftest.py) and compare them on
+mutated heads (tests/http/test_h1_speedups.py). ``SIDECAR_NO_SPEEDUPS=1`` in the environment,
+or ``speedups = False`` here, turns the C path off.
+
 Rules (RFC 9112 unless noted; "-> N" = ProtocolError with status N)
 -------------------------------------------------------------------
 Request line
@@ -102,7 +113,10 @@ A response to HTTP/1.0 without Content-Length is delimited by closing the connec
 """
 from __future__ import annotations
 
+import os
 import re
+import struct
+import threading
 import time
 from dataclasses import dataclass
 from email.utils import formatdate
@@ -286,6 +300,52 @@ def _decode_path(raw_path: bytes) -> str:
     return raw_path.decode("latin-1")   # ASCII here unless percent-decoded
 
 
+# --- the C speedup -----------------------------------------------------------------------
+# native/h1.c parses whole, ordinary heads; this module is its pure-Python twin and the only
+# place that refuses anything. SIDECAR_NO_SPEEDUPS=1 in the environment (or setting
+# ``speedups`` to False) leaves every head to the Python path.
+
+try:
+    from .._ring import ffi as _ffi, lib as _lib
+except ImportError:   # not built: the Python path alone
+    _lib = None
+
+#: True when the C fast path is available (the compiled sidecar._ring has it).
+HAVE_SPEEDUPS = _lib is not None
+#: Whether RequestParser tries the C fast path first; tests run the tables both ways.
+speedups = HAVE_SPEEDUPS and os.environ.get("SIDECAR_NO_SPEEDUPS", "") in ("", "0")
+
+if HAVE_SPEEDUPS:
+    _h1_parse_head = _lib.h1_parse_head
+    _unpack_facts = struct.Struct(f"{_lib.H1_NFACTS}q").unpack_from   # cheaper than ffi.unpack
+    _FIELDS_CAP = 1 << 16   # names and values of one head; a head needing more: Python path
+    _C_LIMITS: dict = {}
+
+    def _c_limits(limits: Limits):
+        """The h1_limits_t for ``limits`` (one per distinct Limits, kept alive here)."""
+        c = _C_LIMITS.get(limits)
+        if c is None:
+            c = _C_LIMITS[limits] = _ffi.new("h1_limits_t *", (
+                min(limits.max_request_line, 0xFFFFFFFF), min(limits.max_header_bytes, 0xFFFFFFFF),
+                min(limits.max_headers, 0xFFFFFFFF),
+                -1 if limits.max_body is None else limits.max_body))
+        return c
+
+    class _Scratch:
+        """The C function's outputs; one set per thread (cffi releases the GIL in calls)."""
+        __slots__ = ("head", "facts", "fields", "_fields")
+
+        def __init__(self):
+            self.head = _ffi.new("h1_head_t *")
+            self._fields = _ffi.new("char[]", _FIELDS_CAP)   # kept alive with the head
+            self.head.fields = self._fields
+            self.head.fields_cap = _FIELDS_CAP
+            self.facts = _ffi.buffer(self.head.facts)       # the int64 facts, unpacked at once
+            self.fields = _ffi.buffer(self._fields)         # slicing it copies out bytes
+
+_scratch = threading.local()
+
+
 # --- parser ------------------------------------------------------------------------------
 
 class RequestParser:
@@ -293,7 +353,7 @@ class RequestParser:
 
     __slots__ = ("_limits", "_upgrade_protocols", "_hp", "_cb", "_state", "_buf", "_fed",
                  "_rl_len", "_error", "_keep_alive", "_remaining", "_body_seen", "_trailer_bytes",
-                 "_trailer_count", "_trailing")
+                 "_trailer_count", "_trailing", "_climits")
 
     def __init__(self, limits: Limits = Limits(), *,
                  upgrade_protocols: frozenset[bytes] = frozenset((b"websocket",))):
@@ -312,6 +372,7 @@ class RequestParser:
         self._trailer_bytes = 0
         self._trailer_count = 0
         self._trailing = b""
+        self._climits = None      # the limits as the C speedup takes them, once needed
 
     # --- public API ----------------------------------------------------------------------
 
@@ -383,6 +444,11 @@ class RequestParser:
         while pos < n:
             state = self._state
             if state == _HEAD:
+                if speedups and type(data) is bytes:
+                    size = self._fast_head(data, pos, events)
+                    if size:
+                        pos += size
+                        continue
                 end = data.find(b"\r\n\r\n", pos)
                 if end < 0:
                     self._stash(data, pos)
@@ -567,6 +633,48 @@ class RequestParser:
             return None
         raise _llhttp_reject(line, exc)
 
+    def _fast_head(self, data: bytes, pos: int, events: list) -> int:
+        """The C speedup (native/h1.c) on a head at ``data[pos:]``: its length once its
+        Request is emitted, or 0 if the Python path must parse it (incomplete, unusual or
+        refused: the C code only takes heads this parser would accept, read the same way).
+
+        Only called where the Python path would frame a new head (nothing buffered, so
+        llhttp has seen none of it): the C code needs the whole head in ``data``.
+        """
+        climits = self._climits
+        if climits is None:
+            climits = self._climits = _c_limits(self._limits)
+        try:
+            scratch = _scratch.buffers
+        except AttributeError:
+            scratch = _scratch.buffers = _Scratch()
+        size = _h1_parse_head(data, pos, len(data), climits, scratch.head)
+        if size <= 0:
+            return 0
+        (method_end, target_end, path_end, percent, minor, nfields, fields_len,
+         content_length, chunked, keep_alive, expect_continue, upgrade_start, upgrade_end,
+         _hosts) = _unpack_facts(scratch.facts)
+        if nfields:   # lowercased names and trimmed values, NUL-separated
+            parts = scratch.fields[:fields_len].split(b"\0")
+            headers = list(zip(parts[::2], parts[1::2]))
+        else:
+            headers = []
+        target = data[method_end + 1:target_end]
+        if path_end == target_end:
+            raw_path = target
+            query_string = b""
+        else:
+            raw_path = data[method_end + 1:path_end]
+            query_string = data[path_end + 1:target_end]
+        self._emit_request(
+            events, data[pos:method_end], target,
+            _decode_path(raw_path) if percent else raw_path.decode("latin-1"),
+            raw_path, query_string, "1.1" if minor else "1.0", headers, keep_alive == 1,
+            expect_continue == 1,
+            None if upgrade_start < 0 else data[upgrade_start:upgrade_end].lower(),
+            None if content_length < 0 else content_length, chunked == 1)
+        return size
+
     def _on_head(self, head: bytes, events: list) -> None:
         """``head`` runs from the request line to CRLF CRLF inclusive."""
         rl_end = head.find(b"\r\n")
@@ -702,11 +810,21 @@ class RequestParser:
             else:
                 upgrade = None
 
+        self._emit_request(events, method, target,
+                           _decode_path(raw_path) if b"%" in raw_path
+                           else raw_path.decode("latin-1"),   # llhttp allows ASCII only
+                           raw_path, query_string, http_version, headers, keep_alive,
+                           expect_continue, upgrade, content_length, chunked)
+
+    def _emit_request(self, events: list, method: bytes, target: bytes, path: str,
+                      raw_path: bytes, query_string: bytes, http_version: str, headers: list,
+                      keep_alive: bool, expect_continue: bool, upgrade: bytes | None,
+                      content_length: int | None, chunked: bool) -> None:
+        """The Request of a head that passed every check (either path), and what follows."""
         req = _new(Request)
         _set_method(req, method)
         _set_target(req, target)
-        _set_path(req, _decode_path(raw_path) if b"%" in raw_path
-                  else raw_path.decode("latin-1"))   # llhttp allows ASCII only
+        _set_path(req, path)
         _set_raw_path(req, raw_path)
         _set_query(req, query_string)
         _set_version(req, http_version)

@@ -15,7 +15,9 @@ bounded sizes:
 * ``ring_fuzz``   the reader (ring_read, ring_read_flat, ring_read_gather), attach and writer
   paths against garbage in the shared region (ASan/UBSan standalone generator, plus libFuzzer
   when clang is installed);
-* ``frame_unit``  the event framing checks of native/frame.c, under ASan/UBSan.
+* ``frame_unit``  the event framing checks of native/frame.c, under ASan/UBSan;
+* ``h1_unit``     the request-head fast path of native/h1.c (plain and ASan/UBSan); its
+  agreement with the Python parser is tests/http/test_h1_speedups.py's job.
 
 Flavours: plain ``-O2``; ``-fsanitize=address,undefined -fno-sanitize-recover=all``;
 ``-fsanitize=thread`` (threads mode only: TSan does not follow fork).  gcc 12 warns (-Wtsan)
@@ -107,16 +109,18 @@ def _compiler_id(cc: str) -> str:
 
 
 def build(cc: str, prog: str, flavour: str, extra: list[str] | None = None) -> Path:
-    """Compile native/tests/<prog>.c + native/ring.c (+ native/frame.c for frame_*);
-    cached by a hash of everything."""
+    """Compile native/tests/<prog>.c + native/ring.c (+ native/frame.c for frame_*,
+    native/h1.c for h1_*); cached by a hash of everything."""
     sources = [CSRC / f"{prog}.c", NATIVE / "ring.c"]
     if prog.startswith("frame"):
         sources.append(NATIVE / "frame.c")
+    if prog.startswith("h1"):
+        sources.append(NATIVE / "h1.c")
     flags = BASE_FLAGS + FLAVOURS.get(flavour, []) + (extra or []) + ["-pthread"]
     h = hashlib.sha256()
     h.update(_compiler_id(cc).encode())
     h.update("\0".join(flags).encode())
-    for f in sources + [NATIVE / "ring.h", NATIVE / "frame.h"]:
+    for f in sources + [NATIVE / "ring.h", NATIVE / "frame.h", NATIVE / "h1.h"]:
         h.update(f.read_bytes())
     stem = f"{prog}-{flavour}"
     out = BUILD / f"{stem}-{h.hexdigest()[:16]}"
@@ -181,6 +185,16 @@ def test_frame_unit_asan(gcc):
     exe = build(gcc, "frame_unit", "asan")
     f = summary(run(exe, "--iterations", "200000", timeout=120), "frame_unit OK")
     assert int(f["cases"]) >= 30 and int(f["values"]) > 20000
+
+
+@pytest.mark.parametrize("flavour", ["plain", "asan"])
+def test_h1_unit(gcc, flavour):
+    """native/h1.c (the request-head fast path): a table of heads and their facts, every
+    prefix, the limits at their boundaries, then random and mutated heads in exactly-sized
+    buffers, every accepted head's spans and fields checked against its bytes."""
+    exe = build(gcc, "h1_unit", flavour)
+    f = summary(run(exe, "--iterations", "300000", timeout=120), "h1_unit OK")
+    assert int(f["cases"]) >= 50 and int(f["accepted"]) > 10000
 
 
 @pytest.mark.parametrize("name", [

@@ -1,0 +1,86 @@
+/*
+ * sidecar HTTP/1.1 request heads, fast path: the C speedup of sidecar/http/h1.py's
+ * RequestParser, which stays the pure-Python twin and the only place that decides an error
+ * status.  h1_parse_head accepts only heads it can prove the Python path would accept, and
+ * then produces the same facts; everything else (any error, anything unusual, any limit that
+ * would apply) is H1_DECLINE, and the Python path parses it as if this file did not exist.
+ *
+ * Accepted: GET HEAD POST PUT DELETE OPTIONS PATCH, an origin-form target of RFC 3986 path and
+ * query characters (no '#', no non-ASCII), HTTP/1.1 or HTTP/1.0, then field lines
+ * `token ":" OWS value OWS CRLF` whose values hold HTAB, SP, VCHAR or obs-text, and a valid
+ * set of framing fields: one good Host (1.1; at most one on 1.0), at most one Content-Length
+ * of 1-18 digits within max_body, or (1.1) exactly one `Transfer-Encoding: chunked` and no
+ * Content-Length, at most one Upgrade.  No allocation, no recursion, no Python API; reads
+ * only buf[start:len].
+ *
+ * Everything between the cffi markers is parsed by build.py as part of the cffi cdef.
+ */
+#ifndef SIDECAR_H1_H
+#define SIDECAR_H1_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* cffi:begin */
+
+/* h1_parse_head results other than a head length */
+#define H1_INCOMPLETE 0     /* no CRLF CRLF yet, and nothing seen so far is unusual */
+#define H1_DECLINE -1       /* not for the fast path: let the Python parser decide */
+
+/* Fields beyond this many are declined (and so are more than limits->max_headers). */
+#define H1_MAX_FIELDS 128
+
+/* Indices into the facts array (int64_t[H1_NFACTS]).  Offsets are into buf, like start. */
+#define H1_METHOD_END 0     /* method = buf[start:METHOD_END]; SP follows */
+#define H1_TARGET_END 1     /* target = buf[METHOD_END + 1:TARGET_END] */
+#define H1_PATH_END 2       /* raw path = buf[METHOD_END + 1:PATH_END]; TARGET_END if no '?',
+                               else the query is buf[PATH_END + 1:TARGET_END] */
+#define H1_PATH_PERCENT 3   /* 1 if the raw path holds '%' (it needs percent-decoding) */
+#define H1_MINOR 4          /* HTTP/1.x: 0 or 1 */
+#define H1_FIELDS 5         /* number of field lines */
+#define H1_FIELDS_LEN 6     /* bytes written to `fields` (see h1_parse_head) */
+#define H1_CONTENT_LENGTH 7 /* -1: no Content-Length */
+#define H1_CHUNKED 8        /* 1: Transfer-Encoding: chunked */
+#define H1_KEEP_ALIVE 9
+#define H1_EXPECT_CONTINUE 10
+#define H1_UPGRADE_START 11 /* -1: not an upgrade request; else the Upgrade value's span */
+#define H1_UPGRADE_END 12
+#define H1_HOSTS 13         /* Host lines: 1 (or 0 on HTTP/1.0) */
+#define H1_NFACTS 14
+
+typedef struct {
+    uint32_t max_request_line;  /* request line without CRLF; longer: declined */
+    uint32_t max_header_bytes;  /* whole head with its CRLF CRLF; longer: declined */
+    uint32_t max_headers;       /* field lines; more: declined */
+    int64_t max_body;           /* Content-Length above it: declined; -1: no limit */
+} h1_limits_t;
+
+/* What h1_parse_head fills in.  The caller points `fields` at fields_cap bytes of its own
+ * (the outputs are set up once and reused: one C call per head, few arguments). */
+typedef struct {
+    int64_t facts[H1_NFACTS];
+    uint32_t spans[4 * H1_MAX_FIELDS];  /* field i: name start, name end, value start, value
+                                           end (values trimmed of SP/HTAB; offsets into buf) */
+    char *fields;      /* each field's lowercased name and its value, each followed by a NUL
+                          byte except the last: a split at NUL gives name, value, name, ... */
+    size_t fields_cap; /* a head whose fields need more is declined */
+} h1_head_t;
+
+/* Parse the request head that starts at buf[start] (buf[start:len] are the bytes received
+ * after any previous request).  Returns its length in bytes, CRLF CRLF included, after
+ * filling head->facts, head->spans[0:4 * FIELDS] and head->fields[0:FIELDS_LEN] (a head
+ * without fields writes nothing there).  Otherwise H1_INCOMPLETE or H1_DECLINE, and the
+ * outputs hold nothing meaningful. */
+int64_t h1_parse_head(const char *buf, size_t start, size_t len, const h1_limits_t *limits,
+                      h1_head_t *head);
+
+/* cffi:end */
+
+#ifdef __cplusplus
+}
+#endif
+#endif
