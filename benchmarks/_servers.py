@@ -229,12 +229,14 @@ def run_wrk(
     script: str | None = None,
     *,
     timeout: float = 10.0,
+    headers: tuple[str, ...] = (),
 ) -> dict:
     """Run ``wrk --latency`` against ``url`` and return its figures.
 
     Returns ``{"req_s", "p50_ms", "p99_ms", "errors", "requests"}``; errors counts socket
     errors (connect, read, write, timeout) plus non-2xx/3xx responses.  ``timeout`` is the
-    slack allowed past ``duration`` before wrk is killed.
+    slack allowed past ``duration`` before wrk is killed.  ``headers``: ``"Name: value"``
+    lines added to every request (wrk -H).
     """
     wrk = shutil.which("wrk")
     if wrk is None:
@@ -244,6 +246,8 @@ def run_wrk(
     argv = [wrk, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency"]
     if script:
         argv += ["-s", script]
+    for header in headers:
+        argv += ["-H", header]
     argv.append(url)
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + timeout)

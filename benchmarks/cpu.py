@@ -3,6 +3,8 @@
     python -m benchmarks.cpu                          # sidecar --workers 1, bare hello, 3 rounds
     python -m benchmarks.cpu --app benchmarks.apps:starlette_app --path /json
     python -m benchmarks.cpu --servers sidecar,uvicorn --rounds 5 --json
+    python -m benchmarks.cpu --browser-headers        # requests with a browser's 12 fields
+    python -m benchmarks.cpu --header 'Cookie: a=b'   # any field (repeatable; wrk -H)
 
 req/s moves with whatever else the machine runs; CPU time per request (utime + stime from
 /proc, divided by the requests wrk completed) moves much less, so it is the figure to compare
@@ -52,15 +54,35 @@ def _roles(kind: str, pids: list[int]) -> list[str]:
     return ["main"] + [f"proc {i}" for i in range(1, len(pids))]
 
 
+# What Chromium sends for a subresource, besides Host (wrk adds that): request heads of this
+# size, not wrk's bare one, are what the front-end's parser meets behind a browser.
+BROWSER_HEADERS = (
+    "Connection: keep-alive",
+    'sec-ch-ua: "Chromium";v="124", "Google Chrome";v="124", "Not-A.Brand";v="99"',
+    "sec-ch-ua-mobile: ?0",
+    "User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/124.0.0.0 Safari/537.36",
+    'sec-ch-ua-platform: "Linux"',
+    "Accept: text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8",
+    "Sec-Fetch-Site: same-origin",
+    "Sec-Fetch-Mode: navigate",
+    "Sec-Fetch-Dest: document",
+    "Referer: http://127.0.0.1:8000/",
+    "Accept-Encoding: gzip, deflate, br, zstd",
+    "Accept-Language: en-US,en;q=0.9",
+    "Cookie: session=3f2a9c1e8b7d4f60a5e2c9b1d8f7e6a4; theme=dark",
+)
+
+
 def measure(kind: str, app: str, path: str, workers: int, duration: float,
-            connections: int) -> dict:
+            connections: int, headers: tuple[str, ...] = ()) -> dict:
     handle = start_server(kind, app, workers=workers, ready_path=path)
     try:
         url = handle.base_url + path
-        run_wrk(url, connections, 2)  # warm-up: caches, learned route costs, JIT-free steady state
+        run_wrk(url, connections, 2, headers=headers)  # warm-up: caches, learned route costs
         pids = _group(handle.process.pid)
         before = {p: _cpu_ticks(p) for p in pids}
-        result = run_wrk(url, connections, duration)
+        result = run_wrk(url, connections, duration, headers=headers)
         after = {p: _cpu_ticks(p) for p in pids}
     finally:
         stop_server(handle)
@@ -79,8 +101,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=5.0, help="seconds of wrk per round")
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=3, help="fresh starts per server; median shown")
+    ap.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
+                    help="a field added to every request (repeatable; wrk -H)")
+    ap.add_argument("--browser-headers", action="store_true",
+                    help=f"add the {len(BROWSER_HEADERS)} fields a browser sends (BROWSER_HEADERS)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
+    headers = (BROWSER_HEADERS if args.browser_headers else ()) + tuple(args.header)
     kinds = [k.strip() for k in args.servers.split(",") if k.strip()]
     bad = [k for k in kinds if k not in KINDS]
     if bad:
@@ -90,19 +117,23 @@ def main(argv: list[str] | None = None) -> int:
         for kind in kinds:  # interleaved: drift hits every server alike
             print(f"  round {r + 1}: {kind} ...", file=sys.stderr, flush=True)
             rounds[kind].append(measure(kind, args.app, args.path, args.workers, args.duration,
-                                        args.connections))
+                                        args.connections, headers))
     rows = []
     for kind in kinds:
         rs = sorted(rounds[kind], key=lambda m: m["total"])
         med = rs[len(rs) // 2]
         rows.append({"server": kind, "workers": args.workers, "median": med,
                      "totals": [round(m["total"], 1) for m in rounds[kind]],
+                     "per_process": [[round(us, 1) for us in m["us_per_req"]]
+                                     for m in rounds[kind]],
                      "req_s_median": statistics.median(m["req_s"] for m in rounds[kind])})
     if args.json:
-        json.dump({"app": args.app, "path": args.path, "rows": rows}, sys.stdout, indent=2)
+        json.dump({"app": args.app, "path": args.path, "headers": list(headers), "rows": rows},
+                  sys.stdout, indent=2)
         print()
         return 0
-    print(f"== CPU µs per request, {args.app} {args.path}, wrk -c{args.connections}, "
+    print(f"== CPU µs per request, {args.app} {args.path}, wrk -c{args.connections}"
+          f"{f' +{len(headers)} header fields' if headers else ''}, "
           f"median of {args.rounds} rounds (by total)")
     print(f"{'server':<8} {'req/s':>8}  {'total':>6}  per process                  all rounds' totals")
     for row in rows:
