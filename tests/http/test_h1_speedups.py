@@ -9,7 +9,10 @@ ASan/UBSan (tests/native/test_ring_c.py).
 """
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 
 import pytest
 
@@ -232,3 +235,13 @@ def test_differential_mutated_heads(monkeypatch):
         else:
             declined += 1
     assert taken > 4000 and declined > 4000, (taken, declined)
+
+
+@pytest.mark.parametrize("value,enabled", [("1", False), ("yes", False), ("0", True), ("", True)])
+def test_environment_switch(value, enabled):
+    """SIDECAR_NO_SPEEDUPS turns the fast path off for a whole process (read at import)."""
+    code = "from sidecar.http import h1; print(h1.speedups)"
+    env = {**os.environ, "SIDECAR_NO_SPEEDUPS": value}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True, timeout=60)
+    assert out.stdout.strip() == str(enabled)
