@@ -1,0 +1,150 @@
+"""The worker's own CPU cost per request, without HTTP, a front-end or wrk.
+
+    python -m benchmarks.worker                                   # bare hello, 7 runs
+    python -m benchmarks.worker --app benchmarks.apps:starlette_app --path /json
+    python -m benchmarks.worker --requests 30000 --runs 7 --concurrency 64
+
+One process, one uvloop: the worker's real ``HostLink`` (sidecar/worker/link.py) over a real
+ring pair, serving the app, and the smallest host that keeps ``--concurrency`` streams in
+flight: its HTTP_REQUEST records are packed once and written again under reused stream ids;
+the APP_DONE that frees an id is spotted by the record's second byte (a fixint kind), nothing
+is decoded.  So the figure is the worker's path -- decode, scope, task, app, send, records --
+plus a little host, on one core, with no wake-ups across processes.  CPU time
+(``time.process_time``) per request of each run is printed with the minimum and the median:
+on a shared machine the minimum is the figure other load disturbs least.  Compare two
+versions of the code by alternating them; ``python -m benchmarks.cpu`` measures a whole
+server under wrk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import statistics
+import time
+
+import uvloop
+
+from sidecar.events import APP_DONE, HTTP_REQUEST, pack
+from sidecar.ring import Consumer, Producer
+from sidecar.worker.link import HostLink
+
+WINDOW = 256 * 1024
+CAPACITY = 1 << 22
+
+
+class _Worker:
+    """What HostLink asks of a Worker (sidecar/worker/process.py), for one link."""
+
+    def __init__(self, app):
+        self.app = app
+        self.root_path = ""
+        self.state: dict = {}
+        self.tasks: set = set()
+        self.limit_streams = 0
+        self.draining = False
+
+    def task_done(self, task) -> None:
+        self.tasks.discard(task)
+
+    def cancel_task(self, task) -> None:
+        task.cancel()
+
+    def protocol_error(self, reason: str) -> None:
+        raise SystemExit(reason)
+
+    def link_failed(self, link, reason: str) -> None:
+        raise SystemExit(reason)
+
+    def internal_error(self, what: str, exc: BaseException) -> None:
+        raise exc
+
+
+def _request(sid: int, path: str) -> bytes:
+    """A GET as the front-end sends it for wrk (one header)."""
+    return pack([HTTP_REQUEST, sid, "GET", "http", path, path.encode(), b"",
+                 [[b"host", b"127.0.0.1:8000"]], ["127.0.0.1", 40000 + sid],
+                 ["127.0.0.1", 8000], "1.1", "", b"", False])
+
+
+async def run_once(app, path: str, requests: int, concurrency: int) -> float:
+    """CPU µs per request of one run."""
+    if concurrency > 127:
+        raise ValueError("stream ids must stay one-byte fixints (concurrency <= 127)")
+    loop = asyncio.get_running_loop()
+    to_worker, to_host = Producer.create(CAPACITY), Consumer.create(CAPACITY)
+    link = HostLink(_Worker(app), 0, Consumer.attach(to_worker.spec().dup()),
+                    Producer.attach(to_host.spec().dup()), WINDOW)
+    records = {sid: _request(sid, path) for sid in range(1, concurrency + 1)}
+    sent = done = 0
+    finished = loop.create_future()
+    hello = loop.create_future()
+
+    def send(sids: list[int]) -> None:
+        nonlocal sent
+        if to_worker.try_write_many([records[sid] for sid in sids]) != len(sids):
+            raise RuntimeError("the request ring is full")
+        sent += len(sids)
+
+    def on_records(views) -> None:
+        nonlocal done
+        again = []
+        for view in views:
+            if view[1] == APP_DONE:  # [39, sid, error]: fixarray, fixint kind, fixint sid
+                done += 1
+                again.append(view[2])
+            elif not hello.done():
+                hello.set_result(None)
+        if again and sent < requests:
+            send(again[:requests - sent])
+        if done >= requests and not finished.done():
+            finished.set_result(None)
+
+    def on_error(exc: Exception) -> None:
+        for fut in (hello, finished):
+            if not fut.done():
+                fut.set_exception(exc)
+
+    to_host.start_reading(loop, on_records, on_error)
+    link.start(loop)
+    try:
+        await hello
+        start = time.process_time()
+        send(list(range(1, min(concurrency, requests) + 1)))
+        await finished
+        return (time.process_time() - start) / requests * 1e6
+    finally:
+        to_host.stop_reading()
+        link.close()
+        to_worker.close()
+        to_host.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.worker",
+                                 description=__doc__.split("\n")[0])
+    ap.add_argument("--app", default="benchmarks.apps:hello")
+    ap.add_argument("--path", default="/")
+    ap.add_argument("--requests", type=int, default=30000, help="per run")
+    ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--concurrency", type=int, default=64, help="streams in flight (<= 127)")
+    args = ap.parse_args(argv)
+    module, _, name = args.app.partition(":")
+    app = getattr(importlib.import_module(module), name)
+
+    async def runs() -> list[float]:
+        await run_once(app, args.path, args.requests // 4 or 1, args.concurrency)  # warm-up
+        return [await run_once(app, args.path, args.requests, args.concurrency)
+                for _ in range(args.runs)]
+
+    result = uvloop.run(runs())
+    print(f"== worker CPU µs per request, {args.app} {args.path}, {args.concurrency} in flight, "
+          f"{args.runs} runs of {args.requests}")
+    print(f"min {min(result):.2f}  median {statistics.median(result):.2f}  "
+          f"runs {[round(r, 2) for r in result]}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
