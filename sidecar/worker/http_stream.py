@@ -44,6 +44,14 @@ def describe_error(exc: BaseException) -> str:
     return text if len(text) <= _MAX_ERROR_TEXT else text[:_MAX_ERROR_TEXT - 3] + "..."
 
 
+#: Header names already found to be tokens (``_check_headers``): an app sends the same few
+#: names over and over, and a set lookup is cheaper than checking each again.  Bounded, so
+#: an app that makes up names cannot grow it.
+_TOKEN_NAMES: set = set()
+_MAX_TOKEN_NAMES = 256
+_search_cr_lf_nul = CR_LF_NUL.search
+
+
 def _check_headers(headers) -> list:
     """Response headers as a list of 2-item sequences of bytes, or TypeError / ValueError
     (a name that is not a token, CR/LF/NUL in a value).  The front-end checks again (it
@@ -51,20 +59,19 @@ def _check_headers(headers) -> list:
     its traceback shows where the bad header came from."""
     if type(headers) is not list:
         headers = list(headers)
-    # The common case, in one loop: (name, value) tuples or lists of exact bytes; then every
-    # name checked with one translate and every value with one search.  Anything else goes
-    # through the loops below, which say what is wrong (and so do many headers: += copies).
-    names = values = b""
-    for pair in headers if len(headers) <= 32 else ((),):
-        if type(pair) is not tuple and type(pair) is not list or len(pair) != 2:
-            break
-        name, value = pair
-        if type(name) is not bytes or type(value) is not bytes or not name:
-            break
-        names += name
-        values += value
-    else:
-        if not names.translate(None, TCHARS) and not CR_LF_NUL.search(values):
+    # The common case, in one loop: (name, value) tuples or lists of exact bytes, every name
+    # one already checked, no CR/LF/NUL in a value.  Anything else goes through the loops
+    # below, which say what is wrong (and learn the names that are fine).
+    if len(headers) <= 32:
+        known, search = _TOKEN_NAMES, _search_cr_lf_nul
+        for pair in headers:
+            if type(pair) is not tuple and type(pair) is not list or len(pair) != 2:
+                break
+            name, value = pair
+            if (type(name) is not bytes or type(value) is not bytes or name not in known
+                    or search(value)):
+                break
+        else:
             return headers
     for pair in headers:
         if len(pair) != 2:
@@ -79,6 +86,8 @@ def _check_headers(headers) -> list:
             error = field_error(name, value)
             if error is not None:
                 raise ValueError(error)
+    if len(_TOKEN_NAMES) < _MAX_TOKEN_NAMES:
+        _TOKEN_NAMES.update(pair[0] for pair in headers if type(pair[0]) is bytes)
     return headers
 
 

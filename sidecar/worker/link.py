@@ -37,7 +37,7 @@ from itertools import islice
 from sidecar.events import (
     APP_DONE, DISCONNECT, HELLO, HTTP_BODY, HTTP_REQUEST, MAX_CHUNK, PING, PONG, RESPONSE_BODY,
     RESPONSE_START, SEND_CREDIT, VERSION, WS_CONNECT, WS_DISCONNECT, WS_RECEIVE, ProtocolError,
-    check, check_request, is_addr, pack,
+    check, check_request, pack,
 )
 from sidecar.frontend.ratelog import RateLimitedLog
 from sidecar.ring import Consumer, Producer, RingError
@@ -89,6 +89,7 @@ class HostLink:
         self.streams: dict[int, HttpStream] = {}
         self.max_record = producer.max_record
         self.pending: list[bytes] = []  # pushed during this loop turn, written at its end
+        self._flush_scheduled = False  # _end_of_turn is queued (call_soon) for this turn
         self.backlog: deque = deque()  # (payload, future | None) waiting for ring space
         self.flusher: asyncio.Task | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -207,20 +208,29 @@ class HostLink:
          http_version, root_path, body, more_body) = ev
         pairs = []
         if type(headers) is list:
+            append = pairs.append
             for pair in headers:
                 if type(pair) is not list or len(pair) != 2:
                     break
                 name, value = pair
                 if type(name) is not bytes or type(value) is not bytes:
                     break
-                pairs.append((name, value))
+                append((name, value))
+        # is_addr(client) and is_addr(server, port_optional=True), spelled out: two calls
+        # per request are worth saving
         if (type(headers) is not list or len(pairs) != len(headers)
                 or type(method) is not str or type(scheme) is not str or type(path) is not str
                 or type(raw_path) is not bytes or type(query_string) is not bytes
                 or type(http_version) is not str
                 or type(root_path) is not str or type(body) is not bytes
                 or type(more_body) is not bool
-                or not is_addr(client) or not is_addr(server, port_optional=True)):
+                or client is not None and (type(client) is not list or len(client) != 2
+                                           or type(client[0]) is not str
+                                           or type(client[1]) is not int)
+                or server is not None and (type(server) is not list or len(server) != 2
+                                           or type(server[0]) is not str
+                                           or type(server[1]) is not int
+                                           and server[1] is not None)):
             check_request(ev)  # raises, saying which field is wrong
             raise ProtocolError("HTTP_REQUEST: bad scope field", sid)  # (not reached)
         self._check_new_sid(sid)
@@ -304,12 +314,18 @@ class HostLink:
 
     def stream_done(self, stream: HttpStream, error: str | None) -> None:
         """The stream's task is over: forget the stream and tell the host (once)."""
-        if self.streams.get(stream.sid) is stream:
-            del self.streams[stream.sid]
+        streams = self.streams
+        sid = stream.sid
+        if streams.get(sid) is stream:
+            del streams[sid]
         if not stream.finished:
             stream.finished = True
-            self.post(pack([APP_DONE, stream.sid, error]))
-            self.publish()
+            if not self.broken:
+                if self.backlog:
+                    self._enqueue(pack([APP_DONE, sid, error]), None)
+                else:  # post() + publish()
+                    self.pending.append(pack([APP_DONE, sid, error]))
+                    self._write_pending()
         self.worker.task_done(stream.task)
 
     def fail_stream(self, stream: HttpStream, error: str) -> None:
@@ -360,16 +376,23 @@ class HostLink:
         burst while the rest run)."""
         pending = self.pending
         pending.append(payload)
-        if len(pending) == 1:
-            self.loop.call_soon(self._write_pending)
-        elif len(pending) >= EARLY_RECORDS:
+        if len(pending) >= EARLY_RECORDS:
             self._write_pending()
+        elif not self._flush_scheduled:
+            # once per turn, not once per record: publish() (a stream's end) empties pending
+            # many times a turn, and a callback that finds nothing still costs a loop slot
+            self._flush_scheduled = True
+            self.loop.call_soon(self._end_of_turn)
 
     def publish(self) -> None:
         """Write what this turn queued now rather than at its end: a stream's task is over,
         and the task that runs next may not yield for long."""
         if self.pending:
             self._write_pending()
+
+    def _end_of_turn(self) -> None:
+        self._flush_scheduled = False
+        self._write_pending()
 
     def _write_pending(self) -> None:
         """Everything pushed during one loop turn, published with one release and at most one
