@@ -159,3 +159,15 @@ int frame_split_events(const uint8_t *buf, uint32_t len, uint32_t *lens, int max
     }
     return at == len ? (int)count : -1;
 }
+
+int frame_write_events(ring_t *r, uint32_t type, const uint8_t *buf, uint32_t len,
+                       uint32_t *lens, int max, int *wake) {
+    uint32_t header;
+    *wake = 0;
+    int n = frame_split_events(buf, len, lens, max, &header);
+    if (n < 0) return FRAME_ENOTEVENTS;
+    int rc = ring_try_write_many(r, type, buf + header, lens, n);
+    if (rc == RING_AGAIN) return 0;
+    if (rc > 0) *wake = ring_producer_must_wake(r);
+    return rc;
+}

@@ -55,6 +55,16 @@ int frame_gather_events(ring_t *r, uint32_t type, uint8_t *buf, uint32_t cap, ui
 int frame_split_events(const uint8_t *buf, uint32_t len, uint32_t *lens, int max,
                        uint32_t *header);
 
+/* Returned by frame_write_events when buf is not one array of events (see above). */
+#define FRAME_ENOTEVENTS -64
+
+/* Producer, in one call: frame_split_events(buf, len, lens, max, ...), then
+ * ring_try_write_many of the elements as records of this type, then ring_producer_must_wake
+ * into *wake (0 when nothing was written).  Returns the count written (0 when the ring is
+ * full), FRAME_ENOTEVENTS, or a ring error (RING_ETOOBIG if the first element is too big). */
+int frame_write_events(ring_t *r, uint32_t type, const uint8_t *buf, uint32_t len,
+                       uint32_t *lens, int max, int *wake);
+
 /* cffi:end */
 
 #ifdef __cplusplus

@@ -298,7 +298,8 @@ class Producer(_End):
                  create: bool = False):
         super().__init__(segment, data, space, generation, create)
         self._lens = ffi.new("uint32_t[]", 256)  # try_write_events: element lengths
-        self._header = ffi.new("uint32_t *")
+        self._lens_max = 256
+        self._wake = ffi.new("int *")  # try_write_events: ring the data doorbell
         self._waiters: list[asyncio.Future] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -346,19 +347,30 @@ class Producer(_End):
     def try_write_events(self, evs: list[list]) -> int:
         """Pack ``evs`` with one msgpack call and publish as many as fit, in order, one EVENT
         record each -- the records ``try_write_many([events.pack(ev) for ev in evs])`` would
-        write, for less: the list is packed as one msgpack array and split into its elements
-        in C (``frame_split_events``).  Returns the count; repack the rest to retry.  Every
-        element must be an event (``[int kind, int sid, ...]``), or ValueError."""
+        write, for less: the list is packed as one msgpack array, split into its elements,
+        written and checked for a doorbell by one C call (``frame_write_events``).  Returns
+        the count; repack the rest to retry.  Every element must be an event
+        (``[int kind, int sid, ...]``), or ValueError; RecordTooBig if the first is too big."""
         if not evs:
             return 0
         data = events.pack(evs)
-        if len(evs) > len(self._lens):
-            self._lens = ffi.new("uint32_t[]", len(evs))
-        n = lib.frame_split_events(data, len(data), self._lens, len(evs), self._header)
-        if n < 0:
+        n = len(evs)
+        if n > self._lens_max:
+            self._lens = ffi.new("uint32_t[]", n)
+            self._lens_max = n
+        # one C call splits, writes and says whether to ring: the common case of a batch of
+        # a few small events costs little more than its msgpack call
+        rc = lib.frame_write_events(self.handle, EVENT, data, len(data), self._lens, n,
+                                    self._wake)
+        if rc > 0:
+            if self._wake[0]:
+                os.eventfd_write(self.data_bell.fd, 1)
+            return rc
+        if rc == 0:
+            return 0
+        if rc == lib.FRAME_ENOTEVENTS:
             raise ValueError("try_write_events: not a list of [int kind, int sid, ...] events")
-        return self._published(lib.ring_try_write_many(
-            self.handle, EVENT, ffi.from_buffer(data) + self._header[0], self._lens, n))
+        _raise(rc, "write")
 
     async def write(self, payload: bytes, type: int = EVENT) -> None:
         """Publish one record, waiting on the space doorbell while the ring is full."""

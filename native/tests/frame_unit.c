@@ -98,6 +98,27 @@ int main(int argc, char **argv) {
     if (frame_split_events(arr, 8, lens, 1, &header) != -1) FAIL("frame_split_events: max ignored");
     if (frame_split_events(arr, 7, lens, 4, &header) != -1) FAIL("frame_split_events: cut accepted");
 
+    /* frame_write_events: split, write, and whether to wake the consumer, in one call */
+    size_t region_size = ring_region_size(RING_MIN_CAPACITY);
+    void *region = calloc(1, region_size);
+    ring_t prod, cons;
+    uint32_t flat[3 * 4];
+    int wake = -1;
+    if (ring_init(&prod, region, region_size, RING_MIN_CAPACITY, 7) != RING_OK ||
+        ring_attach(&cons, region, region_size, 7) != RING_OK)
+        FAIL("frame_write_events: ring_init/ring_attach");
+    if (frame_write_events(&prod, 1, arr, 8, lens, 4, &wake) != 2 || wake != 0)
+        FAIL("frame_write_events: [[1, 2], [3, 4, nil]] to an awake consumer");
+    if (ring_read_flat(&cons, flat, 4) != 2 || flat[0] != 1 || flat[1] != 3 || flat[4] != 4)
+        FAIL("frame_write_events: records read back");
+    ring_release(&cons);
+    if (frame_write_events(&prod, 1, arr, 7, lens, 4, &wake) != FRAME_ENOTEVENTS || wake != 0)
+        FAIL("frame_write_events: cut accepted");
+    if (!ring_consumer_prepare_sleep(&cons)) FAIL("frame_write_events: consumer cannot sleep");
+    if (frame_write_events(&prod, 1, arr, 8, lens, 4, &wake) != 2 || wake != 1)
+        FAIL("frame_write_events: a sleeping consumer is not woken");
+    free(region);
+
     /* random and mutated bytes: never a read outside the buffer (ASan), a length within it */
     long found = 0;
     uint8_t tmp[64];

@@ -8,13 +8,14 @@ a ProtocolError even when the bytes of neighbouring records would decode togethe
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 
 import msgpack
 import pytest
 
 from sidecar import events
-from sidecar.ring import GATHER_BYTES, Consumer, Producer, SpinPolicy, ffi, lib
+from sidecar.ring import GATHER_BYTES, Consumer, Producer, RecordTooBig, SpinPolicy, ffi, lib
 
 from .test_fuzz import random_event, random_value
 
@@ -302,6 +303,22 @@ def test_try_write_events_fills_the_ring_then_returns_what_fit(make_pair):
     with pytest.raises(ValueError):
         prod.try_write_events([[1, 2], "not an event"])
     assert prod.used() == 0  # nothing of a refused list was written
+    big = body(0, prod.max_record)
+    with pytest.raises(RecordTooBig):
+        prod.try_write_events([big])
+    assert prod.try_write_events([body(1, 10), big]) == 1  # what comes before it goes
+    assert drain(cons) == ([body(1, 10)], False)
+
+
+def test_try_write_events_rings_a_sleeping_consumer(make_pair):
+    prod, cons = make_pair(capacity=4096)
+    assert prod.try_write_events([body(0, 10)]) == 1
+    with pytest.raises(BlockingIOError):
+        os.eventfd_read(cons.data_bell.fd)  # the consumer was awake: no doorbell
+    assert drain(cons) == ([body(0, 10)], False)
+    assert cons.prepare_sleep()
+    assert prod.try_write_events([body(1, 10), body(2, 10)]) == 2
+    assert os.eventfd_read(cons.data_bell.fd) == 1
 
 
 # --- the adaptive spin -----------------------------------------------------------------------
