@@ -31,6 +31,12 @@ __all__ = ["ClientDisconnected", "HttpStream", "describe_error"]
 log = logging.getLogger("sidecar.worker")
 
 _MAX_ERROR_TEXT = 1000  # APP_DONE error text: enough for a message, bounded for the ring
+# Upper bounds of msgpack's bytes around the fields (HostLink.push_event): the array header,
+# kind, sid (<= 9 bytes), status, bin headers (<= 5 bytes each), bool; per header pair: its
+# array header and two bin headers.
+_BODY_FRAMING = 32
+_START_FRAMING = 32
+_HEADER_FRAMING = 11
 
 
 class ClientDisconnected(OSError):
@@ -53,10 +59,11 @@ _search_cr_lf_nul = CR_LF_NUL.search
 
 
 def _check_headers(headers) -> list:
-    """Response headers as a list of 2-item sequences of bytes, or TypeError / ValueError
-    (a name that is not a token, CR/LF/NUL in a value).  The front-end checks again (it
-    trusts no worker); checking here too makes the app's send() raise, as in uvicorn, so
-    its traceback shows where the bad header came from."""
+    """Response headers as a new list of (name, value) tuples of bytes, or TypeError /
+    ValueError (a name that is not a token, CR/LF/NUL in a value).  The front-end checks
+    again (it trusts no worker); checking here too makes the app's send() raise, as in
+    uvicorn, so its traceback shows where the bad header came from.  A copy, because the
+    record is packed later (HostLink.push_event): the app may reuse its list meanwhile."""
     if type(headers) is not list:
         headers = list(headers)
     # The common case, in one loop: (name, value) tuples or lists of exact bytes, every name
@@ -64,6 +71,8 @@ def _check_headers(headers) -> list:
     # below, which say what is wrong (and learn the names that are fine).
     if len(headers) <= 32:
         known, search = _TOKEN_NAMES, _search_cr_lf_nul
+        checked = []
+        append = checked.append
         for pair in headers:
             if type(pair) is not tuple and type(pair) is not list or len(pair) != 2:
                 break
@@ -71,8 +80,9 @@ def _check_headers(headers) -> list:
             if (type(name) is not bytes or type(value) is not bytes or name not in known
                     or search(value)):
                 break
+            append((name, value))
         else:
-            return headers
+            return checked
     for pair in headers:
         if len(pair) != 2:
             raise TypeError(f"response header must be a [name, value] pair, not {pair!r}")
@@ -88,7 +98,7 @@ def _check_headers(headers) -> list:
                 raise ValueError(error)
     if len(_TOKEN_NAMES) < _MAX_TOKEN_NAMES:
         _TOKEN_NAMES.update(pair[0] for pair in headers if type(pair[0]) is bytes)
-    return headers
+    return [(pair[0], pair[1]) for pair in headers]
 
 
 def _as_bytes(body) -> bytes:
@@ -215,9 +225,12 @@ class HttpStream(Waiting):
                 if not n and more:
                     return
                 self.send_credit -= n
-                if not more:
-                    self._response_finished()
-                waiter = self.link.push(pack([RESPONSE_BODY, self.sid, body, more]))
+                if not more:  # _response_finished(), spelled out: once a request
+                    self.response_done = True
+                    if self.waiters is not None:
+                        self._wake()
+                waiter = self.link.push_event([RESPONSE_BODY, self.sid, body, more],
+                                              n + _BODY_FRAMING)
                 if waiter is not None:
                     await waiter
                 return
@@ -233,8 +246,12 @@ class HttpStream(Waiting):
             if not 100 <= status <= 999:
                 raise RuntimeError(f"response status {status} is not in 100..999")
             headers = _check_headers(message.get("headers", ()))
+            size = _START_FRAMING
+            for pair in headers:
+                size += len(pair[0]) + len(pair[1]) + _HEADER_FRAMING
             self.started = True
-            waiter = self.link.push(pack([RESPONSE_START, self.sid, status, headers, False]))
+            waiter = self.link.push_event([RESPONSE_START, self.sid, status, headers, False],
+                                          size)
             if waiter is not None:
                 await waiter
         else:
@@ -296,7 +313,7 @@ class HttpStream(Waiting):
         self.credit_sent = True
         self.unacked = 0
         self.recv_outstanding -= n
-        self.link.post(pack([RECV_CREDIT, self.sid, n]))
+        self.link.post_event([RECV_CREDIT, self.sid, n])
 
     def _response_finished(self) -> None:
         self.response_done = True

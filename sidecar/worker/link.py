@@ -25,6 +25,9 @@ yielding, and a second publish per request cost ~10% of req/s with two workers.)
 is full they queue in ``backlog`` and one flusher task, woken by the ring's space doorbell,
 drains it in order; meanwhile ``push`` hands senders (response start/body) a future to await --
 that is the ring-level backpressure. Credits, APP_DONE and PONG are fire-and-forget (``post``).
+HTTP streams queue their small events unpacked (``push_event``, ``post_event``): a batch of them
+is packed by one msgpack call and written by one C call (``Producer.try_write_events``), which
+is most of what a request's three records (start, body, APP_DONE) cost.
 """
 from __future__ import annotations
 
@@ -88,7 +91,12 @@ class HostLink:
         self.credit_batch = max(1, window // 4)
         self.streams: dict[int, HttpStream] = {}
         self.max_record = producer.max_record
-        self.pending: list[bytes] = []  # pushed during this loop turn, written at its end
+        # Pushed during this loop turn, written at its end: events not yet packed
+        # (push_event, post_event), or packed ones (push, post; then pending_packed is set).
+        self.pending: list = []
+        self.pending_packed = False
+        # push_event packs an event this large at once: it may be eager, or too big for a record
+        self.small_event = min(_EAGER_BYTES, self.max_record)
         self._flush_scheduled = False  # _end_of_turn is queued (call_soon) for this turn
         self.backlog: deque = deque()  # (payload, future | None) waiting for ring space
         self.flusher: asyncio.Task | None = None
@@ -115,7 +123,7 @@ class HostLink:
         """Take streams from now on, and tell the host so."""
         self.loop = loop
         self.consumer.start_reading_events(loop, self._on_records, self._on_ring_error)
-        self.post(pack([HELLO, 0, VERSION, os.getpid(), self.window]))
+        self.post_event([HELLO, 0, VERSION, os.getpid(), self.window])
 
     def stop_reading(self) -> None:
         self.consumer.stop_reading()
@@ -176,7 +184,7 @@ class HostLink:
             self.fail_stream(stream, f"protocol error: {exc}")
         elif ev is not None and ev[0] in _OPENING_KINDS:
             log.warning("protocol error opening stream %d of host %d: %s", sid, self.host, exc)
-            self.post(pack([APP_DONE, sid, f"protocol error: {exc}"]))
+            self.post_event([APP_DONE, sid, f"protocol error: {exc}"])
         else:
             log.warning("protocol error on finished stream %d of host %d (ignored): %s",
                         sid, self.host, exc)
@@ -308,7 +316,7 @@ class HostLink:
             raise ProtocolError(f"stream id {sid} is already open", sid)
 
     def _on_ping(self, ev: list) -> None:
-        self.post(pack([PONG, 0, ev[2]]))
+        self.post_event([PONG, 0, ev[2]])
 
     # --- stream ends ---------------------------------------------------------------------------
 
@@ -323,8 +331,8 @@ class HostLink:
             if not self.broken:
                 if self.backlog:
                     self._enqueue(pack([APP_DONE, sid, error]), None)
-                else:  # post() + publish()
-                    self.pending.append(pack([APP_DONE, sid, error]))
+                else:  # post_event() + publish()
+                    self.pending.append([APP_DONE, sid, error])
                     self._write_pending()
         self.worker.task_done(stream.task)
 
@@ -333,7 +341,7 @@ class HostLink:
         del self.streams[stream.sid]
         stream.finished = True
         stream.on_disconnect()
-        self.post(pack([APP_DONE, stream.sid, error]))
+        self.post_event([APP_DONE, stream.sid, error])
         if stream.task is not None:
             self.worker.cancel_task(stream.task)
 
@@ -350,6 +358,7 @@ class HostLink:
             return None  # the worker is going down; nobody reads this ring any more
         if self.backlog:
             return self._enqueue(payload, self.loop.create_future())
+        self.pending_packed = True
         if len(payload) < _EAGER_BYTES:
             self._batch(payload)
             return None
@@ -361,6 +370,22 @@ class HostLink:
             return fut
         return None
 
+    def push_event(self, ev: list, size: int) -> asyncio.Future | None:
+        """``push(pack(ev))``, for less: ``size`` is an upper bound of the packed event's
+        bytes.  A small event is queued as it is, and its batch is packed by one msgpack call
+        and written by one C call (``Producer.try_write_events``).  The caller must not
+        change ``ev`` (or what it holds) afterwards."""
+        if size >= self.small_event or self.backlog or self.broken:
+            return self.push(pack(ev))
+        pending = self.pending  # _batch(ev), spelled out: once or twice a request
+        pending.append(ev)
+        if len(pending) >= EARLY_RECORDS:
+            self._write_pending()
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._end_of_turn)
+        return None
+
     def post(self, payload: bytes) -> None:
         """Queue a record for the ring in FIFO order; nobody waits for it."""
         if self.broken:
@@ -368,7 +393,17 @@ class HostLink:
         if self.backlog:
             self._enqueue(payload, None)
             return
+        self.pending_packed = True
         self._batch(payload)
+
+    def post_event(self, ev: list) -> None:
+        """``post(pack(ev))`` for a small event (``push_event``)."""
+        if self.broken:
+            return
+        if self.backlog:
+            self._enqueue(pack(ev), None)
+            return
+        self._batch(ev)
 
     def _batch(self, payload: bytes) -> None:
         """Add a small record to this turn's batch: published at the end of the turn, or at
@@ -401,20 +436,26 @@ class HostLink:
         if not pending:
             return
         self.pending = []
+        packed, self.pending_packed = self.pending_packed, False
         if self.broken:
             return  # broken or closed since these were queued
         written = 0
         if not self.backlog:
+            producer = self.producer
             try:
-                if len(pending) == 1:
-                    written = 1 if self.producer.try_write(pending[0]) else 0
+                if not packed:  # events only (push_event, post_event): the common case
+                    written = producer.try_write_events(pending)
                 else:
-                    written = self.producer.try_write_many(pending)
+                    pending = [p if type(p) is bytes else pack(p) for p in pending]
+                    if len(pending) == 1:
+                        written = 1 if producer.try_write(pending[0]) else 0
+                    else:
+                        written = producer.try_write_many(pending)
             except RingError as exc:
                 self.fail_link(f"cannot write to host {self.host}: {exc}")
                 return
         for payload in islice(pending, written, None):
-            self._enqueue(payload, None)
+            self._enqueue(payload if type(payload) is bytes else pack(payload), None)
 
     def _enqueue(self, payload: bytes, fut: asyncio.Future | None):
         self.backlog.append((payload, fut))

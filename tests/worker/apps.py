@@ -126,6 +126,16 @@ async def injected_header(scope, receive, send):
     await send({"type": "http.response.start", "status": 200, "headers": [pair]})
 
 
+async def reuses_headers(scope, receive, send):
+    """Changes its header list (and a pair in it) once send() has taken it."""
+    pair = [b"x-a", b"1"]
+    headers = [pair]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    pair[1] = b"changed"
+    headers.append((b"x-b", b"2\r\nx-c: 3"))
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
 async def misuse(scope, receive, send):
     """Completes a response, then sends what may not be sent; reports the errors."""
     await _respond(send, b"ok")
@@ -184,7 +194,7 @@ ROUTES = {
     "/hello": hello, "/echo": echo, "/digest": digest, "/stream": stream,
     "/big_send": big_send, "/scope": scope_json, "/raise_before": raise_before,
     "/raise_after": raise_after, "/bad_status": bad_status, "/bad_headers": bad_headers,
-    "/injected_header": injected_header,
+    "/injected_header": injected_header, "/reuses_headers": reuses_headers,
     "/returns_early": returns_early, "/misuse": misuse, "/no_read": no_read,
     "/disconnect_probe": disconnect_probe, "/slow": waits_for_body,
     "/ignores_everything": ignores_everything,

@@ -193,6 +193,23 @@ def test_invalid_response_start_fails_the_app():
     run_host(scenario, "apps:router")
 
 
+def test_headers_are_checked_each_time_and_sent_as_they_were_at_send():
+    """Header names found valid once are remembered, their values are not; and what the app
+    does to its header list after send() returns does not reach the host (the record is
+    packed at the end of the loop turn)."""
+    async def scenario(host):
+        await host.hello()
+        for _ in range(2):
+            response = await host.response(host.request("GET", "/reuses_headers"))
+            assert (response.status, response.headers, response.body) == (
+                200, [[b"x-a", b"1"]], b"ok")
+            response = await host.response(host.request("GET", "/injected_header"))
+            assert response.status is None
+            assert response.error.startswith("ValueError: CR, LF or NUL in the value of")
+
+    run_host(scenario, "apps:router")
+
+
 def test_sending_after_the_response_or_an_unknown_message_raises():
     async def scenario(host):
         await host.hello()
