@@ -13,16 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int g_failed;
-#define FAIL(...) do { fprintf(stderr, "FAIL: " __VA_ARGS__); fprintf(stderr, "\n"); g_failed = 1; } while (0)
-
-static uint64_t g_rng = 0x9e3779b97f4a7c15ull;
-static uint64_t next(void) {
-    g_rng ^= g_rng << 13;
-    g_rng ^= g_rng >> 7;
-    g_rng ^= g_rng << 17;
-    return g_rng;
-}
+#include "unit.h"
 
 /* length of the value at p in a well-formed buffer, via a copy of exactly n bytes */
 static uint32_t vlen(const uint8_t *p, uint32_t n) {

@@ -15,16 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int g_failed;
-#define FAIL(...) do { fprintf(stderr, "FAIL: " __VA_ARGS__); fprintf(stderr, "\n"); g_failed = 1; } while (0)
-
-static uint64_t g_rng = 0x9e3779b97f4a7c15ull;
-static uint64_t next(void) {
-    g_rng ^= g_rng << 13;
-    g_rng ^= g_rng >> 7;
-    g_rng ^= g_rng << 17;
-    return g_rng;
-}
+#include "unit.h"
 
 static const h1_limits_t DEFAULT_LIMITS = {8192, 65536, 100, -1};
 

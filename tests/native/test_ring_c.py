@@ -120,7 +120,7 @@ def build(cc: str, prog: str, flavour: str, extra: list[str] | None = None) -> P
     h = hashlib.sha256()
     h.update(_compiler_id(cc).encode())
     h.update("\0".join(flags).encode())
-    for f in sources + [NATIVE / "ring.h", NATIVE / "frame.h", NATIVE / "h1.h"]:
+    for f in sources + [NATIVE / "ring.h", NATIVE / "frame.h", NATIVE / "h1.h", CSRC / "unit.h"]:
         h.update(f.read_bytes())
     stem = f"{prog}-{flavour}"
     out = BUILD / f"{stem}-{h.hexdigest()[:16]}"
