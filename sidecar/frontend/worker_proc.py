@@ -72,7 +72,14 @@ class WorkerProcess:
         self.control.setblocking(False)
         self.pid = self.proc.pid
         self.started_at = time.monotonic()
-        self.pidfd = os.pidfd_open(self.pid)
+        try:
+            self.pidfd = os.pidfd_open(self.pid)
+        except BaseException:   # (ENOSYS: a kernel before 5.3, or valgrind) no orphan
+            self.proc.kill()
+            self.proc.wait()
+            os.close(self._report_r)
+            self.control.close()
+            raise
 
     @property
     def index(self) -> int:
