@@ -1,0 +1,202 @@
+"""The front-end's own CPU cost per request, without sockets or wrk.
+
+    python -m benchmarks.frontend                       # bare hello, wrk's one-field head
+    python -m benchmarks.frontend --browser-headers     # the 13 fields a browser adds
+    python -m benchmarks.frontend --app benchmarks.apps:starlette_app --path /json
+
+One front-end process: the real ``FrontEnd``, ``WorkerPool`` and ``WorkerLink`` with one real
+worker process serving the app over the rings, and ``--concurrency`` keep-alive connections
+whose transports are in-process fakes: a request head goes straight into
+``HTTPConnection.data_received``, and when the response has been written the connection's
+next request comes on a later loop turn, as it would from wrk.  So the figure is the
+front-end's Python path -- parse, stream, dispatch, events, msgpack, ring, response head,
+write batching -- with no send/recv syscalls and no client sharing the CPU.  CPU time of this
+process only (``time.process_time``; the worker is another process) per request of each run,
+with the minimum and the median: compare two versions of the code by alternating them.
+``python -m benchmarks.cpu`` measures whole servers (syscalls included) under wrk, and
+``python -m benchmarks.worker`` the worker's side of the same path.
+
+``--in-process`` runs the worker's real ``HostLink`` and the app in this process and loop
+instead (the figure is then front-end + worker), so that the whole path can be counted under
+``valgrind --tool=callgrind``, whose instruction counts, unlike CPU time on a shared machine,
+repeat: the difference between two ``--requests`` counts, divided, is instructions per request.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import statistics
+import time
+
+import uvloop
+
+from benchmarks.cpu import BROWSER_HEADERS
+from benchmarks.worker import _Worker
+from sidecar.config import Config
+from sidecar.frontend.http_conn import HTTPConnection
+from sidecar.frontend.link import WorkerLink
+from sidecar.frontend.server import FrontEnd
+from sidecar.ring import Consumer, Producer
+from sidecar.worker.link import HostLink
+
+
+class _Transport(asyncio.Transport):
+    """Just enough of a uvloop TCP transport for HTTPConnection, counting whole responses."""
+
+    def __init__(self, conn: HTTPConnection, on_response, port: int):
+        super().__init__()
+        self.conn = conn
+        self.on_response = on_response
+        self.port = port
+        self.closing = False
+        self.bytes = 0
+
+    def get_extra_info(self, name, default=None):
+        return {"peername": ("127.0.0.1", self.port),
+                "sockname": ("127.0.0.1", 8000)}.get(name, default)
+
+    def write(self, data) -> None:
+        self.bytes += len(data)
+        n = bytes(data).count(b"HTTP/1.1 ")
+        if n:
+            self.on_response(self, n)
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    abort = close
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.closing = True
+
+
+async def run_once(fe: FrontEnd, head: bytes, requests: int, concurrency: int) -> float:
+    """CPU µs per request of one run of ``requests`` over ``concurrency`` connections."""
+    loop = asyncio.get_running_loop()
+    finished = loop.create_future()
+    sent = done = 0
+
+    def on_response(transport: _Transport, n: int) -> None:
+        nonlocal sent, done
+        done += n
+        if transport.closing:
+            if not finished.done():
+                finished.set_exception(RuntimeError("the front-end closed a connection"))
+            return
+        if sent < requests:
+            sent += 1
+            loop.call_soon(transport.conn.data_received, head)
+        elif done >= requests and not finished.done():
+            finished.set_result(None)
+
+    conns = []
+    for i in range(concurrency):
+        conn = HTTPConnection(fe)
+        conn.connection_made(_Transport(conn, on_response, 40000 + i))
+        conns.append(conn)
+    start = time.process_time()
+    for conn in conns[:requests]:
+        sent += 1
+        conn.data_received(head)
+    await finished
+    elapsed = time.process_time() - start
+    for conn in conns:
+        conn.connection_lost(None)
+    return elapsed / requests * 1e6
+
+
+async def in_process_worker(fe: FrontEnd, app_spec: str):
+    """A WorkerLink of the pool whose worker is a HostLink serving the app in this loop (the
+    pool spawns no process).  Returns a function that closes both."""
+    loop = asyncio.get_running_loop()
+    module, _, name = app_spec.partition(":")
+    app = getattr(importlib.import_module(module), name)
+    link = WorkerLink(0, fe.config.ring_capacity, lambda link, why: print(why), fe.batcher,
+                      fe.pool.costs)
+    host = HostLink(_Worker(app), 0, Consumer.attach(link.to_worker.spec().dup()),
+                    Producer.attach(link.to_host.spec().dup()), fe.config.window)
+    hello = loop.create_future()
+    link.start(loop, lambda link: hello.done() or hello.set_result(None))
+    host.start(loop)
+    await asyncio.wait_for(hello, 10)
+    fe.pool.links.append(link)
+
+    def close() -> None:
+        fe.pool.links.remove(link)
+        host.close()
+        link.close()
+    return close
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.frontend",
+                                 description=__doc__.split("\n")[0])
+    ap.add_argument("--app", default="benchmarks.apps:hello")
+    ap.add_argument("--path", default="/")
+    ap.add_argument("--requests", type=int, default=30000, help="per run")
+    ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--concurrency", type=int, default=64, help="keep-alive connections")
+    ap.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
+                    help="a field added to every request (repeatable)")
+    ap.add_argument("--browser-headers", action="store_true",
+                    help=f"add the {len(BROWSER_HEADERS)} fields a browser sends")
+    ap.add_argument("--in-process", action="store_true",
+                    help="run the worker's HostLink and the app in this process (see above)")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    if args.requests < 1 or args.runs < 1 or args.concurrency < 1:
+        ap.error("--requests, --runs and --concurrency must be at least 1")
+    fields = (BROWSER_HEADERS if args.browser_headers else ()) + tuple(args.header)
+    head = "".join([f"GET {args.path} HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n"]
+                   + [f"{f}\r\n" for f in fields] + ["\r\n"]).encode("latin-1")
+
+    async def runs() -> list[float]:
+        config = Config(app=args.app, workers=1, access_log=False, control="off",
+                        log_level="warning")
+        fe = FrontEnd(config, [], owned_paths=[])
+        if args.in_process:
+            close = await in_process_worker(fe, args.app)
+        else:
+            fe.pool.start()
+            await asyncio.wait_for(fe.pool.wait_ready(), 60)
+        try:
+            await run_once(fe, head, args.requests // 4 or 1, args.concurrency)  # warm-up
+            return [await run_once(fe, head, args.requests, args.concurrency)
+                    for _ in range(args.runs)]
+        finally:
+            if args.in_process:
+                close()
+            else:
+                await fe.pool.stop(5.0)
+
+    result = uvloop.run(runs())
+    if args.json:
+        print(json.dumps({"app": args.app, "path": args.path, "head_bytes": len(head),
+                          "concurrency": args.concurrency, "requests": args.requests,
+                          "us_per_request": result, "min": min(result),
+                          "median": statistics.median(result)}))
+        return 0
+    what = "front-end + worker (in process)" if args.in_process else "front-end"
+    print(f"== {what} CPU µs per request, {args.app} {args.path}, {len(head)}-byte head, "
+          f"{args.concurrency} connections, {args.runs} runs of {args.requests}")
+    print(f"min {min(result):.2f}  median {statistics.median(result):.2f}  "
+          f"runs {[round(r, 2) for r in result]}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
