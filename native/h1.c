@@ -1,8 +1,9 @@
 /*
- * sidecar HTTP/1.1 request heads, fast path (h1.h).  One pass over the head: request line,
- * then field lines, then the framing decisions sidecar/http/h1.py makes in _on_head.  The
- * rule throughout: when in doubt, H1_DECLINE.  A decline costs one Python parse; a wrong
- * accept would be a request the Python path refuses, or one it reads differently.
+ * sidecar HTTP/1.1 request heads, fast path (h1.h); response heads at the end of the file.
+ * One pass over the head: request line, then field lines, then the framing decisions
+ * sidecar/http/h1.py makes in _on_head.  The rule throughout: when in doubt, H1_DECLINE.
+ * A decline costs one Python parse; a wrong accept would be a request the Python path
+ * refuses, or one it reads differently.
  *
  * The Python parser's rules these mirror are in the docstring of sidecar/http/h1.py; the
  * differential test (tests/http/test_h1_speedups.py) checks that every head accepted here
@@ -259,4 +260,151 @@ int64_t h1_parse_head(const char *cbuf, size_t start, size_t len, const h1_limit
     }
     facts[H1_HOSTS] = hosts;
     return (int64_t)(p - head);
+}
+
+/* --- response heads (h1.h: h1_response_head) ------------------------------------------- */
+
+/* s[0:n] holds "close" in any case (the Python twin: b"close" in value.lower()). */
+static int has_close(const uint8_t *s, size_t n) {
+    for (size_t i = 0; i + 5 <= n; i++)
+        if (lower(s[i]) == 'c' && eq_lower(s + i, 5, "close")) return 1;
+    return 0;
+}
+
+/* No CR, LF or NUL in s[0:n]: what a field value we write may not hold. */
+static int value_ok(const uint8_t *s, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (s[i] == '\r' || s[i] == '\n' || s[i] == 0) return 0;
+    return 1;
+}
+
+/* Append s[0:n] at *o if it fits before end; 0 when it does not. */
+static int put(char **o, const char *end, const void *s, size_t n) {
+    if ((size_t)(end - *o) < n) return 0;
+    memcpy(*o, s, n);
+    *o += n;
+    return 1;
+}
+
+#define PUT(s, n) do { if (!put(&o, end, (s), (n))) return H1_DECLINE; } while (0)
+#define PUTS(lit) PUT(lit, sizeof(lit) - 1)
+
+int64_t h1_response_head(int status, const char *status_line, size_t status_line_len,
+                         const char *fields, size_t fields_len, size_t nfields,
+                         unsigned flags, const char *date, size_t date_len,
+                         const char *server, size_t server_len,
+                         char *out, size_t out_cap, int64_t *resp) {
+    const uint8_t *p = (const uint8_t *)fields, *fend = p + fields_len;
+    char *o = out;
+    const char *end = out + out_cap;
+    int switching = status == 101;
+    int keep = (flags & H1_RESP_KEEP_ALIVE) != 0;
+    int has_date = date == NULL, has_server = server == NULL;
+    int64_t content_length = -1;
+
+    if (status < 100 || status > 599) return H1_DECLINE;
+    if ((date && !value_ok((const uint8_t *)date, date_len)) ||
+        (server && !value_ok((const uint8_t *)server, server_len)))
+        return H1_DECLINE;
+    PUT(status_line, status_line_len);
+    for (size_t k = 0; k < nfields; k++) {
+        /* a field line: name NUL value, then LF unless it is the last */
+        const uint8_t *name = p, *value, *vend;
+        while (p < fend && *p && *p != '\n') p++;
+        if (p == fend || *p != 0) return H1_DECLINE;   /* no NUL in this pair */
+        size_t nlen = (size_t)(p - name);
+        value = ++p;
+        while (p < fend && *p && *p != '\n') p++;
+        vend = p;
+        if (k + 1 < nfields) {
+            if (p == fend || *p != '\n') return H1_DECLINE;   /* fewer pairs, or 2 NULs */
+            p++;
+        } else if (p != fend) {
+            return H1_DECLINE;                  /* more pairs than nfields, or a NUL */
+        }
+        size_t vlen = (size_t)(vend - value);
+        if (nlen == 0) return H1_DECLINE;
+        for (size_t i = 0; i < nlen; i++)
+            if (!(CLASS[name[i]] & TCHAR)) return H1_DECLINE;
+        if (!value_ok(value, vlen)) return H1_DECLINE;   /* CR (NUL, LF: split above) */
+        int special = 0;   /* 1: the server writes this field itself */
+        switch (nlen) {
+        case 4:
+            if (eq_lower(name, 4, "date")) has_date = 1;
+            break;
+        case 6:
+            if (eq_lower(name, 6, "server")) has_server = 1;
+            break;
+        case 10:
+            if (!switching && eq_lower(name, 10, "connection")) {
+                special = 1;
+                if (has_close(value, vlen)) keep = 0;
+            }
+            break;
+        case 14:
+            if (eq_lower(name, 14, "content-length")) {
+                const uint8_t *v = value, *ve = vend;
+                while (v < ve && ows(*v)) v++;
+                while (ve > v && ows(ve[-1])) ve--;
+                size_t n = (size_t)(ve - v);
+                if (n < 1 || n > 18) return H1_DECLINE;
+                int64_t cl = 0;
+                for (size_t i = 0; i < n; i++) {
+                    if (v[i] < '0' || v[i] > '9') return H1_DECLINE;
+                    cl = cl * 10 + (v[i] - '0');
+                }
+                if (content_length >= 0 && cl != content_length) return H1_DECLINE;
+                content_length = cl;
+            }
+            break;
+        case 17:
+            if (!switching && eq_lower(name, 17, "transfer-encoding")) special = 1;
+            break;
+        default:
+            break;
+        }
+        if (special) continue;
+        PUT(name, nlen);
+        PUTS(": ");
+        PUT(value, vlen);
+        PUTS("\r\n");
+    }
+    if (p != fend) return H1_DECLINE;   /* nfields == 0 with fields given */
+
+    /* framing (the twin: response_framing) */
+    int chunked = 0;
+    int64_t length;
+    if ((flags & H1_RESP_HEAD_REQUEST) || status < 200 || status == 204 || status == 304) {
+        length = 0;
+    } else if (content_length >= 0) {
+        length = content_length;
+    } else {
+        chunked = !(flags & H1_RESP_HTTP10);
+        length = -1;
+        if (!chunked) keep = 0;   /* HTTP/1.0 without a length: the close ends the body */
+    }
+
+    if (!has_server) {
+        PUTS("server: ");
+        PUT(server, server_len);
+        PUTS("\r\n");
+    }
+    if (!has_date) {
+        PUTS("date: ");
+        PUT(date, date_len);
+        PUTS("\r\n");
+    }
+    if (!switching) {
+        if (!keep)
+            PUTS("connection: close\r\n");
+        else if (flags & H1_RESP_HTTP10)
+            PUTS("connection: keep-alive\r\n");
+        if (chunked && !(flags & H1_RESP_HEAD_REQUEST))
+            PUTS("transfer-encoding: chunked\r\n");
+    }
+    PUTS("\r\n");
+    resp[H1_RESP_CHUNKED] = chunked;
+    resp[H1_RESP_LENGTH] = length;
+    resp[H1_RESP_KEEP] = keep;
+    return (int64_t)(o - out);
 }

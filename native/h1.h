@@ -13,6 +13,9 @@
  * Content-Length, at most one Upgrade.  No allocation, no recursion, no Python API; reads
  * only buf[start:len].
  *
+ * The same file writes response heads (h1_response_head, below): the C speedup of
+ * sidecar/http/h1.py's response_head, under the same rule.
+ *
  * Everything between the cffi markers is parsed by build.py as part of the cffi cdef.
  */
 #ifndef SIDECAR_H1_H
@@ -77,6 +80,35 @@ typedef struct {
  * outputs hold nothing meaningful. */
 int64_t h1_parse_head(const char *buf, size_t start, size_t len, const h1_limits_t *limits,
                       h1_head_t *head);
+
+/* --- response heads ---------------------------------------------------------------------
+ * h1_response_head: the C speedup of sidecar/http/h1.py's response_head (framing and head
+ * in one pass).  Same rule as above: anything the Python twin would refuse (a bad name or
+ * value, a bad or conflicting Content-Length), anything unusual (a field count that does not
+ * match, a head over out_cap) is H1_DECLINE and the Python path decides.
+ *
+ * Inputs: the status and its status line ("HTTP/1.1 200 OK\r\n", from the Python table);
+ * the app's fields, each as its name, a NUL byte and its value, joined by LF bytes (nfields
+ * pairs; a name or value holding a NUL or LF, or a pair of other than two items, shows up as a
+ * line or a NUL too many or too few, and is declined); H1_RESP_* flags; Date and Server values to
+ * add unless the app set its own (NULL: not sent).
+ * Outputs: the head in out[0:result]; resp[H1_RESP_CHUNKED], resp[H1_RESP_LENGTH] (-1: none,
+ * the body ends when the connection closes), resp[H1_RESP_KEEP] (cleared by a
+ * close-delimited body and by an app's "close" in Connection). */
+#define H1_RESP_HEAD_REQUEST 1  /* flag: the request was HEAD */
+#define H1_RESP_HTTP10 2        /* flag: the request was HTTP/1.0 */
+#define H1_RESP_KEEP_ALIVE 4    /* flag: the connection may stay open after this response */
+
+#define H1_RESP_CHUNKED 0
+#define H1_RESP_LENGTH 1
+#define H1_RESP_KEEP 2
+#define H1_RESP_NFACTS 3
+
+int64_t h1_response_head(int status, const char *status_line, size_t status_line_len,
+                         const char *fields, size_t fields_len, size_t nfields,
+                         unsigned flags, const char *date, size_t date_len,
+                         const char *server, size_t server_len,
+                         char *out, size_t out_cap, int64_t *resp);
 
 /* cffi:end */
 

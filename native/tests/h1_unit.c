@@ -304,16 +304,112 @@ static void fuzz(long iterations, long *accepted) {
     }
 }
 
+/* h1_response_head: a few exact heads, then random inputs in buffers of their exact size (so
+ * the sanitizers see any read or write past them), each either declined or a well-formed
+ * head: the status line, "name: value" lines with no CR or LF inside, CRLF CRLF at the end. */
+static int64_t response(const char *fields, size_t n, size_t nfields, unsigned flags,
+                        const char *date, const char *server, char *out, size_t cap,
+                        int64_t *resp) {
+    static const char line[] = "HTTP/1.1 200 OK\r\n";
+    return h1_response_head(200, line, sizeof line - 1, fields, n, nfields, flags, date,
+                            date ? strlen(date) : 0, server, server ? strlen(server) : 0, out,
+                            cap, resp);
+}
+
+static void response_table(void) {
+    char out[512];
+    int64_t resp[H1_RESP_NFACTS];
+    static const char f1[] = "content-type\0text/plain\ncontent-length\0 2 ";
+    int64_t r = response(f1, sizeof f1 - 1, 2, H1_RESP_KEEP_ALIVE, "D", "sidecar", out,
+                         sizeof out, resp);
+    static const char want1[] = "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n"
+                                "content-length:  2 \r\nserver: sidecar\r\ndate: D\r\n\r\n";
+    if (r != (int64_t)sizeof want1 - 1 || memcmp(out, want1, sizeof want1 - 1))
+        FAIL("response: content-length head (%" PRId64 ")", r);
+    if (resp[H1_RESP_CHUNKED] != 0 || resp[H1_RESP_LENGTH] != 2 || resp[H1_RESP_KEEP] != 1)
+        FAIL("response: content-length facts");
+    static const char f2[] = "Connection\0x, Close\ntransfer-encoding\0gzip";
+    r = response(f2, sizeof f2 - 1, 2, H1_RESP_KEEP_ALIVE, NULL, NULL, out, sizeof out, resp);
+    static const char want2[] = "HTTP/1.1 200 OK\r\nconnection: close\r\n"
+                                "transfer-encoding: chunked\r\n\r\n";
+    if (r != (int64_t)sizeof want2 - 1 || memcmp(out, want2, sizeof want2 - 1))
+        FAIL("response: app close, chunked (%" PRId64 ")", r);
+    if (resp[H1_RESP_CHUNKED] != 1 || resp[H1_RESP_LENGTH] != -1 || resp[H1_RESP_KEEP] != 0)
+        FAIL("response: app close facts");
+    r = response("", 0, 0, H1_RESP_KEEP_ALIVE | H1_RESP_HTTP10, NULL, NULL, out, sizeof out,
+                 resp);
+    if (r <= 0 || resp[H1_RESP_KEEP] != 0 || !strstr(out, "connection: close"))
+        FAIL("response: HTTP/1.0 close-delimited");
+    static const struct { const char *s; size_t n; } bad[] = {
+        {"x y\0v", 5}, {"x\0a\rb", 5}, {"\0v", 2}, {"x\0v\0w", 5}, {"x", 1}, {"x\0v\ny", 5},
+        {"content-length\0-1", 17}, {"x\0v\n", 4}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        if (response(bad[i].s, bad[i].n, 1, 0, NULL, NULL, out, sizeof out, resp) != H1_DECLINE)
+            FAIL("response: bad row %zu accepted", i);
+    if (response(f1, sizeof f1 - 1, 2, 0, NULL, NULL, out, 20, resp) != H1_DECLINE)
+        FAIL("response: head over out_cap accepted");
+}
+
+static const char RALPHABET[] = "\n\r\0 \t:aZ-0C";
+
+static void response_fuzz(long iterations, long *accepted) {
+    static const char *names[] = {"content-length", "Content-Length", "connection", "date",
+                                  "server", "transfer-encoding", "x", "set-cookie"};
+    static const char *values[] = {"1", " 12 ", "close", "keep-alive", "", "text/plain", "x y"};
+    int64_t resp[H1_RESP_NFACTS];
+    for (long it = 0; it < iterations; it++) {
+        char tmp[256];   /* name NUL value, LF between pairs; at most 4 x 40 bytes */
+        size_t n = 0, nfields = next() % 5;
+        for (size_t k = 0; k < nfields; k++) {
+            const char *a = names[next() % 8], *b = values[next() % 7];
+            if (k) tmp[n++] = '\n';
+            memcpy(tmp + n, a, strlen(a)); n += strlen(a);
+            tmp[n++] = 0;
+            memcpy(tmp + n, b, strlen(b)); n += strlen(b);
+        }
+        for (int m = (int)(next() % 3); m > 0 && n; m--)
+            tmp[next() % n] = RALPHABET[next() % (sizeof RALPHABET - 1)];
+        if (next() % 8 == 0) nfields = next() % 6;
+        if (next() % 8 == 0) n = next() % (n + 1);
+        char *fields = malloc(n ? n : 1);
+        memcpy(fields, tmp, n);
+        size_t cap = next() % 2 ? 512 : next() % 160;
+        char *out = malloc(cap ? cap : 1);
+        unsigned flags = (unsigned)(next() % 8);
+        int64_t r = response(fields, n, nfields, flags, next() % 2 ? "D" : NULL,
+                             next() % 2 ? "sidecar" : NULL, out, cap, resp);
+        if (r > 0) {
+            ++*accepted;
+            if ((size_t)r > cap || r < 19 || memcmp(out, "HTTP/1.1 200 OK\r\n", 17) ||
+                memcmp(out + r - 4, "\r\n\r\n", 4))
+                FAIL("response fuzz: malformed head");
+            for (int64_t i = 17; i < r - 2; i++)
+                if ((out[i] == '\r' && out[i + 1] != '\n') ||
+                    (out[i] == '\n' && out[i - 1] != '\r') || out[i] == 0)
+                    FAIL("response fuzz: bare CR, LF or NUL at %" PRId64, i);
+            if (resp[H1_RESP_CHUNKED] && resp[H1_RESP_LENGTH] != -1)
+                FAIL("response fuzz: chunked with a length");
+        } else if (r != H1_DECLINE) {
+            FAIL("response fuzz: result %" PRId64, r);
+        }
+        free(fields);
+        free(out);
+        if (g_failed) return;
+    }
+}
+
 int main(int argc, char **argv) {
     long iterations = 100000;
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--iterations") && i + 1 < argc) iterations = atol(argv[++i]);
     table();
     limits();
-    long accepted = 0;
+    response_table();
+    long accepted = 0, responses = 0;
     if (!g_failed) fuzz(iterations, &accepted);
+    if (!g_failed) response_fuzz(iterations, &responses);
     if (g_failed) return 1;
-    printf("h1_unit OK cases=%zu iterations=%ld accepted=%ld\n",
-           sizeof CASES / sizeof CASES[0], iterations, accepted);
+    printf("h1_unit OK cases=%zu iterations=%ld accepted=%ld responses=%ld\n",
+           sizeof CASES / sizeof CASES[0], iterations, accepted, responses);
     return 0;
 }

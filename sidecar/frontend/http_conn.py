@@ -167,17 +167,16 @@ class HTTPStream:
             return self._fail("second http.response.start")
         conn = self.conn
         req = self.req
+        keep_alive = self.keep_alive and not conn.draining
+        if not self.body_done and req.expect_continue and not self.credit_seen:
+            keep_alive = False  # the client never sent the body it announced
         try:
-            chunked, length = h1.response_framing(status, headers, method=req.method,
-                                                  http_version=req.http_version)
-            if not chunked and length is None:
-                self.keep_alive = False  # close-delimited body (HTTP/1.0 without a length)
-            if not self.body_done and req.expect_continue and not self.credit_seen:
-                self.keep_alive = False  # the client never sent the body it announced
-            head = h1.serialize_response_head(
-                status, headers, http_version=req.http_version, keep_alive=self.keep_alive
-                and not conn.draining, chunked=chunked, date=conn.server.date(),
-                server=conn.server.server_header, head_request=self.head_only)
+            # keep_alive comes back cleared for a close-delimited body (HTTP/1.0 without a
+            # length) and for an app's Connection: close
+            head, chunked, _length, keep_alive = h1.response_head(
+                status, headers, method=req.method, http_version=req.http_version,
+                keep_alive=keep_alive, date=conn.server.date(),
+                server=conn.server.server_header)
         except (ValueError, TypeError) as exc:
             log.error("invalid response from the app for %s %s: %s", req.method.decode(),
                       req.target.decode("latin-1"), exc)
@@ -186,8 +185,7 @@ class HTTPStream:
         self.started = True
         self.status = status
         self.chunked = chunked and not self.head_only
-        if conn.draining:
-            self.keep_alive = False
+        self.keep_alive = keep_alive
         conn.write_for(self, head)
 
     def _on_body(self, data: bytes, more: bool) -> None:

@@ -103,13 +103,16 @@ Connection
 Writing responses
 =================
 ``response_framing`` decides the body framing, ``serialize_response_head`` writes the head
-(always ``HTTP/1.1``, as RFC 9110 section 2.5 says a server does), ``encode_chunk`` and
-``LAST_CHUNK`` frame chunked bodies, ``simple_response`` writes the server's own small
+(always ``HTTP/1.1``, as RFC 9110 section 2.5 says a server does), ``response_head`` does both
+and says whether the connection stays open (what the front-end calls for every response; its
+C speedup, ``h1_response_head``, takes ordinary heads and declines the rest), ``encode_chunk``
+and ``LAST_CHUNK`` frame chunked bodies, ``simple_response`` writes the server's own small
 answers. The server owns the framing: an app's Transfer-Encoding header is dropped and its
 Connection header replaced (except on 101, where both are the app's). An app's
-``Connection: close`` is honoured in the head written; the caller then sees the client close.
-A response to HTTP/1.0 without Content-Length is delimited by closing the connection:
-``response_framing`` returns ``(False, None)`` and the caller must close after the body.
+``Connection: close`` is honoured in the head written, and ``response_head`` returns
+keep_alive False: the caller closes after the body. A response to HTTP/1.0 without
+Content-Length is delimited by closing the connection: ``response_framing`` returns
+``(False, None)`` and the caller must close after the body.
 """
 from __future__ import annotations
 
@@ -133,7 +136,7 @@ from .limits import MAX_CHUNK_LINE, Limits
 
 __all__ = [
     "Request", "Body", "EndOfMessage", "ProtocolError", "RequestParser", "Limits",
-    "HeaderError", "serialize_response_head", "response_framing", "encode_chunk",
+    "HeaderError", "serialize_response_head", "response_framing", "response_head", "encode_chunk",
     "LAST_CHUNK", "simple_response", "DateCache",
 ]
 
@@ -1010,6 +1013,76 @@ def serialize_response_head(status: int, headers, *, http_version: str, keep_ali
             out.append(b"transfer-encoding: chunked\r\n")
     out.append(b"\r\n")
     return b"".join(out)
+
+
+def response_head(status: int, headers, *, method: bytes, http_version: str,
+                  keep_alive: bool, date: bytes | None,
+                  server: bytes | None) -> tuple[bytes, bool, int | None, bool]:
+    """``response_framing`` and ``serialize_response_head`` in one call, as the front-end
+    needs them for each response: ``(head, chunked, content_length, keep_alive)``.
+
+    ``keep_alive`` comes back cleared when the body is delimited by closing (HTTP/1.0 with no
+    Content-Length) or the app's Connection field says close: the caller closes after the
+    body.  ``chunked`` is the body's framing (never on a HEAD response).  HeaderError as the
+    two functions.  The C speedup (h1_response_head) does it in one pass; anything it does
+    not accept, every error included, takes the Python path below.
+    """
+    if speedups and type(status) is int:
+        line = _STATUS_LINES.get(status)
+        if line is not None:
+            try:   # name NUL value, LF between pairs (h1.h)
+                fields = b"\n".join(map(_join_pair, headers))
+            except TypeError:
+                fields = None
+            if fields is not None:
+                s = _resp_scratch
+                flags = ((_RESP_HEAD if method == b"HEAD" else 0)
+                         | (_RESP_HTTP10 if http_version == "1.0" else 0)
+                         | (_RESP_KEEP_ALIVE if keep_alive else 0))
+                n = _h1_response_head(
+                    status, line, len(line), fields, len(fields), len(headers), flags,
+                    _NULL if date is None else date, 0 if date is None else len(date),
+                    _NULL if server is None else server, 0 if server is None else len(server),
+                    s.out, _RESP_CAP, s.resp)
+                if n > 0:
+                    chunked, length, keep = _unpack_resp(s.resp_buf)
+                    return s.out_buf[:n], chunked == 1, None if length < 0 else length, \
+                        keep == 1
+    chunked, length = response_framing(status, headers, method=method,
+                                       http_version=http_version)
+    if not chunked and length is None:
+        keep_alive = False   # close-delimited body
+    head = serialize_response_head(status, headers, http_version=http_version,
+                                   keep_alive=keep_alive, chunked=chunked, date=date,
+                                   server=server, head_request=method == b"HEAD")
+    if keep_alive and status != 101:
+        for name, value in headers:
+            if name.lower() == b"connection" and b"close" in value.lower():
+                keep_alive = False   # the head says close: so does the connection
+    return head, chunked, length, keep_alive
+
+
+if HAVE_SPEEDUPS:
+    _join_pair = b"\0".join
+    _h1_response_head = _lib.h1_response_head
+    _NULL = _ffi.NULL
+    _RESP_HEAD, _RESP_HTTP10, _RESP_KEEP_ALIVE = (
+        _lib.H1_RESP_HEAD_REQUEST, _lib.H1_RESP_HTTP10, _lib.H1_RESP_KEEP_ALIVE)
+    _RESP_CAP = 1 << 16   # a bigger head takes the Python path
+    _unpack_resp = struct.Struct(f"{_lib.H1_RESP_NFACTS}q").unpack_from
+
+    class _RespScratch:
+        __slots__ = ("out", "out_buf", "resp", "resp_buf")
+
+        def __init__(self):
+            self.out = _ffi.new("char[]", _RESP_CAP)
+            self.out_buf = _ffi.buffer(self.out)   # slicing it copies out bytes
+            self.resp = _ffi.new("int64_t[]", _lib.H1_RESP_NFACTS)
+            self.resp_buf = _ffi.buffer(self.resp)
+
+    # The front-end calls this from its event loop's thread only (the request parser's
+    # scratch is per thread because tests parse from several).
+    _resp_scratch = _RespScratch()
 
 
 def _bad_header(names: list, values: list) -> HeaderError:

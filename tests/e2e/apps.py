@@ -101,6 +101,11 @@ async def app(scope, receive, send):
                     "headers": [(b"x-evil", b"a\r\nInjected: yes")]})
         await send({"type": "http.response.body", "body": b"never"})
         return
+    if path == "/close":  # the app asks for the connection to be closed after this response
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", b"3"), (b"Connection", b"close")]})
+        await send({"type": "http.response.body", "body": b"bye"})
+        return
     if path == "/sleep":
         await asyncio.sleep(float(scope["query_string"].decode().partition("=")[2] or 0.1))
         return await _send_json(send, {"slept": True, "pid": os.getpid()})

@@ -267,6 +267,18 @@ def test_http10_close_delimited(sc):
     assert len(body) == 1000
 
 
+@pytest.mark.parametrize("uds", [False, True])
+def test_app_connection_close_closes_after_the_response(sc, uds):
+    """An app's ``Connection: close`` is what the head says and what the server does: the
+    requests pipelined after it are never answered (RFC 9112 section 9.6)."""
+    out = raw(sc, b"GET /close HTTP/1.1\r\nHost: x\r\n\r\n"
+                  b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n", uds=uds)
+    head, _, body = out.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert head.lower().count(b"connection: close") == 1
+    assert body == b"bye"   # and then EOF: raw() returned because the server closed
+
+
 def test_idle_keepalive_connection_is_closed():
     with Sidecar("tests.e2e.apps:app", "--timeout-keep-alive", "1", ready_path="/pid",
                  workers=1) as sc:
