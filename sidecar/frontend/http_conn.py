@@ -175,7 +175,7 @@ class HTTPStream:
             # length) and for an app's Connection: close
             head, chunked, _length, keep_alive = h1.response_head(
                 status, headers, method=req.method, http_version=req.http_version,
-                keep_alive=keep_alive, date=conn.server.date(),
+                keep_alive=keep_alive, date=conn.server.date_value,
                 server=conn.server.server_header)
         except (ValueError, TypeError) as exc:
             log.error("invalid response from the app for %s %s: %s", req.method.decode(),

@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import time
+from email.utils import formatdate
 
 from sidecar.config import EXIT_OK, Config
 from sidecar.frontend.batch import Batcher
@@ -62,7 +63,12 @@ class FrontEnd:
         # one line a second at most, however many connections are refused
         self.log_over_concurrency = RateLimitedLog(logging.getLogger("sidecar.frontend"))
         self.next_sid = itertools.count(1).__next__
-        self._dates = h1.DateCache()
+        # The Date field value, formatted once a second by a timer at each wall-clock second
+        # (as nginx and uvicorn cache theirs), not looked up per response; None: not sent.
+        self.date_value: bytes | None = None
+        self._date_timer: asyncio.TimerHandle | None = None
+        if config.date_header:
+            self._tick_date()
         self.server_header = b"sidecar" if config.server_header else None
         self.access_log = config.access_log
         self.websocket_handler = websocket_handler  # Upgrade: websocket -> ws_conn.py
@@ -83,8 +89,14 @@ class FrontEnd:
         self._sweeper: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()  # signal work running on the loop
 
-    def date(self) -> bytes:
-        return self._dates.get() if self.config.date_header else None
+    def date(self) -> bytes | None:
+        return self.date_value
+
+    def _tick_date(self) -> None:
+        now = time.time()
+        self.date_value = formatdate(int(now), usegmt=True).encode("ascii")
+        # just after the next second begins (the loop's timers are good to about 1 ms)
+        self._date_timer = self.loop.call_later(1.0005 - now % 1.0, self._tick_date)
 
     # --- proxy headers -------------------------------------------------------------------
 
@@ -245,6 +257,8 @@ class FrontEnd:
     async def shutdown(self) -> None:
         self.state = "stopping"
         self.notify.stopping()
+        if self._date_timer is not None:
+            self._date_timer.cancel()
         if self._sweeper is not None:
             self._sweeper.cancel()
         for server in self.servers:

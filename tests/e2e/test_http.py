@@ -253,6 +253,18 @@ def test_proxy_headers_trusted_from_loopback(sc):
     assert s["scheme"] == "https"
 
 
+def test_date_header_is_now_and_moves_on(client):
+    """Date is formatted once a second by a timer at each wall-clock second: an IMF-fixdate
+    of the current second (give or take one), and a later second a second later."""
+    from email.utils import parsedate_to_datetime
+    first = client.get("/pid").headers["date"]
+    assert first.endswith(" GMT") and len(first) == 29
+    assert abs(parsedate_to_datetime(first).timestamp() - time.time()) <= 2
+    time.sleep(1.2)
+    second = client.get("/pid").headers["date"]
+    assert parsedate_to_datetime(second) > parsedate_to_datetime(first)
+
+
 def test_bad_request_gets_400_and_server_survives(sc):
     out = raw(sc, b"GET / HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 400")
