@@ -26,8 +26,8 @@ from sidecar.events import (
     WS_DISCONNECT, WS_RECEIVE, WS_SEND, ProtocolError, pack,
 )
 
-from .http_stream import (ClientDisconnected, Waiting, _as_bytes, _check_headers,
-                          describe_error)
+from .http_stream import (_BODY_FRAMING, ClientDisconnected, Waiting, _as_bytes,
+                          _check_headers, describe_error)
 
 __all__ = ["WsStream"]
 
@@ -178,7 +178,9 @@ class WsStream(Waiting):
         (``last_more`` is the app's more_body), in chunks that wait for credit."""
         link = self.link
         size = link.chunk
-        if type(data) is str and not data.isascii():
+        # UTF-8 bytes per character, at most: for the chunk size and push_event's bound
+        wide = 4 if type(data) is str and not data.isascii() else 1
+        if wide > 1:
             size = max(1, size // 4)  # a chunk must fit a record once UTF-8 encoded
         total = len(data)
         ws = kind == WS_SEND
@@ -193,11 +195,13 @@ class WsStream(Waiting):
             self.send_credit -= n
             start += size
             more = start < total
+            # queued unpacked: the turn's events are packed by one msgpack call
             if ws:
-                payload = pack([WS_SEND, self.sid, piece, more])
+                waiter = link.push_event([WS_SEND, self.sid, piece, more],
+                                         wide * n + _BODY_FRAMING)
             else:
-                payload = pack([RESPONSE_BODY, self.sid, piece, more or last_more])
-            waiter = link.push(payload)
+                waiter = link.push_event([RESPONSE_BODY, self.sid, piece, more or last_more],
+                                         n + _BODY_FRAMING)
             if waiter is not None:
                 await waiter
             if not more:
@@ -264,5 +268,5 @@ class WsStream(Waiting):
     def _grant(self, n: int) -> None:
         self.unacked = 0
         self.recv_outstanding -= n
-        self.link.post(pack([RECV_CREDIT, self.sid, n]))
+        self.link.post_event([RECV_CREDIT, self.sid, n])
 
