@@ -119,26 +119,30 @@ async def run_once(fe: FrontEnd, head: bytes, requests: int, concurrency: int) -
     return elapsed / requests * 1e6
 
 
-async def in_process_worker(fe: FrontEnd, app_spec: str):
-    """A WorkerLink of the pool whose worker is a HostLink serving the app in this loop (the
-    pool spawns no process).  Returns a function that closes both."""
+async def in_process_workers(fe: FrontEnd, app_spec: str, n: int):
+    """``n`` WorkerLinks of the pool whose workers are HostLinks serving the app in this loop
+    (the pool spawns no process).  Returns a function that closes them."""
     loop = asyncio.get_running_loop()
     module, _, name = app_spec.partition(":")
     app = getattr(importlib.import_module(module), name)
-    link = WorkerLink(0, fe.config.ring_capacity, lambda link, why: print(why), fe.batcher,
-                      fe.pool.costs)
-    host = HostLink(_Worker(app), 0, Consumer.attach(link.to_worker.spec().dup()),
-                    Producer.attach(link.to_host.spec().dup()), fe.config.window)
-    hello = loop.create_future()
-    link.start(loop, lambda link: hello.done() or hello.set_result(None))
-    host.start(loop)
-    await asyncio.wait_for(hello, 10)
-    fe.pool.links.append(link)
+    pairs = []
+    for index in range(n):
+        link = WorkerLink(index, fe.config.ring_capacity, lambda link, why: print(why),
+                          fe.batcher, fe.pool.costs)
+        host = HostLink(_Worker(app), 0, Consumer.attach(link.to_worker.spec().dup()),
+                        Producer.attach(link.to_host.spec().dup()), fe.config.window)
+        hello = loop.create_future()
+        link.start(loop, lambda link, hello=hello: hello.done() or hello.set_result(None))
+        host.start(loop)
+        await asyncio.wait_for(hello, 10)
+        fe.pool.links.append(link)
+        pairs.append((link, host))
 
     def close() -> None:
-        fe.pool.links.remove(link)
-        host.close()
-        link.close()
+        for link, host in pairs:
+            fe.pool.links.remove(link)
+            host.close()
+            link.close()
     return close
 
 
@@ -150,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--requests", type=int, default=30000, help="per run")
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--concurrency", type=int, default=64, help="keep-alive connections")
+    ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
                     help="a field added to every request (repeatable)")
     ap.add_argument("--browser-headers", action="store_true",
@@ -158,18 +163,18 @@ def main(argv: list[str] | None = None) -> int:
                     help="run the worker's HostLink and the app in this process (see above)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    if args.requests < 1 or args.runs < 1 or args.concurrency < 1:
-        ap.error("--requests, --runs and --concurrency must be at least 1")
+    if min(args.requests, args.runs, args.concurrency, args.workers) < 1:
+        ap.error("--requests, --runs, --concurrency and --workers must be at least 1")
     fields = (BROWSER_HEADERS if args.browser_headers else ()) + tuple(args.header)
     head = "".join([f"GET {args.path} HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n"]
                    + [f"{f}\r\n" for f in fields] + ["\r\n"]).encode("latin-1")
 
     async def runs() -> list[float]:
-        config = Config(app=args.app, workers=1, access_log=False, control="off",
+        config = Config(app=args.app, workers=args.workers, access_log=False, control="off",
                         log_level="warning")
         fe = FrontEnd(config, [], owned_paths=[])
         if args.in_process:
-            close = await in_process_worker(fe, args.app)
+            close = await in_process_workers(fe, args.app, args.workers)
         else:
             fe.pool.start()
             await asyncio.wait_for(fe.pool.wait_ready(), 60)
@@ -186,13 +191,15 @@ def main(argv: list[str] | None = None) -> int:
     result = uvloop.run(runs())
     if args.json:
         print(json.dumps({"app": args.app, "path": args.path, "head_bytes": len(head),
+                          "workers": args.workers,
                           "concurrency": args.concurrency, "requests": args.requests,
                           "us_per_request": result, "min": min(result),
                           "median": statistics.median(result)}))
         return 0
     what = "front-end + worker (in process)" if args.in_process else "front-end"
     print(f"== {what} CPU µs per request, {args.app} {args.path}, {len(head)}-byte head, "
-          f"{args.concurrency} connections, {args.runs} runs of {args.requests}")
+          f"{args.concurrency} connections, {args.workers} worker(s), "
+          f"{args.runs} runs of {args.requests}")
     print(f"min {min(result):.2f}  median {statistics.median(result):.2f}  "
           f"runs {[round(r, 2) for r in result]}")
     return 0
