@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--factory", action="store_true", default=None,
                    help="APP is a callable returning the app")
     p.add_argument("--app-dir", metavar="DIR", help="put DIR on sys.path (.)")
+    p.add_argument("--reload", action="store_true", default=None,
+                   help="development: reload the workers when a .py file changes")
+    p.add_argument("--reload-dir", dest="reload_dirs", action="append", metavar="DIR",
+                   help="watch DIR for --reload (repeatable; default: --app-dir)")
     p.add_argument("--root-path", metavar="PATH", help="ASGI root_path (mounted under a prefix)")
     p.add_argument("--env-file", metavar="FILE", help="KEY=VALUE lines added to the environment")
     p.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
@@ -234,6 +238,11 @@ def load_config(argv: list[str] | None = None, environ=os.environ) -> Config:
             or config.max_worker_memory < 0:
         raise UsageError("--max-requests, --max-requests-jitter and --max-worker-memory "
                          "must be 0 or more")
+    if config.reload_dirs and not config.reload:
+        raise UsageError("--reload-dir needs --reload")
+    for d in config.reload_dirs:
+        if not os.path.isdir(d):
+            raise UsageError(f"--reload-dir {d}: not a directory")
     cap = config.ring_capacity
     if cap < 65536 or cap & (cap - 1) or cap > 1 << 30:
         raise UsageError("--ring-capacity must be a power of two from 64k to 1g")

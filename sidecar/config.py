@@ -34,6 +34,10 @@ class Config:
     attach_socket: str | None = None  # other hosts attach to the workers here (uds_mode)
 
     workers: int = 0               # 0 = one per core
+    # development: reload the workers when a *.py file under reload_dirs (default: app_dir)
+    # changes (sidecar/frontend/reloader.py)
+    reload: bool = False
+    reload_dirs: list[str] = field(default_factory=list)
     root_path: str = ""
     env_file: str | None = None
     log_level: str = "info"

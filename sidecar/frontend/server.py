@@ -86,6 +86,7 @@ class FrontEnd:
             self.attach = AttachServer(self.pool, config, self.loop)
             self.attach.listen(attach_sock, config.attach_socket)
         self.servers: list[asyncio.AbstractServer] = []
+        self.reloader = None   # --reload (frontend/reloader.py), started once serving
         self._sweeper: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()  # signal work running on the loop
 
@@ -189,6 +190,10 @@ class FrontEnd:
         reload runs after it.  systemd sees RELOADING=1, then READY=1 (docs/deployment.md)."""
         return await self.notify.around_reload(self.pool.reload())
 
+    def request_reload(self) -> None:
+        """A reload in the background (--reload's file watcher), queued like SIGHUP's."""
+        self._background(self.reload())
+
     def handle_sigttin(self) -> None:
         self._background(self.pool.add_worker())
 
@@ -233,6 +238,10 @@ class FrontEnd:
                      len(self.pool.slots), self.config.app)
             self.state = "ready"
             self.notify.ready(metrics.status_line(metrics.snapshot(self)))
+            if self.config.reload:
+                from sidecar.frontend.reloader import Reloader
+                self.reloader = Reloader(self, self.config.reload_dirs or [self.config.app_dir])
+                self.reloader.start()
             await self._stop.wait()
         await self.shutdown()
         return self.exit_code
@@ -259,6 +268,8 @@ class FrontEnd:
         self.notify.stopping()
         if self._date_timer is not None:
             self._date_timer.cancel()
+        if self.reloader is not None:
+            self.reloader.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
         for server in self.servers:

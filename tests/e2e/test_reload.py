@@ -297,3 +297,56 @@ def test_sigterm_during_a_reload_stops_old_and_new_workers(tmp_path):
                  what="every worker to exit")
         log = sc.log()
         assert "reload failed" not in log and "Traceback" not in log, log
+
+
+# --- --reload: development mode -----------------------------------------------------------
+
+_RELOAD_APP = '''import os
+VERSION = {version!r}
+
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    body = ("%s %d" % (VERSION, os.getpid())).encode()
+    await send({{"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", str(len(body)).encode())]}})
+    await send({{"type": "http.response.body", "body": body}})
+'''
+
+
+def test_reload_flag_replaces_the_workers_when_the_app_changes(tmp_path):
+    """--reload: saving the app's file brings new workers with the new code; a save that
+    breaks the import keeps the old workers serving (and says so); fixing it reloads."""
+    module = tmp_path / "devapp.py"
+    module.write_text(_RELOAD_APP.format(version="v1"))
+    with Sidecar("devapp:app", "--app-dir", str(tmp_path), "--reload", workers=1) as sc:
+        with sc.client(timeout=10) as c:
+            version, pid = c.get("/").text.split()
+            assert version == "v1"
+            module.write_text(_RELOAD_APP.format(version="v2-longer"))  # another size: no
+            wait_for(lambda: c.get("/").text.startswith("v2-longer "), 30,   # stale .pyc
+                     interval=0.1, what="the new code")
+            assert c.get("/").text.split()[1] != pid
+            assert "devapp.py changed; reloading the workers" in sc.log()
+
+            module.write_text("this is not python\n")
+            wait_for(lambda: "reload failed" in sc.log(), 30, interval=0.1,
+                     what="the failed reload")
+            assert c.get("/").text.startswith("v2-longer ")   # the old workers serve on
+
+            module.write_text(_RELOAD_APP.format(version="v3-fixed-again"))
+            wait_for(lambda: c.get("/").text.startswith("v3-fixed-again "), 30, interval=0.1,
+                     what="the fixed code")
+        assert sc.stop() == 0
+
+
+def test_reload_dir_needs_reload_and_a_directory(tmp_path):
+    for args, message in ((["--reload-dir", str(tmp_path)], "--reload-dir needs --reload"),
+                          (["--reload", "--reload-dir", str(tmp_path / "nope")],
+                           "not a directory")):
+        proc = subprocess.run([sys.executable, "-m", "sidecar", "examples.demo:app", *args],
+                              capture_output=True, text=True, timeout=30)
+        assert proc.returncode == 2
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], proc.stderr
