@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root-path", metavar="PATH", help="ASGI root_path (mounted under a prefix)")
     p.add_argument("--env-file", metavar="FILE", help="KEY=VALUE lines added to the environment")
     p.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--log-config", metavar="FILE",
+                   help="logging setup applied over the defaults in every process: a "
+                        "dictConfig in .json/.toml, or a fileConfig .ini")
     p.add_argument("--access-log", dest="access_log", action="store_true", default=None)
     p.add_argument("--no-access-log", dest="access_log", action="store_false")
     p.add_argument("--lifespan", choices=["auto", "on", "off"])
@@ -342,6 +345,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sidecar: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     setup_logging(config.log_level, config.access_log)
+    if config.log_config:
+        from sidecar import logconfig
+        try:
+            logconfig.apply(logconfig.load(config.log_config))
+        except logconfig.LogConfigError as exc:
+            print(f"sidecar: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     raise_fd_limit()
     # systemd's variables are read (and removed, so workers do not inherit them) before anything
     notifier = Notifier()

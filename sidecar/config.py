@@ -41,6 +41,7 @@ class Config:
     root_path: str = ""
     env_file: str | None = None
     log_level: str = "info"
+    log_config: str | None = None  # dictConfig (.json/.toml) or fileConfig (.ini): logconfig.py
     access_log: bool = True
     server_header: bool = True
     date_header: bool = True

@@ -117,6 +117,7 @@ class WorkerPool:
         c = self.config
         return {"app": c.app, "factory": c.factory, "app_dir": os.path.abspath(c.app_dir),
                 "index": slot.index, "window": c.window, "log_level": c.log_level,
+                "log_config": c.log_config and os.path.abspath(c.log_config),
                 "shutdown_timeout": c.shutdown_timeout, "lifespan": c.lifespan,
                 "root_path": c.root_path, "limit_streams": c.limit_worker_streams,
                 "links": [link.worker_config()]}

@@ -72,6 +72,7 @@ class WorkerConfig:
     index: int = 0
     window: int = DEFAULT_WINDOW
     log_level: str = "info"
+    log_config: str | None = None   # --log-config's file (sidecar/logconfig.py), or None
     shutdown_timeout: float = 30.0
     lifespan: str = "auto"
     root_path: str = ""
@@ -132,6 +133,8 @@ class WorkerConfig:
         if self.control_fd is not None and (type(self.control_fd) is not int
                                             or self.control_fd < 0):
             raise ConfigError(f"control_fd must be a descriptor, not {self.control_fd!r}")
+        if self.log_config is not None and not isinstance(self.log_config, str):
+            raise ConfigError(f"log_config must be a path, not {self.log_config!r}")
         if not self.links:
             raise ConfigError("no links: a worker needs at least one host ring pair")
 

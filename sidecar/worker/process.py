@@ -314,6 +314,13 @@ def main() -> int:
         print(f"sidecar worker: {exc}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
     log = setup_logging(config)
+    if config.log_config:
+        from sidecar import logconfig
+        try:
+            logconfig.apply(logconfig.load(config.log_config))
+        except logconfig.LogConfigError as exc:
+            report_failure(config, log, str(exc))
+            return EXIT_CONFIG_ERROR
     try:
         app = load_app(config.app, config.factory, config.app_dir)
     except ImportFailed as exc:
