@@ -100,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated peers trusted for X-Forwarded-*/Forwarded ('*', 'unix')")
     p.add_argument("--no-proxy-headers", dest="proxy_headers", action="store_false", default=None)
     p.add_argument("--no-server-header", dest="server_header", action="store_false", default=None)
+    p.add_argument("--header", dest="headers", action="append", metavar="'NAME: VALUE'",
+                   help="add this field to every response from the app (repeatable)")
     p.add_argument("--no-date-header", dest="date_header", action="store_false", default=None)
     p.add_argument("--backlog", type=int, metavar="N")
     p.add_argument("--ring-capacity", type=_size, metavar="BYTES", help="per ring (4m)")
@@ -241,6 +243,7 @@ def load_config(argv: list[str] | None = None, environ=os.environ) -> Config:
             or config.max_worker_memory < 0:
         raise UsageError("--max-requests, --max-requests-jitter and --max-worker-memory "
                          "must be 0 or more")
+    config.headers = [check_header_flag(h) for h in config.headers]
     if config.reload_dirs and not config.reload:
         raise UsageError("--reload-dir needs --reload")
     for d in config.reload_dirs:
@@ -250,6 +253,27 @@ def load_config(argv: list[str] | None = None, environ=os.environ) -> Config:
     if cap < 65536 or cap & (cap - 1) or cap > 1 << 30:
         raise UsageError("--ring-capacity must be a power of two from 64k to 1g")
     return config
+
+
+#: fields a --header may not set: the server writes them from the response itself
+FRAMING_FIELDS = ("content-length", "transfer-encoding", "connection", "date")
+
+
+def check_header_flag(text: str) -> str:
+    """A --header value, ``NAME: VALUE`` (or ``NAME:VALUE``), normalized to ``NAME: VALUE``;
+    UsageError for a bad name or value, or a field the server owns."""
+    from sidecar.http.fields import field_error
+
+    name, sep, value = text.partition(":")
+    name, value = name.strip(), value.strip()
+    if not sep or not name:
+        raise UsageError(f"--header {text!r}: expected 'NAME: VALUE'")
+    error = field_error(name.encode("latin-1", "replace"), value.encode("latin-1", "replace"))
+    if error is not None or not value.isprintable() or not value.isascii():
+        raise UsageError(f"--header {text!r}: {error or 'the value must be printable ASCII'}")
+    if name.lower() in FRAMING_FIELDS:
+        raise UsageError(f"--header {text!r}: {name} is the server's to write")
+    return f"{name}: {value}"
 
 
 def load_env_file(path: str) -> None:

@@ -44,6 +44,9 @@ class Config:
     log_config: str | None = None  # dictConfig (.json/.toml) or fileConfig (.ini): logconfig.py
     access_log: bool = True
     server_header: bool = True
+    # "Name: Value" fields added to every response from the app (uvicorn's --header);
+    # "Server: x" replaces sidecar's own Server value
+    headers: list[str] = field(default_factory=list)
     date_header: bool = True
     forwarded_allow_ips: list[str] = field(default_factory=lambda: ["127.0.0.1", "::1", "unix"])
     proxy_headers: bool = True

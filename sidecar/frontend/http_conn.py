@@ -173,10 +173,11 @@ class HTTPStream:
         try:
             # keep_alive comes back cleared for a close-delimited body (HTTP/1.0 without a
             # length) and for an app's Connection: close
+            server = conn.server
             head, chunked, _length, keep_alive = h1.response_head(
                 status, headers, method=req.method, http_version=req.http_version,
-                keep_alive=keep_alive, date=conn.server.date_value,
-                server=conn.server.server_header)
+                keep_alive=keep_alive, date=server.date_value, server=server.server_header,
+                extra=server.extra_fields)
         except (ValueError, TypeError) as exc:
             log.error("invalid response from the app for %s %s: %s", req.method.decode(),
                       req.target.decode("latin-1"), exc)

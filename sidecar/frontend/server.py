@@ -70,6 +70,15 @@ class FrontEnd:
         if config.date_header:
             self._tick_date()
         self.server_header = b"sidecar" if config.server_header else None
+        # --header fields, added to every response from the app; a Server one replaces ours
+        fields = []
+        for text in config.headers:
+            name, _, value = text.partition(": ")
+            if name.lower() == "server":
+                self.server_header = value.encode("latin-1")
+            else:
+                fields.append((name.lower().encode("latin-1"), value.encode("latin-1")))
+        self.extra_fields = tuple(fields)
         self.access_log = config.access_log
         self.websocket_handler = websocket_handler  # Upgrade: websocket -> ws_conn.py
         self._trusted_nets, self._trust_all = self._parse_trusted(config.forwarded_allow_ips)

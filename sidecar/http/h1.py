@@ -1016,10 +1016,11 @@ def serialize_response_head(status: int, headers, *, http_version: str, keep_ali
 
 
 def response_head(status: int, headers, *, method: bytes, http_version: str,
-                  keep_alive: bool, date: bytes | None,
-                  server: bytes | None) -> tuple[bytes, bool, int | None, bool]:
+                  keep_alive: bool, date: bytes | None, server: bytes | None,
+                  extra: tuple = ()) -> tuple[bytes, bool, int | None, bool]:
     """``response_framing`` and ``serialize_response_head`` in one call, as the front-end
     needs them for each response: ``(head, chunked, content_length, keep_alive)``.
+    ``extra``: (name, value) fields written before the app's (the server's --header ones).
 
     ``keep_alive`` comes back cleared when the body is delimited by closing (HTTP/1.0 with no
     Content-Length) or the app's Connection field says close: the caller closes after the
@@ -1032,6 +1033,9 @@ def response_head(status: int, headers, *, method: bytes, http_version: str,
         if line is not None:
             try:   # name NUL value, LF between pairs (h1.h)
                 fields = b"\n".join(map(_join_pair, headers))
+                if extra:
+                    fields = b"\n".join([*map(_join_pair, extra), fields] if headers
+                                        else map(_join_pair, extra))
             except TypeError:
                 fields = None
             if fields is not None:
@@ -1040,7 +1044,8 @@ def response_head(status: int, headers, *, method: bytes, http_version: str,
                          | (_RESP_HTTP10 if http_version == "1.0" else 0)
                          | (_RESP_KEEP_ALIVE if keep_alive else 0))
                 n = _h1_response_head(
-                    status, line, len(line), fields, len(fields), len(headers), flags,
+                    status, line, len(line), fields, len(fields), len(headers) + len(extra),
+                    flags,
                     _NULL if date is None else date, 0 if date is None else len(date),
                     _NULL if server is None else server, 0 if server is None else len(server),
                     s.out, _RESP_CAP, s.resp)
@@ -1048,6 +1053,11 @@ def response_head(status: int, headers, *, method: bytes, http_version: str,
                     chunked, length, keep = _unpack_resp(s.resp_buf)
                     return s.out_buf[:n], chunked == 1, None if length < 0 else length, \
                         keep == 1
+    if extra:
+        try:
+            headers = [*extra, *headers]
+        except TypeError as exc:
+            raise HeaderError(f"headers must be (bytes, bytes) pairs: {exc}") from None
     chunked, length = response_framing(status, headers, method=method,
                                        http_version=http_version)
     if not chunked and length is None:

@@ -56,8 +56,13 @@ def assert_one_clear_line(out: subprocess.CompletedProcess, code: int, *words: s
     (["tests.e2e.apps:app", "--timeout-worker-hang", "0.2"], ["--timeout-worker-hang"]),
     (["tests.e2e.apps:app", "--max-requests", "-1"], ["--max-requests"]),
     (["tests.e2e.apps:app", "--max-worker-memory", "lots"], ["--max-worker-memory", "lots"]),
+    (["tests.e2e.apps:app", "--header", "no colon"], ["--header", "NAME: VALUE"]),
+    (["tests.e2e.apps:app", "--header", "bad name: x"], ["--header", "invalid header name"]),
+    (["tests.e2e.apps:app", "--header", "X-A: caf\u00e9"], ["--header", "printable ASCII"]),
+    (["tests.e2e.apps:app", "--header", "Content-Length: 5"], ["--header", "server's"]),
 ], ids=["flag", "int", "bind", "port-range", "bind-unix", "app-spec", "config-file", "env-file",
-        "hang-timeout", "max-requests", "max-memory"])
+        "hang-timeout", "max-requests", "max-memory", "header-colon", "header-name",
+        "header-value", "header-framing"])
 def test_usage_errors(tmp_path, args, words):
     out = run(tmp_path, *args, "--uds", str(tmp_path / "s.sock"))
     line = assert_one_clear_line(out, EXIT_USAGE, *words)
@@ -225,6 +230,23 @@ def test_toml_config_file(tmp_path):
         with sc.client(timeout=10) as c:
             who = c.get("/whoami").json()
         assert who["root_path"] == "/from-toml"
+
+
+def test_header_flag_adds_fields_to_app_responses():
+    """--header (uvicorn's): every response from the app carries the fields, before the
+    app's own; "Server:" replaces sidecar's; SIDECAR_HEADERS (comma-separated) too."""
+    with Sidecar("tests.e2e.apps:app", "--header", "X-Frame-Options: DENY",
+                 "--header", "Server:edge/1", ready_path="/pid", workers=1,
+                 env={"SIDECAR_HEADERS": "X-From-Env: yes"}) as sc:
+        for uds in (False, True):
+            with sc.client(uds=uds, timeout=10) as c:
+                r = c.get("/pid")
+                assert r.status_code == 200
+                assert r.headers["x-frame-options"] == "DENY"
+                assert r.headers.get_list("server") == ["edge/1"]
+                assert "x-from-env" not in r.headers   # the flag beats the environment
+                names = [k.lower() for k, _ in r.headers.raw]
+                assert names.index(b"x-frame-options") < names.index(b"content-type")
 
 
 def test_env_file_reaches_the_app(tmp_path):

@@ -84,6 +84,20 @@ def test_refused(status, headers, kw):
         rh(status, headers, **kw)
 
 
+def test_extra_fields_come_first_on_both_paths():
+    extra = ((b"x-frame-options", b"DENY"), (b"strict-transport-security", b"max-age=60"))
+    head, chunked, length, keep = response_head(
+        200, [[b"content-length", b"0"]], method=b"GET", http_version="1.1", keep_alive=True,
+        date=None, server=b"edge", extra=extra)
+    assert head == (b"HTTP/1.1 200 OK\r\nx-frame-options: DENY\r\n"
+                    b"strict-transport-security: max-age=60\r\ncontent-length: 0\r\n"
+                    b"server: edge\r\n\r\n")
+    assert (chunked, length, keep) == (False, 0, True)
+    assert response_head(204, [], method=b"GET", http_version="1.1", keep_alive=True,
+                         date=None, server=None, extra=extra[:1])[0] == (
+        b"HTTP/1.1 204 No Content\r\nx-frame-options: DENY\r\n\r\n")
+
+
 def test_a_head_over_the_c_buffer_takes_the_python_path():
     big = [(b"x-%d" % i, b"v" * 1000) for i in range(80)]
     head, chunked, length, keep = rh(200, big)
@@ -136,7 +150,9 @@ def test_c_and_python_agree_on_random_heads(monkeypatch):
     for _ in range(20000):
         status = rng.choice([200, 200, 201, 204, 304, 101, 103, 299, 404, 500, 599, 99, 600])
         args = (status, _random_headers(rng))
-        kw = dict(method=rng.choice([b"GET", b"HEAD", b"POST"]),
+        kw = dict(extra=rng.choice([(), (), ((b"x-extra", b"1"),),
+                                    ((b"a", b"b"), (b"Content-Length", b"7"))]),
+                  method=rng.choice([b"GET", b"HEAD", b"POST"]),
                   http_version=rng.choice(["1.1", "1.1", "1.0"]),
                   keep_alive=rng.random() < 0.8,
                   date=rng.choice([DATE, None, b"bad\r\n"]) if rng.random() < 0.1 else DATE,
@@ -150,14 +166,15 @@ def test_c_and_python_agree_on_random_heads(monkeypatch):
     assert taken > 5000   # the C path really ran, not only the fallback
 
 
-def _c_takes(status, headers, *, method, http_version, keep_alive, date, server) -> bool:
+def _c_takes(status, headers, *, method, http_version, keep_alive, date, server,
+             extra=()) -> bool:
     """Whether h1_response_head itself accepts this (no Python fallback)."""
     ffi, lib = h1._ffi, h1._lib
     line = h1._STATUS_LINES.get(status)
     if line is None or type(status) is not int:
         return False
     try:
-        fields = b"\n".join(b"\0".join(pair) for pair in headers)
+        fields = b"\n".join(b"\0".join(pair) for pair in [*extra, *headers])
     except TypeError:
         return False
     out = ffi.new("char[]", 1 << 16)
@@ -165,7 +182,8 @@ def _c_takes(status, headers, *, method, http_version, keep_alive, date, server)
     flags = ((lib.H1_RESP_HEAD_REQUEST if method == b"HEAD" else 0)
              | (lib.H1_RESP_HTTP10 if http_version == "1.0" else 0)
              | (lib.H1_RESP_KEEP_ALIVE if keep_alive else 0))
-    n = lib.h1_response_head(status, line, len(line), fields, len(fields), len(headers), flags,
+    n = lib.h1_response_head(status, line, len(line), fields, len(fields),
+                             len(headers) + len(extra), flags,
                              ffi.NULL if date is None else date, len(date or b""),
                              ffi.NULL if server is None else server, len(server or b""),
                              out, 1 << 16, resp)
