@@ -275,8 +275,6 @@ class FrontEnd:
     async def shutdown(self) -> None:
         self.state = "stopping"
         self.notify.stopping()
-        if self._date_timer is not None:
-            self._date_timer.cancel()
         if self.reloader is not None:
             self.reloader.close()
         if self._sweeper is not None:
@@ -308,3 +306,5 @@ class FrontEnd:
                     pass
         for sig in HANDLED_SIGNALS:
             self.loop.remove_signal_handler(sig)
+        if self._date_timer is not None:   # last: responses still draining need a Date
+            self._date_timer.cancel()
