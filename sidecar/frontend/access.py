@@ -1,4 +1,5 @@
-"""Access log lines: nginx's "combined" format plus the duration, one line per response.
+"""Access log lines: nginx's "combined" format plus the duration, one line per response (for
+a WebSocket, one when its connection ends: frontend/ws_conn.py).
 
     127.0.0.1:53422 - - [02/Dec/2026:05:55:33 +0000] "GET /a?b=1 HTTP/1.1" 200 27 "-" "curl/7.88.1" 0.6ms
 

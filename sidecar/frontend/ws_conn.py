@@ -26,6 +26,7 @@ import asyncio
 import codecs
 import logging
 import os
+import time
 from collections import deque
 from http import HTTPStatus
 
@@ -39,9 +40,11 @@ from websockets.server import ServerProtocol
 from sidecar.events import (APP_DONE, DISCONNECT, MAX_CHUNK, RECV_CREDIT, RESPONSE_BODY,
                             RESPONSE_START, SEND_CREDIT, WS_ACCEPT, WS_CLOSE, WS_CONNECT,
                             WS_DISCONNECT, WS_RECEIVE, WS_SEND)
+from sidecar.frontend import access
 from sidecar.http import h1
 
 log = logging.getLogger("sidecar.websocket")
+access_log = logging.getLogger("sidecar.access")
 # websockets logs "connection open/closed" at INFO for every connection: keep that quiet.
 _proto_log = logging.getLogger("sidecar.websocket.protocol")
 _proto_log.setLevel(logging.WARNING)
@@ -109,6 +112,12 @@ class WebSocket(asyncio.Protocol):
         self.sid = server.next_sid()
         self.link = None
         self.phase = CONNECTING
+        # the access line, written when the socket closes (as nginx logs a WebSocket): the
+        # status answered (101, or the refusal's), every byte sent, the whole duration
+        self.client = conn.client
+        self.status = 0
+        self.sent = 0
+        self.t0 = time.monotonic()
         self.closed = False
         self.app_done = False
         self.disconnect_sent = False
@@ -240,6 +249,7 @@ class WebSocket(asyncio.Protocol):
         if self.server.server_header and "Server" not in response.headers:
             response.headers["Server"] = "sidecar"
         proto.send_response(response)
+        self.status = 101
         self.phase = OPEN
         self._pump()
         if self.pre_accept:
@@ -329,6 +339,7 @@ class WebSocket(asyncio.Protocol):
             self._reject(h1.simple_response(500, "Internal Server Error", keep_alive=False))
             return
         self.phase = DENIAL
+        self.status = status
         self.denial_chunked = chunked
         self._write(head)
 
@@ -473,6 +484,10 @@ class WebSocket(asyncio.Protocol):
     def connection_lost(self, exc) -> None:
         self.closed = True
         self.server.connections.discard(self)
+        if self.server.access_log:
+            # 499 (nginx's "client closed request"): gone before anything was answered
+            access_log.info(access.line(self.client, self.req, self.status or 499, self.sent,
+                                        time.monotonic() - self.t0))
         proto = self.proto
         if proto.close_rcvd is not None:
             code, reason = proto.close_rcvd.code, proto.close_rcvd.reason
@@ -526,6 +541,7 @@ class WebSocket(asyncio.Protocol):
             out.clear()
             if not self.transport.is_closing():
                 self.transport.write(data)
+                self.sent += len(data)
         transport = self.transport
         if self._close_after and not transport.is_closing():
             transport.close()
@@ -545,6 +561,7 @@ class WebSocket(asyncio.Protocol):
     def _reject(self, response: bytes) -> None:
         """An HTTP answer instead of the upgrade, then close."""
         self.phase = DONE
+        self.status = int(response[9:12])   # b"HTTP/1.1 403 ..."
         self._write(response)
         self._close_after_write()
 

@@ -194,6 +194,33 @@ def test_access_log_line_is_combined_with_duration():
     assert re.match(pattern, line), line
 
 
+def test_websockets_get_an_access_line_when_they_close():
+    """As nginx logs a WebSocket: one line when the connection ends, with the status answered
+    (101, or the refusal's), the bytes sent (handshake included) and the whole duration."""
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    with Sidecar("tests.e2e.ws_apps:app", workers=1, ready_path="/", capture_stdout=True) as s:
+        url = f"ws://127.0.0.1:{s.port}"
+        with connect(url + "/echo?tag=log", additional_headers={"User-Agent": "wstest"}) as ws:
+            ws.send("hello")
+            assert ws.recv() == "hello"
+        for path, status in (("/reject", 403), ("/deny", 418)):
+            with pytest.raises(InvalidStatus) as info:
+                connect(url + path)
+            assert info.value.response.status_code == status
+
+        def lines():
+            out = Path(s.stdout_path).read_text().splitlines()
+            return [x for x in out if '"GET /' in x] if len(out) >= 3 else None
+        found = wait_for(lines, 10, what="three access lines")
+    by_path = {line.split('"GET ')[1].split()[0]: line for line in found}
+    echo = by_path["/echo?tag=log"]
+    assert re.search(r'HTTP/1\.1" 101 (\d+) "-" "wstest" \d+\.\dms$', echo), echo
+    assert int(re.search(r'" 101 (\d+) ', echo).group(1)) > 100   # the 101 and the echo
+    assert '" 403 ' in by_path["/reject"] and '" 418 ' in by_path["/deny"]
+
+
 def test_counters_never_go_down_across_a_reload(sc):
     """SIGHUP replaces both workers; while the old ones drain and after they exit, the request
     counters only grow (Prometheus counters must), and status shows the new pids."""
