@@ -163,7 +163,10 @@ def _coerce(name: str, value, default):
             return False
         raise UsageError(f"{name}: expected true or false, got {value!r}")
     if isinstance(default, list):
-        items = value if isinstance(value, list) else [v for v in str(value).split(",") if v]
+        # a field value may hold commas: SIDECAR_HEADERS takes one field per line
+        sep = "\n" if name == "headers" else ","
+        items = value if isinstance(value, list) else [
+            v for v in str(value).split(sep) if v.strip()]
         return [int(v) for v in items] if name == "fd" else [str(v) for v in items]
     if name == "uds_mode":
         return value if isinstance(value, int) else _mode(str(value))

@@ -232,6 +232,14 @@ def test_toml_config_file(tmp_path):
         assert who["root_path"] == "/from-toml"
 
 
+def test_headers_from_the_environment_one_per_line():
+    """SIDECAR_HEADERS takes one field per line: a value may hold commas."""
+    with Sidecar("tests.e2e.apps:app", ready_path="/pid", workers=1,
+                 env={"SIDECAR_HEADERS": "Cache-Control: no-cache, no-store\nX-B: 2\n"}) as sc:
+        r = httpx.get(sc.url + "/pid")
+    assert r.headers["cache-control"] == "no-cache, no-store" and r.headers["x-b"] == "2"
+
+
 def test_header_flag_adds_fields_to_app_responses():
     """--header (uvicorn's): every response from the app carries the fields, before the
     app's own; "Server:" replaces sidecar's; SIDECAR_HEADERS (comma-separated) too."""
