@@ -98,11 +98,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lifespan", choices=["auto", "on", "off"])
     p.add_argument("--forwarded-allow-ips", metavar="LIST",
                    help="comma-separated peers trusted for X-Forwarded-*/Forwarded ('*', 'unix')")
-    p.add_argument("--no-proxy-headers", dest="proxy_headers", action="store_false", default=None)
-    p.add_argument("--no-server-header", dest="server_header", action="store_false", default=None)
+    # the positive forms are the defaults, accepted as uvicorn accepts them
+    p.add_argument("--proxy-headers", dest="proxy_headers", action="store_true", default=None)
+    p.add_argument("--no-proxy-headers", dest="proxy_headers", action="store_false")
+    p.add_argument("--server-header", dest="server_header", action="store_true", default=None)
+    p.add_argument("--no-server-header", dest="server_header", action="store_false")
     p.add_argument("--header", dest="headers", action="append", metavar="'NAME: VALUE'",
                    help="add this field to every response from the app (repeatable)")
-    p.add_argument("--no-date-header", dest="date_header", action="store_false", default=None)
+    p.add_argument("--date-header", dest="date_header", action="store_true", default=None)
+    p.add_argument("--no-date-header", dest="date_header", action="store_false")
     p.add_argument("--backlog", type=int, metavar="N")
     p.add_argument("--ring-capacity", type=_size, metavar="BYTES", help="per ring (4m)")
     p.add_argument("--window", type=_size, metavar="BYTES", help="per-stream flow window (256k)")

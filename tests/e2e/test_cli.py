@@ -232,6 +232,16 @@ def test_toml_config_file(tmp_path):
         assert who["root_path"] == "/from-toml"
 
 
+def test_positive_forms_of_the_boolean_flags_beat_the_environment():
+    """--server-header / --date-header / --proxy-headers (uvicorn's spellings of the defaults)
+    are accepted and, like every flag, beat SIDECAR_* settings."""
+    env = {"SIDECAR_SERVER_HEADER": "false", "SIDECAR_DATE_HEADER": "false"}
+    with Sidecar("tests.e2e.apps:app", "--server-header", "--proxy-headers", ready_path="/pid",
+                 workers=1, env=env) as sc:
+        r = httpx.get(sc.url + "/pid")
+    assert r.headers["server"] == "sidecar" and "date" not in r.headers
+
+
 def test_headers_from_the_environment_one_per_line():
     """SIDECAR_HEADERS takes one field per line: a value may hold commas."""
     with Sidecar("tests.e2e.apps:app", ready_path="/pid", workers=1,
