@@ -69,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--uds-mode", type=_mode, metavar="OCTAL", help="Unix socket mode (660)")
     p.add_argument("--bind", "-b", action="append", metavar="HOST:PORT",
                    help="listen on TCP (repeatable)")
+    p.add_argument("--host", metavar="HOST",
+                   help="with --port: uvicorn's spelling of --bind HOST:PORT (127.0.0.1)")
+    p.add_argument("--port", type=int, metavar="PORT",
+                   help="with --host: uvicorn's spelling of --bind HOST:PORT (8000)")
     p.add_argument("--fd", action="append", type=int, metavar="N",
                    help="listen on an inherited socket descriptor (repeatable)")
     p.add_argument("--control", metavar="PATH",
@@ -216,14 +220,19 @@ def load_config(argv: list[str] | None = None, environ=os.environ) -> Config:
         env = environ.get("SIDECAR_" + name.upper())
         if env is not None:
             settings[name] = _coerce(name, env, defaults[name])
+    host, port = args.host, args.port
     for name, value in vars(args).items():
-        if value is None or name == "config":
+        if value is None or name in ("config", "host", "port"):
             continue
         if name == "forwarded_allow_ips":
             value = [v.strip() for v in value.split(",") if v.strip()]
         settings[name] = value
     for name, value in settings.items():
         setattr(config, name, value)
+    if host is not None or port is not None:   # one more TCP listener, as uvicorn's flags
+        host = "127.0.0.1" if host is None else host
+        host = f"[{host}]" if ":" in host and not host.startswith("[") else host
+        config.bind = [*config.bind, f"{host}:{8000 if port is None else port}"]
     if ":" not in config.app:
         raise UsageError(f"app must be MODULE:ATTRIBUTE, got {config.app!r}")
     if config.workers < 0:

@@ -232,6 +232,17 @@ def test_toml_config_file(tmp_path):
         assert who["root_path"] == "/from-toml"
 
 
+def test_host_and_port_as_uvicorn_spells_them(tmp_path):
+    """--host/--port: one more TCP listener, IPv6 literals included; a bad port is one line."""
+    port = free_port()
+    with Sidecar("tests.e2e.apps:app", "--host", "::1", "--port", str(port), ready_path="/pid",
+                 workers=1) as sc:
+        assert httpx.get(sc.url + "/pid").status_code == 200        # its --bind still serves
+        assert httpx.get(f"http://[::1]:{port}/pid").status_code == 200
+    out = run(tmp_path, "tests.e2e.apps:app", "--port", "99999", "--uds", str(tmp_path / "s"))
+    assert_one_clear_line(out, EXIT_USAGE, "99999")
+
+
 def test_positive_forms_of_the_boolean_flags_beat_the_environment():
     """--server-header / --date-header / --proxy-headers (uvicorn's spellings of the defaults)
     are accepted and, like every flag, beat SIDECAR_* settings."""
