@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout-worker-hang", dest="worker_hang_timeout", type=float,
                    metavar="S", help="kill a worker whose event loop is blocked this long "
                    "(30; 0 = off)")
-    p.add_argument("--max-requests", type=int, metavar="N",
+    p.add_argument("--max-requests", "--limit-max-requests", type=int, metavar="N",
                    help="recycle a worker after N requests (0 = never)")
     p.add_argument("--max-requests-jitter", type=int, metavar="N",
                    help="add 0..N (random, per worker) to --max-requests")

@@ -232,6 +232,11 @@ def test_toml_config_file(tmp_path):
         assert who["root_path"] == "/from-toml"
 
 
+def test_uvicorn_spelling_of_max_requests():
+    from sidecar.cli import load_config
+    assert load_config(["m:app", "--limit-max-requests", "5"], environ={}).max_requests == 5
+
+
 def test_host_and_port_as_uvicorn_spells_them(tmp_path):
     """--host/--port: one more TCP listener, IPv6 literals included; a bad port is one line."""
     port = free_port()
