@@ -27,6 +27,10 @@ FILL_COST = 0.001         # a full ring to the worker (scaled by its fill); as m
 # and the worker take turns (the worker idle while we parsed 64 requests, we idle while it ran
 # them).  Measured bare hello w1, wrk -c64: median 20.3k -> 27.8k req/s (noisy machine).
 EARLY_EVENTS = 16
+# The ring counters `sidecar status` and the metrics show (ring_stats_t names -> ours): both
+# rings' producers' and consumers' counters, kept by the C code in the shared header.
+RING_COUNTERS = (("records_written", "records"), ("bytes_written", "bytes"),
+                 ("full_events", "full"), ("consumer_wakeups", "wakeups"))
 
 
 class Stream(Protocol):
@@ -61,6 +65,7 @@ class WorkerLink:
         self._backlog: deque[bytes] = deque()
         self._flusher: asyncio.Task | None = None
         self._on_failure = on_failure
+        self._final_counters: dict | None = None   # ring_counters() as the rings closed
         self._on_hello: Callable[[WorkerLink], None] | None = None
         self.on_stream_end: Callable[[WorkerLink], None] | None = None  # the pool's
 
@@ -96,8 +101,21 @@ class WorkerLink:
             self._flusher.cancel()
         self._backlog.clear()
         self._pending.clear()
+        self._final_counters = self.ring_counters()
         self.to_host.close()
         self.to_worker.close()
+
+    def ring_counters(self) -> dict[str, dict[str, int]]:
+        """Per direction, the rings' lifetime counters (RING_COUNTERS): records and bytes
+        written, writes refused for lack of space (backpressure), doorbells rung to wake the
+        reader.  After close(), their values as the rings closed."""
+        if self._final_counters is not None:
+            return self._final_counters
+        out = {}
+        for direction, ring in (("to_worker", self.to_worker), ("to_host", self.to_host)):
+            stats = ring.stats()
+            out[direction] = {ours: stats[theirs] for theirs, ours in RING_COUNTERS}
+        return out
 
     def heartbeat_age(self) -> float | None:
         """Seconds since the worker's last heartbeat (its event loop writes one every 0.5 s

@@ -14,6 +14,9 @@ import socket
 import time
 
 from sidecar.frontend import listeners
+from sidecar.frontend.link import RING_COUNTERS
+
+RING_COUNTER_NAMES = tuple(ours for _theirs, ours in RING_COUNTERS)
 
 log = logging.getLogger("sidecar.metrics")
 
@@ -37,14 +40,20 @@ def snapshot(frontend) -> dict:
         w = slot.worker
         link = w.link if w is not None else None
         live = link is not None and not link.closed
+        # a replaced worker still draining keeps its counts until it exits (then they are in
+        # past_requests, past_rings): the totals never go down, as Prometheus counters must not
+        draining = [d for d in pool.draining if d.slot is slot]
+        counted = [d.link for d in draining] + ([link] if link is not None else [])
         rings = {}
         for direction in ("to_worker", "to_host"):
             ring = getattr(link, direction) if live else None
-            rings[direction] = {"used": ring.used() if ring else 0,
-                                "capacity": ring.capacity if ring else frontend.config.ring_capacity}
-        # a replaced worker still draining keeps its count until it exits (then it is in
-        # past_requests): the total never goes down, as a Prometheus counter must not
-        draining = [d for d in pool.draining if d.slot is slot]
+            totals = dict(slot.past_rings.get(direction) or {})
+            for each in counted:
+                for name, value in each.ring_counters()[direction].items():
+                    totals[name] = totals.get(name, 0) + value
+            capacity = ring.capacity if ring else frontend.config.ring_capacity
+            rings[direction] = {"used": ring.used() if ring else 0, "capacity": capacity,
+                                **{name: totals.get(name, 0) for name in RING_COUNTER_NAMES}}
         requests = slot.past_requests + (link.requests if link else 0) + \
             sum(d.link.requests for d in draining)
         workers.append({
@@ -106,6 +115,14 @@ def prometheus_text(snap: dict) -> str:
     family("sidecar_ring_capacity_bytes", "gauge", "Size of a ring.",
            [({"worker": w["index"], "direction": d}, r["capacity"])
             for w in workers for d, r in w["rings"].items()])
+    for name, help_ in (
+            ("records", "Records written to a ring (direction: to_worker, to_host)."),
+            ("bytes", "Payload bytes written to a ring."),
+            ("full", "Writes a full ring refused: the reader was behind (backpressure)."),
+            ("wakeups", "Doorbells rung to wake a ring's sleeping reader.")):
+        family(f"sidecar_ring_{name}_total", "counter", help_,
+               [({"worker": w["index"], "direction": d}, r[name])
+                for w in workers for d, r in w["rings"].items()])
     family("sidecar_requests_total", "counter", "Streams dispatched to a worker slot.",
            [({"worker": w["index"]}, w["requests"]) for w in workers])
     family("sidecar_worker_restarts_total", "counter", "Workers of a slot restarted after dying.",

@@ -72,6 +72,7 @@ class Slot:
         self.recycle_after = 0.0  # monotonic time before which no recycle is tried again
         self.restarts = 0          # of this slot, for sidecar status and the metrics
         self.past_requests = 0     # requests of this slot's previous (dead) workers
+        self.past_rings: dict = {}  # their ring counters (WorkerLink.ring_counters), summed
 
 
 class WorkerPool:
@@ -200,6 +201,10 @@ class WorkerPool:
             ev.set()
         slot = w.slot
         slot.past_requests += link.requests
+        for direction, counters in link.ring_counters().items():
+            past = slot.past_rings.setdefault(direction, dict.fromkeys(counters, 0))
+            for name, value in counters.items():
+                past[name] += value
         what = describe_exit(rc) + (f": {report}" if report else "") + \
             (f" ({w.kill_reason})" if w.kill_reason else "")
         if w.state == DRAINING:

@@ -79,6 +79,11 @@ def test_status_text_and_json(sc):
     for w in workers:
         for ring in w["rings"].values():
             assert ring["capacity"] == 4 << 20 and 0 <= ring["used"] < ring["capacity"]
+            assert ring["full"] == 0 and ring["wakeups"] <= ring["records"]
+        # a request is one HTTP_REQUEST record in, and start + body + APP_DONE (+ HELLO) out
+        assert w["rings"]["to_worker"]["records"] >= w["requests"]
+        assert w["rings"]["to_host"]["records"] >= 3 * w["requests"] + 1
+        assert w["rings"]["to_host"]["bytes"] > 0
     text = status("--control", ctl)
     assert text.returncode == 0, text.stderr
     assert f"sidecar pid {sc.proc.pid}  ready" in text.stdout
@@ -230,7 +235,9 @@ def test_counters_never_go_down_across_a_reload(sc):
         for _ in range(4):
             c.get("/scope")
     last = scrape(sc.metrics_url)
-    keys = [k for k in last if k.startswith("sidecar_requests_total")]
+    keys = [k for k in last if k.startswith(("sidecar_requests_total", "sidecar_ring_records",
+                                             "sidecar_ring_bytes", "sidecar_ring_wakeups"))]
+    assert len(keys) == 2 + 3 * 4   # two workers; three ring counters a direction
     sc.proc.send_signal(signal.SIGHUP)
 
     def done():
