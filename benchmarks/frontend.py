@@ -23,9 +23,7 @@ repeat: the difference between two ``--requests`` counts, divided, is instructio
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
-import importlib
 import json
 import statistics
 import time
@@ -33,13 +31,14 @@ import time
 import uvloop
 
 from benchmarks.cpu import BROWSER_HEADERS
-from benchmarks.worker import _Worker
+from benchmarks.worker import _Worker, run_options, summary
 from sidecar.config import Config
 from sidecar.frontend.http_conn import HTTPConnection
 from sidecar.frontend.link import WorkerLink
 from sidecar.frontend.server import FrontEnd
 from sidecar.ring import Consumer, Producer
 from sidecar.worker.link import HostLink
+from sidecar.worker.loader import load_app
 
 
 class _Transport(asyncio.Transport):
@@ -123,8 +122,7 @@ async def in_process_workers(fe: FrontEnd, app_spec: str, n: int):
     """``n`` WorkerLinks of the pool whose workers are HostLinks serving the app in this loop
     (the pool spawns no process).  Returns a function that closes them."""
     loop = asyncio.get_running_loop()
-    module, _, name = app_spec.partition(":")
-    app = getattr(importlib.import_module(module), name)
+    app = load_app(app_spec)
     pairs = []
     for index in range(n):
         link = WorkerLink(index, fe.config.ring_capacity, lambda link, why: print(why),
@@ -147,13 +145,8 @@ async def in_process_workers(fe: FrontEnd, app_spec: str, n: int):
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.frontend",
-                                 description=__doc__.split("\n")[0])
-    ap.add_argument("--app", default="benchmarks.apps:hello")
-    ap.add_argument("--path", default="/")
-    ap.add_argument("--requests", type=int, default=30000, help="per run")
-    ap.add_argument("--runs", type=int, default=7)
-    ap.add_argument("--concurrency", type=int, default=64, help="keep-alive connections")
+    ap = run_options("python -m benchmarks.frontend", __doc__.split("\n")[0],
+                     "keep-alive connections")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
                     help="a field added to every request (repeatable)")
@@ -200,8 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"== {what} CPU µs per request, {args.app} {args.path}, {len(head)}-byte head, "
           f"{args.concurrency} connections, {args.workers} worker(s), "
           f"{args.runs} runs of {args.requests}")
-    print(f"min {min(result):.2f}  median {statistics.median(result):.2f}  "
-          f"runs {[round(r, 2) for r in result]}")
+    print(summary(result))
     return 0
 
 

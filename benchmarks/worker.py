@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import statistics
 import time
 
@@ -29,6 +28,7 @@ import uvloop
 from sidecar.events import APP_DONE, HTTP_REQUEST, pack
 from sidecar.ring import Consumer, Producer
 from sidecar.worker.link import HostLink
+from sidecar.worker.loader import load_app
 
 WINDOW = 256 * 1024
 CAPACITY = 1 << 22
@@ -121,17 +121,29 @@ async def run_once(app, path: str, requests: int, concurrency: int) -> float:
         to_host.close()
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.worker",
-                                 description=__doc__.split("\n")[0])
+def run_options(prog: str, description: str,
+                concurrency_help: str) -> argparse.ArgumentParser:
+    """The options benchmarks.worker and benchmarks.frontend share."""
+    ap = argparse.ArgumentParser(prog=prog, description=description)
     ap.add_argument("--app", default="benchmarks.apps:hello")
     ap.add_argument("--path", default="/")
     ap.add_argument("--requests", type=int, default=30000, help="per run")
     ap.add_argument("--runs", type=int, default=7)
-    ap.add_argument("--concurrency", type=int, default=64, help="streams in flight (<= 127)")
+    ap.add_argument("--concurrency", type=int, default=64, help=concurrency_help)
+    return ap
+
+
+def summary(result: list[float]) -> str:
+    """The line under a CPU-per-request heading: min, median, every run."""
+    return (f"min {min(result):.2f}  median {statistics.median(result):.2f}  "
+            f"runs {[round(r, 2) for r in result]}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = run_options("python -m benchmarks.worker", __doc__.split("\n")[0],
+                     "streams in flight (<= 127)")
     args = ap.parse_args(argv)
-    module, _, name = args.app.partition(":")
-    app = getattr(importlib.import_module(module), name)
+    app = load_app(args.app)
 
     async def runs() -> list[float]:
         await run_once(app, args.path, args.requests // 4 or 1, args.concurrency)  # warm-up
@@ -141,8 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     result = uvloop.run(runs())
     print(f"== worker CPU µs per request, {args.app} {args.path}, {args.concurrency} in flight, "
           f"{args.runs} runs of {args.requests}")
-    print(f"min {min(result):.2f}  median {statistics.median(result):.2f}  "
-          f"runs {[round(r, 2) for r in result]}")
+    print(summary(result))
     return 0
 
 
