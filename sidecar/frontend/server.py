@@ -190,7 +190,7 @@ class FrontEnd:
 
     def handle_sighup(self) -> None:
         log.info("reloading (SIGHUP)")
-        self._background(self.reload())
+        self.request_reload()
 
     async def reload(self) -> bool:
         """Replace every worker with a fresh one (the app is imported again), without a
@@ -200,7 +200,7 @@ class FrontEnd:
         return await self.notify.around_reload(self.pool.reload())
 
     def request_reload(self) -> None:
-        """A reload in the background (--reload's file watcher), queued like SIGHUP's."""
+        """A reload in the background (SIGHUP, --reload's file watcher): one at a time."""
         self._background(self.reload())
 
     def handle_sigttin(self) -> None:
