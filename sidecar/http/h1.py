@@ -1032,10 +1032,8 @@ def response_head(status: int, headers, *, method: bytes, http_version: str,
         line = _STATUS_LINES.get(status)
         if line is not None:
             try:   # name NUL value, LF between pairs (h1.h)
-                fields = b"\n".join(map(_join_pair, headers))
-                if extra:
-                    fields = b"\n".join([*map(_join_pair, extra), fields] if headers
-                                        else map(_join_pair, extra))
+                fields = b"\n".join(map(_join_pair, _chain(extra, headers) if extra
+                                         else headers))
             except TypeError:
                 fields = None
             if fields is not None:
@@ -1073,6 +1071,7 @@ def response_head(status: int, headers, *, method: bytes, http_version: str,
 
 
 if HAVE_SPEEDUPS:
+    from itertools import chain as _chain
     _join_pair = b"\0".join
     _h1_response_head = _lib.h1_response_head
     _NULL = _ffi.NULL
