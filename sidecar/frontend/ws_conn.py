@@ -326,12 +326,9 @@ class WebSocket(asyncio.Protocol):
             return
         req = self.req
         try:
-            chunked, _length = h1.response_framing(status, headers, method=b"GET",
-                                                   http_version=req.http_version)
-            head = h1.serialize_response_head(
-                status, headers, http_version=req.http_version, keep_alive=False,
-                chunked=chunked, date=self.server.date(), server=self.server.server_header,
-                head_request=False)
+            head, chunked, _length, _keep = h1.response_head(
+                status, headers, method=b"GET", http_version=req.http_version,
+                keep_alive=False, date=self.server.date(), server=self.server.server_header)
         except (ValueError, TypeError) as exc:
             log.error("invalid denial response from the app for %s: %s",
                       req.target.decode("latin-1"), exc)
