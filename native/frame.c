@@ -160,14 +160,70 @@ int frame_split_events(const uint8_t *buf, uint32_t len, uint32_t *lens, int max
     return at == len ? (int)count : -1;
 }
 
+/* If buf[0:len] is exactly one msgpack bin, the length of its header (its payload is the
+ * rest), else 0. */
+static uint32_t bin_head(const uint8_t *buf, uint32_t len) {
+    if (len < 2) return 0;
+    uint32_t h, n;
+    switch (buf[0]) {
+    case 0xc4: h = 2; n = buf[1]; break;
+    case 0xc5: h = 3; if (len < 3) return 0; n = be16(buf + 1); break;
+    case 0xc6: h = 5; if (len < 5) return 0; n = be32(buf + 1); break;
+    default: return 0;
+    }
+    return len - h == n ? h : 0;
+}
+
 int frame_write_events(ring_t *r, uint32_t type, const uint8_t *buf, uint32_t len,
                        uint32_t *lens, int max, int *wake) {
-    uint32_t header;
     *wake = 0;
-    int n = frame_split_events(buf, len, lens, max, &header);
-    if (n < 0) return FRAME_ENOTEVENTS;
-    int rc = ring_try_write_many(r, type, buf + header, lens, n);
-    if (rc == RING_AGAIN) return 0;
-    if (rc > 0) *wake = ring_producer_must_wake(r);
-    return rc;
+    uint32_t count, at = array_head(buf, len, &count);
+    if (!at || max < 0 || count > (uint32_t)max) return FRAME_ENOTEVENTS;
+    const uint32_t header = at;
+    int packed = 0;   /* some element is a bin holding a record packed beforehand */
+    for (uint32_t i = 0; i < count; i++) {
+        uint32_t n = frame_value_len(buf + at, len - at);
+        if (!n) return FRAME_ENOTEVENTS;
+        if (!event_head(buf + at, n)) {
+            uint32_t h = bin_head(buf + at, n);
+            if (!h || !frame_is_event(buf + at + h, n - h)) return FRAME_ENOTEVENTS;
+            packed = 1;
+        }
+        lens[i] = n;
+        at += n;
+    }
+    if (at != len) return FRAME_ENOTEVENTS;
+    int written = 0, rc = 0;
+    if (!packed) {
+        rc = ring_try_write_many(r, type, buf + header, lens, (int)count);
+        written = rc > 0 ? rc : 0;
+    } else {
+        /* runs of events are written as they lie, each bin's payload as one record; the
+         * first short write ends it (the rest is retried by the caller, in order) */
+        const uint8_t *p = buf + header;
+        uint32_t i = 0;
+        while (i < count) {
+            uint32_t j = i, plen, h = 0;
+            const uint8_t *q = p;
+            while (j < count && !bin_head(q, lens[j])) q += lens[j++];
+            if (j > i) {
+                rc = ring_try_write_many(r, type, p, lens + i, (int)(j - i));
+            } else {
+                h = bin_head(p, lens[i]);
+                plen = lens[i] - h;
+                j = i + 1;
+                q = p + lens[i];
+                rc = ring_try_write_many(r, type, p + h, &plen, 1);
+            }
+            if (rc > 0) written += rc;
+            if (rc != (int)(j - i)) break;
+            p = q;
+            i = j;
+        }
+    }
+    if (written > 0) {
+        *wake = ring_producer_must_wake(r);
+        return written;
+    }
+    return rc == RING_AGAIN ? 0 : rc;
 }

@@ -60,8 +60,11 @@ int frame_split_events(const uint8_t *buf, uint32_t len, uint32_t *lens, int max
 
 /* Producer, in one call: frame_split_events(buf, len, lens, max, ...), then
  * ring_try_write_many of the elements as records of this type, then ring_producer_must_wake
- * into *wake (0 when nothing was written).  Returns the count written (0 when the ring is
- * full), FRAME_ENOTEVENTS, or a ring error (RING_ETOOBIG if the first element is too big). */
+ * into *wake (0 when nothing was written).  An element may also be a msgpack bin whose
+ * payload is exactly one event (a record packed beforehand, such as h1_pack_request's
+ * HTTP_REQUEST): the payload is written as the record, in its place in the order.  Returns
+ * the count written (0 when the ring is full), FRAME_ENOTEVENTS, or a ring error
+ * (RING_ETOOBIG if the first element is too big). */
 int frame_write_events(ring_t *r, uint32_t type, const uint8_t *buf, uint32_t len,
                        uint32_t *lens, int max, int *wake);
 

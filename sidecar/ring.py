@@ -350,7 +350,8 @@ class Producer(_End):
         write, for less: the list is packed as one msgpack array, split into its elements,
         written and checked for a doorbell by one C call (``frame_write_events``).  Returns
         the count; repack the rest to retry.  Every element must be an event
-        (``[int kind, int sid, ...]``), or ValueError; RecordTooBig if the first is too big."""
+        (``[int kind, int sid, ...]``), or bytes holding exactly one packed event (written as
+        the record), or ValueError; RecordTooBig if the first is too big."""
         if not evs:
             return 0
         data = events.pack(evs)

@@ -108,6 +108,26 @@ int main(int argc, char **argv) {
     if (!ring_consumer_prepare_sleep(&cons)) FAIL("frame_write_events: consumer cannot sleep");
     if (frame_write_events(&prod, 1, arr, 8, lens, 4, &wake) != 2 || wake != 1)
         FAIL("frame_write_events: a sleeping consumer is not woken");
+    ring_consumer_cancel_sleep(&cons);
+    if (ring_read_flat(&cons, flat, 4) != 2) FAIL("frame_write_events: records not there");
+    ring_release(&cons);
+
+    /* an element packed beforehand, as a bin holding one event, is written as that record */
+    static const uint8_t mixed[] = "\x93" "\x92\x01\x02" "\xc4\x04\x93\x03\x04\xc0" "\x92\x05\x06";
+    if (frame_write_events(&prod, 1, mixed, 13, lens, 4, &wake) != 3)
+        FAIL("frame_write_events: [[1, 2], bin([3, 4, nil]), [5, 6]]");
+    if (ring_read_flat(&cons, flat, 4) != 3 || flat[1] != 3 || flat[4] != 4 || flat[7] != 3
+        || memcmp(ring_data(&cons) + flat[5], "\x93\x03\x04\xc0", 4)
+        || memcmp(ring_data(&cons) + flat[8], "\x92\x05\x06", 3))
+        FAIL("frame_write_events: the bin's payload is not the record");
+    ring_release(&cons);
+    static const uint8_t not_event[] = "\x91" "\xc4\x02\x01\x02";          /* bin(1, 2) */
+    static const uint8_t short_bin[] = "\x91" "\xc4\x04\x92\x01\x02";     /* a byte short */
+    static const uint8_t two_events[] = "\x91" "\xc4\x06\x92\x01\x02\x92\x03\x04";
+    if (frame_write_events(&prod, 1, not_event, 5, lens, 4, &wake) != FRAME_ENOTEVENTS
+        || frame_write_events(&prod, 1, short_bin, 6, lens, 4, &wake) != FRAME_ENOTEVENTS
+        || frame_write_events(&prod, 1, two_events, 9, lens, 4, &wake) != FRAME_ENOTEVENTS)
+        FAIL("frame_write_events: a bin that is not exactly one event accepted");
     free(region);
 
     /* random and mutated bytes: never a read outside the buffer (ASan), a length within it */

@@ -4,11 +4,15 @@
  * accepted ones (H1_INCOMPLETE), the limits at their exact boundaries, then random and mutated
  * heads with every input, fields and spans buffer malloc'ed to its exact size so that any
  * access past an end is caught, and the outputs of every accepted head checked against the
- * input.  (tests/http/test_h1_speedups.py compares the same function with the Python parser.)
+ * input, and each one's h1_pack_request fields found to be ten well-formed msgpack values,
+ * the same bytes or declined in tighter buffers of exact size, and declined one byte short.
+ * (tests/http/test_h1_speedups.py and test_h1_pack.py compare the same functions with the
+ * Python parser and msgpack.)
  *
  *   h1_unit [--iterations N]   print "h1_unit OK ..." and exit 0, or FAIL lines and 1
  */
 #include "h1.h"
+#include "frame.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -84,6 +88,50 @@ static void check_accepted(const char *what, const uint8_t *s, size_t n, size_t 
     if (f[H1_UPGRADE_START] >= 0 && !(f[H1_UPGRADE_START] <= f[H1_UPGRADE_END]
                                       && f[H1_UPGRADE_END] < (int64_t)end))
         FAIL("%s: upgrade span", what);
+}
+
+/* h1_pack_request for an accepted head: with the input and the output each in a buffer of
+ * its exact size, the same bytes as with room to spare, ten msgpack values (an array header
+ * in front makes it one value), declined with one byte less. */
+static void check_packed(const char *what, const uint8_t *s, size_t n, size_t start,
+                         const out_t *o) {
+    static const char *const ROOTS[] = {"", "/api", "/r\xc3\xa9", "/x%41"};
+    static const char SCHEME[] = "\xa4http";
+    static const char ADDRS[] = "\x92\xa9" "127.0.0.1" "\xcd\x13\x88\xc0";   /* [..., 5000], nil */
+    const char *root = ROOTS[next() % 4];
+    char *copy = malloc(n ? n : 1);
+    char *big = malloc(1 << 17);
+    if (!copy || !big) abort();
+    memcpy(copy, s, n);
+    int64_t len = h1_pack_request(copy, start, o, SCHEME, sizeof SCHEME - 1, ADDRS,
+                                  sizeof ADDRS - 1, root, strlen(root), big + 1, (1 << 17) - 1);
+    if (len <= 0) {
+        FAIL("%s: h1_pack_request declined with room: %" PRId64, what, len);
+    } else {
+        big[0] = (char)0x9a;   /* array of 10 */
+        if (frame_value_len((const uint8_t *)big, (uint32_t)len + 1) != (uint32_t)len + 1)
+            FAIL("%s: packed fields are not ten msgpack values", what);
+        /* tighter buffers: the same bytes or a decline (it wants slack to decode the path
+         * in place), never a write past the end (ASan) */
+        for (size_t cap = (size_t)len + 8; cap + 1 > (size_t)len; cap--) {
+            char *tight = malloc(cap ? cap : 1);
+            if (!tight) abort();
+            int64_t r = h1_pack_request(copy, start, o, SCHEME, sizeof SCHEME - 1, ADDRS,
+                                        sizeof ADDRS - 1, root, strlen(root), tight, cap);
+            if (r != H1_DECLINE && (r != len || memcmp(tight, big + 1, (size_t)len)))
+                FAIL("%s: packed differently into %zu bytes", what, cap);
+            free(tight);
+            if (cap == 0) break;
+        }
+        char *short_ = malloc((size_t)len - 1 ? (size_t)len - 1 : 1);
+        if (!short_) abort();
+        if (h1_pack_request(copy, start, o, SCHEME, sizeof SCHEME - 1, ADDRS, sizeof ADDRS - 1,
+                            root, strlen(root), short_, (size_t)len - 1) != H1_DECLINE)
+            FAIL("%s: packed into a buffer one byte short", what);
+        free(short_);
+    }
+    free(big);
+    free(copy);
 }
 
 /* ---- the table ---- */
@@ -167,6 +215,7 @@ static void table(void) {
             FAIL("%s: result %" PRId64, k->name, r);
         } else if (got == ACCEPT) {
             check_accepted(k->name, (const uint8_t *)k->head, n, 0, r, &o);
+            check_packed(k->name, (const uint8_t *)k->head, n, 0, &o);
             const int64_t *f = o.facts;
             int64_t up = f[H1_UPGRADE_START] >= 0;
             if ((k->cl != X && f[H1_CONTENT_LENGTH] != k->cl)
@@ -289,6 +338,7 @@ static void fuzz(long iterations, long *accepted) {
         if (r > 0) {
             ++*accepted;
             check_accepted("fuzz", buf, n, start, r, &o);
+            check_packed("fuzz", buf, n, start, &o);
             if ((size_t)r > lim.max_header_bytes || o.facts[H1_FIELDS] > lim.max_headers)
                 FAIL("fuzz: limits not applied");
         } else if (r != H1_INCOMPLETE && r != H1_DECLINE) {

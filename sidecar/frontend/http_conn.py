@@ -56,6 +56,9 @@ LINGER_TIME = 30.0
 LINGER_TIMEOUT = 5.0
 # Retry-After (RFC 9110 section 10.2.3) on our 503s: seconds before a client should retry.
 RETRY_AFTER = ((b"retry-after", b"5"),)
+# A packed HTTP_REQUEST record: array of 14, kind 1; then sid, the packed scope, body, more.
+_REQUEST_PREFIX = b"\x9e\x01"
+_TRUE, _FALSE = b"\xc3", b"\xc2"
 
 
 class HTTPStream:
@@ -336,6 +339,12 @@ class HTTPConnection(asyncio.Protocol):
                 except OSError:
                     pass
         server = self.server
+        # the C parser packs each request's HTTP_REQUEST fields with this connection's scope
+        # (request_event); a trusted peer's proxy headers may change it per request
+        pack = events.pack
+        self.parser.pack_requests(pack(self.scheme), pack(self.client) + pack(self.server_addr),
+                                  server.config.root_path.encode(),
+                                  self._proxy_scope if self.trusted else None)
         limit = server.config.limit_concurrency
         if limit and len(server.connections) > limit:
             self.over_limit = True
@@ -436,10 +445,26 @@ class HTTPConnection(asyncio.Protocol):
             self.pause_reading_for(None)
         self.server.pool.dispatch(stream, body, more)
 
-    def request_event(self, stream: HTTPStream, body: bytes, more: bool) -> list:
+    def request_event(self, stream: HTTPStream, body: bytes, more: bool) -> list | bytes:
+        """The stream's HTTP_REQUEST: the record itself when the C parser packed the scope
+        (h1.Request.packed), else the event as a list."""
+        packed = stream.req.packed
+        if packed is not None:
+            pack = events.pack
+            return b"".join((_REQUEST_PREFIX, pack(stream.sid), packed,
+                             pack(body), _TRUE if more else _FALSE))
         req = self.req_scope(stream.req)
         return [HTTP_REQUEST, stream.sid, req[0], req[1], req[2], req[3], req[4], req[5],
                 req[6], req[7], req[8], req[9], body, more]
+
+    def _proxy_scope(self, headers) -> tuple[bytes, bytes] | None:
+        """For the C packer (h1.RequestParser.pack_requests): a trusted peer's request whose
+        proxy headers change the scheme or the client gets them packed, else None."""
+        scheme, client = self.server.apply_proxy_headers(headers, self.scheme, self.client)
+        if scheme == self.scheme and client == self.client:
+            return None
+        pack = events.pack
+        return pack(scheme), pack(client) + pack(self.server_addr)
 
     def req_scope(self, req: h1.Request) -> tuple:
         """(method, scheme, path, raw_path, query, headers, client, server, version, root)."""

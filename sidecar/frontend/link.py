@@ -174,10 +174,11 @@ class WorkerLink:
         self.requests += 1
         self.send(first_event)
 
-    def send(self, ev: list) -> None:
+    def send(self, ev: list | bytes) -> None:
         """Queue an event for the worker in FIFO order; never blocks (the per-stream window
         bounds what can pile up here).  Published at the end of the loop iteration, or as
-        soon as EARLY_EVENTS are waiting."""
+        soon as EARLY_EVENTS are waiting.  ``ev`` is a list, or bytes: one event packed
+        already (a record, as HTTPConnection.request_event makes them)."""
         if self.closed:
             return
         pending = self._pending
@@ -189,7 +190,8 @@ class WorkerLink:
 
     def flush(self) -> None:
         """Publish this iteration's events with one ring write and at most one doorbell: the
-        batch is packed by one msgpack call and split into records in C (try_write_events)."""
+        batch is packed by one msgpack call and split into records in C (try_write_events;
+        an event packed already goes in as bytes and comes out as its own record)."""
         pending, self._pending = self._pending, []
         if self.closed or not pending:
             return
@@ -202,7 +204,7 @@ class WorkerLink:
             if n == len(pending):
                 return
             pending = pending[n:]
-        self._backlog.extend(pack(ev) for ev in pending)
+        self._backlog.extend(ev if type(ev) is bytes else pack(ev) for ev in pending)
         if self._flusher is None:
             self._flusher = self._loop.create_task(self._flush())
 

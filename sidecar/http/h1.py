@@ -121,7 +121,7 @@ import re
 import struct
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
 from urllib.parse import unquote_to_bytes
@@ -158,6 +158,10 @@ class Request:
     upgrade: bytes | None  # lowercased Upgrade value if this is an upgrade request
     content_length: int | None
     chunked: bool
+    # The HTTP_REQUEST event's fields 2 to 11 (method .. root_path) as msgpack, packed by the
+    # C speedup for a parser given its connection's scope (RequestParser.pack_requests);
+    # None otherwise.  Not part of the head's value: equality and repr leave it out.
+    packed: bytes | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +190,7 @@ def _slot_setter(cls, name):
 
 _new = object.__new__
 (_set_method, _set_target, _set_path, _set_raw_path, _set_query, _set_version, _set_headers,
- _set_keep_alive, _set_expect, _set_upgrade, _set_cl, _set_chunked) = (
+ _set_keep_alive, _set_expect, _set_upgrade, _set_cl, _set_chunked, _set_packed) = (
     _slot_setter(Request, f) for f in Request.__dataclass_fields__)
 _set_data = _slot_setter(Body, "data")
 _END = EndOfMessage()
@@ -334,9 +338,12 @@ if HAVE_SPEEDUPS:
                 -1 if limits.max_body is None else limits.max_body))
         return c
 
+    _h1_pack_request = _lib.h1_pack_request
+    _PACKED_CAP = 1 << 17   # a head's packed fields; more: packed stays None
+
     class _Scratch:
-        """The C function's outputs; one set per thread (cffi releases the GIL in calls)."""
-        __slots__ = ("head", "facts", "fields", "_fields")
+        """The C functions' outputs; one set per thread (cffi releases the GIL in calls)."""
+        __slots__ = ("head", "facts", "fields", "_fields", "out", "out_buf")
 
         def __init__(self):
             self.head = _ffi.new("h1_head_t *")
@@ -345,6 +352,8 @@ if HAVE_SPEEDUPS:
             self.head.fields_cap = _FIELDS_CAP
             self.facts = _ffi.buffer(self.head.facts)       # the int64 facts, unpacked at once
             self.fields = _ffi.buffer(self._fields)         # slicing it copies out bytes
+            self.out = _ffi.new("char[]", _PACKED_CAP)       # h1_pack_request's
+            self.out_buf = _ffi.buffer(self.out)
 
 _scratch = threading.local()
 
@@ -356,7 +365,7 @@ class RequestParser:
 
     __slots__ = ("_limits", "_upgrade_protocols", "_hp", "_cb", "_state", "_buf", "_fed",
                  "_rl_len", "_error", "_keep_alive", "_remaining", "_body_seen", "_trailer_bytes",
-                 "_trailer_count", "_trailing", "_climits")
+                 "_trailer_count", "_trailing", "_climits", "_scope", "_rescope")
 
     def __init__(self, limits: Limits = Limits(), *,
                  upgrade_protocols: frozenset[bytes] = frozenset((b"websocket",))):
@@ -376,8 +385,24 @@ class RequestParser:
         self._trailer_count = 0
         self._trailing = b""
         self._climits = None      # the limits as the C speedup takes them, once needed
+        self._scope = None        # h1_pack_request's connection arguments (pack_requests)
+        self._rescope = None
 
     # --- public API ----------------------------------------------------------------------
+
+    def pack_requests(self, scheme: bytes, addrs: bytes, root_path: bytes,
+                      rescope=None) -> None:
+        """Have each Request the C speedup parses carry ``packed``: its HTTP_REQUEST fields
+        (docs/protocol.md) packed in C, for a connection whose scope parts are these --
+        ``scheme`` one msgpack str, ``addrs`` two msgpack values (client, server), and the
+        root path as UTF-8 (put in front of path and raw_path).  ``rescope(headers)``, if
+        given, is asked for each request with a Forwarded, X-Forwarded-For or
+        X-Forwarded-Proto field, and returns None or the (scheme, addrs) of that request
+        instead (proxy headers from a trusted peer).  Requests the Python path
+        parses, and all of them without the C speedup, have ``packed`` None."""
+        if HAVE_SPEEDUPS:
+            self._scope = (scheme, len(scheme), addrs, len(addrs), root_path, len(root_path))
+            self._rescope = rescope
 
     def feed(self, data: bytes) -> list[Request | Body | EndOfMessage | ProtocolError]:
         """Parse ``data`` (any split of the stream) and return the events it completes."""
@@ -656,12 +681,22 @@ class RequestParser:
             return 0
         (method_end, target_end, path_end, percent, minor, nfields, fields_len,
          content_length, chunked, keep_alive, expect_continue, upgrade_start, upgrade_end,
-         _hosts) = _unpack_facts(scratch.facts)
+         _hosts, forwarded) = _unpack_facts(scratch.facts)
         if nfields:   # lowercased names and trimmed values, NUL-separated
             parts = scratch.fields[:fields_len].split(b"\0")
             headers = list(zip(parts[::2], parts[1::2]))
         else:
             headers = []
+        scope = self._scope
+        if scope is not None:
+            if forwarded and self._rescope is not None:
+                mine = self._rescope(headers)
+                if mine is not None:
+                    scope = (mine[0], len(mine[0]), mine[1], len(mine[1]), scope[4], scope[5])
+            n = _h1_pack_request(data, pos, scratch.head, *scope, scratch.out, _PACKED_CAP)
+            packed = scratch.out_buf[:n] if n > 0 else None
+        else:
+            packed = None
         target = data[method_end + 1:target_end]
         if path_end == target_end:
             raw_path = target
@@ -675,7 +710,7 @@ class RequestParser:
             raw_path, query_string, "1.1" if minor else "1.0", headers, keep_alive == 1,
             expect_continue == 1,
             None if upgrade_start < 0 else data[upgrade_start:upgrade_end].lower(),
-            None if content_length < 0 else content_length, chunked == 1)
+            None if content_length < 0 else content_length, chunked == 1, packed)
         return size
 
     def _on_head(self, head: bytes, events: list) -> None:
@@ -822,7 +857,8 @@ class RequestParser:
     def _emit_request(self, events: list, method: bytes, target: bytes, path: str,
                       raw_path: bytes, query_string: bytes, http_version: str, headers: list,
                       keep_alive: bool, expect_continue: bool, upgrade: bytes | None,
-                      content_length: int | None, chunked: bool) -> None:
+                      content_length: int | None, chunked: bool,
+                      packed: bytes | None = None) -> None:
         """The Request of a head that passed every check (either path), and what follows."""
         req = _new(Request)
         _set_method(req, method)
@@ -837,6 +873,7 @@ class RequestParser:
         _set_upgrade(req, upgrade)
         _set_cl(req, content_length)
         _set_chunked(req, chunked)
+        _set_packed(req, packed)
         events.append(req)
 
         self._keep_alive = keep_alive

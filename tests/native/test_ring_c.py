@@ -109,10 +109,10 @@ def _compiler_id(cc: str) -> str:
 
 
 def build(cc: str, prog: str, flavour: str, extra: list[str] | None = None) -> Path:
-    """Compile native/tests/<prog>.c + native/ring.c (+ native/frame.c for frame_*,
+    """Compile native/tests/<prog>.c + native/ring.c (+ native/frame.c for frame_* and h1_*,
     native/h1.c for h1_*); cached by a hash of everything."""
     sources = [CSRC / f"{prog}.c", NATIVE / "ring.c"]
-    if prog.startswith("frame"):
+    if prog.startswith("frame") or prog.startswith("h1"):
         sources.append(NATIVE / "frame.c")
     if prog.startswith("h1"):
         sources.append(NATIVE / "h1.c")

@@ -310,6 +310,23 @@ def test_try_write_events_fills_the_ring_then_returns_what_fit(make_pair):
     assert drain(cons) == ([body(1, 10)], False)
 
 
+def test_try_write_events_takes_events_packed_beforehand(make_pair):
+    """bytes holding one packed event go in their place as that record (the front-end's
+    HTTP_REQUEST records, h1_pack_request): the same records as the lists would give."""
+    prod, cons = make_pair(capacity=4096)
+    evs = [body(i, 100) for i in range(60)]
+    mixed = [events.pack(ev) if i % 3 else ev for i, ev in enumerate(evs)]
+    n = prod.try_write_events(mixed)
+    assert 0 < n < 60   # the ring fills part way, in order
+    assert drain(cons) == (evs[:n], False)
+    assert prod.try_write_events(mixed[n:]) == 60 - n
+    assert drain(cons) == (evs[n:], False)
+    for bad in (b"\x92\x01", events.pack("text"), events.pack([1, 2]) * 2):
+        with pytest.raises(ValueError):
+            prod.try_write_events([[1, 2], bad])
+    assert prod.used() == 0  # nothing of a refused list was written
+
+
 def test_try_write_events_rings_a_sleeping_consumer(make_pair):
     prod, cons = make_pair(capacity=4096)
     assert prod.try_write_events([body(0, 10)]) == 1

@@ -1,0 +1,143 @@
+"""h1_pack_request (native/h1.c): the HTTP_REQUEST fields the C parser packs for a connection
+(RequestParser.pack_requests) must be, byte for byte, what sidecar.events.pack makes of the
+Request the parser returns -- the scope the front-end would otherwise build in Python
+(HTTPConnection.req_scope).  native/tests/h1_unit.c checks the same function under ASan/UBSan;
+tests/e2e check that apps see these scopes through a real server.
+"""
+from __future__ import annotations
+
+import random
+
+import msgpack
+import pytest
+
+from sidecar import events
+from sidecar.http import h1
+from sidecar.http.h1 import Limits, Request, RequestParser
+
+from tests.http.test_h1_speedups import ACCEPTED, BROWSER, LIMITS, WRK, mutate
+
+pytestmark = pytest.mark.skipif(not h1.HAVE_SPEEDUPS, reason="sidecar._ring built without h1")
+
+pack = events.pack
+CLIENT, SERVER = ["127.0.0.1", 50123], ["127.0.0.1", 8000]
+
+
+@pytest.fixture(autouse=True)
+def speedups(monkeypatch):
+    """Packing is a C path: these tests run with it on (not both ways, as conftest does)."""
+    monkeypatch.setattr(h1, "speedups", True)
+
+
+def parser(scheme="http", client=CLIENT, server=SERVER, root="", limits=Limits(), rescope=None):
+    p = RequestParser(limits)
+    p.pack_requests(pack(scheme), pack(client) + pack(server), root.encode(), rescope)
+    return p
+
+
+def expected(req: Request, scheme="http", client=CLIENT, server=SERVER, root="") -> bytes:
+    """What HTTPConnection.req_scope + events.pack make of req: fields 2 to 11."""
+    fields = [req.method.decode("ascii"), scheme, root + req.path, root.encode() + req.raw_path,
+              req.query_string, req.headers, client, server, req.http_version, root]
+    return pack(fields)[1:]   # without the array header
+
+
+def requests(evs):
+    return [e for e in evs if type(e) is Request]
+
+
+@pytest.mark.parametrize("root", ["", "/api", "/r\u00e9sum\u00e9", "/a%20b"])
+def test_accepted_heads_pack_as_msgpack_would(root):
+    for data in ACCEPTED:
+        (req,) = requests(parser(root=root).feed(data))
+        assert req.packed == expected(req, root=root), data
+
+
+@pytest.mark.parametrize("path,decoded", [
+    (b"/a%20b", "/a b"),
+    (b"/%E2%82%AC/%e2%82%ac", "/\u20ac/\u20ac"),
+    (b"/%zz%4%41%%41", "/%zz%4A%A"),          # unquote_to_bytes: a bad escape stays
+    (b"/%ff", "/\u00ff"),                      # not UTF-8: latin-1, every byte kept
+    (b"/%C3%A9%ff", "/\u00c3\u00a9\u00ff"),    # one bad byte: the whole path as latin-1
+    (b"/%ED%A0%80", "/\u00ed\u00a0\u0080"),    # a surrogate is not UTF-8 to Python
+    (b"/%C0%AF", "/\u00c0\u00af"),             # nor an overlong form
+    (b"/%F4%90%80%80", "/\u00f4\u0090\u0080\u0080"),   # nor above U+10FFFF
+    (b"/%F0%9F%98%80", "/\U0001F600"),
+    (b"/%00", "/\x00"),
+])
+def test_percent_decoding(path, decoded):
+    data = b"GET " + path + b"?q=%20 HTTP/1.1\r\nHost: a\r\n\r\n"
+    (req,) = requests(parser().feed(data))
+    assert req.path == decoded and req.packed == expected(req)
+    fields = msgpack.unpackb(b"\x9a" + req.packed, raw=False)
+    assert fields[2] == decoded and fields[3] == path and fields[4] == b"q=%20"
+
+
+def test_long_fields_use_wider_msgpack_forms():
+    value = b"v" * 40000   # bin16 (the C parser takes up to 64 KiB of fields)
+    data = (b"POST /" + b"p" * 300 + b"?" + b"q" * 300 + b" HTTP/1.1\r\nHost: a\r\n"
+            + b"X-Big: " + value + b"\r\n" + b"".join(b"X-%d: %d\r\n" % (i, i) for i in range(20))
+            + b"\r\n")
+    (req,) = requests(parser(limits=Limits(max_header_bytes=1 << 17)).feed(data))
+    assert req.packed is not None and req.packed == expected(req)
+
+
+def test_packed_is_not_part_of_the_value():
+    """A Request compares and prints the same with or without its packed fields."""
+    (packed,) = requests(parser().feed(WRK))
+    (plain,) = requests(RequestParser().feed(WRK))
+    assert packed.packed is not None and plain.packed is None
+    assert packed == plain and repr(packed) == repr(plain)
+
+
+def test_python_path_and_no_scope_leave_packed_none(monkeypatch):
+    assert requests(RequestParser().feed(BROWSER))[0].packed is None
+    monkeypatch.setattr(h1, "speedups", False)
+    assert requests(parser().feed(BROWSER))[0].packed is None
+
+
+def test_rescope_is_asked_only_with_proxy_fields():
+    asked = []
+
+    def rescope(headers):
+        asked.append(headers)
+        return (pack("https"), pack(["10.0.0.7", 0]) + pack(SERVER)) if len(asked) == 2 else None
+
+    p = parser(rescope=rescope)
+    plain = WRK
+    xff = b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 10.0.0.7\r\n\r\n"
+    proto = b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-Proto: https\r\n\r\n"
+    fwd = b"GET / HTTP/1.1\r\nHost: a\r\nForwarded: for=10.0.0.7\r\n\r\n"
+    reqs = requests(p.feed(plain + xff + proto + fwd))
+    assert len(asked) == 3   # not for the plain one
+    assert reqs[0].packed == expected(reqs[0])
+    assert reqs[1].packed == expected(reqs[1])   # rescope said None: the connection's
+    assert reqs[2].packed == expected(reqs[2], scheme="https", client=["10.0.0.7", 0])
+    assert reqs[3].packed == expected(reqs[3])
+
+
+def test_record_is_the_event_pack_makes():
+    """HTTPConnection.request_event's record: prefix, sid, packed fields, body, more."""
+    from sidecar.frontend.http_conn import _FALSE, _REQUEST_PREFIX, _TRUE
+    (req,) = requests(parser().feed(WRK))
+    for body, more in ((b"", False), (b"", True), (b"x" * 300, False)):
+        record = b"".join((_REQUEST_PREFIX, pack(2**40), req.packed, pack(body),
+                           _TRUE if more else _FALSE))
+        ev = [events.HTTP_REQUEST, 2**40, "GET", "http", "/", b"/", b"", req.headers, CLIENT,
+              SERVER, "1.1", "", body, more]
+        assert record == pack(ev)
+        events.check_request(events.unpack(record))
+
+
+def test_differential_mutated_heads():
+    """Mutated heads: every Request the C path packs packs as msgpack would."""
+    rnd = random.Random(20261204)
+    packed = 0
+    for n in range(20000):
+        data = mutate(rnd, rnd.choice(ACCEPTED))
+        root = rnd.choice(("", "", "/api", "/\u00e9"))
+        for req in requests(parser(root=root, limits=LIMITS[n % len(LIMITS)]).feed(data)):
+            if req.packed is not None:
+                packed += 1
+                assert req.packed == expected(req, root=root), data
+    assert packed > 5000, packed
