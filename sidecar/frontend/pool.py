@@ -464,10 +464,16 @@ class WorkerPool:
     def pick(self) -> WorkerLink | None:
         links = self.links
         cap = self.config.limit_worker_streams
-        if cap:   # a worker at its limit takes no new stream (rare: filter only then)
-            if any(len(link.streams) >= cap for link in links):
-                links = [link for link in links if len(link.streams) < cap]
         n = len(links)
+        if n == 1:   # one worker: it, unless it is at its limit
+            link = links[0]
+            return link if not cap or len(link.streams) < cap else None
+        if cap:   # a worker at its limit takes no new stream (rare: filter only then)
+            for link in links:
+                if len(link.streams) >= cap:
+                    links = [link for link in links if len(link.streams) < cap]
+                    n = len(links)
+                    break
         if n == 0:
             return None
         if n == 1:
