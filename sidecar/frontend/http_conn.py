@@ -193,8 +193,10 @@ class HTTPStream:
         conn.write_for(self, head)
 
     def _on_body(self, data: bytes, more: bool) -> None:
-        if self.complete and self.conn.closed:
-            return  # we answered for the app (a timeout) and it has not heard yet
+        if self.conn.closed:
+            # the client left (the worker has been told) or we answered for the app (a
+            # timeout): its start was dropped as well, and nothing can be written
+            return
         if not self.started or self.complete:
             return self._fail("response body outside a started response")
         n = len(data)
@@ -224,6 +226,11 @@ class HTTPStream:
 
     def _on_app_done(self, error: str | None) -> None:
         self.app_done = True
+        if self.conn.closed:
+            if error:   # most often the app's send() raising ClientDisconnected
+                log.info("app ended after its connection closed, in %s %s: %s",
+                         self.req.method.decode(), self.req.target.decode("latin-1"), error)
+            return
         if error:
             log.error("app error in %s %s: %s", self.req.method.decode(),
                       self.req.target.decode("latin-1"), error)

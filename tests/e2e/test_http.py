@@ -236,6 +236,24 @@ def test_client_disconnect_reaches_app(sc, tmp_path):
     assert marker.read_text() == "http.disconnect"
 
 
+def test_response_for_a_client_that_left_is_dropped_quietly(sc):
+    """The client leaves while its worker is busy: the worker hears of it only after it has
+    sent the whole response, which then reaches a closed connection.  It is dropped with no
+    error line (it was a "protocol error from worker" line per stream), and the server goes
+    on serving."""
+    before = len(sc.log())
+    for _ in range(3):
+        s = socket.create_connection(("127.0.0.1", sc.port))
+        s.sendall(b"GET /spin?ms=200 HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.05)
+        s.close()
+    time.sleep(1.5)   # the spins end and their responses come back to closed connections
+    with sc.client() as c:
+        assert c.get("/pid").status_code == 200
+    log = sc.log()[before:]
+    assert "protocol error" not in log and "ERROR" not in log, log
+
+
 def test_curl_over_unix_socket_and_tcp(sc):
     out = subprocess.run(["curl", "-sS", "--unix-socket", sc.uds, "http://x/pid"],
                          capture_output=True, timeout=30)
