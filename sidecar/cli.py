@@ -1,6 +1,7 @@
 """Command line: ``sidecar MODULE:APP [options]`` (uvicorn and gunicorn spellings).
 
-Settings come from, lowest priority first: defaults, ``--config FILE`` (TOML), ``SIDECAR_*``
+Settings come from, lowest priority first: defaults, ``WEB_CONCURRENCY`` (the workers'
+default, as uvicorn and gunicorn read it), ``--config FILE`` (TOML), ``SIDECAR_*``
 environment variables, flags.  Any mistake is one line on stderr and exit code 2.
 """
 from __future__ import annotations
@@ -203,6 +204,15 @@ def load_config(argv: list[str] | None = None, environ=os.environ) -> Config:
     config = Config()
     defaults = {f.name: getattr(config, f.name) for f in fields(Config)}
     settings: dict = {}
+    # WEB_CONCURRENCY (Heroku's convention, read by uvicorn and gunicorn): the workers' default,
+    # under everything sidecar's own
+    web_concurrency = environ.get("WEB_CONCURRENCY")
+    if web_concurrency is not None:
+        try:
+            settings["workers"] = int(web_concurrency)
+        except ValueError:
+            raise UsageError(f"WEB_CONCURRENCY must be a number of workers, "
+                             f"got {web_concurrency!r}") from None
     if args.config:
         try:
             with open(args.config, "rb") as fh:

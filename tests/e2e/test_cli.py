@@ -220,6 +220,24 @@ def test_flag_beats_environment():
         assert distinct_pids(sc) == set(sc.worker_pids())
 
 
+def test_web_concurrency_is_the_workers_default(tmp_path):
+    """uvicorn's and gunicorn's WEB_CONCURRENCY: below sidecar's own settings."""
+    from sidecar.cli import UsageError, load_config
+    assert load_config(["x:app"], environ={"WEB_CONCURRENCY": "3"}).workers == 3
+    assert load_config(["x:app"], environ={"WEB_CONCURRENCY": "3",
+                                           "SIDECAR_WORKERS": "2"}).workers == 2
+    assert load_config(["x:app", "-w", "1"], environ={"WEB_CONCURRENCY": "3"}).workers == 1
+    conf = tmp_path / "sidecar.toml"
+    conf.write_text("workers = 4\n")
+    assert load_config(["x:app", "--config", str(conf)],
+                       environ={"WEB_CONCURRENCY": "3"}).workers == 4
+    with pytest.raises(UsageError, match="WEB_CONCURRENCY"):
+        load_config(["x:app"], environ={"WEB_CONCURRENCY": "many"})
+    with CustomSidecar("tests.e2e.extra_apps:app", ready_path="/pid",
+                       env={"WEB_CONCURRENCY": "1"}) as sc:
+        assert len(sc.worker_pids()) == 1
+
+
 def test_toml_config_file(tmp_path):
     conf = tmp_path / "sidecar.toml"
     conf.write_text('workers = 1\nroot-path = "/from-toml"\naccess_log = false\n')
