@@ -82,6 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-control", dest="control", action="store_const", const="off")
     p.add_argument("--metrics", metavar="HOST:PORT|PATH",
                    help="serve Prometheus metrics at /metrics on this TCP address or Unix socket")
+    p.add_argument("--ssl-certfile", metavar="FILE",
+                   help="serve TLS on the TCP listeners with this PEM certificate (chain)")
+    p.add_argument("--ssl-keyfile", metavar="FILE", help="its private key (if not in the certfile)")
+    p.add_argument("--ssl-keyfile-password", metavar="PASSWORD", help="the key's password")
+    p.add_argument("--ssl-ca-certs", metavar="FILE", help="CA certificates for client certificates")
+    p.add_argument("--ssl-cert-reqs", type=int, metavar="N",
+                   help="client certificates: 0 none, 1 optional, 2 required (0)")
+    p.add_argument("--ssl-ciphers", metavar="LIST", help="OpenSSL cipher list (OpenSSL's default)")
     p.add_argument("--attach-socket", metavar="PATH",
                    help="let other hosts (C, Node.js) attach to the workers on this socket")
     p.add_argument("--workers", "-w", type=int, metavar="N", help="worker processes (cores)")
@@ -387,11 +395,14 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["reload"]:
         from sidecar.status import reload_main
         return reload_main(argv[1:])
+    from sidecar.frontend import tls
+
     try:
         config = load_config(argv)
         if config.env_file:
             load_env_file(config.env_file)
-    except UsageError as exc:
+        tls_context = tls.server_context(config)
+    except (UsageError, tls.TLSConfigError) as exc:
         print(f"sidecar: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     setup_logging(config.log_level, config.access_log)
@@ -446,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     async def run() -> int:
         return await FrontEnd(config, sockets, owned_paths=([uds] if uds else []) + owned,
                               notifier=notifier, control_sock=ctl, metrics_sock=met,
-                              attach_sock=attach_sock).run()
+                              attach_sock=attach_sock, tls=tls_context).run()
 
     try:
         return uvloop.run(run())

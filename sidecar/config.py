@@ -31,6 +31,13 @@ class Config:
     bind: list[str] = field(default_factory=list)
     fd: list[int] = field(default_factory=list)
     backlog: int = 2048            # uvicorn/gunicorn: 2048
+    # TLS on the TCP listeners (uvicorn's --ssl-* flags; sidecar/frontend/tls.py)
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_keyfile_password: str | None = None
+    ssl_ca_certs: str | None = None
+    ssl_cert_reqs: int = 0         # client certificates: 0 none, 1 optional, 2 required
+    ssl_ciphers: str | None = None  # OpenSSL cipher list; None: OpenSSL's default
     attach_socket: str | None = None  # other hosts attach to the workers here (uds_mode)
 
     workers: int = 0               # 0 = one per core

@@ -79,13 +79,19 @@ class Sidecar:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"sidecar exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                httpx.get(self.url + self.ready_path, timeout=1.0)
+            if self.answers():
                 return self
-            except httpx.TransportError:
-                time.sleep(0.05)
+            time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"sidecar not ready in {self.start_timeout}s:\n{self.log()}")
+
+    def answers(self) -> bool:
+        """Whether the server answers ready_path (any status) now."""
+        try:
+            httpx.get(self.url + self.ready_path, timeout=1.0)
+            return True
+        except httpx.TransportError:
+            return False
 
     def log(self) -> str:
         try:

@@ -339,6 +339,8 @@ class HTTPConnection(asyncio.Protocol):
         else:
             self.server_addr = [local[0], local[1]]
             self.client = [peer[0], peer[1]] if peer else None
+            if transport.get_extra_info("sslcontext") is not None:
+                self.scheme = "https"   # wss for WebSockets (ws_conn)
             self.trusted = self.server.is_trusted(peer[0] if peer else None)
             if sock is not None:
                 try:

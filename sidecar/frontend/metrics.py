@@ -65,7 +65,8 @@ def snapshot(frontend) -> dict:
     return {
         "pid": os.getpid(), "app": frontend.config.app, "state": frontend.state,
         "uptime": round(time.monotonic() - frontend.started_at, 3),
-        "listeners": [listeners.describe(s) for s in frontend.sockets if s.fileno() >= 0],
+        "listeners": [listeners.describe(s, tls=frontend.tls is not None)
+                      for s in frontend.sockets if s.fileno() >= 0],
         "connections": len(frontend.connections), "waiting": len(pool.waiting),
         "restarts": pool.restarts, "requests": sum(w["requests"] for w in workers),
         "workers": workers}

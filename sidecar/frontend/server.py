@@ -41,9 +41,10 @@ class FrontEnd:
                  owned_paths: list[str] | None = None, notifier: Notifier | None = None,
                  control_sock: socket.socket | None = None,
                  metrics_sock: socket.socket | None = None,
-                 attach_sock: socket.socket | None = None):
+                 attach_sock: socket.socket | None = None, tls=None):
         self.config = config
         self.sockets = sockets
+        self.tls = tls   # ssl.SSLContext for the TCP listeners (sidecar/frontend/tls.py) or None
         # Unix socket paths to unlink at exit, read now: once a server closes its listening
         # socket the fd is gone and getsockname() fails with EBADF.
         # Only the socket we created is ours to remove; one passed in (--fd, systemd) is not.
@@ -238,11 +239,16 @@ class FrontEnd:
         ready.cancel()
         if not self._stop.is_set():
             for sock in self.sockets:
+                tls = self.tls if sock.family != socket.AF_UNIX else None
+                # the handshake is part of the request head's time (nginx counts it so too)
+                extra = {"ssl": tls, "ssl_handshake_timeout": self.config.header_timeout} \
+                    if tls is not None else {}
                 server = await self.loop.create_server(lambda: HTTPConnection(self), sock=sock,
-                                                       backlog=self.config.backlog)
+                                                       backlog=self.config.backlog, **extra)
                 self.servers.append(server)
             self._sweeper = self.loop.call_later(1.0, self._sweep)
-            names = " ".join(listeners.describe(s) for s in self.sockets)
+            names = " ".join(listeners.describe(s, tls=self.tls is not None)
+                             for s in self.sockets)
             log.info("sidecar ready on %s with %d workers (app %s)", names,
                      len(self.pool.slots), self.config.app)
             self.state = "ready"
