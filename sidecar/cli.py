@@ -342,9 +342,8 @@ def setup_logging(level: str, access_log: bool) -> None:
     access.propagate = False
     access.handlers[:] = []
     if access_log:
-        out = logging.StreamHandler(sys.stdout)
-        out.setFormatter(logging.Formatter("%(message)s"))
-        access.addHandler(out)
+        from sidecar.frontend.access import StdoutHandler
+        access.addHandler(StdoutHandler())
         access.setLevel(logging.INFO)
     else:
         access.setLevel(logging.CRITICAL + 1)

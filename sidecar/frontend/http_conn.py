@@ -45,7 +45,6 @@ from sidecar.frontend import access
 from sidecar.http import h1
 
 log = logging.getLogger("sidecar.frontend")
-access_log = logging.getLogger("sidecar.access")
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 MAX_PIPELINE = 32  # requests parsed ahead of their responses before we stop reading
@@ -348,6 +347,7 @@ class HTTPConnection(asyncio.Protocol):
                 except OSError:
                     pass
         server = self.server
+        self.who = access.who(self.client)   # the access lines' first field
         # the C parser packs each request's HTTP_REQUEST fields with this connection's scope
         # (request_event); a trusted peer's proxy headers may change it per request
         pack = events.pack
@@ -694,8 +694,9 @@ class HTTPConnection(asyncio.Protocol):
             self.transport.abort()
 
     def _log_access(self, stream: HTTPStream) -> None:
-        access_log.info(access.line(self.client, stream.req, stream.status, stream.sent_bytes,
-                                    time.monotonic() - stream.t0))
+        self.server.access.write(access.line(self.who, stream.req,
+                                             stream.status, stream.sent_bytes,
+                                             time.monotonic() - stream.t0))
 
 
 __all__ = ["HTTPConnection", "HTTPStream", "events"]

@@ -23,7 +23,7 @@ from sidecar.frontend.batch import Batcher
 from sidecar.frontend.http_conn import HTTPConnection
 from sidecar.frontend.pool import WorkerPool
 from sidecar.frontend.ratelog import RateLimitedLog
-from sidecar.frontend import listeners, metrics
+from sidecar.frontend import access, listeners, metrics
 from sidecar.frontend.control import ControlServer
 from sidecar.systemd import Notifier
 from sidecar.frontend.ws_conn import websocket_handler
@@ -89,6 +89,7 @@ class FrontEnd:
         self._stop = asyncio.Event()
         self._signals: list[int] = []
         self.batcher = Batcher(self.loop)
+        self.access = access.AccessLog(self.batcher) if config.access_log else None
         self.pool = WorkerPool(config, self.loop, self._fatal, self.batcher)
         self.attach = None  # other hosts attaching to the workers (frontend/attach.py)
         if attach_sock is not None:
@@ -314,3 +315,5 @@ class FrontEnd:
             self.loop.remove_signal_handler(sig)
         if self._date_timer is not None:   # last: responses still draining need a Date
             self._date_timer.cancel()
+        if self.access is not None:   # the lines of the last responses
+            self.access.flush()

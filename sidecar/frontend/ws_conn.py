@@ -44,7 +44,6 @@ from sidecar.frontend import access
 from sidecar.http import h1
 
 log = logging.getLogger("sidecar.websocket")
-access_log = logging.getLogger("sidecar.access")
 # websockets logs "connection open/closed" at INFO for every connection: keep that quiet.
 _proto_log = logging.getLogger("sidecar.websocket.protocol")
 _proto_log.setLevel(logging.WARNING)
@@ -483,8 +482,9 @@ class WebSocket(asyncio.Protocol):
         self.server.connections.discard(self)
         if self.server.access_log:
             # 499 (nginx's "client closed request"): gone before anything was answered
-            access_log.info(access.line(self.client, self.req, self.status or 499, self.sent,
-                                        time.monotonic() - self.t0))
+            self.server.access.write(access.line(access.who(self.client), self.req,
+                                                 self.status or 499,
+                                                 self.sent, time.monotonic() - self.t0))
         proto = self.proto
         if proto.close_rcvd is not None:
             code, reason = proto.close_rcvd.code, proto.close_rcvd.reason

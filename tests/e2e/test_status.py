@@ -199,6 +199,27 @@ def test_access_log_line_is_combined_with_duration():
     assert re.match(pattern, line), line
 
 
+def test_access_lines_of_pipelined_requests_are_each_whole():
+    """Lines written together (one write per loop iteration) are each whole; with one worker
+    the responses complete, and are logged, in the order of the requests."""
+    with Sidecar("tests.e2e.apps:app", workers=1, ready_path="/scope",
+                 capture_stdout=True) as s:
+        with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
+            c.sendall(b"".join(b"GET /pid?n=%d HTTP/1.1\r\nHost: x\r\n\r\n" % i
+                               for i in range(60))
+                      + b"GET /pid?n=last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            while c.recv(65536):
+                pass
+
+        def lines():
+            out = [x for x in Path(s.stdout_path).read_text().splitlines() if "/pid?n=" in x]
+            return out if len(out) == 61 else None
+        found = wait_for(lines, 10, what="61 access lines")
+    assert [x.split("/pid?n=")[1].split()[0] for x in found] == [str(i) for i in range(60)] + [
+        "last"]
+    assert all(re.search(r'" 200 \d+ "-" "-" \d+\.\dms$', x) for x in found), found[:3]
+
+
 def test_websockets_get_an_access_line_when_they_close():
     """As nginx logs a WebSocket: one line when the connection ends, with the status answered
     (101, or the refusal's), the bytes sent (handshake included) and the whole duration."""
