@@ -67,9 +67,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def server_argv(kind: str, app: str, port: int, workers: int, workdir: Path) -> list[str]:
-    """The command line for ``kind`` serving ``app`` on 127.0.0.1:``port``."""
+def server_argv(kind: str, app: str, port: int, workers: int, workdir: Path,
+                access_log: bool = False) -> list[str]:
+    """The command line for ``kind`` serving ``app`` on 127.0.0.1:``port``; with
+    ``access_log``, each server's access log on (to its stdout: a file in ``workdir``)."""
     python = [sys.executable, "-m"]
+    log = "--access-log" if access_log else "--no-access-log"
     if kind == "sidecar":
         # An explicit socket path in our own directory, so a benchmark never collides with a
         # demo running on the default ./sidecar.sock.
@@ -78,7 +81,7 @@ def server_argv(kind: str, app: str, port: int, workers: int, workdir: Path) -> 
             "--bind", f"{HOST}:{port}",
             "--uds", str(workdir / "sidecar.sock"),
             "--workers", str(workers),
-            "--no-access-log", "--log-level", "warning",
+            log, "--log-level", "warning",
         ]  # fmt: skip
     if kind == "uvicorn":
         return python + [
@@ -86,7 +89,7 @@ def server_argv(kind: str, app: str, port: int, workers: int, workdir: Path) -> 
             "--host", HOST, "--port", str(port),
             "--workers", str(workers),
             "--http", "httptools", "--loop", "uvloop",
-            "--no-access-log", "--log-level", "warning",
+            log, "--log-level", "warning",
         ]  # fmt: skip
     if kind == "granian":
         # granian's default interface is RSGI; its access log is off by default but we say
@@ -97,7 +100,7 @@ def server_argv(kind: str, app: str, port: int, workers: int, workdir: Path) -> 
             "--host", HOST, "--port", str(port),
             "--workers", str(workers),
             "--http", "1", "--loop", "uvloop",
-            "--no-access-log", "--log-level", "warning",
+            log, "--log-level", "warning",
         ]  # fmt: skip
     raise ValueError(f"unknown server kind {kind!r}; expected one of {KINDS}")
 
@@ -110,6 +113,7 @@ def start_server(
     *,
     ready_path: str = "/",
     timeout: float = 30.0,
+    access_log: bool = False,
 ) -> ServerHandle:
     """Start ``kind`` serving ``app`` and return once ``GET ready_path`` answers.
 
@@ -118,7 +122,7 @@ def start_server(
     """
     port = port or free_port()
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-{kind}-"))
-    argv = server_argv(kind, app, port, workers, workdir)
+    argv = server_argv(kind, app, port, workers, workdir, access_log)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     env.setdefault("PYTHONUNBUFFERED", "1")

@@ -7,6 +7,8 @@
 Scenarios (see SCENARIOS at the bottom; add one there, e.g. for WebSockets):
 
 - ``bare``: the bare ASGI hello app, ``wrk -c64`` on ``/``. Server overhead only.
+- ``logged``: ``bare`` with every server's access log on, as sidecar and uvicorn start by
+  default (granian's is off by default): one line per request to the server's stdout, a file.
 - ``starlette``: the same through Starlette.
 - ``dispatch``: 8 keep-alive connections send paced ``/fast`` requests; once they are open,
   a second wrk keeps ``/cpu`` busy (20 ms of CPU per request, blocking a worker's event loop).
@@ -77,6 +79,7 @@ class Scenario:
     compare: str = "req_s"
     extra_columns: list[tuple[str, str]] = field(default_factory=list)  # (key, header)
     rounds: int = 1  # measurements per server (each on a fresh start); the median is shown
+    access_log: bool = False  # the servers' access logs on (to a file), as by default
 
 
 # -- measurements ---------------------------------------------------------------------------
@@ -223,7 +226,8 @@ def run_one(scenario: Scenario, kind: str, workers: int, options: Options) -> di
     """Start one server, measure, stop it.  Never raises for a server or wrk failure."""
     row = {"server": kind, "workers": workers, "status": "ok", "error": None}
     try:
-        handle = start_server(kind, scenario.app, workers=workers, ready_path=scenario.ready_path)
+        handle = start_server(kind, scenario.app, workers=workers, ready_path=scenario.ready_path,
+                              access_log=scenario.access_log)
     except ServerStartError as exc:
         return row | {"status": "failed to start", "error": str(exc)}
     except Exception as exc:  # a row, not a traceback; Ctrl-C still unwinds
@@ -348,6 +352,15 @@ SCENARIOS: dict[str, Scenario] = {
         ready_path="/",
         matrix=THROUGHPUT_MATRIX,
         measure=measure_throughput("/"),
+    ),
+    "logged": Scenario(
+        name="logged",
+        description="bare ASGI hello, GET /, with each server's access log on (a file)",
+        app="benchmarks.apps:hello",
+        ready_path="/",
+        matrix=THROUGHPUT_MATRIX,
+        measure=measure_throughput("/"),
+        access_log=True,
     ),
     "starlette": Scenario(
         name="starlette",
