@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="control socket for `sidecar status` (auto: $RUNTIME_DIRECTORY/"
                         "control.sock or UDS.ctl; off)")
     p.add_argument("--no-control", dest="control", action="store_const", const="off")
+    p.add_argument("--pid", dest="pid_file", metavar="FILE",
+                   help="write the front-end's pid to FILE (removed at exit), as gunicorn's --pid")
     p.add_argument("--metrics", metavar="HOST:PORT|PATH",
                    help="serve Prometheus metrics at /metrics on this TCP address or Unix socket")
     p.add_argument("--ssl-certfile", metavar="FILE",
@@ -383,6 +385,24 @@ def _open_ops(config: Config, uds: str | None):
     return ctl, met, owned
 
 
+def write_pid_file(path: str) -> None:
+    """The front-end's pid, written whole (a temporary file renamed over the path)."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as fh:
+        fh.write(f"{os.getpid()}\n")
+    os.replace(tmp, path)
+
+
+def remove_pid_file(path: str) -> None:
+    """Remove the pid file if it still names this process (another may have taken it)."""
+    try:
+        with open(path) as fh:
+            if fh.read().strip() == str(os.getpid()):
+                os.unlink(path)
+    except (OSError, ValueError):
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     from sidecar.frontend import listeners
     from sidecar.systemd import Notifier
@@ -412,56 +432,67 @@ def main(argv: list[str] | None = None) -> int:
         except logconfig.LogConfigError as exc:
             print(f"sidecar: error: {exc}", file=sys.stderr)
             return EXIT_USAGE
-    raise_fd_limit()
-    # systemd's variables are read (and removed, so workers do not inherit them) before anything
-    notifier = Notifier()
-    sockets = []
+    if config.pid_file:
+        try:
+            write_pid_file(config.pid_file)
+        except OSError as exc:
+            print(f"sidecar: error: cannot write the pid file {config.pid_file}: "
+                  f"{exc.strerror}", file=sys.stderr)
+            return EXIT_USAGE
     try:
-        sockets += listeners.from_systemd()
-    except listeners.ListenerError as exc:
-        print(f"sidecar: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    # socket activation replaces the default listeners; explicit ones are added to it
-    uds, binds, fds = config.listeners() if not sockets else \
-        (config.uds, list(config.bind), list(config.fd))
-    ctl = met = None
-    uds_opened = False
-    attach_sock = None
-    try:
-        for fd in fds:
-            sockets.append(listeners.from_fd(fd))
-        for spec in binds:
-            sockets.append(listeners.open_tcp(spec, config.backlog))
-        if uds:
-            sockets.append(listeners.open_uds(uds, config.uds_mode, config.backlog))
-            uds_opened = True
-        if config.attach_socket:
-            from sidecar.frontend.attach import open_attach_socket
-            attach_sock = open_attach_socket(config.attach_socket, config.uds_mode)
-        ctl, met, owned = _open_ops(config, uds)
-    except listeners.ListenerError as exc:
-        for s in sockets:
-            s.close()
-        if attach_sock is not None:
-            attach_sock.close()
-            os.unlink(config.attach_socket)
-        if uds_opened:
-            os.unlink(uds)
-        print(f"sidecar: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    import uvloop
+        raise_fd_limit()
+        # systemd's variables are read (and removed, so workers do not inherit them) before anything
+        notifier = Notifier()
+        sockets = []
+        try:
+            sockets += listeners.from_systemd()
+        except listeners.ListenerError as exc:
+            print(f"sidecar: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        # socket activation replaces the default listeners; explicit ones are added to it
+        uds, binds, fds = config.listeners() if not sockets else \
+            (config.uds, list(config.bind), list(config.fd))
+        ctl = met = None
+        uds_opened = False
+        attach_sock = None
+        try:
+            for fd in fds:
+                sockets.append(listeners.from_fd(fd))
+            for spec in binds:
+                sockets.append(listeners.open_tcp(spec, config.backlog))
+            if uds:
+                sockets.append(listeners.open_uds(uds, config.uds_mode, config.backlog))
+                uds_opened = True
+            if config.attach_socket:
+                from sidecar.frontend.attach import open_attach_socket
+                attach_sock = open_attach_socket(config.attach_socket, config.uds_mode)
+            ctl, met, owned = _open_ops(config, uds)
+        except listeners.ListenerError as exc:
+            for s in sockets:
+                s.close()
+            if attach_sock is not None:
+                attach_sock.close()
+                os.unlink(config.attach_socket)
+            if uds_opened:
+                os.unlink(uds)
+            print(f"sidecar: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        import uvloop
 
-    from sidecar.frontend.server import FrontEnd
+        from sidecar.frontend.server import FrontEnd
 
-    async def run() -> int:
-        return await FrontEnd(config, sockets, owned_paths=([uds] if uds else []) + owned,
-                              notifier=notifier, control_sock=ctl, metrics_sock=met,
-                              attach_sock=attach_sock, tls=tls_context).run()
+        async def run() -> int:
+            return await FrontEnd(config, sockets, owned_paths=([uds] if uds else []) + owned,
+                                  notifier=notifier, control_sock=ctl, metrics_sock=met,
+                                  attach_sock=attach_sock, tls=tls_context).run()
 
-    try:
-        return uvloop.run(run())
-    except KeyboardInterrupt:
-        return 1
+        try:
+            return uvloop.run(run())
+        except KeyboardInterrupt:
+            return 1
+    finally:
+        if config.pid_file:
+            remove_pid_file(config.pid_file)
 
 
 if __name__ == "__main__":

@@ -64,6 +64,7 @@ class Config:
     # on their own socket (HOST:PORT or a path; none by default, like uvicorn and gunicorn)
     control: str = "auto"
     metrics: str | None = None
+    pid_file: str | None = None    # gunicorn's --pid: the front-end's pid, removed at exit
 
     # flow control
     ring_capacity: int = DEFAULT_CAPACITY   # bytes per direction per worker

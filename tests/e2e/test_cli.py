@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -68,6 +70,22 @@ def test_usage_errors(tmp_path, args, words):
     line = assert_one_clear_line(out, EXIT_USAGE, *words)
     assert line.startswith("sidecar: error: ")
     assert not (tmp_path / "s.sock").exists()
+
+
+def test_pid_file_names_the_front_end_and_goes_at_exit(tmp_path):
+    pid_file = tmp_path / "sidecar.pid"
+    sc = CustomSidecar("tests.e2e.extra_apps:app", "--pid", str(pid_file), ready_path="/pid")
+    with sc:
+        assert pid_file.read_text() == f"{sc.proc.pid}\n"
+        os.kill(sc.proc.pid, signal.SIGHUP)   # a reload keeps the front-end, and the file
+        time.sleep(0.5)
+        assert pid_file.read_text() == f"{sc.proc.pid}\n"
+    assert not pid_file.exists()
+    # a failed start removes it too, and a pid file that cannot be written stops the start
+    out = run(tmp_path, "tests.e2e.apps:app", "--pid", str(pid_file), "--bind", "256.0.0.1:1")
+    assert out.returncode == EXIT_USAGE and not pid_file.exists()
+    out = run(tmp_path, "tests.e2e.apps:app", "--pid", str(tmp_path / "no" / "x.pid"))
+    assert_one_clear_line(out, EXIT_USAGE, "cannot write the pid file", "No such file")
 
 
 def test_socket_in_missing_directory(tmp_path):
