@@ -141,6 +141,23 @@ def test_plain_http_to_the_tls_port_is_dropped_and_nothing_else_is(sc):
     assert "Traceback" not in sc.log()[before:]
 
 
+def test_a_handshake_that_never_comes_is_dropped_after_the_header_timeout(certs):
+    """A client that connects and sends nothing (no ClientHello) is closed after
+    --timeout-header, like one that never sends a request head; others are served."""
+    cert, key = certs["server"]
+    with TLSSidecar("tests.e2e.apps:app", cert, key, "--timeout-header", "1", workers=1,
+                    ready_path="/pid") as s:
+        with socket.create_connection(("127.0.0.1", s.port), timeout=10) as idle:
+            t0 = time.monotonic()
+            with s.client() as c:
+                assert c.get("/pid").status_code == 200
+            try:
+                assert idle.recv(100) == b""
+            except ConnectionResetError:
+                pass
+            assert 0.5 < time.monotonic() - t0 < 8
+
+
 def test_websocket_over_tls_is_wss(certs):
     cert, key = certs["server"]
     with TLSSidecar("tests.e2e.ws_apps:app", cert, key, workers=1, ready_path="/pid") as s:
