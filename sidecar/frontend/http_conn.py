@@ -546,7 +546,7 @@ class HTTPConnection(asyncio.Protocol):
         """The stream's response is fully written (or buffered): advance the pipeline."""
         if self.closed:
             return
-        if self.server.access_log:
+        if self.server.access is not None:
             self._log_access(stream)
         while self.pipeline and self.pipeline[0].complete:
             done = self.pipeline.popleft()

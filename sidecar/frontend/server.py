@@ -80,7 +80,6 @@ class FrontEnd:
             else:
                 fields.append((name.lower().encode("latin-1"), value.encode("latin-1")))
         self.extra_fields = tuple(fields)
-        self.access_log = config.access_log
         self.websocket_handler = websocket_handler  # Upgrade: websocket -> ws_conn.py
         self._trusted_nets, self._trust_all = self._parse_trusted(config.forwarded_allow_ips)
         self.trust_unix = config.proxy_headers and (self._trust_all or
@@ -89,6 +88,7 @@ class FrontEnd:
         self._stop = asyncio.Event()
         self._signals: list[int] = []
         self.batcher = Batcher(self.loop)
+        # the access lines' writer; None with --no-access-log
         self.access = access.AccessLog(self.batcher) if config.access_log else None
         self.pool = WorkerPool(config, self.loop, self._fatal, self.batcher)
         self.attach = None  # other hosts attaching to the workers (frontend/attach.py)

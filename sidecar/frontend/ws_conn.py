@@ -480,7 +480,7 @@ class WebSocket(asyncio.Protocol):
     def connection_lost(self, exc) -> None:
         self.closed = True
         self.server.connections.discard(self)
-        if self.server.access_log:
+        if self.server.access is not None:
             # 499 (nginx's "client closed request"): gone before anything was answered
             self.server.access.write(access.line(access.who(self.client), self.req,
                                                  self.status or 499,
