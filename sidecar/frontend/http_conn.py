@@ -351,7 +351,8 @@ class HTTPConnection(asyncio.Protocol):
         # the C parser packs each request's HTTP_REQUEST fields with this connection's scope
         # (request_event); a trusted peer's proxy headers may change it per request
         pack = events.pack
-        self.parser.pack_requests(pack(self.scheme), pack(self.client) + pack(self.server_addr),
+        self._packed_server = pack(self.server_addr)
+        self.parser.pack_requests(pack(self.scheme), pack(self.client) + self._packed_server,
                                   server.config.root_path.encode(),
                                   self._proxy_scope if self.trusted else None)
         limit = server.config.limit_concurrency
@@ -473,7 +474,7 @@ class HTTPConnection(asyncio.Protocol):
         if scheme == self.scheme and client == self.client:
             return None
         pack = events.pack
-        return pack(scheme), pack(client) + pack(self.server_addr)
+        return pack(scheme), pack(client) + self._packed_server
 
     def req_scope(self, req: h1.Request) -> tuple:
         """(method, scheme, path, raw_path, query, headers, client, server, version, root)."""
