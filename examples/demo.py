@@ -16,7 +16,7 @@ Every endpoint exercises one thing a server has to get right:
 ``GET  /sse/metrics``           Server-Sent Events (``?count=N&interval=S``; count=0: forever)
 ``GET  /ndjson/progress``       NDJSON progress stream (``?steps=N&delay=S``)
 ``GET  /cpu?ms=20``             burns CPU on the event loop for N ms (dispatch benchmark)
-``GET  /pid``                   the worker's pid (to see requests land on different workers)
+``GET  /pid``                   the pid of the worker that served the request
 ``GET  /ws/check``              page: your browser's WebSocket against the two below
 ``WS   /ws/echo``               WebSocket echo: text and binary messages come back as sent
 ``WS   /ws/chat?name=NAME``     WebSocket broadcast chat room (one room per worker process)

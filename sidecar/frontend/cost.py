@@ -16,13 +16,14 @@ The rule, in one place:
   (``WorkerLink.load``: a worker with streams that sends nothing is busy);
 - each route keeps an EWMA (weight ``ALPHA`` for the new sample); the first sample is taken
   as is;
-- unknown routes cost ``DEFAULT_COST`` (1 ms);
+- unknown routes cost ``DEFAULT_COST`` (4 ms), the packing budget (``link.PACK_BUDGET``):
+  a worker just handed a route not seen yet is not packed onto until it shows what it costs;
 - the table holds at most ``size`` routes (256); a new route past that evicts the oldest
   inserted one, so an app with ids in its paths churns the table instead of growing it.
 """
 from __future__ import annotations
 
-DEFAULT_COST = 0.001   # seconds: a route not seen yet
+DEFAULT_COST = 0.004   # seconds: a route not seen yet
 MAX_SAMPLE = 1.0       # seconds: longer streams teach nothing
 ALPHA = 0.2            # EWMA weight of a new sample
 

@@ -30,7 +30,7 @@ from typing import Callable
 from sidecar.config import (EXIT_CONFIG_ERROR, EXIT_IMPORT_FAILED, EXIT_PROTOCOL_ERROR,
                             EXIT_STARTUP_FAILED, Config)
 from sidecar.frontend.cost import RouteCosts
-from sidecar.frontend.link import WorkerLink
+from sidecar.frontend.link import PACK_BUDGET, PACK_ROUTE, PACK_STREAMS, WorkerLink
 from sidecar.frontend.ratelog import RateLimitedLog
 from sidecar.frontend.watchdog import Watchdog
 from sidecar.frontend.worker_proc import DRAINING, READY, STARTING, WorkerProcess
@@ -90,7 +90,6 @@ class WorkerPool:
         self.ever_ready = False
         self.stopping = False
         self.restarts = 0
-        self._rr = 0
         self.costs = RouteCosts()  # learned per-route service time, shared by the links
         self._ready_event = asyncio.Event()
         self._workers: dict[WorkerLink, WorkerProcess] = {}
@@ -461,7 +460,9 @@ class WorkerPool:
 
     # --- dispatch ------------------------------------------------------------------------
 
-    def pick(self) -> WorkerLink | None:
+    def pick(self, stream=None) -> WorkerLink | None:
+        """The worker for ``stream`` (docs/operations.md, "Dispatch"), None if every worker
+        is at --limit-worker-streams."""
         links = self.links
         cap = self.config.limit_worker_streams
         n = len(links)
@@ -478,14 +479,18 @@ class WorkerPool:
             return None
         if n == 1:
             return links[0]
-        # least expected work ahead (learned route costs of the streams in flight, stalls,
-        # ring fill: WorkerLink.load); ties rotate so that sequential requests of one
-        # keep-alive connection spread over idle workers
-        self._rr = (self._rr + 1) % n
         now = self.loop.time()
+        # packing: a request of a route known to be cheap goes to the first worker (in the
+        # order they became ready) that keeps up
+        if stream is not None:
+            req = stream.req
+            if self.costs.expect((req.method, req.raw_path, req.upgrade)) < PACK_ROUTE:
+                for link in links:
+                    if len(link.streams) < PACK_STREAMS and link.busy(now) < PACK_BUDGET:
+                        return link
+        # anything else, or none keeps up: the least expected work ahead; ties to the first
         best, best_load = None, None
-        for k in range(n):
-            link = links[(self._rr + k) % n]
+        for link in links:
             load = link.load(now)
             if best is None or load < best_load:
                 best, best_load = link, load
@@ -501,7 +506,7 @@ class WorkerPool:
             self._log_over_limit("%d streams in flight (--limit-streams): answering 503", limit)
             stream.overloaded()
             return
-        link = self.pick()
+        link = self.pick(stream)
         if link is not None and not self.waiting:
             stream.dispatch(link, body, more)
             if self.config.max_requests:
@@ -520,7 +525,7 @@ class WorkerPool:
 
     def _serve_waiting(self) -> None:
         while self.waiting:
-            link = self.pick()
+            link = self.pick(self.waiting[0][0])
             if link is None:
                 return
             stream, body, more, _ = self.waiting.popleft()

@@ -4,6 +4,7 @@ import json
 import os
 import socket
 import subprocess
+import threading
 import time
 
 import httpx
@@ -149,10 +150,32 @@ def test_expect_100_not_sent_when_app_does_not_read(sc):
     s.close()
 
 
-def test_keepalive_requests_spread_over_workers(sc):
+def test_keepalive_requests_go_to_whichever_worker_is_free(sc):
+    """Dispatch is per request, not per connection.  An idle pool serves one connection's
+    requests on one worker (packing: the other stays asleep); while another connection holds
+    that worker in a CPU-bound request, the same keep-alive connection's requests go to the
+    other worker, and come back once it is free."""
     with sc.client() as c:
-        pids = {c.get("/pid").json()["pid"] for _ in range(20)}
-    assert pids == set(sc.worker_pids())
+        first = {c.get("/pid").json()["pid"] for _ in range(5)}
+        assert len(first) == 1, first
+        spin = {}
+
+        def spinner():
+            with sc.client() as c2:
+                spin.update(c2.get("/spin", params={"ms": 1500}).json())
+
+        t = threading.Thread(target=spinner)
+        t.start()
+        during = set()
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline and len(during) < 2:
+            during.add(c.get("/pid").json()["pid"])
+            time.sleep(0.01)
+        t.join(30)
+        after = c.get("/pid").json()["pid"]
+    assert spin["pid"] in first  # both idle: the first worker took the spin too
+    assert first | during == set(sc.worker_pids())
+    assert after in first
 
 
 def test_app_error_before_start_is_500(client, sc):

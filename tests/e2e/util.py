@@ -51,6 +51,26 @@ def wait_stable(read, settle: float, timeout: float, interval: float = 0.05):
             raise AssertionError(f"value still changing after {timeout}s (last {last!r})")
 
 
+def serving_pids(sc, n: int, ms: int = 400) -> set[int]:
+    """Pids of the workers that serve n concurrent CPU-bound requests (/spin, ms each).
+
+    Idle workers are packed onto (docs/operations.md, "Dispatch"): sequential requests all
+    land on the first one.  Each spin makes its worker busy at once (a route not seen yet costs
+    the packing budget; once seen, its learned cost), so n of them at a time reach n workers."""
+    pids: list[int] = []
+
+    def one():
+        with sc.client(timeout=30) as c:
+            pids.append(c.get("/spin", params={"ms": ms}).json()["pid"])
+
+    threads = [threading.Thread(target=one) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return set(pids)
+
+
 def alive(pid: int) -> bool:
     """True while ``pid`` exists and is not a zombie."""
     try:

@@ -1,4 +1,5 @@
-"""The dispatch estimator: learned route costs and a link's expected work ahead."""
+"""The dispatch estimator (learned route costs, a link's expected work ahead) and the rule
+``WorkerPool.pick`` applies to it: packing first, then least work ahead."""
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -7,7 +8,8 @@ import pytest
 
 from sidecar.frontend import cost
 from sidecar.frontend.cost import DEFAULT_COST, MAX_SAMPLE, RouteCosts
-from sidecar.frontend.link import MAX_STALL, WorkerLink
+from sidecar.frontend.link import MAX_STALL, PACK_BUDGET, PACK_ROUTE, PACK_STREAMS, WorkerLink
+from sidecar.frontend.pool import WorkerPool
 
 
 def test_unknown_route_costs_the_default_and_first_sample_is_taken_as_is():
@@ -60,7 +62,7 @@ class FakeBatcher:
 
 def _stream(path: bytes):
     req = SimpleNamespace(method=b"GET", raw_path=path, upgrade=None)
-    return SimpleNamespace(req=req)
+    return SimpleNamespace(req=req, on_worker_lost=lambda: None)
 
 
 @pytest.fixture
@@ -136,3 +138,103 @@ def test_a_stream_queued_behind_a_slow_one_is_not_learned_as_slow(links):
     loop.now += 0.0002
     _done(a, loop, 2)                          # 20.2 ms after its dispatch, 0.2 ms of work
     assert costs.expect((b"GET", b"/fast", None)) < 0.001
+
+
+# --- WorkerPool.pick -------------------------------------------------------------------------
+
+def _pick(links, loop, costs, path=b"/fast"):
+    pool = SimpleNamespace(links=list(links), loop=loop, costs=costs,
+                           config=SimpleNamespace(limit_worker_streams=0))
+    return WorkerPool.pick(pool, _stream(path))
+
+
+@pytest.fixture
+def fast(links):
+    loop, costs, made = links
+    costs.learn((b"GET", b"/fast", None), 0.00005)
+    return links
+
+
+def test_an_unknown_route_costs_the_packing_budget():
+    # what keeps a worker just handed a route not seen yet (maybe a slow one) from being
+    # packed onto: see test_a_worker_handed_a_route_not_seen_yet_...
+    assert DEFAULT_COST >= PACK_BUDGET > PACK_ROUTE
+
+
+def test_a_cheap_route_packs_onto_the_first_idle_worker(fast):
+    loop, costs, (a, b) = fast
+    assert _pick((a, b), loop, costs) is a
+    assert _pick((b, a), loop, costs) is b   # the order the workers became ready in
+
+
+def test_a_worker_keeping_up_with_cheap_streams_takes_more(fast):
+    loop, costs, (a, b) = fast
+    for sid in range(1, 41):   # 40 in flight, 2 ms of expected work: below the budget
+        a.open_stream(sid, _stream(b"/fast"), [0, sid])
+    loop.now += 0.0001
+    assert a.busy(loop.now) < PACK_BUDGET
+    assert _pick((a, b), loop, costs) is a
+
+
+def test_routes_not_learned_or_costly_are_spread_not_packed(fast):
+    loop, costs, (a, b) = fast
+    costs.learn((b"GET", b"/cpu", None), 0.020)
+    a.open_stream(1, _stream(b"/fast"), [0, 1])   # a keeps up, and would take a cheap one
+    assert _pick((a, b), loop, costs) is a
+    # but a 20 ms request, or one of a route never seen (SSE, a WebSocket, a new one), would
+    # hold up the cheap ones packed behind it: the idle worker takes it
+    assert _pick((a, b), loop, costs, b"/cpu") is b
+    assert _pick((a, b), loop, costs, b"/events") is b
+
+
+def test_a_worker_with_more_work_ahead_than_the_budget_is_passed_over(fast):
+    loop, costs, (a, b) = fast
+    costs.learn((b"GET", b"/cpu", None), 0.020)
+    a.open_stream(1, _stream(b"/cpu"), [0, 1])
+    loop.now += 0.0001
+    assert _pick((a, b), loop, costs) is b
+
+
+def test_a_worker_handed_a_route_not_seen_yet_is_passed_over_until_it_is_done(fast):
+    loop, costs, (a, b) = fast
+    a.open_stream(1, _stream(b"/new"), [0, 1])
+    for dt in (0.0, 0.001, 0.003, 0.010, 0.5):   # silent all along: it may be stuck in it
+        loop.now += dt
+        assert _pick((a, b), loop, costs) is b, dt
+    _done(a, loop, 1)
+    assert _pick((a, b), loop, costs) is a
+
+
+def test_a_stalled_worker_is_passed_over(fast):
+    loop, costs, (a, b) = fast
+    a.open_stream(1, _stream(b"/fast"), [0, 1])
+    loop.now += PACK_BUDGET + 0.001   # silent for longer than the budget
+    assert _pick((a, b), loop, costs) is b
+
+
+def test_a_worker_holding_pack_streams_streams_is_passed_over(fast):
+    loop, costs, (a, b) = fast
+    costs.learn((b"GET", b"/x", None), 0.0)
+    for sid in range(1, PACK_STREAMS + 1):
+        a.open_stream(sid, _stream(b"/x"), [0, sid])
+    assert a.busy(loop.now) < PACK_BUDGET
+    assert _pick((a, b), loop, costs) is b
+
+
+def test_when_no_worker_keeps_up_the_least_work_ahead_wins(fast):
+    loop, costs, (a, b) = fast
+    costs.learn((b"GET", b"/cpu", None), 0.020)
+    costs.learn((b"GET", b"/slow", None), 0.050)
+    a.open_stream(1, _stream(b"/slow"), [0, 1])
+    b.open_stream(2, _stream(b"/cpu"), [0, 2])
+    loop.now += 0.0001
+    assert _pick((a, b), loop, costs) is b
+    b.open_stream(3, _stream(b"/cpu"), [0, 3])
+    b.open_stream(4, _stream(b"/cpu"), [0, 4])   # 60 ms ahead now
+    assert _pick((a, b), loop, costs) is a
+
+
+def test_ties_among_busy_workers_go_to_the_first(links):
+    loop, costs, (a, b) = links
+    assert _pick((a, b), loop, costs, b"/unknown") is a
+    assert _pick((b, a), loop, costs, b"/unknown") is b
