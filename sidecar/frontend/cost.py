@@ -28,6 +28,11 @@ MAX_SAMPLE = 1.0       # seconds: longer streams teach nothing
 ALPHA = 0.2            # EWMA weight of a new sample
 
 
+def route_of(req) -> tuple:
+    """The table key of a request (an h1.Request): method, raw path, upgrade."""
+    return (req.method, req.raw_path, req.upgrade)
+
+
 class RouteCosts:
     """Bounded table route -> EWMA of its service time in seconds."""
 

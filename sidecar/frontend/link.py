@@ -12,7 +12,7 @@ from typing import Callable, Protocol
 
 from sidecar import events
 from sidecar.events import pack
-from sidecar.frontend.cost import DEFAULT_COST, RouteCosts
+from sidecar.frontend.cost import DEFAULT_COST, RouteCosts, route_of
 from sidecar.ring import Consumer, Producer, RingError
 
 log = logging.getLogger("sidecar.frontend")
@@ -180,8 +180,7 @@ class WorkerLink:
             # worker handed a stream does not look stalled for having been quiet
             self.last_progress = now
             self.work_end = now
-        req = stream.req
-        stream.route = route = (req.method, req.raw_path, req.upgrade)
+        stream.route = route = route_of(stream.req)
         stream.cost = cost = self.costs.expect(route)
         stream.t_dispatch = now
         work_end = self.work_end

@@ -29,7 +29,7 @@ from typing import Callable
 
 from sidecar.config import (EXIT_CONFIG_ERROR, EXIT_IMPORT_FAILED, EXIT_PROTOCOL_ERROR,
                             EXIT_STARTUP_FAILED, Config)
-from sidecar.frontend.cost import RouteCosts
+from sidecar.frontend.cost import RouteCosts, route_of
 from sidecar.frontend.link import PACK_BUDGET, PACK_ROUTE, PACK_STREAMS, WorkerLink
 from sidecar.frontend.ratelog import RateLimitedLog
 from sidecar.frontend.watchdog import Watchdog
@@ -483,8 +483,7 @@ class WorkerPool:
         # packing: a request of a route known to be cheap goes to the first worker (in the
         # order they became ready) that keeps up
         if stream is not None:
-            req = stream.req
-            if self.costs.expect((req.method, req.raw_path, req.upgrade)) < PACK_ROUTE:
+            if self.costs.expect(route_of(stream.req)) < PACK_ROUTE:
                 for link in links:
                     if len(link.streams) < PACK_STREAMS and link.busy(now) < PACK_BUDGET:
                         return link
