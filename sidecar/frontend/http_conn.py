@@ -53,6 +53,11 @@ MAX_PIPELINE = 32  # requests parsed ahead of their responses before we stop rea
 # LINGER_TIMEOUT seconds, before closing.
 LINGER_TIME = 30.0
 LINGER_TIMEOUT = 5.0
+# A request body the app left unread when its response completed (a 404 for a large POST) is
+# read and dropped up to DISCARD_MAX bytes, keeping the connection alive, as uvicorn and
+# nginx (ngx_http_discard_request_body) do; a body known or found to be larger closes the
+# connection after the answer, lingering, instead of reading on for the client's sake.
+DISCARD_MAX = 4 * 1024 * 1024
 # Retry-After (RFC 9110 section 10.2.3) on our 503s: seconds before a client should retry.
 RETRY_AFTER = ((b"retry-after", b"5"),)
 # A packed HTTP_REQUEST record: array of 14, kind 1; then sid, the packed scope, body, more.
@@ -107,8 +112,9 @@ class HTTPStream:
     def feed_body(self, data: bytes, more: bool) -> None:
         if not more:
             self.body_done = True
-        if self.app_done:
-            return  # the app is gone: the rest of the body is read and dropped
+        if self.complete or self.app_done:
+            self.conn.discarded(self, len(data))  # answered: the rest is read and dropped
+            return
         if data or not more:
             self.pending.append((data, more))
             self.pending_bytes += len(data)
@@ -321,6 +327,7 @@ class HTTPConnection(asyncio.Protocol):
         self.trusted = False
         self.draining = False
         self.lingering_until: float | None = None  # closing lingering: give up at this time
+        self.discard_bytes = 0   # of an answered request's body, read and dropped so far
 
     # --- asyncio.Protocol ----------------------------------------------------------------
 
@@ -547,6 +554,8 @@ class HTTPConnection(asyncio.Protocol):
         """The stream's response is fully written (or buffered): advance the pipeline."""
         if self.closed:
             return
+        if not stream.body_done:
+            self._discard_body(stream)
         if self.server.access is not None:
             self._log_access(stream)
         while self.pipeline and self.pipeline[0].complete:
@@ -554,11 +563,9 @@ class HTTPConnection(asyncio.Protocol):
             if not done.keep_alive:
                 self._close_after_write()
                 return
-            if not done.body_done:
-                if done.req.expect_continue and not done.credit_seen:
-                    self._close_after_write()  # the announced body never came
-                    return
-                # keep reading and dropping the rest of its body
+            if not done.body_done and done.req.expect_continue and not done.credit_seen:
+                self._close_after_write()  # the announced body never came
+                return
             if not self.pipeline:
                 break
             nxt = self.pipeline[0]
@@ -574,6 +581,27 @@ class HTTPConnection(asyncio.Protocol):
                 self._close_after_write()
             else:
                 self.idle_since = self.server.loop.time()
+
+    def _discard_body(self, stream: HTTPStream) -> None:
+        """The response is complete but the request body is not all here (the app did not
+        read it): drop what waits for the worker and read the rest only to drop it -- unless
+        it is known to be over DISCARD_MAX: then close after the answer, lingering."""
+        stream.pending.clear()
+        stream.pending_bytes = 0
+        self.discard_bytes = 0
+        left = self.parser.body_left
+        if left is not None and left > DISCARD_MAX:
+            stream.keep_alive = False
+        # reading was paused for this stream when the app stopped taking its body
+        self.resume_reading_for(stream)
+
+    def discarded(self, stream: HTTPStream, n: int) -> None:
+        """``n`` more bytes of an answered request's body were dropped (_discard_body)."""
+        self.discard_bytes += n
+        if self.discard_bytes > DISCARD_MAX and stream.keep_alive:
+            stream.keep_alive = False
+            if stream not in self.pipeline:   # its answer is out already: close now
+                self._close_after_write()
 
     def abort_from(self, stream: HTTPStream, why: str) -> None:
         log.warning("closing connection from %s: %s (stream %d)", self.client or "unix peer",

@@ -473,6 +473,12 @@ class RequestParser:
         return state == _FAILED or _BODY <= state <= _TRAILER or (
             state == _HEAD and bool(self._buf))
 
+    @property
+    def body_left(self) -> int | None:
+        """Bytes of the current request body still to come when its length is known
+        (Content-Length), else None (a chunked body, or no body being read)."""
+        return self._remaining if self._state == _BODY else None
+
     def stop(self) -> None:
         """The connection is finished (a timeout, a refusal): parse nothing more."""
         if self._state < _UPGRADED:

@@ -948,3 +948,15 @@ def test_stop_ends_parsing():
     p.stop()
     assert not p.head_pending
     assert p.feed(b"st: a\r\n\r\n" + GET) == []
+
+
+def test_body_left_counts_down_a_known_length_and_is_none_otherwise():
+    """What the front-end weighs when an answered request's body is still coming."""
+    p = RequestParser()
+    assert p.body_left is None
+    p.feed(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+    assert p.body_left == 7
+    p.feed(b"defghij")
+    assert p.body_left is None   # the message ended: no body is being read
+    p.feed(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
+    assert p.body_left is None   # chunked: the length is not known
