@@ -155,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="abort a client that takes no response bytes for S (60)")
     p.add_argument("--timeout-graceful-shutdown", dest="shutdown_timeout", type=float,
                    metavar="S")
+    p.add_argument("--drain-grace", dest="drain_grace", type=float, metavar="S",
+                   help="event streams (SSE) still running S seconds into a drain are told "
+                   "http.disconnect and ended cleanly (1)")
     p.add_argument("--timeout-worker-start", dest="worker_start_timeout", type=float,
                    metavar="S")
     p.add_argument("--timeout-dispatch", dest="dispatch_timeout", type=float, metavar="S",

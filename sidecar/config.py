@@ -105,6 +105,11 @@ class Config:
     # nginx send_timeout 60 s.  Without it a client that stops reading holds a stream forever.
     send_timeout: float = 60.0
     shutdown_timeout: float = 30.0   # systemd TimeoutStopSec default is 90 s
+    # Event streams (text/event-stream responses) still running this long into a worker's
+    # drain (shutdown, reload, recycle) are sent http.disconnect and, once their app stops,
+    # ended cleanly, so EventSource clients reconnect (elsewhere) at once.  uvicorn has
+    # sse-starlette stop at once through its exit flag; other responses are never told.
+    drain_grace: float = 1.0
     worker_start_timeout: float = 60.0
     dispatch_timeout: float = 30.0   # wait for a ready worker before answering 503
     worker_hang_timeout: float = 30.0  # no heartbeat for this long: kill (gunicorn --timeout 30)

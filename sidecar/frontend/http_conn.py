@@ -65,13 +65,22 @@ _REQUEST_PREFIX = b"\x9e\x01"
 _TRUE, _FALSE = b"\xc3", b"\xc2"
 
 
+def _is_event_stream(headers) -> bool:
+    """Whether the app's response headers say ``Content-Type: text/event-stream``."""
+    for name, value in headers:
+        if len(name) == 12 and name.lower() == b"content-type":
+            return value.split(b";", 1)[0].strip().lower() == b"text/event-stream"
+    return False
+
+
 class HTTPStream:
     """One request/response exchange, from the parsed head to APP_DONE."""
 
     __slots__ = ("conn", "sid", "req", "link", "recv_credit", "pending", "pending_bytes",
                  "body_done", "body_sent_done", "credit_seen", "started", "complete", "chunked",
                  "head_only", "buffer", "owed", "status", "sent_bytes", "app_done", "t0",
-                 "keep_alive", "dispatched", "route", "cost", "t_dispatch")
+                 "keep_alive", "dispatched", "route", "cost", "t_dispatch", "event_stream",
+                 "told_to_end")
 
     def __init__(self, conn: "HTTPConnection", sid: int, req: h1.Request):
         self.conn = conn
@@ -96,6 +105,8 @@ class HTTPStream:
         self.t0 = time.monotonic()
         self.keep_alive = req.keep_alive
         self.dispatched = False
+        self.event_stream = False  # a text/event-stream response (drain_notice)
+        self.told_to_end = False   # drain_notice sent the app http.disconnect
 
     # --- request direction ---------------------------------------------------------------
 
@@ -195,6 +206,8 @@ class HTTPStream:
         self.status = status
         self.chunked = chunked and not self.head_only
         self.keep_alive = keep_alive
+        if _length is None and not self.head_only:   # open-ended: is it an event stream?
+            self.event_stream = _is_event_stream(headers)
         conn.write_for(self, head)
 
     def _on_body(self, data: bytes, more: bool) -> None:
@@ -231,10 +244,13 @@ class HTTPStream:
 
     def _on_app_done(self, error: str | None) -> None:
         self.app_done = True
-        if self.conn.closed:
+        if self.conn.closed or self.told_to_end and self.started:
             if error:   # most often the app's send() raising ClientDisconnected
-                log.info("app ended after its connection closed, in %s %s: %s",
+                log.info("app ended after %s, in %s %s: %s",
+                         "its connection closed" if self.conn.closed else "a drain notice",
                          self.req.method.decode(), self.req.target.decode("latin-1"), error)
+            if not self.conn.closed and not self.complete:
+                self._end_event_stream()
             return
         if error:
             log.error("app error in %s %s: %s", self.req.method.decode(),
@@ -246,6 +262,26 @@ class HTTPStream:
             self._error_response(500)
         elif not self.complete:
             self.conn.abort_from(self, "app ended mid-response")
+
+    def drain_notice(self) -> None:
+        """The stream's worker is draining: an event stream that is still running is told
+        http.disconnect, so that an app that listens stops (sse-starlette, Starlette's
+        StreamingResponse); its response is then ended cleanly (_end_event_stream).  Other
+        responses are left to finish: ending them early would cut a download short."""
+        if (self.event_stream and not self.complete and not self.app_done
+                and not self.told_to_end and self.link is not None):
+            self.told_to_end = True
+            self.link.send([DISCONNECT, self.sid])
+
+    def _end_event_stream(self) -> None:
+        """An event stream whose app stopped after drain_notice: events are whole messages,
+        so ending the body here loses nothing, and the client reconnects."""
+        if self.chunked:
+            self.conn.write_for(self, h1.LAST_CHUNK)
+        else:
+            self.keep_alive = False   # a body delimited by the close (HTTP/1.0)
+        self.complete = True
+        self.conn.stream_complete(self)
 
     def on_worker_lost(self) -> None:
         """The worker died or broke the protocol: 502 if nothing was sent, else abort."""

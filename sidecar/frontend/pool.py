@@ -424,11 +424,17 @@ class WorkerPool:
     async def _drain_then_stop(self, w: WorkerProcess, timeout: float | None) -> None:
         timeout = self.config.shutdown_timeout if timeout is None else timeout
         link = w.link
-        deadline = self.loop.time() + timeout
+        start = self.loop.time()
+        deadline = start + timeout
+        notice_at = start + self.config.drain_grace   # event streams are told to end
         while link.streams and not w.exited and self.loop.time() < deadline:
+            notice = self.loop.time() >= notice_at
             for stream in list(link.streams.values()):
-                if isinstance(stream, WebSocket) and stream.phase == OPEN:
-                    stream.start_drain()  # close 1012 (service restart), as on shutdown
+                if isinstance(stream, WebSocket):
+                    if stream.phase == OPEN:
+                        stream.start_drain()  # close 1012 (service restart), as on shutdown
+                elif notice:
+                    stream.drain_notice()
             await asyncio.sleep(DRAIN_POLL)
         if w.exited:
             return

@@ -50,6 +50,13 @@ from .ws_stream import WsStream
 
 __all__ = ["HostLink"]
 
+# The ASGI spec version in every scope.  "2.3", not "2.4", as uvicorn reports: at 2.4
+# Starlette (and FastAPI, Nexios) stop listening for http.disconnect during a streaming
+# response and rely on the next send() raising instead, so a stream that is quiet (an SSE
+# feed waiting for its next event) would not learn that its client left until it sends.
+# send() still raises OSError (ClientDisconnected) after a disconnect, as 2.4 asks.
+SPEC_VERSION = "2.3"
+
 log = logging.getLogger("sidecar.worker")
 _log_over_limit = RateLimitedLog(log)
 
@@ -247,7 +254,7 @@ class HostLink:
         worker = self.worker
         scope = {
             "type": "http",
-            "asgi": {"version": "3.0", "spec_version": "2.4"},
+            "asgi": {"version": "3.0", "spec_version": SPEC_VERSION},
             "http_version": http_version,
             "server": tuple(server) if server is not None else None,
             "client": tuple(client) if client is not None else None,
@@ -274,7 +281,7 @@ class HostLink:
         worker = self.worker
         scope = {
             "type": "websocket",
-            "asgi": {"version": "3.0", "spec_version": "2.4"},
+            "asgi": {"version": "3.0", "spec_version": SPEC_VERSION},
             "http_version": http_version,
             "server": tuple(server) if server is not None else None,
             "client": tuple(client) if client is not None else None,

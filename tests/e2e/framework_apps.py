@@ -1,13 +1,16 @@
 """A Starlette app (with sse-starlette) for the tests that serve real frameworks as users do.
 
     /hello                  plain text
+    /asgi                   the scope's "asgi" dict, as JSON
     POST /late-404?ms=      waits ms milliseconds, then answers 404 without reading the body
                             (the window fills first: the front-end has stopped reading)
     /quiet?m=FILE           a StreamingResponse that sends one chunk, then waits for an event
                             that never comes; writes FILE ("ended") once the stream is ended
     /sse?m=FILE             an endless sse-starlette feed (an event every 0.2 s); writes FILE
                             ("ended") when the feed stops
-    /finite?chunks=&delay=  a Content-Length response of chunks x 1 KiB, one every delay s
+    /finite?chunks=&delay=&length=0|1
+                            a response of chunks x 1 KiB, one every delay s, with a
+                            Content-Length (length=1, the default) or chunked
     Unknown paths: Starlette's 404, at once, without reading the body.
 """
 from __future__ import annotations
@@ -17,7 +20,8 @@ import asyncio
 from sse_starlette.sse import EventSourceResponse
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response, StreamingResponse
+from starlette.responses import (JSONResponse, PlainTextResponse, Response,
+                                 StreamingResponse)
 from starlette.routing import Route
 
 
@@ -30,6 +34,10 @@ def _mark(request: Request, text: str) -> None:
 
 async def hello(request: Request) -> Response:
     return PlainTextResponse("hello")
+
+
+async def asgi(request: Request) -> Response:
+    return JSONResponse(request.scope["asgi"])
 
 
 async def late_404(request: Request) -> Response:
@@ -68,11 +76,14 @@ async def finite(request: Request) -> Response:
         for _ in range(chunks):
             await asyncio.sleep(delay)
             yield b"x" * 1024
-    return StreamingResponse(body(), headers={"content-length": str(chunks * 1024)})
+    length = request.query_params.get("length", "1") == "1"
+    return StreamingResponse(body(), media_type="application/octet-stream",
+                             headers={"content-length": str(chunks * 1024)} if length else None)
 
 
 app = Starlette(routes=[
     Route("/hello", hello),
+    Route("/asgi", asgi),
     Route("/late-404", late_404, methods=["POST"]),
     Route("/quiet", quiet),
     Route("/sse", sse),

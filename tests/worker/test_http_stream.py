@@ -31,7 +31,7 @@ def test_scope_is_built_from_the_request_event():
         got = json.loads((await host.response(sid)).body)
         scope, types = got["scope"], got["types"]
         assert scope["type"] == "http"
-        assert scope["asgi"] == {"version": "3.0", "spec_version": "2.4"}
+        assert scope["asgi"] == {"version": "3.0", "spec_version": "2.3"}
         assert (scope["http_version"], scope["method"], scope["scheme"]) == ("1.1", "POST",
                                                                              "http")
         assert (scope["path"], scope["raw_path"]) == ("/scope", "/scope")
