@@ -26,6 +26,31 @@ HOST = "127.0.0.1"
 KINDS = ("sidecar", "uvicorn", "granian")
 
 
+def checkout_of(kind: str) -> Path | None:
+    """``sidecar@DIR``: the sidecar of another checkout (its own .venv), e.g. a worktree of
+    the previous main, measured beside this one in the same run; None for any other kind."""
+    if kind.startswith("sidecar@"):
+        return Path(kind[len("sidecar@"):]).resolve()
+    return None
+
+
+def base_kind(kind: str) -> str:
+    """The server a kind runs: ``sidecar@DIR`` is a sidecar."""
+    return "sidecar" if checkout_of(kind) is not None else kind
+
+
+def check_kinds(kinds: list[str]) -> str | None:
+    """An error message for the first kind that is neither known nor a usable checkout."""
+    for kind in kinds:
+        root = checkout_of(kind)
+        if root is not None:
+            if not (root / ".venv" / "bin" / "python").exists():
+                return f"{kind}: no .venv/bin/python in {root} (run scripts/setup.sh there)"
+        elif kind not in KINDS:
+            return f"unknown server {kind!r}; expected some of {','.join(KINDS)} or sidecar@DIR"
+    return None
+
+
 class ServerStartError(RuntimeError):
     """The server exited or did not answer before the deadline."""
 
@@ -71,9 +96,10 @@ def server_argv(kind: str, app: str, port: int, workers: int, workdir: Path,
                 access_log: bool = False) -> list[str]:
     """The command line for ``kind`` serving ``app`` on 127.0.0.1:``port``; with
     ``access_log``, each server's access log on (to its stdout: a file in ``workdir``)."""
-    python = [sys.executable, "-m"]
+    root = checkout_of(kind)
+    python = [str(root / ".venv" / "bin" / "python") if root else sys.executable, "-m"]
     log = "--access-log" if access_log else "--no-access-log"
-    if kind == "sidecar":
+    if base_kind(kind) == "sidecar":
         # An explicit socket path in our own directory, so a benchmark never collides with a
         # demo running on the default ./sidecar.sock.
         return python + [
@@ -121,10 +147,12 @@ def start_server(
     within ``timeout`` seconds; the process group is stopped before raising.
     """
     port = port or free_port()
-    workdir = Path(tempfile.mkdtemp(prefix=f"bench-{kind}-"))
+    workdir = Path(tempfile.mkdtemp(prefix=f"bench-{base_kind(kind)}-"))
     argv = server_argv(kind, app, port, workers, workdir, access_log)
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    # the benchmark apps come from this checkout; a sidecar@DIR runs its own package
+    paths = [str(checkout_of(kind) or REPO_ROOT), str(REPO_ROOT), env.get("PYTHONPATH")]
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, paths))
     env.setdefault("PYTHONUNBUFFERED", "1")
     with open(workdir / "server.log", "wb") as log:
         process = subprocess.Popen(

@@ -23,7 +23,7 @@ import os
 import statistics
 import sys
 
-from benchmarks._servers import KINDS, run_wrk, start_server, stop_server
+from benchmarks._servers import KINDS, base_kind, check_kinds, run_wrk, start_server, stop_server
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -49,7 +49,7 @@ def _group(pgid: int) -> list[int]:
 
 
 def _roles(kind: str, pids: list[int]) -> list[str]:
-    if kind == "sidecar":
+    if base_kind(kind) == "sidecar":
         return ["front-end"] + [f"worker {i}" for i in range(1, len(pids))]
     return ["main"] + [f"proc {i}" for i in range(1, len(pids))]
 
@@ -94,7 +94,8 @@ def measure(kind: str, app: str, path: str, workers: int, duration: float,
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.cpu", description=__doc__.split("\n")[0])
-    ap.add_argument("--servers", default="sidecar", help="comma-separated subset of " + ",".join(KINDS))
+    ap.add_argument("--servers", default="sidecar", help="comma-separated subset of " + ",".join(KINDS)
+                    + "; sidecar@DIR: the sidecar of the checkout in DIR, beside this one")
     ap.add_argument("--app", default="benchmarks.apps:hello")
     ap.add_argument("--path", default="/")
     ap.add_argument("--workers", type=int, default=1)
@@ -109,9 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     headers = (BROWSER_HEADERS if args.browser_headers else ()) + tuple(args.header)
     kinds = [k.strip() for k in args.servers.split(",") if k.strip()]
-    bad = [k for k in kinds if k not in KINDS]
-    if bad:
-        ap.error(f"unknown server {bad[0]!r}; expected some of {','.join(KINDS)}")
+    error = check_kinds(kinds)
+    if error:
+        ap.error(error)
     rounds: dict[str, list[dict]] = {k: [] for k in kinds}
     for r in range(args.rounds):
         for kind in kinds:  # interleaved: drift hits every server alike

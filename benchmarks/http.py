@@ -42,6 +42,8 @@ from dataclasses import dataclass, field
 
 from benchmarks._servers import (
     KINDS,
+    base_kind,
+    check_kinds,
     ServerHandle,
     ServerStartError,
     WrkError,
@@ -251,6 +253,9 @@ def run_scenario(scenario: Scenario, kinds: list[str], options: Options, log,
     hits every server alike); each server's row is its median round by ``compare``."""
     rounds = rounds or scenario.rounds
     matrix = [(kind, workers) for kind, workers in scenario.matrix if kind in kinds]
+    # each sidecar@DIR (another checkout) runs wherever this one's sidecar does
+    for other in (k for k in kinds if base_kind(k) == "sidecar" and k != "sidecar"):
+        matrix += [(other, workers) for kind, workers in scenario.matrix if kind == "sidecar"]
     runs: dict[tuple[str, int], list[dict]] = {entry: [] for entry in matrix}
     for n in range(rounds):
         for kind, workers in matrix:
@@ -411,7 +416,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--only", choices=sorted(SCENARIOS), action="append", help="run only this scenario"
     )
     parser.add_argument(
-        "--servers", default=",".join(KINDS), help=f"comma-separated subset of {','.join(KINDS)}"
+        "--servers", default=",".join(KINDS),
+        help=f"comma-separated subset of {','.join(KINDS)}; sidecar@DIR adds the sidecar of "
+        "the checkout in DIR (e.g. the previous main), run beside this one"
     )
     parser.add_argument(
         "--cpu-connections",
@@ -437,9 +444,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", action="store_true", help="print a JSON document")
     args = parser.parse_args(argv)
     args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
-    unknown = sorted(set(args.servers) - set(KINDS))
-    if unknown:
-        parser.error(f"unknown server(s): {', '.join(unknown)}; choose from {', '.join(KINDS)}")
+    error = check_kinds(args.servers)
+    if error:
+        parser.error(error)
     if args.duration < 1 or args.connections < 1 or args.threads < 1:
         parser.error("--duration, --connections and --threads must be at least 1")
     if args.rounds is not None and args.rounds < 1:

@@ -60,11 +60,8 @@ _RECORD_SLACK = 64             # msgpack framing around a WS_RECEIVE chunk
 
 
 def websocket_handler(conn, req: h1.Request) -> None:
-    """FrontEnd.websocket_handler: take the connection over from HTTP."""
-    if conn.pipeline:
-        # an upgrade pipelined behind unfinished requests: answer it after them, and close
-        conn._on_protocol_error(h1.ProtocolError(400, "upgrade behind pipelined requests"))
-        return
+    """FrontEnd.websocket_handler: take the connection over from HTTP (H1Connection hands
+    over only an upgrade with no request ahead of it on the connection)."""
     WebSocket(conn, req)
 
 
@@ -149,10 +146,9 @@ class WebSocket(asyncio.Protocol):
         self.transport = transport = conn.transport
         scope = conn.req_scope(req)
         conn.flush()  # responses to earlier requests on this connection go first
-        conn.closed = True
         server.connections.discard(conn)
         server.connections.add(self)
-        trailing = conn.parser.take_trailing()
+        trailing = conn.h1.parser.take_trailing()
         if trailing:
             self.pre_accept.append(trailing)
             self.pre_accept_bytes = len(trailing)

@@ -1,0 +1,72 @@
+"""The asyncio side of one client socket, for every connection protocol.
+
+A connection protocol (sidecar.http.h1_connection, ...) does no I/O; it is handed this
+object as its ``io``.  Here, and only here for an HTTP connection, bytes meet the socket:
+
+- ``write``: bytes are gathered for the loop iteration and sent with one ``send()`` at its
+  end (the Batcher calls ``flush``), however many responses or records produced them;
+- ``close`` once what was written is sent; ``linger``: half-close (FIN) once it is sent and
+  go on reading (the protocol drops what comes) -- nginx's lingering close; ``abort`` at once;
+- ``pause_reading``/``resume_reading``; ``can_linger``; ``now`` (the loop's clock, the only
+  time a protocol sees) and ``peer`` (the client, for log lines).
+"""
+from __future__ import annotations
+
+import asyncio
+
+
+class Transport:
+    __slots__ = ("transport", "batcher", "loop", "peer", "_out")
+
+    def __init__(self, transport: asyncio.Transport, batcher, loop, peer):
+        self.transport = transport
+        self.batcher = batcher
+        self.loop = loop
+        self.peer = peer          # the client as log lines name it
+        self._out: list[bytes] = []  # bytes of this loop iteration
+
+    def write(self, data: bytes) -> None:
+        out = self._out
+        if not out:
+            self.batcher.add(self)
+        out.append(data)
+
+    def flush(self) -> None:
+        """Write this iteration's bytes with one send (called by the Batcher)."""
+        out = self._out
+        if not out:
+            return
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        transport = self.transport
+        if not transport.is_closing():
+            transport.write(data)
+
+    def close(self) -> None:
+        """Close once what was written is sent (asyncio flushes its buffer first)."""
+        self.flush()
+        self.transport.close()
+
+    def can_linger(self) -> bool:
+        return self.transport.can_write_eof()
+
+    def linger(self) -> None:
+        """Send FIN after what is written and keep reading: the client reads our answer
+        before it sees the close, instead of a reset for its unread bytes."""
+        self.flush()
+        transport = self.transport
+        transport.write_eof()
+        transport.resume_reading()
+
+    def abort(self) -> None:
+        self._out.clear()
+        self.transport.abort()
+
+    def pause_reading(self) -> None:
+        self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self.transport.resume_reading()
+
+    def now(self) -> float:
+        return self.loop.time()

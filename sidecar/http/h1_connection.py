@@ -1,0 +1,539 @@
+"""One HTTP/1.1 server connection as a state machine, without I/O.
+
+    bytes in (``receive_data``)                 -> requests and their bodies, to the streams
+    responses in (``start_response`` ... ``end_response``) -> bytes out (``io.write``), in order
+
+It owns every HTTP/1.1 rule about a connection: pipelining order, keep-alive and the close
+rules, 100-continue, the unread body of an answered request, lingering close, and every client
+timeout.  It reads no clock (the time is passed in), touches no socket and runs no event
+loop: it acts through the two objects it is given --
+
+    io        write(bytes), pause_reading(), resume_reading(), close() (once written),
+              linger() (half-close once written, keep reading to drop), abort()
+    handler   on_request(ex, body, more) -- a new exchange; the handler sets ``ex.stream``
+              on_upgrade(req)            -- a WebSocket upgrade, to be taken over
+    ex.stream on_body(data, more), client_gone(), flush_owed(), finished()
+
+The pipeline
+------------
+Every parsed request becomes an ``Exchange`` at once (the stream layer dispatches it), but
+only the oldest unfinished one (the head) writes to the socket; the others buffer, bounded by
+the stream window (a worker sends only a window of bytes without credit, and credit is given
+only for bytes that reached the socket: ``writable``).  Past MAX_PIPELINE unanswered requests
+the connection stops reading.
+
+Reading is paused for a set of reasons (``paused_by``): the pipeline is full (key 0), or an
+exchange's body is a window ahead of the app (its ``sid``-like key, ``pause_body``).
+
+Deadlines (``tick(now)``, called about once a second), in the order they are checked.  None
+of the client's deadlines runs while we ourselves stopped reading (backpressure); time we did
+not read is not the client's, so they start over when reading resumes.
+
+| state                                   | deadline                              | then                                   |
+|-----------------------------------------|---------------------------------------|----------------------------------------|
+| lingering (our answer is out)           | LINGER_TIME since it began, or LINGER_TIMEOUT since the last read | close   |
+| output blocked (``write_blocked``)      | send_timeout since it blocked         | abort; the streams are told (nginx send_timeout) |
+| a head begun, or a fresh connection     | header_timeout since its first byte (the accept) | 408 and close; silent close if nothing came (slowloris; nginx client_header_timeout) |
+| reading a body                          | body_timeout since the last read      | 408 and close, or close if the response started; the stream is told (nginx client_body_timeout); not while a 100-continue client waits for the app |
+| idle: nothing in flight                 | keepalive_timeout since the last answer | close                                  |
+
+Close rules
+-----------
+After a response whose exchange is not keep-alive (the request's or the app's Connection:
+close, an HTTP/1.0 body delimited by the close, an error the server answered, an announced
+100-continue body that never came) the connection closes once the bytes are written --
+lingering (FIN, then read and drop) if the client may still be sending, so that it reads its
+answer instead of a reset (nginx lingering_close).  A request body the app left unread when
+its response completed is read and dropped up to DISCARD_MAX and the connection kept, or, known
+or found to be longer, the connection closes lingering.
+"""
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass
+from http import HTTPStatus
+
+from . import h1
+
+log = logging.getLogger("sidecar.frontend")
+
+__all__ = ["H1Connection", "Exchange", "Timeouts", "MAX_PIPELINE", "DISCARD_MAX",
+           "LINGER_TIME", "LINGER_TIMEOUT", "CONTINUE"]
+
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+MAX_PIPELINE = 32  # requests parsed ahead of their responses before we stop reading
+# Lingering close (nginx lingering_time / lingering_timeout): after an early answer, read and
+# drop what the client still sends for at most LINGER_TIME seconds, or until it pauses
+# LINGER_TIMEOUT seconds, before closing.
+LINGER_TIME = 30.0
+LINGER_TIMEOUT = 5.0
+# A request body the app left unread when its response completed (a 404 for a large POST) is
+# read and dropped up to DISCARD_MAX bytes, keeping the connection alive, as uvicorn and
+# nginx (ngx_http_discard_request_body) do; a body known or found to be larger closes the
+# connection after the answer, lingering, instead of reading on for the client's sake.
+DISCARD_MAX = 4 * 1024 * 1024
+# Retry-After (RFC 9110 section 10.2.3) on our 503s: seconds before a client should retry.
+RETRY_AFTER = ((b"retry-after", b"5"),)
+
+# reading states
+HEAD, BODY, STOPPED, UPGRADED = range(4)
+# closing states
+OPEN, CLOSING, LINGERING, CLOSED = range(4)
+
+
+@dataclass(slots=True)
+class Timeouts:
+    """The client deadlines, seconds (sidecar.config.Config has their precedents)."""
+    header: float = 60.0
+    body: float = 60.0
+    keepalive: float = 75.0
+    send: float = 60.0
+
+
+class Exchange:
+    """One request and its response on the connection; ``stream`` is the stream layer's."""
+
+    __slots__ = ("req", "stream", "key", "keep_alive", "body_done", "started", "complete",
+                 "chunked", "head_only", "buffer", "status", "sent_bytes", "continue_sent")
+
+    def __init__(self, req: h1.Request, key: int):
+        self.req = req
+        self.stream = None
+        self.key = key                # reading paused for it under this key
+        self.keep_alive = req.keep_alive
+        self.body_done = False        # the parser saw the end of the request body
+        self.started = False          # a status line went out (or was buffered)
+        self.complete = False         # the whole response went out (or was buffered)
+        self.chunked = False
+        self.head_only = req.method == b"HEAD"
+        self.buffer: list[bytes] | None = None  # response bytes while not at the head
+        self.status = 0
+        self.sent_bytes = 0           # body bytes, for the access line
+        self.continue_sent = False
+
+
+class H1Connection:
+    """The HTTP/1.1 side of one client connection (see the module docstring)."""
+
+    def __init__(self, io, handler, limits: h1.Limits, timeouts: Timeouts, now: float, *,
+                 head_fields, upgrades: bool = True, max_first_body: int = 64 * 1024):
+        self.io = io
+        # a whole body up to this size is handed over with its request (one record)
+        self.max_first_body = max_first_body
+        self.handler = handler
+        self.timeouts = timeouts
+        # date_value, server_header, extra_fields: the server's fields for response heads
+        self.head_fields = head_fields
+        self.upgrades = upgrades      # whether Upgrade: websocket is taken over
+        self.parser = h1.RequestParser(limits)
+        self.pipeline: deque[Exchange] = deque()
+        self.current: Exchange | None = None   # the exchange whose body is being read
+        self.read_state = HEAD
+        self.closing = OPEN
+        self.paused_by: set[int] = set()
+        self.write_blocked_since: float | None = None
+        self.draining = False
+        self.over_limit = False       # accepted beyond limit_concurrency: 503 and close
+        self.next_key = 1
+        self.discard_bytes = 0        # of an answered request's body, read and dropped
+        # deadlines' clocks: nginx's client_header_timeout bounds a new connection's first
+        # request too, so the head clock starts at the accept
+        self.head_since: float | None = now
+        self.idle_since: float | None = now
+        self.last_read = now
+        self.lingering_until: float | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self.closing != OPEN
+
+    # --- input ---------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes, now: float) -> None:
+        self.last_read = now
+        if self.closing != OPEN:
+            return   # lingering: dropped (the parser is stopped)
+        parser = self.parser
+        try:
+            evs = parser.feed(data)
+        except Exception:  # a parser bug must not take the process down
+            log.exception("request parser failed")
+            evs = [h1.ProtocolError(400, "unparseable request")]
+        if parser.head_pending:   # a head began: its deadline runs from its first byte
+            if self.head_since is None:
+                self.head_since = now
+            self.idle_since = None
+        else:
+            self.head_since = None
+        i, n = 0, len(evs)
+        Request, Body, EndOfMessage = h1.Request, h1.Body, h1.EndOfMessage
+        while i < n:
+            ev = evs[i]
+            t = type(ev)
+            if t is Request:
+                if ev.upgrade == b"websocket" and not self.upgrades:
+                    # no WebSocket support: serve it as plain HTTP and keep parsing
+                    evs[i + 1:] = parser.decline_upgrade()
+                    n = len(evs)
+                # piggyback the whole body on the request when it is already here
+                body, more = b"", True
+                if i + 1 < n and type(evs[i + 1]) is EndOfMessage:
+                    body, more, i = b"", False, i + 1
+                elif (i + 2 < n and type(evs[i + 1]) is Body
+                      and type(evs[i + 2]) is EndOfMessage
+                      and len(evs[i + 1].data) <= self.max_first_body):
+                    body, more, i = evs[i + 1].data, False, i + 2
+                self._on_request(ev, body, more)
+            elif t is Body:
+                if self.current is not None:
+                    self._on_body(self.current, ev.data, True)
+            elif t is EndOfMessage:
+                if self.current is not None:
+                    ex, self.current = self.current, None
+                    self._on_body(ex, b"", False)
+            else:
+                self._on_protocol_error(ev)
+                return
+            if self.closing != OPEN:
+                return
+            i += 1
+
+    def _on_request(self, req: h1.Request, body: bytes, more: bool) -> None:
+        self.idle_since = None
+        if self.over_limit:
+            self.parser.stop()
+            self.io.write(h1.simple_response(503, "Service Unavailable", keep_alive=False,
+                                             extra_headers=RETRY_AFTER))
+            self._close_after_write()
+            return
+        if req.upgrade == b"websocket" and self.upgrades:
+            if self.pipeline:
+                # an upgrade pipelined behind unfinished requests: answer it after them
+                self._on_protocol_error(h1.ProtocolError(400, "upgrade behind pipelined "
+                                                              "requests"))
+                return
+            self.read_state = UPGRADED
+            self.closing = CLOSED   # the socket is the WebSocket's from now on
+            self.handler.on_upgrade(req)
+            return
+        ex = Exchange(req, self.next_key)
+        self.next_key += 1
+        if self.draining:
+            ex.keep_alive = False
+        pipeline = self.pipeline
+        pipeline.append(ex)
+        if more:
+            self.current = ex
+        else:
+            ex.body_done = True
+        if len(pipeline) > 1:
+            ex.buffer = []
+        if len(pipeline) >= MAX_PIPELINE:
+            self._pause(0)
+        self.handler.on_request(ex, body, more)
+
+    def _on_body(self, ex: Exchange, data: bytes, more: bool) -> None:
+        if not more:
+            ex.body_done = True
+        if ex.complete:   # answered already: the rest is read and dropped
+            self.discard_bytes += len(data)
+            if self.discard_bytes > DISCARD_MAX and ex.keep_alive:
+                ex.keep_alive = False
+                if ex not in self.pipeline:   # its answer is out already: close now
+                    self._close_after_write()
+            return
+        ex.stream.on_body(data, more)
+
+    def _on_protocol_error(self, err: h1.ProtocolError) -> None:
+        log.info("bad request from %s: %d %s", self.io.peer, err.status, err.reason)
+        self._pause(0)
+        ex, self.current = self.current, None
+        if ex is not None:   # the error is in this request's body: it is the answer
+            self._body_failed(ex, err.status, err.reason)
+            return
+        data = h1.simple_response(err.status, err.reason, keep_alive=False)
+        if not self.pipeline:
+            self.io.write(data)
+            self._close_after_write()
+            return
+        # answer after the responses already in flight, then close
+        ex = Exchange(self.pipeline[-1].req, 0)
+        ex.keep_alive = False
+        ex.started = ex.complete = ex.body_done = True
+        ex.buffer = [data]
+        self.pipeline.append(ex)
+
+    def _body_failed(self, ex: Exchange, status: int, why: str) -> None:
+        """The request body broke off (a timeout, bad chunked framing, over max_body): answer
+        ``status`` if nothing was sent yet, else close; the app is told the client is gone,
+        and the connection closes after this exchange."""
+        if ex.complete:   # answered already: only the rest of the body was awaited
+            ex.keep_alive = False
+            if ex not in self.pipeline:
+                self._close_after_write()
+            return
+        ex.stream.client_gone()
+        if ex.started:
+            self.abort_response(ex, why)
+        else:
+            self.error_response(ex, status)
+
+    # --- output: what the stream layer calls ---------------------------------------------
+
+    def start_response(self, ex: Exchange, status: int, headers) -> bool:
+        """Write (or buffer) the response head; returns whether the body is open-ended (no
+        Content-Length: chunked, or delimited by the close).  ValueError or TypeError for a
+        head that must not be written (h1.response_head): nothing was written then."""
+        req = ex.req
+        keep_alive = ex.keep_alive and not self.draining
+        if not ex.body_done and req.expect_continue and not ex.continue_sent:
+            keep_alive = False  # the client never sent the body it announced
+        fields = self.head_fields
+        # keep_alive comes back cleared for a close-delimited body (HTTP/1.0 without a
+        # length) and for an app's Connection: close
+        head, chunked, length, keep_alive = h1.response_head(
+            status, headers, method=req.method, http_version=req.http_version,
+            keep_alive=keep_alive, date=fields.date_value, server=fields.server_header,
+            extra=fields.extra_fields)
+        ex.started = True
+        ex.status = status
+        ex.chunked = chunked and not ex.head_only
+        ex.keep_alive = keep_alive
+        self._write_for(ex, head)
+        return length is None and not ex.head_only
+
+    def send_data(self, ex: Exchange, data: bytes) -> None:
+        if data and not ex.head_only:
+            ex.sent_bytes += len(data)
+            self._write_for(ex, h1.encode_chunk(data) if ex.chunked else data)
+
+    def end_response(self, ex: Exchange) -> None:
+        """The response's body is complete (a close-delimited one ends with the close)."""
+        if ex.chunked:
+            self._write_for(ex, h1.LAST_CHUNK)
+        ex.complete = True
+        self._exchange_complete(ex)
+
+    def end_open_response(self, ex: Exchange) -> None:
+        """End a started open-ended body before the app finished it (an event stream told to
+        stop): the last chunk, or the close for a close-delimited body."""
+        if not ex.chunked:
+            ex.keep_alive = False
+        self.end_response(ex)
+
+    def error_response(self, ex: Exchange, status: int, extra_headers=()) -> None:
+        """The server's own answer for an exchange whose response has not started."""
+        ex.started = True
+        ex.status = status
+        ex.keep_alive = False
+        self._write_for(ex, h1.simple_response(status, HTTPStatus(status).phrase,
+                                               keep_alive=False, extra_headers=extra_headers))
+        ex.complete = True
+        self._exchange_complete(ex)
+
+    def abort_response(self, ex: Exchange, why: str) -> None:
+        """A started response cannot be finished: close the connection (what was written
+        stays written; a truncated body shows as a short read), or reset it if the response
+        never reached the socket."""
+        log.warning("closing connection from %s: %s (stream %d)", self.io.peer, why,
+                    ex.stream.sid if ex.stream is not None else 0)
+        closing = self.closing
+        self.closing = CLOSED
+        if ex.buffer is None and closing == OPEN:
+            self.io.close()
+        else:
+            self.io.abort()
+
+    def writable(self, ex: Exchange) -> bool:
+        """Whether bytes of ``ex`` reach the socket now (credit may be granted for them)."""
+        return ex.buffer is None and self.write_blocked_since is None
+
+    def send_continue(self, ex: Exchange) -> None:
+        """The app asked for the body: a client that sent Expect: 100-continue gets it."""
+        if not ex.continue_sent:
+            ex.continue_sent = True
+            if ex.req.expect_continue and not ex.started:
+                self._write_for(ex, CONTINUE)
+
+    def pause_body(self, ex: Exchange) -> None:
+        self._pause(ex.key)
+
+    def resume_body(self, ex: Exchange) -> None:
+        self._resume(ex.key)
+
+    def _write_for(self, ex: Exchange, data: bytes) -> None:
+        if self.closing != OPEN:
+            return
+        if ex.buffer is None:
+            self.io.write(data)
+        else:
+            ex.buffer.append(data)
+
+    def _exchange_complete(self, ex: Exchange) -> None:
+        """The response is fully written (or buffered): advance the pipeline."""
+        if self.closing != OPEN:
+            return
+        if ex.stream is not None:
+            ex.stream.finished()
+        if not ex.body_done and ex is self.current:
+            # the app did not read its body: drop the rest (_on_body), unless it is known
+            # to be too long to be worth reading
+            self.discard_bytes = 0
+            left = self.parser.body_left
+            if left is not None and left > DISCARD_MAX:
+                ex.keep_alive = False
+            self._resume(ex.key)
+        pipeline = self.pipeline
+        while pipeline and pipeline[0].complete:
+            done = pipeline.popleft()
+            if not done.keep_alive:
+                self._close_after_write()
+                return
+            if (not done.body_done and done.req.expect_continue and not done.continue_sent):
+                self._close_after_write()  # the announced body never came
+                return
+            if not pipeline:
+                break
+            nxt = pipeline[0]
+            buffered, nxt.buffer = nxt.buffer, None
+            if buffered:
+                self.io.write(b"".join(buffered))
+            if nxt.stream is not None:
+                nxt.stream.flush_owed()
+        if len(pipeline) < MAX_PIPELINE:
+            self._resume(0)
+        if not pipeline:
+            if self.draining:
+                self._close_after_write()
+            else:
+                self.idle_since = self.io.now()
+
+    # --- reading control -----------------------------------------------------------------
+
+    def _pause(self, key: int) -> None:
+        if not self.paused_by:
+            self.io.pause_reading()
+        self.paused_by.add(key)
+
+    def _resume(self, key: int) -> None:
+        paused = self.paused_by
+        if key in paused:
+            paused.discard(key)
+            if not paused and self.closing == OPEN:
+                self.io.resume_reading()
+                # time we did not read is not the client's: its timeouts start over
+                now = self.io.now()
+                self.last_read = now
+                if self.head_since is not None:
+                    self.head_since = now
+
+    # --- closing -------------------------------------------------------------------------
+
+    def _close_after_write(self) -> None:
+        """Close once our bytes are written; lingering if the client may still be sending
+        the request we answered (see the module docstring)."""
+        self.closing = CLOSED
+        if self.parser.mid_request and self.io.can_linger():
+            self.parser.stop()    # every byte from now on is dropped unparsed
+            now = self.io.now()
+            self.closing = LINGERING
+            self.lingering_until = now + LINGER_TIME
+            self.last_read = now
+            self.paused_by.clear()
+            self.io.linger()
+            return
+        self.io.close()
+
+    def connection_lost(self) -> None:
+        """The socket is gone: every exchange still in flight tells its stream."""
+        self.closing = CLOSED
+        for ex in self.pipeline:
+            if ex.stream is not None:
+                ex.stream.client_gone()
+        self.pipeline.clear()
+        self.current = None
+
+    def write_blocked(self, now: float) -> None:
+        self.write_blocked_since = now
+
+    def write_unblocked(self) -> None:
+        self.write_blocked_since = None
+        if self.pipeline and self.pipeline[0].stream is not None:
+            self.pipeline[0].stream.flush_owed()
+
+    # --- deadlines -----------------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        """Check the deadlines (the table in the module docstring)."""
+        closing = self.closing
+        if closing != OPEN:
+            if closing == LINGERING and (now >= self.lingering_until
+                                         or now - self.last_read >= LINGER_TIMEOUT):
+                self.closing = CLOSED
+                self.lingering_until = None
+                self.io.close()
+            return
+        t = self.timeouts
+        blocked = self.write_blocked_since
+        if blocked is not None and now - blocked >= t.send:
+            log.info("send timeout (%.0fs): client %s takes no response bytes", t.send,
+                     self.io.peer)
+            # what is buffered would never leave; connection_lost tells the streams' apps
+            self.closing = CLOSED
+            self.io.abort()
+            return
+        if self.paused_by:
+            return  # we are not reading: the client cannot be late
+        if self.head_since is not None and now - self.head_since >= t.header:
+            self._header_timed_out()
+        elif self.parser.expecting_body and now - self.last_read >= t.body:
+            ex = self.current
+            # a client that sent Expect: 100-continue waits for us until the app reads
+            if ex is None or not ex.req.expect_continue or ex.continue_sent:
+                log.info("request body timeout (%.0fs) from %s", t.body, self.io.peer)
+                self.parser.stop()
+                self.current = None
+                if ex is None:
+                    self._close_after_write()
+                else:
+                    self._body_failed(ex, 408, "request body timeout")
+        elif (self.idle_since is not None and now - self.idle_since >= t.keepalive
+              and not self.pipeline):
+            self._close_after_write()
+
+    def _header_timed_out(self) -> None:
+        self.head_since = None
+        if not self.parser.head_pending:   # a new connection that never sent a byte
+            self.parser.stop()
+            self._close_after_write()      # nothing to answer (nginx closes silently too)
+            return
+        self.parser.stop()
+        self._on_protocol_error(h1.ProtocolError(408, "request header timeout"))
+
+    # --- draining ------------------------------------------------------------------------
+
+    def start_drain(self) -> None:
+        """Shutdown/reload: finish what is in flight, then close; idle connections close now."""
+        self.draining = True
+        if self.closing == LINGERING:   # our answer is out: stop waiting for the client
+            self.closing = CLOSED
+            self.lingering_until = None
+            self.io.close()
+            return
+        if not self.pipeline and self.closing == OPEN:
+            self._close_after_write()
+
+    def stop_now(self) -> None:
+        """The graceful-shutdown timeout expired: a request whose response never started gets
+        503 (the client may retry elsewhere); anything else in flight is cut off."""
+        if self.closing != OPEN:
+            return
+        head = self.pipeline[0] if self.pipeline else None
+        if head is not None and not head.started and head.buffer is None:
+            if head.stream is not None:
+                head.stream.client_gone()
+            self.error_response(head, 503, ((b"retry-after", b"1"),))
+        self.closing = CLOSED
+        self.io.abort()
+
