@@ -103,7 +103,6 @@ class WebSocket(asyncio.Protocol):
         self.server = server
         self.conn = self  # what the pool looks at (``stream.conn.closed``)
         self.config = config = server.config
-        self.batcher = server.batcher
         self.req = req
         self.sid = server.next_sid()
         self.link = None
@@ -119,10 +118,7 @@ class WebSocket(asyncio.Protocol):
         self.disconnect_sent = False
         self.write_paused = False
         self.read_paused = False
-        self._out: list[bytes] = []
-        self._close_after = False
         self._eof_after = False             # the protocol ended its output: half close
-        self._eof_sent = False
         self.owed = 0                       # SEND_CREDIT held back (batched / socket backed up)
         self.credit_batch = 1
         self.recv_credit = 0
@@ -144,6 +140,7 @@ class WebSocket(asyncio.Protocol):
 
         # take the socket over from the HTTP connection
         self.transport = transport = conn.transport
+        self.io = conn.io   # the socket's Transport adapter (frontend/transport.py)
         scope = conn.req_scope(req)
         conn.flush()  # responses to earlier requests on this connection go first
         server.connections.discard(conn)
@@ -514,42 +511,28 @@ class WebSocket(asyncio.Protocol):
                 self._write(data)
             elif not self._eof_after:
                 self._eof_after = True
-                if not self._out:
-                    self.batcher.add(self)
                 if self.close_deadline is None:
                     self.close_deadline = self.server.loop.time() + self.config.ws_ping_timeout
-                self._resume_reading()
+                if self.closed or self.transport.is_closing():
+                    continue
+                self.read_paused = False
+                if self.io.can_linger():
+                    self.io.linger()   # FIN after what is written; reading goes on
+                else:
+                    self.io.close()
 
     def _write(self, data: bytes) -> None:
         if self.closed:
             return
-        if not self._out:
-            self.batcher.add(self)
-        self._out.append(data)
+        self.sent += len(data)
+        self.io.write(data)
 
     def flush(self) -> None:
-        out = self._out
-        if out:
-            data = out[0] if len(out) == 1 else b"".join(out)
-            out.clear()
-            if not self.transport.is_closing():
-                self.transport.write(data)
-                self.sent += len(data)
-        transport = self.transport
-        if self._close_after and not transport.is_closing():
-            transport.close()
-        elif self._eof_after and not self._eof_sent and not transport.is_closing():
-            self._eof_sent = True
-            if transport.can_write_eof():
-                transport.write_eof()
-            else:
-                transport.close()
+        self.io.flush()
 
     def _close_after_write(self) -> None:
-        if not self._close_after:
-            self._close_after = True
-            if not self._out:
-                self.batcher.add(self)
+        if not self.transport.is_closing():
+            self.io.close()
 
     def _reject(self, response: bytes) -> None:
         """An HTTP answer instead of the upgrade, then close."""
@@ -561,19 +544,19 @@ class WebSocket(asyncio.Protocol):
     def _abort(self, why: str) -> None:
         log.warning("closing WebSocket connection of %s: %s", self.req.target.decode("latin-1"),
                     why)
-        self.flush()
-        self.transport.abort()
+        self.io.flush()
+        self.io.abort()
         self.closed = True
 
     def _pause_reading(self) -> None:
         if not self.read_paused and not self.closed:
             self.read_paused = True
-            self.transport.pause_reading()
+            self.io.pause_reading()
 
     def _resume_reading(self) -> None:
         if self.read_paused and not self.closed:
             self.read_paused = False
-            self.transport.resume_reading()
+            self.io.resume_reading()
 
     # --- the server's sweep (once a second) and shutdown ----------------------------------
 
@@ -612,6 +595,6 @@ class WebSocket(asyncio.Protocol):
 
     def stop_now(self) -> None:
         if not self.closed:
-            self.flush()
-            self.transport.abort()
+            self.io.flush()
+            self.io.abort()
             self.closed = True
