@@ -22,7 +22,7 @@ from sidecar.frontend import access
 from sidecar.frontend.stream import Stream
 from sidecar.frontend.transport import Transport
 from sidecar.http import h1
-from sidecar.http.h1_connection import OPEN, UPGRADED, H1Connection, Timeouts
+from sidecar.http.h1_connection import UPGRADED, H1Connection, Timeouts
 
 log = logging.getLogger("sidecar.frontend")
 
@@ -52,7 +52,7 @@ class HTTPConnection(asyncio.Protocol):
 
     @property
     def closed(self) -> bool:
-        return self.h1 is None or self.h1.closing != OPEN
+        return self.h1 is None or self.h1.closed
 
     # --- asyncio.Protocol ----------------------------------------------------------------
 

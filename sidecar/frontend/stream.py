@@ -166,13 +166,12 @@ class Stream:
         ex = self.ex
         if not ex.started or ex.complete:
             return self._fail("response body outside a started response")
-        if data:
-            proto.send_data(ex, data)
         if more:
             if data:
+                proto.send_data(ex, data)
                 self.grant(len(data))
             return
-        proto.end_response(ex)
+        proto.send_data(ex, data, True)
 
     def grant(self, n: int) -> None:
         """Response credit for n bytes: now if they left for the socket, else when they do."""
@@ -257,8 +256,8 @@ class Stream:
 
     def finished(self) -> None:
         """The response is complete (written, or buffered behind the pipeline's head)."""
-        self.pending.clear()   # request body the app did not read: nobody will
-        self.pending_bytes = 0
-        access = self.conn.server.access
-        if access is not None:
+        if self.pending:   # request body the app did not read: nobody will
+            self.pending.clear()
+            self.pending_bytes = 0
+        if self.conn.server.access is not None:
             self.conn.log_access(self)

@@ -76,6 +76,7 @@ DISCARD_MAX = 4 * 1024 * 1024
 # Retry-After (RFC 9110 section 10.2.3) on our 503s: seconds before a client should retry.
 RETRY_AFTER = ((b"retry-after", b"5"),)
 
+UNSTAMPED = -1.0   # idle_since: idle since a moment the next tick will stamp
 # reading states
 HEAD, BODY, STOPPED, UPGRADED = range(4)
 # closing states
@@ -131,6 +132,7 @@ class H1Connection:
         self.current: Exchange | None = None   # the exchange whose body is being read
         self.read_state = HEAD
         self.closing = OPEN
+        self.closed = False           # closing != OPEN (an attribute: read per event)
         self.paused_by: set[int] = set()
         self.write_blocked_since: float | None = None
         self.draining = False
@@ -144,15 +146,15 @@ class H1Connection:
         self.last_read = now
         self.lingering_until: float | None = None
 
-    @property
-    def closed(self) -> bool:
-        return self.closing != OPEN
+    def _set_closing(self, state: int) -> None:
+        self.closing = state
+        self.closed = True
 
     # --- input ---------------------------------------------------------------------------
 
     def receive_data(self, data: bytes, now: float) -> None:
         self.last_read = now
-        if self.closing != OPEN:
+        if self.closed:
             return   # lingering: dropped (the parser is stopped)
         parser = self.parser
         try:
@@ -195,7 +197,7 @@ class H1Connection:
             else:
                 self._on_protocol_error(ev)
                 return
-            if self.closing != OPEN:
+            if self.closed:
                 return
             i += 1
 
@@ -214,7 +216,7 @@ class H1Connection:
                                                               "requests"))
                 return
             self.read_state = UPGRADED
-            self.closing = CLOSED   # the socket is the WebSocket's from now on
+            self._set_closing(CLOSED)   # the socket is the WebSocket's from now on
             self.handler.on_upgrade(req)
             return
         ex = Exchange(req, self.next_key)
@@ -303,10 +305,13 @@ class H1Connection:
         self._write_for(ex, head)
         return length is None and not ex.head_only
 
-    def send_data(self, ex: Exchange, data: bytes) -> None:
+    def send_data(self, ex: Exchange, data: bytes, end: bool = False) -> None:
+        """Body bytes of a started response; ``end``: and that is the whole body."""
         if data and not ex.head_only:
             ex.sent_bytes += len(data)
             self._write_for(ex, h1.encode_chunk(data) if ex.chunked else data)
+        if end:
+            self.end_response(ex)
 
     def end_response(self, ex: Exchange) -> None:
         """The response's body is complete (a close-delimited one ends with the close)."""
@@ -339,7 +344,7 @@ class H1Connection:
         log.warning("closing connection from %s: %s (stream %d)", self.io.peer, why,
                     ex.stream.sid if ex.stream is not None else 0)
         closing = self.closing
-        self.closing = CLOSED
+        self._set_closing(CLOSED)
         if ex.buffer is None and closing == OPEN:
             self.io.close()
         else:
@@ -363,7 +368,7 @@ class H1Connection:
         self._resume(ex.key)
 
     def _write_for(self, ex: Exchange, data: bytes) -> None:
-        if self.closing != OPEN:
+        if self.closed:
             return
         if ex.buffer is None:
             self.io.write(data)
@@ -372,7 +377,7 @@ class H1Connection:
 
     def _exchange_complete(self, ex: Exchange) -> None:
         """The response is fully written (or buffered): advance the pipeline."""
-        if self.closing != OPEN:
+        if self.closed:
             return
         if ex.stream is not None:
             ex.stream.finished()
@@ -401,13 +406,15 @@ class H1Connection:
                 self.io.write(b"".join(buffered))
             if nxt.stream is not None:
                 nxt.stream.flush_owed()
-        if len(pipeline) < MAX_PIPELINE:
+        if self.paused_by and len(pipeline) < MAX_PIPELINE:
             self._resume(0)
         if not pipeline:
             if self.draining:
                 self._close_after_write()
             else:
-                self.idle_since = self.io.now()
+                # stamped by the next tick: the keep-alive deadline is checked once a second
+                # anyway, and a clock read per response is saved
+                self.idle_since = UNSTAMPED
 
     # --- reading control -----------------------------------------------------------------
 
@@ -433,11 +440,11 @@ class H1Connection:
     def _close_after_write(self) -> None:
         """Close once our bytes are written; lingering if the client may still be sending
         the request we answered (see the module docstring)."""
-        self.closing = CLOSED
+        self._set_closing(CLOSED)
         if self.parser.mid_request and self.io.can_linger():
             self.parser.stop()    # every byte from now on is dropped unparsed
             now = self.io.now()
-            self.closing = LINGERING
+            self._set_closing(LINGERING)
             self.lingering_until = now + LINGER_TIME
             self.last_read = now
             self.paused_by.clear()
@@ -447,7 +454,7 @@ class H1Connection:
 
     def connection_lost(self) -> None:
         """The socket is gone: every exchange still in flight tells its stream."""
-        self.closing = CLOSED
+        self._set_closing(CLOSED)
         for ex in self.pipeline:
             if ex.stream is not None:
                 ex.stream.client_gone()
@@ -470,7 +477,7 @@ class H1Connection:
         if closing != OPEN:
             if closing == LINGERING and (now >= self.lingering_until
                                          or now - self.last_read >= LINGER_TIMEOUT):
-                self.closing = CLOSED
+                self._set_closing(CLOSED)
                 self.lingering_until = None
                 self.io.close()
             return
@@ -480,7 +487,7 @@ class H1Connection:
             log.info("send timeout (%.0fs): client %s takes no response bytes", t.send,
                      self.io.peer)
             # what is buffered would never leave; connection_lost tells the streams' apps
-            self.closing = CLOSED
+            self._set_closing(CLOSED)
             self.io.abort()
             return
         if self.paused_by:
@@ -498,9 +505,11 @@ class H1Connection:
                     self._close_after_write()
                 else:
                     self._body_failed(ex, 408, "request body timeout")
-        elif (self.idle_since is not None and now - self.idle_since >= t.keepalive
-              and not self.pipeline):
-            self._close_after_write()
+        elif self.idle_since is not None and not self.pipeline:
+            if self.idle_since == UNSTAMPED:
+                self.idle_since = now
+            elif now - self.idle_since >= t.keepalive:
+                self._close_after_write()
 
     def _header_timed_out(self) -> None:
         self.head_since = None
@@ -517,7 +526,7 @@ class H1Connection:
         """Shutdown/reload: finish what is in flight, then close; idle connections close now."""
         self.draining = True
         if self.closing == LINGERING:   # our answer is out: stop waiting for the client
-            self.closing = CLOSED
+            self._set_closing(CLOSED)
             self.lingering_until = None
             self.io.close()
             return
@@ -534,6 +543,6 @@ class H1Connection:
             if head.stream is not None:
                 head.stream.client_gone()
             self.error_response(head, 503, ((b"retry-after", b"1"),))
-        self.closing = CLOSED
+        self._set_closing(CLOSED)
         self.io.abort()
 

@@ -9,7 +9,8 @@ import pytest
 
 from sidecar.http import h1
 from sidecar.http.h1_connection import (CONTINUE, DISCARD_MAX, LINGER_TIME, LINGER_TIMEOUT,
-                                        MAX_PIPELINE, H1Connection, Timeouts)
+                                        MAX_PIPELINE, UNSTAMPED, H1Connection,
+                                        Timeouts)
 
 GET = b"GET /%s HTTP/1.1\r\nHost: x\r\n\r\n"
 T = Timeouts(header=10, body=20, keepalive=30, send=40)
@@ -130,7 +131,7 @@ def test_request_response_keep_alive(bytewise):
     out = c.rec.take()
     assert out.startswith(b"HTTP/1.1 200 OK\r\n") and out.endswith(b"\r\n\r\nok")
     assert c.streams[0].finished_count == 1
-    assert not c.pipeline and not c.closed and c.idle_since == 0.0
+    assert not c.pipeline and not c.closed and c.idle_since == UNSTAMPED
     c.feed(GET % b"b", bytewise=bytewise)
     assert len(c.streams) == 2
 
@@ -426,9 +427,10 @@ def test_keep_alive_timeout_closes_an_idle_connection_only():
     assert not c.closed            # a request in flight: not idle
     c.rec.clock = 100.0
     c.answer(0)
-    c.tick(100.0 + T.keepalive - 0.1)
+    c.tick(100.5)                  # the first tick after the answer starts the idle clock
+    c.tick(100.5 + T.keepalive - 0.1)
     assert not c.closed
-    c.tick(100.0 + T.keepalive)
+    c.tick(100.5 + T.keepalive)
     assert c.closed and c.rec.calls == ["close"]
 
 
