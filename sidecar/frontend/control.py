@@ -16,6 +16,10 @@ connection open: issue #7's ``attach``).
 
 The socket is created with mode 0600: only the server's user (and root) may connect, which is
 stricter than the app socket's 0660, since ``attach`` hands out the worker rings.
+
+At shutdown ``close`` ends every connection the server still serves (an idle ``nc -U``, a
+reload in progress, which is answered with an error): a client sees the socket close, and
+the server's log stays clean.
 """
 from __future__ import annotations
 
@@ -94,6 +98,7 @@ class ControlServer:
         self.frontend = frontend
         self.sock = sock
         self.server: asyncio.AbstractServer | None = None
+        self._serving: set[asyncio.Task] = set()  # connections in _serve, ended by close()
         self.commands: dict[str, Handler] = {"status": self._status, "ping": self._ping,
                                              "reload": self._reload, "help": self._help}
 
@@ -105,12 +110,18 @@ class ControlServer:
         self.server = await asyncio.start_unix_server(self._serve, sock=self.sock, limit=MAX_LINE)
 
     def close(self) -> None:
+        """Stop listening and end the connections being served (they close themselves)."""
         if self.server is not None:
             self.server.close()
+        for task in self._serving:
+            task.cancel()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = ControlConnection(reader, writer)
         keep = False
+        busy = False   # a command is being handled: it gets an answer if we are closed
+        task = asyncio.current_task()
+        self._serving.add(task)
         try:
             while True:
                 try:
@@ -125,14 +136,23 @@ class ControlServer:
                     return
                 if not line.strip():
                     continue
+                busy = True
                 reply = await self._handle(conn, line)
+                busy = False
                 if reply is None:
                     keep = True  # the handler owns the connection now
                     return
                 await conn.reply(reply)
         except (ConnectionError, OSError):
             pass
+        except asyncio.CancelledError:
+            # close() at shutdown (or the loop's end).  Ending normally rather than cancelled
+            # is deliberate: Python 3.11's asyncio logs a cancelled client_connected_cb task
+            # as an ERROR with a traceback (fixed in 3.12).
+            if busy and not keep and not writer.is_closing():
+                writer.write(b'{"ok":false,"error":"the server is shutting down"}\n')
         finally:
+            self._serving.discard(task)
             if not keep:
                 writer.close()
 

@@ -274,3 +274,27 @@ def test_counters_never_go_down_across_a_reload(sc):
 
     st = wait_for(done, 60, interval=0.1, what="the reload, old workers gone")
     assert st["requests"] >= 4
+
+
+def test_sigterm_with_control_clients_connected_is_clean():
+    """Issue 22: a control client still connected at SIGTERM (an idle `nc -U`, a monitoring
+    agent keeping its connection) is closed with the server: no ERROR, no traceback, exit 0."""
+    with Sidecar("tests.e2e.apps:app", workers=1, ready_path="/scope") as s:
+        ctl = s.uds + ".ctl"
+        idle = socket.socket(socket.AF_UNIX)
+        asked = socket.socket(socket.AF_UNIX)
+        try:
+            idle.connect(ctl)
+            asked.settimeout(10)
+            asked.connect(ctl)
+            asked.sendall(b'{"cmd": "ping"}\n')
+            assert json.loads(asked.makefile("rb").readline())["pid"] == s.proc.pid
+            assert s.stop() == 0
+            idle.settimeout(10)
+            assert idle.recv(100) == b""       # closed by the server, not left hanging
+        finally:
+            idle.close()
+            asked.close()
+        log = s.log()
+    assert "shutting down (SIGTERM)" in log
+    assert "Traceback" not in log and " ERROR " not in log, log
