@@ -15,7 +15,10 @@ request dict; it returns the reply dict, or ``None`` when it has taken the conne
 connection open: issue #7's ``attach``).
 
 The socket is created with mode 0600: only the server's user (and root) may connect, which is
-stricter than the app socket's 0660, since ``attach`` hands out the worker rings.
+stricter than the app socket's 0660, since ``attach`` hands out the worker rings.  Where it
+goes (``default_path``): ``$RUNTIME_DIRECTORY/control.sock`` under systemd, ``<uds>.ctl``
+next to the Unix socket, else -- a server with TCP listeners only -- ``HOST:PORT.ctl`` in the
+runtime directory (``runtime_dir``), where ``sidecar status`` looks (sidecar/status.py).
 
 At shutdown ``close`` ends every connection the server still serves (an idle ``nc -U``, a
 reload in progress, which is answered with an error): a client sees the socket close, and
@@ -28,6 +31,7 @@ import json
 import logging
 import os
 import socket
+import stat
 from typing import Awaitable, Callable
 
 from sidecar.frontend import listeners, metrics
@@ -41,19 +45,72 @@ CONTROL_MODE = 0o600
 Handler = Callable[["ControlConnection", dict], Awaitable[dict | None]]
 
 
-def default_path(uds: str | None, environ=os.environ) -> str | None:
+#: overrides where servers without a Unix socket put their control socket (and where
+#: ``sidecar status`` looks for them); read by both, like ``$RUNTIME_DIRECTORY``
+RUNTIME_DIR_ENV = "SIDECAR_RUNTIME_DIR"
+
+
+def runtime_dir(environ=os.environ) -> str:
+    """The directory of the control sockets of servers without a Unix socket:
+    ``$SIDECAR_RUNTIME_DIR``; else ``/run/sidecar`` for root (where the shipped units'
+    ``RuntimeDirectory=sidecar/NAME`` live too); else ``$XDG_RUNTIME_DIR/sidecar``; else
+    ``/tmp/sidecar-UID`` (tmux's fallback)."""
+    if environ.get(RUNTIME_DIR_ENV):
+        return environ[RUNTIME_DIR_ENV]
+    if os.geteuid() == 0:
+        return "/run/sidecar"
+    if environ.get("XDG_RUNTIME_DIR"):
+        return os.path.join(environ["XDG_RUNTIME_DIR"], "sidecar")
+    return f"/tmp/sidecar-{os.geteuid()}"
+
+
+def tcp_name(host: str, port: int) -> str:
+    """A TCP listener's control socket name in the runtime directory: ``127.0.0.1:8000.ctl``,
+    ``[::1]:8000.ctl`` (the address as bound, so ``--bind localhost:8000`` and port 0 too)."""
+    return f"[{host}]:{port}.ctl" if ":" in host else f"{host}:{port}.ctl"
+
+
+def default_path(uds: str | None, environ=os.environ,
+                 sockets: list[socket.socket] = ()) -> str | None:
     """Where the control socket goes without ``--control``: ``$RUNTIME_DIRECTORY/control.sock``
-    under systemd (RuntimeDirectory=), else next to the Unix socket (``<uds>.ctl``), else none."""
+    under systemd (RuntimeDirectory=), else next to the Unix socket (``<uds>.ctl``), else in
+    the runtime directory, named after the first TCP listener among ``sockets``
+    (``/run/sidecar/127.0.0.1:8000.ctl``), else none."""
     runtime = environ.get("RUNTIME_DIRECTORY")
     if runtime:
         return os.path.join(runtime.split(":")[0], "control.sock")
     if uds:
         return uds + ".ctl"
+    for sock in sockets:
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            host, port = sock.getsockname()[:2]
+            return os.path.join(runtime_dir(environ), tcp_name(host, port))
     return None
 
 
+class UnsafeDirectory(Exception):
+    pass
+
+
+def ensure_dir(path: str) -> None:
+    """Create the runtime directory (mode 0700) if it is missing; refuse one that another
+    user could have planted or can write to (a symlink, not ours or root's, group/world
+    writable): a client that trusted it would talk to someone else's socket."""
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        st = os.lstat(path)
+    except OSError as exc:
+        raise UnsafeDirectory(f"cannot create {path}: {exc.strerror}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise UnsafeDirectory(f"{path} is not a directory")
+    if st.st_uid not in (os.geteuid(), 0) or st.st_mode & 0o022:
+        raise UnsafeDirectory(f"{path} is writable by, or belongs to, another user")
+
+
 def open_socket(path: str, backlog: int) -> socket.socket:
-    return listeners.open_uds(path, CONTROL_MODE, backlog)
+    """Listen on ``path`` (mode 0600).  A stale socket of a killed server is replaced; a live
+    one is ``ListenerError`` (one line, exit 2)."""
+    return listeners.open_uds(path, CONTROL_MODE, backlog, what="control socket ")
 
 
 class ControlConnection:
