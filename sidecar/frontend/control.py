@@ -242,6 +242,8 @@ class ControlServer:
             return {"ok": False, "error": f"not reloading: the server is {self.frontend.state}"}
         log.info("reloading (control socket)")
         if not await self.frontend.reload():
+            if self.frontend.state == "stopping":   # SIGTERM came: no worker keeps serving
+                return {"ok": False, "error": "the server is shutting down"}
             return {"ok": False, "error": "reload failed: the old workers keep serving "
                                           "(the server's log says why)"}
         return {"ok": True, "reloaded": True}
