@@ -371,17 +371,19 @@ def _open_ops(config: Config, uds: str | None, sockets: list[socket.socket]):
     from sidecar.frontend import control, metrics
 
     path = config.control
+    ctl = None
     if path == "auto":
         path = control.default_path(uds, sockets=sockets)
         if path and os.path.dirname(path) == control.runtime_dir():
-            # a TCP-only server's: in the runtime directory, made for it if need be; one that
-            # cannot be made (a read-only /run in a sandbox) only costs `sidecar status`
+            # a TCP-only server's: a runtime directory that cannot take it (a read-only /run
+            # in a sandbox) only costs `sidecar status`, not the start
             try:
-                control.ensure_dir(os.path.dirname(path))
-            except control.UnsafeDirectory as exc:
+                ctl = control.open_in_runtime_dir(path, 64)
+            except control.Unusable as exc:
                 logging.getLogger("sidecar").warning("no control socket: %s", exc)
                 path = None
-    ctl = control.open_socket(path, 64) if path and path != "off" else None
+    if ctl is None and path and path != "off":
+        ctl = control.open_socket(path, 64)
     try:
         met = metrics.open_endpoint(config.metrics, 64) if config.metrics else None
     except BaseException:

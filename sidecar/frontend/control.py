@@ -88,8 +88,8 @@ def default_path(uds: str | None, environ=os.environ,
     return None
 
 
-class UnsafeDirectory(Exception):
-    pass
+class Unusable(Exception):
+    """The runtime directory cannot take the control socket (the server runs without one)."""
 
 
 def ensure_dir(path: str) -> None:
@@ -100,17 +100,33 @@ def ensure_dir(path: str) -> None:
         os.makedirs(path, mode=0o700, exist_ok=True)
         st = os.lstat(path)
     except OSError as exc:
-        raise UnsafeDirectory(f"cannot create {path}: {exc.strerror}") from None
+        raise Unusable(f"cannot create {path}: {exc.strerror}") from None
     if not stat.S_ISDIR(st.st_mode):
-        raise UnsafeDirectory(f"{path} is not a directory")
+        raise Unusable(f"{path} is not a directory")
     if st.st_uid not in (os.geteuid(), 0) or st.st_mode & 0o022:
-        raise UnsafeDirectory(f"{path} is writable by, or belongs to, another user")
+        raise Unusable(f"{path} is writable by, or belongs to, another user")
 
 
 def open_socket(path: str, backlog: int) -> socket.socket:
     """Listen on ``path`` (mode 0600).  A stale socket of a killed server is replaced; a live
     one is ``ListenerError`` (one line, exit 2)."""
     return listeners.open_uds(path, CONTROL_MODE, backlog, what="control socket ")
+
+
+def open_in_runtime_dir(path: str, backlog: int) -> socket.socket:
+    """``open_socket`` for a path in the runtime directory, made if need be.  ``Unusable``
+    when it cannot be used (unsafe, a read-only /run in a sandbox, a name too long): that
+    only costs ``sidecar status``.  A live server on ``path`` is still ``ListenerError``."""
+    ensure_dir(os.path.dirname(path))
+    try:
+        return open_socket(path, backlog)
+    except listeners.ListenerError as exc:
+        with socket.socket(socket.AF_UNIX) as probe:
+            try:
+                probe.connect(path)
+            except OSError:
+                raise Unusable(str(exc)) from None
+        raise
 
 
 class ControlConnection:

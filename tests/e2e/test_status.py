@@ -402,3 +402,17 @@ def test_stale_control_socket_is_replaced_and_a_live_one_refused(tmp_path):
         out = subprocess.run(s.command(), capture_output=True, text=True, timeout=60,
                              cwd=tmp_path, env=dict(os.environ, SIDECAR_RUNTIME_DIR=str(rundir)))
     one_line(out, 2, f"control socket {ctl}", "another server is listening")
+
+
+def test_an_unusable_runtime_directory_costs_only_the_control_socket(tmp_path):
+    """A runtime directory others could write to is not trusted: the server warns, serves,
+    and has no control socket (as when /run is read-only in a sandbox)."""
+    rundir = tmp_path / "run"
+    rundir.mkdir()
+    rundir.chmod(0o777)
+    with TCPSidecar(rundir) as s:
+        with s.client() as c:
+            assert c.get("/scope").status_code == 200
+        assert os.listdir(rundir) == []
+        assert f"WARNING sidecar: no control socket: {rundir} is writable by" in s.log()
+        one_line(status_in(rundir, "--bind", s.bind), 1, "no running sidecar listens on")

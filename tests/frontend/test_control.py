@@ -90,8 +90,8 @@ def test_where_the_control_socket_goes(monkeypatch, tmp_path):
     control.ensure_dir(str(made))
     assert made.is_dir() and (made.stat().st_mode & 0o777) == 0o700
     made.chmod(0o777)
-    with pytest.raises(control.UnsafeDirectory, match="another user"):
+    with pytest.raises(control.Unusable, match="another user"):
         control.ensure_dir(str(made))
     (tmp_path / "link").symlink_to(made)
-    with pytest.raises(control.UnsafeDirectory, match="not a directory"):
+    with pytest.raises(control.Unusable, match="not a directory"):
         control.ensure_dir(str(tmp_path / "link"))
