@@ -90,7 +90,8 @@ def default_places(environ=os.environ) -> list[str]:
     found = [p for p in ["sidecar.sock.ctl"] if os.path.lexists(p)]
     found += sorted(glob.glob(os.path.join(glob.escape(rundir), "*.ctl")))
     found += sorted(glob.glob(os.path.join(glob.escape(rundir), "*", "control.sock")))
-    return found
+    seen: set[str] = set()   # the same socket twice when run from the runtime directory
+    return [p for p in found if not (os.path.abspath(p) in seen or seen.add(os.path.abspath(p)))]
 
 
 def _live(paths: list[str]) -> list[tuple[str, dict]]:
