@@ -73,14 +73,17 @@ def tcp_name(host: str, port: int) -> str:
 def default_path(uds: str | None, environ=os.environ,
                  sockets: list[socket.socket] = ()) -> str | None:
     """Where the control socket goes without ``--control``: ``$RUNTIME_DIRECTORY/control.sock``
-    under systemd (RuntimeDirectory=), else next to the Unix socket (``<uds>.ctl``), else in
-    the runtime directory, named after the first TCP listener among ``sockets``
-    (``/run/sidecar/127.0.0.1:8000.ctl``), else none."""
+    under systemd (RuntimeDirectory=), else next to the Unix socket (``<uds>.ctl``), else,
+    when every listener in ``sockets`` is TCP, in the runtime directory, named after the
+    first (``/run/sidecar/127.0.0.1:8000.ctl``), else none (a Unix socket passed in by
+    systemd or --fd: the service's directory is not ours to guess, as before)."""
     runtime = environ.get("RUNTIME_DIRECTORY")
     if runtime:
         return os.path.join(runtime.split(":")[0], "control.sock")
     if uds:
         return uds + ".ctl"
+    if any(sock.family == socket.AF_UNIX for sock in sockets):
+        return None
     for sock in sockets:
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             host, port = sock.getsockname()[:2]

@@ -85,6 +85,8 @@ def test_where_the_control_socket_goes(monkeypatch, tmp_path):
         assert control.default_path(None, env, [tcp4, tcp6]) == f"/rt/127.0.0.1:{p4}.ctl"
         assert control.default_path(None, env, [tcp6]) == f"/rt/[::1]:{p6}.ctl"
         assert control.default_path(None, env, []) is None
+        with socket.socket(socket.AF_UNIX) as unix:   # e.g. passed in by socket activation
+            assert control.default_path(None, env, [unix, tcp4]) is None
     # the runtime directory: made 0700; one another user could write to is refused
     made = tmp_path / "a" / "sidecar"
     control.ensure_dir(str(made))
