@@ -78,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="listen on an inherited socket descriptor (repeatable)")
     p.add_argument("--control", metavar="PATH",
                    help="control socket for `sidecar status` (auto: $RUNTIME_DIRECTORY/"
-                        "control.sock or UDS.ctl; off)")
+                        "control.sock, UDS.ctl, else HOST:PORT.ctl in /run/sidecar (root) or "
+                        "$XDG_RUNTIME_DIR/sidecar; off)")
     p.add_argument("--no-control", dest="control", action="store_const", const="off")
     p.add_argument("--pid", dest="pid_file", metavar="FILE",
                    help="write the front-end's pid to FILE (removed at exit), as gunicorn's --pid")
@@ -368,14 +369,24 @@ def raise_fd_limit() -> None:
             pass  # keep the limit we have: it is not an error to run with it
 
 
-def _open_ops(config: Config, uds: str | None):
+def _open_ops(config: Config, uds: str | None, sockets: list[socket.socket]):
     """The control socket and the metrics endpoint (opened before the workers: fail fast)."""
     from sidecar.frontend import control, metrics
 
     path = config.control
+    ctl = None
     if path == "auto":
-        path = control.default_path(uds)
-    ctl = control.open_socket(path, 64) if path and path != "off" else None
+        path = control.default_path(uds, sockets=sockets)
+        if path and os.path.dirname(path) == control.runtime_dir():
+            # a TCP-only server's: a runtime directory that cannot take it (a read-only /run
+            # in a sandbox) only costs `sidecar status`, not the start
+            try:
+                ctl = control.open_in_runtime_dir(path, 64)
+            except control.Unusable as exc:
+                logging.getLogger("sidecar").warning("no control socket: %s", exc)
+                path = None
+    if ctl is None and path and path != "off":
+        ctl = control.open_socket(path, 64)
     try:
         met = metrics.open_endpoint(config.metrics, 64) if config.metrics else None
     except BaseException:
@@ -469,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
             if config.attach_socket:
                 from sidecar.frontend.attach import open_attach_socket
                 attach_sock = open_attach_socket(config.attach_socket, config.uds_mode)
-            ctl, met, owned = _open_ops(config, uds)
+            ctl, met, owned = _open_ops(config, uds, sockets)
         except listeners.ListenerError as exc:
             for s in sockets:
                 s.close()

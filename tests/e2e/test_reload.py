@@ -296,6 +296,35 @@ def test_sigterm_during_a_reload_stops_old_and_new_workers(tmp_path):
         assert "reload failed" not in log and "Traceback" not in log, log
 
 
+
+def test_sigterm_during_a_sidecar_reload_answers_it_and_exits_cleanly(tmp_path):
+    """Issue 22: a `sidecar reload` waiting on the control socket when SIGTERM comes gets one
+    line and exit 1; the server exits 0 without a traceback."""
+    version = tmp_path / "version"
+    version.write_text("1")
+    with Sidecar("tests.e2e.reload_app:app", ready_path="/", workers=1,
+                 env={"RELOAD_APP_VERSION": str(version)}) as sc:
+        old = sc.worker_pids()
+        version.write_text("slow")  # the new worker hangs in lifespan startup
+        reload = subprocess.Popen([sys.executable, "-m", "sidecar", "reload", "--uds", sc.uds],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for(lambda: len(sc.worker_pids()) >= 2, 30, what="the new worker to start")
+            assert reload.poll() is None
+            sc.proc.send_signal(signal.SIGTERM)
+            assert sc.proc.wait(30) == 0, sc.log()
+            out, err = reload.communicate(timeout=30)
+        finally:
+            if reload.poll() is None:
+                reload.kill()
+                reload.communicate()
+        assert reload.returncode == 1 and err.strip().splitlines() == [
+            f"sidecar reload: error: {sc.uds}.ctl: the server is shutting down"], err
+        wait_for(lambda: not any(alive(p) for p in old), 10, what="the old worker to exit")
+        log = sc.log()
+        assert "Traceback" not in log and " ERROR " not in log, log
+
+
 # --- --reload: development mode -----------------------------------------------------------
 
 _RELOAD_APP = '''import os

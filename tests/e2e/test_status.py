@@ -274,3 +274,145 @@ def test_counters_never_go_down_across_a_reload(sc):
 
     st = wait_for(done, 60, interval=0.1, what="the reload, old workers gone")
     assert st["requests"] >= 4
+
+
+def test_sigterm_with_control_clients_connected_is_clean():
+    """Issue 22: a control client still connected at SIGTERM (an idle `nc -U`, a monitoring
+    agent keeping its connection) is closed with the server: no ERROR, no traceback, exit 0."""
+    with Sidecar("tests.e2e.apps:app", workers=1, ready_path="/scope") as s:
+        ctl = s.uds + ".ctl"
+        idle = socket.socket(socket.AF_UNIX)
+        asked = socket.socket(socket.AF_UNIX)
+        try:
+            idle.connect(ctl)
+            asked.settimeout(10)
+            asked.connect(ctl)
+            asked.sendall(b'{"cmd": "ping"}\n')
+            assert json.loads(asked.makefile("rb").readline())["pid"] == s.proc.pid
+            assert s.stop() == 0
+            idle.settimeout(10)
+            assert idle.recv(100) == b""       # closed by the server, not left hanging
+        finally:
+            idle.close()
+            asked.close()
+        log = s.log()
+    assert "shutting down (SIGTERM)" in log
+    assert "Traceback" not in log and " ERROR " not in log, log
+
+
+class TCPSidecar(Sidecar):
+    """A server started as uvicorn users start one: ``--bind HOST:PORT`` and no Unix socket,
+    its control socket in ``rundir`` (``$SIDECAR_RUNTIME_DIR``)."""
+
+    def __init__(self, rundir, *args: str, host: str = "127.0.0.1", **kw):
+        env = dict(kw.pop("env", None) or {}, SIDECAR_RUNTIME_DIR=str(rundir))
+        super().__init__("tests.e2e.apps:app", *args, workers=1, ready_path="/scope",
+                         env=env, **kw)
+        self.bind = f"{host}:{self.port}"
+
+    def command(self) -> list[str]:
+        cmd = super().command()
+        del cmd[cmd.index("--uds"):cmd.index("--uds") + 2]
+        cmd[cmd.index("--bind") + 1] = self.bind
+        return cmd
+
+
+def status_in(rundir, *args: str, cmd: str = "status", cwd=None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, SIDECAR_RUNTIME_DIR=str(rundir))
+    for name in ("SIDECAR_CONTROL", "RUNTIME_DIRECTORY", "SIDECAR_UDS"):
+        env.pop(name, None)
+    return subprocess.run([sys.executable, "-m", "sidecar", cmd, *args], capture_output=True,
+                          text=True, timeout=60, env=env, cwd=cwd)
+
+
+def one_line(out: subprocess.CompletedProcess, code: int, *words: str) -> str:
+    assert out.returncode == code and "Traceback" not in out.stderr, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert all(w in lines[0] for w in words), lines[0]
+    return lines[0]
+
+
+def test_status_finds_a_server_started_with_bind_alone(tmp_path):
+    """Issue 22: `sidecar app:app --bind 127.0.0.1:PORT` (no --uds, not under systemd) has a
+    control socket, found by `sidecar status` with no argument, by --bind and by --pid; and
+    `sidecar reload` finds it the same ways."""
+    rundir = tmp_path / "run"
+    pid_file = tmp_path / "sidecar.pid"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    with TCPSidecar(rundir, "--pid", str(pid_file)) as s:
+        ctl = rundir / f"127.0.0.1:{s.port}.ctl"
+        for args in ([], ["--bind", s.bind], ["--bind", f"localhost:{s.port}"],
+                     ["-b", s.bind], ["--pid", str(pid_file)], ["--control", str(ctl)]):
+            out = status_in(rundir, "--json", *args, cwd=elsewhere)
+            assert out.returncode == 0, (args, out.stderr)
+            st = json.loads(out.stdout)
+            assert st["pid"] == s.proc.pid and st["listeners"] == [f"http://{s.bind}"]
+        assert stat.S_IMODE(os.stat(ctl).st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(rundir).st_mode) == 0o700
+        out = status_in(rundir, "--bind", s.bind, cmd="reload", cwd=elsewhere)
+        assert out.returncode == 0 and "the new workers serve" in out.stdout, out.stderr
+        out = status_in(rundir, "--pid", str(pid_file), cmd="reload", cwd=elsewhere)
+        assert out.returncode == 0, out.stderr
+        one_line(status_in(rundir, "--bind", f"127.0.0.1:{free_port()}", cwd=elsewhere), 1,
+                 "no running sidecar listens on 127.0.0.1:")
+        assert s.stop() == 0
+    assert not ctl.exists()   # removed at exit
+    one_line(status_in(rundir, cwd=elsewhere), 1, "no running sidecar found", str(rundir))
+    one_line(status_in(rundir, "--pid", str(pid_file), cwd=elsewhere), 1, str(pid_file))
+
+
+def test_status_without_arguments_names_several_servers_and_picks_by_bind(tmp_path):
+    rundir = tmp_path / "run"
+    with TCPSidecar(rundir) as a, TCPSidecar(rundir, "--bind", "127.0.0.1:0") as b, \
+            Sidecar("tests.e2e.apps:app", "--pid", str(tmp_path / "c.pid"), workers=1,
+                    ready_path="/scope") as c:
+        line = one_line(status_in(rundir, cwd=tmp_path), 1, "2 sidecars are running",
+                        f"pid {a.proc.pid}", f"pid {b.proc.pid}", "--bind")
+        assert str(c.proc.pid) not in line   # its control socket is next to its --uds
+        for s in (a, b):
+            out = status_in(rundir, "--json", "--bind", s.bind, cwd=tmp_path)
+            assert json.loads(out.stdout)["pid"] == s.proc.pid, out.stderr
+        # a server's second listener finds it too (its socket is named after the first)
+        second = [x for x in json.loads(status_in(rundir, "--json", "--bind", b.bind).stdout)
+                  ["listeners"] if x != f"http://{b.bind}"][0].removeprefix("http://")
+        out = status_in(rundir, "--json", "--bind", second, cwd=tmp_path)
+        assert json.loads(out.stdout)["pid"] == b.proc.pid, out.stderr
+        # a --uds server: by its socket, or by its pid file (its own listening sockets)
+        for args in (["--uds", c.uds], ["--pid", str(tmp_path / "c.pid")]):
+            out = status_in(rundir, "--json", *args, cwd=tmp_path)
+            assert json.loads(out.stdout)["pid"] == c.proc.pid, (args, out.stderr)
+
+
+def test_stale_control_socket_is_replaced_and_a_live_one_refused(tmp_path):
+    rundir = tmp_path / "run"
+    s = TCPSidecar(rundir)
+    rundir.mkdir(mode=0o700)
+    ctl = str(rundir / f"127.0.0.1:{s.port}.ctl")
+    with socket.socket(socket.AF_UNIX) as dead:   # a killed server's: bound, nobody listens
+        dead.bind(ctl)
+    with s:
+        out = status_in(rundir, "--json", "--bind", s.bind)
+        assert json.loads(out.stdout)["pid"] == s.proc.pid, out.stderr
+    assert not os.path.exists(ctl)
+    with socket.socket(socket.AF_UNIX) as live:   # another server's, alive
+        live.bind(ctl)
+        live.listen()
+        out = subprocess.run(s.command(), capture_output=True, text=True, timeout=60,
+                             cwd=tmp_path, env=dict(os.environ, SIDECAR_RUNTIME_DIR=str(rundir)))
+    one_line(out, 2, f"control socket {ctl}", "another server is listening")
+
+
+def test_an_unusable_runtime_directory_costs_only_the_control_socket(tmp_path):
+    """A runtime directory others could write to is not trusted: the server warns, serves,
+    and has no control socket (as when /run is read-only in a sandbox)."""
+    rundir = tmp_path / "run"
+    rundir.mkdir()
+    rundir.chmod(0o777)
+    with TCPSidecar(rundir) as s:
+        with s.client() as c:
+            assert c.get("/scope").status_code == 200
+        assert os.listdir(rundir) == []
+        assert f"WARNING sidecar: no control socket: {rundir} is writable by" in s.log()
+        one_line(status_in(rundir, "--bind", s.bind), 1, "no running sidecar listens on")
