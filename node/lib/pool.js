@@ -11,6 +11,7 @@
 // the ring protocol sends no doorbell at all while the reader keeps up.
 const { Encoder, Decoder } = require('@msgpack/msgpack')
 const native = require('./native')
+const { Request, Response, AppError, Headers } = require('./request')
 
 const K = {
   HTTP_REQUEST: 1, HTTP_BODY: 2, DISCONNECT: 3, WS_CONNECT: 4, WS_RECEIVE: 5, WS_DISCONNECT: 6,
@@ -22,8 +23,6 @@ const EAGAIN = -11
 const WAIT_SAFETY_MS = 5000 // the wait returns at least this often (a net under the doorbells)
 const DISPATCH_TIMEOUT_MS = 30000 // as sidecar's dispatch_timeout: no ready worker by then
 
-const BODYLESS = new Set(['GET', 'HEAD', 'OPTIONS', 'DELETE', 'TRACE'])
-
 // One of each for the process: a fresh Encoder per event (what encode() does) costs more
 // than the event.  encodeSharedRef's bytes are valid until the next encode: written to the
 // ring at once, or copied into the backlog.
@@ -33,66 +32,8 @@ const decode = (bytes) => decoder.decode(bytes)
 
 class WorkerLostError extends Error {}
 
-/** A request, buffered (`body`) or streamed (`write()` ... `end()`). */
-class Request {
-  constructor ({ method = 'GET', url = '/', headers = {}, body, websocket = false,
-    subprotocols = [], scheme } = {}) {
-    this.method = method.toUpperCase()
-    this.url = url
-    this.headers = Object.entries(headers).map(([k, v]) => [Buffer.from(k.toLowerCase()),
-      Buffer.from(String(v))])
-    this.body = body === undefined ? undefined : Buffer.from(body)
-    this.websocket = websocket
-    this.subprotocols = subprotocols
-    this.scheme = scheme || (websocket ? 'ws' : 'http')
-    this._queue = [] // {data, end, resolve, reject} written before the stream can take them
-    // GET-like requests without `body` have none; others stream until end() (as a
-    // Node http.ClientRequest does); pass body: '' for an empty POST
-    this._ended = this.body !== undefined || (!websocket && BODYLESS.has(this.method))
-    this._stream = null
-  }
-
-  /** Send a body chunk (or, for a WebSocket, a message: string = text, Buffer = binary).
-   * Resolves once the worker has granted credit for it and it is on the ring. */
-  write (data) {
-    if (this._ended) return Promise.reject(new Error('write() after end()'))
-    return this._push(data, false)
-  }
-
-  /** The body is complete (a WebSocket: close it with 1000). */
-  end (data) {
-    if (this._ended) return Promise.resolve()
-    this._ended = true
-    return this._push(data === undefined ? null : data, true)
-  }
-
-  _push (data, end) {
-    return new Promise((resolve, reject) => {
-      this._queue.push({ data, end, resolve, reject })
-      if (this._stream) this._stream.pump()
-    })
-  }
-}
-
-/** A response: `status`, `headers` (a fetch Headers), and `body` (buffered) or an async
- * iterator of chunks (streamed; WebSocket messages are strings or Buffers). */
-class Response {
-  constructor (stream) {
-    this._stream = stream
-    this.status = 0
-    this.headers = new Headers()
-    this.body = undefined
-    this.closeCode = undefined // WebSocket: the code the app closed with
-  }
-
-  [Symbol.asyncIterator] () {
-    const s = this._stream
-    return { next: () => s.next(), return: async () => { s.cancel(); return { done: true } } }
-  }
-}
-
 function toHeaders (raw, into) {
-  for (const [k, v] of raw) into.append(Buffer.from(k).toString('latin1'), Buffer.from(v).toString('latin1'))
+  for (const [k, v] of raw) into.add(Buffer.from(k).toString('latin1'), Buffer.from(v).toString('latin1'))
 }
 
 class Stream {
@@ -101,38 +42,45 @@ class Stream {
     this.sid = sid
     this.req = req
     this.credit = worker.window // request body bytes the worker will take
-    this.res = new Response(this)
+    this.res = new Response({ status: 0 })
+    this.res._stream = this
     this.chunks = [] // response body chunks not yet pulled
     this.ended = false // no more chunks will come
     this.error = null
     this.done = false // APP_DONE or lost
     this.puller = null // resolve of a pending next()
     this.headDeferred = deferred()
+    this.headError = null
+    this.onDone = null
     this.textParts = null // a WebSocket message in fragments
     this.accepted = false
   }
 
   open () {
     const r = this.req
-    const [path, qs = ''] = r.url.split('?', 2)
+    const w = r._wire()
     r._stream = this
+    const rootPath = r.docroot ?? this.worker.pool.rootPath
     if (r.websocket) {
-      this.worker.send([K.WS_CONNECT, this.sid, r.scheme, decodeURIComponent(path), Buffer.from(path),
-        Buffer.from(qs), r.headers, null, null, '1.1', '', r.subprotocols])
+      this.worker.send([K.WS_CONNECT, this.sid, w.scheme, w.path, w.rawPath, w.query, w.headers,
+        w.client, w.server, '1.1', rootPath, w.subprotocols])
+      if (r._queue.length) this.pump()
       return
     }
+    const q = r._queue
+    if (q.length === 1 && q[0].end && q[0].data === null) q.pop().resolve() // end() alone: no body
     let body = Buffer.alloc(0)
-    let more = !r._ended || r._queue.length > 0
-    if (r.body !== undefined && r.body.length <= Math.min(CHUNK, this.credit)) {
+    let more = !r._ended || q.length > 0
+    if (r.body !== null && r.body.length <= Math.min(CHUNK, this.credit)) {
       body = r.body
       more = false
       this.credit -= body.length
-    } else if (r.body !== undefined) {
+    } else if (r.body !== null) {
       more = true
-      r._queue.push({ data: r.body, end: true, resolve () {}, reject () {} })
+      q.push({ data: r.body, end: true, resolve () {}, reject () {} })
     }
-    this.worker.send([K.HTTP_REQUEST, this.sid, r.method, r.scheme, decodeURIComponent(path),
-      Buffer.from(path), Buffer.from(qs), r.headers, null, null, '1.1', '', body, more])
+    this.worker.send([K.HTTP_REQUEST, this.sid, r.method, w.scheme, w.path, w.rawPath, w.query,
+      w.headers, w.client, w.server, '1.1', rootPath, body, more])
     if (more) this.pump()
   }
 
@@ -236,28 +184,45 @@ class Stream {
         this.wake()
         break
       case K.APP_DONE:
-        this.finish(ev[2] ? new Error(`app raised: ${ev[2]}`) : null)
+        this.finish(ev[2] ? new AppError(ev[2]) : null)
         break
     }
   }
 
+  /** The stream is over: APP_DONE (err: the app's exception, or null), the worker lost, or
+   * the caller aborted.  python-node's rules: no response yet -> the head rejects (an
+   * HTTP app that returned without one: "No response sent"; a WebSocket closed before
+   * accept: 403); a body cut short -> the iterator throws; the app's exception text stays on
+   * the response either way. */
   finish (err) {
     if (this.done) return
     this.done = true
     this.worker.streams.delete(this.sid)
-    // started and not finished: the body is cut short, the iterator throws
+    if (err instanceof AppError) this.res._exception = err.exception
     if (err && this.res.status && !this.ended) this.error = err
     if (!this.res.status) {
-      if (err instanceof WorkerLostError) this.headDeferred.reject(err)
-      else { // the error policy of the front-end: no response started -> 500
-        this.res.status = this.req.websocket ? (err ? 500 : 403) : 500
+      if (!err && this.req.websocket) {
+        this.res.status = 403
         this.headDeferred.resolve(this.res)
+      } else {
+        this.headError = err || new Error('No response sent: the app returned without http.response.start')
+        this.headDeferred.reject(this.headError)
       }
     }
     this.ended = true
     this.failQueue(err || new Error('stream is over'))
     this.wake()
-    this.worker.pool._streamDone()
+    this.worker.pool._streamDone(this)
+  }
+
+  /** The caller gave up (an AbortSignal): the app sees http.disconnect (websocket.disconnect
+   * 1006), every promise of this stream rejects with `reason`. */
+  abort (reason) {
+    if (this.done) return
+    this.worker.send(this.req.websocket ? [K.WS_DISCONNECT, this.sid, 1006, ''] : [K.DISCONNECT, this.sid])
+    this.error = reason
+    this.ended = false // so that finish() keeps the error for the iterator
+    this.finish(reason)
   }
 
   wake () {
@@ -360,6 +325,10 @@ class Pool {
     this.readyWaiters = []
     this._immediate = null
     this.onWorkersChanged = null
+    this.rootPath = opts.rootPath || '' // the ASGI root_path of requests without a docroot
+    this.inFlight = 0 // streams open on this pool (public)
+    this.refed = opts.ref !== false
+    this.parked = false // idle, unref'd: no wait armed
   }
 
   /** Connect to a sidecar started with --attach-socket PATH.  Resolves once at least one
@@ -390,6 +359,7 @@ class Pool {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error('no worker ready')), timeout)
       this.readyWaiters.push(() => { clearTimeout(timer); resolve() })
+      if (this.parked) this._soon() // the read loop must run to see HELLO
     })
   }
 
@@ -402,34 +372,152 @@ class Pool {
     return best
   }
 
-  async _open (req) {
-    if (req._stream) throw new Error('a Request can be handled once')
+  async _open (req, signal, claimed = false) {
+    if (!(req instanceof Request)) throw new TypeError('handleRequest()/handleStream() take a Request')
+    if (!claimed) req._claim()
+    if (signal && signal.aborted) throw signal.reason
+    if (this.parked) this._poll() // idle and unref'd: nothing read the control socket meanwhile
     let w = this._pick() // synchronously: concurrent requests see each other's streams
     while (!w) {
       if (this.closed) throw new Error('pool is closed')
       await this._ready(DISPATCH_TIMEOUT_MS)
+      if (signal && signal.aborted) throw signal.reason
       w = this._pick()
     }
     const s = new Stream(w, w.nextSid++, req)
     w.streams.set(s.sid, s)
+    this.inFlight++
+    if (signal) {
+      const onAbort = () => s.abort(signal.reason)
+      signal.addEventListener('abort', onAbort, { once: true })
+      s.onDone = () => signal.removeEventListener('abort', onAbort)
+    }
     s.open()
+    if (this.parked) this._soon() // wake the read loop for this stream
     return s
   }
 
-  /** Send the request, collect the whole response: { status, headers, body: Buffer }. */
-  async handleRequest (req) {
-    const s = await this._open(req)
+  /** Send the request, collect the whole response: { status, headers, body: Buffer }.
+   * Rejects with an AppError (its `exception` is the app's text) if the app raised before
+   * the body was complete; `err.response` then holds what had come. */
+  async handleRequest (req, signal, claimed = false) {
+    const s = await this._open(req, signal, claimed)
     const res = await s.headDeferred.promise
     const parts = []
-    for await (const chunk of res) parts.push(chunk)
+    try {
+      for await (const chunk of res) parts.push(typeof chunk === 'string' ? Buffer.from(chunk) : chunk)
+    } catch (err) {
+      res.body = Buffer.concat(parts)
+      if (err && typeof err === 'object') err.response = res
+      throw err
+    }
     res.body = Buffer.concat(parts)
     return res
   }
 
-  /** Send the request; resolves with the response head, whose body is an async iterator. */
-  async handleStream (req) {
-    const s = await this._open(req)
+  /** Send the request; resolves with the response head, whose body is an async iterator
+   * (or `await res.next()`: a chunk, null at the end). */
+  async handleStream (req, signal, claimed = false) {
+    const s = await this._open(req, signal, claimed)
     return s.headDeferred.promise
+  }
+
+  /** handleRequest() that blocks this thread until the whole response is there (python-node's
+   * handleRequestSync).  The request body must be whole (`body`, or none for GET & co):
+   * nothing else can run to write() more while this thread waits. */
+  handleRequestSync (req, { timeout = DISPATCH_TIMEOUT_MS, claimed = false } = {}) {
+    if (!(req instanceof Request)) throw new TypeError('handleRequestSync() takes a Request')
+    if (!claimed && req._claimed) throw new Error('a Request can be handled once')
+    if (req.websocket) throw new Error('handleRequestSync() cannot hold a WebSocket')
+    const deadline = Date.now() + timeout
+    let w = this._pick()
+    while (!w) {
+      this._poll()
+      w = this._pick()
+      if (w) break
+      if (this.closed) throw new Error('pool is closed')
+      if (Date.now() > deadline) throw new Error('no worker ready')
+      this._waitSync(10)
+    }
+    if (!claimed) req._claim()
+    const s = new Stream(w, w.nextSid++, req)
+    w.streams.set(s.sid, s)
+    this.inFlight++
+    s.open()
+    if (!req._ended) {
+      s.abort(new Error('handleRequestSync() needs the whole body: pass `body`, or call end() first'))
+      throw s.error
+    }
+    const parts = []
+    for (;;) {
+      this._poll()
+      while (s.chunks.length) { // take chunks as they come, so credit keeps flowing
+        const { v, c } = s.chunks.shift()
+        if (!s.done && c) s.worker.send([K.SEND_CREDIT, s.sid, c])
+        parts.push(v)
+      }
+      if (s.res.status && s.ended) break
+      if (s.done) break
+      if (Date.now() > deadline) {
+        s.abort(new Error(`handleRequestSync(): no complete response within ${timeout} ms`))
+        break
+      }
+      this._waitSync(20)
+    }
+    s.headDeferred.promise.catch(() => {})
+    const err = s.error || (!s.res.status && s.headError)
+    if (err) {
+      s.res.body = Buffer.concat(parts)
+      if (typeof err === 'object') err.response = s.res
+      throw err
+    }
+    s.res.body = Buffer.concat(parts)
+    if (this.parked || !this.waiting) this._soon()
+    return s.res
+  }
+
+  /** Read whatever is there now, on this thread: the control socket and every ring. */
+  _poll () {
+    this._readControl()
+    for (const w of [...this.workers.values()]) {
+      if (w.gone) continue
+      if (w.backlog.length) w.flush()
+      this._readWorker(w)
+    }
+  }
+
+  /** Block this thread until a doorbell rings or `ms` pass.  The short timeout is the net:
+   * the async wait on the pool thread may take a doorbell meant for us. */
+  _waitSync (ms) {
+    const fds = []
+    const ev = []
+    if (this.ctl >= 0) { fds.push(this.ctl); ev.push(0) }
+    for (const w of this.workers.values()) {
+      if (w.gone) continue
+      if (!native.prepareSleep(w.pair)) return // records arrived meanwhile
+      fds.push(w.dataFd); ev.push(1)
+      if (w.backlog.length) {
+        if (!native.prepareWaitSpace(w.pair, w.backlog[0].length)) return
+        fds.push(w.spaceFd); ev.push(1)
+      }
+    }
+    if (!fds.length) return sleepSync(ms)
+    native.wait(new Int32Array(fds), new Uint8Array(ev), fds.length, ms, new Uint8Array(fds.length))
+  }
+
+  /** Let Node exit while no request is in flight (the read loop then sleeps in no thread at
+   * all; it resumes with the next request).  python-node's handlers never hold Node open. */
+  unref () {
+    this.refed = false
+    if (this.waiting && this.inFlight === 0) native.ringBell(this.interrupt) // re-arm: park
+    return this
+  }
+
+  /** Keep Node alive while the pool is open (the default for Pool.attach). */
+  ref () {
+    this.refed = true
+    if (this.parked) this._soon()
+    return this
   }
 
   close () {
@@ -447,7 +535,12 @@ class Pool {
     this.interrupt = -1
   }
 
-  _streamDone () {}
+  _streamDone (s) {
+    this.inFlight--
+    if (s.onDone) s.onDone()
+    // idle and unref'd: end the pending wait so that it does not hold Node for its timeout
+    if (!this.refed && this.inFlight === 0 && this.waiting) native.ringBell(this.interrupt)
+  }
 
   // --- the read loop ---------------------------------------------------------------------
 
@@ -571,6 +664,9 @@ class Pool {
   /** Sleep on every doorbell (koffi async call: a pool thread blocks in poll). */
   _arm () {
     if (this.waiting || this.closed) return
+    this.parked = !this.refed && this.inFlight === 0 && !this.readyWaiters.length &&
+      ![...this.workers.values()].some((w) => w.backlog.length)
+    if (this.parked) return
     const fds = [this.interrupt]
     const ev = [1]
     if (this.ctl >= 0) { fds.push(this.ctl); ev.push(0) }
@@ -609,6 +705,10 @@ function units (data) {
   return n
 }
 
+function sleepSync (ms) {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms)
+}
+
 function deferred () {
   let resolve, reject
   const promise = new Promise((res, rej) => { resolve = res; reject = rej })
@@ -616,4 +716,4 @@ function deferred () {
   return { promise, resolve, reject }
 }
 
-module.exports = { Pool, Request, Response, WorkerLostError }
+module.exports = { Pool, Request, Response, Headers, AppError, WorkerLostError }
