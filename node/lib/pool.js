@@ -21,6 +21,7 @@ const K = {
 const CHUNK = 64 * 1024 // body bytes per record, as the Python front-end (events.MAX_CHUNK)
 const EAGAIN = -11
 const WAIT_SAFETY_MS = 5000 // the wait returns at least this often (a net under the doorbells)
+const PARKED_POLL_MS = 250 // an idle unref'd pool reads its control socket and rings this often
 const DISPATCH_TIMEOUT_MS = 30000 // as sidecar's dispatch_timeout: no ready worker by then
 
 // One of each for the process: a fresh Encoder per event (what encode() does) costs more
@@ -357,8 +358,13 @@ class Pool {
   _ready (timeout) {
     if (this.readyWorkers.length) return Promise.resolve()
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error('no worker ready')), timeout)
-      this.readyWaiters.push(() => { clearTimeout(timer); resolve() })
+      const timer = setTimeout(() => {
+        this.readyWaiters = this.readyWaiters.filter((f) => f !== waiter)
+        reject(new Error('no worker ready'))
+      }, timeout)
+      const waiter = () => { clearTimeout(timer); resolve() }
+      waiter.fail = (err) => { clearTimeout(timer); reject(err) }
+      this.readyWaiters.push(waiter)
       if (this.parked) this._soon() // the read loop must run to see HELLO
     })
   }
@@ -374,7 +380,7 @@ class Pool {
 
   async _open (req, signal, claimed = false) {
     if (!(req instanceof Request)) throw new TypeError('handleRequest()/handleStream() take a Request')
-    if (!claimed) req._claim()
+    if (!claimed) req = req._claim()
     if (signal && signal.aborted) throw signal.reason
     if (this.parked) this._poll() // idle and unref'd: nothing read the control socket meanwhile
     let w = this._pick() // synchronously: concurrent requests see each other's streams
@@ -427,7 +433,6 @@ class Pool {
    * nothing else can run to write() more while this thread waits. */
   handleRequestSync (req, { timeout = DISPATCH_TIMEOUT_MS, claimed = false } = {}) {
     if (!(req instanceof Request)) throw new TypeError('handleRequestSync() takes a Request')
-    if (!claimed && req._claimed) throw new Error('a Request can be handled once')
     if (req.websocket) throw new Error('handleRequestSync() cannot hold a WebSocket')
     const deadline = Date.now() + timeout
     let w = this._pick()
@@ -439,7 +444,7 @@ class Pool {
       if (Date.now() > deadline) throw new Error('no worker ready')
       this._waitSync(10)
     }
-    if (!claimed) req._claim()
+    if (!claimed) req = req._claim()
     const s = new Stream(w, w.nextSid++, req)
     w.streams.set(s.sid, s)
     this.inFlight++
@@ -522,6 +527,8 @@ class Pool {
 
   close () {
     this.closed = true
+    for (const f of this.readyWaiters.splice(0)) f.fail(new Error('pool is closed'))
+    if (this._parkTimer) clearInterval(this._parkTimer)
     for (const w of this.workers.values()) w.lose()
     this.workers.clear()
     if (this.ctl >= 0) native.close(this.ctl)
@@ -666,7 +673,13 @@ class Pool {
     if (this.waiting || this.closed) return
     this.parked = !this.refed && this.inFlight === 0 && !this.readyWaiters.length &&
       ![...this.workers.values()].some((w) => w.backlog.length)
-    if (this.parked) return
+    if (this.parked) {
+      // no thread waits, so look now and then (an unref'd timer): new workers' HELLO, a
+      // worker gone, and the control socket must not fill up
+      this._parkTimer ||= setInterval(() => { if (this.parked && !this.closed) this._pump() }, PARKED_POLL_MS).unref()
+      return
+    }
+    if (this._parkTimer) { clearInterval(this._parkTimer); this._parkTimer = null }
     const fds = [this.interrupt]
     const ev = [1]
     if (this.ctl >= 0) { fds.push(this.ctl); ev.push(0) }

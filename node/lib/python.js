@@ -78,6 +78,7 @@ class Backend {
     this.child.on('exit', (code, sig) => {
       this.exited = true
       this.error = this.error || new Error(`the sidecar exited (${code ?? sig}) ${this.refs ? 'while in use' : ''}: ${lastLines(this.log)}`.trim())
+      if (this._failStart) this._failStart(this._startError())
       if (this.pool) this.pool.close()
       fs.rmSync(this.dir, { recursive: true, force: true })
     })
@@ -124,11 +125,12 @@ class Backend {
       if (Date.now() > deadline) throw new Error(`no attach socket at ${this.attachPath} after ${START_TIMEOUT_MS} ms`)
       await sleep(10)
     }
-    while (!this.pool.readyWorkers.length) {
-      if (this._childGone()) throw this._startError()
-      if (Date.now() > deadline) throw new Error('no worker ready')
-      await Promise.race([this.pool._ready(START_TIMEOUT_MS), sleep(50)]).catch(() => {})
-    }
+    if (this._childGone()) throw this._startError()
+    await new Promise((resolve, reject) => {
+      this._failStart = reject // the child's exit handler
+      this.pool._ready(Math.max(deadline - Date.now(), 1)).then(resolve, reject)
+    })
+    this._failStart = null
   }
 
   /** The same, blocking this thread (handleRequestSync before the pool served once). */
@@ -221,19 +223,24 @@ class Python {
   /** Handle a request, the whole response buffered.  Rejects with the app's exception
    * (an AppError) if it raised before the response was complete. */
   handleRequest (request, signal) {
-    request._claim()
-    const pool = this._pool()
-    if (pool) return pool.handleRequest(request, signal, true) // at once: write() goes on the ring
-    return this._backend.ready.then(() => this._pool().handleRequest(request, signal, true))
+    return this._handle('handleRequest', request, signal)
   }
 
   /** Handle a request; resolves with the response head, whose body is an async iterator
    * (or `await res.next()`: a chunk, null at the end).  WebSocket: `websocket: true`. */
   handleStream (request, signal) {
-    request._claim()
-    const pool = this._pool()
-    if (pool) return pool.handleStream(request, signal, true)
-    return this._backend.ready.then(() => this._pool().handleStream(request, signal, true))
+    return this._handle('handleStream', request, signal)
+  }
+
+  _handle (method, request, signal) {
+    try {
+      request = request._claim()
+      const pool = this._pool()
+      if (pool) return pool[method](request, signal, true) // at once: write() goes on the ring
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    return this._backend.ready.then(() => this._pool()[method](request, signal, true))
   }
 
   /** Handle a request, blocking this thread until the whole response is there. */
@@ -243,7 +250,7 @@ class Python {
       this._backend.startSync()
       pool = this._pool()
     }
-    request._claim()
+    request = request._claim()
     return pool.handleRequestSync(request, { claimed: true })
   }
 

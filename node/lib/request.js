@@ -159,11 +159,22 @@ class Request {
     })
   }
 
-  /** A handler takes the request (once): from then on write() waits for the stream instead
-   * of buffering. */
+  /** A handler takes the request: from then on write() waits for the stream instead of
+   * buffering.  Returns the Request to run: this one, or, when this one was handled before
+   * and its body is whole (python-node lets such a request be handled again), a copy. */
   _claim () {
-    if (this._claimed) throw new Error('a Request can be handled once')
-    this._claimed = true
+    if (!this._claimed) {
+      this._claimed = true
+      return this
+    }
+    const whole = this._body !== null || (!this.websocket && !this._endCalled &&
+      !this._queue.length && BODYLESS.has(this.method))
+    if (!whole) throw new Error('a streamed Request can be handled once')
+    const copy = new Request({ method: this.method, url: this.url, headers: new Headers(this.headers),
+      body: this._body, socket: this.socket, docroot: this.docroot, subprotocols: this.subprotocols,
+      scheme: this._scheme })
+    copy._claimed = true
+    return copy
   }
 
   /** Called once, when a stream takes the request: what the wire needs. */
