@@ -202,6 +202,9 @@ class Python {
   /** The document root (absolute). */
   get docroot () { return this._docroot }
 
+  /** The pid of the private sidecar's front-end (null when attached to a running one). */
+  get pid () { return this._backend.child ? this._backend.child.pid : null }
+
   /** The pool, once the sidecar serves (null before). */
   get pool () { return this._backend.pool }
 
