@@ -170,7 +170,8 @@ class Python {
    * @param {string} [o.docroot] the app's directory: on sys.path, and the ASGI root_path as
    *   python-node sets it (default: the current directory)
    * @param {string} [o.appTarget] 'module:attribute' (default 'main:app')
-   * @param {number} [o.workers] worker processes (default: os.availableParallelism())
+   * @param {number} [o.workers] worker processes (default: $PYTHON_NODE_WORKERS, else
+   *   os.availableParallelism())
    * @param {string} [o.attach] attach to this running sidecar instead of starting one
    * @param {string} [o.python] the interpreter with sidecar installed (default: $SIDECAR_PYTHON,
    *   $VIRTUAL_ENV/bin/python, python3)
@@ -184,7 +185,7 @@ class Python {
     env = {}, logLevel = 'warning' } = {}) {
     this._docroot = path.resolve(docroot || process.cwd())
     const opts = { docroot: this._docroot, appTarget: String(appTarget),
-      workers: workers || os.availableParallelism(), attach: attach ? path.resolve(attach) : null,
+      workers: workers || Number(process.env.PYTHON_NODE_WORKERS) || os.availableParallelism(), attach: attach ? path.resolve(attach) : null,
       python: python || null, rootPath: rootPath ?? this._docroot, args: [...args], env, logLevel }
     if (!/^[\w.]+:[\w.]+$/.test(opts.appTarget)) {
       throw new TypeError(`appTarget must be "module:attribute", not ${JSON.stringify(appTarget)}`)
