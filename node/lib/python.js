@@ -51,6 +51,7 @@ class Backend {
     this.dir = null
     this.attachPath = opts.attach || null
     this.rootPath = opts.rootPath
+    this.served = false // a worker was ready once: requests go straight to the pool
     if (!this.attachPath) this._launch(opts)
     this.ready = this._start()
     this.ready.catch(() => {}) // reported to each request; not an unhandled rejection
@@ -131,6 +132,7 @@ class Backend {
       this.pool._ready(Math.max(deadline - Date.now(), 1)).then(resolve, reject)
     })
     this._failStart = null
+    this.served = true
   }
 
   /** The same, blocking this thread (handleRequestSync before the pool served once). */
@@ -139,7 +141,10 @@ class Backend {
     for (;;) {
       if (this._tryAttach()) {
         this.pool._poll()
-        if (this.pool.readyWorkers.length) return
+        if (this.pool.readyWorkers.length) {
+          this.served = true
+          return
+        }
       }
       if (this._childGone()) throw this._startError()
       if (Date.now() > deadline) throw new Error('the sidecar did not become ready')
@@ -151,6 +156,7 @@ class Backend {
     if (this.pool) this.pool.close()
     if (this.child && !this.exited) {
       const exited = new Promise((resolve) => this.child.once('exit', resolve))
+      this.child.ref() // close() is awaited: hold Node until the sidecar is gone
       this.child.kill('SIGTERM')
       await exited
     }
@@ -217,11 +223,12 @@ class Python {
     return this._backend.ready
   }
 
+  /** The pool once it served (the hot path: no scan of the workers), else null. */
   _pool () {
     if (this._closed) throw new Error('this Python handler is closed')
     const b = this._backend
-    if (b.error && !(b.pool && b.pool.readyWorkers.length)) throw b.error
-    return b.pool && b.pool.readyWorkers.length ? b.pool : null
+    if (b.error) throw b.error
+    return b.served ? b.pool : null
   }
 
   /** Handle a request, the whole response buffered.  Rejects with the app's exception

@@ -171,7 +171,7 @@ test('gap 5: an idle handler does not keep Node alive; ref() does; inFlight coun
   assert.equal(python.inFlight, 0)
 })
 
-test('gap 6: handleRequestSync, also as the very first call of a new handler', () => {
+test('gap 6: handleRequestSync, also as the very first call of a new handler', async () => {
   const fresh = new Python({ docroot: FIXTURES, appTarget: 'dropin_app:app', workers: 1, logLevel: 'critical', args: ['--window', '131072'] })
   try {
     const r = fresh.handleRequestSync(new Request({ method: 'POST', url: '/echo', body: 'sync body' }))
@@ -181,7 +181,9 @@ test('gap 6: handleRequestSync, also as the very first call of a new handler', (
     assert.ok(fresh.handleRequestSync(new Request({ method: 'POST', url: '/echo', body: big })).body.equals(big))
     assert.throws(() => fresh.handleRequestSync(new Request({ url: '/raise-before' })), /no such widget/)
   } finally {
-    fresh.close()
+    const pid = fresh.pid
+    await fresh.close() // the last handler of a private sidecar: resolves once it exited
+    assert.throws(() => process.kill(pid, 0), { code: 'ESRCH' })
   }
 })
 
