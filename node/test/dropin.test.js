@@ -8,7 +8,7 @@ const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
 const { Python, Request, Response, Headers, AppError } = require('..')
-const { ROOT, waitFor } = require('./support/sidecar')
+const { ROOT, Sidecar, waitFor } = require('./support/sidecar')
 
 process.env.SIDECAR_PYTHON ||= path.join(ROOT, '.venv', 'bin', 'python')
 const FIXTURES = path.join(__dirname, 'fixtures')
@@ -35,6 +35,21 @@ test('new Python(): a private sidecar sized as asked, docroot absolute, shared b
   assert.equal(twin.pool, python.pool)
   await twin.close() // the other handler still uses it
   assert.equal((await python.handleRequest(new Request({ url: '/echo', body: 'x' }))).status, 200)
+})
+
+test('new Python({ attach }): a running sidecar\'s pool, no process of its own', async () => {
+  const sc = await new Sidecar({ workers: 1, app: 'dropin_app:app', appDir: FIXTURES }).start()
+  const attached = new Python({ attach: sc.attach, docroot: FIXTURES })
+  try {
+    const s = json(await attached.handleRequest(new Request({ url: '/scope' })))
+    assert.equal(s.root_path, FIXTURES)
+    assert.equal(attached.pid, null)
+    assert.deepEqual(attached.pool.readyWorkers.map((w) => w.pid), sc.workerPids())
+  } finally {
+    await attached.close()
+    await sc.stop()
+    sc.cleanup()
+  }
 })
 
 test('gap 1: an app exception rejects handleRequest and handleStream with its text', async () => {
