@@ -1,6 +1,7 @@
 'use strict'
 // benchmarks/hosts: one bare ASGI app (app.py), three ways to reach it from Node.js, in one run:
-//   rings        @sidecar/host (node/): Node -> shared-memory rings -> sidecar workers
+//   rings        @sidecar/host (node/): new Python() starts a private sidecar; Node ->
+//                shared-memory rings -> its workers
 //   undici/uds   undici.Pool over sidecar's Unix socket (HTTP/1.1, keep-alive)
 //   python-node  @platformatic/python-node 2.0: Python embedded in the Node process
 // requests/s with 1 and 64 in flight, plus streamed-body throughput (MiB/s up and down).
@@ -47,29 +48,32 @@ async function peer (name, hello, upload, download) {
   return row
 }
 
-async function rings (sc) {
-  const { Pool, Request } = require('../../node')
-  const pool = await Pool.attach(sc.attach)
+// The pool as a python-node user gets it: new Python() starts its own private sidecar.
+async function rings () {
+  const { Python, Request } = require('../../node')
+  const python = new Python({ docroot: HERE, appTarget: 'app:app', workers: WORKERS,
+    python: process.env.SIDECAR_PYTHON || path.join(HERE, '..', '..', '.venv', 'bin', 'python') })
+  await python.ready()
   const t0 = Date.now()
-  while (pool.readyWorkers.length < WORKERS && Date.now() - t0 < 20000) await new Promise((resolve) => setTimeout(resolve, 20))
+  while (python.pool.readyWorkers.length < WORKERS && Date.now() - t0 < 20000) await new Promise((resolve) => setTimeout(resolve, 20))
   try {
-    return await peer('rings (@sidecar/host)',
-      () => pool.handleRequest(new Request({ url: '/hello' })),
+    return await peer('@sidecar/host, new Python()',
+      () => python.handleRequest(new Request({ url: '/hello' })),
       async () => {
         const req = new Request({ method: 'POST', url: '/upload' })
-        const res = pool.handleRequest(req)
+        const res = python.handleRequest(req)
         for (let i = 0; i < MIB * 16; i++) await req.write(CHUNK)
         await req.end()
         if (Number((await res).body) !== MIB << 20) throw new Error('upload lost bytes')
       },
       async () => {
-        const res = await pool.handleStream(new Request({ url: `/zeros?n=${MIB << 20}` }))
+        const res = await python.handleStream(new Request({ url: `/zeros?n=${MIB << 20}` }))
         let n = 0
         for await (const chunk of res) n += chunk.length
         if (n !== MIB << 20) throw new Error('download lost bytes')
       })
   } finally {
-    pool.close()
+    await python.close()
   }
 }
 
@@ -151,13 +155,15 @@ async function main () {
   }
   const { Sidecar } = require('../../node/test/support/sidecar')
   const rows = []
-  const sc = await new Sidecar({ workers: WORKERS, app: 'app:app', appDir: HERE }).start()
-  try {
-    if (ONLY.includes('rings')) rows.push(await rings(sc))
-    if (ONLY.includes('undici')) rows.push(await undiciPeer(sc))
-  } finally {
-    await sc.stop()
-    sc.cleanup()
+  if (ONLY.includes('rings')) rows.push(await rings())
+  if (ONLY.includes('undici')) {
+    const sc = await new Sidecar({ workers: WORKERS, app: 'app:app', appDir: HERE }).start()
+    try {
+      rows.push(await undiciPeer(sc))
+    } finally {
+      await sc.stop()
+      sc.cleanup()
+    }
   }
   if (ONLY.includes('python-node')) rows.push(pythonNodeChild())
   if (args.includes('--json')) {

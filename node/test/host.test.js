@@ -20,7 +20,7 @@ after(async () => {
   sc.cleanup()
 })
 
-test('buffered requests: GET, POST echo larger than the window, 404, app error -> 500', async () => {
+test('buffered requests: GET, POST echo larger than the window, 404, an app error rejects', async () => {
   const r = await pool.handleRequest(new Request({ url: '/hello' }))
   assert.equal(r.status, 200)
   assert.equal(r.headers.get('content-type'), 'text/plain')
@@ -30,7 +30,7 @@ test('buffered requests: GET, POST echo larger than the window, 404, app error -
   assert.equal(e.status, 200)
   assert.ok(e.body.equals(body))
   assert.equal((await pool.handleRequest(new Request({ url: '/nope' }))).status, 404)
-  assert.equal((await pool.handleRequest(new Request({ url: '/raise' }))).status, 500)
+  await assert.rejects(pool.handleRequest(new Request({ url: '/raise' })), /RuntimeError: boom/)
 })
 
 test('requests spread over every worker', async () => {
