@@ -19,8 +19,10 @@ log = logging.getLogger("sidecar.frontend")
 
 # Dispatch key terms, all in seconds of expected work (see WorkerLink.load)
 PULSE = 0.002             # a worker with streams in flight beats this often on the ring it
-                          # produces (sidecar.worker.process.PULSE): an older beat means its
-                          # event loop is held
+                          # produces (sidecar.worker.process.PULSE)
+HELD = 0.008              # no sign of life for longer than this: the worker's event loop is
+                          # held.  Above PULSE by what a timer's lateness (~1 ms) and being
+                          # scheduled out on a busy machine (a few ms) add to a beat's age
 STREAM_COST = 0.001       # per in-flight stream, whatever its route: many long-lived quiet
                           # streams (WebSockets) must outweigh one stalled one
 FILL_COST = 0.001         # a full ring to the worker (scaled by its fill); as much for a backlog
@@ -164,11 +166,11 @@ class WorkerLink:
           service time, see ``sidecar.frontend.cost``; a stream that ends early takes its
           unused part back);
         - the time since its event loop last showed life (``alive_at``).  Once that is
-          longer than PULSE while it has streams, the loop is *held* (CPU-bound code, a
+          longer than HELD while it has streams, the loop is *held* (CPU-bound code, a
           blocking call), and what has run that long is not expected to end at once: the
-          time counts again as what is left of it, without a cap.  Meanwhile its queue does
-          not move, and the route of the stream taken to hold it is learned to cost at least
-          as long as it has held it (``_held``).  A worker whose streams wait (slow readers,
+          time counts again as what is left of it, without a cap.  Its queue has not moved
+          since a PULSE after it was last seen to run, and the route of the stream taken to
+          hold it is learned to cost at least as long as it has held it (``_held``).  A worker whose streams wait (slow readers,
           WebSockets, long polls) keeps beating, so it is not busy for having them; one just
           handed a stream is, until it has beaten since.
         """
@@ -178,7 +180,7 @@ class WorkerLink:
         if self.streams:
             alive = self.alive_at()
             lag = now - alive
-            if lag > PULSE:   # held: the queue has not moved since it was last seen to run
+            if lag > HELD:
                 ahead = self.work_end - alive - PULSE
                 self._held(alive, now)
             else:
@@ -191,12 +193,13 @@ class WorkerLink:
 
     def _held(self, alive: float, now: float) -> None:
         """The loop has not run since ``alive``: the stream holding it is, of those the worker
-        could have started by then, the one expected to cost most (the latest of equals; dict
-        order is dispatch order).  Its route costs at least as long as it has run."""
+        could have started before its next beat was due, the one expected to cost most (the
+        latest of equals; dict order is dispatch order).  Its route costs at least as long as
+        it has run."""
         if alive != self._held_since:
             self._held_since = alive
             held = None
-            limit = alive + PULSE
+            limit = alive + 2 * PULSE   # the beat due, and a timer's lateness
             for s in self.streams.values():
                 if s.t_dispatch <= limit and (held is None or s.cost >= held.cost):
                     held = s
@@ -222,10 +225,9 @@ class WorkerLink:
             self.last_progress = start = now
             self.work_end = now
         else:
-            # a held worker's queue has not moved since it was last seen alive (busy)
-            start = self.alive_at() + PULSE
-            if start > now:
-                start = now
+            # a held worker's queue has not moved since it was last seen to run (busy)
+            alive = self.alive_at()
+            start = alive + PULSE if now - alive > HELD else now
         stream.route = route = route_of(stream.req)
         stream.cost = cost = self.costs.expect(route)
         stream.t_dispatch = now

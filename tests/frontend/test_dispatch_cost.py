@@ -9,7 +9,7 @@ import pytest
 
 from sidecar.frontend import cost
 from sidecar.frontend.cost import DEFAULT_COST, MAX_SAMPLE, RouteCosts
-from sidecar.frontend.link import PACK_BUDGET, PACK_ROUTE, PACK_STREAMS, PULSE, WorkerLink
+from sidecar.frontend.link import PACK_BUDGET, PACK_ROUTE, PACK_STREAMS, PULSE, HELD, WorkerLink
 from sidecar.frontend.pool import WorkerPool
 from sidecar.ring import Producer
 
@@ -211,7 +211,7 @@ def test_a_worker_handed_a_route_not_seen_yet_is_passed_over_until_it_is_done(fa
 def test_a_stalled_worker_is_passed_over(fast):
     loop, costs, (a, b) = fast
     a.open_stream(1, _stream(b"/fast"), [0, 1])
-    loop.now += PACK_BUDGET + 0.001   # held for longer than the budget
+    loop.now += PACK_BUDGET + 0.001   # silent for longer than the budget
     assert _pick((a, b), loop, costs) is b
 
 
@@ -282,6 +282,9 @@ def test_a_worker_whose_streams_wait_is_not_busy_for_them(fast):
     _beats(a, lambda: loop.now - 0.001)   # its loop runs: it beats while they wait
     assert a.busy(loop.now) == pytest.approx(0.001)
     assert _pick((a, b), loop, costs) is a   # cheap requests may be packed onto it
+    _beats(a, lambda: loop.now - HELD / 2)   # late, but not held: its streams cost nothing
+    assert a.busy(loop.now) == pytest.approx(HELD / 2)
+    assert costs.expect((b"GET", b"/events", None)) == DEFAULT_COST
     _beats(a, lambda: loop.now - 0.050)   # now its loop is held
     assert a.busy(loop.now) == pytest.approx(0.050)
     assert _pick((a, b), loop, costs) is b
@@ -295,7 +298,7 @@ def test_a_held_loop_teaches_the_route_of_the_stream_holding_it(fast):
     loop.now += 0.0005
     a.open_stream(3, _stream(b"/fast"), [0, 3])
     _beats(a, lambda: 100.0005)                    # last beat: just after /cpu came
-    loop.now = 100.0 + PULSE + 0.003
+    loop.now = 100.0005 + 2 * PULSE + 0.001
     a.open_stream(4, _stream(b"/other"), [0, 4])   # came after the loop went quiet
     loop.now = 100.040
     a.busy(loop.now)
