@@ -18,9 +18,9 @@ from sidecar.ring import Consumer, Producer, RingError
 log = logging.getLogger("sidecar.frontend")
 
 # Dispatch key terms, all in seconds of expected work (see WorkerLink.load)
-PULSE = 0.002             # a worker with streams in flight beats this often on the ring it
+PULSE = 0.005             # a worker with streams in flight beats this often on the ring it
                           # produces (sidecar.worker.process.PULSE)
-HELD = 0.008              # no sign of life for longer than this: the worker's event loop is
+HELD = 0.012              # no sign of life for longer than this: the worker's event loop is
                           # held.  Above PULSE by what a timer's lateness (~1 ms) and being
                           # scheduled out on a busy machine (a few ms) add to a beat's age
 STREAM_COST = 0.001       # per in-flight stream, whatever its route: many long-lived quiet

@@ -48,7 +48,7 @@ from .loader import ImportFailed, load_app
 __all__ = ["Worker", "main"]
 
 TICK = 0.5          # seconds between heartbeats (and parent checks)
-PULSE = 0.002       # seconds between heartbeats while streams are in flight (dispatch reads
+PULSE = 0.005       # seconds between heartbeats while streams are in flight (dispatch reads
                     # them: keep in step with sidecar.frontend.link.PULSE)
 ABORT_GRACE = 0.5   # seconds streams get to return after http.disconnect before cancellation
 FLUSH_TIMEOUT = 1.0  # seconds to hand queued records (APP_DONE...) to the host at exit

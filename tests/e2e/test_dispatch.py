@@ -150,5 +150,7 @@ def test_cpu_heavy_requests_spread_over_the_workers_under_mixed_load():
         per_worker[pid] = per_worker.get(pid, 0) + 1
     print("heavy requests done at", [round(t, 2) for t in done], "per worker", per_worker)
     assert sorted(per_worker.values()) == [2, 2], f"placement {per_worker}, done at {done}"
-    # 2, 2, 4, 4 s: two finish well before 3 s, none after 5 s (a third on one worker: 6 s)
-    assert done[1] < 3.0 and done[3] < 5.0, f"done at {done}"
+    # 2, 2, 4, 4 s: two finish together, the last two 2 s after them (a third on one
+    # worker: 4 s after).  Relative to the first, so a machine too busy to start them on time
+    # does not fail the test
+    assert done[1] - done[0] < 1.0 and done[3] - done[0] < 3.0, f"done at {done}"

@@ -311,13 +311,14 @@ def test_a_held_loop_teaches_the_route_of_the_stream_holding_it(fast):
 def test_a_held_workers_queue_does_not_move(links):
     loop, costs, (a, b) = links
     costs.learn((b"GET", b"/x", None), 0.010)
+    costs.learn((b"GET", b"/cpu", None), 0.020)
     a.open_stream(1, _stream(b"/cpu"), [0, 1])     # holds the loop from t=0 (no beat)
     loop.now += 0.020
     a.open_stream(2, _stream(b"/x"), [0, 2])       # queued behind it: 10 ms once it runs
     loop.now += 0.100
     # held for 120 ms (counted again as what is left of /cpu), and the queue as it was a
-    # PULSE after the loop was last seen to run: /cpu's 4 ms (not seen yet) and /x's 10 ms
-    assert a.busy(loop.now) == pytest.approx(0.120 + 0.004 + 0.010 - PULSE)
+    # PULSE after the loop was last seen to run: /cpu's 20 ms and /x's 10 ms
+    assert a.busy(loop.now) == pytest.approx(0.120 + 0.020 + 0.010 - PULSE)
 
 
 def test_heavy_requests_20ms_apart_go_two_to_each_worker(fast):
