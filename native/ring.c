@@ -556,6 +556,14 @@ void ring_heartbeat_consumer(ring_t *r, uint64_t now_ns, uint32_t pid) {
     atomic_store_explicit(&sh(r)->consumer_pid, pid, RLX);
 }
 
+uint64_t ring_producer_heartbeat_ns(ring_t *r) {
+    return atomic_load_explicit(&sh(r)->producer_heartbeat, RLX);
+}
+
+uint64_t ring_consumer_heartbeat_ns(ring_t *r) {
+    return atomic_load_explicit(&sh(r)->consumer_heartbeat, RLX);
+}
+
 uint64_t ring_now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -157,6 +157,11 @@ uint64_t ring_used(ring_t *r);
 uint8_t *ring_data(ring_t *r);
 void ring_heartbeat_producer(ring_t *r, uint64_t now_ns, uint32_t pid);
 void ring_heartbeat_consumer(ring_t *r, uint64_t now_ns, uint32_t pid);
+/* Each side's last heartbeat (CLOCK_MONOTONIC ns; 0: it never beat), one relaxed load: cheap
+ * enough for a host to read at every dispatch decision (a worker beats on the ring it
+ * produces while its event loop runs; see docs/operations.md, "Dispatch"). */
+uint64_t ring_producer_heartbeat_ns(ring_t *r);
+uint64_t ring_consumer_heartbeat_ns(ring_t *r);
 uint64_t ring_now_ns(void);
 void ring_get_stats(ring_t *r, ring_stats_t *out);
 const char *ring_strerror(int code);

@@ -12,12 +12,14 @@ The rule, in one place:
   loop: a request queued behind a slow one on the same worker did not cost that long;
 - a stream that lasted longer than ``MAX_SAMPLE`` (1 s) teaches nothing: SSE, long polls,
   slow downloads and WebSockets are wall time, not work, and would make a worker look busy
-  for minutes.  A genuinely slow CPU-bound route is still caught by the stall term
-  (``WorkerLink.load``: a worker with streams that sends nothing is busy);
+  for minutes.  A genuinely slow CPU-bound route is learned while it runs instead: when a
+  worker's event loop is held (its heartbeat stops, ``WorkerLink.busy``), the route of the
+  stream taken to hold it costs at least as long as it has held it (``floor``);
 - each route keeps an EWMA (weight ``ALPHA`` for the new sample); the first sample is taken
   as is;
 - unknown routes cost ``DEFAULT_COST`` (4 ms), the packing budget (``link.PACK_BUDGET``):
-  a worker just handed a route not seen yet is not packed onto until it shows what it costs;
+  a worker just handed a route not seen yet is not packed onto until its loop has been seen
+  to run since (``WorkerLink.busy``);
 - the table holds at most ``size`` routes (256); a new route past that evicts the oldest
   inserted one, so an app with ids in its paths churns the table instead of growing it.
 """
@@ -56,3 +58,16 @@ class RouteCosts:
             table[key] = sample
         else:
             table[key] = old + ALPHA * (sample - old)
+
+    def floor(self, key: tuple, at_least: float) -> None:
+        """A stream of this route, not done yet, has held its worker's event loop for
+        ``at_least`` seconds (``WorkerLink.busy``): the route costs at least that.  What a
+        long CPU-bound request teaches while it runs, which its end cannot (MAX_SAMPLE)."""
+        table = self.table
+        old = table.get(key)
+        if old is None:
+            if len(table) >= self.size:
+                del table[next(iter(table))]
+            table[key] = at_least
+        elif old < at_least:
+            table[key] = at_least

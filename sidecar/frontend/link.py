@@ -18,7 +18,11 @@ from sidecar.ring import Consumer, Producer, RingError
 log = logging.getLogger("sidecar.frontend")
 
 # Dispatch key terms, all in seconds of expected work (see WorkerLink.load)
-MAX_STALL = 0.032         # silence of a worker with streams counts up to this
+PULSE = 0.005             # a worker with streams in flight beats this often on the ring it
+                          # produces (sidecar.worker.process.PULSE)
+HELD = 0.012              # no sign of life for longer than this: the worker's event loop is
+                          # held.  Above PULSE by what a timer's lateness (~1 ms) and being
+                          # scheduled out on a busy machine (a few ms) add to a beat's age
 STREAM_COST = 0.001       # per in-flight stream, whatever its route: many long-lived quiet
                           # streams (WebSockets) must outweigh one stalled one
 FILL_COST = 0.001         # a full ring to the worker (scaled by its fill); as much for a backlog
@@ -75,6 +79,8 @@ class WorkerLink:
         self.pid: int | None = None
         self.requests = 0
         self.last_progress = 0.0  # loop time of the last record, or of going busy
+        self._held_since = -1.0   # the `alive` time _held_stream was found for
+        self._held_stream = None  # the stream taken to hold the worker's loop since then
         self._backlog: deque[bytes] = deque()
         self._flusher: asyncio.Task | None = None
         self._on_failure = on_failure
@@ -143,31 +149,70 @@ class WorkerLink:
     def inflight(self) -> int:
         return len(self.streams)
 
+    def alive_at(self) -> float:
+        """Loop time the worker's event loop last showed that it runs: its heartbeat (every
+        PULSE while it has streams, see sidecar.worker.process), a record from it, or being
+        handed work while idle (``last_progress``), whichever is latest."""
+        beat = self.to_host.peer_beat()
+        last = self.last_progress
+        return beat if beat > last else last
+
     def busy(self, now: float) -> float:
         """Seconds the worker is expected to need before it could start a new stream:
 
-        - the learned cost of its in-flight streams not yet elapsed (``work_end``, kept as a
-          queue: each stream opened adds its route's expected service time, see
-          ``sidecar.frontend.cost``; a stream that ends early takes its unused part back);
-        - while it has streams, the time since it last sent anything, up to MAX_STALL: a
-          worker whose loop is stuck (a route slower than learned, one not learned yet, a
-          blocking call) is busy whatever the table says;
-        - ring fill (and a backlog) up to FILL_COST.
+        - ring fill (and a backlog) up to FILL_COST;
+        - while it has streams, the learned cost of the work queued on it not yet done
+          (``work_end``, kept as a queue: each stream opened adds its route's expected
+          service time, see ``sidecar.frontend.cost``; a stream that ends early takes its
+          unused part back);
+        - the time since its event loop last showed life (``alive_at``).  Once that is
+          longer than HELD while it has streams, the loop is *held* (CPU-bound code, a
+          blocking call), and what has run that long is not expected to end at once: the
+          time counts again as what is left of it, without a cap.  Its queue has not moved
+          since a PULSE after it was last seen to run, and the route of the stream taken to
+          hold it is learned to cost at least as long as it has held it (``_held``).  A worker whose streams wait (slow readers,
+          WebSockets, long polls) keeps beating, so it is not busy for having them; one just
+          handed a stream is, until it has beaten since.
         """
         busy = self.to_worker.used() / self.to_worker.capacity * FILL_COST
         if self._backlog:
             busy += FILL_COST
         if self.streams:
-            ahead = self.work_end - now
-            silence = now - self.last_progress
-            busy += (ahead if ahead > 0.0 else 0.0) + (
-                silence if silence < MAX_STALL else MAX_STALL)
+            alive = self.alive_at()
+            lag = now - alive
+            if lag > HELD:
+                ahead = self.work_end - alive - PULSE
+                self._held(alive, now)
+            else:
+                ahead = self.work_end - now
+            if lag > 0.0:
+                busy += lag
+            if ahead > 0.0:
+                busy += ahead
         return busy
+
+    def _held(self, alive: float, now: float) -> None:
+        """The loop has not run since ``alive``: the stream holding it is, of those the worker
+        could have started before its next beat was due, the one expected to cost most (the
+        latest of equals; dict order is dispatch order).  Its route costs at least as long as
+        it has run."""
+        if alive != self._held_since:
+            self._held_since = alive
+            held = None
+            limit = alive + 2 * PULSE   # the beat due, and a timer's lateness
+            for s in self.streams.values():
+                if s.t_dispatch <= limit and (held is None or s.cost >= held.cost):
+                    held = s
+            self._held_stream = held
+        stream = self._held_stream
+        if stream is not None:
+            start = stream.t_dispatch if stream.t_dispatch > alive else alive
+            self.costs.floor(stream.route, now - start)
 
     def load(self, now: float) -> float:
         """The dispatch key among busy workers: ``busy`` plus STREAM_COST per in-flight
-        stream (silence is capped, so without it a worker holding forty quiet WebSockets and
-        one with a single stalled stream would look alike)."""
+        stream (a worker holding forty quiet WebSockets keeps beating: without it, it would
+        look as free as an idle one)."""
         return self.busy(now) + len(self.streams) * STREAM_COST
 
     # --- events out ----------------------------------------------------------------------
@@ -176,15 +221,18 @@ class WorkerLink:
         now = self._loop.time()
         streams = self.streams
         if not streams:
-            # silence is counted from the moment the worker had something to do: an idle
-            # worker handed a stream does not look stalled for having been quiet
-            self.last_progress = now
+            # an idle worker handed a stream is alive as of now, whenever it last beat
+            self.last_progress = start = now
             self.work_end = now
+        else:
+            # a held worker's queue has not moved since it was last seen to run (busy)
+            alive = self.alive_at()
+            start = alive + PULSE if now - alive > HELD else now
         stream.route = route = route_of(stream.req)
         stream.cost = cost = self.costs.expect(route)
         stream.t_dispatch = now
         work_end = self.work_end
-        self.work_end = (work_end if work_end > now else now) + cost
+        self.work_end = (work_end if work_end > start else start) + cost
         streams[sid] = stream
         self.requests += 1
         self.send(first_event)
@@ -275,6 +323,8 @@ class WorkerLink:
 
     def _stream_done(self, stream, now: float) -> None:
         """Learn the route's cost; give back the part of its expected work it did not use."""
+        if stream is self._held_stream:
+            self._held_stream = None
         elapsed = now - stream.t_dispatch
         # the sample is the time since the stream was dispatched or since the worker last
         # finished a stream, whichever is later: a request queued behind a 20 ms one did not

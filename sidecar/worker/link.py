@@ -271,6 +271,8 @@ class HostLink:
         self.streams[sid] = stream
         stream.task = task = self.loop.create_task(stream.run())
         worker.tasks.add(task)  # run()'s finally takes it out (stream_done)
+        if worker.pulse_timer is None:  # the hosts' dispatch reads it (Worker.pulse)
+            worker.pulse()
 
     def _open_websocket(self, ev: list) -> None:
         (_, sid, scheme, path, raw_path, query_string, headers, client, server,
@@ -299,6 +301,8 @@ class HostLink:
         self.streams[sid] = stream
         stream.task = task = self.loop.create_task(stream.run())
         worker.tasks.add(task)  # run()'s finally takes it out (stream_done)
+        if worker.pulse_timer is None:
+            worker.pulse()
 
     def _refused(self, sid: int) -> bool:
         """An attached host opens a stream: if this worker has --limit-worker-streams in

@@ -17,7 +17,11 @@ draining worker), and the worker exits as soon as none is in flight, or after
 running are disconnected, lifespan shutdown runs, the worker exits.
 
 The heartbeat (``_tick``, every TICK seconds on the event loop) is what the supervisor's hang
-watchdog reads: it stops exactly when the event loop stops running callbacks.
+watchdog reads: it stops exactly when the event loop stops running callbacks.  While streams
+are in flight the loop also beats every PULSE seconds (``_pulse``): the front-end reads the
+beat's age at every dispatch decision, and a beat older than PULSE means the loop is held
+(CPU-bound code, a blocking call) and has been for that long (docs/operations.md, "Dispatch").
+An idle worker does not pulse: idle means idle.
 
 Why a worker could not start (app import, lifespan startup, rings) is one line; with a
 ``report_fd`` it goes to the supervisor, which logs it once for the whole pool.
@@ -44,6 +48,8 @@ from .loader import ImportFailed, load_app
 __all__ = ["Worker", "main"]
 
 TICK = 0.5          # seconds between heartbeats (and parent checks)
+PULSE = 0.005       # seconds between heartbeats while streams are in flight (dispatch reads
+                    # them: keep in step with sidecar.frontend.link.PULSE)
 ABORT_GRACE = 0.5   # seconds streams get to return after http.disconnect before cancellation
 FLUSH_TIMEOUT = 1.0  # seconds to hand queued records (APP_DONE...) to the host at exit
 
@@ -66,6 +72,7 @@ class Worker:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._stopped: asyncio.Future | None = None  # result: the exit code
         self._ticker: asyncio.TimerHandle | None = None
+        self.pulse_timer: asyncio.TimerHandle | None = None  # set while streams are in flight
         self.control: ControlChannel | None = None
 
     async def run(self) -> int:
@@ -93,6 +100,8 @@ class Worker:
         finally:
             if self._ticker is not None:
                 self._ticker.cancel()
+            if self.pulse_timer is not None:
+                self.pulse_timer.cancel()
             loop.remove_signal_handler(signal.SIGTERM)
             loop.remove_signal_handler(signal.SIGQUIT)
             if self.control is not None:
@@ -272,6 +281,13 @@ class Worker:
             self.log.warning("parent process %d is gone; exiting", self.parent_pid)
             self.stop(EXIT_OK)
         self._ticker = self.loop.call_later(TICK, self._tick)
+
+    def pulse(self) -> None:
+        """Beat on every host's ring now, and every PULSE seconds until no stream is in
+        flight.  Called as a stream opens, when ``pulse_timer`` is None."""
+        for link in self.links.values():
+            link.producer.heartbeat()
+        self.pulse_timer = self.loop.call_later(PULSE, self.pulse) if self.tasks else None
 
 
 def report_failure(config: WorkerConfig, log: logging.Logger, reason: str) -> None:

@@ -1,15 +1,17 @@
-"""The dispatch estimator (learned route costs, a link's expected work ahead) and the rule
-``WorkerPool.pick`` applies to it: packing first, then least work ahead."""
+"""The dispatch estimator (learned route costs, a link's expected work ahead, a held event
+loop) and the rule ``WorkerPool.pick`` applies to it: packing first, then least work ahead."""
 from __future__ import annotations
 
+import time
 from types import SimpleNamespace
 
 import pytest
 
 from sidecar.frontend import cost
 from sidecar.frontend.cost import DEFAULT_COST, MAX_SAMPLE, RouteCosts
-from sidecar.frontend.link import MAX_STALL, PACK_BUDGET, PACK_ROUTE, PACK_STREAMS, WorkerLink
+from sidecar.frontend.link import PACK_BUDGET, PACK_ROUTE, PACK_STREAMS, PULSE, HELD, WorkerLink
 from sidecar.frontend.pool import WorkerPool
+from sidecar.ring import Producer
 
 
 def test_unknown_route_costs_the_default_and_first_sample_is_taken_as_is():
@@ -99,17 +101,18 @@ def test_an_idle_worker_handed_a_stream_does_not_look_stalled(links):
     a.last_progress = b.last_progress = 0.0   # both silent since long ago
     a.open_stream(1, _stream(b"/x"), [0])
     loop.now += 0.0001
-    assert a.load(loop.now) < MAX_STALL / 2
+    assert loop.now - a.alive_at() < PULSE
+    assert a.busy(loop.now) == pytest.approx(DEFAULT_COST)   # its route, not a stall
 
 
-def test_stall_counts_when_a_worker_overruns_what_was_learned(links):
+def test_a_held_loop_counts_for_as_long_as_it_has_been_held(links):
     loop, costs, (a, b) = links
     costs.learn((b"GET", b"/x", None), 0.001)
     a.open_stream(1, _stream(b"/x"), [0])
-    loop.now += 0.010    # 10 ms silent with 1 ms of expected work
-    assert a.load(loop.now) >= 0.010
-    loop.now += 1.0
-    assert a.load(loop.now) <= MAX_STALL + 0.001
+    loop.now += 0.010    # no beat for 10 ms with 1 ms of expected work
+    assert a.busy(loop.now) == pytest.approx(0.010)
+    loop.now += 1.0      # no cap: a loop held for a second is busy for (at least) a second
+    assert a.busy(loop.now) == pytest.approx(1.010)
 
 
 def test_ending_streams_give_back_their_work_and_teach(links):
@@ -198,7 +201,7 @@ def test_a_worker_with_more_work_ahead_than_the_budget_is_passed_over(fast):
 def test_a_worker_handed_a_route_not_seen_yet_is_passed_over_until_it_is_done(fast):
     loop, costs, (a, b) = fast
     a.open_stream(1, _stream(b"/new"), [0, 1])
-    for dt in (0.0, 0.001, 0.003, 0.010, 0.5):   # silent all along: it may be stuck in it
+    for dt in (0.0, 0.001, 0.003, 0.010, 0.5):   # no beat all along: its loop is held
         loop.now += dt
         assert _pick((a, b), loop, costs) is b, dt
     _done(a, loop, 1)
@@ -238,3 +241,103 @@ def test_ties_among_busy_workers_go_to_the_first(links):
     loop, costs, (a, b) = links
     assert _pick((a, b), loop, costs, b"/unknown") is a
     assert _pick((b, a), loop, costs, b"/unknown") is b
+
+
+# --- a held event loop (issue 22) ------------------------------------------------------------
+
+def _beats(link, when):
+    """The worker behind ``link`` last beat at ``when()`` (loop time)."""
+    link.to_host.peer_beat = when
+
+
+def test_peer_beat_is_the_heartbeat_the_worker_writes(links):
+    loop, costs, (a, b) = links
+    assert a.to_host.peer_beat() == 0.0   # never beat
+    worker_end = Producer.attach(a.to_host.spec().dup())
+    try:
+        worker_end.heartbeat()
+        assert a.to_host.peer_beat() == pytest.approx(time.monotonic(), abs=0.1)
+    finally:
+        worker_end.close()
+
+
+def test_floor_raises_a_route_and_never_lowers_it():
+    c = RouteCosts(size=2)
+    c.floor("cpu", 0.040)
+    assert c.expect("cpu") == pytest.approx(0.040)
+    c.floor("cpu", 0.010)
+    assert c.expect("cpu") == pytest.approx(0.040)
+    c.floor("cpu", 1.9)                  # no MAX_SAMPLE: a held loop is work, not wall time
+    assert c.expect("cpu") == pytest.approx(1.9)
+    c.floor("a", 0.001)
+    c.floor("b", 0.001)
+    assert len(c.table) == 2 and "cpu" not in c.table
+
+
+def test_a_worker_whose_streams_wait_is_not_busy_for_them(fast):
+    loop, costs, (a, b) = fast
+    for sid in (1, 2, 3):                  # slow readers, SSE: routes not learned
+        a.open_stream(sid, _stream(b"/events"), [0, sid])
+    loop.now += 1.0
+    _beats(a, lambda: loop.now - 0.001)   # its loop runs: it beats while they wait
+    assert a.busy(loop.now) == pytest.approx(0.001)
+    assert _pick((a, b), loop, costs) is a   # cheap requests may be packed onto it
+    _beats(a, lambda: loop.now - HELD / 2)   # late, but not held: its streams cost nothing
+    assert a.busy(loop.now) == pytest.approx(HELD / 2)
+    assert costs.expect((b"GET", b"/events", None)) == DEFAULT_COST
+    _beats(a, lambda: loop.now - 0.050)   # now its loop is held
+    assert a.busy(loop.now) == pytest.approx(0.050)
+    assert _pick((a, b), loop, costs) is b
+
+
+def test_a_held_loop_teaches_the_route_of_the_stream_holding_it(fast):
+    loop, costs, (a, b) = fast
+    a.open_stream(1, _stream(b"/fast"), [0, 1])
+    loop.now += 0.0005
+    a.open_stream(2, _stream(b"/cpu"), [0, 2])     # not seen yet: 4 ms, the costliest
+    loop.now += 0.0005
+    a.open_stream(3, _stream(b"/fast"), [0, 3])
+    _beats(a, lambda: 100.0005)                    # last beat: just after /cpu came
+    loop.now = 100.0005 + 2 * PULSE + 0.001
+    a.open_stream(4, _stream(b"/other"), [0, 4])   # came after the loop went quiet
+    loop.now = 100.040
+    a.busy(loop.now)
+    # /cpu has held the loop for 39.5 ms: it costs at least that, and nothing else was blamed
+    assert costs.expect((b"GET", b"/cpu", None)) == pytest.approx(0.0395)
+    assert costs.expect((b"GET", b"/fast", None)) < PACK_ROUTE
+    assert costs.expect((b"GET", b"/other", None)) == DEFAULT_COST
+
+
+def test_a_held_workers_queue_does_not_move(links):
+    loop, costs, (a, b) = links
+    costs.learn((b"GET", b"/x", None), 0.010)
+    costs.learn((b"GET", b"/cpu", None), 0.020)
+    a.open_stream(1, _stream(b"/cpu"), [0, 1])     # holds the loop from t=0 (no beat)
+    loop.now += 0.020
+    a.open_stream(2, _stream(b"/x"), [0, 2])       # queued behind it: 10 ms once it runs
+    loop.now += 0.100
+    # held for 120 ms (counted again as what is left of /cpu), and the queue as it was a
+    # PULSE after the loop was last seen to run: /cpu's 20 ms and /x's 10 ms
+    assert a.busy(loop.now) == pytest.approx(0.120 + 0.020 + 0.010 - PULSE)
+
+
+def test_heavy_requests_20ms_apart_go_two_to_each_worker(fast):
+    """Issue 22 in miniature: four requests of a route not seen yet, each holding its
+    worker's loop for 2 s, arrive 20 ms apart; b also serves cheap traffic (it beats and
+    answers until a heavy one holds it).  Each worker must get two: one after the other,
+    they end at 2, 2, 4 and 4 s."""
+    loop, costs, (a, b) = fast
+    for sid in range(100, 120):                 # 20 cheap requests in flight on b
+        b.open_stream(sid, _stream(b"/fast"), [0, sid])
+    running = {a: None, b: None}                # when its loop was last seen to run
+    for link in (a, b):
+        _beats(link, lambda link=link: loop.now if running[link] is None else running[link])
+    placed = []
+    for i in range(4):
+        link = _pick((b, a), loop, costs, b"/cpu")   # b became ready first
+        link.open_stream(i + 1, _stream(b"/cpu"), [0, i + 1])
+        if running[link] is None:
+            running[link] = loop.now              # its loop is held from now on
+        placed.append(link)
+        loop.now += 0.020
+    assert placed.count(a) == 2 and placed.count(b) == 2, [link.index for link in placed]

@@ -161,6 +161,7 @@ class _FakeWorker:
         self.tasks: set = set()
         self.protocol_errors: list[str] = []
         self.internal_errors: list = []
+        self.pulse_timer = True  # never pulses: not a Worker.pulse test
 
     def task_done(self, task) -> None:
         self.tasks.discard(task)
