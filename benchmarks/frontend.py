@@ -127,8 +127,10 @@ async def in_process_workers(fe: FrontEnd, app_spec: str, n: int):
     for index in range(n):
         link = WorkerLink(index, fe.config.ring_capacity, lambda link, why: print(why),
                           fe.batcher, fe.pool.costs)
-        host = HostLink(_Worker(app), 0, Consumer.attach(link.to_worker.spec().dup()),
-                        Producer.attach(link.to_host.spec().dup()), fe.config.window)
+        worker = _Worker(app)
+        host = worker.link = HostLink(worker, 0, Consumer.attach(link.to_worker.spec().dup()),
+                                      Producer.attach(link.to_host.spec().dup()),
+                                      fe.config.window)
         hello = loop.create_future()
         link.start(loop, lambda link, hello=hello: hello.done() or hello.set_result(None))
         host.start(loop)

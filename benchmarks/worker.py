@@ -29,6 +29,7 @@ from sidecar.events import APP_DONE, HTTP_REQUEST, pack
 from sidecar.ring import Consumer, Producer
 from sidecar.worker.link import HostLink
 from sidecar.worker.loader import load_app
+from sidecar.worker.process import PULSE
 
 WINDOW = 256 * 1024
 CAPACITY = 1 << 22
@@ -44,6 +45,14 @@ class _Worker:
         self.tasks: set = set()
         self.limit_streams = 0
         self.draining = False
+        self.pulse_timer = None   # Worker.pulse: beats while streams are in flight, as the
+        self.link = None          # real worker does (the host's dispatch reads the beat)
+
+    def pulse(self) -> None:
+        if self.link is not None:
+            self.link.producer.heartbeat()
+        self.pulse_timer = (asyncio.get_running_loop().call_later(PULSE, self.pulse)
+                            if self.tasks else None)
 
     def task_done(self, task) -> None:
         self.tasks.discard(task)
@@ -74,8 +83,9 @@ async def run_once(app, path: str, requests: int, concurrency: int) -> float:
         raise ValueError("stream ids must stay one-byte fixints (concurrency <= 127)")
     loop = asyncio.get_running_loop()
     to_worker, to_host = Producer.create(CAPACITY), Consumer.create(CAPACITY)
-    link = HostLink(_Worker(app), 0, Consumer.attach(to_worker.spec().dup()),
-                    Producer.attach(to_host.spec().dup()), WINDOW)
+    worker = _Worker(app)
+    link = worker.link = HostLink(worker, 0, Consumer.attach(to_worker.spec().dup()),
+                                  Producer.attach(to_host.spec().dup()), WINDOW)
     records = {sid: _request(sid, path) for sid in range(1, concurrency + 1)}
     sent = done = 0
     finished = loop.create_future()

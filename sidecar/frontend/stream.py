@@ -60,7 +60,9 @@ class Stream:
         self.req = ex.req
         self.link = None
         self.recv_credit = 0
-        self.pending: deque[tuple[bytes, bool]] = deque()  # request body waiting for credit
+        # request body waiting for credit (a deque once there is some: most requests have
+        # their whole body, if any, in the request record)
+        self.pending: deque[tuple[bytes, bool]] | None = None
         self.pending_bytes = 0
         self.body_sent_done = False   # the worker got more_body=False
         self.credit_seen = False
@@ -88,6 +90,8 @@ class Stream:
         if self.app_done:
             return  # the app is gone: the rest of the body is read and dropped
         if data or not more:
+            if self.pending is None:
+                self.pending = deque()
             self.pending.append((data, more))
             self.pending_bytes += len(data)
         if self.dispatched:
@@ -98,7 +102,7 @@ class Stream:
     def _flush_body(self) -> None:
         chunk_max = min(MAX_CHUNK, self.link.window)
         pending, link, sid = self.pending, self.link, self.sid
-        while pending:
+        while pending:   # (not None: callers check)
             data, more = pending[0]
             if len(data) > chunk_max:
                 # split to what the window lets a record carry

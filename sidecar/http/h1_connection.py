@@ -310,8 +310,11 @@ class H1Connection:
         if data and not ex.head_only:
             ex.sent_bytes += len(data)
             self._write_for(ex, h1.encode_chunk(data) if ex.chunked else data)
-        if end:
-            self.end_response(ex)
+        if end:   # end_response, spelled out: once a request
+            if ex.chunked:
+                self._write_for(ex, h1.LAST_CHUNK)
+            ex.complete = True
+            self._exchange_complete(ex)
 
     def end_response(self, ex: Exchange) -> None:
         """The response's body is complete (a close-delimited one ends with the close)."""

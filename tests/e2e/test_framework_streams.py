@@ -54,14 +54,18 @@ class Download(threading.Thread):
         self.url = url
         self.status = self.size = None
         self.error: Exception | None = None
+        self.started = threading.Event()   # the response head arrived
 
     def run(self) -> None:
         try:
             with httpx.stream("GET", self.url, timeout=30) as r:
                 self.status = r.status_code
+                self.started.set()
                 self.size = sum(len(c) for c in r.iter_bytes())
         except httpx.HTTPError as exc:
             self.error = exc
+        finally:
+            self.started.set()
 
 
 class Feed(threading.Thread):
@@ -103,6 +107,8 @@ def test_drain_ends_an_endless_event_stream_cleanly(how):
                      for n in (1, 0)]
         for d in downloads:
             d.start()
+        for d in downloads:   # in flight before the drain begins
+            assert d.started.wait(10) and d.error is None
         wait_for(lambda: feed.events >= 2, 10, what="two events")
         sc.proc.send_signal(signal.SIGTERM if how == "sigterm" else signal.SIGHUP)
         feed.join(15)   # the shutdown timeout is 30 s: without the notice it would hang
