@@ -120,9 +120,7 @@ import os
 import re
 import struct
 import threading
-import time
 from dataclasses import dataclass
-from email.utils import formatdate
 from http import HTTPStatus
 from typing import NamedTuple
 from urllib.parse import unquote_to_bytes
@@ -138,7 +136,7 @@ from .limits import MAX_CHUNK_LINE, Limits
 __all__ = [
     "Request", "Body", "EndOfMessage", "ProtocolError", "RequestParser", "Limits",
     "HeaderError", "serialize_response_head", "response_framing", "response_head", "encode_chunk",
-    "LAST_CHUNK", "simple_response", "DateCache",
+    "LAST_CHUNK", "simple_response",
 ]
 
 
@@ -1161,33 +1159,17 @@ def encode_chunk(data: bytes) -> bytes:
     return b"".join((b"%x\r\n" % len(data), data, b"\r\n"))
 
 
-class DateCache:
-    """The IMF-fixdate for the Date header, formatted at most once per second."""
-    __slots__ = ("_until", "_value")
+def simple_response(status: int, reason_text: str, *, date: bytes | None,
+                    keep_alive: bool = False, extra_headers=()) -> bytes:
+    """A whole small text/plain response from the server itself (400, 413, 500, 503, ...).
 
-    def __init__(self):
-        self._until = 0.0   # the value is good while time.time() is below this
-        self._value = b""
-
-    def get(self) -> bytes:
-        now = time.time()
-        if now >= self._until:
-            second = int(now)
-            self._value = formatdate(second, usegmt=True).encode("ascii")
-            self._until = second + 1
-        return self._value
-
-
-_DATES = DateCache()
-
-
-def simple_response(status: int, reason_text: str, *, keep_alive: bool = False,
-                    extra_headers=()) -> bytes:
-    """A whole small text/plain response from the server itself (400, 413, 500, 503, ...)."""
+    ``date`` is the Date value, as for ``serialize_response_head`` (the front-end's, ticked
+    once a second); None: no Date field (--no-date-header)."""
     body = reason_text.encode("utf-8", "replace") + b"\n"
     out = [_status_line(status),
-           b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\ndate: %s\r\n"
-           % (len(body), _DATES.get())]
+           b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n" % len(body)]
+    if date is not None:
+        out.append(b"date: %s\r\n" % date)
     if not keep_alive:
         out.append(b"connection: close\r\n")
     for name, value in extra_headers:
