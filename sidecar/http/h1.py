@@ -30,10 +30,10 @@ port, a NUL in a field) is refused at once rather than at a limit; before a limi
 llhttp has seen exactly the bytes within it.
 
 A C speedup comes first: when a whole head is in the bytes just received, ``h1_parse_head``
-(native/h1.c, in sidecar._ring) parses it in one pass and hands back spans and the framing
-facts, with no Python call per field. It only takes heads it can prove this module accepts
-(a known method, an origin-form target, the framing fields in their plain forms, within every
-limit) and gives the very Request this module would; anything else, and every error, it
+(native/h1.c, compiled as sidecar._h1) parses it in one pass and hands back spans and the
+framing facts, with no Python call per field. It only takes heads it can prove this module
+accepts (a known method, an origin-form target, the framing fields in their plain forms, within
+every limit) and gives the very Request this module would; anything else, and every error, it
 declines, and the Python path below parses the head as if the C code did not exist. So this
 module stays the only place that decides a status, and its pure-Python path is the C code's
 twin: the tests run every table against both (tests/http/conftest.py) and compare them on
@@ -331,11 +331,11 @@ def _decode_path(raw_path: bytes) -> str:
 # ``speedups`` to False) leaves every head to the Python path.
 
 try:
-    from .._ring import ffi as _ffi, lib as _lib
+    from .._h1 import ffi as _ffi, lib as _lib
 except ImportError:   # not built: the Python path alone
     _lib = None
 
-#: True when the C fast path is available (the compiled sidecar._ring has it).
+#: True when the C fast path is available (sidecar._h1 is built).
 HAVE_SPEEDUPS = _lib is not None
 #: Whether RequestParser tries the C fast path first; tests run the tables both ways.
 speedups = HAVE_SPEEDUPS and os.environ.get("SIDECAR_NO_SPEEDUPS", "") in ("", "0")
