@@ -1,11 +1,16 @@
-"""cffi build of the ring library (out-of-line API mode).
+"""cffi builds of the C in native/ (out-of-line API mode), one module per job:
 
-The cdef is read from the real headers, between the ``cffi:begin`` / ``cffi:end`` markers, so
-the C declarations live in one place (native/ring.h: the ring; native/frame.h: the event
-framing checks that let one msgpack call decode a batch of records; native/h1.h: the fast
-path of the HTTP/1.1 request-head parser, sidecar/http/h1.py's C speedup).  ``pip install .``
-runs this through setup.py's ``cffi_modules``; ``python build.py`` builds the module in place
-for development.
+- ``sidecar._ring``: the ring (native/ring.h) and the event framing (native/frame.h: the
+  checks that let one msgpack call decode a batch of records, and the writer of a packed
+  batch as records).  The framing reads and writes ring records, so it lives with the ring;
+  sidecar/ring.py is the module's only user.
+- ``sidecar._h1``: the fast path of the HTTP/1.1 request-head parser, response-head writer and
+  HTTP_REQUEST packer (native/h1.h), sidecar/http/h1.py's C speedup.  It needs neither the
+  ring nor the framing: it packs msgpack into a caller's buffer.
+
+The cdefs are read from the real headers, between the ``cffi:begin`` / ``cffi:end`` markers,
+so the C declarations live in one place.  ``pip install .`` runs this through setup.py's
+``cffi_modules``; ``python build.py`` builds the modules in place for development.
 """
 import pathlib
 
@@ -13,31 +18,33 @@ from cffi import FFI
 
 ROOT = pathlib.Path(__file__).resolve().parent
 NATIVE = ROOT / "native"
+FLAGS = ["-std=c11", "-O2", "-fno-strict-aliasing"]
 
 
-HEADERS = ("ring.h", "frame.h", "h1.h")  # frame.h uses ring_t: ring.h first
-
-
-def read_cdef() -> str:
+def read_cdef(headers: tuple[str, ...]) -> str:
     parts = []
-    for name in HEADERS:
+    for name in headers:
         text = (NATIVE / name).read_text()
         start = text.index("/* cffi:begin */") + len("/* cffi:begin */")
         parts.append(text[start:text.index("/* cffi:end */")])
     return "\n".join(parts)
 
 
-ffibuilder = FFI()
-ffibuilder.cdef(read_cdef())
-ffibuilder.set_source(
-    "sidecar._ring",
-    '#include "ring.h"\n#include "frame.h"\n#include "h1.h"',
-    sources=["native/ring.c", "native/frame.c", "native/h1.c"],
-    include_dirs=["native"],
-    extra_compile_args=["-std=c11", "-O2", "-fno-strict-aliasing"],
-)
+def builder(module: str, headers: tuple[str, ...], sources: tuple[str, ...]) -> FFI:
+    ffi = FFI()
+    ffi.cdef(read_cdef(headers))
+    ffi.set_source(module, "".join(f'#include "{name}"\n' for name in headers),
+                   sources=[f"native/{name}" for name in sources], include_dirs=["native"],
+                   extra_compile_args=FLAGS)
+    return ffi
+
+
+# frame.h uses ring_t: ring.h first
+ring_ffi = builder("sidecar._ring", ("ring.h", "frame.h"), ("ring.c", "frame.c"))
+h1_ffi = builder("sidecar._h1", ("h1.h",), ("h1.c",))
 
 if __name__ == "__main__":
-    # In-place development build: sidecar/_ring.*.so next to the package.
-    ffibuilder.compile(tmpdir=str(ROOT), verbose=False)
-    (ROOT / "sidecar" / "_ring.c").unlink(missing_ok=True)
+    # In-place development build: sidecar/_ring.*.so and sidecar/_h1.*.so next to the package.
+    for name, ffi in (("_ring", ring_ffi), ("_h1", h1_ffi)):
+        ffi.compile(tmpdir=str(ROOT), verbose=False)
+        (ROOT / "sidecar" / f"{name}.c").unlink(missing_ok=True)

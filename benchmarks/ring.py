@@ -17,12 +17,10 @@ One run measures, side by side:
   (batched sends, ``Unpacker.feed`` on the other side) and a multiprocessing.Queue.  Every
   transport does the same work per event: ``events.pack`` on one side; on the other, decode
   to a list, check it is ``[int kind, int sid, ...]`` and that sids arrive in order.
-  Producers are plain loops; consumers run under uvloop (ring: ``start_reading_events``, or
-  ``start_reading`` + ``events.unpack`` of each view for "ring views"; socketpair: a Protocol),
-  except the Queue's, which blocks in ``get``.
+  Producers are plain loops; consumers run under uvloop (ring: ``start_reading_events``;
+  socketpair: a Protocol), except the Queue's, which blocks in ``get``.
     one way   RESPONSE_BODY (64-byte body) and HTTP_REQUEST (a GET, 7 headers) events/s,
-              256 events per write (ring: ``try_write_events``; "ring views":
-              ``try_write_many`` of events packed one by one; socketpair: ``sendall`` of
+              256 events per write (ring: ``try_write_events``; socketpair: ``sendall`` of
               their join, or for "sock array" of the batch packed by one call -- the same
               bytes); and RESPONSE_BODY with one write per event, the way WorkerLink.send
               writes.  "pack alone" is events.pack on one core: no transport fed from Python
@@ -33,7 +31,7 @@ One run measures, side by side:
               ring with doorbells, ring with ``Consumer.spin`` (adaptive: SpinPolicy; its
               hits and misses are printed), socketpair, Queue; "codec
               alone" is the pack + unpack work of a round trip in one process: the floor.
-- Idle CPU of a ring consumer asleep in ``start_reading`` under uvloop.
+- Idle CPU of a ring consumer asleep in ``start_reading_events`` under uvloop.
 
 Absolute figures drift on shared machines (the load average is printed): compare rows of one
 run.  Each figure is the best of a few repeats (best = least disturbed by other load); round
@@ -191,10 +189,9 @@ def check_ev(ev, expect: int) -> int:
 # --- one way: events/s -----------------------------------------------------------------------
 
 
-def _ring_consumer(conn, cons: Consumer, n: int, api: str):
+def _ring_consumer(conn, cons: Consumer, n: int):
     loop = uvloop.new_event_loop()
     state = {"count": 0, "bad": 0, "end": 0}
-    unpack = events.unpack
 
     def on_events(evs):  # read_events checked [int, int, ...] in C
         count, bad = state["count"], state["bad"]
@@ -206,17 +203,11 @@ def _ring_consumer(conn, cons: Consumer, n: int, api: str):
             state["end"], state["cpu"] = now_ns(), time.process_time() - cpu0
             loop.stop()
 
-    def on_records(views):  # events.unpack checks [int, int, ...]
-        on_events([unpack(view) for view in views])
-
     def on_error(exc):
         state["error"] = exc
         loop.stop()
 
-    if api == "views":
-        cons.start_reading(loop, on_records, on_error)
-    else:
-        cons.start_reading_events(loop, on_events, on_error)
+    cons.start_reading_events(loop, on_events, on_error)
     conn.send("ready")
     cpu0 = time.process_time()
     loop.run_forever()
@@ -234,23 +225,18 @@ def write_events_all(prod: Producer, evs: list) -> None:
 
 
 def ring_one_way(workload: str, n: int, capacity: int, batched: bool = True,
-                 api: str = "events") -> float:
-    """api "events": try_write_events -> start_reading_events (what the links use to read);
-    "views": try_write_many of events packed one by one -> start_reading + events.unpack of
-    each view (the per-record path, as before read_events)."""
+                 api: str = "") -> float:
+    """try_write_events (batched) or try_write -> start_reading_events (what the links use)."""
     pool = event_pool(workload)
     prod, cons = ring_pair(capacity)
-    proc, conn = run_child(_ring_consumer, cons, n, api)
+    proc, conn = run_child(_ring_consumer, cons, n)
     cons.close()
     assert conn.recv() == "ready"
     pack, write = events.pack, prod.try_write
     start, cpu0 = now_ns(), time.process_time()
-    if batched and api == "events":
+    if batched:
         for batch in batches(pool, n):
             write_events_all(prod, batch)
-    elif batched:
-        for batch in batches(pool, n):
-            write_all(prod, [pack(ev) for ev in batch])
     else:  # one try_write per event, as WorkerLink.send does
         for i in range(n):
             data = pack(pool[i % POOL])
@@ -557,7 +543,8 @@ def _idle_consumer(conn, cons: Consumer):
 
 
 def idle_cpu(seconds: float) -> float:
-    """Percent of one CPU used by a ring consumer waiting in start_reading for ``seconds``."""
+    """Percent of one CPU used by a ring consumer waiting in start_reading_events for
+    ``seconds``."""
     prod, cons = ring_pair(1 << 20)
     proc, conn = run_child(_idle_consumer, cons)
     cons.close()
@@ -670,14 +657,13 @@ def measure(plan: Plan, progress) -> dict:
     capacity = 1 << 22
     for workload, batched in (("body64", True), ("request", True), ("body64", False)):
         key = workload if batched else f"{workload}/unbatched"
-        runs_of = (("ring", ring_one_way, plan.py_events, "events"),
-                   ("ring/views", ring_one_way, plan.py_events, "views"),
+        runs_of = (("ring", ring_one_way, plan.py_events, ""),
                    ("socketpair", socketpair_one_way,
                     plan.py_events // (1 if batched else 4), "join"),
                    ("socketpair/array", socketpair_one_way, plan.py_events, "array"),
                    ("mp.Queue", queue_one_way, plan.queue_events, ""))
         for name, fn, n, api in runs_of:
-            if not batched and name in ("mp.Queue", "ring/views", "socketpair/array"):
+            if not batched and name in ("mp.Queue", "socketpair/array"):
                 continue  # one event per write: no batch to pack at once; Queue rows: batched
             progress(f"Python one way {key} {name}")
             runs = [fn(workload, n, capacity, batched, api) for _ in range(plan.repeats)]
@@ -781,27 +767,25 @@ def table(r: dict) -> str:
     py = r["python"]
     lines += ["", "Python, msgpack events, two processes (best of repeats), 256 events a write.  "
               "ring: try_write_events -> start_reading_events;",
-              "ring views: try_write_many of events packed one by one -> start_reading + "
-              "events.unpack of each view (the per-record path);",
               "socketpair: sendall of b''.join of events packed one by one (array: the batch "
               "packed by one call) -> uvloop Protocol, Unpacker.feed + the same check;",
               "mp.Queue: put/get of each packed event.  ring/socketpair: against the faster "
               "socketpair variant."]
-    lines.append(f"  {'one way, events/s':28s} {'ring':>9s} {'ring views':>11s} "
+    lines.append(f"  {'one way, events/s':28s} {'ring':>9s} "
                  f"{'socketpair':>11s} {'sock array':>11s} {'mp.Queue':>9s} "
                  f"{'ring/socketpair':>16s} {'pack alone':>11s}")
     fmt = lambda v: f"{v / 1e6:8.2f}M" if v else f"{'-':>9s}"  # noqa: E731
     for key, label in (("body64", "RESPONSE_BODY 64 B"), ("request", "HTTP_REQUEST GET"),
                        ("body64/unbatched", "RESPONSE_BODY, 1 per write")):
         rate = {t: py.get(f"one_way/{key}/{t}", {}).get("events_per_s")
-                for t in ("ring", "ring/views", "socketpair", "socketpair/array", "mp.Queue",
+                for t in ("ring", "socketpair", "socketpair/array", "mp.Queue",
                           "pack_ceiling")}
-        lines.append(f"  {label:28s} {fmt(rate['ring'])} {fmt(rate['ring/views']):>11s} "
+        lines.append(f"  {label:28s} {fmt(rate['ring'])} "
                      f"{fmt(rate['socketpair']):>11s} {fmt(rate['socketpair/array']):>11s} "
                      f"{fmt(rate['mp.Queue'])} {rate['ring'] / best_socketpair(py, key):15.2f}x "
                      f"{fmt(rate['pack_ceiling']):>11s}")
     lines.append(f"  {'CPU per event, ns':28s} {'producer / consumer -> 1e9 / the busier side (events/s with a core each)'}")
-    names = (("ring", "ring"), ("ring/views", "ring views"), ("socketpair", "socketpair"),
+    names = (("ring", "ring"), ("socketpair", "socketpair"),
              ("socketpair/array", "sock array"), ("mp.Queue", "mp.Queue"))
     for key, label in (("body64", "RESPONSE_BODY 64 B"), ("request", "HTTP_REQUEST GET"),
                        ("body64/unbatched", "RESPONSE_BODY, 1 per write")):

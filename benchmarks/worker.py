@@ -7,9 +7,10 @@
 One process, one uvloop: the worker's real ``HostLink`` (sidecar/worker/link.py) over a real
 ring pair, serving the app, and the smallest host that keeps ``--concurrency`` streams in
 flight: its HTTP_REQUEST records are packed once and written again under reused stream ids;
-the APP_DONE that frees an id is spotted by the record's second byte (a fixint kind), nothing
-is decoded.  So the figure is the worker's path -- decode, scope, task, app, send, records --
-plus a little host, on one core, with no wake-ups across processes.  CPU time
+it reads the responses as the front-end does (``start_reading_events``: one msgpack call a
+batch) and sends a new request for each APP_DONE.  So the figure is the worker's path --
+decode, scope, task, app, send, records -- plus a little host, on one core, with no wake-ups
+across processes.  CPU time
 (``time.process_time``) per request of each run is printed with the minimum and the median:
 on a shared machine the minimum is the figure other load disturbs least.  Compare two
 versions of the code by alternating them; ``python -m benchmarks.cpu`` measures a whole
@@ -79,8 +80,6 @@ def _request(sid: int, path: str) -> bytes:
 
 async def run_once(app, path: str, requests: int, concurrency: int) -> float:
     """CPU µs per request of one run."""
-    if concurrency > 127:
-        raise ValueError("stream ids must stay one-byte fixints (concurrency <= 127)")
     loop = asyncio.get_running_loop()
     to_worker, to_host = Producer.create(CAPACITY), Consumer.create(CAPACITY)
     worker = _Worker(app)
@@ -97,13 +96,13 @@ async def run_once(app, path: str, requests: int, concurrency: int) -> float:
             raise RuntimeError("the request ring is full")
         sent += len(sids)
 
-    def on_records(views) -> None:
+    def on_events(evs) -> None:
         nonlocal done
         again = []
-        for view in views:
-            if view[1] == APP_DONE:  # [39, sid, error]: fixarray, fixint kind, fixint sid
+        for ev in evs:
+            if ev[0] == APP_DONE:
                 done += 1
-                again.append(view[2])
+                again.append(ev[1])
             elif not hello.done():
                 hello.set_result(None)
         if again and sent < requests:
@@ -116,7 +115,7 @@ async def run_once(app, path: str, requests: int, concurrency: int) -> float:
             if not fut.done():
                 fut.set_exception(exc)
 
-    to_host.start_reading(loop, on_records, on_error)
+    to_host.start_reading_events(loop, on_events, on_error)
     link.start(loop)
     try:
         await hello
@@ -151,7 +150,7 @@ def summary(result: list[float]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = run_options("python -m benchmarks.worker", __doc__.split("\n")[0],
-                     "streams in flight (<= 127)")
+                     "streams in flight")
     args = ap.parse_args(argv)
     app = load_app(args.app)
 

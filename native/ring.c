@@ -143,7 +143,6 @@ static void bind_handle(ring_t *r, void *region, uint64_t capacity, uint32_t max
     r->capacity = capacity;
     r->mask = capacity - 1;
     r->max_record = max_record;
-    r->claim_pad = 0;
     uint64_t tail = atomic_load_explicit(&sh(r)->tail, ACQ);
     uint64_t head = atomic_load_explicit(&sh(r)->head, ACQ);
     r->head_cache = head;
@@ -152,7 +151,6 @@ static void bind_handle(ring_t *r, void *region, uint64_t capacity, uint32_t max
     r->released = head;
     r->write_pos = tail;
     r->broken = 0;
-    r->claim_len = 0;
 }
 
 int ring_init(ring_t *r, void *region, size_t region_size, uint64_t capacity, uint64_t generation) {
@@ -219,7 +217,6 @@ static int load_head(ring_t *r) {
  * published).  The consumer's head is untrusted: one outside [write_pos - capacity, write_pos]
  * would make us overwrite unread bytes, so it is refused. */
 static int64_t reserve(ring_t *r, uint64_t total) {
-    r->claim_len = 0; /* every write, and every claim, ends the claim before it */
     if (r->broken) return RING_ECORRUPT;
     uint64_t pos = r->write_pos;
     uint64_t index = pos & r->mask;
@@ -246,25 +243,18 @@ static inline void publish(ring_t *r, uint64_t records, uint64_t bytes) {
     bump(&sh(r)->bytes_written, bytes);
 }
 
-int ring_try_write2(ring_t *r, uint32_t type, const void *a, uint32_t alen, const void *b,
-                    uint32_t blen) {
-    uint64_t len = (uint64_t)alen + blen;
+int ring_try_write(ring_t *r, uint32_t type, const void *payload, uint32_t len) {
     if (len > r->max_record) return RING_ETOOBIG;
     if (type == RING_TYPE_PADDING) return RING_EINVAL;
-    uint64_t total = align8(RECORD_HEADER + len);
+    uint64_t total = align8(RECORD_HEADER + (uint64_t)len);
     int64_t index = reserve(r, total);
     if (index < 0) return (int)index;
     uint8_t *at = r->data + index;
-    if (alen) memcpy(at + RECORD_HEADER, a, alen);
-    if (blen) memcpy(at + RECORD_HEADER + alen, b, blen);
-    put_header(at, (uint32_t)len, type);
+    if (len) memcpy(at + RECORD_HEADER, payload, len);
+    put_header(at, len, type);
     r->write_pos += total;
     publish(r, 1, len);
     return RING_OK;
-}
-
-int ring_try_write(ring_t *r, uint32_t type, const void *payload, uint32_t len) {
-    return ring_try_write2(r, type, payload, len, NULL, 0);
 }
 
 int ring_try_write_many(ring_t *r, uint32_t type, const void *buf, const uint32_t *lens, int n) {
@@ -294,40 +284,6 @@ int ring_try_write_many(ring_t *r, uint32_t type, const void *buf, const uint32_
     if (done == 0) return n == 0 ? 0 : rc;
     publish(r, (uint64_t)done, bytes);
     return done;
-}
-
-int ring_claim(ring_t *r, uint32_t len, void **out) {
-    if (len > r->max_record) return RING_ETOOBIG;
-    uint64_t total = align8(RECORD_HEADER + len);
-    uint64_t before = r->write_pos;
-    int64_t index = reserve(r, total);
-    if (index < 0) return (int)index;
-    /* Padding written by reserve() stays unpublished until commit; remember where the record
-     * starts so commit can find it.  A claim not followed by commit is simply overwritten by
-     * the next claim/write (write_pos is rewound here and advanced by commit). */
-    uint64_t padding = r->write_pos - before;
-    r->write_pos = before;
-    r->claim_pad = (uint32_t)padding;
-    r->claim_len = len + 1; /* len <= max_record < UINT32_MAX */
-    *out = r->data + index + RECORD_HEADER;
-    return RING_OK;
-}
-
-int ring_commit_write(ring_t *r, uint32_t type, uint32_t used) {
-    if (type == RING_TYPE_PADDING) return RING_EINVAL;
-    if (used > r->max_record) return RING_ETOOBIG;
-    /* only what the open claim reserved may be published: a longer commit would cover bytes
-     * the claim never checked were free (the consumer's unread records) */
-    if (r->claim_len == 0 || used > r->claim_len - 1) return RING_EINVAL;
-    r->claim_len = 0;
-    uint64_t padding = r->claim_pad;
-    r->claim_pad = 0;
-    uint64_t pos = r->write_pos + padding;
-    uint8_t *at = r->data + (pos & r->mask);
-    put_header(at, used, type);
-    r->write_pos = pos + align8(RECORD_HEADER + used);
-    publish(r, 1, used);
-    return RING_OK;
 }
 
 uint64_t ring_space_needed(ring_t *r, uint32_t len) {
@@ -365,10 +321,6 @@ int ring_producer_prepare_wait(ring_t *r, uint32_t need) {
         return 0;
     }
     return 1;
-}
-
-void ring_producer_cancel_wait(ring_t *r) {
-    atomic_store_explicit(&sh(r)->producer_waiting, 0, RLX);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -529,10 +481,6 @@ int ring_consumer_prepare_sleep(ring_t *r) {
     }
     bump(&s->consumer_sleeps, 1);
     return 1;
-}
-
-void ring_consumer_cancel_sleep(ring_t *r) {
-    atomic_store_explicit(&sh(r)->consumer_sleeping, 0, RLX);
 }
 
 uint64_t ring_used(ring_t *r) {

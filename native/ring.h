@@ -47,13 +47,11 @@ typedef struct ring {
     uint64_t  capacity;    /* bytes in the data area, a power of two */
     uint64_t  mask;
     uint32_t  max_record;  /* largest payload accepted */
-    uint32_t  claim_pad;   /* padding written by ring_claim, consumed by ring_commit_write */
+    uint32_t  broken;      /* sticky: the peer wrote an impossible position (RING_ECORRUPT) */
     uint64_t  head_cache;  /* producer's copy of the consumer position */
     uint64_t  tail_cache;  /* consumer's copy of the producer position */
     uint64_t  read_pos;    /* consumer: position after the last record handed out */
     uint64_t  released;    /* consumer: position last released (published as head) */
-    uint32_t  broken;      /* sticky: the peer wrote an impossible position (RING_ECORRUPT) */
-    uint32_t  claim_len;   /* producer: 1 + the length of the open claim, 0 when none */
     uint64_t  write_pos;   /* producer: private tail, published by ring_publish */
 } ring_t;
 
@@ -100,19 +98,9 @@ int ring_check(ring_t *r, uint64_t expected_generation);
 /* Copy one record in and publish it.  RING_AGAIN when full; RING_ECORRUPT when the consumer's
  * position is impossible (a broken or hostile peer). */
 int ring_try_write(ring_t *r, uint32_t type, const void *payload, uint32_t len);
-/* Same, with the payload given as two parts (e.g. a header and a body). */
-int ring_try_write2(ring_t *r, uint32_t type, const void *a, uint32_t alen,
-                    const void *b, uint32_t blen);
 /* Write up to n records stored back to back in buf (lens[i] bytes each), publish once.
  * Returns how many were written (0..n), or a negative error for the first record. */
 int ring_try_write_many(ring_t *r, uint32_t type, const void *buf, const uint32_t *lens, int n);
-/* Zero-copy: reserve room for a payload of len bytes; *out points at it.  Nothing is visible
- * to the consumer until ring_commit_write(r, type, used) with used <= len, which must follow
- * the claim before any other write.  RING_AGAIN when full.  ring_commit_write refuses
- * (RING_EINVAL, nothing published) a commit with no open claim -- none was made, it was
- * committed already, or another write came between -- and one of more than len bytes. */
-int ring_claim(ring_t *r, uint32_t len, void **out);
-int ring_commit_write(ring_t *r, uint32_t type, uint32_t used);
 /* Free bytes as the producer sees them now (re-reads the consumer position). */
 uint64_t ring_free_space(ring_t *r);
 /* After publishing: 1 if the consumer was asleep and the caller must ring its doorbell. */
@@ -122,9 +110,10 @@ int ring_producer_must_wake(ring_t *r);
  * ring_producer_prepare_wait (passing just the record size can spin at the wrap). */
 uint64_t ring_space_needed(ring_t *r, uint32_t len);
 /* Before sleeping for space: announce that `need` free bytes are wanted.  Returns 1 if the
- * caller may sleep on the space doorbell, 0 if space appeared meanwhile (flag withdrawn). */
+ * caller may sleep on the space doorbell, 0 if space appeared meanwhile (flag withdrawn).
+ * A caller that then does not sleep after all leaves the flag set: it costs at most one
+ * needless doorbell, which the consumer's ring_consumer_must_wake clears. */
 int ring_producer_prepare_wait(ring_t *r, uint32_t need);
-void ring_producer_cancel_wait(ring_t *r);
 
 /* --- consumer side --- */
 /* Hand out up to max records after the last ones handed out, skipping padding.  Nothing is
@@ -147,9 +136,10 @@ void ring_release(ring_t *r);
  * ring the producer's space doorbell. */
 int ring_consumer_must_wake(ring_t *r);
 /* Before sleeping on the data doorbell: 1 if the caller may sleep (flag set, ring still empty
- * after a full fence), 0 if records arrived meanwhile (flag withdrawn). */
+ * after a full fence), 0 if records arrived meanwhile (flag withdrawn).  As with
+ * ring_producer_prepare_wait, a flag left set by a caller that did not sleep after all costs
+ * at most one needless doorbell. */
 int ring_consumer_prepare_sleep(ring_t *r);
-void ring_consumer_cancel_sleep(ring_t *r);
 /* Bytes published and not yet released (as the consumer sees them). */
 uint64_t ring_used(ring_t *r);
 

@@ -6,7 +6,7 @@ variables < command-line flags (sidecar.cli does the merging).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 from sidecar.events import DEFAULT_WINDOW
 from sidecar.ring import DEFAULT_CAPACITY
@@ -126,7 +126,3 @@ class Config:
         if self.uds is None and not self.bind and not self.fd:
             return "sidecar.sock", ["127.0.0.1:8000"], []
         return self.uds, list(self.bind), list(self.fd)
-
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]

@@ -10,9 +10,8 @@ sleeps) and ``space`` (consumer rings it when the producer waits for room).  The
 decides *when* to ring or sleep (the flag + fence protocol in ring.c); this module does the
 syscalls and the asyncio integration (``loop.add_reader`` on the eventfd).
 
-Reading comes in two flavours (``Consumer``): decoded events a batch at a time -- copied out,
-framing-checked in C (native/frame.c) and decoded by one msgpack call -- or memoryviews into
-the ring for a caller that decodes in place.
+A ``Consumer`` reads decoded events a batch at a time: copied out, framing-checked in C
+(native/frame.c) and decoded by one msgpack call.
 
 C status codes become exceptions here and only here.
 """
@@ -434,16 +433,12 @@ class Producer(_End):
 
 
 class Consumer(_End):
-    """The reading end.  Two ways to read, one per consumer:
-
-    - ``read_events`` / ``start_reading_events``: decoded events, a batch at a time.  Records
-      up to GATHER_BYTES are copied out (``ring_read_gather``), their space is released at
-      once, their framing is checked in C (``frame_check_events``: exactly one msgpack value,
-      ``[int, int, ...]``) and the whole batch is decoded by one msgpack call.  Strictness is
-      that of ``events.unpack`` per record: a batch that fails the fast path is decoded again
-      record by record, and the first undecodable record is a ProtocolError.
-    - ``read`` / ``start_reading``: memoryviews into the ring (zero copy), valid until
-      ``release()``: decode them first (msgpack copies what it keeps).
+    """The reading end: ``read_events`` / ``start_reading_events`` hand out decoded events, a
+    batch at a time.  Records up to GATHER_BYTES are copied out (``ring_read_gather``), their
+    space is released at once, their framing is checked in C (``frame_check_events``: exactly
+    one msgpack value, ``[int, int, ...]``) and the whole batch is decoded by one msgpack call.
+    Strictness is that of ``events.unpack`` per record: a batch that fails the fast path is
+    decoded again record by record, and the first undecodable record is a ProtocolError.
     """
 
     _PEER_PID, _peer_beat_ns = "producer_pid", staticmethod(lib.ring_producer_heartbeat_ns)
@@ -461,7 +456,7 @@ class Consumer(_End):
                  create: bool = False, batch: int = 256, gather_bytes: int | None = None):
         super().__init__(segment, data, space, generation, create)
         self._batch = batch
-        self._flat = ffi.new("uint32_t[]", 3 * batch)
+        self._flat = ffi.new("uint32_t[3]")  # (type, len, offset) of a record read in place
         self._view = memoryview(ffi.buffer(lib.ring_data(self.handle), self.capacity))
         self._reading = None
         self.spin_policy: SpinPolicy | None = None
@@ -488,26 +483,14 @@ class Consumer(_End):
         return cls(Segment.from_fd(spec.segment_fd), Doorbell(spec.data_fd),
                    Doorbell(spec.space_fd), spec.generation, **options)
 
-    def read(self) -> list[memoryview]:
-        """Up to one batch of record payloads (EVENT records; other types are skipped)."""
-        n = lib.ring_read_flat(self.handle, self._flat, self._batch)
-        if n <= 0:
-            if n < 0:
-                _raise(n, "read")
-            return []
-        # (type, len, offset) triples; zip over one iterator beats indexing (~115 vs ~150 ns
-        # a record), and a memoryview slice is most of what remains.
-        it = iter(ffi.unpack(self._flat, 3 * n))
-        view = self._view
-        return [view[o:o + size] for t, size, o in zip(it, it, it) if t == EVENT]
-
     def read_events(self) -> list[list]:
         """Up to one batch of decoded events (``events.unpack`` of each EVENT record, in
         order); their ring space is already released.  [] when the ring is empty.
 
         An undecodable record, or one that is not ``[int kind, int sid, ...]``, is a
         ProtocolError (sid None: the ring cannot be trusted): the events before it are
-        returned first, and this call and every later one raise it.  RingError as ``read``.
+        returned first, and this call and every later one raise it.  RingCorrupt when the
+        ring's positions or record headers are impossible.
         """
         if self._bad is not None:
             raise self._bad
@@ -572,45 +555,20 @@ class Consumer(_End):
         """True if the ring is still empty with the sleeping flag set: wait on ``data_bell``."""
         return bool(lib.ring_consumer_prepare_sleep(self.handle))
 
-    def cancel_sleep(self) -> None:
-        lib.ring_consumer_cancel_sleep(self.handle)
-
     def heartbeat(self) -> None:
         lib.ring_heartbeat_consumer(self.handle, lib.ring_now_ns(), os.getpid())
-
-    def start_reading(self, loop: asyncio.AbstractEventLoop,
-                      on_records: Callable[[list[memoryview]], None],
-                      on_error: Callable[[Exception], None], budget: int = 8) -> None:
-        """Call ``on_records(views)`` for every batch, released after the call returns.
-
-        Sleeps on the data doorbell only after the ring was seen empty with the sleeping flag
-        set (no lost wake-up); reads at most ``budget`` batches per loop iteration so one busy
-        ring cannot starve the rest of the event loop.
-        """
-        read, release = self.read, self.release
-
-        def step() -> bool:
-            views = read()
-            if not views:
-                # read() may have skipped non-EVENT records: give their bytes back, or a
-                # producer waiting for them waits forever.
-                release()
-                return False
-            try:
-                on_records(views)
-            finally:
-                del views
-                release()
-            return True
-
-        self._start(loop, step, on_error, budget)
 
     def start_reading_events(self, loop: asyncio.AbstractEventLoop,
                              on_events: Callable[[list[list]], None],
                              on_error: Callable[[Exception], None], budget: int = 8) -> None:
-        """Call ``on_events(events)`` for every batch of ``read_events``; as ``start_reading``
-        otherwise.  An undecodable record stops reading after the events before it were
-        delivered, and ``on_error`` gets its ProtocolError (sid None)."""
+        """Call ``on_events(events)`` for every batch of ``read_events``.
+
+        Sleeps on the data doorbell only after the ring was seen empty with the sleeping flag
+        set (no lost wake-up); reads at most ``budget`` batches per loop iteration so one busy
+        ring cannot starve the rest of the event loop.  An undecodable record stops reading
+        after the events before it were delivered, and ``on_error`` gets its ProtocolError
+        (sid None); a corrupt ring, its RingCorrupt.
+        """
         read = self.read_events
 
         def step() -> bool:

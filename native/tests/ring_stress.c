@@ -23,15 +23,14 @@
  *     divide the data area so records end exactly at its end, and the tiny 0/1/7/8/9.. sizes);
  *   - its payload: PRNG bytes; when len >= 16 the first 8 bytes are the seq and the next 8 a
  *     64-bit hash of the rest (seeded by seq); shorter payloads are compared byte for byte;
- *   - how it is written: the stream is cut into deterministic groups, each written with one
- *     of ring_try_write / ring_try_write2 (random split) / ring_try_write_many (1..32 records,
- *     partial writes resumed) / ring_claim + ring_commit_write (sometimes claiming more than
- *     it commits); each group has its own record type (incl. 0 and 0xFFFFFFFE).
+ *   - how it is written: the stream is cut into deterministic groups, each written with
+ *     ring_try_write or ring_try_write_many (1..32 records, partial writes resumed); each group
+ *     has its own record type (incl. 0 and 0xFFFFFFFE).
  * The reader uses ring_read and ring_read_flat with random batch sizes, sometimes reads several
  * batches before one ring_release, and checks: seq order (no loss, no duplicate, no extra),
  * type, length, payload, and the offset against its own model of the layout (8-byte aligned,
- * never wrapping, PADDING exactly when the record does not fit before the end of the area, or
- * early after a claim larger than the commit).  It counts paddings and exact fits.
+ * never wrapping, PADDING exactly when the record does not fit before the end of the area).
+ * It counts paddings and exact fits.
  *
  * Modes:
  *   (default)   stream: N records each way at once, as fast as possible.
@@ -79,7 +78,7 @@
 /* ------------------------------------------------------------------------------------------ */
 /* configuration                                                                               */
 
-enum { M_WRITE = 1, M_WRITE2 = 2, M_MANY = 4, M_CLAIM = 8, M_ALL = 15 };
+enum { M_WRITE = 1, M_MANY = 2, M_ALL = 3 };
 
 static struct {
     uint64_t records;      /* stream: records per direction; wakeups: ping-pongs */
@@ -226,15 +225,15 @@ typedef struct {
 
 static group_t plan_group(uint64_t dseed, uint64_t start, uint64_t total) {
     uint64_t h = mix64(dseed ^ (start * 0x8cb92ba72f3d8dd7ULL) ^ 0x9a0f);
-    static const uint32_t order[] = {M_WRITE, M_WRITE2, M_MANY, M_CLAIM};
-    uint32_t weights[4] = {35, 20, 25, 20};
+    static const uint32_t order[] = {M_WRITE, M_MANY};
+    uint32_t weights[2] = {60, 40};
     uint32_t sum = 0;
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 2; i++) {
         if (!(cfg.methods & (int)order[i])) weights[i] = 0;
         sum += weights[i];
     }
     uint32_t pick = (uint32_t)(h % sum), method = M_WRITE;
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 2; i++) {
         if (pick < weights[i]) {
             method = order[i];
             break;
@@ -301,8 +300,8 @@ static const char *check_payload(uint64_t dseed, uint64_t seq, const uint8_t *p,
 /* shared results (in the mapping, so the child can report to the parent)                      */
 
 typedef struct {
-    uint64_t rx_records, rx_bytes, paddings, exact_fits, early_wraps;
-    uint64_t tx_records, tx_bytes, claim_extra, many_partial, full_retries;
+    uint64_t rx_records, rx_bytes, paddings, exact_fits;
+    uint64_t tx_records, tx_bytes, many_partial, full_retries;
     uint64_t dozes, rx_sleeps, tx_waits, doorbells_rung, sleep_aborts, wait_aborts, eventfd_reads;
     uint64_t lit_rounds, lit_lost_data, lit_lost_space, lit_close_data, lit_close_space;
     uint64_t lit_first_lost;
@@ -400,7 +399,6 @@ static void random_delay(rng_t *r) {
 static int tx_step(ep_t *e, uint64_t limit) {
     int published = 0;
     ring_t *r = &e->out;
-    uint8_t *data = ring_data(r);
     e->tx_blocked = 0;
     while (e->tx_next < limit && published < 64) {
         uint64_t seq = e->tx_next;
@@ -416,13 +414,6 @@ static int tx_step(ep_t *e, uint64_t limit) {
             rc = ring_try_write(r, g.type, e->scratch, len);
             if (rc == RING_OK) n = 1, bytes = len;
             break;
-        case M_WRITE2: {
-            gen_payload(e->tx_seed, seq, e->scratch, len);
-            uint32_t split = (uint32_t)rng_below(&e->rng, (uint64_t)len + 1);
-            rc = ring_try_write2(r, g.type, e->scratch, split, e->scratch + split, len - split);
-            if (rc == RING_OK) n = 1, bytes = len;
-            break;
-        }
         case M_MANY: {
             uint64_t end = g.start + g.count;
             if (end > limit) end = limit;
@@ -458,26 +449,6 @@ static int tx_step(ep_t *e, uint64_t limit) {
                 rc = RING_OK;
             } else if (rc == 0) {
                 FAIL("%s: ring_try_write_many returned 0 for n=%d", e->name, e->many_count);
-            }
-            break;
-        }
-        case M_CLAIM: {
-            uint32_t extra = 0;
-            if (rng_below(&e->rng, 4) == 0) extra = (uint32_t)rng_below(&e->rng, cfg.max_len - len + 1);
-            void *p = NULL;
-            rc = ring_claim(r, len + extra, &p);
-            if (rc == RING_OK) {
-                uint8_t *b = p;
-                if (b < data + 8 || b + len + extra > data + cfg.capacity ||
-                    ((uintptr_t)(b - data) & 7u))
-                    FAIL("%s: ring_claim(%u) returned pointer at data%+td", e->name, len + extra,
-                         b - data);
-                if (cfg.verify) gen_payload(e->tx_seed, seq, b, len);
-                else memcpy(b, e->scratch, len); /* zero-copy still fills the payload */
-                rc = ring_commit_write(r, g.type, len);
-                if (rc != RING_OK) FAIL("%s: ring_commit_write: %s", e->name, ring_strerror(rc));
-                if (extra) e->res.claim_extra++;
-                n = 1, bytes = len;
             }
             break;
         }
@@ -536,16 +507,9 @@ static void verify_record(ep_t *e, uint32_t type, uint32_t len, uint64_t off) {
         e->res.paddings++;
         idx = 0;
     }
-    if (off != idx + 8) {
-        if (off == 8 && idx != 0) { /* early wrap: a claim larger than its commit */
-            e->rx_shadow += cap - idx;
-            e->res.paddings++;
-            e->res.early_wraps++;
-        } else {
-            FAIL("%s: seq %" PRIu64 ": payload at offset %" PRIu64 ", layout says %" PRIu64,
-                 e->name, seq, off, idx + 8);
-        }
-    }
+    if (off != idx + 8)
+        FAIL("%s: seq %" PRIu64 ": payload at offset %" PRIu64 ", layout says %" PRIu64,
+             e->name, seq, off, idx + 8);
     e->rx_shadow += total;
     if ((e->rx_shadow & mask) == 0) e->res.exact_fits++;
     const char *why = check_payload(e->rx_seed, seq, ring_data(&e->in) + off, len);
@@ -601,7 +565,7 @@ static void doze(ep_t *e, uint64_t tx_limit, uint64_t rx_limit) {
         return;
     }
     if (want_tx && !ring_producer_prepare_wait(&e->out, e->tx_need)) {
-        if (want_rx) ring_consumer_cancel_sleep(&e->in);
+        /* the consumer's sleeping flag stays set: one needless doorbell at most (ring.h) */
         e->res.wait_aborts++;
         return;
     }
@@ -619,8 +583,7 @@ static void doze(ep_t *e, uint64_t tx_limit, uint64_t rx_limit) {
     atomic_store_explicit(&e->dozing, 0, memory_order_relaxed);
     for (int i = 0; i < n; i++)
         if (pf[i].revents & POLLIN) e->res.eventfd_reads += (uint64_t)drain_eventfd(pf[i].fd);
-    if (want_rx) ring_consumer_cancel_sleep(&e->in);
-    if (want_tx) ring_producer_cancel_wait(&e->out);
+    /* a flag whose doorbell did not ring stays set: one needless doorbell later at most */
     e->res.dozes++;
     e->res.rx_sleeps += (uint64_t)want_rx;
     e->res.tx_waits += (uint64_t)want_tx;
@@ -804,7 +767,9 @@ static void run_litmus(ep_t *e) {
             uint64_t sleep = lit_get(1), wake = lit_get(0);
             if (sleep && !wake) {
                 if (!e->res.lit_lost_data++) e->res.lit_first_lost = r;
-                ring_consumer_cancel_sleep(&e->in);
+                /* withdraws the flag (the record is visible now), so the next round starts
+                 * clean */
+                if (ring_consumer_prepare_sleep(&e->in)) FAIL("litmus: record not visible");
             }
             if (sleep && wake) e->res.lit_close_data++;
             int n = ring_read(&e->in, v, 16);
@@ -841,7 +806,10 @@ static void run_litmus(ep_t *e) {
             uint64_t wait = lit_get(1), wake = lit_get(0);
             if (wait && !wake) {
                 if (!e->res.lit_lost_space++) e->res.lit_first_lost = r;
-                ring_producer_cancel_wait(&e->out);
+                /* withdraws the flag (the space is visible now), so the next round starts
+                 * clean */
+                if (ring_producer_prepare_wait(&e->out, (uint32_t)align8(8 + (uint64_t)big)))
+                    FAIL("litmus: space not visible");
             }
             if (wait && wake) e->res.lit_close_space++;
         }
@@ -929,7 +897,7 @@ static void *thread_main(void *arg) {
 static void usage(void) {
     fprintf(stderr,
             "usage: ring_stress [N] [--records N] [--capacity BYTES] [--max-len BYTES]\n"
-            "                   [--len BYTES] [--methods write,write2,many,claim]\n"
+            "                   [--len BYTES] [--methods write,many]\n"
             "                   [--threads|--fork] [--wakeups|--litmus|--oneway] [--no-verify]\n"
             "                   [--spin K] [--stall S] [--timeout S] [--seed X]\n"
             "                   [--need random|record|worst] [--drop-doorbells]\n");
@@ -974,9 +942,7 @@ static void parse_args(int argc, char **argv) {
             snprintf(buf, sizeof buf, "%s", val);
             for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
                 if (!strcmp(t, "write")) cfg.methods |= M_WRITE;
-                else if (!strcmp(t, "write2")) cfg.methods |= M_WRITE2;
                 else if (!strcmp(t, "many")) cfg.methods |= M_MANY;
-                else if (!strcmp(t, "claim")) cfg.methods |= M_CLAIM;
                 else if (!strcmp(t, "all")) cfg.methods |= M_ALL;
                 else usage();
             }
@@ -1155,14 +1121,13 @@ int main(int argc, char **argv) {
                " bytes=%" PRIu64 " wakeups=%" PRIu64 " consumer_wakeups=%" PRIu64
                " producer_wakeups=%" PRIu64 " consumer_sleeps=%" PRIu64 " wait_aborts=%" PRIu64
                " full=%" PRIu64
-               " paddings=%" PRIu64 " exact_fits=%" PRIu64 " early_wraps=%" PRIu64
-               " many_partial=%" PRIu64 " claim_extra=%" PRIu64 " elapsed=%.3fs"
+               " paddings=%" PRIu64 " exact_fits=%" PRIu64
+               " many_partial=%" PRIu64 " elapsed=%.3fs"
                " rate=%.2fMrec/s throughput=%.3fGB/s\n",
                mode, cfg.oneway ? "oneway" : "stream", cfg.capacity, cfg.max_len, recs, bytes,
                cw + pw, cw, pw, sleeps, P->wait_aborts + C->wait_aborts, full,
                P->paddings + C->paddings,
-               P->exact_fits + C->exact_fits, P->early_wraps + C->early_wraps,
-               P->many_partial + C->many_partial, P->claim_extra + C->claim_extra, elapsed,
+               P->exact_fits + C->exact_fits, P->many_partial + C->many_partial, elapsed,
                (double)recs / elapsed / 1e6, (double)bytes / elapsed / 1e9);
     }
     if (cfg.threads) {

@@ -315,28 +315,19 @@ static void t_max_record_and_etoobig(void) {
     ring_stats_t s0, s1;
     stats(&f.p, &s0);
     CHECK_RC(ring_try_write(&f.p, 1, buf, M + 1), RING_ETOOBIG);
-    CHECK_RC(ring_try_write2(&f.p, 1, buf, M, buf, 1), RING_ETOOBIG);
-    CHECK_RC(ring_try_write2(&f.p, 1, buf, 0xFFFFFFFFu, buf, 1), RING_ETOOBIG); /* u32 wrap */
+    CHECK_RC(ring_try_write(&f.p, 1, buf, 0xFFFFFFFFu), RING_ETOOBIG); /* no u32 wrap */
     uint32_t lens1[1] = {M + 1};
     CHECK_RC(ring_try_write_many(&f.p, 1, buf, lens1, 1), RING_ETOOBIG);
-    void *p;
-    CHECK_RC(ring_claim(&f.p, M + 1, &p), RING_ETOOBIG);
-    CHECK_RC(ring_claim(&f.p, 0xFFFFFFFFu, &p), RING_ETOOBIG);
     stats(&f.p, &s1);
     CHECK_EQ(s1.records_written, s0.records_written);
     CHECK_EQ(s1.full_events, s0.full_events);
     CHECK_EQ(ring_used(&f.c), 0);
     /* exactly max_record through each API */
     CHECK_RC(ring_try_write(&f.p, 1, buf, M), RING_OK);
-    CHECK_RC(ring_try_write2(&f.p, 2, buf, M / 3, buf + M / 3, M - M / 3), RING_OK);
     uint32_t lensM[1] = {M};
-    CHECK_RC(ring_try_write_many(&f.p, 3, buf, lensM, 1), 1);
-    CHECK_RC(ring_claim(&f.p, M, &p), RING_OK);
-    memcpy(p, buf, M);
-    CHECK_RC(ring_commit_write(&f.p, 4, M), RING_OK);
-    for (uint32_t t = 1; t <= 4; t++) RUN(get_one(&f, 5, M, t, NULL));
+    CHECK_RC(ring_try_write_many(&f.p, 2, buf, lensM, 1), 1);
+    for (uint32_t t = 1; t <= 2; t++) RUN(get_one(&f, 5, M, t, NULL));
     ring_release(&f.c);
-    CHECK_RC(ring_commit_write(&f.p, 4, M + 1), RING_ETOOBIG);
     fx_close(&f);
 }
 
@@ -373,11 +364,9 @@ static void t_exactly_full(void) {
     CHECK_EQ(ring_free_space(&f.p), 0);
     CHECK_EQ(ring_used(&f.c), 4096);
     CHECK_RC(put(&f, 99, 0, 1), RING_AGAIN); /* not even an empty record */
-    void *p;
-    CHECK_RC(ring_claim(&f.p, 0, &p), RING_AGAIN);
     ring_stats_t s;
     stats(&f.p, &s);
-    CHECK_EQ(s.full_events, 3);
+    CHECK_EQ(s.full_events, 2);
     /* one released record makes exactly one record's room, at index 0 (exact fit) */
     RUN(get_one(&f, 0, M, 1, NULL));
     CHECK_RC(put(&f, 8, M, 1), RING_AGAIN); /* handed out is not released */
@@ -716,18 +705,10 @@ static void t_read_gather_matches_read(void) {
     fx_close(&f);
 }
 
-static void t_write2_parts(void) {
+static void t_empty_payload(void) {
     fx_t f;
     RUN(fx_open(&f, 4096));
-    uint8_t buf[300];
-    fill(buf, 42, 300);
-    CHECK_RC(ring_try_write2(&f.p, 1, buf, 100, buf + 100, 200), RING_OK);
-    CHECK_RC(ring_try_write2(&f.p, 2, buf, 300, NULL, 0), RING_OK);
-    CHECK_RC(ring_try_write2(&f.p, 3, NULL, 0, buf, 300), RING_OK);
-    CHECK_RC(ring_try_write2(&f.p, 4, NULL, 0, NULL, 0), RING_OK);
-    CHECK_RC(ring_try_write(&f.p, 5, NULL, 0), RING_OK);
-    for (uint32_t t = 1; t <= 3; t++) RUN(get_one(&f, 42, 300, t, NULL));
-    RUN(get_one(&f, 42, 0, 4, NULL));
+    CHECK_RC(ring_try_write(&f.p, 5, NULL, 0), RING_OK); /* no payload: NULL is fine */
     RUN(get_one(&f, 42, 0, 5, NULL));
     ring_release(&f.c);
     fx_close(&f);
@@ -798,90 +779,11 @@ static void t_padding_type_refused(void) {
     uint8_t b[8] = {0};
     uint32_t l[1] = {8};
     CHECK_RC(ring_try_write(&f.p, RING_TYPE_PADDING, b, 8), RING_EINVAL);
-    CHECK_RC(ring_try_write2(&f.p, RING_TYPE_PADDING, b, 4, b, 4), RING_EINVAL);
     CHECK_RC(ring_try_write_many(&f.p, RING_TYPE_PADDING, b, l, 1), RING_EINVAL);
-    void *p;
-    CHECK_RC(ring_claim(&f.p, 8, &p), RING_OK);
-    CHECK_RC(ring_commit_write(&f.p, RING_TYPE_PADDING, 8), RING_EINVAL);
     CHECK_EQ(ring_used(&f.c), 0);
     ring_stats_t s;
     stats(&f.p, &s);
     CHECK_EQ(s.records_written, 0);
-    fx_close(&f);
-}
-
-static void t_claim_commit(void) {
-    fx_t f;
-    RUN(fx_open(&f, 4096));
-    void *p = NULL;
-    CHECK_RC(ring_claim(&f.p, 100, &p), RING_OK);
-    uint8_t *b = p;
-    CHECK(b == ring_data(&f.p) + 8);
-    fill(b, 77, 60);
-    ring_view_t v;
-    CHECK_RC(ring_read(&f.c, &v, 1), 0); /* invisible until committed */
-    CHECK_EQ(ring_used(&f.c), 0);
-    CHECK_RC(ring_commit_write(&f.p, 11, 60), RING_OK);
-    CHECK_EQ(ring_used(&f.c), 72); /* the committed size, not the claimed one */
-    uint64_t off;
-    RUN(get_one(&f, 77, 60, 11, &off));
-    CHECK_EQ(off, 8);
-    ring_release(&f.c);
-    /* zero-length commit */
-    CHECK_RC(ring_claim(&f.p, 32, &p), RING_OK);
-    CHECK_RC(ring_commit_write(&f.p, 12, 0), RING_OK);
-    RUN(get_one(&f, 0, 0, 12, NULL));
-    ring_release(&f.c);
-    /* a claim that must wrap: padding, record at 0, even if the commit is smaller */
-    RUN(advance_to(&f, 4096 - 64));
-    CHECK_RC(ring_claim(&f.p, 100, &p), RING_OK);
-    CHECK(p == ring_data(&f.p) + 8);
-    CHECK_RC(ring_read(&f.c, &v, 1), 0);
-    fill(p, 78, 20);
-    CHECK_RC(ring_commit_write(&f.p, 13, 20), RING_OK);
-    CHECK_EQ(ring_used(&f.c), 64 + 32);
-    RUN(get_one(&f, 78, 20, 13, &off));
-    CHECK_EQ(off, 8);
-    CHECK_RC(ring_read(&f.c, &v, 1), 0);
-    ring_release(&f.c);
-    /* an abandoned claim is replaced by the next claim (ring.c: "simply overwritten") */
-    RUN(advance_to(&f, 4096 - 64));
-    CHECK_RC(ring_claim(&f.p, 100, &p), RING_OK); /* would wrap */
-    CHECK_RC(ring_claim(&f.p, 40, &p), RING_OK);  /* fits before the end */
-    CHECK(p == ring_data(&f.p) + 4096 - 64 + 8);
-    fill(p, 79, 40);
-    CHECK_RC(ring_commit_write(&f.p, 14, 40), RING_OK);
-    RUN(get_one(&f, 79, 40, 14, &off));
-    CHECK_EQ(off, 4096 - 56);
-    CHECK_RC(ring_read(&f.c, &v, 1), 0);
-    ring_release(&f.c);
-    CHECK_EQ(ring_used(&f.c), 0);
-    /* a commit must match an open claim, and not exceed it; a refused one publishes nothing */
-    ring_stats_t s0, s1;
-    stats(&f.p, &s0);
-    CHECK_RC(ring_commit_write(&f.p, 15, 0), RING_EINVAL);       /* no claim at all */
-    CHECK_RC(ring_claim(&f.p, 24, &p), RING_OK);
-    fill(p, 90, 24);
-    CHECK_RC(ring_commit_write(&f.p, 15, 25), RING_EINVAL);      /* more than claimed */
-    CHECK_RC(ring_commit_write(&f.p, 15, 24), RING_OK);          /* the claim is still open */
-    CHECK_RC(ring_commit_write(&f.p, 15, 24), RING_EINVAL);      /* committed already */
-    CHECK_RC(ring_claim(&f.p, 24, &p), RING_OK);
-    uint8_t one = 1;
-    CHECK_RC(ring_try_write(&f.p, 16, &one, 1), RING_OK);        /* a write ends the claim */
-    CHECK_RC(ring_commit_write(&f.p, 15, 8), RING_EINVAL);
-    stats(&f.p, &s1);
-    CHECK_EQ(s1.records_written, s0.records_written + 2);
-    RUN(get_one(&f, 90, 24, 15, NULL));
-    ring_release(&f.c);
-    CHECK_RC(ring_read(&f.c, &v, 1), 1);
-    CHECK_EQ(v.type, 16);
-    CHECK_EQ(v.len, 1);
-    ring_release(&f.c);
-    CHECK_EQ(ring_used(&f.c), 0);
-    /* claim on a full ring */
-    RUN(advance_to(&f, 0));
-    for (int i = 0; i < 8; i++) CHECK_RC(put(&f, (uint64_t)i, f.p.max_record, 1), RING_OK);
-    CHECK_RC(ring_claim(&f.p, 1, &p), RING_AGAIN);
     fx_close(&f);
 }
 
@@ -975,16 +877,15 @@ static void t_layout_matches_docs(void) {
     CHECK_RC(ring_consumer_prepare_sleep(&f.c), 1);
     CHECK_EQ(rd32(m, OFF_SLEEPING), 1);
     CHECK_EQ(rd64(m, OFF_CSTATS + 24), 1);
-    ring_consumer_cancel_sleep(&f.c);
+    CHECK_RC(ring_producer_must_wake(&f.p), 1);
     CHECK_EQ(rd32(m, OFF_SLEEPING), 0);
+    CHECK_EQ(rd64(m, OFF_PSTATS + 24), 1); /* consumer_wakeups */
     /* producer waiting: fill, then announce */
     for (int i = 0; i < 100 && put(&f, 2, 1000, 1) == RING_OK; i++) {}
     CHECK_EQ(rd64(m, OFF_PSTATS + 16), 1); /* full_events */
     CHECK_RC(ring_producer_prepare_wait(&f.p, 1016), 1);
     CHECK_EQ(rd32(m, OFF_WAITING), 1);
     CHECK_EQ(rd32(m, OFF_NEED), 1016);
-    ring_producer_cancel_wait(&f.p);
-    CHECK_EQ(rd32(m, OFF_WAITING), 0);
     ring_heartbeat_producer(&f.p, 0x1122334455667788ull, 4242);
     ring_heartbeat_consumer(&f.c, 0x8877665544332211ull, 4343);
     CHECK_EQ(rd64(m, OFF_PHB), 0x1122334455667788ll);
@@ -1035,14 +936,8 @@ static void t_stats_add_up(void) {
             rng = mix64(rng + 3);
             uint32_t len = (uint32_t)(rng % 700);
             int rc;
-            switch ((rng >> 32) % 3) {
+            switch ((rng >> 32) % 2) {
             case 0: rc = put(&f, seq, len, 1); break;
-            case 1: {
-                void *p;
-                rc = ring_claim(&f.p, len + 16, &p);
-                if (rc == RING_OK) rc = ring_commit_write(&f.p, 1, len);
-                break;
-            }
             default: {
                 static uint8_t b[1400];
                 uint32_t l2[2] = {len / 2, len - len / 2};
@@ -1116,11 +1011,11 @@ static void t_consumer_doorbell_protocol(void) {
     ring_view_t v[4];
     CHECK_RC(ring_read(&f.c, v, 4), 2);
     CHECK_RC(ring_consumer_prepare_sleep(&f.c), 1);
-    ring_consumer_cancel_sleep(&f.c);
+    CHECK_RC(put(&f, 3, 8, 1), RING_OK);
+    CHECK_RC(ring_producer_must_wake(&f.p), 1);
     stats(&f.c, &s);
     CHECK_EQ(s.consumer_sleeping, 0);
-    CHECK_RC(put(&f, 3, 8, 1), RING_OK);
-    CHECK_RC(ring_producer_must_wake(&f.p), 0); /* cancelled: nobody to wake */
+    CHECK_EQ(s.consumer_wakeups, 2);
     ring_release(&f.c);
     fx_close(&f);
 }
@@ -1170,13 +1065,6 @@ static void t_producer_doorbell_protocol(void) {
         if (k < 10) CHECK_RC(ring_consumer_must_wake(&f.c), 0);
     }
     CHECK_RC(ring_consumer_must_wake(&f.c), 1);
-    /* cancel */
-    for (int i = 0; i < 8; i++) CHECK_RC(put(&f, 20 + (uint64_t)i, M, 1), RING_OK);
-    CHECK_RC(ring_producer_prepare_wait(&f.p, 8), 1);
-    ring_producer_cancel_wait(&f.p);
-    for (int i = 0; i < 8; i++) RUN(get_one(&f, 20 + (uint64_t)i, M, 1, NULL));
-    ring_release(&f.c);
-    CHECK_RC(ring_consumer_must_wake(&f.c), 0);
     stats(&f.p, &s);
     CHECK_EQ(s.producer_wakeups, 3);
     fx_close(&f);
@@ -1331,10 +1219,9 @@ static const test_t TESTS[] = {
     {"consumer_reattach", t_consumer_reattach, 0},
     {"read_flat_matches_read", t_read_flat_matches_read, 0},
     {"read_gather_matches_read", t_read_gather_matches_read, 0},
-    {"write2_parts", t_write2_parts, 0},
+    {"empty_payload", t_empty_payload, 0},
     {"write_many", t_write_many, 0},
     {"padding_type_refused", t_padding_type_refused, 0},
-    {"claim_commit", t_claim_commit, 0},
     {"attach_errors", t_attach_errors, 0},
     {"layout_matches_docs", t_layout_matches_docs, 0},
     {"check_after_reinit", t_check_after_reinit, 0},

@@ -14,6 +14,7 @@ from sidecar import events
 from sidecar.events import pack
 from sidecar.frontend.cost import DEFAULT_COST, RouteCosts, route_of
 from sidecar.ring import Consumer, Producer, RingError
+from sidecar.worker.config import LinkConfig
 
 log = logging.getLogger("sidecar.frontend")
 
@@ -90,14 +91,9 @@ class WorkerLink:
 
     # --- lifecycle -----------------------------------------------------------------------
 
-    def worker_config(self) -> dict:
+    def worker_config(self) -> LinkConfig:
         """The ring part of the worker's SIDECAR_WORKER config (fds are passed with pass_fds)."""
-        return {"host": 0,
-                "to_worker": vars(self.to_worker.spec()),
-                "to_host": vars(self.to_host.spec())}
-
-    def fds(self) -> list[int]:
-        return self.to_worker.spec().fds() + self.to_host.spec().fds()
+        return LinkConfig(host=0, to_worker=self.to_worker.spec(), to_host=self.to_host.spec())
 
     def start(self, loop: asyncio.AbstractEventLoop, on_hello: Callable[["WorkerLink"], None]):
         self._loop = loop

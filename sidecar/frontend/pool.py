@@ -35,6 +35,7 @@ from sidecar.frontend.ratelog import RateLimitedLog
 from sidecar.frontend.watchdog import Watchdog
 from sidecar.frontend.worker_proc import DRAINING, READY, STARTING, WorkerProcess
 from sidecar.frontend.ws_conn import OPEN, WebSocket
+from sidecar.worker.config import WorkerConfig
 
 log = logging.getLogger("sidecar.supervisor")
 
@@ -113,14 +114,14 @@ class WorkerPool:
             self._spawn(slot)
         self.watchdog.start()
 
-    def _worker_conf(self, slot: Slot, link: WorkerLink) -> dict:
+    def _worker_conf(self, slot: Slot, link: WorkerLink) -> WorkerConfig:
         c = self.config
-        return {"app": c.app, "factory": c.factory, "app_dir": os.path.abspath(c.app_dir),
-                "index": slot.index, "window": c.window, "log_level": c.log_level,
-                "log_config": c.log_config and os.path.abspath(c.log_config),
-                "shutdown_timeout": c.shutdown_timeout, "lifespan": c.lifespan,
-                "root_path": c.root_path, "limit_streams": c.limit_worker_streams,
-                "links": [link.worker_config()]}
+        return WorkerConfig(app=c.app, factory=c.factory, app_dir=os.path.abspath(c.app_dir),
+                            index=slot.index, window=c.window, log_level=c.log_level,
+                            log_config=c.log_config and os.path.abspath(c.log_config),
+                            shutdown_timeout=c.shutdown_timeout, lifespan=c.lifespan,
+                            root_path=c.root_path, limit_streams=c.limit_worker_streams,
+                            links=[link.worker_config()])
 
     def _new_worker(self, slot: Slot) -> WorkerProcess | None:
         link = WorkerLink(slot.index, self.config.ring_capacity, self._on_link_failure,

@@ -101,9 +101,6 @@ class FrontEnd:
         self._sweeper: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()  # signal work running on the loop
 
-    def date(self) -> bytes | None:
-        return self.date_value
-
     def _tick_date(self) -> None:
         now = time.time()
         self.date_value = formatdate(int(now), usegmt=True).encode("ascii")

@@ -8,9 +8,9 @@ config): the supervisor logs that one line, instead of every worker logging its 
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
 import itertools
-import json
 import os
 import signal
 import socket
@@ -19,6 +19,7 @@ import sys
 import time
 
 from sidecar.frontend.link import WorkerLink
+from sidecar.worker.config import WorkerConfig
 
 STARTING, READY, DRAINING = "starting", "ready", "draining"
 REPORT_MAX = 4096  # bytes of failure reason read from a worker (one line is expected)
@@ -38,7 +39,7 @@ def read_rss_mib(pid: int) -> float | None:
 class WorkerProcess:
     """A child ``python -m sidecar.worker`` and the WorkerLink to it."""
 
-    def __init__(self, slot, link: WorkerLink, conf: dict):
+    def __init__(self, slot, link: WorkerLink, conf: WorkerConfig):
         self.slot = slot
         self.link = link
         self.state = STARTING
@@ -55,13 +56,12 @@ class WorkerProcess:
         # SEQPACKET keeps passed descriptors with their message
         self.control, control_w = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.serial = next(_serials)  # unique for the life of this front-end
+        conf = dataclasses.replace(conf, report_fd=report_w, control_fd=control_w.fileno())
         env = dict(os.environ)
-        env["SIDECAR_WORKER"] = json.dumps(dict(conf, report_fd=report_w,
-                                                control_fd=control_w.fileno()))
+        env["SIDECAR_WORKER"] = conf.to_json()
         try:
             self.proc = subprocess.Popen([sys.executable, "-m", "sidecar.worker"], env=env,
-                                         pass_fds=link.fds() + [report_w, control_w.fileno()],
-                                         stdin=subprocess.DEVNULL)
+                                         pass_fds=conf.pass_fds(), stdin=subprocess.DEVNULL)
         except BaseException:
             os.close(self._report_r)
             self.control.close()

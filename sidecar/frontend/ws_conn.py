@@ -162,7 +162,8 @@ class WebSocket(asyncio.Protocol):
         proto.receive_data(b"".join(head))
         evs = proto.events_received()
         if req.method != b"GET" or not evs:
-            self._reject(h1.simple_response(400, "Bad Request", keep_alive=False))
+            self._reject(h1.simple_response(400, "Bad Request", keep_alive=False,
+                                            date=self.server.date_value))
             return
         self.ws_request = evs[0]
         probe = ServerProtocol(logger=_proto_log).accept(self.ws_request)
@@ -196,6 +197,7 @@ class WebSocket(asyncio.Protocol):
     def overloaded(self) -> None:
         self.app_done = True
         self._reject(h1.simple_response(503, "Service Unavailable", keep_alive=False,
+                                        date=self.server.date_value,
                                         extra_headers=((b"retry-after", b"5"),)))
 
     # --- worker events -------------------------------------------------------------------
@@ -292,7 +294,8 @@ class WebSocket(asyncio.Protocol):
     def _on_close(self, code: int, reason: str) -> None:
         if self.phase == CONNECTING:
             self.phase = DONE
-            self._reject(h1.simple_response(403, "Forbidden", keep_alive=False))
+            self._reject(h1.simple_response(403, "Forbidden", keep_alive=False,
+                                            date=self.server.date_value))
         elif self.phase == OPEN:
             self._send_close(code, reason)
 
@@ -320,12 +323,13 @@ class WebSocket(asyncio.Protocol):
         try:
             head, chunked, _length, _keep = h1.response_head(
                 status, headers, method=b"GET", http_version=req.http_version,
-                keep_alive=False, date=self.server.date(), server=self.server.server_header)
+                keep_alive=False, date=self.server.date_value, server=self.server.server_header)
         except (ValueError, TypeError) as exc:
             log.error("invalid denial response from the app for %s: %s",
                       req.target.decode("latin-1"), exc)
             self.phase = DONE
-            self._reject(h1.simple_response(500, "Internal Server Error", keep_alive=False))
+            self._reject(h1.simple_response(500, "Internal Server Error", keep_alive=False,
+                                            date=self.server.date_value))
             return
         self.phase = DENIAL
         self.status = status
@@ -355,7 +359,8 @@ class WebSocket(asyncio.Protocol):
         if self.phase == CONNECTING:
             self.phase = DONE
             status = 500 if error else 403
-            self._reject(h1.simple_response(status, HTTPStatus(status).phrase, keep_alive=False))
+            self._reject(h1.simple_response(status, HTTPStatus(status).phrase, keep_alive=False,
+                                            date=self.server.date_value))
         elif self.phase == OPEN:
             self._send_close(CloseCode.INTERNAL_ERROR if error else CloseCode.NORMAL_CLOSURE, "")
         elif self.phase == DENIAL:
@@ -367,7 +372,8 @@ class WebSocket(asyncio.Protocol):
         self.app_done = True
         if self.phase == CONNECTING:
             self.phase = DONE
-            self._reject(h1.simple_response(502, "Bad Gateway", keep_alive=False))
+            self._reject(h1.simple_response(502, "Bad Gateway", keep_alive=False,
+                                            date=self.server.date_value))
         elif self.phase == OPEN:
             self._send_close(CloseCode.INTERNAL_ERROR, "worker lost")
         elif self.phase == DENIAL:
@@ -591,7 +597,8 @@ class WebSocket(asyncio.Protocol):
         if self.phase == OPEN:
             self._send_close(CloseCode.SERVICE_RESTART, "server shutting down")
         elif self.phase == CONNECTING and not self.closed:
-            self._reject(h1.simple_response(503, "Service Unavailable", keep_alive=False))
+            self._reject(h1.simple_response(503, "Service Unavailable", keep_alive=False,
+                                            date=self.server.date_value))
 
     def stop_now(self) -> None:
         if not self.closed:

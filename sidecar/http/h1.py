@@ -30,10 +30,10 @@ port, a NUL in a field) is refused at once rather than at a limit; before a limi
 llhttp has seen exactly the bytes within it.
 
 A C speedup comes first: when a whole head is in the bytes just received, ``h1_parse_head``
-(native/h1.c, in sidecar._ring) parses it in one pass and hands back spans and the framing
-facts, with no Python call per field. It only takes heads it can prove this module accepts
-(a known method, an origin-form target, the framing fields in their plain forms, within every
-limit) and gives the very Request this module would; anything else, and every error, it
+(native/h1.c, compiled as sidecar._h1) parses it in one pass and hands back spans and the
+framing facts, with no Python call per field. It only takes heads it can prove this module
+accepts (a known method, an origin-form target, the framing fields in their plain forms, within
+every limit) and gives the very Request this module would; anything else, and every error, it
 declines, and the Python path below parses the head as if the C code did not exist. So this
 module stays the only place that decides a status, and its pure-Python path is the C code's
 twin: the tests run every table against both (tests/http/conftest.py) and compare them on
@@ -120,9 +120,7 @@ import os
 import re
 import struct
 import threading
-import time
 from dataclasses import dataclass
-from email.utils import formatdate
 from http import HTTPStatus
 from typing import NamedTuple
 from urllib.parse import unquote_to_bytes
@@ -138,7 +136,7 @@ from .limits import MAX_CHUNK_LINE, Limits
 __all__ = [
     "Request", "Body", "EndOfMessage", "ProtocolError", "RequestParser", "Limits",
     "HeaderError", "serialize_response_head", "response_framing", "response_head", "encode_chunk",
-    "LAST_CHUNK", "simple_response", "DateCache",
+    "LAST_CHUNK", "simple_response",
 ]
 
 
@@ -333,11 +331,11 @@ def _decode_path(raw_path: bytes) -> str:
 # ``speedups`` to False) leaves every head to the Python path.
 
 try:
-    from .._ring import ffi as _ffi, lib as _lib
+    from .._h1 import ffi as _ffi, lib as _lib
 except ImportError:   # not built: the Python path alone
     _lib = None
 
-#: True when the C fast path is available (the compiled sidecar._ring has it).
+#: True when the C fast path is available (sidecar._h1 is built).
 HAVE_SPEEDUPS = _lib is not None
 #: Whether RequestParser tries the C fast path first; tests run the tables both ways.
 speedups = HAVE_SPEEDUPS and os.environ.get("SIDECAR_NO_SPEEDUPS", "") in ("", "0")
@@ -1161,33 +1159,17 @@ def encode_chunk(data: bytes) -> bytes:
     return b"".join((b"%x\r\n" % len(data), data, b"\r\n"))
 
 
-class DateCache:
-    """The IMF-fixdate for the Date header, formatted at most once per second."""
-    __slots__ = ("_until", "_value")
+def simple_response(status: int, reason_text: str, *, date: bytes | None,
+                    keep_alive: bool = False, extra_headers=()) -> bytes:
+    """A whole small text/plain response from the server itself (400, 413, 500, 503, ...).
 
-    def __init__(self):
-        self._until = 0.0   # the value is good while time.time() is below this
-        self._value = b""
-
-    def get(self) -> bytes:
-        now = time.time()
-        if now >= self._until:
-            second = int(now)
-            self._value = formatdate(second, usegmt=True).encode("ascii")
-            self._until = second + 1
-        return self._value
-
-
-_DATES = DateCache()
-
-
-def simple_response(status: int, reason_text: str, *, keep_alive: bool = False,
-                    extra_headers=()) -> bytes:
-    """A whole small text/plain response from the server itself (400, 413, 500, 503, ...)."""
+    ``date`` is the Date value, as for ``serialize_response_head`` (the front-end's, ticked
+    once a second); None: no Date field (--no-date-header)."""
     body = reason_text.encode("utf-8", "replace") + b"\n"
     out = [_status_line(status),
-           b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\ndate: %s\r\n"
-           % (len(body), _DATES.get())]
+           b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n" % len(body)]
+    if date is not None:
+        out.append(b"date: %s\r\n" % date)
     if not keep_alive:
         out.append(b"connection: close\r\n")
     for name, value in extra_headers:

@@ -206,6 +206,7 @@ class H1Connection:
         if self.over_limit:
             self.parser.stop()
             self.io.write(h1.simple_response(503, "Service Unavailable", keep_alive=False,
+                                             date=self.head_fields.date_value,
                                              extra_headers=RETRY_AFTER))
             self._close_after_write()
             return
@@ -254,7 +255,8 @@ class H1Connection:
         if ex is not None:   # the error is in this request's body: it is the answer
             self._body_failed(ex, err.status, err.reason)
             return
-        data = h1.simple_response(err.status, err.reason, keep_alive=False)
+        data = h1.simple_response(err.status, err.reason, keep_alive=False,
+                                  date=self.head_fields.date_value)
         if not self.pipeline:
             self.io.write(data)
             self._close_after_write()
@@ -336,6 +338,7 @@ class H1Connection:
         ex.status = status
         ex.keep_alive = False
         self._write_for(ex, h1.simple_response(status, HTTPStatus(status).phrase,
+                                               date=self.head_fields.date_value,
                                                keep_alive=False, extra_headers=extra_headers))
         ex.complete = True
         self._exchange_complete(ex)

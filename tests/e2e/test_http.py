@@ -306,6 +306,19 @@ def test_date_header_is_now_and_moves_on(client):
     assert parsedate_to_datetime(second) > parsedate_to_datetime(first)
 
 
+def test_no_date_header_holds_for_the_servers_own_responses_too(sc):
+    """--no-date-header leaves Date out of every response: the app's, and the ones the server
+    writes itself (here a 400 for a bad head); without it, both carry one."""
+    bad = b"GET / HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n"
+    out = raw(sc, bad)
+    assert out.startswith(b"HTTP/1.1 400") and b"\r\ndate: " in out.lower()
+    with Sidecar("tests.e2e.apps:app", "--no-date-header", workers=1,
+                 ready_path="/pid") as quiet:
+        assert "date" not in httpx.get(quiet.url + "/pid").headers
+        out = raw(quiet, bad)
+        assert out.startswith(b"HTTP/1.1 400") and b"date:" not in out.lower(), out
+
+
 def test_bad_request_gets_400_and_server_survives(sc):
     out = raw(sc, b"GET / HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 400")

@@ -230,18 +230,12 @@ class WorkerEvents:
 
     def _drain(self, link) -> list[int]:
         kinds = []
-        while True:
-            views = self.reader.read()
-            if not views:
-                self.reader.release()
-                return kinds
-            for view in views:   # whatever came in, what the worker writes is valid
-                ev = events.unpack(view)
+        while evs := self.reader.read_events():
+            for ev in evs:   # whatever came in, what the worker writes is valid
                 events.check(ev)
                 assert ev[0] in events.TO_HOST, ev
                 kinds.append(ev[0])
-            del views
-            self.reader.release()
+        return kinds
 
     @staticmethod
     def _feed(link, to_worker, inbound, batch: list[bytes]) -> None:

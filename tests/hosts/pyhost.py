@@ -26,11 +26,11 @@ class Worker:
         self.pid = None
         self.streams: dict[int, asyncio.Queue] = {}
         self.gone = False
-        self.to_host.start_reading(asyncio.get_running_loop(), self._on_records, self._on_error)
+        self.to_host.start_reading_events(asyncio.get_running_loop(), self._on_events,
+                                          self._on_error)
 
-    def _on_records(self, views):
-        for view in views:
-            e = ev.unpack(view)
+    def _on_events(self, evs):
+        for e in evs:
             if e[0] == ev.HELLO:
                 self.pid = e[3]
                 if not self.hello.done():

@@ -6,14 +6,12 @@ events must be the same each time (Body events merged, as their boundaries follo
 from __future__ import annotations
 
 import random
-import re
 
 import h11
 import pytest
 
-from sidecar.http import h1
 from sidecar.http.h1 import (
-    LAST_CHUNK, Body, DateCache, EndOfMessage, HeaderError, Limits, ProtocolError, Request,
+    LAST_CHUNK, Body, EndOfMessage, HeaderError, Limits, ProtocolError, Request,
     RequestParser, encode_chunk, response_framing, serialize_response_head, simple_response,
 )
 
@@ -849,37 +847,27 @@ def test_chunked_response_reads_back():
 @pytest.mark.parametrize("status", [400, 408, 413, 414, 431, 500, 501, 502, 503, 505])
 def test_simple_response(status):
     from http import HTTPStatus
-    data = simple_response(status, HTTPStatus(status).phrase)
+    data = simple_response(status, HTTPStatus(status).phrase, date=DATE)
     conn, events = h11_read(data)
     resp, body, end = events
     assert resp.status_code == status
     hdrs = dict(resp.headers)
     assert hdrs[b"connection"] == b"close"
     assert hdrs[b"content-type"] == b"text/plain; charset=utf-8"
-    assert re.fullmatch(rb"\w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d GMT", hdrs[b"date"])
+    assert hdrs[b"date"] == DATE
     assert body.data == HTTPStatus(status).phrase.encode() + b"\n"
     assert type(end) is h11.EndOfMessage
 
 
 def test_simple_response_keep_alive_and_extra_headers():
-    data = simple_response(503, "busy", keep_alive=True, extra_headers=[(b"retry-after", b"1")])
+    data = simple_response(503, "busy", keep_alive=True, extra_headers=[(b"retry-after", b"1")],
+                           date=None)
     conn, (resp, body, end) = h11_read(data)
     hdrs = dict(resp.headers)
     assert b"connection" not in hdrs and hdrs[b"retry-after"] == b"1"
+    assert b"date" not in hdrs   # --no-date-header
     assert body.data == b"busy\n"
     assert conn.our_state is h11.DONE and conn.their_state is h11.DONE
-
-
-def test_date_cache(monkeypatch):
-    now = [784111777.25]
-    monkeypatch.setattr(h1.time, "time", lambda: now[0])
-    dates = DateCache()
-    first = dates.get()
-    assert first == DATE
-    now[0] += 0.5
-    assert dates.get() is first           # same second: the cached object
-    now[0] += 1
-    assert dates.get() == b"Sun, 06 Nov 1994 08:49:38 GMT"
 
 
 def test_parsed_request_roundtrips_through_h11():

@@ -17,7 +17,7 @@ from sidecar.http.h1 import Limits, Request, RequestParser
 
 from tests.http.test_h1_speedups import ACCEPTED, BROWSER, LIMITS, WRK, mutate
 
-pytestmark = pytest.mark.skipif(not h1.HAVE_SPEEDUPS, reason="sidecar._ring built without h1")
+pytestmark = pytest.mark.skipif(not h1.HAVE_SPEEDUPS, reason="sidecar._h1 not built")
 
 pack = events.pack
 CLIENT, SERVER = ["127.0.0.1", 50123], ["127.0.0.1", 8000]

@@ -23,7 +23,7 @@ from tests.http.test_h1 import (
     CHUNKED_OK, LIMITED, REJECT, REJECT_BODY, REJECT_LIMITS, REJECT_LIMITS_BODY, merged,
 )
 
-pytestmark = pytest.mark.skipif(not h1.HAVE_SPEEDUPS, reason="sidecar._ring built without h1")
+pytestmark = pytest.mark.skipif(not h1.HAVE_SPEEDUPS, reason="sidecar._h1 not built")
 
 if h1.HAVE_SPEEDUPS:
     ffi, lib = h1._ffi, h1._lib

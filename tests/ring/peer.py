@@ -6,7 +6,7 @@ line with its findings when it is done; it exits 0 only if everything it saw was
 
 Modes:
   duplex  stream ``n`` checksummed events to the host while checking the ``n`` it receives
-          (the same code as the host side: ``duplex()``; ``api`` picks the reading API)
+          (the same code as the host side: ``duplex()``)
   acker   answer every burst-ending event (more_body False) with an ack carrying the count
           (reads with start_reading_events, the adaptive spin as ``spin`` says)
   sink    consume tagged events, check tag and sequence, heartbeat; stop after ``n`` (0: never)
@@ -27,8 +27,9 @@ import uvloop
 
 from sidecar import events
 from sidecar.ring import (
-    Consumer, Producer, RecordTooBig, RingCorrupt, RingMismatch, RingSpec, ffi,
+    Consumer, Producer, RecordTooBig, RingCorrupt, RingMismatch, RingSpec, ffi, lib,
 )
+from tests.ring import raw
 
 # --- checksummed events: [RESPONSE_BODY, seq, crc32(data) + data, more_body] ---------------
 
@@ -98,9 +99,6 @@ class Checker:
         self.count = 0
         self.errors: list[str] = []
 
-    def on_records(self, views) -> None:
-        self.on_events([events.unpack(view) for view in views])
-
     def on_events(self, evs) -> None:
         check, bodies, nb = events.check, self.bodies, len(self.bodies)
         for ev in evs:
@@ -125,16 +123,12 @@ class Checker:
 
 
 async def duplex(prod: Producer, cons: Consumer, n: int, seed: int, peer_seed: int,
-                 timeout: float, api: str = "views") -> dict:
-    """Send n events on ``prod`` while checking n on ``cons``; both run on this loop.
-    ``api``: "views" reads with start_reading, "events" with start_reading_events."""
+                 timeout: float) -> dict:
+    """Send n events on ``prod`` while checking n on ``cons``; both run on this loop."""
     loop = asyncio.get_running_loop()
     done = loop.create_future()
     checker = Checker(n, body_pool(cons.max_record, peer_seed), done)
-    if api == "events":
-        cons.start_reading_events(loop, checker.on_events, checker.on_error)
-    else:
-        cons.start_reading(loop, checker.on_records, checker.on_error)
+    cons.start_reading_events(loop, checker.on_events, checker.on_error)
     try:
         await asyncio.wait_for(asyncio.gather(
             produce(prod, n, body_pool(prod.max_record, seed), seed), done), timeout)
@@ -159,7 +153,7 @@ async def mode_duplex(args: dict) -> int:
     cons = Consumer.attach(RingSpec(**args["in"]), gather_bytes=args.get("gather_bytes"))
     say("ready")
     result = await duplex(prod, cons, args["n"], args["seed"], args["peer_seed"],
-                          args["timeout"], args.get("api", "views"))
+                          args["timeout"])
     say(result)
     return 0 if not result["errors"] and result["received"] == args["n"] else 1
 
@@ -208,9 +202,8 @@ async def mode_sink(args: dict) -> int:
         cons.heartbeat()
         loop.call_later(args["heartbeat"], beat)
 
-    def on_records(views):
-        for view in views:
-            ev = events.unpack(view)
+    def on_events(evs):
+        for ev in evs:
             if ev[2] != tag or ev[1] != state["count"]:
                 state["errors"].append(f"got {ev[:3]}, expected [.., {state['count']}, {tag}]")
             if state["first"] is None:
@@ -225,7 +218,7 @@ async def mode_sink(args: dict) -> int:
         finished.set_result(None)
 
     beat()
-    cons.start_reading(loop, on_records, on_error)
+    cons.start_reading_events(loop, on_events, on_error)
     say("ready")
     await finished
     say(state)
@@ -283,8 +276,7 @@ def mode_fuzz(args: dict) -> int:
                     data = events.pack([events.RESPONSE_BODY, size, data, True])
                 prod.try_write(data, type=rng.choice((1, 1, 1, 2)))
             if rng.random() < 0.5:
-                cons.read()
-                cons.release()
+                raw.read(cons)
             scribble(rng, mem, capacity)
             fuzz_read(cons, outcomes, use_events=rng.random() < 0.5)
             try:  # write until full: only then does the producer re-read the head
@@ -335,34 +327,27 @@ def scribble(rng: random.Random, mem, capacity: int) -> None:
 def fuzz_read(cons: Consumer, outcomes: dict, use_events: bool = False) -> None:
     if use_events:
         return fuzz_read_events(cons, outcomes)
-    flat, zeros = cons._flat, bytes(12 * cons._batch)
+    data = ffi.buffer(lib.ring_data(cons.handle), cons.capacity)
     for _ in range(20):  # bounded: a hang would be a bug, and this loop ends regardless
         before = cons.handle.read_pos
-        ffi.memmove(flat, zeros, len(zeros))
         try:
-            views = cons.read()
+            records = raw.read_flat(cons)
         except RingCorrupt:
             outcomes["corrupt"] += 1
             return
-        # Every record handed out lies inside the data area: check the raw (type, len,
-        # offset) triples, since slicing a memoryview out of range would clamp silently.
-        # A real record's payload starts at offset >= 8, so offset 0 ends the list.
-        for i in range(cons._batch):
-            offset, length = flat[3 * i + 2], flat[3 * i + 1]
-            if offset == 0:
-                break
-            assert offset % 8 == 0 and offset + length <= cons.capacity, (offset, length)
         assert 0 <= cons.handle.read_pos - before <= cons.capacity
-        if not views:
+        if not records:
             return
-        for view in views:
-            bytes(view)  # touch every byte handed out
+        # Every record handed out lies inside the data area: check the raw (type, len,
+        # offset) triples, since a slice out of range would clamp silently.
+        for type, length, offset in records:
+            assert offset % 8 == 0 and offset + length <= cons.capacity, (offset, length)
+            payload = data[offset:offset + length]  # touch every byte handed out
             outcomes["records"] += 1
             try:
-                events.unpack(view)
+                events.unpack(payload)
             except events.ProtocolError:
                 pass
-        del views
         cons.release()
 
 

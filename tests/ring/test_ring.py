@@ -18,6 +18,7 @@ from sidecar.ring import (
     EVENT, Consumer, Producer, RecordTooBig, RingCorrupt, RingError, RingMismatch, RingSpec,
     max_record_for, new_generation, pid_alive,
 )
+from tests.ring.raw import drain, read
 
 CAP = 4096
 MAX = max_record_for(CAP)  # 504: capacity/8 minus the record header
@@ -28,15 +29,6 @@ DATA = 2048  # data area offset in the segment (RING_HEADER_SIZE)
 def total(n: int) -> int:
     """Bytes a record of n payload bytes takes in the ring: 8-byte header, padded to 8."""
     return (8 + n + 7) & ~7
-
-
-def drain(cons: Consumer) -> list[bytes]:
-    out = []
-    while views := cons.read():
-        out += [bytes(v) for v in views]
-        del views
-        cons.release()
-    return out
 
 
 def header_at(prod: Producer, index: int) -> tuple[int, int]:
@@ -71,23 +63,10 @@ def test_max_record_is_capacity_over_8(make_pair):
 
 def test_empty_read_returns_empty_list(make_pair):
     prod, cons = make_pair()
-    assert cons.read() == []
+    assert cons.read_events() == []
     cons.release()  # releasing nothing is harmless
-    assert cons.read() == []
+    assert cons.read_events() == []
     assert cons.stats()["records_read"] == 0
-
-
-def test_views_are_zero_copy_until_release(make_pair):
-    prod, cons = make_pair()
-    prod.try_write(b"hello")
-    (view,) = cons.read()
-    assert isinstance(view, memoryview) and view.readonly is False
-    assert bytes(view) == b"hello"
-    # the view is the ring's memory: what is there is what the producer wrote
-    index = prod.handle.write_pos - total(5) + 8
-    assert bytes(prod.segment.map[DATA + index:DATA + index + 5]) == b"hello"
-    del view
-    cons.release()
 
 
 def test_wrap_writes_padding_then_record_at_zero(make_pair):
@@ -143,10 +122,7 @@ def test_exactly_full_ring(make_pair):
     assert prod.used() == CAP
     assert prod.try_write(b"") is False  # not even an empty record (8 bytes) fits
     assert prod.stats()["full_events"] >= 1
-    cons2 = cons.read()
-    assert len(cons2) == 8
-    del cons2
-    cons.release()
+    assert len(read(cons)) == 8
     assert prod.free_space() == CAP
     assert prod.try_write(b"x")
 
@@ -233,7 +209,7 @@ def test_attach_generation_zero_accepts_any(make_pair):
     cons = Consumer.attach(RingSpec(spec.segment_fd, spec.data_fd, spec.space_fd, 0))
     try:
         prod.try_write(b"x")
-        assert [bytes(v) for v in cons.read()] == [b"x"]
+        assert drain(cons) == [b"x"]
     finally:
         cons.close()
 
@@ -273,9 +249,9 @@ def test_reinit_in_place_invalidates_old_handles(make_pair):
         os.close(fd)
     fresh = Consumer.attach(prod.spec().dup())
     try:
-        assert fresh.read() == []  # nothing written before the re-init is delivered
+        assert drain(fresh) == []  # nothing written before the re-init is delivered
         prod.try_write(b"new generation")
-        assert [bytes(v) for v in fresh.read()] == [b"new generation"]
+        assert drain(fresh) == [b"new generation"]
     finally:
         fresh.close()
 
@@ -325,33 +301,34 @@ def test_spec_dup_gives_independent_descriptors(make_pair):
         os.close(b)
 
 
-# --- asyncio: doorbells, backpressure, start_reading (uvloop and asyncio alike) --------------
+# --- asyncio: doorbells, backpressure, start_reading_events (uvloop and asyncio alike) -------
 
 
 # ``run`` (tests/ring/conftest.py): a coroutine on a fresh asyncio and a fresh uvloop loop.
 
 def test_write_awaits_space_and_is_woken_by_release(make_pair, run):
     prod, cons = make_pair()
-    payloads = [bytes([i % 256]) * (100 + i % 300) for i in range(200)]  # ~14x the ring
+    evs = [[events.RESPONSE_BODY, i, bytes([i % 256]) * (100 + i % 300), True]
+           for i in range(200)]  # ~14x the ring
 
     async def main():
         loop = asyncio.get_running_loop()
         got = []
         done = loop.create_future()
 
-        def on_records(views):
-            got.extend(bytes(v) for v in views)
-            if len(got) == len(payloads):
+        def on_events(batch):
+            got.extend(batch)
+            if len(got) == len(evs):
                 done.set_result(None)
 
-        cons.start_reading(loop, on_records, done.set_exception)
-        for p in payloads:
-            await prod.write(p)
+        cons.start_reading_events(loop, on_events, done.set_exception)
+        for ev in evs:
+            await prod.write(events.pack(ev))
         await done
         cons.stop_reading()
         return got
 
-    assert run(main()) == payloads
+    assert run(main()) == evs
     s = prod.stats()
     assert s["full_events"] > 0  # the producer did find the ring full...
     assert s["producer_wakeups"] > 0  # ...and the consumer's release woke it
@@ -364,8 +341,7 @@ def test_write_that_must_wrap_sleeps_instead_of_spinning(make_pair, run):
     prod, cons = make_pair(batch=1)
     for n in [496] * 7 + [464]:
         prod.try_write(b"a" * n)
-    assert len(cons.read()) == 1
-    cons.release()
+    assert len(read(cons, 1)) == 1
     assert prod.free_space() == 600 and prod.handle.write_pos % CAP == 4000
 
     def wedged(*_):
@@ -412,7 +388,7 @@ def test_write_waits_work_on_successive_loops(make_pair):
 
 
 @pytest.mark.parametrize("spin", [0.0, 200e-6])
-def test_start_reading_delivers_in_order_and_sleeps_when_idle(make_pair, run, spin):
+def test_start_reading_events_delivers_in_order_and_sleeps_when_idle(make_pair, run, spin):
     prod, cons = make_pair(capacity=1 << 16)
     cons.spin = spin
     pack = events.pack
@@ -422,12 +398,12 @@ def test_start_reading_delivers_in_order_and_sleeps_when_idle(make_pair, run, sp
         got = []
         waiter = None
 
-        def on_records(views):
-            got.extend(events.unpack(v)[1] for v in views)
+        def on_events(evs):
+            got.extend(ev[1] for ev in evs)
             if waiter is not None and not waiter.done() and len(got) >= expect:
                 waiter.set_result(None)
 
-        cons.start_reading(loop, on_records, lambda exc: waiter.set_exception(exc))
+        cons.start_reading_events(loop, on_events, lambda exc: waiter.set_exception(exc))
         expect = 0
         for burst in range(50):
             for i in range(burst * 3 % 17 + 1):
@@ -450,22 +426,22 @@ def test_start_reading_delivers_in_order_and_sleeps_when_idle(make_pair, run, sp
     assert prod.stats()["consumer_wakeups"] >= 1
 
 
-def test_start_reading_reports_corruption(make_pair, run):
+def test_start_reading_events_reports_corruption(make_pair, run):
     prod, cons = make_pair()
-    prod.try_write(b"fine")
+    prod.try_write(events.pack([events.RESPONSE_BODY, 1, b"fine", False]))
     struct.pack_into("<II", prod.segment.map, DATA, MAX + 1, EVENT)  # impossible length
 
     async def main():
         loop = asyncio.get_running_loop()
         failed = loop.create_future()
-        cons.start_reading(loop, lambda views: None, failed.set_result)
+        cons.start_reading_events(loop, lambda evs: None, failed.set_result)
         return await failed
 
     assert isinstance(run(main()), RingCorrupt)
 
 
 def test_spin_polls_through_the_loop_so_tasks_run_meanwhile(make_pair, run):
-    """A spinning consumer must not hold the loop: a task woken by on_records (the worker's
+    """A spinning consumer must not hold the loop: a task woken by on_events (the worker's
     app awaiting receive()) runs while the consumer is still polling, not after the spin."""
     prod, cons = make_pair()
     cons.spin = 5.0  # far longer than the test: only polling through the loop lets it finish
@@ -473,9 +449,9 @@ def test_spin_polls_through_the_loop_so_tasks_run_meanwhile(make_pair, run):
     async def main():
         loop = asyncio.get_running_loop()
         got = loop.create_future()
-        cons.start_reading(loop, lambda views: got.done() or got.set_result(bytes(views[0])),
-                           got.set_exception)
-        prod.try_write(b"wake the task")
+        cons.start_reading_events(loop, lambda evs: got.done() or got.set_result(evs[0][2]),
+                                  got.set_exception)
+        prod.try_write(events.pack([events.RESPONSE_BODY, 1, b"wake the task", False]))
         assert await got == b"wake the task"
         s = prod.stats()
         cons.stop_reading()
@@ -492,20 +468,20 @@ def test_stop_reading_stops_a_polling_consumer(make_pair, run):
 
     async def main():
         loop = asyncio.get_running_loop()
-        cons.start_reading(loop, calls.append, calls.append)
+        cons.start_reading_events(loop, calls.append, calls.append)
         await asyncio.sleep(0.01)  # polling now
         cons.stop_reading()
-        prod.try_write(b"after stop")
+        prod.try_write(events.pack([events.RESPONSE_BODY, 1, b"after stop", False]))
         for _ in range(20):
             await asyncio.sleep(0)
 
     run(main())
     assert calls == []
-    assert [bytes(v) for v in cons.read()] == [b"after stop"]  # still there, unread
+    assert cons.read_events() == [[events.RESPONSE_BODY, 1, b"after stop", False]]  # unread
 
 
 def test_skipped_records_are_released_for_a_waiting_producer(make_pair, run):
-    """Regression: a batch of only non-EVENT records made read() return [] and the reader
+    """Regression: a batch of only non-EVENT records made the read return [] and the reader
     went to sleep without releasing them -- a producer waiting for that space waited forever."""
     prod, cons = make_pair()
     while prod.try_write(b"c" * 400, type=7):
@@ -514,9 +490,10 @@ def test_skipped_records_are_released_for_a_waiting_producer(make_pair, run):
     async def main():
         loop = asyncio.get_running_loop()
         got = loop.create_future()
-        cons.start_reading(loop, lambda views: got.set_result(bytes(views[0])),
-                           got.set_exception)
-        await asyncio.wait_for(prod.write(b"event"), 5)
+        cons.start_reading_events(loop, lambda evs: got.set_result(evs[0][2]),
+                                  got.set_exception)
+        await asyncio.wait_for(prod.write(events.pack([events.RESPONSE_BODY, 1, b"event",
+                                                       False])), 5)
         assert await asyncio.wait_for(got, 5) == b"event"
         cons.stop_reading()
 

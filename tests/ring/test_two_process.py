@@ -71,14 +71,13 @@ def test_sleeping_consumer_is_always_woken(spawn, spin):
         loop = asyncio.get_running_loop()
         acked = {}
 
-        def on_records(views):
-            for view in views:
-                ev = events.unpack(view)
+        def on_events(evs):
+            for ev in evs:
                 fut = acked.pop(ev[1], None)
                 if fut is not None:
                     fut.set_result(ev[2])
 
-        acks.start_reading(loop, on_records, lambda exc: pytest.fail(repr(exc)))
+        acks.start_reading_events(loop, on_events, lambda exc: pytest.fail(repr(exc)))
         seq = 0
         for burst in range(bursts):
             n = rng.choice((1, 1, 1, 1, 2, 3, 5, 8))
@@ -122,14 +121,14 @@ def test_sleeping_consumer_is_always_woken(spawn, spin):
 def test_million_events_each_way_no_loss_duplication_or_corruption(spawn):
     """Both processes send STRESS_EVENTS checksummed events (sizes from 4 bytes to within 16
     bytes of max_record) while checking the STRESS_EVENTS they receive, over two 64 KiB rings
-    (max_record 8 KiB): thousands of wraps, full rings and doorbells each way.  Both reading
-    APIs: this side reads views (start_reading), the peer decoded batches
-    (start_reading_events), copying records up to 1 KiB and decoding larger ones in place;
-    both write with try_write, try_write_many and try_write_events."""
+    (max_record 8 KiB): thousands of wraps, full rings and doorbells each way.  Both sides read
+    decoded batches (start_reading_events), this side copying records up to GATHER_BYTES,
+    the peer up to 1 KiB, and decoding larger ones in place; both write with try_write,
+    try_write_many and try_write_events."""
     n = STRESS_EVENTS
     out, inp = Producer.create(1 << 16), Consumer.create(1 << 16)
     peer = spawn("duplex", {"in": vars(out.spec()), "out": vars(inp.spec()), "n": n,
-                            "seed": 2, "peer_seed": 1, "timeout": 120, "api": "events",
+                            "seed": 2, "peer_seed": 1, "timeout": 120,
                             "gather_bytes": 1024},
                  out.spec(), inp.spec())
     peer.ready()
@@ -222,10 +221,7 @@ def test_killed_producer_is_detected_and_published_records_stay_whole(spawn):
     got = []
 
     def take():
-        views = cons.read()
-        got.extend(events.unpack(v) for v in views)
-        del views
-        cons.release()
+        got.extend(cons.read_events())
 
     wait_until(lambda: take() or len(got) > 2000, 20, "events from the source")
     victim.proc.send_signal(signal.SIGKILL)
@@ -282,8 +278,8 @@ IDLE_SECONDS = 5.0  # the issue says 10 s; 5 s keeps the suite short with the sa
 
 
 def test_idle_consumer_uses_no_cpu(spawn):
-    """A consumer waiting in start_reading under uvloop (with a spin configured, which must
-    only follow traffic) for IDLE_SECONDS of nothing uses < 1% of a CPU: it sleeps in
+    """A consumer waiting in start_reading_events under uvloop (with a spin configured, which
+    must only follow traffic) for IDLE_SECONDS of nothing uses < 1% of a CPU: it sleeps in
     epoll_wait, no polling timer.  A resource bound, with a wide margin (idle is ~0%)."""
     prod = Producer.create(1 << 16)
     peer = spawn("idle", {"in": vars(prod.spec()), "spin": 50e-6}, prod.spec())

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from sidecar.events import (
     APP_DONE, DEFAULT_WINDOW, HELLO, HTTP_BODY, HTTP_REQUEST, PING, PONG, RECV_CREDIT,
-    RESPONSE_BODY, RESPONSE_START, SEND_CREDIT, VERSION, check, pack, unpack,
+    RESPONSE_BODY, RESPONSE_START, SEND_CREDIT, VERSION, check, pack,
 )
 from sidecar.ring import Consumer, Producer
 
@@ -125,7 +125,8 @@ class FakeHost:
 
     def resume_reading(self) -> None:
         self.reading = True
-        self.to_host.start_reading(asyncio.get_running_loop(), self._on_records, self._on_error)
+        self.to_host.start_reading_events(asyncio.get_running_loop(), self._on_events,
+                                          self._on_error)
 
     def release_parent(self) -> None:
         """Let the spawning middle process exit, orphaning the worker."""
@@ -185,9 +186,8 @@ class FakeHost:
 
     # --- events in ---------------------------------------------------------------------------
 
-    def _on_records(self, views) -> None:
-        for view in views:
-            ev = unpack(view)
+    def _on_events(self, evs) -> None:
+        for ev in evs:
             check(ev)
             self.inbox.setdefault(ev[1], deque()).append(ev)
         self._wake()
