@@ -40,11 +40,18 @@ class HTTPConnection(asyncio.Protocol):
     """asyncio protocol for one client socket (TCP or Unix)."""
 
     def __init__(self, server):
+        # made at the accept, before connection_made: the event loop binds data_received
+        # when it sets the protocol, and the socket's bytes go straight to the state machine
         self.server = server
-        self.window = server.config.window
+        config = server.config
+        self.window = config.window
         self.transport: asyncio.Transport | None = None
-        self.io: Transport | None = None
-        self.h1: H1Connection | None = None
+        self.io = io = Transport(None, server.batcher, server.loop, "unix peer")
+        self.h1 = H1Connection(io, self, server.limits, timeouts(config), io.now(),
+                               head_fields=server,
+                               upgrades=server.websocket_handler is not None,
+                               max_first_body=MAX_CHUNK)
+        self.data_received = self.h1.receive_data
         self.client = None
         self.server_addr = None
         self.scheme = "http"
@@ -52,7 +59,7 @@ class HTTPConnection(asyncio.Protocol):
 
     @property
     def closed(self) -> bool:
-        return self.h1 is None or self.h1.closed
+        return self.h1.closed
 
     # --- asyncio.Protocol ----------------------------------------------------------------
 
@@ -81,12 +88,10 @@ class HTTPConnection(asyncio.Protocol):
                     pass
         self.who = access.who(self.client)   # the access lines' first field
         config = server.config
-        self.io = io = Transport(transport, server.batcher, server.loop,
-                                 self.client or "unix peer")
-        self.h1 = conn = H1Connection(io, self, server.limits, timeouts(config),
-                                      server.loop.time(), head_fields=server,
-                                      upgrades=server.websocket_handler is not None,
-                                      max_first_body=MAX_CHUNK)
+        self.io.transport = transport
+        if self.client is not None:
+            self.io.peer = self.client
+        conn = self.h1
         # the C parser packs each request's HTTP_REQUEST fields with this connection's scope
         # (request_event); a trusted peer's proxy headers may change it per request
         pack = events.pack
@@ -100,8 +105,8 @@ class HTTPConnection(asyncio.Protocol):
             server.log_over_concurrency("connection from %s over --limit-concurrency (%d): 503",
                                         self.client or "unix peer", limit)
 
-    def data_received(self, data: bytes) -> None:
-        self.h1.receive_data(data, self.server.loop.time())
+    def data_received(self, data: bytes) -> None:   # (the instance's is h1.receive_data)
+        self.h1.receive_data(data)
 
     def eof_received(self):
         # A client that shuts down its side is treated as gone (as uvicorn and nginx do): the
@@ -110,7 +115,7 @@ class HTTPConnection(asyncio.Protocol):
 
     def connection_lost(self, exc) -> None:
         self.server.connections.discard(self)
-        if self.h1 is not None and self.h1.read_state != UPGRADED:  # not a WebSocket's
+        if self.h1.read_state != UPGRADED:  # (after an upgrade the socket is a WebSocket's)
             self.h1.connection_lost()
 
     def pause_writing(self) -> None:
@@ -167,20 +172,17 @@ class HTTPConnection(asyncio.Protocol):
 
     def close_if_idle(self, now: float, timeout: float) -> None:
         """The client deadlines, checked by the server's once-a-second sweep."""
-        if self.h1 is not None:
-            self.h1.tick(now)
+        self.h1.tick(now)
 
     def start_drain(self) -> None:
-        if self.h1 is not None:
-            self.h1.start_drain()
+        self.h1.start_drain()
 
     def stop_now(self) -> None:
-        if self.h1 is not None and self.transport is not None:
+        if self.transport is not None:
             self.h1.stop_now()
 
     def flush(self) -> None:
-        if self.io is not None:
-            self.io.flush()
+        self.io.flush()
 
     def log_access(self, stream: Stream) -> None:
         ex = stream.ex

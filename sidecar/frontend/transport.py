@@ -16,12 +16,12 @@ import asyncio
 
 
 class Transport:
-    __slots__ = ("transport", "batcher", "loop", "peer", "_out")
+    __slots__ = ("transport", "batcher", "now", "peer", "_out")
 
     def __init__(self, transport: asyncio.Transport, batcher, loop, peer):
         self.transport = transport
         self.batcher = batcher
-        self.loop = loop
+        self.now = loop.time      # the loop's clock, the only time a protocol sees
         self.peer = peer          # the client as log lines name it
         self._out: list[bytes] = []  # bytes of this loop iteration
 
@@ -67,6 +67,3 @@ class Transport:
 
     def resume_reading(self) -> None:
         self.transport.resume_reading()
-
-    def now(self) -> float:
-        return self.loop.time()

@@ -152,8 +152,9 @@ class H1Connection:
 
     # --- input ---------------------------------------------------------------------------
 
-    def receive_data(self, data: bytes, now: float) -> None:
-        self.last_read = now
+    def receive_data(self, data: bytes) -> None:
+        """Bytes from the client (``io.now`` tells the time they came)."""
+        self.last_read = now = self.io.now()
         if self.closed:
             return   # lingering: dropped (the parser is stopped)
         parser = self.parser
@@ -398,6 +399,10 @@ class H1Connection:
         pipeline = self.pipeline
         while pipeline and pipeline[0].complete:
             done = pipeline.popleft()
+            # the stream keeps its exchange (for its last events); the exchange lets go of
+            # the stream, so that the two are no reference cycle: freed at once, not by the
+            # cyclic GC (whose passes over every request's objects cost ~5% of the path)
+            done.stream = None
             if not done.keep_alive:
                 self._close_after_write()
                 return
@@ -464,6 +469,7 @@ class H1Connection:
         for ex in self.pipeline:
             if ex.stream is not None:
                 ex.stream.client_gone()
+                ex.stream = None
         self.pipeline.clear()
         self.current = None
 

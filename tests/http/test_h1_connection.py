@@ -106,7 +106,7 @@ class Conn(H1Connection):
             self.rec.clock = now
         chunks = [data[i:i + 1] for i in range(len(data))] if bytewise else [data]
         for chunk in chunks:
-            self.receive_data(chunk, self.rec.clock)
+            self.receive_data(chunk)
 
     def answer(self, i: int, status=200, body=b"ok", headers=None):
         ex = self.streams[i].ex
