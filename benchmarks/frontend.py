@@ -135,12 +135,12 @@ async def in_process_workers(fe: FrontEnd, app_spec: str, n: int):
         link.start(loop, lambda link, hello=hello: hello.done() or hello.set_result(None))
         host.start(loop)
         await asyncio.wait_for(hello, 10)
-        fe.pool.links.append(link)
+        fe.pool.dispatcher.add(link)
         pairs.append((link, host))
 
     def close() -> None:
         for link, host in pairs:
-            fe.pool.links.remove(link)
+            fe.pool.dispatcher.remove(link)
             host.close()
             link.close()
     return close

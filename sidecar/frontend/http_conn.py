@@ -128,7 +128,7 @@ class HTTPConnection(asyncio.Protocol):
 
     def on_request(self, ex, body: bytes, more: bool) -> None:
         stream = Stream(self, self.h1, ex, self.server.next_sid())
-        self.server.pool.dispatch(stream, body, more)
+        self.server.pool.dispatcher.dispatch(stream, body, more)
 
     def on_upgrade(self, req: h1.Request) -> None:
         self.server.websocket_handler(self, req)

@@ -27,7 +27,7 @@ HELD = 0.012              # no sign of life for longer than this: the worker's e
 STREAM_COST = 0.001       # per in-flight stream, whatever its route: many long-lived quiet
                           # streams (WebSockets) must outweigh one stalled one
 FILL_COST = 0.001         # a full ring to the worker (scaled by its fill); as much for a backlog
-# Packing (WorkerPool.pick): a request of a route learned to cost under PACK_ROUTE goes to
+# Packing (Dispatcher.pick, dispatch.py): a request of a route learned to cost under PACK_ROUTE goes to
 # the first worker that is expected to start it within PACK_BUDGET and holds fewer than
 # PACK_STREAMS streams, before any other is woken.  Spreading light requests over idle
 # workers cost more than it bought: each worker's batches got smaller and its wake-ups more

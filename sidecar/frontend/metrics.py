@@ -67,7 +67,7 @@ def snapshot(frontend) -> dict:
         "uptime": round(time.monotonic() - frontend.started_at, 3),
         "listeners": [listeners.describe(s, tls=frontend.tls is not None)
                       for s in frontend.sockets if s.fileno() >= 0],
-        "connections": len(frontend.connections), "waiting": len(pool.waiting),
+        "connections": len(frontend.connections), "waiting": len(pool.dispatcher.waiting),
         "restarts": pool.restarts, "requests": sum(w["requests"] for w in workers),
         "workers": workers}
 

@@ -1,4 +1,7 @@
-"""The worker pool, supervised by the front-end: spawn, readiness, dispatch, restart, replace.
+"""The worker pool, supervised by the front-end: spawn, readiness, restart, replace, drain.
+
+Which worker takes each stream is dispatch.py's job: this module tells it which workers may
+take streams (``dispatcher.add``/``remove``).
 
 Each slot holds the worker that serves in it (``slot.worker``) and, while a reload or a
 recycle is under way, the one that will take its place (``slot.successor``).  Rules:
@@ -24,14 +27,12 @@ import os
 import random
 import signal
 import time
-from collections import deque
 from typing import Callable
 
 from sidecar.config import (EXIT_CONFIG_ERROR, EXIT_IMPORT_FAILED, EXIT_PROTOCOL_ERROR,
                             EXIT_STARTUP_FAILED, Config)
-from sidecar.frontend.cost import RouteCosts, route_of
-from sidecar.frontend.link import PACK_BUDGET, PACK_ROUTE, PACK_STREAMS, WorkerLink
-from sidecar.frontend.ratelog import RateLimitedLog
+from sidecar.frontend.dispatch import Dispatcher
+from sidecar.frontend.link import WorkerLink
 from sidecar.frontend.watchdog import Watchdog
 from sidecar.frontend.worker_proc import DRAINING, READY, STARTING, WorkerProcess
 from sidecar.frontend.ws_conn import OPEN, WebSocket
@@ -41,7 +42,7 @@ log = logging.getLogger("sidecar.supervisor")
 
 YOUNG = 5.0          # a worker dying within this many seconds of start counts as failing
 MAX_BACKOFF = 10.0   # seconds between restarts of a worker that keeps failing
-DRAIN_POLL = 0.05    # seconds between looks at a draining worker's streams
+DRAIN_RECHECK = 1.0  # seconds: a draining worker's streams are looked at again at least this often
 KILL_GRACE = 5.0     # seconds a signalled worker gets beyond its own timeouts before SIGKILL
 RECYCLE_RETRY = 10.0  # seconds before retrying a recycle whose replacement failed
 SUPERSEDED = "superseded"  # a successor given up for a newer one (reload during a recycle)
@@ -84,21 +85,20 @@ class WorkerPool:
         self.loop = loop
         self.on_fatal = on_fatal
         self.slots: list[Slot] = []
-        self.links: list[WorkerLink] = []  # ready, not draining: the dispatch candidates
-        self.waiting: deque = deque()      # (stream, body, more, deadline) parked for a worker
-        self._log_over_limit = RateLimitedLog(log)  # a line a second at most under overload
+        self.dispatcher = Dispatcher(config, loop, lambda: self._workers)
+        if config.max_requests:
+            self.dispatcher.on_dispatched = self._count
         self.draining: set[WorkerProcess] = set()
         self.ever_ready = False
         self.stopping = False
         self.restarts = 0
-        self.costs = RouteCosts()  # learned per-route service time, shared by the links
+        self.costs = self.dispatcher.costs  # learned per-route service time, for the links
         self._ready_event = asyncio.Event()
         self._workers: dict[WorkerLink, WorkerProcess] = {}
         self._exit_events: dict[WorkerProcess, asyncio.Event] = {}
         self._successor_waits: dict[WorkerProcess, asyncio.Future] = {}
         self._tasks: set[asyncio.Task] = set()
         self._ops = asyncio.Lock()  # reload, SIGTTIN, SIGTTOU: one at a time, in order
-        self._wait_timer: asyncio.TimerHandle | None = None
         self.watchdog = Watchdog(self, config, loop)
         # hooks for sidecar/frontend/attach.py: a worker process started / drains / exited
         self.on_worker_started: Callable[[WorkerProcess], None] | None = None
@@ -167,11 +167,10 @@ class WorkerPool:
                 fut.set_result("")
             return
         log.info("worker %d ready (pid %d)", slot.index, w.pid)
-        self.links.append(link)
         if all(s.worker is not None and s.worker.state == READY for s in self.slots):
             self.ever_ready = True
             self._ready_event.set()
-        self._serve_waiting()
+        self.dispatcher.add(link)
 
     async def wait_ready(self) -> None:
         await self._ready_event.wait()
@@ -191,9 +190,10 @@ class WorkerPool:
         rc = w.reap()
         report = w.report()
         link = w.link
+        if w.drained is not None:
+            w.drained.set()
         self._workers.pop(link, None)
-        if link in self.links:
-            self.links.remove(link)
+        self.dispatcher.remove(link)
         lost = len(link.streams)
         link.close()
         ev = self._exit_events.pop(w, None)
@@ -254,8 +254,7 @@ class WorkerPool:
     def _on_link_failure(self, link: WorkerLink, reason: str) -> None:
         """The worker broke the ring protocol: kill it; _on_exit cleans up and restarts."""
         w = self._workers.get(link)
-        if link in self.links:
-            self.links.remove(link)
+        self.dispatcher.remove(link)
         link.close()
         if w is not None:
             log.error("worker %d (pid %d): %s; killing it", w.index, w.pid, reason)
@@ -318,12 +317,11 @@ class WorkerPool:
                 slot.restart_handle.cancel()
                 slot.restart_handle = None
             slot.failures = 0
-            self.links.append(w.link)
+            self.dispatcher.add(w.link)
             log.info("worker %d ready (pid %d)%s", slot.index, w.pid,
                      f", replacing pid {old.pid}" if old is not None else "")
             if old is not None:
                 self._drain(old)
-        self._serve_waiting()
         return None
 
     def _abandon(self, slot: Slot) -> None:
@@ -414,8 +412,7 @@ class WorkerPool:
         if w.state == DRAINING or w.exited:
             return
         w.state = DRAINING
-        if w.link in self.links:
-            self.links.remove(w.link)
+        self.dispatcher.remove(w.link)
         w.link.draining = True
         self.draining.add(w)
         if self.on_worker_draining is not None:
@@ -425,18 +422,28 @@ class WorkerPool:
     async def _drain_then_stop(self, w: WorkerProcess, timeout: float | None) -> None:
         timeout = self.config.shutdown_timeout if timeout is None else timeout
         link = w.link
-        start = self.loop.time()
-        deadline = start + timeout
-        notice_at = start + self.config.drain_grace   # event streams are told to end
-        while link.streams and not w.exited and self.loop.time() < deadline:
-            notice = self.loop.time() >= notice_at
-            for stream in list(link.streams.values()):
-                if isinstance(stream, WebSocket):
-                    if stream.phase == OPEN:
-                        stream.start_drain()  # close 1012 (service restart), as on shutdown
-                elif notice:
-                    stream.drain_notice()
-            await asyncio.sleep(DRAIN_POLL)
+        deadline = self.loop.time() + timeout
+        for stream in list(link.streams.values()):
+            if isinstance(stream, WebSocket) and stream.phase == OPEN:
+                stream.start_drain()  # close 1012 (service restart), as on shutdown
+        # (a WebSocket accepted later is closed as it opens: ws_conn, link.draining)
+        notice = self.loop.call_later(max(self.config.drain_grace, 0.0),
+                                      self._notice_event_streams, link)
+        # woken when its last stream ends (_on_stream_end) or it exits (_on_exit); the
+        # timeout only bounds the wait for streams that ended some other way
+        w.drained = drained = asyncio.Event()
+        try:
+            while link.streams and not w.exited:
+                left = deadline - self.loop.time()
+                if left <= 0:
+                    break
+                drained.clear()
+                try:
+                    await asyncio.wait_for(drained.wait(), min(left, DRAIN_RECHECK))
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            notice.cancel()
         if w.exited:
             return
         if link.streams:
@@ -446,6 +453,14 @@ class WorkerPool:
         else:
             w.signal(signal.SIGTERM)
         await self._wait_exit(w, self.config.shutdown_timeout + KILL_GRACE)
+
+    @staticmethod
+    def _notice_event_streams(link: WorkerLink) -> None:
+        """--drain-grace into a drain: event streams still running are told to end
+        (Stream.drain_notice; one that starts its response later is told as it starts)."""
+        for stream in list(link.streams.values()):
+            if not isinstance(stream, WebSocket):
+                stream.drain_notice()
 
     async def _wait_exit(self, w: WorkerProcess, timeout: float) -> None:
         for t in (timeout, KILL_GRACE):
@@ -459,104 +474,28 @@ class WorkerPool:
                 log.warning("worker %d (pid %d) did not stop in time: killing it", w.index, w.pid)
                 w.kill("did not stop in time")
 
+    def _count(self, link: WorkerLink) -> None:
+        """--max-requests: a worker that has taken its share of streams is replaced."""
+        w = self._workers.get(link)
+        if w is not None and w.max_requests and link.requests >= w.max_requests:
+            self.recycle(w, f"served {link.requests} requests (--max-requests)")
+
+    def _on_stream_end(self, link: WorkerLink) -> None:
+        self.dispatcher.on_stream_end(link)
+        w = self._workers.get(link)
+        if w is not None and w.drained is not None and not link.streams:
+            w.drained.set()
+
+    def cancel_background(self) -> None:
+        """Shutdown: a reload or recycle still under way is cut off (its workers are gone)."""
+        for task in list(self._tasks):
+            task.cancel()
+
     def _background(self, coro) -> asyncio.Task:
         task = self.loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
-
-    # --- dispatch ------------------------------------------------------------------------
-
-    def pick(self, stream=None) -> WorkerLink | None:
-        """The worker for ``stream`` (docs/operations.md, "Dispatch"), None if every worker
-        is at --limit-worker-streams."""
-        links = self.links
-        cap = self.config.limit_worker_streams
-        n = len(links)
-        if n == 1:   # one worker: it, unless it is at its limit
-            link = links[0]
-            return link if not cap or len(link.streams) < cap else None
-        if cap:   # a worker at its limit takes no new stream (rare: filter only then)
-            for link in links:
-                if len(link.streams) >= cap:
-                    links = [link for link in links if len(link.streams) < cap]
-                    n = len(links)
-                    break
-        if n == 0:
-            return None
-        if n == 1:
-            return links[0]
-        now = self.loop.time()
-        # packing: a request of a route known to be cheap goes to the first worker (in the
-        # order they became ready) that keeps up
-        if stream is not None:
-            if self.costs.expect(route_of(stream.req)) < PACK_ROUTE:
-                for link in links:
-                    if len(link.streams) < PACK_STREAMS and link.busy(now) < PACK_BUDGET:
-                        return link
-        # anything else, or none keeps up: the least expected work ahead; ties to the first
-        best, best_load = None, None
-        for link in links:
-            load = link.load(now)
-            if best is None or load < best_load:
-                best, best_load = link, load
-        return best
-
-    def in_flight(self) -> int:
-        """Streams on any worker, plus those waiting for one."""
-        return len(self.waiting) + sum(len(link.streams) for link in self._workers)
-
-    def dispatch(self, stream, body: bytes, more: bool) -> None:
-        limit = self.config.limit_streams
-        if limit and self.in_flight() >= limit:
-            self._log_over_limit("%d streams in flight (--limit-streams): answering 503", limit)
-            stream.overloaded()
-            return
-        link = self.pick(stream)
-        if link is not None and not self.waiting:
-            stream.dispatch(link, body, more)
-            if self.config.max_requests:
-                self._count(link)
-            return
-        self.waiting.append((stream, body, more, time.monotonic() + self.config.dispatch_timeout))
-        if link is not None:
-            self._serve_waiting()
-        elif self._wait_timer is None:
-            self._wait_timer = self.loop.call_later(1.0, self._expire_waiting)
-
-    def _count(self, link: WorkerLink) -> None:
-        w = self._workers.get(link)
-        if w is not None and w.max_requests and link.requests >= w.max_requests:
-            self.recycle(w, f"served {link.requests} requests (--max-requests)")
-
-    def _serve_waiting(self) -> None:
-        while self.waiting:
-            link = self.pick(self.waiting[0][0])
-            if link is None:
-                return
-            stream, body, more, _ = self.waiting.popleft()
-            if not stream.conn.closed and not stream.app_done:
-                stream.dispatch(link, body, more)
-                if self.config.max_requests:
-                    self._count(link)
-
-    def _on_stream_end(self, link: WorkerLink) -> None:
-        """A stream ended on ``link``: a stream waiting for a full worker may go there."""
-        if self.waiting:
-            self._serve_waiting()
-
-    def _expire_waiting(self) -> None:
-        self._wait_timer = None
-        now = time.monotonic()
-        while self.waiting and self.waiting[0][3] <= now:
-            stream = self.waiting.popleft()[0]
-            if not stream.conn.closed and not stream.app_done:
-                log.warning("no worker could take a stream for %.0fs: answering 503",
-                            self.config.dispatch_timeout)
-                stream.app_done = True
-                stream.overloaded()
-        if self.waiting:
-            self._wait_timer = self.loop.call_later(1.0, self._expire_waiting)
 
     # --- stopping ------------------------------------------------------------------------
 
@@ -565,7 +504,7 @@ class WorkerPool:
         lifespan shutdown and exits."""
         self.stopping = True
         self.watchdog.stop()
-        self.links.clear()
+        self.dispatcher.clear()
         for slot in self.slots:
             if slot.restart_handle is not None:
                 slot.restart_handle.cancel()

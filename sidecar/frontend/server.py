@@ -294,8 +294,9 @@ class FrontEnd:
         for conn in list(self.connections):
             conn.stop_now()
         await workers
-        for task in list(self._tasks) + list(self.pool._tasks):
+        for task in list(self._tasks):
             task.cancel()  # a reload that was under way: its workers are gone
+        self.pool.cancel_background()
         for ops in (self.control, self.metrics):
             if ops is not None:
                 ops.close()

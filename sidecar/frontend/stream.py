@@ -160,6 +160,8 @@ class Stream:
             return
         if open_ended:   # is it an event stream? (drain_notice)
             self.event_stream = _is_event_stream(headers)
+            if self.event_stream and self.link.draining:   # past the grace: told now
+                self.drain_notice()
 
     def _on_body(self, data: bytes, more: bool) -> None:
         proto = self.proto

@@ -51,6 +51,7 @@ class WorkerProcess:
         self.memory_warned = False            # above the memory limit at start: said once
         self.abandoned = False                # a successor given up before it served
         self.drain_task = None                # set by WorkerPool._drain
+        self.drained = None   # WorkerPool._drain_then_stop: set when its last stream ended
         self._report_r, report_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         # control channel: other hosts' ring pairs come and go over it (worker/control.py);
         # SEQPACKET keeps passed descriptors with their message

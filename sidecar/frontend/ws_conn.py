@@ -178,7 +178,7 @@ class WebSocket(asyncio.Protocol):
                               _subprotocols(req.headers)]
         if self.pre_accept_bytes > PRE_ACCEPT_BUFFER:
             self._pause_reading()
-        server.pool.dispatch(self, b"", False)
+        server.pool.dispatcher.dispatch(self, b"", False)
 
     # --- the pool's side -----------------------------------------------------------------
 
@@ -253,6 +253,8 @@ class WebSocket(asyncio.Protocol):
             self._feed(data)
         if self.read_paused and self.pending_units <= self.window:
             self._resume_reading()
+        if self.link.draining:   # accepted by a worker that drains: close 1012 at once
+            self.start_drain()
 
     def _on_send(self, data, more: bool) -> None:
         if self.phase != OPEN:

@@ -1,5 +1,5 @@
 """The dispatch estimator (learned route costs, a link's expected work ahead, a held event
-loop) and the rule ``WorkerPool.pick`` applies to it: packing first, then least work ahead."""
+loop) and the rule ``Dispatcher.pick`` applies to it: packing first, then least work ahead."""
 from __future__ import annotations
 
 import time
@@ -10,7 +10,7 @@ import pytest
 from sidecar.frontend import cost
 from sidecar.frontend.cost import DEFAULT_COST, MAX_SAMPLE, RouteCosts
 from sidecar.frontend.link import PACK_BUDGET, PACK_ROUTE, PACK_STREAMS, PULSE, HELD, WorkerLink
-from sidecar.frontend.pool import WorkerPool
+from sidecar.frontend.dispatch import Dispatcher
 from sidecar.ring import Producer
 
 
@@ -143,12 +143,12 @@ def test_a_stream_queued_behind_a_slow_one_is_not_learned_as_slow(links):
     assert costs.expect((b"GET", b"/fast", None)) < 0.001
 
 
-# --- WorkerPool.pick -------------------------------------------------------------------------
+# --- Dispatcher.pick --------------------------------------------------------------------------
 
 def _pick(links, loop, costs, path=b"/fast"):
     pool = SimpleNamespace(links=list(links), loop=loop, costs=costs,
                            config=SimpleNamespace(limit_worker_streams=0))
-    return WorkerPool.pick(pool, _stream(path))
+    return Dispatcher.pick(pool, _stream(path))
 
 
 @pytest.fixture
