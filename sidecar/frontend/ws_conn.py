@@ -41,7 +41,7 @@ from sidecar.events import (APP_DONE, DISCONNECT, MAX_CHUNK, RECV_CREDIT, RESPON
                             RESPONSE_START, SEND_CREDIT, WS_ACCEPT, WS_CLOSE, WS_CONNECT,
                             WS_DISCONNECT, WS_RECEIVE, WS_SEND)
 from sidecar.frontend import access
-from sidecar.http import h1
+from sidecar.http import h1, h1_response
 
 log = logging.getLogger("sidecar.websocket")
 # websockets logs "connection open/closed" at INFO for every connection: keep that quiet.
@@ -162,7 +162,7 @@ class WebSocket(asyncio.Protocol):
         proto.receive_data(b"".join(head))
         evs = proto.events_received()
         if req.method != b"GET" or not evs:
-            self._reject(h1.simple_response(400, "Bad Request", keep_alive=False,
+            self._reject(h1_response.simple_response(400, "Bad Request", keep_alive=False,
                                             date=self.server.date_value))
             return
         self.ws_request = evs[0]
@@ -196,7 +196,7 @@ class WebSocket(asyncio.Protocol):
 
     def overloaded(self) -> None:
         self.app_done = True
-        self._reject(h1.simple_response(503, "Service Unavailable", keep_alive=False,
+        self._reject(h1_response.simple_response(503, "Service Unavailable", keep_alive=False,
                                         date=self.server.date_value,
                                         extra_headers=((b"retry-after", b"5"),)))
 
@@ -296,7 +296,7 @@ class WebSocket(asyncio.Protocol):
     def _on_close(self, code: int, reason: str) -> None:
         if self.phase == CONNECTING:
             self.phase = DONE
-            self._reject(h1.simple_response(403, "Forbidden", keep_alive=False,
+            self._reject(h1_response.simple_response(403, "Forbidden", keep_alive=False,
                                             date=self.server.date_value))
         elif self.phase == OPEN:
             self._send_close(code, reason)
@@ -323,14 +323,14 @@ class WebSocket(asyncio.Protocol):
             return
         req = self.req
         try:
-            head, chunked, _length, _keep = h1.response_head(
+            head, chunked, _length, _keep = h1_response.response_head(
                 status, headers, method=b"GET", http_version=req.http_version,
                 keep_alive=False, date=self.server.date_value, server=self.server.server_header)
         except (ValueError, TypeError) as exc:
             log.error("invalid denial response from the app for %s: %s",
                       req.target.decode("latin-1"), exc)
             self.phase = DONE
-            self._reject(h1.simple_response(500, "Internal Server Error", keep_alive=False,
+            self._reject(h1_response.simple_response(500, "Internal Server Error", keep_alive=False,
                                             date=self.server.date_value))
             return
         self.phase = DENIAL
@@ -344,13 +344,13 @@ class WebSocket(asyncio.Protocol):
         if self.phase != DENIAL:
             return self._fail("websocket.http.response.body outside a started response")
         if data:
-            self._write(h1.encode_chunk(data) if self.denial_chunked else data)
+            self._write(h1_response.encode_chunk(data) if self.denial_chunked else data)
         if more:
             if data:
                 self._grant(len(data))
             return
         if self.denial_chunked:
-            self._write(h1.LAST_CHUNK)
+            self._write(h1_response.LAST_CHUNK)
         self.phase = DONE
         self._close_after_write()
 
@@ -361,7 +361,7 @@ class WebSocket(asyncio.Protocol):
         if self.phase == CONNECTING:
             self.phase = DONE
             status = 500 if error else 403
-            self._reject(h1.simple_response(status, HTTPStatus(status).phrase, keep_alive=False,
+            self._reject(h1_response.simple_response(status, HTTPStatus(status).phrase, keep_alive=False,
                                             date=self.server.date_value))
         elif self.phase == OPEN:
             self._send_close(CloseCode.INTERNAL_ERROR if error else CloseCode.NORMAL_CLOSURE, "")
@@ -374,7 +374,7 @@ class WebSocket(asyncio.Protocol):
         self.app_done = True
         if self.phase == CONNECTING:
             self.phase = DONE
-            self._reject(h1.simple_response(502, "Bad Gateway", keep_alive=False,
+            self._reject(h1_response.simple_response(502, "Bad Gateway", keep_alive=False,
                                             date=self.server.date_value))
         elif self.phase == OPEN:
             self._send_close(CloseCode.INTERNAL_ERROR, "worker lost")
@@ -599,7 +599,7 @@ class WebSocket(asyncio.Protocol):
         if self.phase == OPEN:
             self._send_close(CloseCode.SERVICE_RESTART, "server shutting down")
         elif self.phase == CONNECTING and not self.closed:
-            self._reject(h1.simple_response(503, "Service Unavailable", keep_alive=False,
+            self._reject(h1_response.simple_response(503, "Service Unavailable", keep_alive=False,
                                             date=self.server.date_value))
 
     def stop_now(self) -> None:

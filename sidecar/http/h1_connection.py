@@ -54,7 +54,7 @@ from collections import deque
 from dataclasses import dataclass
 from http import HTTPStatus
 
-from . import h1
+from . import h1, h1_response
 
 log = logging.getLogger("sidecar.frontend")
 
@@ -206,7 +206,7 @@ class H1Connection:
         self.idle_since = None
         if self.over_limit:
             self.parser.stop()
-            self.io.write(h1.simple_response(503, "Service Unavailable", keep_alive=False,
+            self.io.write(h1_response.simple_response(503, "Service Unavailable", keep_alive=False,
                                              date=self.head_fields.date_value,
                                              extra_headers=RETRY_AFTER))
             self._close_after_write()
@@ -256,7 +256,7 @@ class H1Connection:
         if ex is not None:   # the error is in this request's body: it is the answer
             self._body_failed(ex, err.status, err.reason)
             return
-        data = h1.simple_response(err.status, err.reason, keep_alive=False,
+        data = h1_response.simple_response(err.status, err.reason, keep_alive=False,
                                   date=self.head_fields.date_value)
         if not self.pipeline:
             self.io.write(data)
@@ -289,7 +289,7 @@ class H1Connection:
     def start_response(self, ex: Exchange, status: int, headers) -> bool:
         """Write (or buffer) the response head; returns whether the body is open-ended (no
         Content-Length: chunked, or delimited by the close).  ValueError or TypeError for a
-        head that must not be written (h1.response_head): nothing was written then."""
+        head that must not be written (h1_response.response_head): nothing was written then."""
         req = ex.req
         keep_alive = ex.keep_alive and not self.draining
         if not ex.body_done and req.expect_continue and not ex.continue_sent:
@@ -297,7 +297,7 @@ class H1Connection:
         fields = self.head_fields
         # keep_alive comes back cleared for a close-delimited body (HTTP/1.0 without a
         # length) and for an app's Connection: close
-        head, chunked, length, keep_alive = h1.response_head(
+        head, chunked, length, keep_alive = h1_response.response_head(
             status, headers, method=req.method, http_version=req.http_version,
             keep_alive=keep_alive, date=fields.date_value, server=fields.server_header,
             extra=fields.extra_fields)
@@ -312,17 +312,17 @@ class H1Connection:
         """Body bytes of a started response; ``end``: and that is the whole body."""
         if data and not ex.head_only:
             ex.sent_bytes += len(data)
-            self._write_for(ex, h1.encode_chunk(data) if ex.chunked else data)
+            self._write_for(ex, h1_response.encode_chunk(data) if ex.chunked else data)
         if end:   # end_response, spelled out: once a request
             if ex.chunked:
-                self._write_for(ex, h1.LAST_CHUNK)
+                self._write_for(ex, h1_response.LAST_CHUNK)
             ex.complete = True
             self._exchange_complete(ex)
 
     def end_response(self, ex: Exchange) -> None:
         """The response's body is complete (a close-delimited one ends with the close)."""
         if ex.chunked:
-            self._write_for(ex, h1.LAST_CHUNK)
+            self._write_for(ex, h1_response.LAST_CHUNK)
         ex.complete = True
         self._exchange_complete(ex)
 
@@ -338,7 +338,7 @@ class H1Connection:
         ex.started = True
         ex.status = status
         ex.keep_alive = False
-        self._write_for(ex, h1.simple_response(status, HTTPStatus(status).phrase,
+        self._write_for(ex, h1_response.simple_response(status, HTTPStatus(status).phrase,
                                                date=self.head_fields.date_value,
                                                keep_alive=False, extra_headers=extra_headers))
         ex.complete = True

@@ -18,6 +18,7 @@ import zlib
 from sidecar import events
 from sidecar.http import h1
 from sidecar.http.limits import MAX_CHUNK_LINE
+from sidecar.http.fields import TCHARS
 
 # --- h1_request ---------------------------------------------------------------------------
 
@@ -74,7 +75,7 @@ def _check_sequence(evs: list, data: bytes) -> None:
         elif type(ev) is h1.Request:
             assert not in_body, "a Request inside another request's body"
             for name, value in ev.headers:   # what reaches the app is never a smuggling tool
-                assert name and not name.translate(None, h1._TCHARS), name
+                assert name and not name.translate(None, TCHARS), name
                 assert name == name.lower()
                 assert not any(c in value for c in _BAD_IN_VALUE), value
             assert type(ev.path) is str and ev.method and ev.http_version in ("1.0", "1.1")

@@ -10,9 +10,10 @@ import random
 import h11
 import pytest
 
-from sidecar.http.h1 import (
-    LAST_CHUNK, Body, EndOfMessage, HeaderError, Limits, ProtocolError, Request,
-    RequestParser, encode_chunk, response_framing, serialize_response_head, simple_response,
+from sidecar.http.h1 import Body, EndOfMessage, Limits, ProtocolError, Request, RequestParser
+from sidecar.http.h1_response import (
+    LAST_CHUNK, HeaderError, encode_chunk, response_framing, serialize_response_head,
+    simple_response,
 )
 
 GET = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"

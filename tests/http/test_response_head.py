@@ -12,8 +12,8 @@ import random
 
 import pytest
 
-from sidecar.http import h1
-from sidecar.http.h1 import HeaderError, response_head
+from sidecar.http import h1, h1_response
+from sidecar.http.h1_response import HeaderError, response_head
 
 DATE = b"Sun, 06 Nov 1994 08:49:37 GMT"
 
@@ -170,7 +170,7 @@ def _c_takes(status, headers, *, method, http_version, keep_alive, date, server,
              extra=()) -> bool:
     """Whether h1_response_head itself accepts this (no Python fallback)."""
     ffi, lib = h1._ffi, h1._lib
-    line = h1._STATUS_LINES.get(status)
+    line = h1_response._STATUS_LINES.get(status)
     if line is None or type(status) is not int:
         return False
     try:
