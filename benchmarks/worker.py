@@ -49,6 +49,9 @@ class _Worker:
         self.pulse_timer = None   # Worker.pulse: beats while streams are in flight, as the
         self.link = None          # real worker does (the host's dispatch reads the beat)
 
+    def start_pulse(self) -> None:
+        self.pulse_timer = asyncio.get_running_loop().call_later(PULSE, self.pulse)
+
     def pulse(self) -> None:
         if self.link is not None:
             self.link.producer.heartbeat()

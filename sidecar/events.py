@@ -83,6 +83,19 @@ class ProtocolError(ValueError):
         self.sid = sid
 
 
+# HTTP_REQUEST as the C packer (native/h1.c h1_pack_request, sidecar.http.h1) gives it: the
+# ten scope fields already packed; the record is these bytes around them, exactly what
+# ``pack`` makes of the whole event (tests/http/test_h1_pack.py checks it over a corpus).
+_REQUEST_PREFIX = b"\x9e\x01"   # a msgpack array of 14, kind 1
+_MORE = (b"\xc2", b"\xc3")       # msgpack false, true
+
+
+def request_record(sid: int, packed_scope: bytes, body: bytes, more: bool) -> bytes:
+    """The HTTP_REQUEST record of stream ``sid`` from its ten packed scope fields (method …
+    root_path), with the first body bytes."""
+    return b"".join((_REQUEST_PREFIX, pack(sid), packed_scope, pack(body), _MORE[more]))
+
+
 def unpack(view) -> list:
     """Decode one record; anything but a non-empty array led by an int kind and an int sid
     is a ProtocolError for the ring.  msgpack bounds every length by the record size, so

@@ -17,7 +17,7 @@ import socket
 import time
 
 from sidecar import events
-from sidecar.events import HTTP_REQUEST, MAX_CHUNK
+from sidecar.events import HTTP_REQUEST, MAX_CHUNK, request_record
 from sidecar.frontend import access
 from sidecar.frontend.stream import Stream
 from sidecar.frontend.transport import Transport
@@ -26,9 +26,6 @@ from sidecar.http.h1_connection import UPGRADED, H1Connection, Timeouts
 
 log = logging.getLogger("sidecar.frontend")
 
-# A packed HTTP_REQUEST record: array of 14, kind 1; then sid, the packed scope, body, more.
-_REQUEST_PREFIX = b"\x9e\x01"
-_TRUE, _FALSE = b"\xc3", b"\xc2"
 
 
 def timeouts(config) -> Timeouts:
@@ -140,9 +137,7 @@ class HTTPConnection(asyncio.Protocol):
         (h1.Request.packed), else the event as a list."""
         packed = stream.req.packed
         if packed is not None:
-            pack = events.pack
-            return b"".join((_REQUEST_PREFIX, pack(stream.sid), packed,
-                             pack(body), _TRUE if more else _FALSE))
+            return request_record(stream.sid, packed, body, more)
         req = self.req_scope(stream.req)
         return [HTTP_REQUEST, stream.sid, req[0], req[1], req[2], req[3], req[4], req[5],
                 req[6], req[7], req[8], req[9], body, more]

@@ -272,7 +272,7 @@ class HostLink:
         stream.task = task = self.loop.create_task(stream.run())
         worker.tasks.add(task)  # run()'s finally takes it out (stream_done)
         if worker.pulse_timer is None:  # the hosts' dispatch reads it (Worker.pulse)
-            worker.pulse()
+            worker.start_pulse()
 
     def _open_websocket(self, ev: list) -> None:
         (_, sid, scheme, path, raw_path, query_string, headers, client, server,
@@ -302,7 +302,7 @@ class HostLink:
         stream.task = task = self.loop.create_task(stream.run())
         worker.tasks.add(task)  # run()'s finally takes it out (stream_done)
         if worker.pulse_timer is None:
-            worker.pulse()
+            worker.start_pulse()
 
     def _refused(self, sid: int) -> bool:
         """An attached host opens a stream: if this worker has --limit-worker-streams in

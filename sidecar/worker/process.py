@@ -282,9 +282,18 @@ class Worker:
             self.stop(EXIT_OK)
         self._ticker = self.loop.call_later(TICK, self._tick)
 
+    def start_pulse(self) -> None:
+        """A stream opened on a worker that was not pulsing: beat every PULSE seconds from
+        now on while streams are in flight.  Not at once: a beat tells the hosts that the
+        loop ran after the work it was handed began.  A beat at the open made a worker that
+        had just started a long request look free for its first milliseconds, and cheap
+        requests were packed behind it; until its first beat (or a record) a host counts it
+        busy from the moment it handed it the stream."""
+        self.pulse_timer = self.loop.call_later(PULSE, self.pulse)
+
     def pulse(self) -> None:
         """Beat on every host's ring now, and every PULSE seconds until no stream is in
-        flight.  Called as a stream opens, when ``pulse_timer`` is None."""
+        flight (start_pulse)."""
         for link in self.links.values():
             link.producer.heartbeat()
         self.pulse_timer = self.loop.call_later(PULSE, self.pulse) if self.tasks else None

@@ -157,6 +157,10 @@ def test_keepalive_requests_go_to_whichever_worker_is_free(sc):
     other worker, and come back once it is free.  (Which worker the spin lands on is the
     dispatcher's choice: the test reads it, and the spin's own clock, from the answer.)"""
     with sc.client() as c:
+        # the pool learns that /spin is costly first: a route not seen yet counts as 4 ms, and
+        # a cheap request dispatched in the few ms before the spinning worker's silence shows
+        # can be packed behind it (docs/operations.md, "Dispatch": known)
+        c.get("/spin", params={"ms": 50})
         first = {c.get("/pid").json()["pid"] for _ in range(5)}
         assert len(first) == 1, first
         spin = {}

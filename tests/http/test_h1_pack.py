@@ -117,12 +117,11 @@ def test_rescope_is_asked_only_with_proxy_fields():
 
 
 def test_record_is_the_event_pack_makes():
-    """HTTPConnection.request_event's record: prefix, sid, packed fields, body, more."""
-    from sidecar.frontend.http_conn import _FALSE, _REQUEST_PREFIX, _TRUE
+    """events.request_record (what HTTPConnection.request_event sends) around the C packer's
+    fields is byte for byte the event ``pack`` makes."""
     (req,) = requests(parser().feed(WRK))
     for body, more in ((b"", False), (b"", True), (b"x" * 300, False)):
-        record = b"".join((_REQUEST_PREFIX, pack(2**40), req.packed, pack(body),
-                           _TRUE if more else _FALSE))
+        record = events.request_record(2**40, req.packed, body, more)
         ev = [events.HTTP_REQUEST, 2**40, "GET", "http", "/", b"/", b"", req.headers, CLIENT,
               SERVER, "1.1", "", body, more]
         assert record == pack(ev)
