@@ -27,11 +27,11 @@ HELD = 0.012              # no sign of life for longer than this: the worker's e
 STREAM_COST = 0.001       # per in-flight stream, whatever its route: many long-lived quiet
                           # streams (WebSockets) must outweigh one stalled one
 FILL_COST = 0.001         # a full ring to the worker (scaled by its fill); as much for a backlog
-# Packing (Dispatcher.pick, dispatch.py): a request of a route learned to cost under PACK_ROUTE goes to
-# the first worker that is expected to start it within PACK_BUDGET and holds fewer than
-# PACK_STREAMS streams, before any other is woken.  Spreading light requests over idle
-# workers cost more than it bought: each worker's batches got smaller and its wake-ups more
-# frequent.  bare hello, --workers 2, wrk -c64 on 2 cores (benchmarks.cpu): CPU per request
+# Packing (Dispatcher.pick, dispatch.py): a request of a route learned to cost under
+# PACK_ROUTE goes to the first worker that is expected to start it within PACK_BUDGET and
+# holds fewer than PACK_STREAMS streams, before any other is woken.  Spreading light requests
+# over idle workers cost more than it bought: each worker's batches got smaller and its
+# wake-ups more frequent.  bare hello, --workers 2, wrk -c64 on 2 cores (benchmarks.cpu): CPU per request
 # 33.2 -> 28.4 µs, 40.1k -> 50.7k req/s.  Routes not learned yet (among them every
 # long-lived stream: SSE, WebSockets, downloads) and costly ones are spread as before: they
 # would hold up the cheap requests packed behind them.  The samples include the front-end's
@@ -166,9 +166,10 @@ class WorkerLink:
           blocking call), and what has run that long is not expected to end at once: the
           time counts again as what is left of it, without a cap.  Its queue has not moved
           since a PULSE after it was last seen to run, and the route of the stream taken to
-          hold it is learned to cost at least as long as it has held it (``_held``).  A worker whose streams wait (slow readers,
-          WebSockets, long polls) keeps beating, so it is not busy for having them; one just
-          handed a stream is, until it has beaten since.
+          hold it is learned to cost at least as long as it has held it (``_held``).  A
+          worker whose streams wait (slow readers, WebSockets, long polls) keeps beating, so
+          it is not busy for having them; one just handed a stream is, until it has beaten
+          since (its first beat comes PULSE after the stream opened).
         """
         busy = self.to_worker.used() / self.to_worker.capacity * FILL_COST
         if self._backlog:

@@ -29,11 +29,10 @@ from collections import deque
 
 from sidecar.events import (APP_DONE, DISCONNECT, HTTP_BODY, MAX_CHUNK, RECV_CREDIT,
                             RESPONSE_BODY, RESPONSE_START, SEND_CREDIT)
+from sidecar.http.h1_response import RETRY_AFTER
 
 log = logging.getLogger("sidecar.frontend")
 
-# Retry-After (RFC 9110 section 10.2.3) on our 503s: seconds before a client should retry.
-RETRY_AFTER = ((b"retry-after", b"5"),)
 
 
 def _is_event_stream(headers) -> bool:

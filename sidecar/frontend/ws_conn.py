@@ -162,8 +162,8 @@ class WebSocket(asyncio.Protocol):
         proto.receive_data(b"".join(head))
         evs = proto.events_received()
         if req.method != b"GET" or not evs:
-            self._reject(h1_response.simple_response(400, "Bad Request", keep_alive=False,
-                                            date=self.server.date_value))
+            self._reject(h1_response.simple_response(
+                400, "Bad Request", keep_alive=False, date=self.server.date_value))
             return
         self.ws_request = evs[0]
         probe = ServerProtocol(logger=_proto_log).accept(self.ws_request)
@@ -196,9 +196,9 @@ class WebSocket(asyncio.Protocol):
 
     def overloaded(self) -> None:
         self.app_done = True
-        self._reject(h1_response.simple_response(503, "Service Unavailable", keep_alive=False,
-                                        date=self.server.date_value,
-                                        extra_headers=((b"retry-after", b"5"),)))
+        self._reject(h1_response.simple_response(
+            503, "Service Unavailable", keep_alive=False, date=self.server.date_value,
+            extra_headers=h1_response.RETRY_AFTER))
 
     # --- worker events -------------------------------------------------------------------
 
@@ -296,8 +296,8 @@ class WebSocket(asyncio.Protocol):
     def _on_close(self, code: int, reason: str) -> None:
         if self.phase == CONNECTING:
             self.phase = DONE
-            self._reject(h1_response.simple_response(403, "Forbidden", keep_alive=False,
-                                            date=self.server.date_value))
+            self._reject(h1_response.simple_response(
+                403, "Forbidden", keep_alive=False, date=self.server.date_value))
         elif self.phase == OPEN:
             self._send_close(code, reason)
 
@@ -330,8 +330,8 @@ class WebSocket(asyncio.Protocol):
             log.error("invalid denial response from the app for %s: %s",
                       req.target.decode("latin-1"), exc)
             self.phase = DONE
-            self._reject(h1_response.simple_response(500, "Internal Server Error", keep_alive=False,
-                                            date=self.server.date_value))
+            self._reject(h1_response.simple_response(
+                500, "Internal Server Error", keep_alive=False, date=self.server.date_value))
             return
         self.phase = DENIAL
         self.status = status
@@ -361,8 +361,8 @@ class WebSocket(asyncio.Protocol):
         if self.phase == CONNECTING:
             self.phase = DONE
             status = 500 if error else 403
-            self._reject(h1_response.simple_response(status, HTTPStatus(status).phrase, keep_alive=False,
-                                            date=self.server.date_value))
+            self._reject(h1_response.simple_response(
+                status, HTTPStatus(status).phrase, keep_alive=False, date=self.server.date_value))
         elif self.phase == OPEN:
             self._send_close(CloseCode.INTERNAL_ERROR if error else CloseCode.NORMAL_CLOSURE, "")
         elif self.phase == DENIAL:
@@ -374,8 +374,8 @@ class WebSocket(asyncio.Protocol):
         self.app_done = True
         if self.phase == CONNECTING:
             self.phase = DONE
-            self._reject(h1_response.simple_response(502, "Bad Gateway", keep_alive=False,
-                                            date=self.server.date_value))
+            self._reject(h1_response.simple_response(
+                502, "Bad Gateway", keep_alive=False, date=self.server.date_value))
         elif self.phase == OPEN:
             self._send_close(CloseCode.INTERNAL_ERROR, "worker lost")
         elif self.phase == DENIAL:
@@ -599,8 +599,8 @@ class WebSocket(asyncio.Protocol):
         if self.phase == OPEN:
             self._send_close(CloseCode.SERVICE_RESTART, "server shutting down")
         elif self.phase == CONNECTING and not self.closed:
-            self._reject(h1_response.simple_response(503, "Service Unavailable", keep_alive=False,
-                                            date=self.server.date_value))
+            self._reject(h1_response.simple_response(
+                503, "Service Unavailable", keep_alive=False, date=self.server.date_value))
 
     def stop_now(self) -> None:
         if not self.closed:

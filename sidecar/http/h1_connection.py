@@ -9,7 +9,8 @@ timeout.  It reads no clock (the time is passed in), touches no socket and runs 
 loop: it acts through the two objects it is given --
 
     io        write(bytes), pause_reading(), resume_reading(), close() (once written),
-              linger() (half-close once written, keep reading to drop), abort()
+              linger() (half-close once written, keep reading to drop), abort(),
+              can_linger(), now() (the clock), peer (the client, for log lines)
     handler   on_request(ex, body, more) -- a new exchange; the handler sets ``ex.stream``
               on_upgrade(req)            -- a WebSocket upgrade, to be taken over
     ex.stream on_body(data, more), client_gone(), flush_owed(), finished()
@@ -29,13 +30,23 @@ Deadlines (``tick(now)``, called about once a second), in the order they are che
 of the client's deadlines runs while we ourselves stopped reading (backpressure); time we did
 not read is not the client's, so they start over when reading resumes.
 
-| state                                   | deadline                              | then                                   |
-|-----------------------------------------|---------------------------------------|----------------------------------------|
-| lingering (our answer is out)           | LINGER_TIME since it began, or LINGER_TIMEOUT since the last read | close   |
-| output blocked (``write_blocked``)      | send_timeout since it blocked         | abort; the streams are told (nginx send_timeout) |
-| a head begun, or a fresh connection     | header_timeout since its first byte (the accept) | 408 and close; silent close if nothing came (slowloris; nginx client_header_timeout) |
-| reading a body                          | body_timeout since the last read      | 408 and close, or close if the response started; the stream is told (nginx client_body_timeout); not while a 100-continue client waits for the app |
-| idle: nothing in flight                 | keepalive_timeout since the last answer | close                                  |
+    state                  deadline                          then
+    ---------------------  --------------------------------  ------------------------------------
+    lingering (our answer  LINGER_TIME since it began, or    close
+    is out)                LINGER_TIMEOUT since the last read
+    output blocked         send_timeout since it blocked     abort; the streams are told
+    (write_blocked)                                          (nginx send_timeout)
+    a head begun, or a     header_timeout since its first    408 and close; a silent close if
+    fresh connection       byte (the accept)                 nothing came (slowloris; nginx
+                                                             client_header_timeout)
+    reading a body         body_timeout since the last read  408 and close, or close if the
+                                                             response started; the stream is told
+                                                             (nginx client_body_timeout); not
+                                                             while a 100-continue client waits
+                                                             for the app
+    idle: nothing in       keepalive_timeout since the       close
+    flight                 last answer (stamped by the next
+                           tick)
 
 Close rules
 -----------
@@ -73,8 +84,6 @@ LINGER_TIMEOUT = 5.0
 # nginx (ngx_http_discard_request_body) do; a body known or found to be larger closes the
 # connection after the answer, lingering, instead of reading on for the client's sake.
 DISCARD_MAX = 4 * 1024 * 1024
-# Retry-After (RFC 9110 section 10.2.3) on our 503s: seconds before a client should retry.
-RETRY_AFTER = ((b"retry-after", b"5"),)
 
 UNSTAMPED = -1.0   # idle_since: idle since a moment the next tick will stamp
 # reading states
@@ -206,9 +215,9 @@ class H1Connection:
         self.idle_since = None
         if self.over_limit:
             self.parser.stop()
-            self.io.write(h1_response.simple_response(503, "Service Unavailable", keep_alive=False,
-                                             date=self.head_fields.date_value,
-                                             extra_headers=RETRY_AFTER))
+            self.io.write(h1_response.simple_response(
+                503, "Service Unavailable", keep_alive=False, date=self.head_fields.date_value,
+                extra_headers=h1_response.RETRY_AFTER))
             self._close_after_write()
             return
         if req.upgrade == b"websocket" and self.upgrades:
@@ -256,8 +265,8 @@ class H1Connection:
         if ex is not None:   # the error is in this request's body: it is the answer
             self._body_failed(ex, err.status, err.reason)
             return
-        data = h1_response.simple_response(err.status, err.reason, keep_alive=False,
-                                  date=self.head_fields.date_value)
+        data = h1_response.simple_response(
+            err.status, err.reason, keep_alive=False, date=self.head_fields.date_value)
         if not self.pipeline:
             self.io.write(data)
             self._close_after_write()
@@ -321,10 +330,7 @@ class H1Connection:
 
     def end_response(self, ex: Exchange) -> None:
         """The response's body is complete (a close-delimited one ends with the close)."""
-        if ex.chunked:
-            self._write_for(ex, h1_response.LAST_CHUNK)
-        ex.complete = True
-        self._exchange_complete(ex)
+        self.send_data(ex, b"", True)
 
     def end_open_response(self, ex: Exchange) -> None:
         """End a started open-ended body before the app finished it (an event stream told to
@@ -338,9 +344,9 @@ class H1Connection:
         ex.started = True
         ex.status = status
         ex.keep_alive = False
-        self._write_for(ex, h1_response.simple_response(status, HTTPStatus(status).phrase,
-                                               date=self.head_fields.date_value,
-                                               keep_alive=False, extra_headers=extra_headers))
+        self._write_for(ex, h1_response.simple_response(
+            status, HTTPStatus(status).phrase, date=self.head_fields.date_value, keep_alive=False,
+            extra_headers=extra_headers))
         ex.complete = True
         self._exchange_complete(ex)
 

@@ -28,7 +28,10 @@ if HAVE_SPEEDUPS:
     from .h1 import _ffi, _lib
 
 __all__ = ["HeaderError", "serialize_response_head", "response_framing", "response_head",
-           "encode_chunk", "LAST_CHUNK", "simple_response"]
+           "encode_chunk", "LAST_CHUNK", "simple_response", "RETRY_AFTER"]
+
+# Retry-After (RFC 9110 section 10.2.3) on the server's own 503s: seconds before a retry.
+RETRY_AFTER = ((b"retry-after", b"5"),)
 
 class HeaderError(ValueError):
     """The app's response head cannot be sent (bad status, name or value): answer 500."""
