@@ -159,8 +159,10 @@ class FakeHost:
             self._log.close()
 
     def log(self) -> str:
-        self._log.seek(0)
-        return self._log.read().decode(errors="replace")
+        # straight from the file, not through the buffered object the worker's output is
+        # appended under: a seek within its stale read buffer once lost the first byte
+        fd = self._log.fileno()
+        return os.pread(fd, os.fstat(fd).st_size, 0).decode(errors="replace")
 
     async def wait_log(self, text: str, timeout: float = TIMEOUT) -> None:
         """Poll the worker's log until ``text`` shows up (it has no other way to tell us)."""
