@@ -35,7 +35,6 @@ from sidecar.frontend.dispatch import Dispatcher
 from sidecar.frontend.link import WorkerLink
 from sidecar.frontend.watchdog import Watchdog
 from sidecar.frontend.worker_proc import DRAINING, READY, STARTING, WorkerProcess
-from sidecar.frontend.ws_conn import OPEN, WebSocket
 from sidecar.worker.config import WorkerConfig
 
 log = logging.getLogger("sidecar.supervisor")
@@ -424,9 +423,8 @@ class WorkerPool:
         link = w.link
         deadline = self.loop.time() + timeout
         for stream in list(link.streams.values()):
-            if isinstance(stream, WebSocket) and stream.phase == OPEN:
-                stream.start_drain()  # close 1012 (service restart), as on shutdown
-        # (a WebSocket accepted later is closed as it opens: ws_conn, link.draining)
+            stream.drain_start()  # an open WebSocket: close 1012 (service restart)
+        # (a WebSocket accepted later is closed as it opens: ws_stream, link.draining)
         notice = self.loop.call_later(max(self.config.drain_grace, 0.0),
                                       self._notice_event_streams, link)
         # woken when its last stream ends (_on_stream_end) or it exits (_on_exit); the
@@ -459,8 +457,7 @@ class WorkerPool:
         """--drain-grace into a drain: event streams still running are told to end
         (Stream.drain_notice; one that starts its response later is told as it starts)."""
         for stream in list(link.streams.values()):
-            if not isinstance(stream, WebSocket):
-                stream.drain_notice()
+            stream.drain_notice()
 
     async def _wait_exit(self, w: WorkerProcess, timeout: float) -> None:
         for t in (timeout, KILL_GRACE):

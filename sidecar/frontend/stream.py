@@ -1,25 +1,27 @@
-"""The stream layer: one request (an HTTP exchange) between its connection and its worker.
+"""The stream layer: one stream (an HTTP exchange, a WebSocket) between its connection and
+its worker.
 
-    connection protocol (H1Connection, ...) <-> Stream <-> WorkerLink (ring records)
+    connection protocol (H1Connection, WSConnection, ...) <-> stream <-> WorkerLink (records)
 
-A ``Stream`` owns what every protocol shares, so that no protocol repeats it:
+``StreamBase`` owns what every kind of stream shares: its id and its worker (``dispatch``: the
+dispatcher picks the link), and credit both ways.  Client data (a request body, WebSocket
+messages): at most ``window`` units go to the worker before it grants more (RECV_CREDIT);
+past one window more, the connection stops reading for it.  Response data: credit
+(SEND_CREDIT) is granted only for bytes the connection could write now, else owed until
+``flush_owed``: a slow client costs one window of buffer, never a worker.
 
-- its id, and its worker (``dispatch``: the pool picks the link; the link learns the cost);
-- credit both ways.  Request body: at most ``window`` bytes go to the worker before it
-  grants more (RECV_CREDIT); past one window more, the connection stops reading for it
-  (``proto.pause_body``).  Response body: credit (SEND_CREDIT) is granted only for bytes the
-  connection could write now (``proto.writable``), else owed until ``flush_owed``: a slow
-  client costs one window of buffer, never a worker;
-- the error policy, in one place: the app failed or its worker was lost before the response
-  started -> 500 / 502; after it started -> the connection protocol aborts the response
-  (a truncated body, never a second status line);
-- the drain notice for event streams, and the access record.
+``Stream`` is an HTTP exchange on it (HTTP/1.1 today, HTTP/2 streams the same way); it adds
+the error policy, in one place: the app failed or its worker was lost before the response
+started -> 500 / 502; after it started -> the connection protocol aborts the response (a
+truncated body, never a second status line); the drain notice for event streams, and the
+access record.  A WebSocket's stream is ``frontend/ws_stream.py``.
 
-It talks to its connection only through the protocol's stream interface (``start_response``,
-``send_data``, ``end_response``, ``end_open_response``, ``error_response``,
-``abort_response``, ``writable``, ``send_continue``, ``pause_body``, ``resume_body``, and
-``closed``), and the protocol calls back ``on_body``, ``client_gone``, ``flush_owed`` and
-``finished``.  A new protocol (HTTP/2) plugs in by offering the same interface per stream.
+``Stream`` talks to its connection only through the protocol's stream interface
+(``start_response``, ``send_data``, ``end_response``, ``end_open_response``,
+``error_response``, ``abort_response``, ``writable``, ``send_continue``, ``pause_body``,
+``resume_body``, and ``closed``), and the protocol calls back ``on_body``, ``client_gone``,
+``flush_owed`` and ``finished``.  A new protocol (HTTP/2) plugs in by offering the same
+interface per stream.
 """
 from __future__ import annotations
 
@@ -43,32 +45,158 @@ def _is_event_stream(headers) -> bool:
     return False
 
 
-class Stream:
-    """One request/response exchange, from the parsed head to APP_DONE."""
+class StreamBase:
+    """What the stream of every protocol shares: its id, its worker, and credit both ways.
 
-    __slots__ = ("conn", "proto", "ex", "sid", "req", "link", "recv_credit", "pending",
-                 "pending_bytes", "body_sent_done", "credit_seen", "owed", "app_done", "t0",
-                 "dispatched", "route", "cost", "t_dispatch", "event_stream", "told_to_end")
+    Client data (a request body, WebSocket messages) waits in ``pending`` for RECV_CREDIT
+    and goes to the worker in records of at most ``chunk`` units; past one window of it
+    waiting, the connection stops reading for the stream (``_pause``, ``_resume``).  Response
+    data is credited back (SEND_CREDIT) once it could be written (``_writable``), in grants
+    of at least ``credit_batch``; what is held is ``owed`` until ``flush_owed``.
+    """
 
-    def __init__(self, conn, proto, ex, sid: int):
-        self.conn = conn              # the connection adapter: scope, access, server
+    __slots__ = ("conn", "proto", "sid", "req", "link", "recv_credit", "pending",
+                 "pending_bytes", "owed", "app_done", "t0", "dispatched", "route", "cost",
+                 "t_dispatch", "chunk")
+
+    DATA = HTTP_BODY     # the record kind that carries client data to the app
+    credit_batch = 1     # SEND_CREDIT is granted in amounts of at least this
+
+    def __init__(self, conn, proto, sid: int, req):
+        self.conn = conn              # the connection adapter: scope, access, window, server
         self.proto = proto            # the connection protocol's stream interface
-        self.ex = ex                  # the protocol's state of this exchange
-        ex.stream = self
         self.sid = sid
-        self.req = ex.req
+        self.req = req
         self.link = None
         self.recv_credit = 0
-        # request body waiting for credit (a deque once there is some: most requests have
+        # client data waiting for credit (a deque once there is some: most requests have
         # their whole body, if any, in the request record)
-        self.pending: deque[tuple[bytes, bool]] | None = None
+        self.pending: deque | None = None
         self.pending_bytes = 0
-        self.body_sent_done = False   # the worker got more_body=False
-        self.credit_seen = False
         self.owed = 0
         self.app_done = False
         self.t0 = time.monotonic()
         self.dispatched = False
+        self.chunk = MAX_CHUNK
+
+    def _attach(self, link, first_event, first_bytes: int) -> None:
+        """Open the stream on ``link`` with its first record."""
+        self.link = link
+        self.dispatched = True
+        self.recv_credit = link.window - first_bytes
+        self.chunk = min(MAX_CHUNK, link.window)
+        link.open_stream(self.sid, self, first_event)
+        if self.pending:
+            self._flush_data()
+
+    # --- client -> app -------------------------------------------------------------------
+
+    def on_body(self, data, more: bool) -> None:
+        """Client data from the connection: request body bytes, or a chunk of a WebSocket
+        message (str or bytes); ``more``: not its end."""
+        if self.app_done:
+            return  # the app is gone: what still comes is read and dropped
+        if data or not more:
+            if self.pending is None:
+                self.pending = deque()
+            self.pending.append((data, more))
+            self.pending_bytes += len(data)
+        if self.dispatched:
+            self._flush_data()
+        if self.pending_bytes > self.conn.window:
+            self._pause()
+
+    def _flush_data(self) -> None:
+        limit = self.chunk
+        pending, link, sid, kind = self.pending, self.link, self.sid, self.DATA
+        while pending:   # (not None: callers check)
+            data, more = pending[0]
+            # split to what a record carries (a str chunk must fit once UTF-8 encoded)
+            n = limit if type(data) is bytes or data.isascii() else max(1, limit // 4)
+            if len(data) > n:
+                pending[0] = (data[n:], more)
+                data, more = data[:n], True
+                pending.appendleft((data, True))
+            if len(data) > self.recv_credit:
+                break
+            pending.popleft()
+            self.pending_bytes -= len(data)
+            self.recv_credit -= len(data)
+            link.send([kind, sid, data, more])
+            if not more:
+                self._data_done()
+        if self.pending_bytes <= self.conn.window:
+            self._resume()
+
+    def _on_recv_credit(self, n: int) -> None:
+        self.recv_credit += n
+        if self.pending:
+            self._flush_data()
+
+    def _pause(self) -> None:
+        raise NotImplementedError
+
+    def _resume(self) -> None:
+        raise NotImplementedError
+
+    def _data_done(self) -> None:
+        """The worker got the last of the client's data (more_body=False)."""
+
+    # --- app -> client -------------------------------------------------------------------
+
+    def grant(self, n: int) -> None:
+        """Response credit for n bytes: now if they left for the socket, else when they do."""
+        due = self.owed + n
+        if due >= self.credit_batch and self._writable():
+            self.owed = 0
+            self.link.send([SEND_CREDIT, self.sid, due])
+        else:
+            self.owed = due
+
+    def flush_owed(self) -> None:
+        """The connection can write this stream's bytes again: grant what is owed."""
+        if self.owed >= self.credit_batch and self._sending() and self.link is not None:
+            n, self.owed = self.owed, 0
+            self.link.send([SEND_CREDIT, self.sid, n])
+
+    def _writable(self) -> bool:
+        raise NotImplementedError
+
+    def _sending(self) -> bool:
+        """Whether the app may still be sending (credit is still worth granting)."""
+        return not self.app_done
+
+    def _fail(self, why: str) -> None:
+        """The worker broke the protocol on this stream: it is dropped as if lost."""
+        log.error("protocol error from worker on stream %d: %s", self.sid, why)
+        if self.link is not None:
+            self.link.streams.pop(self.sid, None)
+            self.link.send([DISCONNECT, self.sid])
+        self.on_worker_lost()
+
+    def on_worker_lost(self) -> None:
+        raise NotImplementedError
+
+    # --- drains (the pool's side) --------------------------------------------------------
+
+    def drain_start(self) -> None:
+        """The stream's worker starts draining (nothing to do for most streams)."""
+
+    def drain_notice(self) -> None:
+        """--drain-grace into the drain (nothing to do for most streams)."""
+
+
+class Stream(StreamBase):
+    """One HTTP request/response exchange, from the parsed head to APP_DONE."""
+
+    __slots__ = ("ex", "body_sent_done", "credit_seen", "event_stream", "told_to_end")
+
+    def __init__(self, conn, proto, ex, sid: int):
+        StreamBase.__init__(self, conn, proto, sid, ex.req)
+        self.ex = ex                  # the protocol's state of this exchange
+        ex.stream = self
+        self.body_sent_done = False   # the worker got more_body=False
+        self.credit_seen = False
         self.event_stream = False     # a text/event-stream response (drain_notice)
         self.told_to_end = False      # drain_notice sent the app http.disconnect
 
@@ -76,48 +204,17 @@ class Stream:
 
     def dispatch(self, link, body: bytes, more: bool) -> None:
         """Send the scope (with the first body chunk) to the worker chosen for this stream."""
-        self.link = link
-        self.dispatched = True
-        self.recv_credit = link.window - len(body)
         self.body_sent_done = not more
-        link.open_stream(self.sid, self, self.conn.request_event(self, body, more))
-        if self.pending:
-            self._flush_body()
+        self._attach(link, self.conn.request_event(self, body, more), len(body))
 
-    def on_body(self, data: bytes, more: bool) -> None:
-        """Request body from the connection (never after the response completed)."""
-        if self.app_done:
-            return  # the app is gone: the rest of the body is read and dropped
-        if data or not more:
-            if self.pending is None:
-                self.pending = deque()
-            self.pending.append((data, more))
-            self.pending_bytes += len(data)
-        if self.dispatched:
-            self._flush_body()
-        if self.pending_bytes > self.conn.window:
-            self.proto.pause_body(self.ex)
+    def _pause(self) -> None:
+        self.proto.pause_body(self.ex)
 
-    def _flush_body(self) -> None:
-        chunk_max = min(MAX_CHUNK, self.link.window)
-        pending, link, sid = self.pending, self.link, self.sid
-        while pending:   # (not None: callers check)
-            data, more = pending[0]
-            if len(data) > chunk_max:
-                # split to what the window lets a record carry
-                pending[0] = (data[chunk_max:], more)
-                data, more = data[:chunk_max], True
-                pending.appendleft((data, True))
-            if len(data) > self.recv_credit:
-                break
-            pending.popleft()
-            self.pending_bytes -= len(data)
-            self.recv_credit -= len(data)
-            link.send([HTTP_BODY, sid, data, more])
-            if not more:
-                self.body_sent_done = True
-        if self.pending_bytes <= self.conn.window:
-            self.proto.resume_body(self.ex)
+    def _resume(self) -> None:
+        self.proto.resume_body(self.ex)
+
+    def _data_done(self) -> None:
+        self.body_sent_done = True
 
     # --- response direction --------------------------------------------------------------
 
@@ -138,9 +235,7 @@ class Stream:
         if not self.credit_seen:
             self.credit_seen = True
             self.proto.send_continue(self.ex)
-        self.recv_credit += n
-        if self.pending:
-            self._flush_body()
+        StreamBase._on_recv_credit(self, n)
 
     def _on_start(self, status: int, headers: list) -> None:
         proto = self.proto
@@ -178,18 +273,11 @@ class Stream:
             return
         proto.send_data(ex, data, True)
 
-    def grant(self, n: int) -> None:
-        """Response credit for n bytes: now if they left for the socket, else when they do."""
-        if self.proto.writable(self.ex):
-            self.link.send([SEND_CREDIT, self.sid, n])
-        else:
-            self.owed += n
+    def _writable(self) -> bool:
+        return self.proto.writable(self.ex)
 
-    def flush_owed(self) -> None:
-        """The connection can write this stream's bytes again: grant what is owed."""
-        if self.owed and not self.ex.complete and self.link is not None:
-            n, self.owed = self.owed, 0
-            self.link.send([SEND_CREDIT, self.sid, n])
+    def _sending(self) -> bool:
+        return not self.ex.complete
 
     def _on_app_done(self, error: str | None) -> None:
         self.app_done = True
@@ -226,13 +314,6 @@ class Stream:
             proto.error_response(ex, 502)
         elif not ex.complete:
             proto.abort_response(ex, "worker lost mid-response")
-
-    def _fail(self, why: str) -> None:
-        log.error("protocol error from worker on stream %d: %s", self.sid, why)
-        if self.link is not None:
-            self.link.streams.pop(self.sid, None)
-            self.link.send([DISCONNECT, self.sid])
-        self.on_worker_lost()
 
     def drain_notice(self) -> None:
         """The stream's worker is draining: an event stream that is still running is told

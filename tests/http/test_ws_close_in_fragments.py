@@ -8,7 +8,7 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 from websockets.uri import parse_uri
 
-from sidecar.frontend.ws_conn import _ServerProtocol
+from sidecar.http.ws_connection import _ServerProtocol
 
 
 def _masked(opcode: Opcode, data: bytes, fin: bool = True) -> bytes:
