@@ -3,6 +3,7 @@
     python -m benchmarks.frontend                       # bare hello, wrk's one-field head
     python -m benchmarks.frontend --browser-headers     # the 13 fields a browser adds
     python -m benchmarks.frontend --app benchmarks.apps:starlette_app --path /json
+    python -m benchmarks.frontend --websocket           # per echoed WebSocket message
 
 One front-end process: the real ``FrontEnd``, ``WorkerPool`` and ``WorkerLink`` with one real
 worker process serving the app over the rings, and ``--concurrency`` keep-alive connections
@@ -44,13 +45,21 @@ from sidecar.worker.loader import load_app
 class _Transport(asyncio.Transport):
     """Just enough of a uvloop TCP transport for HTTPConnection, counting whole responses."""
 
-    def __init__(self, conn: HTTPConnection, on_response, port: int):
+    def __init__(self, conn: HTTPConnection, on_response, port: int,
+                 marker: bytes = b"HTTP/1.1 "):
         super().__init__()
         self.conn = conn
         self.on_response = on_response
         self.port = port
         self.closing = False
         self.bytes = 0
+        self.marker = marker     # what starts one response in the bytes written
+
+    def set_protocol(self, protocol) -> None:   # a WebSocket takes the connection over
+        self.conn = protocol
+
+    def get_protocol(self):
+        return self.conn
 
     def get_extra_info(self, name, default=None):
         return {"peername": ("127.0.0.1", self.port),
@@ -58,7 +67,7 @@ class _Transport(asyncio.Transport):
 
     def write(self, data) -> None:
         self.bytes += len(data)
-        n = bytes(data).count(b"HTTP/1.1 ")
+        n = bytes(data).count(self.marker)
         if n:
             self.on_response(self, n)
 
@@ -118,6 +127,66 @@ async def run_once(fe: FrontEnd, head: bytes, requests: int, concurrency: int) -
     return elapsed / requests * 1e6
 
 
+WS_UPGRADE = (b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nUpgrade: websocket\r\n"
+              b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+              b"Sec-WebSocket-Version: 13\r\n\r\n")
+WS_ECHOED = b"\x81\x40"   # the server's frame: FIN, text, 64 bytes, unmasked
+
+
+def ws_message() -> bytes:
+    """A client's 64-byte text message, masked as a client sends it."""
+    from websockets.frames import Frame, Opcode
+    return Frame(Opcode.TEXT, b"x" * 64).serialize(mask=True)
+
+
+async def run_once_ws(fe: FrontEnd, messages: int, concurrency: int) -> float:
+    """CPU µs per echoed message of ``messages`` over ``concurrency`` WebSockets (the
+    upgrades are not counted), as the ws_echo scenario of benchmarks.http drives them."""
+    loop = asyncio.get_running_loop()
+    opened = loop.create_future()
+    finished = loop.create_future()
+    frame = ws_message()
+    sent = done = upgraded = 0
+
+    def on_open(transport: _Transport, n: int) -> None:
+        nonlocal upgraded
+        transport.marker, transport.on_response = WS_ECHOED, on_echo
+        upgraded += 1
+        if upgraded == concurrency:
+            opened.set_result(None)
+
+    def on_echo(transport: _Transport, n: int) -> None:
+        nonlocal sent, done
+        done += n
+        if transport.closing:
+            if not finished.done():
+                finished.set_exception(RuntimeError("the front-end closed a WebSocket"))
+            return
+        if sent < messages:
+            sent += 1
+            loop.call_soon(transport.conn.data_received, frame)
+        elif done >= messages and not finished.done():
+            finished.set_result(None)
+
+    transports = []
+    for i in range(concurrency):
+        conn = HTTPConnection(fe)
+        transport = _Transport(conn, on_open, 40000 + i, b"HTTP/1.1 101 ")
+        conn.connection_made(transport)
+        transports.append(transport)
+        conn.data_received(WS_UPGRADE)
+    await asyncio.wait_for(opened, 10)
+    start = time.process_time()
+    for transport in transports[:messages]:
+        sent += 1
+        transport.conn.data_received(frame)
+    await finished
+    elapsed = time.process_time() - start
+    for transport in transports:
+        transport.conn.connection_lost(None)
+    return elapsed / messages * 1e6
+
+
 async def in_process_workers(fe: FrontEnd, app_spec: str, n: int):
     """``n`` WorkerLinks of the pool whose workers are HostLinks serving the app in this loop
     (the pool spawns no process).  Returns a function that closes them."""
@@ -156,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"add the {len(BROWSER_HEADERS)} fields a browser sends")
     ap.add_argument("--in-process", action="store_true",
                     help="run the worker's HostLink and the app in this process (see above)")
+    ap.add_argument("--websocket", action="store_true",
+                    help="echo 64-byte text messages over WebSockets instead (per message)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     if min(args.requests, args.runs, args.concurrency, args.workers) < 1:
@@ -174,6 +245,10 @@ def main(argv: list[str] | None = None) -> int:
             fe.pool.start()
             await asyncio.wait_for(fe.pool.wait_ready(), 60)
         try:
+            if args.websocket:
+                await run_once_ws(fe, args.requests // 4 or 1, args.concurrency)  # warm-up
+                return [await run_once_ws(fe, args.requests, args.concurrency)
+                        for _ in range(args.runs)]
             await run_once(fe, head, args.requests // 4 or 1, args.concurrency)  # warm-up
             return [await run_once(fe, head, args.requests, args.concurrency)
                     for _ in range(args.runs)]
@@ -192,9 +267,14 @@ def main(argv: list[str] | None = None) -> int:
                           "median": statistics.median(result)}))
         return 0
     what = "front-end + worker (in process)" if args.in_process else "front-end"
-    print(f"== {what} CPU µs per request, {args.app} {args.path}, {len(head)}-byte head, "
-          f"{args.concurrency} connections, {args.workers} worker(s), "
-          f"{args.runs} runs of {args.requests}")
+    if args.websocket:
+        print(f"== {what} CPU µs per echoed 64-byte WebSocket message, {args.app}, "
+              f"{args.concurrency} WebSockets, {args.workers} worker(s), "
+              f"{args.runs} runs of {args.requests}")
+    else:
+        print(f"== {what} CPU µs per request, {args.app} {args.path}, {len(head)}-byte head, "
+              f"{args.concurrency} connections, {args.workers} worker(s), "
+              f"{args.runs} runs of {args.requests}")
     print(summary(result))
     return 0
 

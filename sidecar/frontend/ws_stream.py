@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import logging
 
-from sidecar.events import (APP_DONE, MAX_CHUNK, RECV_CREDIT, RESPONSE_BODY,
-                            RESPONSE_START, WS_ACCEPT, WS_CLOSE, WS_CONNECT, WS_DISCONNECT,
+from sidecar.events import (APP_DONE, MAX_CHUNK, RECV_CREDIT, RESPONSE_BODY, RESPONSE_START,
+                            SEND_CREDIT, WS_ACCEPT, WS_CLOSE, WS_CONNECT, WS_DISCONNECT,
                             WS_RECEIVE, WS_SEND)
 from sidecar.frontend.stream import StreamBase
 from sidecar.http.h1_response import RETRY_AFTER
@@ -191,17 +191,18 @@ class WebSocketStream(StreamBase):
         """Credits are batched: held while they stay under ``credit_batch`` -- by then the
         worker still has at least a chunk of credit, so it cannot be waiting -- and while the
         socket is backed up (granted by flush_owed): a slow client costs a window here,
-        never a worker."""
-        if self.app_done or self.ws.closed:
+        never a worker.  (StreamBase.grant, written out: this is per message.)"""
+        ws = self.ws
+        if self.app_done or ws.closed:
             return
-        StreamBase.grant(self, n)
+        due = self.owed + n
+        if due >= self.credit_batch and not ws.write_blocked:
+            self.owed = 0
+            self.link.send([SEND_CREDIT, self.sid, due])
+        else:
+            self.owed = due
 
     # --- the connection's side -----------------------------------------------------------
-
-    def on_message(self, data, more: bool) -> None:
-        """A chunk of a client message (the connection's callback)."""
-        if not self.disconnect_sent:
-            self.on_body(data, more)
 
     def client_gone(self, code: int, reason: str) -> None:
         """The client closed (its close frame) or the socket is gone: the app is told once;

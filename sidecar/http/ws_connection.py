@@ -14,7 +14,7 @@ reads no clock (the time comes from ``io.now`` and ``tick``), touches no socket,
     io       write(bytes), flush() (what is written, to the socket now), pause_reading(),
              resume_reading(), close() (once written), linger() (half-close once written,
              keep reading), can_linger(), abort(), now()
-    stream   on_message(data, more) -- a chunk of a client message (str or bytes)
+    stream   on_body(data, more) -- a chunk of a client message (str or bytes)
              client_gone(code, reason) -- the client closed, or the socket is gone (once)
              flush_owed() -- the socket takes bytes again
 
@@ -344,7 +344,7 @@ class WSConnection:
         if not data and not frame.fin:
             return
         if not self.gone_told:
-            self.stream.on_message(data, not frame.fin)
+            self.stream.on_body(data, not frame.fin)
 
     # --- writing -------------------------------------------------------------------------
 

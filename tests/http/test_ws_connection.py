@@ -77,7 +77,7 @@ class Stream:
         self.gone: list = []
         self.owed_flushes = 0
 
-    def on_message(self, data, more):
+    def on_body(self, data, more):
         self.messages.append((data, more))
 
     def client_gone(self, code, reason):
