@@ -29,6 +29,7 @@ from collections import deque
 
 from sidecar.events import (APP_DONE, DISCONNECT, HTTP_BODY, MAX_CHUNK, RECV_CREDIT,
                             RESPONSE_BODY, RESPONSE_START, SEND_CREDIT)
+from sidecar.frontend.cost import route_of
 from sidecar.http.h1_response import RETRY_AFTER
 
 log = logging.getLogger("sidecar.frontend")
@@ -80,7 +81,9 @@ class Stream:
         self.dispatched = True
         self.recv_credit = link.window - len(body)
         self.body_sent_done = not more
-        link.open_stream(self.sid, self, self.conn.request_event(self, body, more))
+        self.route = route = route_of(self.req)
+        self.cost, self.t_dispatch = link.open_stream(
+            self.sid, self, self.conn.request_event(self, body, more), route)
         if self.pending:
             self._flush_body()
 

@@ -41,6 +41,7 @@ from sidecar.events import (APP_DONE, DISCONNECT, MAX_CHUNK, RECV_CREDIT, RESPON
                             RESPONSE_START, SEND_CREDIT, WS_ACCEPT, WS_CLOSE, WS_CONNECT,
                             WS_DISCONNECT, WS_RECEIVE, WS_SEND)
 from sidecar.frontend import access
+from sidecar.frontend.cost import route_of
 from sidecar.http import h1, h1_response
 
 log = logging.getLogger("sidecar.websocket")
@@ -56,7 +57,6 @@ _utf8 = codecs.getincrementaldecoder("utf-8")
 # phases of a WebSocket stream
 CONNECTING, OPEN, DENIAL, DONE = range(4)
 PRE_ACCEPT_BUFFER = 64 * 1024  # client bytes held before the 101 (clients should send none)
-_RECORD_SLACK = 64             # msgpack framing around a WS_RECEIVE chunk
 
 
 def websocket_handler(conn, req: h1.Request) -> None:
@@ -186,13 +186,13 @@ class WebSocket(asyncio.Protocol):
         self.link = link
         self.window = link.window
         self.recv_credit = link.window
-        chunk = min(MAX_CHUNK, link.window, link.to_worker.max_record - _RECORD_SLACK)
-        self.chunk = max(chunk, 16)
+        self.chunk = max(link.chunk, 16)
         # hold credit below this: the worker's chunks are at most min(MAX_CHUNK, window)
         self.credit_batch = max(1, min(link.window // 4,
                                        link.window - min(MAX_CHUNK, link.window) + 1))
         event, self.connect_event = self.connect_event, None
-        link.open_stream(self.sid, self, event)
+        self.route = route = route_of(self.req)
+        self.cost, self.t_dispatch = link.open_stream(self.sid, self, event, route)
 
     def overloaded(self) -> None:
         self.app_done = True
