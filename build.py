@@ -4,9 +4,11 @@
   checks that let one msgpack call decode a batch of records, and the writer of a packed
   batch as records).  The framing reads and writes ring records, so it lives with the ring;
   sidecar/ring.py is the module's only user.
-- ``sidecar._h1``: the fast path of the HTTP/1.1 request-head parser, response-head writer and
-  HTTP_REQUEST packer (native/h1.h), sidecar/http/h1.py's C speedup.  It needs neither the
-  ring nor the framing: it packs msgpack into a caller's buffer.
+- ``sidecar._h1``: the fast path of the HTTP/1.1 request-head parser and response-head writer
+  (native/h1.h), sidecar/http/h1.py's C speedup, and the C event codec (native/events.h:
+  the HTTP_REQUEST of a parsed head, packed as sidecar/events.py packs it).  The codec sits
+  beside frame.c in native/ but is built here: its input is the parser's h1_head_t, and it
+  needs neither the ring nor the framing (it packs msgpack into a caller's buffer).
 
 The cdefs are read from the real headers, between the ``cffi:begin`` / ``cffi:end`` markers,
 so the C declarations live in one place.  ``pip install .`` runs this through setup.py's
@@ -41,7 +43,8 @@ def builder(module: str, headers: tuple[str, ...], sources: tuple[str, ...]) -> 
 
 # frame.h uses ring_t: ring.h first
 ring_ffi = builder("sidecar._ring", ("ring.h", "frame.h"), ("ring.c", "frame.c"))
-h1_ffi = builder("sidecar._h1", ("h1.h",), ("h1.c",))
+# events.h uses h1_head_t: h1.h first
+h1_ffi = builder("sidecar._h1", ("h1.h", "events.h"), ("h1.c", "events.c"))
 
 if __name__ == "__main__":
     # In-place development build: sidecar/_ring.*.so and sidecar/_h1.*.so next to the package.

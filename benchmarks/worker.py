@@ -6,8 +6,9 @@
 
 One process, one uvloop: the worker's real ``HostLink`` (sidecar/worker/link.py) over a real
 ring pair, serving the app, and the smallest host that keeps ``--concurrency`` streams in
-flight: its HTTP_REQUEST records are packed once and written again under reused stream ids;
-it reads the responses as the front-end does (``start_reading_events``: one msgpack call a
+flight, on the ring link every Python end uses (sidecar/ring_link.py): its HTTP_REQUEST
+records are packed once and sent again under reused stream ids (batched per loop iteration,
+as the front-end's are); it reads the responses as the front-end does (one msgpack call a
 batch) and sends a new request for each APP_DONE.  So the figure is the worker's path --
 decode, scope, task, app, send, records -- plus a little host, on one core, with no wake-ups
 across processes.  CPU time
@@ -28,6 +29,7 @@ import uvloop
 
 from sidecar.events import APP_DONE, HTTP_REQUEST, pack
 from sidecar.ring import Consumer, Producer
+from sidecar.ring_link import RingLink
 from sidecar.worker.link import HostLink
 from sidecar.worker.loader import load_app
 from sidecar.worker.process import PULSE
@@ -81,6 +83,45 @@ def _request(sid: int, path: str) -> bytes:
                  ["127.0.0.1", 8000], "1.1", "", b"", False])
 
 
+class _Host(RingLink):
+    """The smallest host: the shared ring link (sidecar/ring_link.py) of a Python host, keeping
+    ``concurrency`` streams in flight by sending a new request for each APP_DONE."""
+
+    __slots__ = ("records", "requests", "sent", "done", "hello", "finished")
+
+    def __init__(self, producer: Producer, consumer: Consumer, records: dict, requests: int):
+        super().__init__(producer, consumer)
+        loop = asyncio.get_running_loop()
+        self.records, self.requests = records, requests
+        self.sent = self.done = 0
+        self.hello, self.finished = loop.create_future(), loop.create_future()
+
+    def open(self, sids) -> None:
+        for sid in sids:
+            self.send(self.records[sid])
+        self.sent += len(sids)
+
+    def _on_records(self, evs) -> None:
+        again = []
+        for ev in evs:
+            if ev[0] == APP_DONE:
+                self.done += 1
+                again.append(ev[1])
+            elif not self.hello.done():
+                self.hello.set_result(None)
+        if again and self.sent < self.requests:
+            self.open(again[:self.requests - self.sent])
+        if self.done >= self.requests and not self.finished.done():
+            self.finished.set_result(None)
+
+    def _on_ring_error(self, exc: Exception) -> None:
+        for fut in (self.hello, self.finished):
+            if not fut.done():
+                fut.set_exception(exc)
+
+    _write_failed = _on_ring_error
+
+
 async def run_once(app, path: str, requests: int, concurrency: int) -> float:
     """CPU µs per request of one run."""
     loop = asyncio.get_running_loop()
@@ -88,49 +129,19 @@ async def run_once(app, path: str, requests: int, concurrency: int) -> float:
     worker = _Worker(app)
     link = worker.link = HostLink(worker, 0, Consumer.attach(to_worker.spec().dup()),
                                   Producer.attach(to_host.spec().dup()), WINDOW)
-    records = {sid: _request(sid, path) for sid in range(1, concurrency + 1)}
-    sent = done = 0
-    finished = loop.create_future()
-    hello = loop.create_future()
-
-    def send(sids: list[int]) -> None:
-        nonlocal sent
-        if to_worker.try_write_many([records[sid] for sid in sids]) != len(sids):
-            raise RuntimeError("the request ring is full")
-        sent += len(sids)
-
-    def on_events(evs) -> None:
-        nonlocal done
-        again = []
-        for ev in evs:
-            if ev[0] == APP_DONE:
-                done += 1
-                again.append(ev[1])
-            elif not hello.done():
-                hello.set_result(None)
-        if again and sent < requests:
-            send(again[:requests - sent])
-        if done >= requests and not finished.done():
-            finished.set_result(None)
-
-    def on_error(exc: Exception) -> None:
-        for fut in (hello, finished):
-            if not fut.done():
-                fut.set_exception(exc)
-
-    to_host.start_reading_events(loop, on_events, on_error)
+    host = _Host(to_worker, to_host, {sid: _request(sid, path)
+                                      for sid in range(1, concurrency + 1)}, requests)
+    host.start(loop)
     link.start(loop)
     try:
-        await hello
+        await host.hello
         start = time.process_time()
-        send(list(range(1, min(concurrency, requests) + 1)))
-        await finished
+        host.open(list(range(1, min(concurrency, requests) + 1)))
+        await host.finished
         return (time.process_time() - start) / requests * 1e6
     finally:
-        to_host.stop_reading()
         link.close()
-        to_worker.close()
-        to_host.close()
+        host.close()
 
 
 def run_options(prog: str, description: str,

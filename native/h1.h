@@ -14,7 +14,8 @@
  * only buf[start:len].
  *
  * The same file writes response heads (h1_response_head, below): the C speedup of
- * sidecar/http/h1.py's response_head, under the same rule.
+ * sidecar/http/h1.py's response_head, under the same rule.  The HTTP_REQUEST event of a
+ * parsed head is packed by events.c (events.h: h1_pack_request).
  *
  * Everything between the cffi markers is parsed by build.py as part of the cffi cdef.
  */
@@ -111,25 +112,6 @@ int64_t h1_response_head(int status, const char *status_line, size_t status_line
                          unsigned flags, const char *date, size_t date_len,
                          const char *server, size_t server_len,
                          char *out, size_t out_cap, int64_t *resp);
-
-/* --- HTTP_REQUEST events ----------------------------------------------------------------
- * h1_pack_request: for the head h1_parse_head has just parsed into `head` (from the same buf
- * and start), the fields of sidecar's HTTP_REQUEST event (docs/protocol.md, sidecar/events.py)
- * packed as msgpack exactly as sidecar.events.pack packs them (shortest forms, str for text,
- * bin for bytes), so that the front-end sends a request with no Python object per field.
- *
- * Writes elements 2 to 11 of the event back to back -- method, scheme, path, raw_path,
- * query_string, headers, client, server, http_version, root_path -- and the caller puts the
- * array header, kind and stream id before them and body and more_body after.  The
- * connection's parts come pre-packed: `scheme` is one msgpack str, `addrs` two msgpack values
- * (client, then server).  `root` is the root path as UTF-8, put in front of path and raw_path
- * as sidecar/frontend/http_conn.py does.  The path is percent-decoded, then read as UTF-8, or
- * as latin-1 where it is not UTF-8 (sidecar/http/h1.py's _decode_path).
- * Returns the length written to out, or H1_DECLINE if out_cap is short (the path is decoded
- * in place: it asks for 5 + 2 x the path's length in slack).  No allocation. */
-int64_t h1_pack_request(const char *buf, size_t start, const h1_head_t *head,
-                        const char *scheme, size_t scheme_len, const char *addrs, size_t addrs_len,
-                        const char *root, size_t root_len, char *out, size_t out_cap);
 
 /* cffi:end */
 

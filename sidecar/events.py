@@ -69,6 +69,19 @@ TO_HOST = frozenset({HELLO, RESPONSE_START, RESPONSE_BODY, RECV_CREDIT, WS_ACCEP
 DEFAULT_WINDOW = 256 * 1024
 #: Largest body chunk put in one record (larger bodies are split into more_body chunks).
 MAX_CHUNK = 64 * 1024
+#: Upper bounds of the bytes msgpack adds around an event's fields, for sizing a record before
+#: it is packed (``max_chunk``, ``RingLink.push``'s bound): the array header, kind, sid
+#: (<= 9 bytes), a status, one bin/str header (<= 5 bytes), a bool -- 17 at most, with room;
+#: and per header pair, its array header and two bin headers.
+FRAMING = 32
+HEADER_FRAMING = 11
+
+
+def max_chunk(max_record: int, window: int) -> int:
+    """The largest body piece one record carries: it must fit the ring's largest record with
+    its framing, and the window, or it would wait for credit forever."""
+    return min(MAX_CHUNK, window, max_record - FRAMING)
+
 
 _packer = msgpack.Packer(use_bin_type=True, autoreset=True)
 pack = _packer.pack
@@ -121,15 +134,53 @@ def _is_headers(h) -> bool:
     return True
 
 
-def is_addr(a, port_optional: bool = False) -> bool:
-    if a is None:
-        return True
-    return (type(a) is list and len(a) == 2 and type(a[0]) is str
-            and (type(a[1]) is int or (port_optional and a[1] is None)))
+def check_request(ev: list) -> list:
+    """Validate HTTP_REQUEST (14 fields) or WS_CONNECT (12 fields); return its headers as a
+    new list of ``(name, value)`` tuples, as a scope holds them.  The worker calls it for
+    every request it opens, so the common case is one pass; whatever it does not accept goes
+    to ``_request_error``, which says what is wrong."""
+    n = len(ev)
+    if ev[0] == HTTP_REQUEST:
+        if n != 14:
+            _request_error(ev)
+        (_, _, method, scheme, path, raw_path, query, headers, client, server, version,
+         root, body, more) = ev
+        ok = type(method) is str and type(body) is bytes and type(more) is bool
+    else:
+        if n != 12:
+            _request_error(ev)
+        (_, _, scheme, path, raw_path, query, headers, client, server, version, root,
+         subprotocols) = ev
+        ok = type(subprotocols) is list and all(type(s) is str for s in subprotocols)
+    pairs = []
+    if type(headers) is list:
+        append = pairs.append
+        for pair in headers:
+            if type(pair) is not list or len(pair) != 2:
+                break
+            name, value = pair
+            if type(name) is not bytes or type(value) is not bytes:
+                break
+            append((name, value))
+    # client: [host, port] or nil; server: the same, or [path, nil]
+    if (not ok or type(headers) is not list or len(pairs) != len(headers)
+            or type(scheme) is not str or type(path) is not str
+            or type(raw_path) is not bytes or type(query) is not bytes
+            or type(version) is not str or type(root) is not str
+            or client is not None and (type(client) is not list or len(client) != 2
+                                       or type(client[0]) is not str
+                                       or type(client[1]) is not int)
+            or server is not None and (type(server) is not list or len(server) != 2
+                                       or type(server[0]) is not str
+                                       or type(server[1]) is not int
+                                       and server[1] is not None)):
+        _request_error(ev)
+    return pairs
 
 
-def check_request(ev: list) -> None:
-    """Validate HTTP_REQUEST (14 fields) or WS_CONNECT (12 fields)."""
+def _request_error(ev: list) -> None:
+    """Raise the ProtocolError saying what is wrong with the HTTP_REQUEST or WS_CONNECT
+    ``check_request`` did not accept."""
     kind = ev[0]
     n = 14 if kind == HTTP_REQUEST else 12
     if len(ev) != n:
@@ -143,12 +194,7 @@ def check_request(ev: list) -> None:
         subprotocols = ev[11]
         if type(subprotocols) is not list or any(type(s) is not str for s in subprotocols):
             raise ProtocolError("WS_CONNECT: bad subprotocols", ev[1])
-    scheme, path, raw_path, query, headers, client, server, version, root = rest
-    if (type(scheme) is not str or type(path) is not str or type(raw_path) is not bytes
-            or type(query) is not bytes or not _is_headers(headers)
-            or not is_addr(client) or not is_addr(server, port_optional=True)
-            or type(version) is not str or type(root) is not str):
-        raise ProtocolError(f"kind {kind}: bad scope field", ev[1])
+    raise ProtocolError(f"kind {kind}: bad scope field", ev[1])
 
 
 _SHAPES = {
@@ -192,7 +238,8 @@ def check(ev: list) -> None:
             else:
                 return
     if kind in (HTTP_REQUEST, WS_CONNECT):
-        return check_request(ev)
+        check_request(ev)
+        return
     shape = _SHAPES.get(kind)
     if shape is None:
         raise ProtocolError(f"unknown event kind {kind}", ev[1])

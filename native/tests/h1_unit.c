@@ -12,6 +12,7 @@
  *   h1_unit [--iterations N]   print "h1_unit OK ..." and exit 0, or FAIL lines and 1
  */
 #include "h1.h"
+#include "events.h"
 #include "frame.h"
 
 #include <inttypes.h>

@@ -1,19 +1,20 @@
-"""The host side of one worker: its ring pair, the streams on it, and ordered event output.
+"""The front-end's side of one worker: its ring pair, the streams on it, and what dispatch
+knows of the worker (its load, learned from the streams' routes and its heartbeat).
 
-ASGI events leave the front-end here (``send``: msgpack -> ring) and come back here
-(``_on_records``: ring -> msgpack -> the stream object that owns the stream id).
+ASGI events leave the front-end here (``send``, the shared ring link's batching:
+sidecar/ring_link.py) and come back here (``_on_records``: ring -> msgpack -> the stream
+object that owns the stream id).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from typing import Callable, Protocol
 
 from sidecar import events
-from sidecar.events import pack
-from sidecar.frontend.cost import DEFAULT_COST, RouteCosts, route_of
-from sidecar.ring import Consumer, Producer, RingError
+from sidecar.frontend.cost import DEFAULT_COST, RouteCosts
+from sidecar.ring import Consumer, Producer
+from sidecar.ring_link import Batcher, RingLink
 from sidecar.worker.config import LinkConfig
 
 log = logging.getLogger("sidecar.frontend")
@@ -40,11 +41,6 @@ FILL_COST = 0.001         # a full ring to the worker (scaled by its fill); as m
 PACK_ROUTE = 0.001
 PACK_BUDGET = DEFAULT_COST   # 4 ms: a worker just handed a route not seen yet is not packed onto
 PACK_STREAMS = 64
-# Publish a link's queued events once this many are waiting, not only at the end of the loop
-# iteration: with 64 keep-alive clients, waiting for the whole iteration made the front-end
-# and the worker take turns (the worker idle while we parsed 64 requests, we idle while it ran
-# them).  Measured bare hello w1, wrk -c64: median 20.3k -> 27.8k req/s (noisy machine).
-EARLY_EVENTS = 16
 # The ring counters `sidecar status` and the metrics show (ring_stats_t names -> ours): both
 # rings' producers' and consumers' counters, kept by the C code in the shared header.
 RING_COUNTERS = (("records_written", "records"), ("bytes_written", "bytes"),
@@ -52,38 +48,50 @@ RING_COUNTERS = (("records_written", "records"), ("bytes_written", "bytes"),
 
 
 class Stream(Protocol):
-    """What a link needs from a stream (an HTTP request or a WebSocket on a connection)."""
+    """What a link needs from a stream (an HTTP request or a WebSocket on a connection).  The
+    stream sets its dispatch fields itself, from what ``open_stream`` returns; the link
+    reads them while the stream is on it."""
+
+    route: str          # its route (frontend/cost.py route_of)
+    cost: float         # the route's expected cost as it was dispatched
+    t_dispatch: float   # loop time it was dispatched
 
     def on_worker_event(self, ev: list) -> None: ...
     def on_worker_lost(self) -> None: ...
 
 
-class WorkerLink:
+class WorkerLink(RingLink):
     """Rings to and from one worker process, as seen by this host."""
 
+    __slots__ = ("to_worker", "to_host", "index", "costs", "work_end", "last_done", "ready",
+                 "draining", "pid", "requests", "last_progress", "_held_since",
+                 "_held_stream", "_on_failure", "_final_counters", "_on_hello",
+                 "on_stream_end")
+
     def __init__(self, index: int, capacity: int,
-                 on_failure: Callable[["WorkerLink", str], None], batcher,
+                 on_failure: Callable[["WorkerLink", str], None], batcher: Batcher,
                  costs: RouteCosts | None = None):
+        to_worker = Producer.create(capacity)
+        try:
+            to_host = Consumer.create(capacity)
+        except BaseException:
+            to_worker.close()
+            raise
+        super().__init__(to_worker, to_host, batcher)
+        self.to_worker = to_worker   # the role-named ends (the ring pair's names, ring.md)
+        self.to_host = to_host
         self.index = index
         self.costs = costs if costs is not None else RouteCosts()  # the pool's, shared
         self.work_end = 0.0       # loop time the worker should be done with its streams by
         self.last_done = 0.0      # loop time of its last APP_DONE
-        self.batcher = batcher
-        self._pending: list[bytes] = []  # packed events of this loop iteration
-        self.to_worker = Producer.create(capacity)
-        self.to_host = Consumer.create(capacity)
         self.streams: dict[int, Stream] = {}
         self.ready = False
         self.draining = False
-        self.closed = False
-        self.window = events.DEFAULT_WINDOW
         self.pid: int | None = None
         self.requests = 0
         self.last_progress = 0.0  # loop time of the last record, or of going busy
         self._held_since = -1.0   # the `alive` time _held_stream was found for
         self._held_stream = None  # the stream taken to hold the worker's loop since then
-        self._backlog: deque[bytes] = deque()
-        self._flusher: asyncio.Task | None = None
         self._on_failure = on_failure
         self._final_counters: dict | None = None   # ring_counters() as the rings closed
         self._on_hello: Callable[[WorkerLink], None] | None = None
@@ -95,10 +103,10 @@ class WorkerLink:
         """The ring part of the worker's SIDECAR_WORKER config (fds are passed with pass_fds)."""
         return LinkConfig(host=0, to_worker=self.to_worker.spec(), to_host=self.to_host.spec())
 
-    def start(self, loop: asyncio.AbstractEventLoop, on_hello: Callable[["WorkerLink"], None]):
-        self._loop = loop
+    def start(self, loop: asyncio.AbstractEventLoop,
+              on_hello: Callable[["WorkerLink"], None]) -> None:
         self._on_hello = on_hello
-        self.to_host.start_reading_events(loop, self._on_records, self._on_ring_error)
+        super().start(loop)
 
     def close(self) -> None:
         """Forget the worker: streams still on it are told, rings are unmapped."""
@@ -112,13 +120,9 @@ class WorkerLink:
                 stream.on_worker_lost()
             except Exception:
                 log.exception("stream failed while its worker was lost")
-        if self._flusher is not None:
-            self._flusher.cancel()
-        self._backlog.clear()
-        self._pending.clear()
+        self.backlog.clear()
         self._final_counters = self.ring_counters()
-        self.to_host.close()
-        self.to_worker.close()
+        super().close()
 
     def ring_counters(self) -> dict[str, dict[str, int]]:
         """Per direction, the rings' lifetime counters (RING_COUNTERS): records and bytes
@@ -172,7 +176,7 @@ class WorkerLink:
           since (its first beat comes PULSE after the stream opened).
         """
         busy = self.to_worker.used() / self.to_worker.capacity * FILL_COST
-        if self._backlog:
+        if self.backlog:
             busy += FILL_COST
         if self.streams:
             alive = self.alive_at()
@@ -214,8 +218,11 @@ class WorkerLink:
 
     # --- events out ----------------------------------------------------------------------
 
-    def open_stream(self, sid: int, stream: Stream, first_event: list) -> None:
-        now = self._loop.time()
+    def open_stream(self, sid: int, stream: Stream, record: list | bytes,
+                    route: str) -> tuple[float, float]:
+        """Put ``stream`` on this worker and send its first record; returns the route's
+        expected cost and the dispatch time, which the stream keeps (``Stream``)."""
+        now = self.loop.time()
         streams = self.streams
         if not streams:
             # an idle worker handed a stream is alive as of now, whenever it last beat
@@ -225,67 +232,19 @@ class WorkerLink:
             # a held worker's queue has not moved since it was last seen to run (busy)
             alive = self.alive_at()
             start = alive + PULSE if now - alive > HELD else now
-        stream.route = route = route_of(stream.req)
-        stream.cost = cost = self.costs.expect(route)
-        stream.t_dispatch = now
+        cost = self.costs.expect(route)
         work_end = self.work_end
         self.work_end = (work_end if work_end > start else start) + cost
         streams[sid] = stream
         self.requests += 1
-        self.send(first_event)
-
-    def send(self, ev: list | bytes) -> None:
-        """Queue an event for the worker in FIFO order; never blocks (the per-stream window
-        bounds what can pile up here).  Published at the end of the loop iteration, or as
-        soon as EARLY_EVENTS are waiting.  ``ev`` is a list, or bytes: one event packed
-        already (a record, as HTTPConnection.request_event makes them)."""
-        if self.closed:
-            return
-        pending = self._pending
-        if not pending:
-            self.batcher.add(self)
-        pending.append(ev)
-        if len(pending) >= EARLY_EVENTS:
-            self.flush()  # let the worker start on these while we parse the rest
-
-    def flush(self) -> None:
-        """Publish this iteration's events with one ring write and at most one doorbell: the
-        batch is packed by one msgpack call and split into records in C (try_write_events;
-        an event packed already goes in as bytes and comes out as its own record)."""
-        pending, self._pending = self._pending, []
-        if self.closed or not pending:
-            return
-        if not self._backlog:
-            try:
-                n = self.to_worker.try_write_events(pending)
-            except RingError as exc:
-                self._on_ring_error(exc)
-                return
-            if n == len(pending):
-                return
-            pending = pending[n:]
-        self._backlog.extend(ev if type(ev) is bytes else pack(ev) for ev in pending)
-        if self._flusher is None:
-            self._flusher = self._loop.create_task(self._flush())
-
-    async def _flush(self) -> None:
-        try:
-            while self._backlog:
-                data = self._backlog[0]
-                if self.to_worker.try_write(data):
-                    self._backlog.popleft()
-                else:
-                    await self.to_worker.wait_space(len(data) + 16)
-        except RingError as exc:
-            self._on_ring_error(exc)
-        finally:
-            self._flusher = None
+        self.send(record)
+        return cost, now
 
     # --- events in -----------------------------------------------------------------------
 
     def _on_records(self, evs: list) -> None:
         """A batch of decoded events (``Consumer.read_events``: each ``[int, int, ...]``)."""
-        self.last_progress = now = self._loop.time()
+        self.last_progress = now = self.loop.time()
         check, streams = events.check, self.streams
         for ev in evs:
             try:
@@ -313,7 +272,7 @@ class WorkerLink:
             elif ev[0] == events.HELLO:
                 self.pid = ev[3]
                 # a worker's window bounds what this process buffers: keep it sane
-                self.window = min(max(ev[4], 4096), 16 << 20)
+                self.set_window(min(max(ev[4], 4096), 16 << 20))
                 self.ready = True
                 if self._on_hello is not None:
                     self._on_hello(self)
@@ -339,3 +298,5 @@ class WorkerLink:
     def _on_ring_error(self, exc: Exception) -> None:
         log.error("worker %d: ring protocol error: %s", self.index, exc)
         self._on_failure(self, f"protocol error: {exc}")
+
+    _write_failed = _on_ring_error

@@ -19,7 +19,7 @@ import time
 from email.utils import formatdate
 
 from sidecar.config import EXIT_OK, Config
-from sidecar.frontend.batch import Batcher
+from sidecar.ring_link import Batcher
 from sidecar.frontend.http_conn import HTTPConnection
 from sidecar.frontend.pool import WorkerPool
 from sidecar.frontend.ratelog import RateLimitedLog

@@ -29,8 +29,9 @@ import logging
 import time
 from collections import deque
 
-from sidecar.events import (APP_DONE, DISCONNECT, HTTP_BODY, MAX_CHUNK, RECV_CREDIT,
-                            RESPONSE_BODY, RESPONSE_START, SEND_CREDIT)
+from sidecar.events import (APP_DONE, DISCONNECT, HTTP_BODY, RECV_CREDIT, RESPONSE_BODY,
+                            RESPONSE_START, SEND_CREDIT)
+from sidecar.frontend.cost import route_of
 from sidecar.http.h1_response import RETRY_AFTER
 
 log = logging.getLogger("sidecar.frontend")
@@ -77,14 +78,15 @@ class StreamBase:
         self.app_done = False
         self.t0 = time.monotonic()
         self.dispatched = False
-        self.chunk = 0                # client data per record; 0: min(MAX_CHUNK, window)
+        self.chunk = 0                # client data per record; 0: the link's chunk
 
     def _attach(self, link, first_event, first_bytes: int) -> None:
         """Open the stream on ``link`` with its first record."""
         self.link = link
         self.dispatched = True
         self.recv_credit = link.window - first_bytes
-        link.open_stream(self.sid, self, first_event)
+        self.route = route = route_of(self.req)
+        self.cost, self.t_dispatch = link.open_stream(self.sid, self, first_event, route)
         if self.pending:
             self._flush_data()
 
@@ -106,7 +108,7 @@ class StreamBase:
             self._pause()
 
     def _flush_data(self) -> None:
-        limit = self.chunk or min(MAX_CHUNK, self.link.window)
+        limit = self.chunk or self.link.chunk
         pending, link, sid, kind = self.pending, self.link, self.sid, self.DATA
         while pending:   # (not None: callers check)
             data, more = pending[0]
@@ -221,7 +223,9 @@ class Stream(StreamBase):
         self.dispatched = True
         self.body_sent_done = not more
         self.recv_credit = link.window - len(body)
-        link.open_stream(self.sid, self, self.conn.request_event(self, body, more))
+        self.route = route = route_of(self.req)
+        self.cost, self.t_dispatch = link.open_stream(
+            self.sid, self, self.conn.request_event(self, body, more), route)
         if self.pending:
             self._flush_data()
 

@@ -29,7 +29,6 @@ from websockets.frames import CloseCode
 
 log = logging.getLogger("sidecar.websocket")
 
-_RECORD_SLACK = 64             # msgpack framing around a WS_RECEIVE chunk
 
 
 class WebSocketStream(StreamBase):
@@ -55,8 +54,7 @@ class WebSocketStream(StreamBase):
     def dispatch(self, link, body: bytes, more: bool) -> None:
         event, self.connect_event = self.connect_event, None
         self._attach(link, event, 0)
-        self.chunk = max(16, min(MAX_CHUNK, link.window,
-                                 link.to_worker.max_record - _RECORD_SLACK))
+        self.chunk = max(link.chunk, 16)
         # hold credit below this: the worker's chunks are at most min(MAX_CHUNK, window)
         self.credit_batch = max(1, min(link.window // 4,
                                        link.window - min(MAX_CHUNK, link.window) + 1))

@@ -21,8 +21,8 @@ import asyncio
 import logging
 
 from sidecar.events import (
-    DISCONNECT, HTTP_BODY, RECV_CREDIT, RESPONSE_BODY, RESPONSE_START, SEND_CREDIT,
-    ProtocolError, pack,
+    DISCONNECT, FRAMING, HEADER_FRAMING, HTTP_BODY, RECV_CREDIT, RESPONSE_BODY, RESPONSE_START,
+    SEND_CREDIT, ProtocolError,
 )
 from sidecar.http.fields import CR_LF_NUL, TCHARS, field_error
 
@@ -31,12 +31,6 @@ __all__ = ["ClientDisconnected", "HttpStream", "describe_error"]
 log = logging.getLogger("sidecar.worker")
 
 _MAX_ERROR_TEXT = 1000  # APP_DONE error text: enough for a message, bounded for the ring
-# Upper bounds of msgpack's bytes around the fields (HostLink.push_event): the array header,
-# kind, sid (<= 9 bytes), status, bin headers (<= 5 bytes each), bool; per header pair: its
-# array header and two bin headers.
-_BODY_FRAMING = 32
-_START_FRAMING = 32
-_HEADER_FRAMING = 11
 
 
 class ClientDisconnected(OSError):
@@ -63,7 +57,7 @@ def _check_headers(headers) -> list:
     ValueError (a name that is not a token, CR/LF/NUL in a value).  The front-end checks
     again (it trusts no worker); checking here too makes the app's send() raise, as in
     uvicorn, so its traceback shows where the bad header came from.  A copy, because the
-    record is packed later (HostLink.push_event): the app may reuse its list meanwhile."""
+    record is packed later (RingLink.push): the app may reuse its list meanwhile."""
     if type(headers) is not list:
         headers = list(headers)
     # The common case, in one loop: (name, value) tuples or lists of exact bytes, every name
@@ -229,8 +223,7 @@ class HttpStream(Waiting):
                     self.response_done = True
                     if self.waiters is not None:
                         self._wake()
-                waiter = self.link.push_event([RESPONSE_BODY, self.sid, body, more],
-                                              n + _BODY_FRAMING)
+                waiter = self.link.push([RESPONSE_BODY, self.sid, body, more], n + FRAMING)
                 if waiter is not None:
                     await waiter
                 return
@@ -246,12 +239,11 @@ class HttpStream(Waiting):
             if not 100 <= status <= 999:
                 raise RuntimeError(f"response status {status} is not in 100..999")
             headers = _check_headers(message.get("headers", ()))
-            size = _START_FRAMING
+            size = FRAMING
             for pair in headers:
-                size += len(pair[0]) + len(pair[1]) + _HEADER_FRAMING
+                size += len(pair[0]) + len(pair[1]) + HEADER_FRAMING
             self.started = True
-            waiter = self.link.push_event([RESPONSE_START, self.sid, status, headers, False],
-                                          size)
+            waiter = self.link.push([RESPONSE_START, self.sid, status, headers, False], size)
             if waiter is not None:
                 await waiter
         else:
@@ -273,7 +265,7 @@ class HttpStream(Waiting):
             piece_more = more or start + size < total
             if not piece_more:
                 self._response_finished()
-            waiter = self.link.push(pack([RESPONSE_BODY, self.sid, piece, piece_more]))
+            waiter = self.link.push([RESPONSE_BODY, self.sid, piece, piece_more], n + FRAMING)
             if waiter is not None:
                 await waiter
 
@@ -313,7 +305,7 @@ class HttpStream(Waiting):
         self.credit_sent = True
         self.unacked = 0
         self.recv_outstanding -= n
-        self.link.post_event([RECV_CREDIT, self.sid, n])
+        self.link.send([RECV_CREDIT, self.sid, n])
 
     def _response_finished(self) -> None:
         self.response_done = True

@@ -198,7 +198,7 @@ class Worker:
             link.stop_reading()  # first: a stream opened now would be neither served nor told
         await self._abort_streams()
         for link in self.links.values():
-            if not await link.flush(FLUSH_TIMEOUT):
+            if not await link.drain(FLUSH_TIMEOUT):
                 self.log.warning("host %d did not take the last events", link.host)
         await self.lifespan.shutdown(self.config.shutdown_timeout)
 

@@ -22,12 +22,12 @@ import logging
 from collections import deque
 
 from sidecar.events import (
-    DISCONNECT, MAX_CHUNK, RECV_CREDIT, RESPONSE_BODY, RESPONSE_START, SEND_CREDIT, WS_ACCEPT, WS_CLOSE,
-    WS_DISCONNECT, WS_RECEIVE, WS_SEND, ProtocolError, pack,
+    DISCONNECT, FRAMING, MAX_CHUNK, RECV_CREDIT, RESPONSE_BODY, RESPONSE_START, SEND_CREDIT,
+    WS_ACCEPT, WS_CLOSE, WS_DISCONNECT, WS_RECEIVE, WS_SEND, ProtocolError, pack,
 )
 
-from .http_stream import (_BODY_FRAMING, ClientDisconnected, Waiting, _as_bytes,
-                          _check_headers, describe_error)
+from .http_stream import (ClientDisconnected, Waiting, _as_bytes, _check_headers,
+                          describe_error)
 
 __all__ = ["WsStream"]
 
@@ -178,7 +178,7 @@ class WsStream(Waiting):
         (``last_more`` is the app's more_body), in chunks that wait for credit."""
         link = self.link
         size = link.chunk
-        # UTF-8 bytes per character, at most: for the chunk size and push_event's bound
+        # UTF-8 bytes per character, at most: for the chunk size and push's bound
         wide = 4 if type(data) is str and not data.isascii() else 1
         if wide > 1:
             size = max(1, size // 4)  # a chunk must fit a record once UTF-8 encoded
@@ -197,18 +197,17 @@ class WsStream(Waiting):
             more = start < total
             # queued unpacked: the turn's events are packed by one msgpack call
             if ws:
-                waiter = link.push_event([WS_SEND, self.sid, piece, more],
-                                         wide * n + _BODY_FRAMING)
+                waiter = link.push([WS_SEND, self.sid, piece, more], wide * n + FRAMING)
             else:
-                waiter = link.push_event([RESPONSE_BODY, self.sid, piece, more or last_more],
-                                         n + _BODY_FRAMING)
+                waiter = link.push([RESPONSE_BODY, self.sid, piece, more or last_more],
+                                   n + FRAMING)
             if waiter is not None:
                 await waiter
             if not more:
                 return
 
     async def _push(self, payload: bytes) -> None:
-        waiter = self.link.push(payload)
+        waiter = self.link.push(payload, len(payload))
         if waiter is not None:
             await waiter
 
@@ -268,5 +267,5 @@ class WsStream(Waiting):
     def _grant(self, n: int) -> None:
         self.unacked = 0
         self.recv_outstanding -= n
-        self.link.post_event([RECV_CREDIT, self.sid, n])
+        self.link.send([RECV_CREDIT, self.sid, n])
 

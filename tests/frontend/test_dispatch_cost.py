@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from sidecar.frontend import cost
-from sidecar.frontend.cost import DEFAULT_COST, MAX_SAMPLE, RouteCosts
+from sidecar.frontend.cost import DEFAULT_COST, MAX_SAMPLE, RouteCosts, route_of
 from sidecar.frontend.link import PACK_BUDGET, PACK_ROUTE, PACK_STREAMS, PULSE, HELD, WorkerLink
 from sidecar.frontend.dispatch import Dispatcher
 from sidecar.ring import Producer
@@ -67,13 +67,21 @@ def _stream(path: bytes):
     return SimpleNamespace(req=req, on_worker_lost=lambda: None)
 
 
+def _open(link, sid: int, path: bytes):
+    """What Stream.dispatch does: the stream keeps its route, cost and dispatch time."""
+    stream = _stream(path)
+    stream.route = route_of(stream.req)
+    stream.cost, stream.t_dispatch = link.open_stream(sid, stream, [0, sid], stream.route)
+    return stream
+
+
 @pytest.fixture
 def links():
     loop, costs = FakeLoop(), RouteCosts()
     made = []
     for i in range(2):
         link = WorkerLink(i, 1 << 16, lambda *a: None, FakeBatcher(), costs)
-        link._loop = loop
+        link.loop = loop
         made.append(link)
     yield loop, costs, made
     for link in made:
@@ -89,8 +97,8 @@ def test_a_worker_just_handed_a_known_slow_request_looks_busy(links):
     loop, costs, (busy, idle) = links
     costs.learn((b"GET", b"/cpu", None), 0.020)
     costs.learn((b"GET", b"/fast", None), 0.0001)
-    busy.open_stream(1, _stream(b"/cpu"), [0])
-    idle.open_stream(2, _stream(b"/fast"), [0])
+    _open(busy, 1, b"/cpu")
+    _open(idle, 2, b"/fast")
     loop.now += 0.0005   # half a millisecond: no silence penalty worth speaking of yet
     assert idle.load(loop.now) < busy.load(loop.now)
     assert busy.load(loop.now) == pytest.approx(0.020, abs=0.002)
@@ -99,7 +107,7 @@ def test_a_worker_just_handed_a_known_slow_request_looks_busy(links):
 def test_an_idle_worker_handed_a_stream_does_not_look_stalled(links):
     loop, costs, (a, b) = links
     a.last_progress = b.last_progress = 0.0   # both silent since long ago
-    a.open_stream(1, _stream(b"/x"), [0])
+    _open(a, 1, b"/x")
     loop.now += 0.0001
     assert loop.now - a.alive_at() < PULSE
     assert a.busy(loop.now) == pytest.approx(DEFAULT_COST)   # its route, not a stall
@@ -108,7 +116,7 @@ def test_an_idle_worker_handed_a_stream_does_not_look_stalled(links):
 def test_a_held_loop_counts_for_as_long_as_it_has_been_held(links):
     loop, costs, (a, b) = links
     costs.learn((b"GET", b"/x", None), 0.001)
-    a.open_stream(1, _stream(b"/x"), [0])
+    _open(a, 1, b"/x")
     loop.now += 0.010    # no beat for 10 ms with 1 ms of expected work
     assert a.busy(loop.now) == pytest.approx(0.010)
     loop.now += 1.0      # no cap: a loop held for a second is busy for (at least) a second
@@ -118,8 +126,8 @@ def test_a_held_loop_counts_for_as_long_as_it_has_been_held(links):
 def test_ending_streams_give_back_their_work_and_teach(links):
     loop, costs, (a, b) = links
     costs.learn((b"GET", b"/cpu", None), 0.020)
-    a.open_stream(1, _stream(b"/cpu"), [0])
-    a.open_stream(2, _stream(b"/cpu"), [0])
+    _open(a, 1, b"/cpu")
+    _open(a, 2, b"/cpu")
     assert a.work_end == pytest.approx(loop.now + 0.040)
     loop.now += 0.005
     _done(a, loop, 1)            # ended after 5 ms: 15 ms of its expected work unused
@@ -134,8 +142,8 @@ def test_a_stream_queued_behind_a_slow_one_is_not_learned_as_slow(links):
     loop, costs, (a, b) = links
     costs.learn((b"GET", b"/cpu", None), 0.020)
     costs.learn((b"GET", b"/fast", None), 0.0001)
-    a.open_stream(1, _stream(b"/cpu"), [0])
-    a.open_stream(2, _stream(b"/fast"), [0])   # misrouted: waits for /cpu
+    _open(a, 1, b"/cpu")
+    _open(a, 2, b"/fast")   # misrouted: waits for /cpu
     loop.now += 0.020
     _done(a, loop, 1)
     loop.now += 0.0002
@@ -173,7 +181,7 @@ def test_a_cheap_route_packs_onto_the_first_idle_worker(fast):
 def test_a_worker_keeping_up_with_cheap_streams_takes_more(fast):
     loop, costs, (a, b) = fast
     for sid in range(1, 41):   # 40 in flight, 2 ms of expected work: below the budget
-        a.open_stream(sid, _stream(b"/fast"), [0, sid])
+        _open(a, sid, b"/fast")
     loop.now += 0.0001
     assert a.busy(loop.now) < PACK_BUDGET
     assert _pick((a, b), loop, costs) is a
@@ -182,7 +190,7 @@ def test_a_worker_keeping_up_with_cheap_streams_takes_more(fast):
 def test_routes_not_learned_or_costly_are_spread_not_packed(fast):
     loop, costs, (a, b) = fast
     costs.learn((b"GET", b"/cpu", None), 0.020)
-    a.open_stream(1, _stream(b"/fast"), [0, 1])   # a keeps up, and would take a cheap one
+    _open(a, 1, b"/fast")   # a keeps up, and would take a cheap one
     assert _pick((a, b), loop, costs) is a
     # but a 20 ms request, or one of a route never seen (SSE, a WebSocket, a new one), would
     # hold up the cheap ones packed behind it: the idle worker takes it
@@ -193,14 +201,14 @@ def test_routes_not_learned_or_costly_are_spread_not_packed(fast):
 def test_a_worker_with_more_work_ahead_than_the_budget_is_passed_over(fast):
     loop, costs, (a, b) = fast
     costs.learn((b"GET", b"/cpu", None), 0.020)
-    a.open_stream(1, _stream(b"/cpu"), [0, 1])
+    _open(a, 1, b"/cpu")
     loop.now += 0.0001
     assert _pick((a, b), loop, costs) is b
 
 
 def test_a_worker_handed_a_route_not_seen_yet_is_passed_over_until_it_is_done(fast):
     loop, costs, (a, b) = fast
-    a.open_stream(1, _stream(b"/new"), [0, 1])
+    _open(a, 1, b"/new")
     for dt in (0.0, 0.001, 0.003, 0.010, 0.5):   # no beat all along: its loop is held
         loop.now += dt
         assert _pick((a, b), loop, costs) is b, dt
@@ -210,7 +218,7 @@ def test_a_worker_handed_a_route_not_seen_yet_is_passed_over_until_it_is_done(fa
 
 def test_a_stalled_worker_is_passed_over(fast):
     loop, costs, (a, b) = fast
-    a.open_stream(1, _stream(b"/fast"), [0, 1])
+    _open(a, 1, b"/fast")
     loop.now += PACK_BUDGET + 0.001   # silent for longer than the budget
     assert _pick((a, b), loop, costs) is b
 
@@ -219,7 +227,7 @@ def test_a_worker_holding_pack_streams_streams_is_passed_over(fast):
     loop, costs, (a, b) = fast
     costs.learn((b"GET", b"/x", None), 0.0)
     for sid in range(1, PACK_STREAMS + 1):
-        a.open_stream(sid, _stream(b"/x"), [0, sid])
+        _open(a, sid, b"/x")
     assert a.busy(loop.now) < PACK_BUDGET
     assert _pick((a, b), loop, costs) is b
 
@@ -228,12 +236,12 @@ def test_when_no_worker_keeps_up_the_least_work_ahead_wins(fast):
     loop, costs, (a, b) = fast
     costs.learn((b"GET", b"/cpu", None), 0.020)
     costs.learn((b"GET", b"/slow", None), 0.050)
-    a.open_stream(1, _stream(b"/slow"), [0, 1])
-    b.open_stream(2, _stream(b"/cpu"), [0, 2])
+    _open(a, 1, b"/slow")
+    _open(b, 2, b"/cpu")
     loop.now += 0.0001
     assert _pick((a, b), loop, costs) is b
-    b.open_stream(3, _stream(b"/cpu"), [0, 3])
-    b.open_stream(4, _stream(b"/cpu"), [0, 4])   # 60 ms ahead now
+    _open(b, 3, b"/cpu")
+    _open(b, 4, b"/cpu")   # 60 ms ahead now
     assert _pick((a, b), loop, costs) is a
 
 
@@ -277,7 +285,7 @@ def test_floor_raises_a_route_and_never_lowers_it():
 def test_a_worker_whose_streams_wait_is_not_busy_for_them(fast):
     loop, costs, (a, b) = fast
     for sid in (1, 2, 3):                  # slow readers, SSE: routes not learned
-        a.open_stream(sid, _stream(b"/events"), [0, sid])
+        _open(a, sid, b"/events")
     loop.now += 1.0
     _beats(a, lambda: loop.now - 0.001)   # its loop runs: it beats while they wait
     assert a.busy(loop.now) == pytest.approx(0.001)
@@ -292,14 +300,14 @@ def test_a_worker_whose_streams_wait_is_not_busy_for_them(fast):
 
 def test_a_held_loop_teaches_the_route_of_the_stream_holding_it(fast):
     loop, costs, (a, b) = fast
-    a.open_stream(1, _stream(b"/fast"), [0, 1])
+    _open(a, 1, b"/fast")
     loop.now += 0.0005
-    a.open_stream(2, _stream(b"/cpu"), [0, 2])     # not seen yet: 4 ms, the costliest
+    _open(a, 2, b"/cpu")     # not seen yet: 4 ms, the costliest
     loop.now += 0.0005
-    a.open_stream(3, _stream(b"/fast"), [0, 3])
+    _open(a, 3, b"/fast")
     _beats(a, lambda: 100.0005)                    # last beat: just after /cpu came
     loop.now = 100.0005 + 2 * PULSE + 0.001
-    a.open_stream(4, _stream(b"/other"), [0, 4])   # came after the loop went quiet
+    _open(a, 4, b"/other")   # came after the loop went quiet
     loop.now = 100.040
     a.busy(loop.now)
     # /cpu has held the loop for 39.5 ms: it costs at least that, and nothing else was blamed
@@ -312,9 +320,9 @@ def test_a_held_workers_queue_does_not_move(links):
     loop, costs, (a, b) = links
     costs.learn((b"GET", b"/x", None), 0.010)
     costs.learn((b"GET", b"/cpu", None), 0.020)
-    a.open_stream(1, _stream(b"/cpu"), [0, 1])     # holds the loop from t=0 (no beat)
+    _open(a, 1, b"/cpu")     # holds the loop from t=0 (no beat)
     loop.now += 0.020
-    a.open_stream(2, _stream(b"/x"), [0, 2])       # queued behind it: 10 ms once it runs
+    _open(a, 2, b"/x")       # queued behind it: 10 ms once it runs
     loop.now += 0.100
     # held for 120 ms (counted again as what is left of /cpu), and the queue as it was a
     # PULSE after the loop was last seen to run: /cpu's 20 ms and /x's 10 ms
@@ -328,14 +336,14 @@ def test_heavy_requests_20ms_apart_go_two_to_each_worker(fast):
     they end at 2, 2, 4 and 4 s."""
     loop, costs, (a, b) = fast
     for sid in range(100, 120):                 # 20 cheap requests in flight on b
-        b.open_stream(sid, _stream(b"/fast"), [0, sid])
+        _open(b, sid, b"/fast")
     running = {a: None, b: None}                # when its loop was last seen to run
     for link in (a, b):
         _beats(link, lambda link=link: loop.now if running[link] is None else running[link])
     placed = []
     for i in range(4):
         link = _pick((b, a), loop, costs, b"/cpu")   # b became ready first
-        link.open_stream(i + 1, _stream(b"/cpu"), [0, i + 1])
+        _open(link, i + 1, b"/cpu")
         if running[link] is None:
             running[link] = loop.now              # its loop is held from now on
         placed.append(link)

@@ -8,6 +8,7 @@ from websockets.frames import Close, CloseCode, Opcode
 from sidecar.events import (APP_DONE, DISCONNECT, MAX_CHUNK, RECV_CREDIT, RESPONSE_BODY, RESPONSE_START,
                             SEND_CREDIT, WS_ACCEPT, WS_CLOSE, WS_CONNECT, WS_DISCONNECT,
                             WS_RECEIVE, WS_SEND)
+from sidecar.events import max_chunk
 from sidecar.frontend.ws_stream import WebSocketStream
 from sidecar.http.ws_connection import DONE, OPEN
 from tests.http.test_ws_connection import frames_from, make, masked, upgrade_request
@@ -23,14 +24,15 @@ class Ring:
 class Link:
     def __init__(self, window=WINDOW):
         self.window = window
-        self.to_worker = Ring()
+        self.chunk = max_chunk(Ring.max_record, window)
         self.draining = False
         self.streams: dict = {}
         self.sent: list = []
 
-    def open_stream(self, sid, stream, ev):
+    def open_stream(self, sid, stream, ev, route):
         self.streams[sid] = stream
         self.sent.append(ev)
+        return 0.001, 0.0
 
     def send(self, ev):
         self.sent.append(ev)

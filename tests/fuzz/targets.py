@@ -244,7 +244,7 @@ class WorkerEvents:
         way ``start_reading_events`` does (an undecodable record -> ``_on_ring_error``)."""
         from sidecar.events import ProtocolError
         pending = list(batch)
-        while pending and not link.broken:  # a failed link has stopped reading
+        while pending and not link.closed:  # a failed link has stopped reading
             n = to_worker.try_write_many(pending)
             pending = pending[n:]
             while True:
@@ -261,7 +261,7 @@ class WorkerEvents:
         records = _split_records(data)
         worker = _FakeWorker()
         link = self.HostLink(worker, 0, _NoConsumer(), self.producer, WINDOW)
-        link.loop = self.loop
+        link.loop = self.loop   # what start() sets, without reading a ring
         rng = random.Random(zlib.crc32(data))
         cuts = sorted(rng.sample(range(len(records) + 1), min(2, len(records) + 1)))
         batches = [records[a:b] for a, b in zip([0] + cuts, cuts + [len(records)])]
@@ -275,7 +275,7 @@ class WorkerEvents:
                 self._settle(link)
         finally:
             inbound.close()
-        broken = link.broken
+        broken = link.closed
         # end of input: the host goes away; every task must end
         for stream in list(link.streams.values()):
             if stream.task is not None:
@@ -285,7 +285,7 @@ class WorkerEvents:
                 break
             self._settle(link)
         assert not worker.tasks, f"{len(worker.tasks)} stream task(s) did not end"
-        link.broken = True     # as close() would, without closing the shared rings
+        link.closed = True     # as close() would, without closing the shared rings
         self._settle(link, 1)
-        assert not link.backlog or link.broken
+        assert not link.backlog or link.closed
         return (broken, bool(worker.protocol_errors), min(len(records), 4))

@@ -1,5 +1,6 @@
 """A minimal attached host in Python, written from docs/protocol.md ("Attaching a host"), for
-the tests: connects to the attach socket, maps the ring pairs it is given, runs HTTP streams.
+the tests: connects to the attach socket, maps the ring pairs it is given and runs HTTP
+streams over them with the ring link the front-end and the workers use (sidecar/ring_link.py).
 
 Run as a script it attaches, starts ``GET /disconnect?marker=FILE`` on the first worker, prints
 ``started`` once the response has begun, and waits to be killed.
@@ -8,49 +9,58 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import socket
 import sys
 
 from sidecar import attach_protocol as ap
 from sidecar import events as ev
 from sidecar.ring import Consumer, Producer, RingSpec
+from sidecar.ring_link import RingLink
 
 
-class Worker:
+class Worker(RingLink):
+    """One worker's ring pair, on the shared ring link (sidecar/ring_link.py): events out are
+    batched per loop iteration, events in are dispatched by stream id to a queue."""
+
+    __slots__ = ("serial", "index", "hello", "pid", "gone")
+
     def __init__(self, host, serial, index, fds, gen_in, gen_out):
+        producer = Producer.attach(RingSpec(*fds[:3], gen_in))
+        try:
+            consumer = Consumer.attach(RingSpec(*fds[3:], gen_out))
+        except BaseException:
+            producer.close()
+            raise
+        super().__init__(producer, consumer)
         self.serial, self.index = serial, index
-        self.to_worker = Producer.attach(RingSpec(*fds[:3], gen_in))
-        self.to_host = Consumer.attach(RingSpec(*fds[3:], gen_out))
-        self.hello = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self.hello = loop.create_future()
         self.pid = None
-        self.streams: dict[int, asyncio.Queue] = {}
         self.gone = False
-        self.to_host.start_reading_events(asyncio.get_running_loop(), self._on_events,
-                                          self._on_error)
+        self.start(loop)
 
-    def _on_events(self, evs):
+    def _on_records(self, evs):
         for e in evs:
             if e[0] == ev.HELLO:
                 self.pid = e[3]
+                self.set_window(e[4])
                 if not self.hello.done():
                     self.hello.set_result(e)
             elif e[1] in self.streams:
                 self.streams[e[1]].put_nowait(e)
 
-    def _on_error(self, exc):
+    def _on_ring_error(self, exc):
         self.close()
 
-    def send(self, e: list) -> None:
-        assert self.to_worker.try_write(ev.pack(e)), "ring full"
+    def _write_failed(self, exc):
+        self.close()
 
     def close(self):
         if not self.gone:
             self.gone = True
             for q in self.streams.values():
                 q.put_nowait(None)
-            self.to_host.close()
-            self.to_worker.close()
+            super().close()
 
 
 class PyHost:

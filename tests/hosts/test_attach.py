@@ -116,7 +116,7 @@ def test_host_breaking_the_ring_protocol_is_cut_off_others_carry_on(sc):
         await good.ready_workers(2)
         victim = (await bad.ready_workers(2))[0]
         pids = set(sc.worker_pids())
-        victim.to_worker.try_write(b"\xc1 not msgpack")  # 0xc1 is never valid msgpack
+        victim.producer.try_write(b"\xc1 not msgpack")  # 0xc1 is never valid msgpack
         reason = await asyncio.wait_for(bad.closed, 10)
         assert "protocol error" in reason
         for w in good.workers.values():
@@ -237,6 +237,7 @@ def test_host_streams_over_limit_worker_streams_get_503_from_the_worker(tmp_path
                 assert c.get("/pid").status_code == 200
             for sid in held:
                 w.send([ev.DISCONNECT, sid])
+            w.publish()  # now: wait_for below blocks the loop, and with it the end-of-turn flush
             wait_for(lambda: all((tmp_path / str(i)).exists() for i in range(2)), 10,
                      what="held streams to end")
             for _ in range(50):  # APP_DONE of the held streams reaches the worker's count

@@ -1,8 +1,14 @@
-"""h1_pack_request (native/h1.c): the HTTP_REQUEST fields the C parser packs for a connection
+"""h1_pack_request (native/events.c): the HTTP_REQUEST fields the C parser packs for a connection
 (RequestParser.pack_requests) must be, byte for byte, what sidecar.events.pack makes of the
 Request the parser returns -- the scope the front-end would otherwise build in Python
 (HTTPConnection.req_scope).  native/tests/h1_unit.c checks the same function under ASan/UBSan;
 tests/e2e check that apps see these scopes through a real server.
+
+The rest of the one event codec is here too: the worker's check of what it is sent
+(``events.check_request``) accepts every record the C packer makes over the same corpus and
+gives back the headers as they came in, refuses every malformed one the way ``events.check``
+does, and the framing bounds (``events.FRAMING``, ``HEADER_FRAMING``, ``max_chunk``) by which
+records are sized before they are packed hold for what ``pack`` makes.
 """
 from __future__ import annotations
 
@@ -140,3 +146,99 @@ def test_differential_mutated_heads():
                 packed += 1
                 assert req.packed == expected(req, root=root), data
     assert packed > 5000, packed
+
+
+def _worker_sees(record: bytes) -> list:
+    """What the worker's link does with a record: decode, then events.check_request."""
+    ev = events.unpack(record)
+    return events.check_request(ev)
+
+
+def test_worker_check_accepts_every_packed_corpus_record():
+    """Every record the C path makes for the corpus (and mutations of it) passes the check the
+    worker makes, which hands back the request's headers as (name, value) tuples."""
+    rnd = random.Random(20261207)
+    checked = 0
+    heads = list(ACCEPTED) + [mutate(rnd, rnd.choice(ACCEPTED)) for _ in range(3000)]
+    for n, data in enumerate(heads):
+        root = ("", "/api", "/\u00e9")[n % 3]
+        for req in requests(parser(root=root).feed(data)):
+            if req.packed is None:
+                continue
+            for body, more in ((b"", False), (b"abc", True)):
+                record = events.request_record(n + 1, req.packed, body, more)
+                assert _worker_sees(record) == [tuple(h) for h in req.headers], data
+                checked += 1
+    assert checked > 1000, checked
+
+
+def _good(kind):
+    if kind == events.HTTP_REQUEST:
+        return [kind, 7, "GET", "http", "/", b"/", b"", [[b"host", b"a"]], ["1.2.3.4", 5],
+                ["/run/s.sock", None], "1.1", "", b"", False]
+    return [kind, 7, "ws", "/", b"/", b"", [[b"host", b"a"]], None, ["h", 80], "1.1", "",
+            ["chat"]]
+
+
+@pytest.mark.parametrize("kind", [events.HTTP_REQUEST, events.WS_CONNECT])
+def test_worker_check_refuses_each_malformed_field(kind):
+    """Each field of a request given a wrong type (and every field count but the right one)
+    is a ProtocolError for that stream -- from check_request, which the worker calls, and
+    from events.check, which every other kind goes through."""
+    good = _good(kind)
+    assert events.check_request(list(good)) == [(b"host", b"a")]
+    events.check(list(good))
+    bad_values = [1.5, None, 7, "s", b"b", [b"x"], [[b"a"]], [[b"a", "v"]], ["h", "80"],
+                  ["h", 80, 1], {}, True]
+    refused = 0
+    for i in range(2, len(good)):
+        for value in bad_values:
+            ev = list(good)
+            ev[i] = value
+            try:
+                events.check_request(list(ev))
+            except events.ProtocolError as exc:
+                assert exc.sid == 7
+                with pytest.raises(events.ProtocolError):
+                    events.check(list(ev))
+                refused += 1
+            else:   # accepted: the value has a type the field allows
+                events.check(list(ev))
+                assert (i, repr(value)) in _ALLOWED[kind], (i, value)
+    assert refused > 10 * (len(good) - 2)
+    for n in range(2, len(good) + 3):
+        if n != len(good):
+            ev = (good + [b""] * 3)[:n]
+            with pytest.raises(events.ProtocolError, match="fields"):
+                events.check_request(ev)
+
+
+# The replacements test_worker_check_refuses_each_malformed_field finds accepted: types the
+# field allows (client/server may be nil, a header list may be empty, and so on).
+_ALLOWED = {
+    events.HTTP_REQUEST: {(2, "'s'"), (3, "'s'"), (4, "'s'"), (5, "b'b'"), (6, "b'b'"),
+                          (8, "None"), (9, "None"), (10, "'s'"), (11, "'s'"), (12, "b'b'"),
+                          (13, "True")},
+    events.WS_CONNECT: {(2, "'s'"), (3, "'s'"), (4, "b'b'"), (5, "b'b'"), (7, "None"),
+                        (8, "None"), (9, "'s'"), (10, "'s'"), (11, "['h', '80']")},
+}
+
+
+@pytest.mark.parametrize("n", [0, 1, 31, 32, 255, 256, 65535, 65536, 70000])
+def test_framing_bounds_hold(n):
+    """A record sized with the bounds of events.py is never larger than that: body and
+    WebSocket records, and response heads of many headers."""
+    sid = 2**63 - 1   # the largest stream id: the widest int
+    for kind in (events.RESPONSE_BODY, events.HTTP_BODY, events.WS_SEND, events.WS_RECEIVE):
+        assert len(pack([kind, sid, b"x" * n, True])) <= n + events.FRAMING
+    assert len(pack([events.WS_SEND, sid, "x" * n, False])) <= n + events.FRAMING
+    headers = [(b"n" * (n % 300), b"v" * n)] * 3 + [(b"a", b"")] * 20
+    size = events.FRAMING + sum(len(a) + len(b) + events.HEADER_FRAMING for a, b in headers)
+    assert len(pack([events.RESPONSE_START, sid, 599, headers, False])) <= size
+
+
+def test_max_chunk_fits_a_record_and_the_window():
+    for max_record, window in ((512 * 1024, 256 * 1024), (8192, 256 * 1024), (1 << 20, 4096)):
+        chunk = events.max_chunk(max_record, window)
+        assert chunk <= window and chunk <= events.MAX_CHUNK
+        assert len(pack([events.RESPONSE_BODY, 2**63 - 1, b"x" * chunk, True])) <= max_record

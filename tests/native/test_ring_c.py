@@ -110,17 +110,18 @@ def _compiler_id(cc: str) -> str:
 
 def build(cc: str, prog: str, flavour: str, extra: list[str] | None = None) -> Path:
     """Compile native/tests/<prog>.c + native/ring.c (+ native/frame.c for frame_* and h1_*,
-    native/h1.c for h1_*); cached by a hash of everything."""
+    native/h1.c and native/events.c for h1_*); cached by a hash of everything."""
     sources = [CSRC / f"{prog}.c", NATIVE / "ring.c"]
     if prog.startswith("frame") or prog.startswith("h1"):
         sources.append(NATIVE / "frame.c")
     if prog.startswith("h1"):
-        sources.append(NATIVE / "h1.c")
+        sources += [NATIVE / "h1.c", NATIVE / "events.c"]
     flags = BASE_FLAGS + FLAVOURS.get(flavour, []) + (extra or []) + ["-pthread"]
     h = hashlib.sha256()
     h.update(_compiler_id(cc).encode())
     h.update("\0".join(flags).encode())
-    for f in sources + [NATIVE / "ring.h", NATIVE / "frame.h", NATIVE / "h1.h", CSRC / "unit.h"]:
+    for f in sources + [NATIVE / "ring.h", NATIVE / "frame.h", NATIVE / "h1.h",
+                        NATIVE / "events.h", CSRC / "unit.h"]:
         h.update(f.read_bytes())
     stem = f"{prog}-{flavour}"
     out = BUILD / f"{stem}-{h.hexdigest()[:16]}"
