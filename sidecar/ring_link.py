@@ -163,7 +163,10 @@ class RingLink:
         already.  The caller must not change ``ev`` (or what it holds) afterwards."""
         if self.closed:
             return
-        pending = self.pending   # (behind a backlog too: _write_pending keeps the order)
+        if self.backlog:   # behind it, in order (pending is empty while there is one)
+            self._enqueue(ev if type(ev) is bytes else pack(ev), None)
+            return
+        pending = self.pending
         pending.append(ev)
         if len(pending) >= EARLY_RECORDS:
             self._write_pending()  # let the peer start on these while we make the rest

@@ -124,10 +124,12 @@ def test_a_full_ring_keeps_a_backlog_in_order_and_push_waits():
             if fut is not None:
                 futures.append(fut)
             await _turns(1)
-        for _ in range(5):                 # behind the backlog: each push waits its turn
+        for _ in range(5):   # behind the backlog: each push waits its turn, sends keep theirs
             sid += 1
             futures.append(a.push(ev(sid, body), len(body) + events.FRAMING))
-        a.send(ev(sid + 1))                # and a send keeps its place too
+            sid += 1
+            a.send(ev(sid))
+        a.send(ev(sid + 1))
         assert all(f is not None and not f.done() for f in futures[-5:])
         b.start(loop)                      # the reader drains; the space doorbell wakes a
         await asyncio.wait_for(asyncio.gather(*futures), 10)
