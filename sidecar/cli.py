@@ -154,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="longest pause in a request body the app waits for (60)")
     p.add_argument("--timeout-send", dest="send_timeout", type=float, metavar="S",
                    help="abort a client that takes no response bytes for S (60)")
+    p.add_argument("--timeout-request", dest="request_timeout", type=float, metavar="S",
+                   help="504 for a request with no response start S seconds after it was "
+                        "received; the app is told http.disconnect, then cancelled (0 = off)")
     p.add_argument("--timeout-graceful-shutdown", dest="shutdown_timeout", type=float,
                    metavar="S")
     p.add_argument("--drain-grace", dest="drain_grace", type=float, metavar="S",
@@ -277,6 +280,8 @@ def load_config(argv: list[str] | None = None, environ=os.environ) -> Config:
                        ("dispatch_timeout", "--timeout-dispatch")):
         if not getattr(config, name) > 0:
             raise UsageError(f"{flag} must be a positive number of seconds")
+    if not config.request_timeout >= 0:
+        raise UsageError("--timeout-request must be 0 (off) or a positive number of seconds")
     if config.worker_hang_timeout != 0 and config.worker_hang_timeout < 1:
         raise UsageError("--timeout-worker-hang must be 0 (off) or at least 1 second")
     if config.max_requests < 0 or config.max_requests_jitter < 0 \

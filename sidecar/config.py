@@ -104,6 +104,11 @@ class Config:
     # The client took none of the response for this long (our send buffer stayed full): abort.
     # nginx send_timeout 60 s.  Without it a client that stops reading holds a stream forever.
     send_timeout: float = 60.0
+    # A request whose response has not started this long after it was received whole (its
+    # head, or its body's last byte) gets 504 from the front-end; the app is told
+    # http.disconnect and cancelled after a grace.  0 = off, as nginx's proxy_read_timeout is
+    # what usually bounds it (60 s there).  Nothing bounds a response once it started.
+    request_timeout: float = 0.0
     shutdown_timeout: float = 30.0   # systemd TimeoutStopSec default is 90 s
     # Event streams (text/event-stream responses) still running this long into a worker's
     # drain (shutdown, reload, recycle) are sent http.disconnect and, once their app stops,

@@ -30,7 +30,8 @@ log = logging.getLogger("sidecar.frontend")
 
 def timeouts(config) -> Timeouts:
     return Timeouts(header=config.header_timeout, body=config.body_timeout,
-                    keepalive=config.keepalive_timeout, send=config.send_timeout)
+                    keepalive=config.keepalive_timeout, send=config.send_timeout,
+                    request=config.request_timeout)
 
 
 class HTTPConnection(asyncio.Protocol):

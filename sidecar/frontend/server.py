@@ -85,6 +85,7 @@ class FrontEnd:
         self.trust_unix = config.proxy_headers and (self._trust_all or
                                                     "unix" in config.forwarded_allow_ips)
         self.exit_code = EXIT_OK
+        self.request_timeouts = 0   # 504s for --timeout-request (metrics)
         self._stop = asyncio.Event()
         self._signals: list[int] = []
         self.batcher = Batcher(self.loop)

@@ -11,15 +11,16 @@ A ``Stream`` owns what every protocol shares, so that no protocol repeats it:
   connection could write now (``proto.writable``), else owed until ``flush_owed``: a slow
   client costs one window of buffer, never a worker;
 - the error policy, in one place: the app failed or its worker was lost before the response
-  started -> 500 / 502; after it started -> the connection protocol aborts the response
-  (a truncated body, never a second status line);
+  started -> 500 / 502; no response start within --timeout-request -> 504 (the app is told
+  http.disconnect; the worker cancels it after a grace); after it started -> the connection
+  protocol aborts the response (a truncated body, never a second status line);
 - the drain notice for event streams, and the access record.
 
 It talks to its connection only through the protocol's stream interface (``start_response``,
 ``send_data``, ``end_response``, ``end_open_response``, ``error_response``,
 ``abort_response``, ``writable``, ``send_continue``, ``pause_body``, ``resume_body``, and
-``closed``), and the protocol calls back ``on_body``, ``client_gone``, ``flush_owed`` and
-``finished``.  A new protocol (HTTP/2) plugs in by offering the same interface per stream.
+``closed``), and the protocol calls back ``on_body``, ``client_gone``, ``flush_owed``,
+``finished`` and ``request_timed_out`` (the protocol owns the deadlines).  A new protocol (HTTP/2) plugs in by offering the same interface per stream.
 """
 from __future__ import annotations
 
@@ -48,7 +49,8 @@ class Stream:
 
     __slots__ = ("conn", "proto", "ex", "sid", "req", "link", "recv_credit", "pending",
                  "pending_bytes", "body_sent_done", "credit_seen", "owed", "app_done", "t0",
-                 "dispatched", "route", "cost", "t_dispatch", "event_stream", "told_to_end")
+                 "dispatched", "route", "cost", "t_dispatch", "event_stream", "told_to_end",
+                 "expired")
 
     def __init__(self, conn, proto, ex, sid: int):
         self.conn = conn              # the connection adapter: scope, access, server
@@ -71,6 +73,7 @@ class Stream:
         self.dispatched = False
         self.event_stream = False     # a text/event-stream response (drain_notice)
         self.told_to_end = False      # drain_notice sent the app http.disconnect
+        self.expired = False          # answered 504 for the app (request_timed_out)
 
     # --- request direction ---------------------------------------------------------------
 
@@ -148,6 +151,8 @@ class Stream:
             return  # also after our own answer (a timeout): the app is being told
         ex = self.ex
         if ex.started:
+            if self.expired:
+                return   # we answered 504 for it (pipelined: the connection is still open)
             return self._fail("second http.response.start")
         try:
             open_ended = proto.start_response(ex, status, headers)
@@ -170,6 +175,8 @@ class Stream:
             return
         ex = self.ex
         if not ex.started or ex.complete:
+            if self.expired:
+                return
             return self._fail("response body outside a started response")
         if more:
             if data:
@@ -194,6 +201,11 @@ class Stream:
     def _on_app_done(self, error: str | None) -> None:
         self.app_done = True
         proto, ex, req = self.proto, self.ex, self.req
+        if self.expired:
+            if error:
+                log.info("app ended after its request timed out, in %s %s: %s",
+                         req.method.decode(), req.target.decode("latin-1"), error)
+            return
         if proto.closed or self.told_to_end and ex.started:
             if error:   # most often the app's send() raising ClientDisconnected
                 log.info("app ended after %s, in %s %s: %s",
@@ -243,6 +255,22 @@ class Stream:
                 and not self.told_to_end and self.link is not None):
             self.told_to_end = True
             self.link.send([DISCONNECT, self.sid])
+
+    def request_timed_out(self, seconds: float) -> None:
+        """No response start ``seconds`` after the request was received (--timeout-request;
+        the connection protocol keeps that deadline): 504, and the app is told
+        http.disconnect (its worker cancels it if it does not return within a grace).  The
+        worker and its other streams are not touched."""
+        req = self.req
+        link = self.link
+        log.warning("request timeout (%gs): %s %s on %s: answering 504", seconds,
+                    req.method.decode(), req.target.decode("latin-1"),
+                    f"worker {link.index}" if link is not None else "no worker yet")
+        self.expired = True
+        self.conn.server.request_timeouts += 1
+        self.client_gone()
+        if not self.proto.closed:
+            self.proto.error_response(self.ex, 504)
 
     def overloaded(self) -> None:
         """No worker could take the stream in time, or too many streams are in flight."""
