@@ -93,9 +93,10 @@ def free_port() -> int:
 
 
 def server_argv(kind: str, app: str, port: int, workers: int, workdir: Path,
-                access_log: bool = False) -> list[str]:
+                access_log: bool | str = False) -> list[str]:
     """The command line for ``kind`` serving ``app`` on 127.0.0.1:``port``; with
-    ``access_log``, each server's access log on (to its stdout: a file in ``workdir``)."""
+    ``access_log``, each server's access log on (to its stdout: a file in ``workdir``); a
+    string is sidecar's --access-log-format."""
     root = checkout_of(kind)
     python = [str(root / ".venv" / "bin" / "python") if root else sys.executable, "-m"]
     log = "--access-log" if access_log else "--no-access-log"
@@ -108,7 +109,7 @@ def server_argv(kind: str, app: str, port: int, workers: int, workdir: Path,
             "--uds", str(workdir / "sidecar.sock"),
             "--workers", str(workers),
             log, "--log-level", "warning",
-        ]  # fmt: skip
+        ] + (["--access-log-format", access_log] if isinstance(access_log, str) else [])
     if kind == "uvicorn":
         return python + [
             "uvicorn", app,
@@ -139,7 +140,7 @@ def start_server(
     *,
     ready_path: str = "/",
     timeout: float = 30.0,
-    access_log: bool = False,
+    access_log: bool | str = False,
 ) -> ServerHandle:
     """Start ``kind`` serving ``app`` and return once ``GET ready_path`` answers.
 

@@ -9,6 +9,8 @@ Scenarios (see SCENARIOS at the bottom; add one there, e.g. for WebSockets):
 - ``bare``: the bare ASGI hello app, ``wrk -c64`` on ``/``. Server overhead only.
 - ``logged``: ``bare`` with every server's access log on, as sidecar and uvicorn start by
   default (granian's is off by default): one line per request to the server's stdout, a file.
+- ``logged_json``: ``logged`` for sidecar alone, its lines in JSON (``--access-log-format
+  json``): what the JSON mode costs, beside ``logged``'s default line.
 - ``starlette``: the same through Starlette.
 - ``dispatch``: 8 keep-alive connections send paced ``/fast`` requests; once they are open,
   a second wrk keeps ``/cpu`` busy (20 ms of CPU per request, blocking a worker's event loop).
@@ -81,7 +83,9 @@ class Scenario:
     compare: str = "req_s"
     extra_columns: list[tuple[str, str]] = field(default_factory=list)  # (key, header)
     rounds: int = 1  # measurements per server (each on a fresh start); the median is shown
-    access_log: bool = False  # the servers' access logs on (to a file), as by default
+    access_log: bool | str = False  # the servers' access logs on (to a file), as by default;
+    # a string: sidecar's --access-log-format
+    peers: bool = True  # sidecar@DIR checkouts run too (not for a flag they may not have)
 
 
 # -- measurements ---------------------------------------------------------------------------
@@ -254,7 +258,8 @@ def run_scenario(scenario: Scenario, kinds: list[str], options: Options, log,
     rounds = rounds or scenario.rounds
     matrix = [(kind, workers) for kind, workers in scenario.matrix if kind in kinds]
     # each sidecar@DIR (another checkout) runs wherever this one's sidecar does
-    for other in (k for k in kinds if base_kind(k) == "sidecar" and k != "sidecar"):
+    for other in (k for k in kinds if base_kind(k) == "sidecar" and k != "sidecar"
+                  and scenario.peers):
         matrix += [(other, workers) for kind, workers in scenario.matrix if kind == "sidecar"]
     runs: dict[tuple[str, int], list[dict]] = {entry: [] for entry in matrix}
     for n in range(rounds):
@@ -366,6 +371,16 @@ SCENARIOS: dict[str, Scenario] = {
         matrix=THROUGHPUT_MATRIX,
         measure=measure_throughput("/"),
         access_log=True,
+    ),
+    "logged_json": Scenario(
+        name="logged_json",
+        description="logged, sidecar's access lines in JSON (--access-log-format json)",
+        app="benchmarks.apps:hello",
+        ready_path="/",
+        matrix=[("sidecar", 1), ("sidecar", 2)],
+        measure=measure_throughput("/"),
+        access_log="json",
+        peers=False,
     ),
     "starlette": Scenario(
         name="starlette",

@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "dictConfig in .json/.toml, or a fileConfig .ini")
     p.add_argument("--access-log", dest="access_log", action="store_true", default=None)
     p.add_argument("--no-access-log", dest="access_log", action="store_false")
+    p.add_argument("--access-log-format", metavar="FORMAT",
+                   help="combined (default), a template of {fields} ('{client} \"{request}\" "
+                        "{status} {header:x-request-id}'), json, or json:FIELD,KEY=FIELD,...")
     p.add_argument("--lifespan", choices=["auto", "on", "off"])
     p.add_argument("--forwarded-allow-ips", metavar="LIST",
                    help="comma-separated peers trusted for X-Forwarded-*/Forwarded ('*', 'unix')")
@@ -289,6 +292,11 @@ def load_config(argv: list[str] | None = None, environ=os.environ) -> Config:
         raise UsageError("--max-requests, --max-requests-jitter and --max-worker-memory "
                          "must be 0 or more")
     config.headers = [check_header_flag(h) for h in config.headers]
+    from sidecar.frontend.access_format import compile_format
+    try:
+        compile_format(config.access_log_format)
+    except ValueError as exc:
+        raise UsageError(f"--access-log-format: {exc}") from None
     if config.reload_dirs and not config.reload:
         raise UsageError("--reload-dir needs --reload")
     for d in config.reload_dirs:

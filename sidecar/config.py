@@ -50,6 +50,9 @@ class Config:
     log_level: str = "info"
     log_config: str | None = None  # dictConfig (.json/.toml) or fileConfig (.ini): logconfig.py
     access_log: bool = True
+    # "combined" (nginx's combined line + duration), a template of {fields}, "json" or
+    # "json:FIELDS" (sidecar/frontend/access_format.py)
+    access_log_format: str = "combined"
     server_header: bool = True
     # "Name: Value" fields added to every response from the app (uvicorn's --header);
     # "Server: x" replaces sidecar's own Server value

@@ -50,7 +50,7 @@ class Stream:
     __slots__ = ("conn", "proto", "ex", "sid", "req", "link", "recv_credit", "pending",
                  "pending_bytes", "body_sent_done", "credit_seen", "owed", "app_done", "t0",
                  "dispatched", "route", "cost", "t_dispatch", "event_stream", "told_to_end",
-                 "expired")
+                 "expired", "t_taken", "t_first", "response_headers")
 
     def __init__(self, conn, proto, ex, sid: int):
         self.conn = conn              # the connection adapter: scope, access, server
@@ -84,6 +84,8 @@ class Stream:
         self.recv_credit = link.window - len(body)
         self.body_sent_done = not more
         link.open_stream(self.sid, self, self.conn.request_event(self, body, more))
+        if self.conn.server.access_detail:   # an --access-log-format that shows timings
+            self.t_taken = time.monotonic()
         if self.pending:
             self._flush_body()
 
@@ -154,6 +156,9 @@ class Stream:
             if self.expired:
                 return   # we answered 504 for it (pipelined: the connection is still open)
             return self._fail("second http.response.start")
+        if self.conn.server.access_detail:
+            self.t_first = time.monotonic()
+            self.response_headers = headers
         try:
             open_ended = proto.start_response(ex, status, headers)
         except (ValueError, TypeError) as exc:

@@ -40,7 +40,6 @@ from websockets.server import ServerProtocol
 from sidecar.events import (APP_DONE, DISCONNECT, MAX_CHUNK, RECV_CREDIT, RESPONSE_BODY,
                             RESPONSE_START, SEND_CREDIT, WS_ACCEPT, WS_CLOSE, WS_CONNECT,
                             WS_DISCONNECT, WS_RECEIVE, WS_SEND)
-from sidecar.frontend import access
 from sidecar.http import h1, h1_response
 
 log = logging.getLogger("sidecar.websocket")
@@ -483,9 +482,7 @@ class WebSocket(asyncio.Protocol):
         self.server.connections.discard(self)
         if self.server.access is not None:
             # 499 (nginx's "client closed request"): gone before anything was answered
-            self.server.access.write(access.line(access.who(self.client), self.req,
-                                                 self.status or 499,
-                                                 self.sent, time.monotonic() - self.t0))
+            self.server.access.write_websocket(self, self.status or 499)
         proto = self.proto
         if proto.close_rcvd is not None:
             code, reason = proto.close_rcvd.code, proto.close_rcvd.reason
