@@ -19,6 +19,8 @@ Scenarios (see SCENARIOS at the bottom; add one there, e.g. for WebSockets):
   behind ``/cpu``. The figure is p99 of ``/fast``: lower is better. Where the kernel puts
   the connections of a per-connection server changes from start to start, so each server is
   measured three times (``--rounds``), interleaved, and its median round is shown.
+- ``wsgi``: a bare WSGI hello: sidecar ``--interface wsgi`` (8 threads a worker) against
+  gunicorn's sync worker, its gthread worker (8 threads) and granian's WSGI interface.
 - ``ws_echo``: ``--connections`` WebSockets to the bare app's echo, each sending a 64-byte
   text message and awaiting its echo in a loop (a Python ``websockets`` client on uvloop, in
   this process: it costs CPU too, alike for every server). req/s = messages echoed per second.
@@ -86,6 +88,7 @@ class Scenario:
     access_log: bool | str = False  # the servers' access logs on (to a file), as by default;
     # a string: sidecar's --access-log-format
     peers: bool = True  # sidecar@DIR checkouts run too (not for a flag they may not have)
+    interface: str = "asgi"  # or wsgi: sidecar --interface wsgi, granian's, gunicorn
 
 
 # -- measurements ---------------------------------------------------------------------------
@@ -233,7 +236,7 @@ def run_one(scenario: Scenario, kind: str, workers: int, options: Options) -> di
     row = {"server": kind, "workers": workers, "status": "ok", "error": None}
     try:
         handle = start_server(kind, scenario.app, workers=workers, ready_path=scenario.ready_path,
-                              access_log=scenario.access_log)
+                              access_log=scenario.access_log, interface=scenario.interface)
     except ServerStartError as exc:
         return row | {"status": "failed to start", "error": str(exc)}
     except Exception as exc:  # a row, not a traceback; Ctrl-C still unwinds
@@ -403,6 +406,18 @@ SCENARIOS: dict[str, Scenario] = {
         # (all /fast ones on the worker /cpu does not use: no wait at all), and that changes
         # from start to start: one round is a coin toss, three give the median.
         rounds=3,
+    ),
+    "wsgi": Scenario(
+        name="wsgi",
+        description="bare WSGI hello (benchmarks.apps:wsgi_hello), GET /",
+        app="benchmarks.apps:wsgi_hello",
+        ready_path="/",
+        matrix=[("sidecar", 1), ("sidecar", 2), ("gunicorn", 1), ("gunicorn", 2),
+                ("gunicorn-gthread", 1), ("gunicorn-gthread", 2), ("granian", 1),
+                ("granian", 2)],
+        measure=measure_throughput("/"),
+        interface="wsgi",
+        peers=False,
     ),
     "ws_echo": Scenario(
         name="ws_echo",

@@ -115,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="combined (default), a template of {fields} ('{client} \"{request}\" "
                         "{status} {header:x-request-id}'), json, or json:FIELD,KEY=FIELD,...")
     p.add_argument("--lifespan", choices=["auto", "on", "off"])
+    p.add_argument("--interface", choices=["auto", "asgi", "wsgi"],
+                   help="the app's interface (auto: WSGI if it is a plain callable of two "
+                        "positional parameters, else ASGI)")
+    p.add_argument("--wsgi-threads", type=int, metavar="N",
+                   help="threads per worker for a WSGI app (8); with --interface wsgi, also "
+                        "the streams a worker takes at once")
     p.add_argument("--forwarded-allow-ips", metavar="LIST",
                    help="comma-separated peers trusted for X-Forwarded-*/Forwarded ('*', 'unix')")
     # the positive forms are the defaults, accepted as uvicorn accepts them
@@ -285,6 +291,14 @@ def load_config(argv: list[str] | None = None, environ=os.environ) -> Config:
             raise UsageError(f"{flag} must be a positive number of seconds")
     if not config.request_timeout >= 0:
         raise UsageError("--timeout-request must be 0 (off) or a positive number of seconds")
+    if config.interface not in ("auto", "asgi", "wsgi"):
+        raise UsageError(f"--interface must be auto, asgi or wsgi, not {config.interface!r}")
+    if config.wsgi_threads < 1:
+        raise UsageError("--wsgi-threads must be at least 1")
+    if config.interface == "wsgi" and not 0 < config.limit_worker_streams <= config.wsgi_threads:
+        # a WSGI stream holds a thread to its end: more on one worker would only queue there,
+        # while another worker may have a thread free (they wait in the front-end instead)
+        config.limit_worker_streams = config.wsgi_threads
     if config.worker_hang_timeout != 0 and config.worker_hang_timeout < 1:
         raise UsageError("--timeout-worker-hang must be 0 (off) or at least 1 second")
     if config.max_requests < 0 or config.max_requests_jitter < 0 \

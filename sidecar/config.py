@@ -61,6 +61,10 @@ class Config:
     forwarded_allow_ips: list[str] = field(default_factory=lambda: ["127.0.0.1", "::1", "unix"])
     proxy_headers: bool = True
     lifespan: str = "auto"         # auto | on | off
+    # auto | asgi | wsgi: a WSGI app runs on wsgi_threads threads per worker (auto: the rule
+    # in sidecar/worker/wsgi.py, is_wsgi); with wsgi, a worker takes at most that many streams
+    interface: str = "auto"
+    wsgi_threads: int = 8
 
     # operations (docs/operations.md): the control socket for `sidecar status` ("auto": in
     # $RUNTIME_DIRECTORY, else next to the Unix socket; "off"; or a path) and Prometheus metrics
