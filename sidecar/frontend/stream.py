@@ -20,7 +20,8 @@ It talks to its connection only through the protocol's stream interface (``start
 ``send_data``, ``end_response``, ``end_open_response``, ``error_response``,
 ``abort_response``, ``writable``, ``send_continue``, ``pause_body``, ``resume_body``, and
 ``closed``), and the protocol calls back ``on_body``, ``client_gone``, ``flush_owed``,
-``finished`` and ``request_timed_out`` (the protocol owns the deadlines).  A new protocol (HTTP/2) plugs in by offering the same interface per stream.
+``finished`` and ``request_timed_out`` (the protocol owns the deadlines).  A new protocol
+(HTTP/2) plugs in by offering the same interface per stream.
 """
 from __future__ import annotations
 
