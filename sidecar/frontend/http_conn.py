@@ -194,7 +194,7 @@ class HTTPConnection(asyncio.Protocol):
         """Every value a --access-log-format may show of this stream's exchange."""
         t0, req = stream.t0, stream.req
         scheme, client = self.scheme, self.client
-        if self.trusted:
+        if self.trusted and self.server.access.format.wants_client:
             scheme, client = self.server.apply_proxy_headers(req.headers, scheme, client)
         taken = getattr(stream, "t_taken", None)
         first = getattr(stream, "t_first", None)

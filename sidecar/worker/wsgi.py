@@ -422,7 +422,7 @@ class WsgiApp:
                         request.stop()
                     if item["type"] == "http.response.body":
                         request.sent(len(item["body"]))
-        except asyncio.CancelledError:
+        except BaseException:   # cancelled, or a message send() refused (a bad header)
             request.stop()   # the thread's next write raises; it ends when the app lets it
             raise
 

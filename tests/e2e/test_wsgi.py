@@ -166,6 +166,16 @@ def test_threads_cap_the_streams_a_worker_takes():
         assert time.monotonic() - t0 >= 1.0   # 2 at a time: three rounds of 0.5 s
 
 
+def test_a_refused_header_is_a_500_and_frees_the_thread():
+    """The app's head fails the worker's header check: 500, and the thread (the only one)
+    is free for the next request."""
+    with Sidecar(APPS["raw"], "--interface", "wsgi", "--wsgi-threads", "1", workers=1,
+                 ready_path="/pid") as s:
+        for _ in range(3):
+            assert httpx.get(s.url + "/bad-header", timeout=10).status_code == 500
+        assert httpx.get(s.url + "/pid", timeout=10).status_code == 200
+
+
 def test_request_timeout_answers_504_and_the_thread_finishes(tmp_path):
     marker = tmp_path / "slept"
     with Sidecar(APPS["raw"], "--interface", "wsgi", "--timeout-request", "1", workers=1,

@@ -105,6 +105,12 @@ def raw(environ, start_response):
         write = start_response("200 OK", [("Content-Type", "text/plain")])
         write(b"written ")
         return [b"and returned"]
+    if path == "/bad-header":   # refused by the worker's header check: a 500
+        def gen():
+            yield b"x" * 100_000
+            yield b"y" * 100_000   # more than fits before the refusal: the thread must not hang
+        start_response("200 OK", [("X-Evil", "a\r\nInjected: yes")])
+        return gen()
     if path == "/sleep":
         time.sleep(float(args.get("s", "1")))
         _mark(marker, "slept")
