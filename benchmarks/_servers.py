@@ -23,7 +23,8 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
-KINDS = ("sidecar", "uvicorn", "granian")
+KINDS = ("sidecar", "uvicorn", "granian", "gunicorn", "gunicorn-gthread")
+GTHREADS = 8   # gunicorn's gthread threads, as sidecar's --wsgi-threads default
 
 
 def checkout_of(kind: str) -> Path | None:
@@ -93,9 +94,11 @@ def free_port() -> int:
 
 
 def server_argv(kind: str, app: str, port: int, workers: int, workdir: Path,
-                access_log: bool = False) -> list[str]:
+                access_log: bool | str = False, interface: str = "asgi") -> list[str]:
     """The command line for ``kind`` serving ``app`` on 127.0.0.1:``port``; with
-    ``access_log``, each server's access log on (to its stdout: a file in ``workdir``)."""
+    ``access_log``, each server's access log on (to its stdout: a file in ``workdir``); a
+    string is sidecar's --access-log-format.  ``interface``: asgi, or wsgi (sidecar and
+    granian; gunicorn is WSGI only)."""
     root = checkout_of(kind)
     python = [str(root / ".venv" / "bin" / "python") if root else sys.executable, "-m"]
     log = "--access-log" if access_log else "--no-access-log"
@@ -108,7 +111,8 @@ def server_argv(kind: str, app: str, port: int, workers: int, workdir: Path,
             "--uds", str(workdir / "sidecar.sock"),
             "--workers", str(workers),
             log, "--log-level", "warning",
-        ]  # fmt: skip
+        ] + (["--access-log-format", access_log] if isinstance(access_log, str) else []) \
+          + (["--interface", "wsgi"] if interface == "wsgi" else [])
     if kind == "uvicorn":
         return python + [
             "uvicorn", app,
@@ -122,12 +126,21 @@ def server_argv(kind: str, app: str, port: int, workers: int, workdir: Path,
         # so.  --http 1: HTTP/1.1 only, like the others; WebSockets stay on, like the others.
         return python + [
             "granian", app,
-            "--interface", "asgi",
+            "--interface", interface,
             "--host", HOST, "--port", str(port),
             "--workers", str(workers),
             "--http", "1", "--loop", "uvloop",
             log, "--log-level", "warning",
         ]  # fmt: skip
+    if kind in ("gunicorn", "gunicorn-gthread"):
+        worker = ["-k", "sync"] if kind == "gunicorn" else ["-k", "gthread", "--threads",
+                                                           str(GTHREADS)]
+        return python + [
+            "gunicorn", app,
+            "--bind", f"{HOST}:{port}",
+            "--workers", str(workers), *worker,
+            "--log-level", "warning",
+        ] + (["--access-logfile", "-"] if access_log else [])
     raise ValueError(f"unknown server kind {kind!r}; expected one of {KINDS}")
 
 
@@ -139,7 +152,8 @@ def start_server(
     *,
     ready_path: str = "/",
     timeout: float = 30.0,
-    access_log: bool = False,
+    access_log: bool | str = False,
+    interface: str = "asgi",
 ) -> ServerHandle:
     """Start ``kind`` serving ``app`` and return once ``GET ready_path`` answers.
 
@@ -148,7 +162,7 @@ def start_server(
     """
     port = port or free_port()
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-{base_kind(kind)}-"))
-    argv = server_argv(kind, app, port, workers, workdir, access_log)
+    argv = server_argv(kind, app, port, workers, workdir, access_log, interface)
     env = dict(os.environ)
     # the benchmark apps come from this checkout; a sidecar@DIR runs its own package
     paths = [str(checkout_of(kind) or REPO_ROOT), str(REPO_ROOT), env.get("PYTHONPATH")]

@@ -26,6 +26,15 @@ _HELLO_START = {
 _HELLO_BODY_MESSAGE = {"type": "http.response.body", "body": _HELLO_BODY}
 
 
+_WSGI_HEADERS = [("Content-Type", "text/plain"), ("Content-Length", "13")]
+
+
+def wsgi_hello(environ, start_response):
+    """Bare WSGI hello: the same response as ``hello``."""
+    start_response("200 OK", _WSGI_HEADERS)
+    return [b"Hello, world!"]
+
+
 async def hello(scope, receive, send):
     """Bare ASGI hello: 'Hello, world!' as text/plain, with a lifespan that just says yes."""
     if scope["type"] == "http":

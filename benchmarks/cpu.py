@@ -5,6 +5,9 @@
     python -m benchmarks.cpu --servers sidecar,uvicorn --rounds 5 --json
     python -m benchmarks.cpu --browser-headers        # requests with a browser's 12 fields
     python -m benchmarks.cpu --header 'Cookie: a=b'   # any field (repeatable; wrk -H)
+    python -m benchmarks.cpu --access-log --servers sidecar,sidecar%json,sidecar@../main
+                                                      # access lines on (to a file); KIND%FORMAT:
+                                                      # this sidecar with --access-log-format
 
 req/s moves with whatever else the machine runs; CPU time per request (utime + stime from
 /proc, divided by the requests wrk completed) moves much less, so it is the figure to compare
@@ -75,8 +78,10 @@ BROWSER_HEADERS = (
 
 
 def measure(kind: str, app: str, path: str, workers: int, duration: float,
-            connections: int, headers: tuple[str, ...] = ()) -> dict:
-    handle = start_server(kind, app, workers=workers, ready_path=path)
+            connections: int, headers: tuple[str, ...] = (), access_log: bool = False) -> dict:
+    kind, _, fmt = kind.partition("%")   # sidecar%json: --access-log-format json
+    handle = start_server(kind, app, workers=workers, ready_path=path,
+                          access_log=fmt or access_log)
     try:
         url = handle.base_url + path
         run_wrk(url, connections, 2, headers=headers)  # warm-up: caches, learned route costs
@@ -106,11 +111,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="a field added to every request (repeatable; wrk -H)")
     ap.add_argument("--browser-headers", action="store_true",
                     help=f"add the {len(BROWSER_HEADERS)} fields a browser sends (BROWSER_HEADERS)")
+    ap.add_argument("--access-log", action="store_true",
+                    help="every server's access log on (to a file); sidecar%%FORMAT also sets "
+                         "its --access-log-format")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     headers = (BROWSER_HEADERS if args.browser_headers else ()) + tuple(args.header)
     kinds = [k.strip() for k in args.servers.split(",") if k.strip()]
-    error = check_kinds(kinds)
+    error = check_kinds([k.partition("%")[0] for k in kinds])
     if error:
         ap.error(error)
     rounds: dict[str, list[dict]] = {k: [] for k in kinds}
@@ -118,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         for kind in kinds:  # interleaved: drift hits every server alike
             print(f"  round {r + 1}: {kind} ...", file=sys.stderr, flush=True)
             rounds[kind].append(measure(kind, args.app, args.path, args.workers, args.duration,
-                                        args.connections, headers))
+                                        args.connections, headers, args.access_log))
     rows = []
     for kind in kinds:
         rs = sorted(rounds[kind], key=lambda m: m["total"])

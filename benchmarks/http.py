@@ -9,6 +9,8 @@ Scenarios (see SCENARIOS at the bottom; add one there, e.g. for WebSockets):
 - ``bare``: the bare ASGI hello app, ``wrk -c64`` on ``/``. Server overhead only.
 - ``logged``: ``bare`` with every server's access log on, as sidecar and uvicorn start by
   default (granian's is off by default): one line per request to the server's stdout, a file.
+- ``logged_json``: ``logged`` for sidecar alone, its lines in JSON (``--access-log-format
+  json``): what the JSON mode costs, beside ``logged``'s default line.
 - ``starlette``: the same through Starlette.
 - ``dispatch``: 8 keep-alive connections send paced ``/fast`` requests; once they are open,
   a second wrk keeps ``/cpu`` busy (20 ms of CPU per request, blocking a worker's event loop).
@@ -17,6 +19,8 @@ Scenarios (see SCENARIOS at the bottom; add one there, e.g. for WebSockets):
   behind ``/cpu``. The figure is p99 of ``/fast``: lower is better. Where the kernel puts
   the connections of a per-connection server changes from start to start, so each server is
   measured three times (``--rounds``), interleaved, and its median round is shown.
+- ``wsgi``: a bare WSGI hello: sidecar ``--interface wsgi`` (8 threads a worker) against
+  gunicorn's sync worker, its gthread worker (8 threads) and granian's WSGI interface.
 - ``ws_echo``: ``--connections`` WebSockets to the bare app's echo, each sending a 64-byte
   text message and awaiting its echo in a loop (a Python ``websockets`` client on uvloop, in
   this process: it costs CPU too, alike for every server). req/s = messages echoed per second.
@@ -81,7 +85,10 @@ class Scenario:
     compare: str = "req_s"
     extra_columns: list[tuple[str, str]] = field(default_factory=list)  # (key, header)
     rounds: int = 1  # measurements per server (each on a fresh start); the median is shown
-    access_log: bool = False  # the servers' access logs on (to a file), as by default
+    access_log: bool | str = False  # the servers' access logs on (to a file), as by default;
+    # a string: sidecar's --access-log-format
+    peers: bool = True  # sidecar@DIR checkouts run too (not for a flag they may not have)
+    interface: str = "asgi"  # or wsgi: sidecar --interface wsgi, granian's, gunicorn
 
 
 # -- measurements ---------------------------------------------------------------------------
@@ -229,7 +236,7 @@ def run_one(scenario: Scenario, kind: str, workers: int, options: Options) -> di
     row = {"server": kind, "workers": workers, "status": "ok", "error": None}
     try:
         handle = start_server(kind, scenario.app, workers=workers, ready_path=scenario.ready_path,
-                              access_log=scenario.access_log)
+                              access_log=scenario.access_log, interface=scenario.interface)
     except ServerStartError as exc:
         return row | {"status": "failed to start", "error": str(exc)}
     except Exception as exc:  # a row, not a traceback; Ctrl-C still unwinds
@@ -254,7 +261,8 @@ def run_scenario(scenario: Scenario, kinds: list[str], options: Options, log,
     rounds = rounds or scenario.rounds
     matrix = [(kind, workers) for kind, workers in scenario.matrix if kind in kinds]
     # each sidecar@DIR (another checkout) runs wherever this one's sidecar does
-    for other in (k for k in kinds if base_kind(k) == "sidecar" and k != "sidecar"):
+    for other in (k for k in kinds if base_kind(k) == "sidecar" and k != "sidecar"
+                  and scenario.peers):
         matrix += [(other, workers) for kind, workers in scenario.matrix if kind == "sidecar"]
     runs: dict[tuple[str, int], list[dict]] = {entry: [] for entry in matrix}
     for n in range(rounds):
@@ -367,6 +375,16 @@ SCENARIOS: dict[str, Scenario] = {
         measure=measure_throughput("/"),
         access_log=True,
     ),
+    "logged_json": Scenario(
+        name="logged_json",
+        description="logged, sidecar's access lines in JSON (--access-log-format json)",
+        app="benchmarks.apps:hello",
+        ready_path="/",
+        matrix=[("sidecar", 1), ("sidecar", 2)],
+        measure=measure_throughput("/"),
+        access_log="json",
+        peers=False,
+    ),
     "starlette": Scenario(
         name="starlette",
         description="Starlette PlainTextResponse (benchmarks.apps:starlette_app), GET /",
@@ -388,6 +406,18 @@ SCENARIOS: dict[str, Scenario] = {
         # (all /fast ones on the worker /cpu does not use: no wait at all), and that changes
         # from start to start: one round is a coin toss, three give the median.
         rounds=3,
+    ),
+    "wsgi": Scenario(
+        name="wsgi",
+        description="bare WSGI hello (benchmarks.apps:wsgi_hello), GET /",
+        app="benchmarks.apps:wsgi_hello",
+        ready_path="/",
+        matrix=[("sidecar", 1), ("sidecar", 2), ("gunicorn", 1), ("gunicorn", 2),
+                ("gunicorn-gthread", 1), ("gunicorn-gthread", 2), ("granian", 1),
+                ("granian", 2)],
+        measure=measure_throughput("/"),
+        interface="wsgi",
+        peers=False,
     ),
     "ws_echo": Scenario(
         name="ws_echo",

@@ -111,7 +111,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "dictConfig in .json/.toml, or a fileConfig .ini")
     p.add_argument("--access-log", dest="access_log", action="store_true", default=None)
     p.add_argument("--no-access-log", dest="access_log", action="store_false")
+    p.add_argument("--access-log-format", metavar="FORMAT",
+                   help="combined (default), a template of {fields} ('{client} \"{request}\" "
+                        "{status} {header:x-request-id}'), json, or json:FIELD,KEY=FIELD,...")
     p.add_argument("--lifespan", choices=["auto", "on", "off"])
+    p.add_argument("--interface", choices=["auto", "asgi", "wsgi"],
+                   help="the app's interface (auto: WSGI if it is a plain callable of two "
+                        "positional parameters, else ASGI)")
+    p.add_argument("--wsgi-threads", type=int, metavar="N",
+                   help="threads per worker for a WSGI app (8); with --interface wsgi, also "
+                        "the streams a worker takes at once")
     p.add_argument("--forwarded-allow-ips", metavar="LIST",
                    help="comma-separated peers trusted for X-Forwarded-*/Forwarded ('*', 'unix')")
     # the positive forms are the defaults, accepted as uvicorn accepts them
@@ -154,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="longest pause in a request body the app waits for (60)")
     p.add_argument("--timeout-send", dest="send_timeout", type=float, metavar="S",
                    help="abort a client that takes no response bytes for S (60)")
+    p.add_argument("--timeout-request", dest="request_timeout", type=float, metavar="S",
+                   help="504 for a request with no response start S seconds after it was "
+                        "received; the app is told http.disconnect, then cancelled (0 = off)")
     p.add_argument("--timeout-graceful-shutdown", dest="shutdown_timeout", type=float,
                    metavar="S")
     p.add_argument("--drain-grace", dest="drain_grace", type=float, metavar="S",
@@ -277,6 +289,16 @@ def load_config(argv: list[str] | None = None, environ=os.environ) -> Config:
                        ("dispatch_timeout", "--timeout-dispatch")):
         if not getattr(config, name) > 0:
             raise UsageError(f"{flag} must be a positive number of seconds")
+    if not config.request_timeout >= 0:
+        raise UsageError("--timeout-request must be 0 (off) or a positive number of seconds")
+    if config.interface not in ("auto", "asgi", "wsgi"):
+        raise UsageError(f"--interface must be auto, asgi or wsgi, not {config.interface!r}")
+    if config.wsgi_threads < 1:
+        raise UsageError("--wsgi-threads must be at least 1")
+    if config.interface == "wsgi" and not 0 < config.limit_worker_streams <= config.wsgi_threads:
+        # a WSGI stream holds a thread to its end: more on one worker would only queue there,
+        # while another worker may have a thread free (they wait in the front-end instead)
+        config.limit_worker_streams = config.wsgi_threads
     if config.worker_hang_timeout != 0 and config.worker_hang_timeout < 1:
         raise UsageError("--timeout-worker-hang must be 0 (off) or at least 1 second")
     if config.max_requests < 0 or config.max_requests_jitter < 0 \
@@ -284,6 +306,11 @@ def load_config(argv: list[str] | None = None, environ=os.environ) -> Config:
         raise UsageError("--max-requests, --max-requests-jitter and --max-worker-memory "
                          "must be 0 or more")
     config.headers = [check_header_flag(h) for h in config.headers]
+    from sidecar.frontend.access_format import compile_format
+    try:
+        compile_format(config.access_log_format)
+    except ValueError as exc:
+        raise UsageError(f"--access-log-format: {exc}") from None
     if config.reload_dirs and not config.reload:
         raise UsageError("--reload-dir needs --reload")
     for d in config.reload_dirs:

@@ -50,6 +50,9 @@ class Config:
     log_level: str = "info"
     log_config: str | None = None  # dictConfig (.json/.toml) or fileConfig (.ini): logconfig.py
     access_log: bool = True
+    # "combined" (nginx's combined line + duration), a template of {fields}, "json" or
+    # "json:FIELDS" (sidecar/frontend/access_format.py)
+    access_log_format: str = "combined"
     server_header: bool = True
     # "Name: Value" fields added to every response from the app (uvicorn's --header);
     # "Server: x" replaces sidecar's own Server value
@@ -58,6 +61,10 @@ class Config:
     forwarded_allow_ips: list[str] = field(default_factory=lambda: ["127.0.0.1", "::1", "unix"])
     proxy_headers: bool = True
     lifespan: str = "auto"         # auto | on | off
+    # auto | asgi | wsgi: a WSGI app runs on wsgi_threads threads per worker (auto: the rule
+    # in sidecar/worker/wsgi.py, is_wsgi); with wsgi, a worker takes at most that many streams
+    interface: str = "auto"
+    wsgi_threads: int = 8
 
     # operations (docs/operations.md): the control socket for `sidecar status` ("auto": in
     # $RUNTIME_DIRECTORY, else next to the Unix socket; "off"; or a path) and Prometheus metrics
@@ -104,6 +111,11 @@ class Config:
     # The client took none of the response for this long (our send buffer stayed full): abort.
     # nginx send_timeout 60 s.  Without it a client that stops reading holds a stream forever.
     send_timeout: float = 60.0
+    # A request whose response has not started this long after it was received whole (its
+    # head, or its body's last byte) gets 504 from the front-end; the app is told
+    # http.disconnect and cancelled after a grace.  0 = off, as nginx's proxy_read_timeout is
+    # what usually bounds it (60 s there).  Nothing bounds a response once it started.
+    request_timeout: float = 0.0
     shutdown_timeout: float = 30.0   # systemd TimeoutStopSec default is 90 s
     # Event streams (text/event-stream responses) still running this long into a worker's
     # drain (shutdown, reload, recycle) are sent http.disconnect and, once their app stops,

@@ -10,6 +10,9 @@ keeps it apart from the server's own log on stderr).  As nginx does (``escape=de
 ``\\`` and bytes outside printable ASCII are written as ``\\xHH``, so a line is always one
 line and its quoted fields always split cleanly.
 
+Other formats (``--access-log-format``: templates with named fields, JSON) are in
+``access_format.py``; they get an ``Entry`` with every value and are slower by what they show.
+
 Lines go out through ``AccessLog``.  With the logging setup sidecar makes itself
 (``sidecar.cli.setup_logging``: the ``sidecar.access`` logger's one handler is a
 ``StdoutHandler``, writing the bare line), they skip the logging module and are written to
@@ -85,11 +88,14 @@ class StdoutHandler(logging.StreamHandler):
 
 
 class AccessLog:
-    """Where the front-end's access lines go (see the module docstring): ``write(line)``."""
+    """Where the front-end's access lines go (see the module docstring): ``write(line)``,
+    or ``write_entry(entry)`` formatted by ``format`` (--access-log-format; None: the
+    default line, which callers build with ``line`` themselves)."""
 
-    def __init__(self, batcher, logger: logging.Logger | None = None):
+    def __init__(self, batcher, logger: logging.Logger | None = None, format=None):
         self.logger = logger or logging.getLogger("sidecar.access")
         self.batcher = batcher
+        self.format = format          # access_format.AccessFormat, or None
         self._lines: list[str] = []
         handlers = self.logger.handlers
         self.direct = (len(handlers) == 1 and type(handlers[0]) is StdoutHandler
@@ -109,6 +115,29 @@ class AccessLog:
             self.batcher.add(self)
         lines.append(line)
 
+    def write_websocket(self, client, req, status: int, sent: int, t0: float, link,
+                        sid: int) -> None:
+        """A WebSocket's line as its connection ends (frontend/ws_conn.py): the status
+        answered (101, or a refusal's), every byte sent, the whole duration."""
+        seconds = time.monotonic() - t0
+        if self.format is None:
+            self.write(line(who(client), req, status, sent, seconds))
+            return
+        from sidecar.frontend.access_format import Entry
+        self.write_entry(Entry(req, status, sent, seconds, who(client), client,
+                               None, worker=link.index if link is not None else None,
+                               worker_pid=link.pid if link is not None else None,
+                               sid=sid))
+
+    def write_entry(self, entry) -> None:
+        """A line in the configured format (a bug in it must not cost the response)."""
+        try:
+            text = self.format.line(entry)
+        except Exception:
+            logging.getLogger("sidecar.frontend").exception("access log format failed")
+            return
+        self.write(text)
+
     def flush(self) -> None:
         """Write this iteration's lines with one write (called by the Batcher, and at exit)."""
         lines = self._lines
@@ -124,3 +153,4 @@ class AccessLog:
                 self._failed = True
                 logging.getLogger("sidecar.frontend").warning(
                     "access log: cannot write to stdout (%s): lines are dropped", exc)
+

@@ -19,6 +19,7 @@ import time
 from sidecar import events
 from sidecar.events import HTTP_REQUEST, MAX_CHUNK, request_record
 from sidecar.frontend import access
+from sidecar.frontend.access_format import Entry
 from sidecar.frontend.stream import Stream
 from sidecar.frontend.transport import Transport
 from sidecar.http import h1
@@ -30,7 +31,8 @@ log = logging.getLogger("sidecar.frontend")
 
 def timeouts(config) -> Timeouts:
     return Timeouts(header=config.header_timeout, body=config.body_timeout,
-                    keepalive=config.keepalive_timeout, send=config.send_timeout)
+                    keepalive=config.keepalive_timeout, send=config.send_timeout,
+                    request=config.request_timeout)
 
 
 class HTTPConnection(asyncio.Protocol):
@@ -181,8 +183,29 @@ class HTTPConnection(asyncio.Protocol):
 
     def log_access(self, stream: Stream) -> None:
         ex = stream.ex
-        self.server.access.write(access.line(self.who, stream.req, ex.status, ex.sent_bytes,
-                                             time.monotonic() - stream.t0))
+        log = self.server.access
+        if log.format is None:   # the default line: its own fast path
+            log.write(access.line(self.who, stream.req, ex.status, ex.sent_bytes,
+                                  time.monotonic() - stream.t0))
+            return
+        log.write_entry(self.access_entry(stream, ex.status, ex.sent_bytes))
+
+    def access_entry(self, stream: Stream, status: int, sent: int) -> Entry:
+        """Every value a --access-log-format may show of this stream's exchange."""
+        t0, req = stream.t0, stream.req
+        scheme, client = self.scheme, self.client
+        if self.trusted and self.server.access.format.wants_client:
+            scheme, client = self.server.apply_proxy_headers(req.headers, scheme, client)
+        taken = getattr(stream, "t_taken", None)
+        first = getattr(stream, "t_first", None)
+        link = stream.link
+        return Entry(
+            req, status, sent, time.monotonic() - t0, self.who, client, scheme,
+            queue=None if taken is None else taken - t0,
+            ttfb=None if first is None else first - t0,
+            worker=link.index if link is not None else None,
+            worker_pid=link.pid if link is not None else None, sid=stream.sid,
+            response_headers=getattr(stream, "response_headers", None))
 
 
 __all__ = ["HTTPConnection", "Stream", "events"]

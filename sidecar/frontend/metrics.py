@@ -69,6 +69,7 @@ def snapshot(frontend) -> dict:
                       for s in frontend.sockets if s.fileno() >= 0],
         "connections": len(frontend.connections), "waiting": len(pool.dispatcher.waiting),
         "restarts": pool.restarts, "requests": sum(w["requests"] for w in workers),
+        "request_timeouts": getattr(frontend, "request_timeouts", 0),
         "workers": workers}
 
 
@@ -128,6 +129,9 @@ def prometheus_text(snap: dict) -> str:
            [({"worker": w["index"]}, w["requests"]) for w in workers])
     family("sidecar_worker_restarts_total", "counter", "Workers of a slot restarted after dying.",
            [({"worker": w["index"]}, w["restarts"]) for w in workers])
+    family("sidecar_request_timeouts_total", "counter",
+           "Requests answered 504 for want of a response start (--timeout-request).",
+           [({}, snap.get("request_timeouts", 0))])
     family("sidecar_connections", "gauge", "Open client connections.",
            [({}, snap["connections"])])
     family("sidecar_waiting_streams", "gauge", "Streams waiting for a ready worker.",

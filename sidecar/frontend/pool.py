@@ -120,6 +120,7 @@ class WorkerPool:
                             log_config=c.log_config and os.path.abspath(c.log_config),
                             shutdown_timeout=c.shutdown_timeout, lifespan=c.lifespan,
                             root_path=c.root_path, limit_streams=c.limit_worker_streams,
+                            interface=c.interface, wsgi_threads=c.wsgi_threads,
                             links=[link.worker_config()])
 
     def _new_worker(self, slot: Slot) -> WorkerProcess | None:

@@ -24,6 +24,7 @@ from sidecar.frontend.http_conn import HTTPConnection
 from sidecar.frontend.pool import WorkerPool
 from sidecar.frontend.ratelog import RateLimitedLog
 from sidecar.frontend import access, listeners, metrics
+from sidecar.frontend.access_format import compile_format
 from sidecar.frontend.control import ControlServer
 from sidecar.systemd import Notifier
 from sidecar.frontend.ws_conn import websocket_handler
@@ -85,11 +86,15 @@ class FrontEnd:
         self.trust_unix = config.proxy_headers and (self._trust_all or
                                                     "unix" in config.forwarded_allow_ips)
         self.exit_code = EXIT_OK
+        self.request_timeouts = 0   # 504s for --timeout-request (metrics)
         self._stop = asyncio.Event()
         self._signals: list[int] = []
         self.batcher = Batcher(self.loop)
         # the access lines' writer; None with --no-access-log
-        self.access = access.AccessLog(self.batcher) if config.access_log else None
+        fmt = compile_format(config.access_log_format) if config.access_log else None
+        self.access = access.AccessLog(self.batcher, format=fmt) if config.access_log else None
+        # streams record when a worker took them, the response start and its headers
+        self.access_detail = fmt is not None
         self.pool = WorkerPool(config, self.loop, self._fatal, self.batcher)
         self.attach = None  # other hosts attaching to the workers (frontend/attach.py)
         if attach_sock is not None:

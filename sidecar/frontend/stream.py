@@ -12,16 +12,17 @@ past one window more, the connection stops reading for it.  Response data: credi
 
 ``Stream`` is an HTTP exchange on it (HTTP/1.1 today, HTTP/2 streams the same way); it adds
 the error policy, in one place: the app failed or its worker was lost before the response
-started -> 500 / 502; after it started -> the connection protocol aborts the response (a
-truncated body, never a second status line); the drain notice for event streams, and the
-access record.  A WebSocket's stream is ``frontend/ws_stream.py``.
+started -> 500 / 502; no response start within --timeout-request -> 504 (the app is told
+http.disconnect; the worker cancels it after a grace); after it started -> the connection
+protocol aborts the response (a truncated body, never a second status line); the drain notice
+for event streams, and the access record.  A WebSocket's stream is ``frontend/ws_stream.py``.
 
 ``Stream`` talks to its connection only through the protocol's stream interface
 (``start_response``, ``send_data``, ``end_response``, ``end_open_response``,
 ``error_response``, ``abort_response``, ``writable``, ``send_continue``, ``pause_body``,
 ``resume_body``, and ``closed``), and the protocol calls back ``on_body``, ``client_gone``,
-``flush_owed`` and ``finished``.  A new protocol (HTTP/2) plugs in by offering the same
-interface per stream.
+``flush_owed``, ``finished`` and ``request_timed_out`` (the protocol owns the deadlines).  A
+new protocol (HTTP/2) plugs in by offering the same interface per stream.
 """
 from __future__ import annotations
 
@@ -190,7 +191,8 @@ class StreamBase:
 class Stream(StreamBase):
     """One HTTP request/response exchange, from the parsed head to APP_DONE."""
 
-    __slots__ = ("ex", "body_sent_done", "credit_seen", "event_stream", "told_to_end")
+    __slots__ = ("ex", "body_sent_done", "credit_seen", "event_stream", "told_to_end",
+                 "expired", "t_taken", "t_first", "response_headers")
 
     def __init__(self, conn, proto, ex, sid: int):
         # StreamBase.__init__ written out: one call less on every request's path
@@ -213,6 +215,7 @@ class Stream(StreamBase):
         self.credit_seen = False
         self.event_stream = False     # a text/event-stream response (drain_notice)
         self.told_to_end = False      # drain_notice sent the app http.disconnect
+        self.expired = False          # answered 504 for the app (request_timed_out)
 
     # --- request direction ---------------------------------------------------------------
 
@@ -226,6 +229,8 @@ class Stream(StreamBase):
         self.route = route = route_of(self.req)
         self.cost, self.t_dispatch = link.open_stream(
             self.sid, self, self.conn.request_event(self, body, more), route)
+        if self.conn.server.access_detail:   # an --access-log-format that shows timings
+            self.t_taken = time.monotonic()
         if self.pending:
             self._flush_data()
 
@@ -265,7 +270,12 @@ class Stream(StreamBase):
             return  # also after our own answer (a timeout): the app is being told
         ex = self.ex
         if ex.started:
+            if self.expired:
+                return   # we answered 504 for it (pipelined: the connection is still open)
             return self._fail("second http.response.start")
+        if self.conn.server.access_detail:
+            self.t_first = time.monotonic()
+            self.response_headers = headers
         try:
             open_ended = proto.start_response(ex, status, headers)
         except (ValueError, TypeError) as exc:
@@ -287,6 +297,8 @@ class Stream(StreamBase):
             return
         ex = self.ex
         if not ex.started or ex.complete:
+            if self.expired:
+                return
             return self._fail("response body outside a started response")
         if more:
             if data:
@@ -304,6 +316,11 @@ class Stream(StreamBase):
     def _on_app_done(self, error: str | None) -> None:
         self.app_done = True
         proto, ex, req = self.proto, self.ex, self.req
+        if self.expired:
+            if error:
+                log.info("app ended after its request timed out, in %s %s: %s",
+                         req.method.decode(), req.target.decode("latin-1"), error)
+            return
         if proto.closed or self.told_to_end and ex.started:
             if error:   # most often the app's send() raising ClientDisconnected
                 log.info("app ended after %s, in %s %s: %s",
@@ -346,6 +363,22 @@ class Stream(StreamBase):
                 and not self.told_to_end and self.link is not None):
             self.told_to_end = True
             self.link.send([DISCONNECT, self.sid])
+
+    def request_timed_out(self, seconds: float) -> None:
+        """No response start ``seconds`` after the request was received (--timeout-request;
+        the connection protocol keeps that deadline): 504, and the app is told
+        http.disconnect (its worker cancels it if it does not return within a grace).  The
+        worker and its other streams are not touched."""
+        req = self.req
+        link = self.link
+        log.warning("request timeout (%gs): %s %s on %s: answering 504", seconds,
+                    req.method.decode(), req.target.decode("latin-1"),
+                    f"worker {link.index}" if link is not None else "no worker yet")
+        self.expired = True
+        self.conn.server.request_timeouts += 1
+        self.client_gone()
+        if not self.proto.closed:
+            self.proto.error_response(self.ex, 504)
 
     def overloaded(self) -> None:
         """No worker could take the stream in time, or too many streams are in flight."""

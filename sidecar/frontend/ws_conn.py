@@ -13,9 +13,7 @@ ends (as nginx logs a WebSocket: the status answered, every byte sent, the whole
 from __future__ import annotations
 
 import asyncio
-import time
 
-from sidecar.frontend import access
 from sidecar.frontend.ws_stream import WebSocketStream
 from sidecar.http import h1
 from sidecar.http.ws_connection import CONNECTING, WSConnection
@@ -70,8 +68,9 @@ class WebSocket(asyncio.Protocol):
         ws.connection_lost()
         if server.access is not None:
             # 499 (nginx's "client closed request"): gone before anything was answered
-            server.access.write(access.line(access.who(self.client), ws.req, ws.status or 499,
-                                            ws.sent, time.monotonic() - self.stream.t0))
+            stream = self.stream
+            server.access.write_websocket(self.client, ws.req, ws.status or 499, ws.sent,
+                                          stream.t0, stream.link, stream.sid)
 
     def pause_writing(self) -> None:
         self.ws.write_blocked_now()

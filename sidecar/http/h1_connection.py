@@ -13,7 +13,8 @@ loop: it acts through the two objects it is given --
               can_linger(), now() (the clock), peer (the client, for log lines)
     handler   on_request(ex, body, more) -- a new exchange; the handler sets ``ex.stream``
               on_upgrade(req)            -- a WebSocket upgrade, to be taken over
-    ex.stream on_body(data, more), client_gone(), flush_owed(), finished()
+    ex.stream on_body(data, more), client_gone(), flush_owed(), finished(),
+              request_timed_out(seconds) -- answer the exchange (504) and tell the app
 
 The pipeline
 ------------
@@ -36,6 +37,12 @@ not read is not the client's, so they start over when reading resumes.
     is out)                LINGER_TIMEOUT since the last read
     output blocked         send_timeout since it blocked     abort; the streams are told
     (write_blocked)                                          (nginx send_timeout)
+    a request received,    request_timeout (0: off) since    the stream answers 504 and tells
+    no response start      the request was received whole:   the app (request_timed_out); the
+                           its head, or its body's last      connection closes after it (nginx
+                           byte (while the body arrives:     proxy_read_timeout); runs while
+                           since the last byte read)         we do not read, too: the time is
+                                                             the app's, not the client's
     a head begun, or a     header_timeout since its first    408 and close; a silent close if
     fresh connection       byte (the accept)                 nothing came (slowloris; nginx
                                                              client_header_timeout)
@@ -99,15 +106,17 @@ class Timeouts:
     body: float = 60.0
     keepalive: float = 75.0
     send: float = 60.0
+    request: float = 0.0     # no response start this long after the request: 504 (0: off)
 
 
 class Exchange:
     """One request and its response on the connection; ``stream`` is the stream layer's."""
 
     __slots__ = ("req", "stream", "key", "keep_alive", "body_done", "started", "complete",
-                 "chunked", "head_only", "buffer", "status", "sent_bytes", "continue_sent")
+                 "chunked", "head_only", "buffer", "status", "sent_bytes", "continue_sent",
+                 "since")
 
-    def __init__(self, req: h1.Request, key: int):
+    def __init__(self, req: h1.Request, key: int, since: float = 0.0):
         self.req = req
         self.stream = None
         self.key = key                # reading paused for it under this key
@@ -121,6 +130,7 @@ class Exchange:
         self.status = 0
         self.sent_bytes = 0           # body bytes, for the access line
         self.continue_sent = False
+        self.since = since            # received whole (head, or body end): request_timeout
 
 
 class H1Connection:
@@ -196,7 +206,7 @@ class H1Connection:
                       and type(evs[i + 2]) is EndOfMessage
                       and len(evs[i + 1].data) <= self.max_first_body):
                     body, more, i = evs[i + 1].data, False, i + 2
-                self._on_request(ev, body, more)
+                self._on_request(ev, body, more, now)
             elif t is Body:
                 if self.current is not None:
                     self._on_body(self.current, ev.data, True)
@@ -211,7 +221,7 @@ class H1Connection:
                 return
             i += 1
 
-    def _on_request(self, req: h1.Request, body: bytes, more: bool) -> None:
+    def _on_request(self, req: h1.Request, body: bytes, more: bool, now: float) -> None:
         self.idle_since = None
         if self.over_limit:
             self.parser.stop()
@@ -230,7 +240,7 @@ class H1Connection:
             self._set_closing(CLOSED)   # the socket is the WebSocket's from now on
             self.handler.on_upgrade(req)
             return
-        ex = Exchange(req, self.next_key)
+        ex = Exchange(req, self.next_key, now)
         self.next_key += 1
         if self.draining:
             ex.keep_alive = False
@@ -249,6 +259,7 @@ class H1Connection:
     def _on_body(self, ex: Exchange, data: bytes, more: bool) -> None:
         if not more:
             ex.body_done = True
+            ex.since = self.last_read   # received whole: request_timeout runs from now
         if ex.complete:   # answered already: the rest is read and dropped
             self.discard_bytes += len(data)
             if self.discard_bytes > DISCARD_MAX and ex.keep_alive:
@@ -508,6 +519,10 @@ class H1Connection:
             self._set_closing(CLOSED)
             self.io.abort()
             return
+        if t.request and self.pipeline:
+            self._check_request_timeout(now, t.request)
+            if self.closing != OPEN:
+                return
         if self.paused_by:
             return  # we are not reading: the client cannot be late
         if self.head_since is not None and now - self.head_since >= t.header:
@@ -528,6 +543,24 @@ class H1Connection:
                 self.idle_since = now
             elif now - self.idle_since >= t.keepalive:
                 self._close_after_write()
+
+    def _check_request_timeout(self, now: float, limit: float) -> None:
+        """Every exchange with no response start ``limit`` seconds after it was received
+        whole (``ex.since``; while its body still arrives, after the last byte read) is
+        answered by its stream (504).  The app's time, not the client's: it runs whether or
+        not we read."""
+        current = self.current
+        for ex in list(self.pipeline):
+            if ex.started or ex.stream is None:
+                continue
+            since = self.last_read if ex is current else ex.since
+            if now - since >= limit:
+                if ex is current:   # the rest of the body is nobody's: stop reading it
+                    self.parser.stop()
+                    self.current = None
+                ex.stream.request_timed_out(limit)
+                if self.closing != OPEN:
+                    return
 
     def _header_timed_out(self) -> None:
         self.head_since = None

@@ -7,6 +7,7 @@ The supervisor starts a worker as ``python -m sidecar.worker`` with the JSON of 
     {"app": "module:attr", "factory": false, "app_dir": "/abs/dir" | null,
      "index": 0, "window": 262144, "log_level": "info", "shutdown_timeout": 30.0,
      "lifespan": "auto" | "on" | "off", "root_path": "", "limit_streams": 1000,
+     "interface": "auto" | "asgi" | "wsgi", "wsgi_threads": 8,
      "report_fd": 11 | null,
      "links": [{"host": 0,
                 "to_worker": {"segment_fd": 5, "data_fd": 6, "space_fd": 7, "generation": 123},
@@ -46,6 +47,7 @@ EXIT_IMPORT_FAILED = 4    # the app could not be imported / built by its factory
 EXIT_PROTOCOL_ERROR = 5   # a host broke the ring or the event protocol: replace this worker
 
 LIFESPAN_MODES = ("auto", "on", "off")
+INTERFACES = ("auto", "asgi", "wsgi")
 
 
 class ConfigError(ValueError):
@@ -79,6 +81,10 @@ class WorkerConfig:
     #: streams in flight (all hosts) from which an attached host's new stream is answered
     #: 503 by the worker itself (--limit-worker-streams); 0: no limit
     limit_streams: int = 0
+    #: auto | asgi | wsgi (sidecar/worker/wsgi.py: the rule auto follows), and the threads a
+    #: WSGI app runs on
+    interface: str = "auto"
+    wsgi_threads: int = 8
     links: list[LinkConfig] = field(default_factory=list)
     report_fd: int | None = None
     #: our end of the supervisor's control socketpair (hosts attached at run time), or None
@@ -127,6 +133,10 @@ class WorkerConfig:
             raise ConfigError(f"shutdown_timeout must be >= 0, not {self.shutdown_timeout!r}")
         if type(self.limit_streams) is not int or self.limit_streams < 0:
             raise ConfigError(f"limit_streams must be an int >= 0, not {self.limit_streams!r}")
+        if self.interface not in INTERFACES:
+            raise ConfigError(f"interface must be one of {INTERFACES}, not {self.interface!r}")
+        if type(self.wsgi_threads) is not int or self.wsgi_threads < 1:
+            raise ConfigError(f"wsgi_threads must be an int >= 1, not {self.wsgi_threads!r}")
         if self.report_fd is not None and (type(self.report_fd) is not int
                                            or self.report_fd < 0):
             raise ConfigError(f"report_fd must be a descriptor, not {self.report_fd!r}")

@@ -14,6 +14,12 @@ Flow control, per direction (docs/protocol.md):
 
 The stream never writes an HTTP error itself: APP_DONE carries the app's outcome and the host
 applies the 500-or-close policy.
+
+After DISCONNECT (the client left, the host answered for the app -- a request timeout -- or a
+drain notice) the app has DISCONNECT_GRACE seconds to return; then its task is cancelled, as
+hypercorn cancels it, so that an app awaiting something that never comes does not hold its
+memory (and a --limit-worker-streams slot) forever.  Only that task: the worker and its other
+streams go on.  A loop held by blocking code sees the DISCONNECT only once it runs again.
 """
 from __future__ import annotations
 
@@ -30,6 +36,7 @@ __all__ = ["ClientDisconnected", "HttpStream", "describe_error"]
 
 log = logging.getLogger("sidecar.worker")
 
+DISCONNECT_GRACE = 1.0  # seconds an app has to return after http.disconnect
 _MAX_ERROR_TEXT = 1000  # APP_DONE error text: enough for a message, bounded for the ring
 
 
@@ -288,9 +295,21 @@ class HttpStream(Waiting):
             self._wake()
 
     def on_disconnect(self, ev: list | None = None) -> None:
+        first = not self.disconnected
         self.disconnected = True
         self.chunks.clear()
         self._wake()
+        task = self.task
+        if first and task is not None and not task.done() and self.link.loop is not None:
+            self.link.loop.call_later(DISCONNECT_GRACE, self._cancel_late)
+
+    def _cancel_late(self) -> None:
+        """DISCONNECT_GRACE after http.disconnect: an app still running is cancelled."""
+        task = self.task
+        if task is not None and not task.done():
+            log.info("%s %s: app still running %gs after http.disconnect: cancelled",
+                        self.scope["method"], self.scope["path"], DISCONNECT_GRACE)
+            self.link.worker.cancel_task(task)
 
     def on_send_credit(self, ev: list) -> None:
         self.send_credit += ev[2]

@@ -44,6 +44,7 @@ from .config import (
 from .lifespan import Lifespan, StartupFailed
 from .link import HostLink
 from .loader import ImportFailed, load_app
+from . import wsgi
 
 __all__ = ["Worker", "main"]
 
@@ -348,6 +349,7 @@ def main() -> int:
             return EXIT_CONFIG_ERROR
     try:
         app = load_app(config.app, config.factory, config.app_dir)
+        app = wsgi.wrap(app, config.interface, config.wsgi_threads, config.window)
     except ImportFailed as exc:
         report_failure(config, log, str(exc))
         log.debug("while loading the app", exc_info=exc.__cause__)

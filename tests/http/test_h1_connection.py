@@ -83,6 +83,10 @@ class FakeStream:
     def finished(self):
         self.finished_count += 1
 
+    def request_timed_out(self, seconds):   # what the stream layer does: 504 for the app
+        self.timed_out = seconds
+        self.conn.error_response(self.ex, 504)
+
 
 class Conn(H1Connection):
     def __init__(self, upgrades=True, now=0.0):
@@ -96,6 +100,7 @@ class Conn(H1Connection):
     # the handler
     def on_request(self, ex, body, more):
         ex.stream = FakeStream(ex, body, more)
+        ex.stream.conn = self
         self.streams.append(ex.stream)
 
     def on_upgrade(self, req):
@@ -418,6 +423,59 @@ def test_no_client_deadline_runs_while_we_are_not_reading():
     c.resume_body(c.streams[0].ex)        # the clock starts over
     c.tick(T.body * 10 + T.body - 0.1)
     assert not c.closed
+
+
+def test_request_timeout_is_off_by_default():
+    c = Conn()
+    c.feed(GET % b"", now=0.0)
+    c.tick(1000.0)
+    assert not c.closed and not hasattr(c.streams[0], "timed_out")
+
+
+def request_timeout_conn() -> Conn:
+    c = Conn()
+    c.timeouts = Timeouts(header=10, body=20, keepalive=30, send=40, request=5)
+    return c
+
+
+def test_request_timeout_answers_504_for_a_request_with_no_response_start():
+    c = request_timeout_conn()
+    c.feed(GET % b"a" + GET % b"b", now=1.0)
+    c.answer(0)
+    c.tick(5.9)
+    assert not hasattr(c.streams[1], "timed_out")
+    c.tick(6.0)
+    assert c.streams[1].timed_out == 5
+    assert status_lines(c.rec.take()) == [b"HTTP/1.1 200 OK", b"HTTP/1.1 504 Gateway Timeout"]
+    assert c.closed and "close" in c.rec.calls
+
+
+def test_request_timeout_runs_from_the_end_of_the_body_and_not_once_started():
+    c = request_timeout_conn()
+    c.feed(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nab", now=0.0)
+    c.feed(b"c", now=4.0)
+    c.tick(8.0)                            # 8 s since the head, 4 since the last byte
+    assert not hasattr(c.streams[0], "timed_out")
+    c.feed(b"d", now=8.5)                  # received whole at 8.5
+    c.tick(13.0)
+    assert not hasattr(c.streams[0], "timed_out")
+    c.tick(13.5)
+    assert c.streams[0].timed_out == 5
+    c2 = request_timeout_conn()
+    c2.feed(GET % b"", now=0.0)
+    c2.start_response(c2.streams[0].ex, 200, [])
+    c2.tick(100.0)
+    assert not hasattr(c2.streams[0], "timed_out") and not c2.closed
+
+
+def test_request_timeout_runs_while_we_do_not_read():
+    """An app that reads none of a body holds the client back: the time is the app's."""
+    c = request_timeout_conn()
+    c.feed(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab", now=0.0)
+    c.pause_body(c.streams[0].ex)
+    c.tick(5.0)
+    assert c.streams[0].timed_out == 5
+    assert status_lines(c.rec.take()) == [b"HTTP/1.1 504 Gateway Timeout"]
 
 
 def test_keep_alive_timeout_closes_an_idle_connection_only():
