@@ -139,6 +139,10 @@ class Stream:
             self.credit_seen = True
             self.proto.send_continue(self.ex)
         self.recv_credit += n
+        body_read = getattr(self.proto, "body_read", None)
+        if body_read is not None and n:
+            # a protocol with its own flow control (HTTP/2) lets the client send n more
+            body_read(self.ex, n)
         if self.pending:
             self._flush_body()
 
