@@ -154,8 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--h2-max-concurrent-streams", type=int, metavar="N",
                    help="HTTP/2 streams open at once per connection (100)")
     p.add_argument("--h2-max-control-frames", type=int, metavar="N",
-                   help="HTTP/2 SETTINGS/PING/PRIORITY/WINDOW_UPDATE/empty DATA frames a "
-                        "second before GOAWAY (1000)")
+                   help="HTTP/2 SETTINGS/PING/PRIORITY/empty DATA frames a second "
+                        "before GOAWAY (1000)")
     p.add_argument("--h2-max-resets", type=int, metavar="N",
                    help="HTTP/2 streams a client may reset a second before GOAWAY (200)")
     p.add_argument("--timeout-keep-alive", dest="keepalive_timeout", type=float, metavar="S")

@@ -42,7 +42,7 @@ Deadlines (``tick(now)``, about once a second), in the order they are checked
 
 Floods (counted per tick, about a second; each limit is an ``H2Limits`` field with a flag):
 frames that cost us work but carry no request -- SETTINGS, PING, PRIORITY, empty DATA
-without END_STREAM, WINDOW_UPDATE -- past ``max_control_frames``; client resets past
+without END_STREAM -- past ``max_control_frames``; client resets past
 ``max_resets`` (rapid reset, CVE-2023-44487).  Either is GOAWAY ENHANCE_YOUR_CALM, a log
 line, and the close.  CONTINUATION floods (CVE-2024-27316) and HPACK bombs are bounded in h2
 (64 CONTINUATION frames, ``max_header_list`` decoded bytes): COMPRESSION_ERROR or
@@ -91,8 +91,8 @@ class H2Limits:
     max_header_list: int = 65536
     # request body bytes per stream -> 413 (None: unlimited), as --max-body for HTTP/1.1
     max_body: int | None = None
-    # Frames without a request, per second: SETTINGS, PING, PRIORITY, WINDOW_UPDATE, empty
-    # DATA.  nginx bounds these per connection buffer; Go, a queue of 10000 control frames.
+    # Frames without a request, per second: SETTINGS, PING, PRIORITY, empty DATA (not
+    # WINDOW_UPDATE: a client reading a large body sends many).  nginx bounds these per connection buffer; Go, a queue of 10000 control frames.
     max_control_frames: int = 1000
     # client RST_STREAMs per second (CVE-2023-44487).  Go http2 and h2o: streams reset by the
     # client count against the concurrency limit; nginx: 2 x max streams per read.
@@ -102,7 +102,8 @@ class H2Limits:
 class H2Exchange:
     """One HTTP/2 stream, and the stream layer's port to it (see the module docstring)."""
 
-    __slots__ = ("conn", "sid", "req", "stream", "closed", "started", "complete", "head_only",
+    __slots__ = ("conn", "sid", "req", "stream", "closed", "started", "complete", "ended",
+                 "head_only",
                  "status", "sent_bytes", "out", "out_end", "trailers", "want_trailers",
                  "blocked_since", "body_done", "body_bytes", "unacked", "last_read", "gone")
 
@@ -114,7 +115,8 @@ class H2Exchange:
         self.closed = False           # reset by the client, or the connection is gone
         self.gone = False             # finished with: a late event is dropped
         self.started = False
-        self.complete = False         # END_STREAM sent (or the stream reset)
+        self.complete = False         # the app's response is all here (maybe not yet sent)
+        self.ended = False            # END_STREAM sent, or the stream reset
         self.head_only = req.method == b"HEAD"
         self.status = 0
         self.sent_bytes = 0
@@ -296,7 +298,7 @@ class H2Connection:
             self._stream_gone(ex)
 
     def _on_window(self, ev: h2.events.WindowUpdated, now: float) -> None:
-        self.control_frames += 1
+        # not counted as a flood: a client reading a large body sends one per few frames
         if ev.stream_id == 0:
             self._pump_all()
         else:
@@ -358,14 +360,13 @@ class H2Connection:
 
     def send_data(self, ex: H2Exchange, data: bytes, end: bool = False) -> None:
         if ex.closed or ex.complete:
-            if end and not ex.complete:
-                self._complete(ex)
             return
         if data and not ex.head_only:
             ex.sent_bytes += len(data)
             ex.out.append(data)
         if end:
             ex.out_end = True
+            ex.complete = not ex.want_trailers
         self._pump(ex)
         self._flush()
 
@@ -377,6 +378,7 @@ class H2Connection:
                   if name.lower() not in _HOP_BY_HOP]
         ex.trailers = fields
         ex.out_end = True
+        ex.complete = True
         self._pump(ex)
         self._flush()
 
@@ -394,7 +396,7 @@ class H2Connection:
     def reset(self, ex: H2Exchange, code: ErrorCodes, why: str) -> None:
         """End one stream with RST_STREAM (a response that cannot be finished): the others
         on the connection go on."""
-        if ex.closed or ex.complete:
+        if ex.closed or ex.ended:
             return
         if code != ErrorCodes.CANCEL:
             log.warning("resetting HTTP/2 stream %d from %s: %s", ex.sid, self.io.peer, why)
@@ -440,7 +442,7 @@ class H2Connection:
                     last = not out
                 conn.send_data(sid, data, end_stream=last and ex.out_end and not ex.want_trailers)
                 if last and ex.out_end and not ex.want_trailers:
-                    self._complete(ex)
+                    self._ended(ex)
                     return
             ex.blocked_since = None
             if ex.out_end:
@@ -450,7 +452,7 @@ class H2Connection:
                     conn.send_headers(sid, ex.trailers, end_stream=True)
                 else:
                     conn.end_stream(sid)
-                self._complete(ex)
+                self._ended(ex)
             elif ex.stream is not None:
                 ex.stream.flush_owed()
         except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError) as exc:
@@ -461,11 +463,12 @@ class H2Connection:
 
     def _pump_all(self) -> None:
         for ex in list(self.exchanges.values()):
-            if ex.out or ex.out_end and not ex.complete:
+            if ex.out or ex.out_end and not ex.ended:
                 self._pump(ex)
 
-    def _complete(self, ex: H2Exchange) -> None:
-        ex.complete = True
+    def _ended(self, ex: H2Exchange) -> None:
+        """END_STREAM went out: the response is written."""
+        ex.ended = True
         ex.out.clear()
         stream = ex.stream
         if stream is not None:
@@ -476,7 +479,7 @@ class H2Connection:
         """The stream ended without a complete response (a reset either way)."""
         if ex.gone:
             return
-        ex.closed = True
+        ex.closed = ex.ended = True
         ex.out.clear()
         if ex.stream is not None:
             ex.stream.client_gone()
