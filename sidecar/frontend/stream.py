@@ -28,7 +28,7 @@ import time
 from collections import deque
 
 from sidecar.events import (APP_DONE, DISCONNECT, HTTP_BODY, MAX_CHUNK, RECV_CREDIT,
-                            RESPONSE_BODY, RESPONSE_START, SEND_CREDIT)
+                            RESPONSE_BODY, RESPONSE_START, RESPONSE_TRAILERS, SEND_CREDIT)
 from sidecar.http.h1_response import RETRY_AFTER
 
 log = logging.getLogger("sidecar.frontend")
@@ -48,7 +48,8 @@ class Stream:
 
     __slots__ = ("conn", "proto", "ex", "sid", "req", "link", "recv_credit", "pending",
                  "pending_bytes", "body_sent_done", "credit_seen", "owed", "app_done", "t0",
-                 "dispatched", "route", "cost", "t_dispatch", "event_stream", "told_to_end")
+                 "dispatched", "route", "cost", "t_dispatch", "event_stream", "told_to_end",
+                 "pending_trailers")
 
     def __init__(self, conn, proto, ex, sid: int):
         self.conn = conn              # the connection adapter: scope, access, server
@@ -71,6 +72,7 @@ class Stream:
         self.dispatched = False
         self.event_stream = False     # a text/event-stream response (drain_notice)
         self.told_to_end = False      # drain_notice sent the app http.disconnect
+        self.pending_trailers: list | None = None   # more_trailers gathered
 
     # --- request direction ---------------------------------------------------------------
 
@@ -126,11 +128,13 @@ class Stream:
         if kind == RESPONSE_BODY:
             self._on_body(ev[2], ev[3])
         elif kind == RESPONSE_START:
-            self._on_start(ev[2], ev[3])
+            self._on_start(ev[2], ev[3], ev[4])
         elif kind == APP_DONE:
             self._on_app_done(ev[2])
         elif kind == RECV_CREDIT:
             self._on_recv_credit(ev[2])
+        elif kind == RESPONSE_TRAILERS:
+            self._on_trailers(ev[2], ev[3])
         else:
             self._fail(f"unexpected event kind {kind} on an HTTP stream")
 
@@ -146,7 +150,7 @@ class Stream:
         if self.pending:
             self._flush_body()
 
-    def _on_start(self, status: int, headers: list) -> None:
+    def _on_start(self, status: int, headers: list, trailers: bool = False) -> None:
         proto = self.proto
         if proto.closed:
             return  # also after our own answer (a timeout): the app is being told
@@ -154,7 +158,9 @@ class Stream:
         if ex.started:
             return self._fail("second http.response.start")
         try:
-            open_ended = proto.start_response(ex, status, headers)
+            # (the trailers flag only when set: a protocol without trailers takes three)
+            open_ended = (proto.start_response(ex, status, headers, True) if trailers else
+                          proto.start_response(ex, status, headers))
         except (ValueError, TypeError) as exc:
             req = self.req
             log.error("invalid response from the app for %s %s: %s", req.method.decode(),
@@ -181,6 +187,30 @@ class Stream:
                 self.grant(len(data))
             return
         proto.send_data(ex, data, True)
+
+    def _on_trailers(self, headers: list, more: bool) -> None:
+        """ASGI trailers, after the last body byte: the protocol sends them if it can (HTTP/2,
+        HTTP/1.1 chunked to a client that sent TE: trailers) and completes the response."""
+        proto, ex = self.proto, self.ex
+        if proto.closed:
+            return
+        if not ex.started:
+            return self._fail("response trailers before the response started")
+        if ex.complete:
+            return   # the protocol sent the response without them
+        if more:   # more_trailers: gathered until the last
+            if self.pending_trailers is None:
+                self.pending_trailers = []
+            self.pending_trailers += headers
+            return
+        if self.pending_trailers:
+            headers = self.pending_trailers + headers
+            self.pending_trailers = None
+        try:
+            proto.send_trailers(ex, headers)
+        except (ValueError, TypeError) as exc:
+            log.error("invalid response trailers from the app: %s", exc)
+            proto.abort_response(ex, "invalid response trailers")
 
     def grant(self, n: int) -> None:
         """Response credit for n bytes: now if they left for the socket, else when they do."""

@@ -105,7 +105,8 @@ class Exchange:
     """One request and its response on the connection; ``stream`` is the stream layer's."""
 
     __slots__ = ("req", "stream", "key", "keep_alive", "body_done", "started", "complete",
-                 "chunked", "head_only", "buffer", "status", "sent_bytes", "continue_sent")
+                 "chunked", "head_only", "buffer", "status", "sent_bytes", "continue_sent",
+                 "want_trailers")
 
     def __init__(self, req: h1.Request, key: int):
         self.req = req
@@ -121,6 +122,7 @@ class Exchange:
         self.status = 0
         self.sent_bytes = 0           # body bytes, for the access line
         self.continue_sent = False
+        self.want_trailers = False    # the last chunk waits for the app's trailers
 
 
 class H1Connection:
@@ -295,10 +297,13 @@ class H1Connection:
 
     # --- output: what the stream layer calls ---------------------------------------------
 
-    def start_response(self, ex: Exchange, status: int, headers) -> bool:
+    def start_response(self, ex: Exchange, status: int, headers, trailers: bool = False
+                       ) -> bool:
         """Write (or buffer) the response head; returns whether the body is open-ended (no
         Content-Length: chunked, or delimited by the close).  ValueError or TypeError for a
-        head that must not be written (h1_response.response_head): nothing was written then."""
+        head that must not be written (h1_response.response_head): nothing was written then.
+        ``trailers``: the app will send trailers (ASGI), which go in the last chunk of a
+        chunked response to a request with ``TE: trailers`` and are dropped otherwise."""
         req = ex.req
         keep_alive = ex.keep_alive and not self.draining
         if not ex.body_done and req.expect_continue and not ex.continue_sent:
@@ -314,6 +319,8 @@ class H1Connection:
         ex.status = status
         ex.chunked = chunked and not ex.head_only
         ex.keep_alive = keep_alive
+        if trailers and ex.chunked:
+            ex.want_trailers = h1_response.takes_trailers(req.headers)
         self._write_for(ex, head)
         return length is None and not ex.head_only
 
@@ -323,10 +330,22 @@ class H1Connection:
             ex.sent_bytes += len(data)
             self._write_for(ex, h1_response.encode_chunk(data) if ex.chunked else data)
         if end:   # end_response, spelled out: once a request
+            if ex.want_trailers:
+                return   # the last chunk carries the trailers (send_trailers)
             if ex.chunked:
                 self._write_for(ex, h1_response.LAST_CHUNK)
             ex.complete = True
             self._exchange_complete(ex)
+
+    def send_trailers(self, ex: Exchange, headers) -> None:
+        """The app's trailers, in the last chunk (ValueError for a field that cannot be
+        written; fields RFC 9110 6.5.1 keeps out of trailers are dropped)."""
+        if not ex.want_trailers or ex.complete:
+            return
+        ex.want_trailers = False
+        self._write_for(ex, h1_response.last_chunk_with(headers))
+        ex.complete = True
+        self._exchange_complete(ex)
 
     def end_response(self, ex: Exchange) -> None:
         """The response's body is complete (a close-delimited one ends with the close)."""
@@ -337,6 +356,7 @@ class H1Connection:
         stop): the last chunk, or the close for a close-delimited body."""
         if not ex.chunked:
             ex.keep_alive = False
+        ex.want_trailers = False
         self.end_response(ex)
 
     def error_response(self, ex: Exchange, status: int, extra_headers=()) -> None:

@@ -64,6 +64,7 @@ from h2.errors import ErrorCodes
 from hyperframe.frame import GoAwayFrame
 
 from . import h1
+from .fields import field_error
 from .h1_connection import Timeouts
 
 log = logging.getLogger("sidecar.frontend")
@@ -374,8 +375,14 @@ class H2Connection:
         """The ASGI trailers of a response started with ``trailers``: they end the stream."""
         if ex.closed or ex.complete:
             return
-        fields = [(name.lower(), value) for name, value in headers
-                  if name.lower() not in _HOP_BY_HOP]
+        fields = []
+        for name, value in headers:
+            error = field_error(name, value)
+            if error is not None:
+                raise ValueError(error)
+            name = name.lower()
+            if name not in h1._FORBIDDEN_TRAILERS:   # RFC 9110 6.5.1
+                fields.append((name, value))
         ex.trailers = fields
         ex.out_end = True
         ex.complete = True
