@@ -51,7 +51,6 @@ PROTOCOL_ERROR GOAWAY.
 from __future__ import annotations
 
 import logging
-from collections import deque
 from dataclasses import dataclass
 from http import HTTPStatus
 
@@ -65,6 +64,7 @@ from hyperframe.frame import GoAwayFrame
 
 from . import h1
 from .fields import field_error
+from .h2_exchange import H2Exchange, request_head
 from .h1_connection import Timeouts
 
 log = logging.getLogger("sidecar.frontend")
@@ -93,81 +93,12 @@ class H2Limits:
     # request body bytes per stream -> 413 (None: unlimited), as --max-body for HTTP/1.1
     max_body: int | None = None
     # Frames without a request, per second: SETTINGS, PING, PRIORITY, empty DATA (not
-    # WINDOW_UPDATE: a client reading a large body sends many).  nginx bounds these per connection buffer; Go, a queue of 10000 control frames.
+    # WINDOW_UPDATE: a client reading a large body sends many).  nginx bounds these per
+    # connection buffer; Go, a queue of 10000 control frames.
     max_control_frames: int = 1000
     # client RST_STREAMs per second (CVE-2023-44487).  Go http2 and h2o: streams reset by the
     # client count against the concurrency limit; nginx: 2 x max streams per read.
     max_resets: int = 200
-
-
-class H2Exchange:
-    """One HTTP/2 stream, and the stream layer's port to it (see the module docstring)."""
-
-    __slots__ = ("conn", "sid", "req", "stream", "closed", "started", "complete", "ended",
-                 "head_only",
-                 "status", "sent_bytes", "out", "out_end", "trailers", "want_trailers",
-                 "blocked_since", "body_done", "body_bytes", "unacked", "last_read", "gone")
-
-    def __init__(self, conn: "H2Connection", sid: int, req: h1.Request, now: float):
-        self.conn = conn
-        self.sid = sid                # the HTTP/2 stream id
-        self.req = req
-        self.stream = None            # the stream layer's Stream
-        self.closed = False           # reset by the client, or the connection is gone
-        self.gone = False             # finished with: a late event is dropped
-        self.started = False
-        self.complete = False         # the app's response is all here (maybe not yet sent)
-        self.ended = False            # END_STREAM sent, or the stream reset
-        self.head_only = req.method == b"HEAD"
-        self.status = 0
-        self.sent_bytes = 0
-        self.out: deque[bytes] = deque()   # response bytes the client's window did not take
-        self.out_end = False          # the last of them ends the body
-        self.trailers: list | None = None  # trailer fields, sent after the last byte
-        self.want_trailers = False    # the app announced trailers (RESPONSE_START)
-        self.blocked_since: float | None = None  # out held by a zero window since
-        self.body_done = False        # the client's END_STREAM came
-        self.body_bytes = 0
-        self.unacked = 0              # received flow-controlled bytes not yet acknowledged
-        self.last_read = now
-
-    # --- the stream interface: the stream layer calls proto.X(ex, ...) with proto is ex ---
-
-    def start_response(self, ex, status: int, headers, trailers: bool = False) -> bool:
-        return self.conn.start_response(self, status, headers, trailers)
-
-    def send_data(self, ex, data: bytes, end: bool = False) -> None:
-        self.conn.send_data(self, data, end)
-
-    def send_trailers(self, ex, headers) -> None:
-        self.conn.send_trailers(self, headers)
-
-    def end_response(self, ex) -> None:
-        self.conn.send_data(self, b"", True)
-
-    def end_open_response(self, ex) -> None:
-        self.conn.send_data(self, b"", True)
-
-    def error_response(self, ex, status: int, extra_headers=()) -> None:
-        self.conn.error_response(self, status, extra_headers)
-
-    def abort_response(self, ex, why: str) -> None:
-        self.conn.reset(self, ErrorCodes.INTERNAL_ERROR, why)
-
-    def writable(self, ex) -> bool:
-        return not self.out and self.conn.write_blocked_since is None
-
-    def send_continue(self, ex) -> None:
-        pass   # HTTP/2 clients do not wait for 100 (curl sends no Expect over h2)
-
-    def pause_body(self, ex) -> None:
-        pass   # the stream's window stops the client: nothing is acknowledged until read
-
-    def resume_body(self, ex) -> None:
-        pass
-
-    def body_read(self, ex, n: int) -> None:
-        self.conn.body_read(self, n)
 
 
 class H2Connection:
@@ -241,7 +172,7 @@ class H2Connection:
         if self.draining:   # after our GOAWAY: refused, the client retries elsewhere
             self.h2.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
             return
-        req = _request(ev.headers)
+        req = request_head(ev.headers)
         if req is None:
             log.info("HTTP/2 malformed request from %s on stream %d", self.io.peer, sid)
             self.h2.reset_stream(sid, ErrorCodes.PROTOCOL_ERROR)
@@ -625,46 +556,6 @@ def _goaway(last_stream_id: int, code: ErrorCodes) -> bytes:
     frame.last_stream_id = last_stream_id
     frame.error_code = code
     return frame.serialize()
-
-
-def _request(headers) -> h1.Request | None:
-    """The request head of an HTTP/2 stream as the HTTP/1.1 code has it (h1.Request), with
-    ``http_version`` "2"; None if it is malformed (h2 checked the pseudo-fields already)."""
-    method = path = authority = None
-    fields = []
-    cookies = []
-    host = False
-    for name, value in headers:
-        if name[:1] == b":":
-            if name == b":method":
-                method = value
-            elif name == b":path":
-                path = value
-            elif name == b":authority":
-                authority = value
-            continue
-        if name == b"cookie":   # RFC 9113 8.2.3: one field again for an HTTP/1.1 app
-            cookies.append(value)
-            continue
-        if name == b"host":
-            host = True
-        fields.append((name, value))
-    if method is None or not path or (path[:1] != b"/" and path != b"*"):
-        return None
-    if cookies:
-        fields.append((b"cookie", b"; ".join(cookies)))
-    if authority is not None and not host:
-        fields.insert(0, (b"host", authority))
-    raw_path, _, query = path.partition(b"?")
-    length = None
-    for name, value in fields:
-        if name == b"content-length":
-            try:
-                length = int(value)
-            except ValueError:
-                return None
-    return h1.Request(method, path, h1._decode_path(raw_path), raw_path, query, "2", fields,
-                      True, False, None, length, False)
 
 
 _HANDLERS = {
