@@ -127,3 +127,57 @@ def test_no_http2_serves_http1_only():
             with pytest.raises(httpx.HTTPError):
                 c.get("/pid")
         assert httpx.get(s.url + "/pid").status_code == 200
+
+
+def raw_frames(data: bytes) -> list:
+    """The frames in raw server bytes (h2's client reads nothing after a GOAWAY)."""
+    from hyperframe.frame import Frame
+    out = []
+    while len(data) >= 9:
+        f, length = Frame.parse_frame_header(memoryview(data[:9]))
+        if len(data) < 9 + length:
+            break
+        f.parse_body(memoryview(data[9:9 + length]))
+        out.append(f)
+        data = data[9 + length:]
+    return out
+
+
+def test_sigterm_sends_goaway_and_the_streams_in_flight_finish():
+    from hyperframe.frame import DataFrame, GoAwayFrame
+    import signal
+    with Sidecar(APP, workers=1) as s:
+        cl = H2Client(s.port)
+        cl.pump(0.2)
+        sid = cl.request(get("/sleep?s=1.0"))
+        time.sleep(0.3)   # dispatched, the app sleeping
+        s.proc.send_signal(signal.SIGTERM)
+        data = b""
+        cl.sock.settimeout(10)
+        while True:
+            chunk = cl.sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        cl.close()
+        frames = raw_frames(data)
+        goaway = [f for f in frames if isinstance(f, GoAwayFrame)]
+        assert goaway and goaway[0].error_code == 0 and goaway[0].last_stream_id == sid
+        body = [f for f in frames if isinstance(f, DataFrame) and f.stream_id == sid]
+        assert b"slept" in b"".join(f.data for f in body) and "END_STREAM" in body[-1].flags
+        assert frames.index(goaway[0]) < frames.index(body[0])   # GOAWAY first, then the end
+        assert s.proc.wait(30) == 0
+
+
+def test_status_and_metrics_count_http2_streams(tmp_path):
+    from tests.server import free_port
+    port = free_port()
+    with Sidecar(APP, "--metrics", f"127.0.0.1:{port}", workers=1) as s, \
+            H2Client(s.port) as cl:
+        sids = [cl.request(get("/sleep?s=2")) for _ in range(3)]
+        wait_for(lambda: "sidecar_http2_streams 3" in httpx.get(
+            f"http://127.0.0.1:{port}/metrics").text, 5, what="3 streams in the metrics")
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        assert "sidecar_http2_connections 1" in text and "sidecar_http2_streams_max 3" in text
+        for sid in sids:
+            assert cl.response(sid)[0] == 200

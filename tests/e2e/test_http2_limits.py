@@ -79,7 +79,7 @@ def rapid_reset(cl):
     enc = cl.conn.encoder
     for i in range(500):
         sid = 2 * i + 1001
-        out.append(headers_frame(sid, enc.encode(get("/sleep?0.5"))))
+        out.append(headers_frame(sid, enc.encode(get("/sleep?s=0.5"))))
         rst = RstStreamFrame(sid)
         rst.error_code = ErrorCodes.CANCEL
         out.append(rst.serialize())
@@ -107,8 +107,8 @@ def oversized_header_list(cl):
 
 def too_many_streams(cl):
     enc = cl.conn.encoder
-    return b"".join(headers_frame(2 * i + 1001, enc.encode(get("/sleep?2")), end_stream=False)
-                    for i in range(40))
+    block = enc.encode(get("/sleep?s=2"))
+    return b"".join(headers_frame(2 * i + 1001, block, end_stream=False) for i in range(40))
 
 
 ATTACKS = {
