@@ -4,8 +4,9 @@
            -> on_request, per HTTP/2 stream -> Stream (sidecar/frontend/stream.py) -> pool
 
 A connection starts as an ``HTTPConnection`` (http_conn.py).  It becomes an HTTP/2 one when
-its first bytes are the client preface (prior knowledge, h2c) or its TLS handshake chose
-ALPN ``h2``: the ``HTTP2Connection`` then takes the socket over (``transport.set_protocol``)
+its first bytes are the client preface (prior knowledge, h2c), its TLS handshake chose
+ALPN ``h2``, or an HTTP/1.1 request without a body asked for ``Upgrade: h2c`` (that request
+is then stream 1, answered over HTTP/2 after the 101): the ``HTTP2Connection`` then takes the socket over (``transport.set_protocol``)
 with the same ``Transport``, and keeps the ``HTTPConnection`` for the connection's part of
 each request's scope (client, server, scheme, trusted proxy headers), which is the same for
 both protocols.  Each HTTP/2 stream is a ``Stream`` of its own, dispatched to a worker on its
@@ -23,6 +24,8 @@ from sidecar.http.h2_connection import H2Connection, H2Limits
 
 __all__ = ["HTTP2Connection", "limits"]
 
+SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+
 
 def limits(config) -> H2Limits:
     return H2Limits(max_streams=config.h2_max_concurrent_streams,
@@ -34,7 +37,7 @@ def limits(config) -> H2Limits:
 class HTTP2Connection(asyncio.Protocol):
     """asyncio protocol of a socket after it turned out to speak HTTP/2."""
 
-    def __init__(self, conn, data: bytes = b""):
+    def __init__(self, conn, data: bytes = b"", upgrade=None):
         from sidecar.frontend.http_conn import timeouts
         server = conn.server
         self.server = server
@@ -43,12 +46,16 @@ class HTTP2Connection(asyncio.Protocol):
         self.who = conn.who
         self.transport = conn.transport
         self.io = io = conn.io
+        if upgrade is not None:   # Upgrade: h2c (RFC 7540 section 3.2)
+            io.write(SWITCHING)
         self.h2 = H2Connection(io, self, server.h2_limits, timeouts(server.config), io.now(),
-                               head_fields=server, window=self.window)
+                               head_fields=server, window=self.window, upgrade=upgrade)
         self.data_received = self.h2.receive_data
         server.connections.discard(conn)
         server.connections.add(self)
         self.transport.set_protocol(self)
+        if upgrade is not None:
+            self.h2.upgraded_request(upgrade)
         if data:
             self.h2.receive_data(data)
 

@@ -49,6 +49,7 @@ class HTTPConnection(asyncio.Protocol):
         self.h1 = H1Connection(io, self, server.limits, timeouts(config), io.now(),
                                head_fields=server,
                                upgrades=server.websocket_handler is not None,
+                               h2c=server.h2_limits is not None,
                                max_first_body=MAX_CHUNK)
         # the first bytes say whether the client speaks HTTP/2 by prior knowledge (_sniff);
         # the loop binds data_received when the protocol is set, so after the sniff it is
@@ -156,6 +157,9 @@ class HTTPConnection(asyncio.Protocol):
         self.server.pool.dispatcher.dispatch(stream, body, more)
 
     def on_upgrade(self, req: h1.Request) -> None:
+        if req.upgrade == b"h2c":   # HTTP/2 from here on, the request its stream 1
+            HTTP2Connection(self, self.h1.parser.take_trailing(), upgrade=req)
+            return
         self.server.websocket_handler(self, req)
 
     # --- the scope of a request on this connection ---------------------------------------

@@ -12,7 +12,7 @@ loop: it acts through the two objects it is given --
               linger() (half-close once written, keep reading to drop), abort(),
               can_linger(), now() (the clock), peer (the client, for log lines)
     handler   on_request(ex, body, more) -- a new exchange; the handler sets ``ex.stream``
-              on_upgrade(req)            -- a WebSocket upgrade, to be taken over
+              on_upgrade(req)            -- a WebSocket (or h2c) upgrade, to be taken over
     ex.stream on_body(data, more), client_gone(), flush_owed(), finished()
 
 The pipeline
@@ -92,6 +92,11 @@ HEAD, BODY, STOPPED, UPGRADED = range(4)
 OPEN, CLOSING, LINGERING, CLOSED = range(4)
 
 
+def _h2c_settings(req: h1.Request) -> bool:
+    """Whether an Upgrade: h2c request carries exactly one HTTP2-Settings field."""
+    return sum(1 for name, _ in req.headers if name == b"http2-settings") == 1
+
+
 @dataclass(slots=True)
 class Timeouts:
     """The client deadlines, seconds (sidecar.config.Config has their precedents)."""
@@ -129,7 +134,8 @@ class H1Connection:
     """The HTTP/1.1 side of one client connection (see the module docstring)."""
 
     def __init__(self, io, handler, limits: h1.Limits, timeouts: Timeouts, now: float, *,
-                 head_fields, upgrades: bool = True, max_first_body: int = 64 * 1024):
+                 head_fields, upgrades: bool = True, h2c: bool = False,
+                 max_first_body: int = 64 * 1024):
         self.io = io
         # a whole body up to this size is handed over with its request (one record)
         self.max_first_body = max_first_body
@@ -138,7 +144,9 @@ class H1Connection:
         # date_value, server_header, extra_fields: the server's fields for response heads
         self.head_fields = head_fields
         self.upgrades = upgrades      # whether Upgrade: websocket is taken over
-        self.parser = h1.RequestParser(limits)
+        self.h2c = h2c                # whether Upgrade: h2c is (RFC 7540 section 3.2)
+        self.parser = h1.RequestParser(limits, upgrade_protocols=frozenset(
+            (b"websocket", b"h2c") if h2c else (b"websocket",)))
         self.pipeline: deque[Exchange] = deque()
         self.current: Exchange | None = None   # the exchange whose body is being read
         self.read_state = HEAD
@@ -186,8 +194,10 @@ class H1Connection:
             ev = evs[i]
             t = type(ev)
             if t is Request:
-                if ev.upgrade == b"websocket" and not self.upgrades:
-                    # no WebSocket support: serve it as plain HTTP and keep parsing
+                if (ev.upgrade == b"websocket" and not self.upgrades
+                        or ev.upgrade == b"h2c" and self.h2c and not _h2c_settings(ev)):
+                    # no WebSocket support, or an h2c upgrade without its one HTTP2-Settings:
+                    # serve it as plain HTTP and keep parsing
                     evs[i + 1:] = parser.decline_upgrade()
                     n = len(evs)
                 # piggyback the whole body on the request when it is already here
@@ -222,14 +232,16 @@ class H1Connection:
                 extra_headers=h1_response.RETRY_AFTER))
             self._close_after_write()
             return
-        if req.upgrade == b"websocket" and self.upgrades:
+        if req.upgrade is not None and (req.upgrade == b"websocket" and self.upgrades
+                                        or req.upgrade == b"h2c" and self.h2c
+                                        and _h2c_settings(req)):
             if self.pipeline:
                 # an upgrade pipelined behind unfinished requests: answer it after them
                 self._on_protocol_error(h1.ProtocolError(400, "upgrade behind pipelined "
                                                               "requests"))
                 return
             self.read_state = UPGRADED
-            self._set_closing(CLOSED)   # the socket is the WebSocket's from now on
+            self._set_closing(CLOSED)   # the socket is the WebSocket's (or HTTP/2's) now
             self.handler.on_upgrade(req)
             return
         ex = Exchange(req, self.next_key)

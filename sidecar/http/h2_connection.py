@@ -105,7 +105,7 @@ class H2Connection:
     """The HTTP/2 side of one client connection (see the module docstring)."""
 
     def __init__(self, io, handler, limits: H2Limits, timeouts: Timeouts, now: float, *,
-                 head_fields, window: int, scheme_ok=("http", "https")):
+                 head_fields, window: int, upgrade: h1.Request | None = None):
         self.io = io
         self.handler = handler
         self.limits = limits
@@ -130,7 +130,17 @@ class H2Connection:
         self.control_frames = 0       # this tick's frames without a request
         self.resets = 0               # this tick's client resets
         self.streams_total = 0        # for status and the access log's neighbours
-        conn.initiate_connection()
+        self.bad_upgrade = False
+        if upgrade is not None:   # Upgrade: h2c; H1Connection checked there is one
+            settings = next(v for n, v in upgrade.headers if n == b"http2-settings")
+            try:
+                conn.initiate_upgrade_connection(settings)
+            except Exception as exc:   # bad base64 or SETTINGS: PROTOCOL_ERROR below
+                log.info("HTTP/2 upgrade from %s: bad HTTP2-Settings (%s)", io.peer, exc)
+                conn.initiate_connection()
+                self.bad_upgrade = True
+        else:
+            conn.initiate_connection()
         # the connection window: one stream window per allowed stream, so that a stream
         # whose app does not read never holds the others' bytes back
         conn.increment_flow_control_window(window * limits.max_streams - 65535)
@@ -184,6 +194,22 @@ class H2Connection:
         more = ev.stream_ended is None
         ex.body_done = not more
         self.handler.on_request(ex, b"", more)
+
+    def upgraded_request(self, req: h1.Request) -> None:
+        """The HTTP/1.1 request of an ``Upgrade: h2c``: stream 1, its body complete."""
+        if self.bad_upgrade:
+            self.goaway(ErrorCodes.PROTOCOL_ERROR, "bad HTTP2-Settings in an h2c upgrade")
+            return
+        drop = (b"connection", b"upgrade", b"http2-settings", b"keep-alive")
+        req = req._replace(http_version="2", upgrade=None, packed=None, headers=[
+            (n, v) for n, v in req.headers if n not in drop])
+        ex = H2Exchange(self, 1, req, self.io.now())
+        ex.body_done = True
+        self.exchanges[1] = ex
+        self.idle_since = None
+        self.streams_total += 1
+        self.handler.on_request(ex, b"", False)
+        self._flush()
 
     def _on_data(self, ev: h2.events.DataReceived, now: float) -> None:
         n = ev.flow_controlled_length

@@ -39,6 +39,19 @@ def test_curl_prior_knowledge_on_tcp_and_unix(sc):
         assert '"http_version": "2"' in body
 
 
+def test_curl_upgrade_h2c_then_http2_and_a_body_stays_http1(sc):
+    r = curl("--http2", "-v", "-w", "\n%{http_version} %{http_code}", sc.url + "/scope")
+    body, _, tail = r.stdout.rpartition("\n")
+    assert tail == "2 200" and "101 Switching Protocols" in r.stderr, r.stderr
+    scope = __import__("json").loads(body)
+    assert scope["http_version"] == "2"
+    names = [name for name, _ in scope["headers"]]
+    assert "upgrade" not in names and "http2-settings" not in names
+    # a request with a body is not upgraded (RFC 9113 drops h2c; 7540 3.2 allows to decline)
+    r = curl("--http2", "-d", "abc", "-w", "\n%{http_version} %{http_code}", sc.url + "/echo")
+    assert r.stdout == "abc\n1.1 200", r.stderr
+
+
 def test_httpx_scope_upload_and_download(sc):
     with httpx.Client(http1=False, http2=True, base_url=sc.url, timeout=30) as c:
         r = c.get("/scope/x%20y", params={"a": "1"}, headers={"cookie": "k=v"})

@@ -461,6 +461,30 @@ def test_request_body_over_max_body_gets_413():
     assert dict(p.of(h2.events.ResponseReceived, sid)[0].headers)[":status"] == "413"
 
 
+def test_h2c_upgrade_makes_the_http1_request_stream_1():
+    from sidecar.http import h1
+    import base64
+    settings = base64.urlsafe_b64encode(SettingsFrame(0).serialize_body()).rstrip(b"=")
+    req = h1.Request(b"GET", b"/u?x", "/u", b"/u", b"x", "1.1",
+                     [(b"host", b"a"), (b"connection", b"Upgrade, HTTP2-Settings"),
+                      (b"upgrade", b"h2c"), (b"http2-settings", settings)],
+                     True, False, b"h2c", None, False)
+    io, handler = IO(), Handler()
+    conn = H2Connection(io, handler, H2Limits(), Timeouts(), 0.0, head_fields=HeadFields(),
+                        window=WINDOW, upgrade=req)
+    conn.upgraded_request(req)
+    ex = handler.streams[1].ex
+    assert ex.req.http_version == "2" and ex.req.headers == [(b"host", b"a")]
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    client.initiate_upgrade_connection()
+    client.receive_data(bytes(io.out))
+    io.out.clear()
+    ex.start_response(ex, 200, [])
+    ex.send_data(ex, b"up", True)
+    evs = client.receive_data(bytes(io.out))
+    assert [type(e).__name__ for e in evs] == ["ResponseReceived", "DataReceived", "StreamEnded"]
+
+
 def test_garbage_after_the_preface_is_a_connection_error():
     p = Pair()
     p.exchange(b"\x00\x00\x04\x09\x00\x00\x00\x00\x01abcd")   # CONTINUATION out of place
