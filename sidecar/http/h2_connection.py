@@ -250,6 +250,8 @@ class H2Connection:
     def _on_reset(self, ev: h2.events.StreamReset, now: float) -> None:
         if not ev.remote_reset:
             return
+        log.debug("HTTP/2 stream %d from %s reset by the client (%s)", ev.stream_id,
+                  self.io.peer, ev.error_code)
         self.resets += 1
         ex = self.exchanges.get(ev.stream_id)
         if ex is not None:
