@@ -39,6 +39,22 @@ def test_curl_prior_knowledge_on_tcp_and_unix(sc):
         assert '"http_version": "2"' in body
 
 
+def test_nghttp_prior_knowledge_download_and_upload(sc, tmp_path):
+    upload = tmp_path / "up.bin"
+    upload.write_bytes(b"u" * 1_000_000)
+    r = subprocess.run(["nghttp", "-n", "-s", f"{sc.url}/zeros?n=3000000",
+                        f"{sc.url}/pid"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    rows = [line.split() for line in r.stdout.splitlines() if line.strip().endswith(
+        ("/pid", "/zeros?n=3000000"))]
+    assert sorted((row[-3], row[-1]) for row in rows) == [("200", "/pid"),
+                                                         ("200", "/zeros?n=3000000")], r.stdout
+    r = subprocess.run(["nghttp", "-v", "-d", str(upload), f"{sc.url}/hash"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and ":status: 200" in r.stdout, r.stderr
+    assert '"bytes": 1000000' in r.stdout
+
+
 def test_curl_upgrade_h2c_then_http2_and_a_body_stays_http1(sc):
     r = curl("--http2", "-v", "-w", "\n%{http_version} %{http_code}", sc.url + "/scope")
     body, _, tail = r.stdout.rpartition("\n")

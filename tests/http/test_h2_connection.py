@@ -165,6 +165,20 @@ def test_cookies_are_joined_and_hop_by_hop_response_fields_dropped():
     assert fields["x-up"] == "1"
 
 
+def test_a_field_that_must_not_be_written_is_refused_before_anything_is_sent():
+    p = Pair()
+    sid = p.request()
+    ex = p.handler.streams[sid].ex
+    for bad in ([(b"x-evil", b"a\r\ninjected: 1")], [(b"bad name", b"v")], [(b"", b"v")]):
+        with pytest.raises(ValueError):
+            ex.start_response(ex, 200, bad)
+    assert not ex.started
+    ex.start_response(ex, 200, [(b"X-Pad", b" v \t")])
+    ex.send_data(ex, b"", True)
+    p.exchange()
+    assert dict(p.of(h2.events.ResponseReceived, sid)[0].headers)["x-pad"] == "v"
+
+
 def test_streams_are_independent_and_answered_in_any_order():
     p = Pair()
     a, b = p.request(), p.request()
