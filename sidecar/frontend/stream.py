@@ -16,10 +16,12 @@ A ``Stream`` owns what every protocol shares, so that no protocol repeats it:
 - the drain notice for event streams, and the access record.
 
 It talks to its connection only through the protocol's stream interface (``start_response``,
-``send_data``, ``end_response``, ``end_open_response``, ``error_response``,
+``send_data``, ``send_trailers``, ``end_response``, ``end_open_response``, ``error_response``,
 ``abort_response``, ``writable``, ``send_continue``, ``pause_body``, ``resume_body``, and
-``closed``), and the protocol calls back ``on_body``, ``client_gone``, ``flush_owed`` and
-``finished``.  A new protocol (HTTP/2) plugs in by offering the same interface per stream.
+``closed``; ``body_read`` where the protocol has flow control of its own, as HTTP/2 has),
+and the protocol calls back ``on_body``, ``client_gone``, ``flush_owed`` and ``finished``.
+HTTP/2 plugs in by offering the same interface per stream (each HTTP/2 stream is its own
+``proto``: sidecar/http/h2_exchange.py).
 """
 from __future__ import annotations
 
