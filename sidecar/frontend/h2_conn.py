@@ -54,6 +54,10 @@ class HTTP2Connection(asyncio.Protocol):
         server.connections.discard(conn)
         server.connections.add(self)
         self.transport.set_protocol(self)
+        if conn.h1.over_limit:
+            # over --limit-concurrency: GOAWAY before any stream, so that every request the
+            # client sent is refused (REFUSED_STREAM: safe to retry elsewhere), then the close
+            self.h2.start_drain()
         if upgrade is not None:
             self.h2.upgraded_request(upgrade)
         if data:

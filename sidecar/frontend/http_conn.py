@@ -104,15 +104,14 @@ class HTTPConnection(asyncio.Protocol):
                                   config.root_path.encode(),
                                   self._proxy_scope if self.trusted else None)
         limit = config.limit_concurrency
-        if server.h2_limits is not None and self.scheme == "https":
-            ssl_object = transport.get_extra_info("ssl_object")
-            if ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2":
-                HTTP2Connection(self)   # TLS chose HTTP/2: it takes the socket over
-                return
         if limit and len(server.connections) > limit:
             conn.over_limit = True
             server.log_over_concurrency("connection from %s over --limit-concurrency (%d): 503",
                                         self.client or "unix peer", limit)
+        if server.h2_limits is not None and self.scheme == "https":
+            ssl_object = transport.get_extra_info("ssl_object")
+            if ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2":
+                HTTP2Connection(self)   # TLS chose HTTP/2: it takes the socket over
 
     def data_received(self, data: bytes) -> None:   # (the instance's is h1.receive_data)
         self.h1.receive_data(data)

@@ -35,8 +35,9 @@ Deadlines (``tick(now)``, about once a second), in the order they are checked
     output blocked (write_blocked) send_timeout since it blocked  abort; the streams are told
     a stream's bytes held by a    send_timeout since the window   RST_STREAM CANCEL; the app is
     zero window                   closed on them                  told (the others go on)
-    a stream awaiting its body,   body_timeout since its last     408, or RST_STREAM CANCEL if
-    the app having read it all    DATA                            the response started
+    a stream awaiting its body,   body_timeout since its last     408 (not once the response
+    the app having read it all    DATA                            started: a bidi stream may
+                                                                  wait long for the client)
     no stream open                keepalive_timeout since the     GOAWAY NO_ERROR and close
                                   last one ended                  (nginx: keepalive_timeout)
 
@@ -539,7 +540,7 @@ class H2Connection:
         self._flush()
         self.closed = True
         self._tell_streams()
-        self.io.abort()
+        self.io.close()   # the 503s go out; what the streams in flight had not sent is cut
 
     def tick(self, now: float) -> None:
         """Check the deadlines and start the flood counters over (module docstring)."""
@@ -560,15 +561,14 @@ class H2Connection:
             if ex.blocked_since is not None and now - ex.blocked_since >= t.send:
                 self.reset(ex, ErrorCodes.CANCEL, f"send timeout ({t.send:.0f}s): the client's "
                                                   "window stayed closed")
-            elif (not ex.body_done and not ex.unacked and not ex.complete
+            elif (not ex.body_done and not ex.unacked and not ex.started
                   and now - ex.last_read >= t.body):
+                # only before the response: a bidi stream (gRPC) that answers as the client
+                # sends may rightly wait long for the client's next message
                 log.info("request body timeout (%.0fs) from %s on stream %d", t.body,
                          self.io.peer, ex.sid)
-                if ex.started:
-                    self.reset(ex, ErrorCodes.CANCEL, "request body timeout")
-                else:
-                    ex.stream.client_gone()
-                    self.error_response(ex, 408)
+                ex.stream.client_gone()
+                self.error_response(ex, 408)
         if (not self.exchanges and self.idle_since is not None
                 and now - self.idle_since >= t.keepalive):
             self._flush()

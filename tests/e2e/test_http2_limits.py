@@ -178,3 +178,20 @@ def test_idle_connection_gets_goaway_no_error(sc):
         served(cl)
         cl.wait_closed(timeout=10)   # --timeout-keep-alive 4, checked once a second
         assert cl.goaway().error_code == ErrorCodes.NO_ERROR
+
+
+def test_a_connection_over_limit_concurrency_gets_goaway_naming_no_stream():
+    import socket as socket_
+    with Sidecar(APP, "--limit-concurrency", "1", workers=1) as s:
+        with socket_.create_connection(("127.0.0.1", s.port)) as held:
+            held.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert held.recv(100).startswith(b"HTTP/1.1 200")
+            with H2Client(s.port) as cl:
+                try:
+                    cl.request(get("/pid"))
+                except OSError:
+                    pass   # closed already: the GOAWAY is in our receive buffer
+                cl.wait_closed()
+                end = cl.goaway()
+                assert end.error_code == ErrorCodes.NO_ERROR and end.last_stream_id == 0
+        assert "over --limit-concurrency" in s.log()
