@@ -167,6 +167,10 @@ class H2Connection:
             self._flush()   # h2 queued the GOAWAY
             self._close()
             return
+        except Exception:   # an h2 bug must not take the process down
+            log.exception("HTTP/2 connection from %s failed", self.io.peer)
+            self.goaway(ErrorCodes.INTERNAL_ERROR, "internal error")
+            return
         now = self.io.now()
         for ev in evs:
             handler = _HANDLERS.get(type(ev))

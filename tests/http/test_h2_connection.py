@@ -503,3 +503,14 @@ def test_garbage_after_the_preface_is_a_connection_error():
     p = Pair()
     p.exchange(b"\x00\x00\x04\x09\x00\x00\x00\x00\x01abcd")   # CONTINUATION out of place
     assert goaway(p).error_code == ErrorCodes.PROTOCOL_ERROR and p.io.closed
+
+
+def test_a_bug_below_is_goaway_internal_error_not_a_crash(monkeypatch):
+    p = Pair()
+
+    def broken(data):
+        raise RuntimeError("a bug")
+    monkeypatch.setattr(p.server.h2, "receive_data", broken)
+    p.server.receive_data(b"anything")
+    out = frames(bytes(p.io.out))
+    assert out[-1].error_code == ErrorCodes.INTERNAL_ERROR and p.io.closed
