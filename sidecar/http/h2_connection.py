@@ -172,20 +172,24 @@ class H2Connection:
             self.goaway(ErrorCodes.INTERNAL_ERROR, "internal error")
             return
         now = self.io.now()
+        limits = self.limits
         for ev in evs:
             handler = _HANDLERS.get(type(ev))
             if handler is not None:
                 handler(self, ev, now)
             if self.closed:
                 return
-        if self.control_frames > self.limits.max_control_frames:
-            self.goaway(ErrorCodes.ENHANCE_YOUR_CALM,
-                        f"control frame flood ({self.control_frames} frames without a request)")
-        elif self.resets > self.limits.max_resets:
-            self.goaway(ErrorCodes.ENHANCE_YOUR_CALM,
-                        f"rapid reset ({self.resets} streams reset by the client)")
-        else:
-            self._flush()
+            # checked per event: a read holds thousands of frames, and the streams of a
+            # rapid reset must not reach the workers past the limit
+            if self.control_frames > limits.max_control_frames:
+                self.goaway(ErrorCodes.ENHANCE_YOUR_CALM, f"control frame flood "
+                            f"({self.control_frames} frames without a request)")
+                return
+            if self.resets > limits.max_resets:
+                self.goaway(ErrorCodes.ENHANCE_YOUR_CALM,
+                            f"rapid reset ({self.resets} streams reset by the client)")
+                return
+        self._flush()
 
     def _on_request(self, ev: h2.events.RequestReceived, now: float) -> None:
         sid = ev.stream_id

@@ -329,6 +329,8 @@ def test_rapid_reset_gets_goaway_enhance_your_calm():
     p.exchange()
     assert goaway(p).error_code == ErrorCodes.ENHANCE_YOUR_CALM
     assert p.io.closed and all(s.gone for s in p.handler.streams.values())
+    # the limit stops the streams at once, not at the end of the read
+    assert len(p.handler.streams) == 21
 
 
 @pytest.mark.parametrize("kind", ["PING", "SETTINGS", "PRIORITY"])
