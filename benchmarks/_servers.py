@@ -168,7 +168,7 @@ def start_server(
     with open(workdir / "server.log", "wb") as log:
         process = subprocess.Popen(
             argv,
-            cwd=REPO_ROOT,
+            cwd=checkout_of(kind) or REPO_ROOT,  # python -m puts the cwd first on sys.path
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=log,
