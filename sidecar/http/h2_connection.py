@@ -52,7 +52,6 @@ PROTOCOL_ERROR GOAWAY.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from http import HTTPStatus
 
 import h2.config
@@ -64,8 +63,9 @@ from h2.errors import ErrorCodes
 from hyperframe.frame import GoAwayFrame
 
 from . import h1
-from .fields import CR_LF_NUL, TCHARS, field_error
+from .fields import check_fields
 from .h2_exchange import H2Exchange, request_head
+from .limits import H2Limits
 from .h1_connection import Timeouts
 
 log = logging.getLogger("sidecar.frontend")
@@ -80,26 +80,6 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _HOP_BY_HOP = frozenset((b"connection", b"keep-alive", b"proxy-connection",
                          b"transfer-encoding", b"upgrade"))
 _SERVER_FIELDS = frozenset((b"date", b"server"))
-
-
-@dataclass(frozen=True, slots=True)
-class H2Limits:
-    """What one HTTP/2 connection may make us spend (docs/operations.md, "HTTP/2 limits")."""
-    # SETTINGS_MAX_CONCURRENT_STREAMS. nginx http2_max_concurrent_streams 128; h2o, Go 250;
-    # hypercorn 100.  Each open stream may hold one ring window of request body.
-    max_streams: int = 100
-    # SETTINGS_MAX_HEADER_LIST_SIZE and h2's HPACK decoder cap (the HPACK bomb bound): the
-    # HTTP/1.1 limit --max-header-bytes, so a request is refused on neither or both.
-    max_header_list: int = 65536
-    # request body bytes per stream -> 413 (None: unlimited), as --max-body for HTTP/1.1
-    max_body: int | None = None
-    # Frames without a request, per second: SETTINGS, PING, PRIORITY, empty DATA (not
-    # WINDOW_UPDATE: a client reading a large body sends many).  nginx bounds these per
-    # connection buffer; Go, a queue of 10000 control frames.
-    max_control_frames: int = 1000
-    # client RST_STREAMs per second (CVE-2023-44487).  Go http2 and h2o: streams reset by the
-    # client count against the concurrency limit; nginx: 2 x max streams per read.
-    max_resets: int = 200
 
 
 class H2Connection:
@@ -302,7 +282,7 @@ class H2Connection:
             return False
         if not 200 <= status <= 999:
             raise ValueError(f"status {status} cannot start an HTTP/2 response")
-        _check_fields(headers)
+        check_fields(headers)
         fields = [(b":status", b"%d" % status)]
         length = None
         for name, value in headers:
@@ -349,7 +329,7 @@ class H2Connection:
         """The ASGI trailers of a response started with ``trailers``: they end the stream."""
         if ex.closed or ex.complete:
             return
-        _check_fields(headers)
+        check_fields(headers)
         fields = [(name.lower(), value.strip(b" \t")) for name, value in headers
                   if name.lower() not in h1._FORBIDDEN_TRAILERS]   # RFC 9110 6.5.1
         ex.trailers = fields
@@ -584,20 +564,6 @@ class H2Connection:
             self._close()
         else:
             self._flush()
-
-
-def _check_fields(fields) -> None:
-    """ValueError for an app's field that must not be written: a name that is not a token,
-    CR, LF or NUL in a value (what h2's outbound validation refuses, checked in bulk)."""
-    if not fields:
-        return
-    names = b"".join([n for n, _ in fields])
-    if (names.translate(None, TCHARS) or CR_LF_NUL.search(b"".join([v for _, v in fields]))
-            or not all(n for n, _ in fields)):
-        for name, value in fields:
-            error = field_error(name, value)
-            if error is not None:
-                raise ValueError(error)
 
 
 def _goaway(last_stream_id: int, code: ErrorCodes) -> bytes:
