@@ -129,6 +129,27 @@ def test_a_slow_reader_stream_does_not_hold_back_another(sc):
         assert status == 200 and b'"bytes": 4194304' in out
 
 
+def test_an_upload_the_app_does_not_read_gets_one_window_and_no_more(sc):
+    """The app sleeps without reading: the client may send its stream window (the ring
+    window, 256 KiB) and gets no WINDOW_UPDATE for it; another stream is served meanwhile."""
+    with H2Client(sc.port) as cl:
+        cl.pump(0.3)   # our SETTINGS: the stream window is 256 KiB
+        sid = cl.request([(":method", "POST"), (":scheme", "http"), (":authority", "x"),
+                          (":path", "/sleep?s=3")], open_body=True)
+        conn, sent, deadline = cl.conn, 0, time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            room = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
+            if room > 0:
+                conn.send_data(sid, b"u" * room)
+                sent += room
+                cl.flush()
+            else:
+                cl.pump(0.1)
+        assert sent == 256 * 1024
+        fast = cl.request(get("/pid"))
+        assert cl.response(fast)[0] == 200
+
+
 def test_a_response_the_client_never_reads_costs_one_window(sc):
     """One stream's window is never opened again while another stream downloads 64 MiB on
     the same connection: that one finishes, and neither process grows by the held bytes."""
