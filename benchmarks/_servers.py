@@ -23,7 +23,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
-KINDS = ("sidecar", "uvicorn", "granian", "gunicorn", "gunicorn-gthread")
+KINDS = ("sidecar", "uvicorn", "granian", "hypercorn", "gunicorn", "gunicorn-gthread")
 GTHREADS = 8   # gunicorn's gthread threads, as sidecar's --wsgi-threads default
 
 
@@ -94,11 +94,13 @@ def free_port() -> int:
 
 
 def server_argv(kind: str, app: str, port: int, workers: int, workdir: Path,
-                access_log: bool | str = False, interface: str = "asgi") -> list[str]:
+                access_log: bool | str = False, interface: str = "asgi",
+                http2: bool = False) -> list[str]:
     """The command line for ``kind`` serving ``app`` on 127.0.0.1:``port``; with
     ``access_log``, each server's access log on (to its stdout: a file in ``workdir``); a
     string is sidecar's --access-log-format.  ``interface``: asgi, or wsgi (sidecar and
-    granian; gunicorn is WSGI only)."""
+    granian; gunicorn is WSGI only).  ``http2``: HTTP/2 by prior knowledge too (sidecar and
+    hypercorn always serve it)."""
     root = checkout_of(kind)
     python = [str(root / ".venv" / "bin" / "python") if root else sys.executable, "-m"]
     log = "--access-log" if access_log else "--no-access-log"
@@ -129,7 +131,7 @@ def server_argv(kind: str, app: str, port: int, workers: int, workdir: Path,
             "--interface", interface,
             "--host", HOST, "--port", str(port),
             "--workers", str(workers),
-            "--http", "1", "--loop", "uvloop",
+            "--http", "auto" if http2 else "1", "--loop", "uvloop",
             log, "--log-level", "warning",
         ]  # fmt: skip
     if kind in ("gunicorn", "gunicorn-gthread"):
@@ -141,6 +143,15 @@ def server_argv(kind: str, app: str, port: int, workers: int, workdir: Path,
             "--workers", str(workers), *worker,
             "--log-level", "warning",
         ] + (["--access-logfile", "-"] if access_log else [])
+    if kind == "hypercorn":
+        # HTTP/1.1 and h2c (prior knowledge) on one port; its access log only when asked
+        return python + [
+            "hypercorn", app,
+            "--bind", f"{HOST}:{port}",
+            "--workers", str(workers),
+            "--worker-class", "uvloop",
+            "--log-level", "warning",
+        ] + (["--access-logfile", "-"] if access_log else [])  # fmt: skip
     raise ValueError(f"unknown server kind {kind!r}; expected one of {KINDS}")
 
 
@@ -154,6 +165,7 @@ def start_server(
     timeout: float = 30.0,
     access_log: bool | str = False,
     interface: str = "asgi",
+    http2: bool = False,
 ) -> ServerHandle:
     """Start ``kind`` serving ``app`` and return once ``GET ready_path`` answers.
 
@@ -162,7 +174,7 @@ def start_server(
     """
     port = port or free_port()
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-{base_kind(kind)}-"))
-    argv = server_argv(kind, app, port, workers, workdir, access_log, interface)
+    argv = server_argv(kind, app, port, workers, workdir, access_log, interface, http2)
     env = dict(os.environ)
     # the benchmark apps come from this checkout; a sidecar@DIR runs its own package
     paths = [str(checkout_of(kind) or REPO_ROOT), str(REPO_ROOT), env.get("PYTHONPATH")]
@@ -171,7 +183,7 @@ def start_server(
     with open(workdir / "server.log", "wb") as log:
         process = subprocess.Popen(
             argv,
-            cwd=REPO_ROOT,
+            cwd=checkout_of(kind) or REPO_ROOT,  # python -m puts the cwd first on sys.path
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -328,3 +340,50 @@ def parse_wrk(output: str) -> dict:
         "errors": errors,
         "requests": int(requests.group(1)) if requests else None,
     }
+
+
+# -- h2load ---------------------------------------------------------------------------------
+
+
+def run_h2load(url: str, connections: int, streams: int, duration: float, warmup: float,
+               threads: int = 2) -> dict:
+    """h2load over h2c (prior knowledge): ``connections`` x ``streams`` concurrent requests
+    for ``duration`` s after ``warmup`` s.  Latency percentiles come from its per-request
+    log (h2load prints only min/max/mean)."""
+    if shutil.which("h2load") is None:
+        raise WrkError("h2load is not installed (apt-get install nghttp2-client)")
+    with tempfile.TemporaryDirectory(prefix="h2load-") as tmp:
+        log_path = Path(tmp) / "requests.tsv"
+        argv = ["h2load", "-c", str(connections), "-m", str(streams), "-t", str(threads),
+                "-D", str(int(duration)), "--warm-up-time", str(int(warmup) or 1),
+                "--log-file", str(log_path), url]
+        try:
+            out = subprocess.run(argv, capture_output=True, text=True,
+                                 timeout=duration + warmup + 60)
+        except subprocess.TimeoutExpired:
+            raise WrkError("h2load did not finish") from None
+        text = out.stdout + out.stderr
+        match = re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", text)
+        counts = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, "
+                           r"(\d+) failed, (\d+) errored, (\d+) timeout", text)
+        status = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", text)
+        if out.returncode != 0 or not match or not counts:
+            raise WrkError(f"h2load failed: {text.strip()[-300:]}")
+        times = []
+        try:
+            for line in log_path.read_text().splitlines():
+                fields = line.split("\t")
+                if len(fields) >= 3:
+                    times.append(int(fields[2]) / 1000.0)
+        except OSError:
+            pass
+    times.sort()
+
+    def pct(q: float) -> float:
+        return times[min(len(times) - 1, int(q * len(times)))] if times else float("nan")
+
+    errors = int(counts.group(3)) + int(counts.group(4)) + int(counts.group(5))
+    if status:
+        errors += int(status.group(3)) + int(status.group(4))
+    return {"req_s": float(match.group(1)), "p50_ms": pct(0.50), "p99_ms": pct(0.99),
+            "errors": errors}

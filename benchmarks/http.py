@@ -1,4 +1,5 @@
-"""HTTP benchmark: sidecar against uvicorn and granian, same app, same machine, same run.
+"""HTTP benchmark: sidecar against uvicorn, granian and hypercorn, same app, same machine, same
+run.
 
     python -m benchmarks.http                      # every scenario, 10 s per measurement
     python -m benchmarks.http --duration 3 --only bare --servers sidecar,uvicorn
@@ -21,6 +22,10 @@ Scenarios (see SCENARIOS at the bottom; add one there, e.g. for WebSockets):
   measured three times (``--rounds``), interleaved, and its median round is shown.
 - ``wsgi``: a bare WSGI hello: sidecar ``--interface wsgi`` (8 threads a worker) against
   gunicorn's sync worker, its gthread worker (8 threads) and granian's WSGI interface.
+- ``h2_bare``, ``h2_starlette``: the same apps over HTTP/2 in cleartext (prior knowledge),
+  ``h2load`` with ``--h2-connections`` (4) x ``--h2-streams`` (16); sidecar against the
+  servers that speak HTTP/2, hypercorn and granian (``--http auto``); three rounds, the
+  median shown. p50/p99 come from h2load's per-request log.
 - ``ws_echo``: ``--connections`` WebSockets to the bare app's echo, each sending a 64-byte
   text message and awaiting its echo in a loop (a Python ``websockets`` client on uvloop, in
   this process: it costs CPU too, alike for every server). req/s = messages echoed per second.
@@ -51,6 +56,7 @@ from benchmarks._servers import (
     ServerHandle,
     ServerStartError,
     WrkError,
+    run_h2load,
     run_wrk,
     start_server,
     stop_server,
@@ -66,6 +72,8 @@ class Options:
     cpu_connections: int
     fast_connections: int
     fast_delay_ms: int
+    h2_connections: int = 4
+    h2_streams: int = 16
 
 
 @dataclass
@@ -89,6 +97,7 @@ class Scenario:
     # a string: sidecar's --access-log-format
     peers: bool = True  # sidecar@DIR checkouts run too (not for a flag they may not have)
     interface: str = "asgi"  # or wsgi: sidecar --interface wsgi, granian's, gunicorn
+    http2: bool = False  # measured over HTTP/2 (h2c, prior knowledge) with h2load
 
 
 # -- measurements ---------------------------------------------------------------------------
@@ -105,6 +114,15 @@ def measure_throughput(path: str) -> Callable[[ServerHandle, Options], dict]:
         url = handle.base_url + path
         _warm_up(url, options)
         return run_wrk(url, options.connections, options.duration, options.threads)
+
+    return measure
+
+
+def measure_h2(path: str) -> Callable[[ServerHandle, Options], dict]:
+    """h2load over h2c: ``--h2-connections`` connections x ``--h2-streams`` streams each."""
+    def measure(handle: ServerHandle, options: Options) -> dict:
+        return run_h2load(handle.base_url + path, options.h2_connections, options.h2_streams,
+                          options.duration, options.warmup, options.threads)
 
     return measure
 
@@ -236,7 +254,8 @@ def run_one(scenario: Scenario, kind: str, workers: int, options: Options) -> di
     row = {"server": kind, "workers": workers, "status": "ok", "error": None}
     try:
         handle = start_server(kind, scenario.app, workers=workers, ready_path=scenario.ready_path,
-                              access_log=scenario.access_log, interface=scenario.interface)
+                              access_log=scenario.access_log, interface=scenario.interface,
+                              http2=scenario.http2)
     except ServerStartError as exc:
         return row | {"status": "failed to start", "error": str(exc)}
     except Exception as exc:  # a row, not a traceback; Ctrl-C still unwinds
@@ -357,6 +376,9 @@ def _round_figure(value: float, key: str) -> str:
 
 THROUGHPUT_MATRIX = [("sidecar", 1), ("sidecar", 2), ("uvicorn", 1), ("uvicorn", 2), ("granian", 1)]
 
+# HTTP/2: the servers that speak it (uvicorn does not)
+H2_MATRIX = [("sidecar", 1), ("sidecar", 2), ("hypercorn", 1), ("hypercorn", 2), ("granian", 1)]
+
 SCENARIOS: dict[str, Scenario] = {
     "bare": Scenario(
         name="bare",
@@ -419,6 +441,26 @@ SCENARIOS: dict[str, Scenario] = {
         interface="wsgi",
         peers=False,
     ),
+    "h2_bare": Scenario(
+        name="h2_bare",
+        description="bare ASGI hello over HTTP/2 (h2c), h2load 4 connections x 16 streams",
+        app="benchmarks.apps:hello",
+        ready_path="/",
+        matrix=H2_MATRIX,
+        measure=measure_h2("/"),
+        http2=True,
+        rounds=3,
+    ),
+    "h2_starlette": Scenario(
+        name="h2_starlette",
+        description="Starlette PlainTextResponse over HTTP/2 (h2c), h2load 4 x 16 streams",
+        app="benchmarks.apps:starlette_app",
+        ready_path="/",
+        matrix=H2_MATRIX,
+        measure=measure_h2("/"),
+        http2=True,
+        rounds=3,
+    ),
     "ws_echo": Scenario(
         name="ws_echo",
         description="WebSocket echo of 64-byte text messages (benchmarks.apps:hello), msgs/s",
@@ -471,6 +513,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="measurements per server, each on a fresh start, median shown "
         "(default: 3 for dispatch, 1 for the others)",
     )
+    parser.add_argument("--h2-connections", type=int, default=4,
+                        help="h2_* scenarios: h2load connections (4)")
+    parser.add_argument("--h2-streams", type=int, default=16,
+                        help="h2_* scenarios: concurrent streams per connection (16)")
     parser.add_argument("--json", action="store_true", help="print a JSON document")
     args = parser.parse_args(argv)
     args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
@@ -488,9 +534,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, through the finally blocks that stop the servers.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    if shutil.which("wrk") is None:
-        print("error: wrk is not installed (apt-get install wrk)", file=sys.stderr)
-        return 2
+    names = args.only or list(SCENARIOS)
+    needs = {"h2load" if SCENARIOS[name].http2 else "wrk" for name in names}
+    for tool, package in (("wrk", "wrk"), ("h2load", "nghttp2-client")):
+        if tool in needs and shutil.which(tool) is None:
+            print(f"error: {tool} is not installed (apt-get install {package})",
+                  file=sys.stderr)
+            return 2
     options = Options(
         duration=args.duration,
         connections=args.connections,
@@ -499,8 +549,9 @@ def main(argv: list[str] | None = None) -> int:
         cpu_connections=args.cpu_connections,
         fast_connections=args.fast_connections,
         fast_delay_ms=args.fast_delay_ms,
+        h2_connections=args.h2_connections,
+        h2_streams=args.h2_streams,
     )
-    names = args.only or list(SCENARIOS)
 
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)

@@ -156,6 +156,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="negotiate permessage-deflate compression (default)")
     p.add_argument("--no-ws-per-message-deflate", dest="ws_per_message_deflate",
                    action="store_false")
+    p.add_argument("--http2", dest="http2", action="store_true", default=None,
+                   help="serve HTTP/2: prior knowledge (h2c) and ALPN h2 (default)")
+    p.add_argument("--no-http2", dest="http2", action="store_false",
+                   help="HTTP/1.1 only")
+    p.add_argument("--h2-max-concurrent-streams", type=int, metavar="N",
+                   help="HTTP/2 streams open at once per connection (100)")
+    p.add_argument("--h2-max-control-frames", type=int, metavar="N",
+                   help="HTTP/2 SETTINGS/PING/PRIORITY/empty DATA frames a second "
+                        "before GOAWAY (1000)")
+    p.add_argument("--h2-max-resets", type=int, metavar="N",
+                   help="HTTP/2 streams a client may reset a second before GOAWAY (200)")
     p.add_argument("--timeout-keep-alive", dest="keepalive_timeout", type=float, metavar="S")
     p.add_argument("--timeout-header", dest="header_timeout", type=float, metavar="S",
                    help="a request head must arrive within S of its first byte (60)")
@@ -279,6 +290,9 @@ def load_config(argv: list[str] | None = None, environ=os.environ) -> Config:
         raise UsageError("--ws-max-size must be at least 1")
     if config.ws_ping_interval < 0 or config.ws_ping_timeout <= 0:
         raise UsageError("--ws-ping-interval must be >= 0 and --ws-ping-timeout > 0")
+    for name in ("h2_max_concurrent_streams", "h2_max_control_frames", "h2_max_resets"):
+        if getattr(config, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
     for name in ("limit_concurrency", "limit_streams", "limit_worker_streams"):
         if getattr(config, name) < 0:
             raise UsageError(f"--{name.replace('_', '-')} must be 0 (no limit) or more")

@@ -99,6 +99,14 @@ class Config:
     ws_ping_timeout: float = 20.0         # no pong (nor any data) by then: the peer is gone
     ws_per_message_deflate: bool = True
 
+    # HTTP/2 (sidecar/http/h2_connection.py; docs/operations.md, "HTTP/2 limits"): spoken by
+    # prior knowledge on every listener and by ALPN on TLS ones unless http2 is off (hypercorn
+    # and granian serve it by default too).  The header list size is max_header_bytes.
+    http2: bool = True
+    h2_max_concurrent_streams: int = 100  # nginx 128, hypercorn 100, Go 250
+    h2_max_control_frames: int = 1000     # per second: SETTINGS, PING, PRIORITY, empty DATA...
+    h2_max_resets: int = 200              # client RST_STREAMs per second (CVE-2023-44487)
+
     # timeouts, seconds
     keepalive_timeout: float = 75.0  # > nginx upstream keepalive_timeout (60 s): nginx closes first
     # A request head must arrive whole within this of its first byte (slowloris): nginx

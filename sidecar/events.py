@@ -30,6 +30,8 @@ Every ring record of type EVENT (1) holds exactly one msgpack array.  Strings ar
       WS_CLOSE       [38, sid, code, reason]
       APP_DONE       [39, sid, error]                    app returned (error: None or text)
       PONG           [40, 0, token]
+      RESPONSE_TRAILERS [41, sid, headers, more]        ASGI http.response.trailers (after the
+                                                         last body); more: more_trailers
 
 headers: array of [bin name, bin value]; client/server: [host, port] or nil (server on a Unix
 socket: [path, nil]).  Flow control (per stream, per direction): the sender may have at most
@@ -59,11 +61,12 @@ WS_SEND = 37
 WS_CLOSE = 38
 APP_DONE = 39
 PONG = 40
+RESPONSE_TRAILERS = 41
 
 TO_WORKER = frozenset({HTTP_REQUEST, HTTP_BODY, DISCONNECT, WS_CONNECT, WS_RECEIVE,
                        WS_DISCONNECT, SEND_CREDIT, PING})
 TO_HOST = frozenset({HELLO, RESPONSE_START, RESPONSE_BODY, RECV_CREDIT, WS_ACCEPT, WS_SEND,
-                     WS_CLOSE, APP_DONE, PONG})
+                     WS_CLOSE, APP_DONE, PONG, RESPONSE_TRAILERS})
 
 #: Body bytes a stream may have in flight per direction before it waits for credit.
 DEFAULT_WINDOW = 256 * 1024
@@ -214,6 +217,7 @@ _SHAPES = {
     WS_CLOSE: ((int,), (str,)),
     APP_DONE: ((str, type(None)),),
     PONG: ((int,),),
+    RESPONSE_TRAILERS: ((list,), (bool,)),
 }
 
 
@@ -252,6 +256,8 @@ def check(ev: list) -> None:
         if type(value) not in types:
             raise ProtocolError(f"kind {kind}: bad field type {type(value).__name__}", ev[1])
     if kind in (RESPONSE_START, WS_ACCEPT) and not _is_headers(ev[3]):
+        raise ProtocolError(f"kind {kind}: bad headers", ev[1])
+    if kind == RESPONSE_TRAILERS and not _is_headers(ev[2]):
         raise ProtocolError(f"kind {kind}: bad headers", ev[1])
     if kind in (SEND_CREDIT, RECV_CREDIT) and ev[2] < 0:
         raise ProtocolError("negative credit", ev[1])

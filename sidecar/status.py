@@ -228,7 +228,9 @@ def _ring(r: dict) -> str:
 def render(st: dict) -> str:
     lines = [f"sidecar pid {st['pid']}  {st['state']}  up {st['uptime']:.0f}s  app {st['app']}",
              f"listening: {' '.join(st['listeners']) or '-'}",
-             f"connections {st['connections']}  waiting {st['waiting']}  "
+             f"connections {st['connections']} (HTTP/2 {st.get('http2_connections', 0)}: "
+             f"{st.get('http2_streams', 0)} streams, at most "
+             f"{st.get('http2_streams_max', 0)} on one)  waiting {st['waiting']}  "
              f"requests {st['requests']}  restarts {st['restarts']}", ""]
     rows = [("worker", "pid", "state", "inflight", "requests", "restarts", "ring>worker",
              "ring>host")]

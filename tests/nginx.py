@@ -48,15 +48,16 @@ http {{
 """
 
 
-def site_config(uds: str | os.PathLike, port: int) -> str:
-    """examples/nginx/sidecar.conf for this socket and port (fails if the example changed so
-    that the replacement no longer applies: the test must run the example, not a copy)."""
-    text = EXAMPLE_SITE.read_text()
-    for old in (EXAMPLE_SOCKET, "listen 80;"):
+def site_config(uds: str | os.PathLike, port: int, site: Path = EXAMPLE_SITE) -> str:
+    """An example site (examples/nginx/sidecar.conf by default) for this socket and port
+    (fails if the example changed so that the replacement no longer applies: the test must
+    run the example, not a copy)."""
+    text = site.read_text()
+    for old in (EXAMPLE_SOCKET, "listen 80"):
         if text.count(old) != 1:
-            raise AssertionError(f"{EXAMPLE_SITE}: expected {old!r} once")
-    return text.replace(EXAMPLE_SOCKET, f"unix:{uds}").replace("listen 80;",
-                                                              f"listen 127.0.0.1:{port};")
+            raise AssertionError(f"{site}: expected {old!r} once")
+    return text.replace(EXAMPLE_SOCKET, f"unix:{uds}").replace("listen 80",
+                                                              f"listen 127.0.0.1:{port}")
 
 
 def find_nginx() -> str:
@@ -93,8 +94,10 @@ class NginxServer:
         log_level: str = "info",
         startup_timeout: float = 10.0,
         stop_timeout: float = 5.0,
+        site: Path = EXAMPLE_SITE,
     ) -> None:
         self.uds = Path(uds)
+        self.site = site
         self.master_process = master_process
         self.access_log = access_log
         self.log_level = log_level
@@ -149,7 +152,7 @@ class NginxServer:
         # warning, when not root, so only say it as root.)
         user = "user root;" if os.geteuid() == 0 else ""
         access_log = f"{self.prefix}/access.log" if self.access_log else "off"
-        (self.prefix / "site.conf").write_text(site_config(self.uds, self.port))
+        (self.prefix / "site.conf").write_text(site_config(self.uds, self.port, self.site))
         self.config_path.write_text(
             CONFIG_TEMPLATE.format(
                 master_process="on" if self.master_process else "off",

@@ -72,9 +72,13 @@ def line(who: str, req, status: int, sent: int, seconds: float) -> str:
             referer = _esc(value)
         elif name == b"user-agent":
             agent = _esc(value)
-    # the method is a token (the parsers take no other): nothing in it to escape
+    # the method is a token (the parsers take no other): nothing in it to escape; HTTP/2
+    # is written HTTP/2.0, as nginx writes it
+    version = req.http_version
+    if version == "2":
+        version = "2.0"
     return (f'{who} - - {_clock.get()} "{req.method.decode("ascii")} {_esc(req.target)} '
-            f'HTTP/{req.http_version}" {status} {sent} "{referer}" "{agent}" '
+            f'HTTP/{version}" {status} {sent} "{referer}" "{agent}" '
             f'{seconds * 1000:.1f}ms')
 
 

@@ -20,10 +20,12 @@ from sidecar import events
 from sidecar.events import HTTP_REQUEST, MAX_CHUNK, request_record
 from sidecar.frontend import access
 from sidecar.frontend.access_format import Entry
+from sidecar.frontend.h2_conn import HTTP2Connection
 from sidecar.frontend.stream import Stream
 from sidecar.frontend.transport import Transport
 from sidecar.http import h1
 from sidecar.http.h1_connection import UPGRADED, H1Connection, Timeouts
+from sidecar.http.h2_connection import PREFACE
 
 log = logging.getLogger("sidecar.frontend")
 
@@ -49,8 +51,13 @@ class HTTPConnection(asyncio.Protocol):
         self.h1 = H1Connection(io, self, server.limits, timeouts(config), io.now(),
                                head_fields=server,
                                upgrades=server.websocket_handler is not None,
+                               h2c=server.h2_limits is not None,
                                max_first_body=MAX_CHUNK)
-        self.data_received = self.h1.receive_data
+        # the first bytes say whether the client speaks HTTP/2 by prior knowledge (_sniff);
+        # the loop binds data_received when the protocol is set, so after the sniff it is
+        # bound again (set_protocol) to the one the connection keeps
+        self.data_received = self._sniff if server.h2_limits is not None else self.h1.receive_data
+        self._first = b""
         self.client = None
         self.server_addr = None
         self.scheme = "http"
@@ -103,9 +110,30 @@ class HTTPConnection(asyncio.Protocol):
             conn.over_limit = True
             server.log_over_concurrency("connection from %s over --limit-concurrency (%d): 503",
                                         self.client or "unix peer", limit)
+        if server.h2_limits is not None and self.scheme == "https":
+            ssl_object = transport.get_extra_info("ssl_object")
+            if ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2":
+                HTTP2Connection(self)   # TLS chose HTTP/2: it takes the socket over
 
     def data_received(self, data: bytes) -> None:   # (the instance's is h1.receive_data)
         self.h1.receive_data(data)
+
+    def _sniff(self, data: bytes) -> None:
+        """The connection's first bytes: the HTTP/2 client preface (RFC 9113 3.4) makes it
+        an HTTP/2 connection; anything else is HTTP/1.1 (a request line starts with a method,
+        which "PRI" is not)."""
+        first = self._first + data
+        n = min(len(first), len(PREFACE))
+        if first[:n] == PREFACE[:n]:
+            if n < len(PREFACE):
+                self._first = first   # a prefix of the preface: wait for the rest
+                return
+            HTTP2Connection(self, first)
+            return
+        self._first = b""
+        self.data_received = self.h1.receive_data
+        self.transport.set_protocol(self)
+        self.h1.receive_data(first)
 
     def eof_received(self):
         # A client that shuts down its side is treated as gone (as uvicorn and nginx do): the
@@ -130,6 +158,9 @@ class HTTPConnection(asyncio.Protocol):
         self.server.pool.dispatcher.dispatch(stream, body, more)
 
     def on_upgrade(self, req: h1.Request) -> None:
+        if req.upgrade == b"h2c":   # HTTP/2 from here on, the request its stream 1
+            HTTP2Connection(self, self.h1.parser.take_trailing(), upgrade=req)
+            return
         self.server.websocket_handler(self, req)
 
     # --- the scope of a request on this connection ---------------------------------------

@@ -67,10 +67,19 @@ def snapshot(frontend) -> dict:
         "uptime": round(time.monotonic() - frontend.started_at, 3),
         "listeners": [listeners.describe(s, tls=frontend.tls is not None)
                       for s in frontend.sockets if s.fileno() >= 0],
-        "connections": len(frontend.connections), "waiting": len(pool.dispatcher.waiting),
+        "connections": len(frontend.connections), **_http2(frontend.connections),
+        "waiting": len(pool.dispatcher.waiting),
         "restarts": pool.restarts, "requests": sum(w["requests"] for w in workers),
         "request_timeouts": getattr(frontend, "request_timeouts", 0),
         "workers": workers}
+
+
+def _http2(connections) -> dict:
+    """HTTP/2 connections (h2_conn.py: they have ``open_streams``), their open streams in
+    all, and the most on one connection."""
+    counts = [c.open_streams for c in connections if hasattr(c, "open_streams")]
+    return {"http2_connections": len(counts), "http2_streams": sum(counts),
+            "http2_streams_max": max(counts, default=0)}
 
 
 def _fill(rings: dict) -> float:
@@ -134,6 +143,12 @@ def prometheus_text(snap: dict) -> str:
            [({}, snap.get("request_timeouts", 0))])
     family("sidecar_connections", "gauge", "Open client connections.",
            [({}, snap["connections"])])
+    family("sidecar_http2_connections", "gauge", "Open client connections speaking HTTP/2.",
+           [({}, snap["http2_connections"])])
+    family("sidecar_http2_streams", "gauge", "Open HTTP/2 streams, over every connection.",
+           [({}, snap["http2_streams"])])
+    family("sidecar_http2_streams_max", "gauge", "Open HTTP/2 streams on the busiest "
+           "connection.", [({}, snap["http2_streams_max"])])
     family("sidecar_waiting_streams", "gauge", "Streams waiting for a ready worker.",
            [({}, snap["waiting"])])
     family("sidecar_uptime_seconds", "gauge", "Seconds since the front-end started.",

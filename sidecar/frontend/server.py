@@ -23,7 +23,7 @@ from sidecar.ring_link import Batcher
 from sidecar.frontend.http_conn import HTTPConnection
 from sidecar.frontend.pool import WorkerPool
 from sidecar.frontend.ratelog import RateLimitedLog
-from sidecar.frontend import access, listeners, metrics
+from sidecar.frontend import access, h2_conn, listeners, metrics
 from sidecar.frontend.access_format import compile_format
 from sidecar.frontend.control import ControlServer
 from sidecar.systemd import Notifier
@@ -61,6 +61,8 @@ class FrontEnd:
         self.limits = h1.Limits(max_request_line=config.max_request_line,
                                 max_header_bytes=config.max_header_bytes,
                                 max_headers=config.max_headers, max_body=config.max_body)
+        # HTTP/2's limits (frontend/h2_conn.py), or None: HTTP/1.1 only (--no-http2)
+        self.h2_limits = h2_conn.limits(config) if config.http2 else None
         self.connections: set[HTTPConnection] = set()
         # one line a second at most, however many connections are refused
         self.log_over_concurrency = RateLimitedLog(logging.getLogger("sidecar.frontend"))

@@ -18,11 +18,13 @@ protocol aborts the response (a truncated body, never a second status line); the
 for event streams, and the access record.  A WebSocket's stream is ``frontend/ws_stream.py``.
 
 ``Stream`` talks to its connection only through the protocol's stream interface
-(``start_response``, ``send_data``, ``end_response``, ``end_open_response``,
-``error_response``, ``abort_response``, ``writable``, ``send_continue``, ``pause_body``,
-``resume_body``, and ``closed``), and the protocol calls back ``on_body``, ``client_gone``,
-``flush_owed``, ``finished`` and ``request_timed_out`` (the protocol owns the deadlines).  A
-new protocol (HTTP/2) plugs in by offering the same interface per stream.
+(``start_response``, ``send_data``, ``send_trailers``, ``end_response``,
+``end_open_response``, ``error_response``, ``abort_response``, ``writable``,
+``send_continue``, ``pause_body``, ``resume_body``, and ``closed``; ``body_read`` where the
+protocol has flow control of its own, as HTTP/2 has), and the protocol calls back
+``on_body``, ``client_gone``, ``flush_owed``, ``finished`` and ``request_timed_out`` (the
+protocol owns the deadlines).  HTTP/2 plugs in by offering the same interface per stream
+(each HTTP/2 stream is its own ``proto``: sidecar/http/h2_exchange.py).
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ import time
 from collections import deque
 
 from sidecar.events import (APP_DONE, DISCONNECT, HTTP_BODY, RECV_CREDIT, RESPONSE_BODY,
-                            RESPONSE_START, SEND_CREDIT)
+                            RESPONSE_START, RESPONSE_TRAILERS, SEND_CREDIT)
 from sidecar.frontend.cost import route_of
 from sidecar.http.h1_response import RETRY_AFTER
 
@@ -192,7 +194,7 @@ class Stream(StreamBase):
     """One HTTP request/response exchange, from the parsed head to APP_DONE."""
 
     __slots__ = ("ex", "body_sent_done", "credit_seen", "event_stream", "told_to_end",
-                 "expired", "t_taken", "t_first", "response_headers")
+                 "expired", "t_taken", "t_first", "response_headers", "pending_trailers")
 
     def __init__(self, conn, proto, ex, sid: int):
         # StreamBase.__init__ written out: one call less on every request's path
@@ -216,6 +218,7 @@ class Stream(StreamBase):
         self.event_stream = False     # a text/event-stream response (drain_notice)
         self.told_to_end = False      # drain_notice sent the app http.disconnect
         self.expired = False          # answered 504 for the app (request_timed_out)
+        self.pending_trailers = None  # more_trailers gathered
 
     # --- request direction ---------------------------------------------------------------
 
@@ -250,11 +253,13 @@ class Stream(StreamBase):
         if kind == RESPONSE_BODY:
             self._on_body(ev[2], ev[3])
         elif kind == RESPONSE_START:
-            self._on_start(ev[2], ev[3])
+            self._on_start(ev[2], ev[3], ev[4])
         elif kind == APP_DONE:
             self._on_app_done(ev[2])
         elif kind == RECV_CREDIT:
             self._on_recv_credit(ev[2])
+        elif kind == RESPONSE_TRAILERS:
+            self._on_trailers(ev[2], ev[3])
         else:
             self._fail(f"unexpected event kind {kind} on an HTTP stream")
 
@@ -262,9 +267,13 @@ class Stream(StreamBase):
         if not self.credit_seen:
             self.credit_seen = True
             self.proto.send_continue(self.ex)
+        body_read = getattr(self.proto, "body_read", None)
+        if body_read is not None and n:
+            # a protocol with its own flow control (HTTP/2) lets the client send n more
+            body_read(self.ex, n)
         StreamBase._on_recv_credit(self, n)
 
-    def _on_start(self, status: int, headers: list) -> None:
+    def _on_start(self, status: int, headers: list, trailers: bool = False) -> None:
         proto = self.proto
         if proto.closed:
             return  # also after our own answer (a timeout): the app is being told
@@ -277,7 +286,9 @@ class Stream(StreamBase):
             self.t_first = time.monotonic()
             self.response_headers = headers
         try:
-            open_ended = proto.start_response(ex, status, headers)
+            # (the trailers flag only when set: a protocol without trailers takes three)
+            open_ended = (proto.start_response(ex, status, headers, True) if trailers else
+                          proto.start_response(ex, status, headers))
         except (ValueError, TypeError) as exc:
             req = self.req
             log.error("invalid response from the app for %s %s: %s", req.method.decode(),
@@ -306,6 +317,30 @@ class Stream(StreamBase):
                 self.grant(len(data))
             return
         proto.send_data(ex, data, True)
+
+    def _on_trailers(self, headers: list, more: bool) -> None:
+        """ASGI trailers, after the last body byte: the protocol sends them if it can (HTTP/2,
+        HTTP/1.1 chunked to a client that sent TE: trailers) and completes the response."""
+        proto, ex = self.proto, self.ex
+        if proto.closed:
+            return
+        if not ex.started:
+            return self._fail("response trailers before the response started")
+        if ex.complete:
+            return   # the protocol sent the response without them
+        if more:   # more_trailers: gathered until the last
+            if self.pending_trailers is None:
+                self.pending_trailers = []
+            self.pending_trailers += headers
+            return
+        if self.pending_trailers:
+            headers = self.pending_trailers + headers
+            self.pending_trailers = None
+        try:
+            proto.send_trailers(ex, headers)
+        except (ValueError, TypeError) as exc:
+            log.error("invalid response trailers from the app: %s", exc)
+            proto.abort_response(ex, "invalid response trailers")
 
     def _writable(self) -> bool:
         return self.proto.writable(self.ex)

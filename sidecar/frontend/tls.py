@@ -5,7 +5,7 @@ Unix sockets are never wrapped.
 The context is built once, before anything listens, so that a missing file, a key that does not
 match its certificate or a wrong password is one line and exit 2 (``TLSConfigError``).
 Defaults are the ssl module's for a server (``PROTOCOL_TLS_SERVER``: TLS 1.2 at least,
-OpenSSL's cipher list), with ALPN offering http/1.1 only.
+OpenSSL's cipher list), with ALPN offering h2 and http/1.1 (http/1.1 only with --no-http2).
 """
 from __future__ import annotations
 
@@ -55,7 +55,8 @@ def server_context(config: Config) -> ssl.SSLContext | None:
         except ssl.SSLError:
             raise TLSConfigError(f"--ssl-ciphers: no cipher matches {config.ssl_ciphers!r}") \
                 from None
-    ctx.set_alpn_protocols(["http/1.1"])
+    # h2 first (RFC 7301: the server picks in its own order) unless --no-http2
+    ctx.set_alpn_protocols(["h2", "http/1.1"] if config.http2 else ["http/1.1"])
     return ctx
 
 

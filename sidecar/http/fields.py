@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["TCHARS", "CR_LF_NUL", "field_error"]
+__all__ = ["TCHARS", "CR_LF_NUL", "field_error", "check_fields"]
 
 #: Every byte allowed in a token (RFC 9110 section 5.6.2).
 TCHARS = bytes(c for c in range(256)
@@ -26,3 +26,17 @@ def field_error(name, value) -> str | None:
     if CR_LF_NUL.search(value):
         return f"CR, LF or NUL in the value of {bytes(name)!r}"
     return None
+
+
+def check_fields(fields) -> None:
+    """ValueError for an app's field that must not be written: a name that is not a token,
+    CR, LF or NUL in a value (what h2's outbound validation refuses, checked in bulk)."""
+    if not fields:
+        return
+    names = b"".join([n for n, _ in fields])
+    if (names.translate(None, TCHARS) or CR_LF_NUL.search(b"".join([v for _, v in fields]))
+            or not all(n for n, _ in fields)):
+        for name, value in fields:
+            error = field_error(name, value)
+            if error is not None:
+                raise ValueError(error)

@@ -12,7 +12,7 @@ loop: it acts through the two objects it is given --
               linger() (half-close once written, keep reading to drop), abort(),
               can_linger(), now() (the clock), peer (the client, for log lines)
     handler   on_request(ex, body, more) -- a new exchange; the handler sets ``ex.stream``
-              on_upgrade(req)            -- a WebSocket upgrade, to be taken over
+              on_upgrade(req)            -- a WebSocket (or h2c) upgrade, to be taken over
     ex.stream on_body(data, more), client_gone(), flush_owed(), finished(),
               request_timed_out(seconds) -- answer the exchange (504) and tell the app
 
@@ -99,6 +99,11 @@ HEAD, BODY, STOPPED, UPGRADED = range(4)
 OPEN, CLOSING, LINGERING, CLOSED = range(4)
 
 
+def _h2c_settings(req: h1.Request) -> bool:
+    """Whether an Upgrade: h2c request carries exactly one HTTP2-Settings field."""
+    return sum(1 for name, _ in req.headers if name == b"http2-settings") == 1
+
+
 @dataclass(slots=True)
 class Timeouts:
     """The client deadlines, seconds (sidecar.config.Config has their precedents)."""
@@ -114,7 +119,7 @@ class Exchange:
 
     __slots__ = ("req", "stream", "key", "keep_alive", "body_done", "started", "complete",
                  "chunked", "head_only", "buffer", "status", "sent_bytes", "continue_sent",
-                 "since")
+                 "since", "want_trailers")
 
     def __init__(self, req: h1.Request, key: int, since: float = 0.0):
         self.req = req
@@ -131,13 +136,15 @@ class Exchange:
         self.sent_bytes = 0           # body bytes, for the access line
         self.continue_sent = False
         self.since = since            # received whole (head, or body end): request_timeout
+        self.want_trailers = False    # the last chunk waits for the app's trailers
 
 
 class H1Connection:
     """The HTTP/1.1 side of one client connection (see the module docstring)."""
 
     def __init__(self, io, handler, limits: h1.Limits, timeouts: Timeouts, now: float, *,
-                 head_fields, upgrades: bool = True, max_first_body: int = 64 * 1024):
+                 head_fields, upgrades: bool = True, h2c: bool = False,
+                 max_first_body: int = 64 * 1024):
         self.io = io
         # a whole body up to this size is handed over with its request (one record)
         self.max_first_body = max_first_body
@@ -146,7 +153,9 @@ class H1Connection:
         # date_value, server_header, extra_fields: the server's fields for response heads
         self.head_fields = head_fields
         self.upgrades = upgrades      # whether Upgrade: websocket is taken over
-        self.parser = h1.RequestParser(limits)
+        self.h2c = h2c                # whether Upgrade: h2c is (RFC 7540 section 3.2)
+        self.parser = h1.RequestParser(limits, upgrade_protocols=frozenset(
+            (b"websocket", b"h2c") if h2c else (b"websocket",)))
         self.pipeline: deque[Exchange] = deque()
         self.current: Exchange | None = None   # the exchange whose body is being read
         self.read_state = HEAD
@@ -194,8 +203,10 @@ class H1Connection:
             ev = evs[i]
             t = type(ev)
             if t is Request:
-                if ev.upgrade == b"websocket" and not self.upgrades:
-                    # no WebSocket support: serve it as plain HTTP and keep parsing
+                if (ev.upgrade == b"websocket" and not self.upgrades
+                        or ev.upgrade == b"h2c" and self.h2c and not _h2c_settings(ev)):
+                    # no WebSocket support, or an h2c upgrade without its one HTTP2-Settings:
+                    # serve it as plain HTTP and keep parsing
                     evs[i + 1:] = parser.decline_upgrade()
                     n = len(evs)
                 # piggyback the whole body on the request when it is already here
@@ -230,14 +241,16 @@ class H1Connection:
                 extra_headers=h1_response.RETRY_AFTER))
             self._close_after_write()
             return
-        if req.upgrade == b"websocket" and self.upgrades:
+        if req.upgrade is not None and (req.upgrade == b"websocket" and self.upgrades
+                                        or req.upgrade == b"h2c" and self.h2c
+                                        and _h2c_settings(req)):
             if self.pipeline:
                 # an upgrade pipelined behind unfinished requests: answer it after them
                 self._on_protocol_error(h1.ProtocolError(400, "upgrade behind pipelined "
                                                               "requests"))
                 return
             self.read_state = UPGRADED
-            self._set_closing(CLOSED)   # the socket is the WebSocket's from now on
+            self._set_closing(CLOSED)   # the socket is the WebSocket's (or HTTP/2's) now
             self.handler.on_upgrade(req)
             return
         ex = Exchange(req, self.next_key, now)
@@ -306,10 +319,13 @@ class H1Connection:
 
     # --- output: what the stream layer calls ---------------------------------------------
 
-    def start_response(self, ex: Exchange, status: int, headers) -> bool:
+    def start_response(self, ex: Exchange, status: int, headers, trailers: bool = False
+                       ) -> bool:
         """Write (or buffer) the response head; returns whether the body is open-ended (no
         Content-Length: chunked, or delimited by the close).  ValueError or TypeError for a
-        head that must not be written (h1_response.response_head): nothing was written then."""
+        head that must not be written (h1_response.response_head): nothing was written then.
+        ``trailers``: the app will send trailers (ASGI), which go in the last chunk of a
+        chunked response to a request with ``TE: trailers`` and are dropped otherwise."""
         req = ex.req
         keep_alive = ex.keep_alive and not self.draining
         if not ex.body_done and req.expect_continue and not ex.continue_sent:
@@ -325,6 +341,8 @@ class H1Connection:
         ex.status = status
         ex.chunked = chunked and not ex.head_only
         ex.keep_alive = keep_alive
+        if trailers and ex.chunked:
+            ex.want_trailers = h1_response.takes_trailers(req.headers)
         self._write_for(ex, head)
         return length is None and not ex.head_only
 
@@ -334,10 +352,22 @@ class H1Connection:
             ex.sent_bytes += len(data)
             self._write_for(ex, h1_response.encode_chunk(data) if ex.chunked else data)
         if end:   # end_response, spelled out: once a request
+            if ex.want_trailers:
+                return   # the last chunk carries the trailers (send_trailers)
             if ex.chunked:
                 self._write_for(ex, h1_response.LAST_CHUNK)
             ex.complete = True
             self._exchange_complete(ex)
+
+    def send_trailers(self, ex: Exchange, headers) -> None:
+        """The app's trailers, in the last chunk (ValueError for a field that cannot be
+        written; fields RFC 9110 6.5.1 keeps out of trailers are dropped)."""
+        if not ex.want_trailers or ex.complete:
+            return
+        ex.want_trailers = False
+        self._write_for(ex, h1_response.last_chunk_with(headers))
+        ex.complete = True
+        self._exchange_complete(ex)
 
     def end_response(self, ex: Exchange) -> None:
         """The response's body is complete (a close-delimited one ends with the close)."""
@@ -348,6 +378,7 @@ class H1Connection:
         stop): the last chunk, or the close for a close-delimited body."""
         if not ex.chunked:
             ex.keep_alive = False
+        ex.want_trailers = False
         self.end_response(ex)
 
     def error_response(self, ex: Exchange, status: int, extra_headers=()) -> None:

@@ -28,10 +28,37 @@ if HAVE_SPEEDUPS:
     from .h1 import _ffi, _lib
 
 __all__ = ["HeaderError", "serialize_response_head", "response_framing", "response_head",
-           "encode_chunk", "LAST_CHUNK", "simple_response", "RETRY_AFTER"]
+           "encode_chunk", "LAST_CHUNK", "simple_response", "RETRY_AFTER", "takes_trailers",
+           "last_chunk_with"]
 
 # Retry-After (RFC 9110 section 10.2.3) on the server's own 503s: seconds before a retry.
 RETRY_AFTER = ((b"retry-after", b"5"),)
+
+
+def takes_trailers(request_headers) -> bool:
+    """Whether the request said ``TE: trailers`` (RFC 9110 section 10.1.4): only then may a
+    chunked response carry trailer fields."""
+    for name, value in request_headers:
+        if name == b"te" and b"trailers" in [v.strip().split(b";")[0].lower()
+                                             for v in value.split(b",")]:
+            return True
+    return False
+
+
+def last_chunk_with(trailers) -> bytes:
+    """The last chunk of a chunked body with the app's trailer fields (ValueError for one
+    that cannot be written; the fields RFC 9110 section 6.5.1 keeps out are dropped)."""
+    lines = [b"0\r\n"]
+    for name, value in trailers:
+        error = field_error(name, value)
+        if error is not None:
+            raise HeaderError(error)
+        name = bytes(name).lower()
+        if name not in _h1._FORBIDDEN_TRAILERS:
+            lines.append(b"%s: %s\r\n" % (name, bytes(value)))
+    lines.append(b"\r\n")
+    return b"".join(lines)
+
 
 class HeaderError(ValueError):
     """The app's response head cannot be sent (bad status, name or value): answer 500."""

@@ -1,4 +1,5 @@
-"""Size limits of the HTTP/1.1 request parser, each with the precedent it follows.
+"""Size limits of the HTTP/1.1 request parser and of an HTTP/2 connection, each with the
+precedent it follows.
 
 sidecar normally sits behind nginx, which enforces its own (smaller) limits first; these are
 the last line of defence for direct clients and must never be the reason a request that nginx
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Limits", "MAX_CHUNK_LINE"]
+__all__ = ["Limits", "H2Limits", "MAX_CHUNK_LINE"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,3 +40,23 @@ class Limits:
 
 # A chunk-size line with its extensions, without CRLF -> 400. Go net/http: maxLineLength 4096.
 MAX_CHUNK_LINE = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class H2Limits:
+    """What one HTTP/2 connection may make us spend (docs/operations.md, "HTTP/2 limits")."""
+    # SETTINGS_MAX_CONCURRENT_STREAMS. nginx http2_max_concurrent_streams 128; h2o, Go 250;
+    # hypercorn 100.  Each open stream may hold one ring window of request body.
+    max_streams: int = 100
+    # SETTINGS_MAX_HEADER_LIST_SIZE and h2's HPACK decoder cap (the HPACK bomb bound): the
+    # HTTP/1.1 limit --max-header-bytes, so a request is refused on neither or both.
+    max_header_list: int = 65536
+    # request body bytes per stream -> 413 (None: unlimited), as --max-body for HTTP/1.1
+    max_body: int | None = None
+    # Frames without a request, per second: SETTINGS, PING, PRIORITY, empty DATA (not
+    # WINDOW_UPDATE: a client reading a large body sends many).  nginx bounds these per
+    # connection buffer; Go, a queue of 10000 control frames.
+    max_control_frames: int = 1000
+    # client RST_STREAMs per second (CVE-2023-44487).  Go http2 and h2o: streams reset by the
+    # client count against the concurrency limit; nginx: 2 x max streams per read.
+    max_resets: int = 200

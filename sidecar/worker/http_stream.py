@@ -28,7 +28,7 @@ import logging
 
 from sidecar.events import (
     DISCONNECT, FRAMING, HEADER_FRAMING, HTTP_BODY, RECV_CREDIT, RESPONSE_BODY, RESPONSE_START,
-    SEND_CREDIT, ProtocolError,
+    RESPONSE_TRAILERS, SEND_CREDIT, ProtocolError,
 )
 from sidecar.http.fields import CR_LF_NUL, TCHARS, field_error
 
@@ -139,7 +139,7 @@ class HttpStream(Waiting):
     __slots__ = (
         "link", "sid", "scope", "task", "chunks", "body_complete", "recv_outstanding",
         "unacked", "credit_sent", "send_credit", "waiters", "started", "response_done",
-        "disconnected", "finished",
+        "disconnected", "finished", "trailers",
     )
 
     def __init__(self, link, sid: int, scope: dict, body: bytes, more_body: bool):
@@ -161,6 +161,9 @@ class HttpStream(Waiting):
         self.response_done = False
         self.disconnected = False
         self.finished = False              # APP_DONE sent
+        # the app announced trailers (http.response.start "trailers"): 1 while they are due,
+        # 2 once the last of them went
+        self.trailers = 0
 
     # --- the app's side ------------------------------------------------------------------
 
@@ -179,7 +182,9 @@ class HttpStream(Waiting):
                 log.error("Exception in ASGI application (%s %s)", self.scope["method"],
                           self.scope["path"], exc_info=exc)
         else:
-            if self.response_done or self.disconnected:
+            if self.trailers == 1 and not self.disconnected:
+                error = "ASGI callable returned without sending the announced trailers"
+            elif self.response_done or self.disconnected:
                 error = None
             elif self.started:
                 error = "ASGI callable returned without completing the response"
@@ -250,11 +255,35 @@ class HttpStream(Waiting):
             for pair in headers:
                 size += len(pair[0]) + len(pair[1]) + HEADER_FRAMING
             self.started = True
-            waiter = self.link.push([RESPONSE_START, self.sid, status, headers, False], size)
+            trailers = message.get("trailers") is True
+            if trailers:
+                self.trailers = 1
+            waiter = self.link.push([RESPONSE_START, self.sid, status, headers, trailers], size)
             if waiter is not None:
                 await waiter
+        elif kind == "http.response.trailers":
+            await self._send_trailers(message)
         else:
             raise RuntimeError(f"unexpected ASGI message type {kind!r} on an http stream")
+
+    async def _send_trailers(self, message: dict) -> None:
+        """ASGI's http.response.trailers extension: after the last body, if announced."""
+        if self.trailers != 1 or not self.response_done:
+            raise RuntimeError("http.response.trailers without trailers announced in "
+                               "http.response.start" if self.trailers != 1 else
+                               "http.response.trailers before the last http.response.body")
+        if self.disconnected:
+            raise ClientDisconnected("client disconnected")
+        headers = _check_headers(message.get("headers", ()))
+        more = message.get("more_trailers") is True
+        if not more:
+            self.trailers = 2
+        size = FRAMING
+        for pair in headers:
+            size += len(pair[0]) + len(pair[1]) + HEADER_FRAMING
+        waiter = self.link.push([RESPONSE_TRAILERS, self.sid, headers, more], size)
+        if waiter is not None:
+            await waiter
 
     async def _send_chunks(self, body: bytes, more: bool) -> None:
         """Split a body into records of at most ``link.chunk`` bytes, each waiting for credit."""

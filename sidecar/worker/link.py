@@ -195,6 +195,10 @@ class HostLink(RingLink):
             "headers": pairs,
             "state": worker.state.copy(),
         }
+        if http_version == "2" or (b"te", b"trailers") in pairs:
+            # trailers reach the client over HTTP/2, and over HTTP/1.1 to a client that said
+            # it takes them (TE: trailers; the front-end checks again)
+            scope["extensions"] = {"http.response.trailers": {}}
         stream = HttpStream(self, sid, scope, body, more_body)
         self.streams[sid] = stream
         stream.task = task = self.loop.create_task(stream.run())

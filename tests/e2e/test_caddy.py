@@ -21,19 +21,21 @@ from tests.server import ROOT, Sidecar, free_port
 EXAMPLE = ROOT / "examples" / "caddy" / "Caddyfile"
 
 
-def caddy_config(uds: str, port: int) -> str:
-    text = EXAMPLE.read_text()
+def caddy_config(uds: str, port: int, example: Path = EXAMPLE, options: str = "") -> str:
+    text = example.read_text()
     for old in ("example.com {", "unix//run/sidecar/sidecar.sock"):
-        assert text.count(old) == 1, f"{EXAMPLE}: expected {old!r} once"
+        assert text.count(old) == 1, f"{example}: expected {old!r} once"
     site = text.replace("example.com {", f"http://127.0.0.1:{port} {{").replace(
         "unix//run/sidecar/sidecar.sock", f"unix/{uds}")
     # a throwaway Caddy: no admin endpoint, no certificates
-    return "{\n    admin off\n    auto_https off\n}\n" + site
+    return "{\n    admin off\n    auto_https off\n" + options + "}\n" + site
 
 
 class Caddy:
-    def __init__(self, uds: str):
+    def __init__(self, uds: str, example: Path = EXAMPLE, options: str = ""):
         self.uds = uds
+        self.example = example
+        self.options = options
         self.dir = tempfile.mkdtemp(prefix="caddy-")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -44,7 +46,7 @@ class Caddy:
         if caddy is None:
             raise RuntimeError("caddy is not installed: run scripts/setup.sh as root")
         conf = Path(self.dir, "Caddyfile")
-        conf.write_text(caddy_config(self.uds, self.port))
+        conf.write_text(caddy_config(self.uds, self.port, self.example, self.options))
         env = dict(os.environ, XDG_DATA_HOME=self.dir, XDG_CONFIG_HOME=self.dir, HOME=self.dir)
         self._log = open(Path(self.dir, "caddy.log"), "wb")
         self.proc = subprocess.Popen([caddy, "run", "--config", str(conf), "--adapter",
@@ -117,3 +119,20 @@ def test_sse_and_websocket_through_caddy(demo):
             blob = os.urandom(3 << 20)
             ws.send(blob)
             assert ws.recv(timeout=30) == blob
+
+
+def test_caddy_h2c_transport_with_grpc(tmp_path):
+    """examples/caddy/Caddyfile.h2c: Caddy speaks HTTP/2 to sidecar; gRPC (cleartext to Caddy
+    here, as the example's comment says) with trailers, and plain requests, pass through."""
+    from tests.e2e.test_grpc import check_rpcs
+    with Sidecar("tests.e2e.grpc_app:app", workers=2) as sc, \
+            Caddy(sc.uds, ROOT / "examples" / "caddy" / "Caddyfile.h2c",
+                  "    servers {\n        protocols h1 h2 h2c\n    }\n") as caddy:
+        check_rpcs(f"127.0.0.1:{caddy.port}", tmp_path, cancel_reaches_app=False)
+    with Sidecar("tests.e2e.apps:app", workers=1) as sc, \
+            Caddy(sc.uds, ROOT / "examples" / "caddy" / "Caddyfile.h2c") as caddy:
+        r = httpx.get(caddy.url + "/scope", timeout=10)
+        assert r.status_code == 200 and r.http_version == "HTTP/1.1"
+        assert r.json()["http_version"] == "2"   # Caddy to sidecar: HTTP/2
+        body = bytes(range(256)) * 4096
+        assert httpx.post(caddy.url + "/echo", content=body, timeout=30).content == body

@@ -198,3 +198,29 @@ def test_tls_mistakes_are_one_line_and_exit_2(certs, args, words):
     assert out.returncode == 2, out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and words in lines[0] and "Traceback" not in out.stderr, out.stderr
+
+
+def test_alpn_h2_with_httpx_and_curl(sc):
+    with httpx.Client(base_url=sc.url, verify=trusting(sc.cert), http2=True, timeout=30) as c:
+        r = c.get("/scope?x=1")
+        assert r.http_version == "HTTP/2"
+        scope = r.json()
+        assert scope["http_version"] == "2" and scope["scheme"] == "https"
+        body = bytes(range(256)) * 4096
+        assert c.post("/echo", content=body).content == body
+    r = subprocess.run(["curl", "-sS", "--http2", "--cacert", sc.cert, "-o", "/dev/null",
+                        "-w", "%{http_version} %{http_code}", sc.url + "/pid"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.stdout == "2 200", r.stderr
+
+
+def test_no_http2_offers_only_http_1_1_by_alpn(certs):
+    cert, key = certs["server"]
+    with TLSSidecar("tests.e2e.apps:app", cert, key, "--no-http2", workers=1) as s:
+        ctx = trusting(s.cert)
+        ctx.set_alpn_protocols(["h2", "http/1.1"])
+        with socket.create_connection(("127.0.0.1", s.port), timeout=10) as raw, \
+                ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            assert tls.selected_alpn_protocol() == "http/1.1"
+        with httpx.Client(base_url=s.url, verify=trusting(s.cert), http2=True) as c:
+            assert c.get("/pid").http_version == "HTTP/1.1"

@@ -89,13 +89,13 @@ class FakeStream:
 
 
 class Conn(H1Connection):
-    def __init__(self, upgrades=True, now=0.0):
+    def __init__(self, upgrades=True, now=0.0, h2c=False):
         self.rec = IO()
         self.rec.clock = now
         self.streams: list[FakeStream] = []
         self.upgraded = []
         super().__init__(self.rec, self, h1.Limits(max_body=1 << 30), T, now,
-                         head_fields=Fields, upgrades=upgrades, max_first_body=1024)
+                         head_fields=Fields, upgrades=upgrades, h2c=h2c, max_first_body=1024)
 
     # the handler
     def on_request(self, ex, body, more):
@@ -362,6 +362,28 @@ def test_upgrade_is_handed_over_and_refused_behind_pipelined_requests():
     c = Conn(upgrades=False)   # no WebSocket support: served as plain HTTP
     c.feed(ws)
     assert not c.upgraded and len(c.streams) == 1
+
+
+H2C = (b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+       b"Upgrade: h2c\r\n%sContent-Length: %d\r\n\r\n")
+
+
+def test_h2c_upgrade_is_handed_over_with_the_bytes_after_it():
+    c = Conn(h2c=True)
+    c.feed(H2C % (b"HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n", 0) + b"PRI * HTTP/2.0")
+    assert [r.upgrade for r in c.upgraded] == [b"h2c"] and c.closed and not c.streams
+    assert c.parser.take_trailing() == b"PRI * HTTP/2.0"
+
+
+@pytest.mark.parametrize("case", ["no HTTP2-Settings", "two", "a body", "h2c off"])
+def test_h2c_upgrade_declined_is_served_as_http1(case):
+    settings = b"HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n"
+    head = H2C % ({"no HTTP2-Settings": b"", "two": settings * 2}.get(case, settings),
+                  3 if case == "a body" else 0)
+    c = Conn(h2c=case != "h2c off")
+    c.feed(head + (b"abc" if case == "a body" else b""))
+    assert not c.upgraded and len(c.streams) == 1
+    assert c.streams[0].body[-1][1] is False   # the whole request, as HTTP/1.1
 
 
 def test_connection_over_the_limit_gets_503_at_its_first_request():

@@ -141,7 +141,7 @@ async def misuse(scope, receive, send):
     await _respond(send, b"ok")
     errors = []
     for message in ({"type": "http.response.body", "body": b"more"},
-                    {"type": "http.response.trailers", "headers": []}):
+                    {"type": "http.response.push", "headers": []}):
         try:
             await send(message)
         except RuntimeError as exc:

@@ -217,7 +217,7 @@ def test_sending_after_the_response_or_an_unknown_message_raises():
         assert (response.status, response.body) == (200, b"ok")
         assert response.error == (
             "ValueError: http.response.body after the response completed | "
-            "unexpected ASGI message type 'http.response.trailers' on an http stream")
+            "unexpected ASGI message type 'http.response.push' on an http stream")
 
     run_host(scenario, "apps:router")
 

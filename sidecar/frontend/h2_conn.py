@@ -1,0 +1,118 @@
+"""One client connection speaking HTTP/2: the asyncio adapter of its state machine.
+
+    socket -> Transport -> H2Connection (sidecar/http/h2_connection.py: every HTTP/2 rule)
+           -> on_request, per HTTP/2 stream -> Stream (sidecar/frontend/stream.py) -> pool
+
+A connection starts as an ``HTTPConnection`` (http_conn.py).  It becomes an HTTP/2 one when
+its first bytes are the client preface (prior knowledge, h2c), its TLS handshake chose
+ALPN ``h2``, or an HTTP/1.1 request without a body asked for ``Upgrade: h2c`` (that request
+is then stream 1, answered over HTTP/2 after the 101): the ``HTTP2Connection`` then takes the socket over (``transport.set_protocol``)
+with the same ``Transport``, and keeps the ``HTTPConnection`` for the connection's part of
+each request's scope (client, server, scheme, trusted proxy headers), which is the same for
+both protocols.  Each HTTP/2 stream is a ``Stream`` of its own, dispatched to a worker on its
+own: one connection from a proxy spreads its streams over the pool.
+"""
+from __future__ import annotations
+
+import asyncio
+
+from sidecar.events import HTTP_REQUEST
+from sidecar.frontend.stream import Stream
+from sidecar.http.h2_connection import H2Connection, H2Limits
+
+__all__ = ["HTTP2Connection", "limits"]
+
+SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+
+
+def limits(config) -> H2Limits:
+    return H2Limits(max_streams=config.h2_max_concurrent_streams,
+                    max_header_list=config.max_header_bytes, max_body=config.max_body,
+                    max_control_frames=config.h2_max_control_frames,
+                    max_resets=config.h2_max_resets)
+
+
+class HTTP2Connection(asyncio.Protocol):
+    """asyncio protocol of a socket after it turned out to speak HTTP/2."""
+
+    def __init__(self, conn, data: bytes = b"", upgrade=None):
+        from sidecar.frontend.http_conn import timeouts
+        server = conn.server
+        self.server = server
+        self.scope_of = conn          # the HTTPConnection: the connection's part of the scope
+        self.window = server.config.window
+        self.who = conn.who
+        self.transport = conn.transport
+        self.io = io = conn.io
+        if upgrade is not None:   # Upgrade: h2c (RFC 7540 section 3.2)
+            io.write(SWITCHING)
+        self.h2 = H2Connection(io, self, server.h2_limits, timeouts(server.config), io.now(),
+                               head_fields=server, window=self.window, upgrade=upgrade)
+        self.data_received = self.h2.receive_data
+        server.connections.discard(conn)
+        server.connections.add(self)
+        self.transport.set_protocol(self)
+        if conn.h1.over_limit:
+            # over --limit-concurrency: GOAWAY before any stream, so that every request the
+            # client sent is refused (REFUSED_STREAM: safe to retry elsewhere), then the close
+            self.h2.start_drain()
+        if upgrade is not None:
+            self.h2.upgraded_request(upgrade)
+        if data:
+            self.h2.receive_data(data)
+
+    @property
+    def closed(self) -> bool:
+        return self.h2.closed
+
+    # --- asyncio.Protocol ----------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:   # (the instance's is h2.receive_data)
+        self.h2.receive_data(data)
+
+    def eof_received(self):
+        return False
+
+    def connection_lost(self, exc) -> None:
+        self.server.connections.discard(self)
+        self.h2.connection_lost()
+
+    def pause_writing(self) -> None:
+        self.h2.write_blocked(self.server.loop.time())
+
+    def resume_writing(self) -> None:
+        self.h2.write_unblocked()
+
+    # --- H2Connection's handler ----------------------------------------------------------
+
+    def on_request(self, ex, body: bytes, more: bool) -> None:
+        stream = Stream(self, ex, ex, self.server.next_sid())
+        self.server.pool.dispatcher.dispatch(stream, body, more)
+
+    def request_event(self, stream: Stream, body: bytes, more: bool) -> list:
+        req = self.scope_of.req_scope(stream.req)
+        return [HTTP_REQUEST, stream.sid, req[0], req[1], req[2], req[3], req[4], req[5],
+                req[6], req[7], req[8], req[9], body, more]
+
+    # --- the server's side: sweep, drain, access, status ---------------------------------
+
+    def close_if_idle(self, now: float, timeout: float) -> None:
+        self.h2.tick(now)
+
+    def start_drain(self) -> None:
+        self.h2.start_drain()
+
+    def stop_now(self) -> None:
+        self.h2.stop_now()
+
+    def flush(self) -> None:
+        self.io.flush()
+
+    @property
+    def open_streams(self) -> int:
+        return len(self.h2.exchanges)
+
+    def log_access(self, stream: Stream) -> None:
+        # the HTTP/1.1 connection it began as writes the line (its client, scheme and
+        # --access-log-format; the protocol field shows HTTP/2.0)
+        self.scope_of.log_access(stream)

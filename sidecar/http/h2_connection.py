@@ -1,0 +1,590 @@
+"""One HTTP/2 server connection as a state machine, without I/O (over python-hyper's ``h2``).
+
+    bytes in (``receive_data``)    -> h2 events -> requests and bodies, to the streams
+    responses in (the stream interface, per HTTP/2 stream) -> h2 frames -> bytes out (``io``)
+
+``h2`` owns the framing, HPACK and the RFC 9113 stream states; this module owns what h2 leaves
+to the server: our limits and deadlines, flow control tied to the app, the floods to refuse,
+and the graceful GOAWAY.  Like ``H1Connection`` it reads no clock (the time is passed in or
+read from ``io.now``), touches no socket and runs no event loop: it is given
+
+    io        write(bytes), close() (once written), abort(), now(), peer
+    handler   on_request(ex, body, more) -- a new stream; the handler sets ``ex.stream``
+    ex.stream on_body(data, more), client_gone(), flush_owed(), finished()
+
+Each HTTP/2 stream is an ``H2Exchange``, and it is its own port of the stream interface
+(``sidecar/frontend/stream.py``): the stream layer calls ``proto.start_response(ex, ...)``
+with ``proto is ex``, and ``ex.closed`` is true once the client reset the stream or the
+connection is gone -- one stream's end is never another's.
+
+Flow control, end to end (DESIGN.md: "WINDOW_UPDATE only for what the app read")
+----------------------------------------------------------------------------------
+- Request bodies: a stream's receive window is the ring window (``window``); DATA goes to the
+  stream layer as it comes, and WINDOW_UPDATE is sent only for the bytes the app took
+  (``body_read``, called for each RECV_CREDIT).  The connection window is ``window`` times
+  the stream limit, so a stream the app does not read never stalls another.  Bytes nobody
+  will read (the response completed, the stream was reset) are acknowledged at once.
+- Response bodies: bytes go into h2 only as far as the client's stream and connection windows
+  allow; the rest waits in the exchange (``out``), and ``writable`` is false until it left, so
+  the stream layer grants ring credit only for bytes the client's window took.
+
+Deadlines (``tick(now)``, about once a second), in the order they are checked
+
+    state                         deadline                       then
+    ----------------------------  -----------------------------  -------------------------------
+    output blocked (write_blocked) send_timeout since it blocked  abort; the streams are told
+    a stream's bytes held by a    send_timeout since the window   RST_STREAM CANCEL; the app is
+    zero window                   closed on them                  told (the others go on)
+    a stream awaiting its body,   body_timeout since its last     408 (not once the response
+    the app having read it all    DATA                            started: a bidi stream may
+                                                                  wait long for the client)
+    no stream open                keepalive_timeout since the     GOAWAY NO_ERROR and close
+                                  last one ended                  (nginx: keepalive_timeout)
+
+Floods (counted per tick, about a second; each limit is an ``H2Limits`` field with a flag):
+frames that cost us work but carry no request -- SETTINGS, PING, PRIORITY, empty DATA
+without END_STREAM -- past ``max_control_frames``; client resets past
+``max_resets`` (rapid reset, CVE-2023-44487).  Either is GOAWAY ENHANCE_YOUR_CALM, a log
+line, and the close.  CONTINUATION floods (CVE-2024-27316) and HPACK bombs are bounded in h2
+(64 CONTINUATION frames, ``max_header_list`` decoded bytes): COMPRESSION_ERROR or
+PROTOCOL_ERROR GOAWAY.
+"""
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import h2.settings
+from h2.errors import ErrorCodes
+from hyperframe.frame import GoAwayFrame
+
+from . import h1
+from .fields import check_fields
+from .h2_exchange import H2Exchange, request_head
+from .limits import H2Limits
+from .h1_connection import Timeouts
+
+log = logging.getLogger("sidecar.frontend")
+
+__all__ = ["H2Connection", "H2Exchange", "H2Limits", "PREFACE"]
+
+#: The client connection preface (RFC 9113 section 3.4): how a prior-knowledge HTTP/2
+#: client announces itself on its first bytes.
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+# Response fields HTTP/2 forbids (RFC 9113 section 8.2.2): connection-specific ones.
+_HOP_BY_HOP = frozenset((b"connection", b"keep-alive", b"proxy-connection",
+                         b"transfer-encoding", b"upgrade"))
+_SERVER_FIELDS = frozenset((b"date", b"server"))
+
+
+class H2Connection:
+    """The HTTP/2 side of one client connection (see the module docstring)."""
+
+    def __init__(self, io, handler, limits: H2Limits, timeouts: Timeouts, now: float, *,
+                 head_fields, window: int, upgrade: h1.Request | None = None):
+        self.io = io
+        self.handler = handler
+        self.limits = limits
+        self.timeouts = timeouts
+        self.head_fields = head_fields
+        self.window = window
+        # h2's outbound checks are off: _check_fields does them in a few C calls, where h2
+        # spends more per response on them than on the rest of its work
+        config = h2.config.H2Configuration(client_side=False, header_encoding=None,
+                                           validate_outbound_headers=False,
+                                           normalize_outbound_headers=False,
+                                           split_outbound_cookies=False)
+        self.h2 = conn = h2.connection.H2Connection(config=config)
+        conn.local_settings = h2.settings.Settings(client=False, initial_values={
+            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: limits.max_streams,
+            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_header_list,
+            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window,
+            h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL: 0,
+        })
+        conn.decoder.max_header_list_size = limits.max_header_list
+        self.exchanges: dict[int, H2Exchange] = {}
+        self.closed = False
+        self.draining = False
+        self.goaway_sent = False
+        self.write_blocked_since: float | None = None
+        self.idle_since: float | None = now
+        self.control_frames = 0       # this tick's frames without a request
+        self.resets = 0               # this tick's client resets
+        self.streams_total = 0        # for status and the access log's neighbours
+        self.bad_upgrade = False
+        if upgrade is not None:   # Upgrade: h2c; H1Connection checked there is one
+            settings = next(v for n, v in upgrade.headers if n == b"http2-settings")
+            try:
+                conn.initiate_upgrade_connection(settings)
+            except Exception as exc:   # bad base64 or SETTINGS: PROTOCOL_ERROR below
+                log.info("HTTP/2 upgrade from %s: bad HTTP2-Settings (%s)", io.peer, exc)
+                conn.initiate_connection()
+                self.bad_upgrade = True
+        else:
+            conn.initiate_connection()
+        # the connection window: one stream window per allowed stream, so that a stream
+        # whose app does not read never holds the others' bytes back
+        conn.increment_flow_control_window(window * limits.max_streams - 65535)
+        self._flush()
+
+    # --- input ---------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        if self.closed:
+            return
+        try:
+            evs = self.h2.receive_data(data)
+        except h2.exceptions.ProtocolError as exc:
+            code = getattr(exc, "error_code", ErrorCodes.PROTOCOL_ERROR)
+            log.info("HTTP/2 connection error from %s: %s (%s)", self.io.peer,
+                     exc or type(exc).__name__, ErrorCodes(code).name
+                     if code in ErrorCodes._value2member_map_ else code)
+            self._flush()   # h2 queued the GOAWAY
+            self._close()
+            return
+        except Exception:   # an h2 bug must not take the process down
+            log.exception("HTTP/2 connection from %s failed", self.io.peer)
+            self.goaway(ErrorCodes.INTERNAL_ERROR, "internal error")
+            return
+        now = self.io.now()
+        limits = self.limits
+        for ev in evs:
+            handler = _HANDLERS.get(type(ev))
+            if handler is not None:
+                handler(self, ev, now)
+            if self.closed:
+                return
+            # checked per event: a read holds thousands of frames, and the streams of a
+            # rapid reset must not reach the workers past the limit
+            if self.control_frames > limits.max_control_frames:
+                self.goaway(ErrorCodes.ENHANCE_YOUR_CALM, f"control frame flood "
+                            f"({self.control_frames} frames without a request)")
+                return
+            if self.resets > limits.max_resets:
+                self.goaway(ErrorCodes.ENHANCE_YOUR_CALM,
+                            f"rapid reset ({self.resets} streams reset by the client)")
+                return
+        self._flush()
+
+    def _on_request(self, ev: h2.events.RequestReceived, now: float) -> None:
+        sid = ev.stream_id
+        if self.draining:   # after our GOAWAY: refused, the client retries elsewhere
+            self.h2.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
+            return
+        req = request_head(ev.headers)
+        if req is None:
+            log.info("HTTP/2 malformed request from %s on stream %d", self.io.peer, sid)
+            self.h2.reset_stream(sid, ErrorCodes.PROTOCOL_ERROR)
+            return
+        ex = H2Exchange(self, sid, req, now)
+        self.exchanges[sid] = ex
+        self.idle_since = None
+        self.streams_total += 1
+        more = ev.stream_ended is None
+        ex.body_done = not more
+        self.handler.on_request(ex, b"", more)
+
+    def upgraded_request(self, req: h1.Request) -> None:
+        """The HTTP/1.1 request of an ``Upgrade: h2c``: stream 1, its body complete."""
+        if self.bad_upgrade:
+            self.goaway(ErrorCodes.PROTOCOL_ERROR, "bad HTTP2-Settings in an h2c upgrade")
+            return
+        drop = (b"connection", b"upgrade", b"http2-settings", b"keep-alive")
+        req = req._replace(http_version="2", upgrade=None, packed=None, headers=[
+            (n, v) for n, v in req.headers if n not in drop])
+        ex = H2Exchange(self, 1, req, self.io.now())
+        ex.body_done = True
+        self.exchanges[1] = ex
+        self.idle_since = None
+        self.streams_total += 1
+        self.handler.on_request(ex, b"", False)
+        self._flush()
+
+    def _on_data(self, ev: h2.events.DataReceived, now: float) -> None:
+        n = ev.flow_controlled_length
+        ex = self.exchanges.get(ev.stream_id)
+        data = ev.data
+        if not data and ev.stream_ended is None:
+            self.control_frames += 1   # empty DATA (a flood's favourite)
+        if ex is None or ex.complete or ex.closed:
+            if n:   # nobody will read it: the connection's window gets it back now
+                self.h2.acknowledge_received_data(n, ev.stream_id)
+            return
+        pad = n - len(data)
+        ex.unacked += len(data)
+        if pad:
+            self.h2.acknowledge_received_data(pad, ev.stream_id)
+        ex.last_read = now
+        ex.body_bytes += len(data)
+        max_body = self.limits.max_body
+        if max_body is not None and ex.body_bytes > max_body:
+            log.info("HTTP/2 request body over --max-body (%d) from %s", max_body, self.io.peer)
+            ex.stream.client_gone()
+            if ex.started:
+                self.reset(ex, ErrorCodes.CANCEL, "request body too large")
+            else:
+                self.error_response(ex, 413)
+            return
+        more = ev.stream_ended is None
+        if not more:
+            ex.body_done = True
+        ex.stream.on_body(data, more)
+
+    def _on_stream_ended(self, ev, now: float) -> None:
+        ex = self.exchanges.get(ev.stream_id)
+        if ex is not None and not ex.body_done and not ex.closed and not ex.complete:
+            ex.body_done = True
+            ex.stream.on_body(b"", False)   # END_STREAM on an empty DATA or trailers
+
+    def _on_reset(self, ev: h2.events.StreamReset, now: float) -> None:
+        if not ev.remote_reset:
+            return
+        log.debug("HTTP/2 stream %d from %s reset by the client (%s)", ev.stream_id,
+                  self.io.peer, ev.error_code)
+        self.resets += 1
+        ex = self.exchanges.get(ev.stream_id)
+        if ex is not None:
+            self._stream_gone(ex)
+
+    def _on_window(self, ev: h2.events.WindowUpdated, now: float) -> None:
+        # not counted as a flood: a client reading a large body sends one per few frames
+        if ev.stream_id == 0:
+            self._pump_all()
+        else:
+            ex = self.exchanges.get(ev.stream_id)
+            if ex is not None and ex.out:
+                self._pump(ex)
+
+    def _on_settings(self, ev, now: float) -> None:
+        self.control_frames += 1
+        self._pump_all()   # INITIAL_WINDOW_SIZE or MAX_FRAME_SIZE may have changed
+
+    def _on_control(self, ev, now: float) -> None:
+        self.control_frames += 1
+
+    def _on_goaway(self, ev: h2.events.ConnectionTerminated, now: float) -> None:
+        # the client is leaving: what is in flight finishes, then we close (or it does)
+        self.draining = True
+        if not self.exchanges:
+            self._close()
+
+    # --- output: the stream interface (through each H2Exchange) --------------------------
+
+    def start_response(self, ex: H2Exchange, status: int, headers, trailers: bool = False
+                       ) -> bool:
+        if ex.closed:
+            ex.started = True
+            return False
+        if not 200 <= status <= 999:
+            raise ValueError(f"status {status} cannot start an HTTP/2 response")
+        check_fields(headers)
+        fields = [(b":status", b"%d" % status)]
+        length = None
+        for name, value in headers:
+            name = name.lower()
+            if name in _HOP_BY_HOP or name in _SERVER_FIELDS and self._ours(name):
+                continue
+            if name == b"content-length":
+                length = value
+            fields.append((name, value.strip(b" \t")))
+        hf = self.head_fields
+        if hf.server_header is not None:
+            fields.append((b"server", hf.server_header))
+        if hf.date_value is not None:
+            fields.append((b"date", hf.date_value))
+        fields.extend(hf.extra_fields)
+        try:
+            self.h2.send_headers(ex.sid, fields)
+        except (h2.exceptions.ProtocolError, ValueError, TypeError) as exc:
+            raise ValueError(f"response head: {exc}") from None
+        ex.started = True
+        ex.status = status
+        ex.want_trailers = trailers
+        self._flush()
+        return length is None and not ex.head_only
+
+    def _ours(self, name: bytes) -> bool:
+        """Date and Server are the server's fields, unless it sends none (--no-date...)."""
+        hf = self.head_fields
+        return (hf.date_value if name == b"date" else hf.server_header) is not None
+
+    def send_data(self, ex: H2Exchange, data: bytes, end: bool = False) -> None:
+        if ex.closed or ex.complete:
+            return
+        if data and not ex.head_only:
+            ex.sent_bytes += len(data)
+            ex.out.append(data)
+        if end:
+            ex.out_end = True
+            ex.complete = not ex.want_trailers
+        self._pump(ex)
+        self._flush()
+
+    def send_trailers(self, ex: H2Exchange, headers) -> None:
+        """The ASGI trailers of a response started with ``trailers``: they end the stream."""
+        if ex.closed or ex.complete:
+            return
+        check_fields(headers)
+        fields = [(name.lower(), value.strip(b" \t")) for name, value in headers
+                  if name.lower() not in h1._FORBIDDEN_TRAILERS]   # RFC 9110 6.5.1
+        ex.trailers = fields
+        ex.out_end = True
+        ex.complete = True
+        self._pump(ex)
+        self._flush()
+
+    def error_response(self, ex: H2Exchange, status: int, extra_headers=()) -> None:
+        """The server's own answer for a stream whose response has not started."""
+        if ex.closed or ex.complete:
+            return
+        body = b"" if ex.head_only else HTTPStatus(status).phrase.encode("ascii")
+        headers = [(b"content-type", b"text/plain; charset=utf-8"),
+                   (b"content-length", b"%d" % len(body)), *extra_headers]
+        self.start_response(ex, status, headers)
+        ex.want_trailers = False
+        self.send_data(ex, body, True)
+
+    def reset(self, ex: H2Exchange, code: ErrorCodes, why: str) -> None:
+        """End one stream with RST_STREAM (a response that cannot be finished): the others
+        on the connection go on."""
+        if ex.closed or ex.ended:
+            return
+        if code != ErrorCodes.CANCEL:
+            log.warning("resetting HTTP/2 stream %d from %s: %s", ex.sid, self.io.peer, why)
+        else:
+            log.info("resetting HTTP/2 stream %d from %s: %s", ex.sid, self.io.peer, why)
+        try:
+            self.h2.reset_stream(ex.sid, code)
+        except h2.exceptions.StreamClosedError:
+            pass
+        self._flush()
+        if ex.stream is not None:
+            ex.stream.client_gone()
+        self._stream_gone(ex)
+
+    def body_read(self, ex: H2Exchange, n: int) -> None:
+        """The app took n request body bytes: the client may send that many more."""
+        n = min(n, ex.unacked)
+        if n <= 0 or ex.closed:
+            return
+        ex.unacked -= n
+        self.h2.acknowledge_received_data(n, ex.sid)
+        self._flush()
+
+    # --- sending -------------------------------------------------------------------------
+
+    def _pump(self, ex: H2Exchange) -> None:
+        """Move ex's waiting bytes into h2 as far as the client's windows allow."""
+        conn, out, sid = self.h2, ex.out, ex.sid
+        try:
+            while out:
+                room = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
+                if room <= 0:
+                    if ex.blocked_since is None:
+                        ex.blocked_since = self.io.now()
+                    return
+                data = out[0]
+                if len(data) > room:
+                    out[0] = data[room:]
+                    data = data[:room]
+                    last = False
+                else:
+                    out.popleft()
+                    last = not out
+                conn.send_data(sid, data, end_stream=last and ex.out_end and not ex.want_trailers)
+                if last and ex.out_end and not ex.want_trailers:
+                    self._ended(ex)
+                    return
+            ex.blocked_since = None
+            if ex.out_end:
+                if ex.want_trailers:
+                    if ex.trailers is None:
+                        return   # the app's trailers are still to come
+                    conn.send_headers(sid, ex.trailers, end_stream=True)
+                else:
+                    conn.end_stream(sid)
+                self._ended(ex)
+            elif ex.stream is not None:
+                ex.stream.flush_owed()
+        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError) as exc:
+            # the client closed the stream under us (its reset's event is on its way)
+            log.debug("HTTP/2 stream %d: %s", sid, exc)
+            out.clear()
+            self._stream_gone(ex)
+
+    def _pump_all(self) -> None:
+        for ex in list(self.exchanges.values()):
+            if ex.out or ex.out_end and not ex.ended:
+                self._pump(ex)
+
+    def _ended(self, ex: H2Exchange) -> None:
+        """END_STREAM went out: the response is written."""
+        ex.ended = True
+        ex.out.clear()
+        stream = ex.stream
+        if stream is not None:
+            stream.finished()
+        self._release(ex)
+
+    def _stream_gone(self, ex: H2Exchange) -> None:
+        """The stream ended without a complete response (a reset either way)."""
+        if ex.gone:
+            return
+        ex.closed = ex.ended = True
+        ex.out.clear()
+        if ex.stream is not None:
+            ex.stream.client_gone()
+        self._release(ex)
+
+    def _release(self, ex: H2Exchange) -> None:
+        if ex.gone:
+            return
+        ex.gone = True
+        if ex.unacked:   # body nobody will read: the connection window gets it back
+            try:
+                self.h2.acknowledge_received_data(ex.unacked, ex.sid)
+            except h2.exceptions.ProtocolError:
+                pass
+            ex.unacked = 0
+        self.exchanges.pop(ex.sid, None)
+        ex.stream = None
+        if not self.exchanges:
+            if self.draining:
+                self._flush()
+                self._close()
+            else:
+                self.idle_since = self.io.now()
+
+    def _flush(self) -> None:
+        data = self.h2.data_to_send()
+        if data and not self.closed:
+            self.io.write(data)
+
+    # --- the connection as a whole -------------------------------------------------------
+
+    def goaway(self, code: ErrorCodes, why: str) -> None:
+        """A connection error: GOAWAY with ``code``, a log line, every stream told, close."""
+        log.warning("HTTP/2 GOAWAY %s to %s: %s", code.name, self.io.peer, why)
+        self._flush()
+        if not self.closed:
+            self.io.write(_goaway(self.h2.highest_inbound_stream_id, code))
+        self._close()
+
+    def _close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._tell_streams()
+        self.io.close()
+
+    def _tell_streams(self) -> None:
+        for ex in list(self.exchanges.values()):
+            ex.closed = True
+            if ex.stream is not None:
+                ex.stream.client_gone()
+                ex.stream = None
+        self.exchanges.clear()
+
+    def connection_lost(self) -> None:
+        self.closed = True
+        self._tell_streams()
+
+    def write_blocked(self, now: float) -> None:
+        self.write_blocked_since = now
+
+    def write_unblocked(self) -> None:
+        self.write_blocked_since = None
+        for ex in list(self.exchanges.values()):
+            if not ex.out and ex.stream is not None:
+                ex.stream.flush_owed()
+
+    def start_drain(self) -> None:
+        """Shutdown/reload: GOAWAY NO_ERROR naming the last stream we take; the streams in
+        flight finish, then the connection closes (at once if none is)."""
+        if self.closed or self.draining:
+            return
+        self.draining = True
+        self._flush()
+        self.io.write(_goaway(self.h2.highest_inbound_stream_id, ErrorCodes.NO_ERROR))
+        self.goaway_sent = True
+        if not self.exchanges:
+            self._close()
+
+    def stop_now(self) -> None:
+        """The graceful-shutdown timeout expired: streams that never started get 503; the
+        connection closes."""
+        if self.closed:
+            return
+        for ex in list(self.exchanges.values()):
+            if not ex.started:
+                if ex.stream is not None:
+                    ex.stream.client_gone()
+                self.error_response(ex, 503, ((b"retry-after", b"1"),))
+        self._flush()
+        self.closed = True
+        self._tell_streams()
+        self.io.close()   # the 503s go out; what the streams in flight had not sent is cut
+
+    def tick(self, now: float) -> None:
+        """Check the deadlines and start the flood counters over (module docstring)."""
+        self.control_frames = 0
+        self.resets = 0
+        if self.closed:
+            return
+        t = self.timeouts
+        blocked = self.write_blocked_since
+        if blocked is not None and now - blocked >= t.send:
+            log.info("send timeout (%.0fs): client %s takes no response bytes", t.send,
+                     self.io.peer)
+            self.closed = True
+            self._tell_streams()
+            self.io.abort()
+            return
+        for ex in list(self.exchanges.values()):
+            if ex.blocked_since is not None and now - ex.blocked_since >= t.send:
+                self.reset(ex, ErrorCodes.CANCEL, f"send timeout ({t.send:.0f}s): the client's "
+                                                  "window stayed closed")
+            elif (not ex.body_done and not ex.unacked and not ex.started
+                  and now - ex.last_read >= t.body):
+                # only before the response: a bidi stream (gRPC) that answers as the client
+                # sends may rightly wait long for the client's next message
+                log.info("request body timeout (%.0fs) from %s on stream %d", t.body,
+                         self.io.peer, ex.sid)
+                ex.stream.client_gone()
+                self.error_response(ex, 408)
+        if (not self.exchanges and self.idle_since is not None
+                and now - self.idle_since >= t.keepalive):
+            self._flush()
+            self.io.write(_goaway(self.h2.highest_inbound_stream_id, ErrorCodes.NO_ERROR))
+            self._close()
+        else:
+            self._flush()
+
+
+def _goaway(last_stream_id: int, code: ErrorCodes) -> bytes:
+    """A GOAWAY frame written past h2's state machine, which would refuse to send the DATA of
+    the streams still finishing after its own (close_connection) one."""
+    frame = GoAwayFrame(0)
+    frame.last_stream_id = last_stream_id
+    frame.error_code = code
+    return frame.serialize()
+
+
+_HANDLERS = {
+    h2.events.RequestReceived: H2Connection._on_request,
+    h2.events.DataReceived: H2Connection._on_data,
+    h2.events.StreamEnded: H2Connection._on_stream_ended,
+    h2.events.StreamReset: H2Connection._on_reset,
+    h2.events.WindowUpdated: H2Connection._on_window,
+    h2.events.RemoteSettingsChanged: H2Connection._on_settings,
+    h2.events.SettingsAcknowledged: H2Connection._on_control,
+    h2.events.PingReceived: H2Connection._on_control,
+    h2.events.PingAckReceived: H2Connection._on_control,
+    h2.events.PriorityUpdated: H2Connection._on_control,
+    h2.events.ConnectionTerminated: H2Connection._on_goaway,
+}

@@ -1,0 +1,128 @@
+"""One HTTP/2 stream of an ``H2Connection`` (sidecar/http/h2_connection.py): its state, its
+port of the stream interface, and its request head in the form the HTTP/1.1 code has it.
+
+An ``H2Exchange`` is its own port of the stream interface (``sidecar/frontend/stream.py``):
+the stream layer calls ``proto.start_response(ex, ...)`` with ``proto is ex``, and
+``ex.closed`` is true once the client reset the stream or the connection is gone -- one
+stream's end is never another's.  Every method hands over to the connection, which owns the
+h2 state machine.
+"""
+from __future__ import annotations
+
+from collections import deque
+
+from h2.errors import ErrorCodes
+
+from . import h1
+
+__all__ = ["H2Exchange", "request_head"]
+
+
+class H2Exchange:
+    """One HTTP/2 stream, and the stream layer's port to it (see the module docstring)."""
+
+    __slots__ = ("conn", "sid", "req", "stream", "closed", "started", "complete", "ended",
+                 "head_only",
+                 "status", "sent_bytes", "out", "out_end", "trailers", "want_trailers",
+                 "blocked_since", "body_done", "body_bytes", "unacked", "last_read", "gone")
+
+    def __init__(self, conn, sid: int, req: h1.Request, now: float):
+        self.conn = conn
+        self.sid = sid                # the HTTP/2 stream id
+        self.req = req
+        self.stream = None            # the stream layer's Stream
+        self.closed = False           # reset by the client, or the connection is gone
+        self.gone = False             # finished with: a late event is dropped
+        self.started = False
+        self.complete = False         # the app's response is all here (maybe not yet sent)
+        self.ended = False            # END_STREAM sent, or the stream reset
+        self.head_only = req.method == b"HEAD"
+        self.status = 0
+        self.sent_bytes = 0
+        self.out: deque[bytes] = deque()   # response bytes the client's window did not take
+        self.out_end = False          # the last of them ends the body
+        self.trailers: list | None = None  # trailer fields, sent after the last byte
+        self.want_trailers = False    # the app announced trailers (RESPONSE_START)
+        self.blocked_since: float | None = None  # out held by a zero window since
+        self.body_done = False        # the client's END_STREAM came
+        self.body_bytes = 0
+        self.unacked = 0              # received flow-controlled bytes not yet acknowledged
+        self.last_read = now
+
+    # --- the stream interface: the stream layer calls proto.X(ex, ...) with proto is ex ---
+
+    def start_response(self, ex, status: int, headers, trailers: bool = False) -> bool:
+        return self.conn.start_response(self, status, headers, trailers)
+
+    def send_data(self, ex, data: bytes, end: bool = False) -> None:
+        self.conn.send_data(self, data, end)
+
+    def send_trailers(self, ex, headers) -> None:
+        self.conn.send_trailers(self, headers)
+
+    def end_response(self, ex) -> None:
+        self.conn.send_data(self, b"", True)
+
+    def end_open_response(self, ex) -> None:
+        self.conn.send_data(self, b"", True)
+
+    def error_response(self, ex, status: int, extra_headers=()) -> None:
+        self.conn.error_response(self, status, extra_headers)
+
+    def abort_response(self, ex, why: str) -> None:
+        self.conn.reset(self, ErrorCodes.INTERNAL_ERROR, why)
+
+    def writable(self, ex) -> bool:
+        return not self.out and self.conn.write_blocked_since is None
+
+    def send_continue(self, ex) -> None:
+        pass   # HTTP/2 clients do not wait for 100 (curl sends no Expect over h2)
+
+    def pause_body(self, ex) -> None:
+        pass   # the stream's window stops the client: nothing is acknowledged until read
+
+    def resume_body(self, ex) -> None:
+        pass
+
+    def body_read(self, ex, n: int) -> None:
+        self.conn.body_read(self, n)
+
+
+def request_head(headers) -> h1.Request | None:
+    """The request head of an HTTP/2 stream as the HTTP/1.1 code has it (h1.Request), with
+    ``http_version`` "2"; None if it is malformed (h2 checked the pseudo-fields already)."""
+    method = path = authority = None
+    fields = []
+    cookies = []
+    host = False
+    for name, value in headers:
+        if name[:1] == b":":
+            if name == b":method":
+                method = value
+            elif name == b":path":
+                path = value
+            elif name == b":authority":
+                authority = value
+            continue
+        if name == b"cookie":   # RFC 9113 8.2.3: one field again for an HTTP/1.1 app
+            cookies.append(value)
+            continue
+        if name == b"host":
+            host = True
+        fields.append((name, value))
+    if method is None or not path or (path[:1] != b"/" and path != b"*"):
+        return None
+    if cookies:
+        fields.append((b"cookie", b"; ".join(cookies)))
+    if authority is not None and not host:
+        fields.insert(0, (b"host", authority))
+    raw_path, _, query = path.partition(b"?")
+    length = None
+    for name, value in fields:
+        if name == b"content-length":
+            try:
+                length = int(value)
+            except ValueError:
+                return None
+    return h1.Request(method, path, h1._decode_path(raw_path), raw_path, query, "2", fields,
+                      True, False, None, length, False)
