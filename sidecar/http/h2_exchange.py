@@ -14,6 +14,7 @@ from collections import deque
 from h2.errors import ErrorCodes
 
 from . import h1
+from .h1_head import decode_path
 
 __all__ = ["H2Exchange", "request_head"]
 
@@ -124,5 +125,5 @@ def request_head(headers) -> h1.Request | None:
                 length = int(value)
             except ValueError:
                 return None
-    return h1.Request(method, path, h1._decode_path(raw_path), raw_path, query, "2", fields,
+    return h1.Request(method, path, decode_path(raw_path), raw_path, query, "2", fields,
                       True, False, None, length, False)
