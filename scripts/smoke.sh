@@ -36,7 +36,8 @@ find_python() {  # prints the interpreter for version $1 (X.Y), or nothing
 }
 
 pythons="${SIDECAR_SMOKE_PYTHONS:-3.12 3.13}"
-version="$(.venv/bin/python -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')"
+version="$(.venv/bin/python -c 'import tomllib
+print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')"
 work=build/smoke
 rm -rf "$work"
 mkdir -p "$work"
@@ -48,9 +49,11 @@ sdist="$(ls "$work"/sidecar-*.tar.gz)"
 
 failed=()
 for v in $pythons; do
-    python="$(find_python "$v")"
+    python="$(find_python "$v" || true)"
     if [ -z "$python" ]; then
-        say "FAILED: Python $v not found (no python$v on PATH, none in ${PYENV_ROOT:-$HOME/.pyenv}/versions/$v.*): install it (pyenv install $v, or Debian's python$v) or leave it out of SIDECAR_SMOKE_PYTHONS" >&2
+        say "FAILED: Python $v not found (no python$v on PATH, none in" \
+            "${PYENV_ROOT:-$HOME/.pyenv}/versions/$v.*): install it (pyenv install $v," \
+            "or Debian's python$v) or leave it out of SIDECAR_SMOKE_PYTHONS" >&2
         failed+=("$v")
         continue
     fi
