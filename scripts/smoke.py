@@ -215,17 +215,14 @@ def main() -> int:
         os.chdir(tmp)
         try:
             run(args, tmp)
-        except SystemExit:
+        except (SystemExit, Exception) as exc:  # a failed check, or an unexpected error
+            if not isinstance(exc, SystemExit):
+                print(f"smoke: FAIL {type(exc).__name__}: {exc}", flush=True)
             log = os.path.join(tmp, "server.log")
             if os.path.exists(log):
-                sys.stdout.write(open(log, errors="replace").read()[-6000:])
+                with open(log, errors="replace") as fh:
+                    sys.stdout.write(fh.read()[-6000:])
             print(f"smoke: {label}: FAILED", flush=True)
-            return 1
-        except Exception as exc:  # an unexpected error is a failure with its reason
-            print(f"smoke: FAIL {type(exc).__name__}: {exc}", flush=True)
-            log = os.path.join(tmp, "server.log")
-            if os.path.exists(log):
-                sys.stdout.write(open(log, errors="replace").read()[-6000:])
             return 1
     print(f"smoke: {label}: all {len(RESULTS)} checks passed", flush=True)
     return 0
