@@ -62,7 +62,7 @@ fi
 # Whatever pip would build from: project metadata, the C ring and its cffi build script.
 build_inputs() {
     {
-        ls pyproject.toml setup.py setup.cfg build.py 2>/dev/null || true
+        ls pyproject.toml setup.py setup.cfg build_ffi.py 2>/dev/null || true
         find native sidecar -type f \( -name '*.c' -o -name '*.h' -o -name '*build*.py' \) \
             2>/dev/null || true
     } | LC_ALL=C sort | xargs -r sha256sum

@@ -14,6 +14,7 @@ import sys
 import tomllib
 from dataclasses import fields
 
+from sidecar import version
 from sidecar.config import EXIT_USAGE, Config
 
 
@@ -65,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
                 epilog="`sidecar status --help`: ask a running server about its workers; "
                        "`sidecar reload --help`: replace them, waiting until the new ones serve.")
     p.add_argument("app", nargs="?", help="the ASGI app, MODULE:ATTRIBUTE (default: the demo)")
+    p.add_argument("--version", "-V", action="version", version=f"sidecar {version()} "
+                   f"(Python {sys.version.split()[0]})")
     p.add_argument("--config", metavar="FILE", help="TOML file with settings (keys as flags)")
     p.add_argument("--uds", metavar="PATH", help="listen on this Unix socket")
     p.add_argument("--uds-mode", type=_mode, metavar="OCTAL", help="Unix socket mode (660)")

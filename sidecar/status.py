@@ -1,6 +1,7 @@
 """Ask a running server over its control socket:
 
     sidecar status [WHICH] [--json]          its workers, rings and counters
+    sidecar status [WHICH] --ready | --live  probes: exit 0 or 1, one line (Kubernetes)
     sidecar reload [WHICH] [--timeout S]     the SIGHUP reload, returning when it is over
 
 WHICH names the server as it was started (``find_control``): ``--control PATH``, ``--uds
@@ -263,18 +264,51 @@ def _parse(prog: str, description: str, argv: list[str], extra) -> argparse.Name
         return None
 
 
+def readiness(st: dict) -> str | None:
+    """Why the server should get no new requests now (None: it should): starting (no worker
+    passed lifespan startup yet), stopping (draining for SIGTERM), or no worker ready (all
+    down, restarting).  A reload keeps it ready: the old workers serve until the new do."""
+    ready = sum(w["state"] == "ready" for w in st["workers"])
+    if st["state"] != "ready":
+        return f"{st['state']}, {ready}/{len(st['workers'])} workers ready"
+    if not ready:
+        return f"no worker ready (of {len(st['workers'])})"
+    return None
+
+
+def _status_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print the raw status as JSON")
+    probe = p.add_mutually_exclusive_group()
+    probe.add_argument("--ready", action="store_true",
+                       help="readiness probe: exit 0 if the server takes requests (ready, with a "
+                            "ready worker), else 1")
+    probe.add_argument("--live", action="store_true",
+                       help="liveness probe: exit 0 if the front-end's event loop answers within "
+                            "--timeout (what systemd's watchdog checks), else 1")
+    p.add_argument("--timeout", type=_positive, default=TIMEOUT, metavar="S",
+                   help=f"give up after S seconds ({TIMEOUT:g})")
+
+
 def main(argv: list[str]) -> int:
-    args = _parse("sidecar status", "Show a running sidecar's workers.", argv,
-                  lambda p: p.add_argument("--json", action="store_true",
-                                           help="print the raw status as JSON"))
+    args = _parse("sidecar status", "Show a running sidecar's workers.", argv, _status_options)
     if args is None:
         return 2
     try:
-        st = request(find_control(args), {"cmd": "status"})["status"]
+        st = request(find_control(args), {"cmd": "status"}, timeout=args.timeout)["status"]
     except StatusError as exc:
         print(f"sidecar status: error: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps(st, indent=2) if args.json else render(st))
+    if args.live:
+        print(f"live: pid {st['pid']} answered ({st['state']})")
+    elif args.ready:
+        why = readiness(st)
+        if why is not None:
+            print(f"sidecar status: not ready: {why}", file=sys.stderr)
+            return 1
+        ready = sum(w["state"] == "ready" for w in st["workers"])
+        print(f"ready: {ready}/{len(st['workers'])} workers ready")
+    else:
+        print(json.dumps(st, indent=2) if args.json else render(st))
     return 0
 
 

@@ -10,6 +10,6 @@ from sidecar.http import h1
 def speedups(request, monkeypatch):
     """Which head parser the test runs against: "c" (fast path first) or "python"."""
     if request.param == "c" and not h1.HAVE_SPEEDUPS:
-        pytest.fail("sidecar._h1 is not built (pip install -e . or python build.py)")
+        pytest.fail("sidecar._h1 is not built (pip install -e . or python build_ffi.py)")
     monkeypatch.setattr(h1, "speedups", request.param == "c")
     return request.param

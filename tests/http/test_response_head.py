@@ -144,7 +144,7 @@ def _outcome(speedups: bool, monkeypatch, *args, **kw):
 
 def test_c_and_python_agree_on_random_heads(monkeypatch):
     if not h1.HAVE_SPEEDUPS:
-        pytest.fail("sidecar._h1 is not built (pip install -e . or python build.py)")
+        pytest.fail("sidecar._h1 is not built (pip install -e . or python build_ffi.py)")
     rng = random.Random(20261204)
     taken = 0
     for _ in range(20000):
@@ -197,7 +197,7 @@ def _c_takes(status, headers, *, method, http_version, keep_alive, date, server,
 ])
 def test_ordinary_heads_take_the_c_path(headers):
     if not h1.HAVE_SPEEDUPS:
-        pytest.fail("sidecar._h1 is not built (pip install -e . or python build.py)")
+        pytest.fail("sidecar._h1 is not built (pip install -e . or python build_ffi.py)")
     for method in (b"GET", b"HEAD"):
         for version in ("1.1", "1.0"):
             assert _c_takes(200, headers, method=method, http_version=version,

@@ -12,7 +12,7 @@
 
 The cdefs are read from the real headers, between the ``cffi:begin`` / ``cffi:end`` markers,
 so the C declarations live in one place.  ``pip install .`` runs this through setup.py's
-``cffi_modules``; ``python build.py`` builds the modules in place for development.
+``cffi_modules``; ``python build_ffi.py`` builds the modules in place for development.
 """
 import pathlib
 
