@@ -141,6 +141,7 @@ class H2Connection:
             evs = self.h2.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
             code = getattr(exc, "error_code", ErrorCodes.PROTOCOL_ERROR)
+            code = self._rfc_code(exc, code)
             log.info("HTTP/2 connection error from %s: %s (%s)", self.io.peer,
                      exc or type(exc).__name__, ErrorCodes(code).name
                      if code in ErrorCodes._value2member_map_ else code)
@@ -170,6 +171,23 @@ class H2Connection:
                             f"rapid reset ({self.resets} streams reset by the client)")
                 return
         self._flush()
+
+    def _rfc_code(self, exc: Exception, code: int) -> int:
+        """The code RFC 9113 names where h2 says PROTOCOL_ERROR: COMPRESSION_ERROR for a
+        header block HPACK cannot decode (4.3), FRAME_SIZE_ERROR for a SETTINGS ACK with a
+        payload (6.5); h2's queued GOAWAY (its last 17 bytes out) is rewritten to say so."""
+        cause = str(exc.__cause__ or "")
+        if str(exc).startswith("Error decoding header block"):
+            want = ErrorCodes.COMPRESSION_ERROR
+        elif cause.startswith("SETTINGS ack frame must not have payload"):
+            want = ErrorCodes.FRAME_SIZE_ERROR
+        else:
+            return code
+        out = self.h2.data_to_send()
+        if len(out) >= 17 and out[-14] == 0x7:   # h2's GOAWAY: type 7, 8 bytes, no debug data
+            out = out[:-17] + _goaway(self.h2.highest_inbound_stream_id, want)
+        self.io.write(out)
+        return want
 
     def _on_request(self, ev: h2.events.RequestReceived, now: float) -> None:
         sid = ev.stream_id
