@@ -164,7 +164,8 @@ class Small:
                 self.echo.clear()
                 self.expected.clear()
             msg = f"stream {self.k} round {self.rounds} ".encode().ljust(MESSAGE, b".")
-            if self.cl.send(self.sid, msg) == len(msg):
+            if self.cl.conn.local_flow_control_window(self.sid) >= len(msg):   # whole or not
+                assert self.cl.send(self.sid, msg) == len(msg)
                 self.sent += len(msg)
                 self.expected += msg
             return done
