@@ -64,6 +64,7 @@ from hyperframe.frame import GoAwayFrame
 
 from . import h1
 from .fields import check_fields
+from .h2_checks import rfc_code, valid_fields
 from .h2_exchange import H2Exchange, request_head
 from .limits import H2Limits
 from .h1_connection import Timeouts
@@ -97,6 +98,7 @@ class H2Connection:
         # spends more per response on them than on the rest of its work
         config = h2.config.H2Configuration(client_side=False, header_encoding=None,
                                            validate_outbound_headers=False,
+                                           validate_inbound_headers=False,   # valid_fields
                                            normalize_outbound_headers=False,
                                            split_outbound_cookies=False)
         self.h2 = conn = h2.connection.H2Connection(config=config)
@@ -141,6 +143,13 @@ class H2Connection:
             evs = self.h2.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
             code = getattr(exc, "error_code", ErrorCodes.PROTOCOL_ERROR)
+            rfc = rfc_code(exc)   # where h2 says PROTOCOL_ERROR and the RFC another code
+            if rfc is not None:
+                out = self.h2.data_to_send()   # ends with h2's GOAWAY: 17 bytes, type 7
+                if len(out) >= 17 and out[-14] == 0x7:
+                    out = out[:-17]
+                self.io.write(out + _goaway(self.h2.highest_inbound_stream_id, rfc))
+                code = rfc
             log.info("HTTP/2 connection error from %s: %s (%s)", self.io.peer,
                      exc or type(exc).__name__, ErrorCodes(code).name
                      if code in ErrorCodes._value2member_map_ else code)
@@ -176,7 +185,7 @@ class H2Connection:
         if self.draining:   # after our GOAWAY: refused, the client retries elsewhere
             self.h2.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
             return
-        req = request_head(ev.headers)
+        req = request_head(ev.headers) if valid_fields(ev.headers) else None
         if req is None:
             log.info("HTTP/2 malformed request from %s on stream %d", self.io.peer, sid)
             self.h2.reset_stream(sid, ErrorCodes.PROTOCOL_ERROR)
@@ -240,6 +249,11 @@ class H2Connection:
         if ex is not None and not ex.body_done and not ex.closed and not ex.complete:
             ex.body_done = True
             ex.stream.on_body(b"", False)   # END_STREAM on an empty DATA or trailers
+
+    def _on_trailers(self, ev: h2.events.TrailersReceived, now: float) -> None:
+        ex = self.exchanges.get(ev.stream_id)
+        if ex is not None and not valid_fields(ev.headers, trailers=True):
+            self.reset(ex, ErrorCodes.PROTOCOL_ERROR, "malformed trailers")
 
     def _on_reset(self, ev: h2.events.StreamReset, now: float) -> None:
         if not ev.remote_reset:
@@ -579,6 +593,7 @@ _HANDLERS = {
     h2.events.RequestReceived: H2Connection._on_request,
     h2.events.DataReceived: H2Connection._on_data,
     h2.events.StreamEnded: H2Connection._on_stream_ended,
+    h2.events.TrailersReceived: H2Connection._on_trailers,
     h2.events.StreamReset: H2Connection._on_reset,
     h2.events.WindowUpdated: H2Connection._on_window,
     h2.events.RemoteSettingsChanged: H2Connection._on_settings,

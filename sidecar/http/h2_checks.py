@@ -1,0 +1,42 @@
+"""Where sidecar completes or corrects python-hyper's h2 checks of what a client sends, so that
+each error is the one RFC 9113 and RFC 7541 require (tests/e2e/test_h2_conformance.py).
+
+- A malformed request (RFC 9113 8.2, 8.3: uppercase or connection-specific fields, TE other
+  than "trailers", bad or missing pseudo-fields) is a stream error, PROTOCOL_ERROR, and the
+  connection's other streams go on (8.1.1).  h2's own inbound check raises from
+  ``receive_data``, which ends the whole connection, so it is off (H2Connection) and
+  ``valid_fields`` runs the same validator per request and per trailer block instead.
+- h2 answers PROTOCOL_ERROR to a header block HPACK cannot decode and to a SETTINGS ACK with
+  a payload; the RFCs say COMPRESSION_ERROR (9113 4.3) and FRAME_SIZE_ERROR (9113 6.5):
+  ``rfc_code`` names the code for the GOAWAY instead.
+"""
+from __future__ import annotations
+
+from h2.errors import ErrorCodes
+from h2.exceptions import ProtocolError
+from h2.utilities import HeaderValidationFlags, validate_headers
+
+__all__ = ["rfc_code", "valid_fields"]
+
+_REQUEST = HeaderValidationFlags(is_client=False, is_trailer=False, is_response_header=False,
+                                 is_push_promise=False)
+_TRAILERS = _REQUEST._replace(is_trailer=True)
+
+
+def valid_fields(headers, trailers: bool = False) -> bool:
+    """A request's fields (or its trailers) as RFC 9113 8.2 and 8.3 want them."""
+    try:
+        for _ in validate_headers(headers, _TRAILERS if trailers else _REQUEST):
+            pass
+    except ProtocolError:
+        return False
+    return True
+
+
+def rfc_code(exc: Exception) -> ErrorCodes | None:
+    """The error code the RFC names for h2's ProtocolError ``exc``, where it is not h2's."""
+    if str(exc).startswith("Error decoding header block"):
+        return ErrorCodes.COMPRESSION_ERROR
+    if str(exc.__cause__ or "").startswith("SETTINGS ack frame must not have payload"):
+        return ErrorCodes.FRAME_SIZE_ERROR
+    return None
