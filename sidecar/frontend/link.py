@@ -228,6 +228,10 @@ class WorkerLink(RingLink):
             # an idle worker handed a stream is alive as of now, whenever it last beat
             self.last_progress = start = now
             self.work_end = now
+        elif now - self.last_progress <= HELD:
+            # seen to run within HELD (a record from it): not held, whatever its heartbeat
+            # says (alive_at is at least last_progress), so the ring's beat is not read
+            start = now
         else:
             # a held worker's queue has not moved since it was last seen to run (busy)
             alive = self.alive_at()
