@@ -221,14 +221,45 @@ _SHAPES = {
 }
 
 
+def check_all(evs: list) -> bool:
+    """Whether every event of a batch is one of the kinds of every request or message,
+    well-formed (``check``'s fast path, the same tests): one call a batch.  False: check
+    each event with ``check``, which says what is wrong."""
+    for ev in evs:
+        kind = ev[0]
+        n = len(ev)
+        if kind == RESPONSE_BODY or kind == HTTP_BODY:
+            if n == 4 and type(ev[2]) is bytes and type(ev[3]) is bool:
+                continue
+        elif kind == APP_DONE:
+            if n == 3 and (ev[2] is None or type(ev[2]) is str):
+                continue
+        elif kind == RESPONSE_START:
+            if n == 5 and type(ev[2]) is int and type(ev[4]) is bool and type(ev[3]) is list:
+                for pair in ev[3]:
+                    if type(pair) is not list or len(pair) != 2 or type(pair[0]) is not bytes \
+                            or type(pair[1]) is not bytes:
+                        return False
+                continue
+        elif kind == WS_SEND or kind == WS_RECEIVE:
+            if n == 4 and (type(ev[2]) is bytes or type(ev[2]) is str) and type(ev[3]) is bool:
+                continue
+        return False
+    return True
+
+
 def check(ev: list) -> None:
     """Validate the field count and types of any event kind (headers deep-checked)."""
     kind = ev[0]
     # Fast path for the kinds of every request, in the order they are most common; anything
     # it does not accept falls through to the table below, which says what is wrong.
+    # (check_all has the same tests for a whole batch.)
     n = len(ev)
     if kind == RESPONSE_BODY or kind == HTTP_BODY:
         if n == 4 and type(ev[2]) is bytes and type(ev[3]) is bool:
+            return
+    elif kind == WS_SEND or kind == WS_RECEIVE:
+        if n == 4 and (type(ev[2]) is bytes or type(ev[2]) is str) and type(ev[3]) is bool:
             return
     elif kind == APP_DONE:
         if n == 3 and (ev[2] is None or type(ev[2]) is str):

@@ -250,17 +250,21 @@ class WorkerLink(RingLink):
         """A batch of decoded events (``Consumer.read_events``: each ``[int, int, ...]``)."""
         self.last_progress = now = self.loop.time()
         check, streams = events.check, self.streams
+        # the usual batch passes as a whole (one call); else each event is checked
+        checked = events.check_all(evs)
         for ev in evs:
-            try:
-                check(ev)
-            except events.ProtocolError as exc:
-                if exc.sid is None or exc.sid == 0:
-                    raise
-                log.error("worker %d: protocol error on stream %d: %s", self.index, exc.sid, exc)
-                stream = streams.pop(exc.sid, None)
-                if stream is not None:
-                    stream.on_worker_lost()
-                continue
+            if not checked:
+                try:
+                    check(ev)
+                except events.ProtocolError as exc:
+                    if exc.sid is None or exc.sid == 0:
+                        raise
+                    log.error("worker %d: protocol error on stream %d: %s", self.index,
+                              exc.sid, exc)
+                    stream = streams.pop(exc.sid, None)
+                    if stream is not None:
+                        stream.on_worker_lost()
+                    continue
             sid = ev[1]
             if sid:
                 stream = streams.get(sid)
