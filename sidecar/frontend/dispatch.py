@@ -112,8 +112,11 @@ class Dispatcher:
             stream.overloaded()
             return
         links = self.links
-        if len(links) == 1 and not self.config.limit_worker_streams:
-            link = links[0]   # pick()'s first rule, without the call: one worker, no cap
+        if len(links) == 1:   # pick()'s first rule, without the call: one worker
+            link = links[0]
+            cap = self.config.limit_worker_streams
+            if cap and len(link.streams) >= cap:
+                link = None
         else:
             link = self.pick(stream)
         if link is not None and not self.waiting:

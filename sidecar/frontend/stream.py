@@ -251,7 +251,17 @@ class Stream(StreamBase):
     def on_worker_event(self, ev: list) -> None:
         kind = ev[0]
         if kind == RESPONSE_BODY:
-            self._on_body(ev[2], ev[3])
+            # _on_body's usual case written out: once or more a request
+            proto, ex = self.proto, self.ex
+            if proto.closed or not ex.started or ex.complete:
+                self._on_body(ev[2], ev[3])
+            elif ev[3]:
+                data = ev[2]
+                if data:
+                    proto.send_data(ex, data)
+                    self.grant(len(data))
+            else:
+                proto.send_data(ex, ev[2], True)
         elif kind == RESPONSE_START:
             self._on_start(ev[2], ev[3], ev[4])
         elif kind == APP_DONE:

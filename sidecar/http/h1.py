@@ -501,6 +501,20 @@ class RequestParser:
         else:
             raw_path = data[method_end + 1:path_end]
             query_string = data[path_end + 1:target_end]
+        # _emit_request written out for the usual head (no body, no upgrade): once a request
+        if content_length <= 0 and not chunked and upgrade_start < 0:
+            keep_alive = keep_alive == 1
+            events.append(_new_request(Request, (
+                data[pos:method_end], target,
+                decode_path(raw_path) if percent else raw_path.decode("latin-1"),
+                raw_path, query_string, "1.1" if minor else "1.0", headers, keep_alive,
+                expect_continue == 1, None, None if content_length < 0 else content_length,
+                False, packed)))
+            events.append(_END)
+            self._keep_alive = keep_alive
+            if not keep_alive:
+                self._state = _CLOSED
+            return size
         self._emit_request(
             events, data[pos:method_end], target,
             decode_path(raw_path) if percent else raw_path.decode("latin-1"),
