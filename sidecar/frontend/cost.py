@@ -35,17 +35,26 @@ def route_of(req) -> tuple:
     return (req.method, req.raw_path, req.upgrade)
 
 
+class _Table(dict):
+    """route -> cost; a route not in it costs DEFAULT_COST (and is not added)."""
+
+    __slots__ = ()
+
+    def __missing__(self, key: tuple) -> float:
+        return DEFAULT_COST
+
+
 class RouteCosts:
     """Bounded table route -> EWMA of its service time in seconds."""
 
-    __slots__ = ("table", "size")
+    __slots__ = ("table", "size", "expect")
 
     def __init__(self, size: int = 256):
-        self.table: dict[tuple, float] = {}
+        self.table: dict[tuple, float] = _Table()
         self.size = size
-
-    def expect(self, key: tuple) -> float:
-        return self.table.get(key, DEFAULT_COST)
+        #: expect(route): the route's expected service time, DEFAULT_COST if not learned
+        #: yet.  The table's own lookup, a C call: it is asked at every dispatch.
+        self.expect = self.table.__getitem__
 
     def learn(self, key: tuple, sample: float) -> None:
         if sample > MAX_SAMPLE or sample < 0.0:

@@ -265,7 +265,12 @@ class Stream(StreamBase):
         elif kind == RESPONSE_START:
             self._on_start(ev[2], ev[3], ev[4])
         elif kind == APP_DONE:
-            self._on_app_done(ev[2])
+            if ev[2] is None and self.ex.complete:
+                # _on_app_done's usual case, written out: the app returned after its whole
+                # response, and there is nothing more to do
+                self.app_done = True
+            else:
+                self._on_app_done(ev[2])
         elif kind == RECV_CREDIT:
             self._on_recv_credit(ev[2])
         elif kind == RESPONSE_TRAILERS:
