@@ -104,12 +104,14 @@ class ProtocolError(ValueError):
 # ``pack`` makes of the whole event (tests/http/test_h1_pack.py checks it over a corpus).
 _REQUEST_PREFIX = b"\x9e\x01"   # a msgpack array of 14, kind 1
 _MORE = (b"\xc2", b"\xc3")       # msgpack false, true
+_EMPTY_BIN = b"\xc4\x00"          # msgpack b"" (most requests have no body)
 
 
 def request_record(sid: int, packed_scope: bytes, body: bytes, more: bool) -> bytes:
     """The HTTP_REQUEST record of stream ``sid`` from its ten packed scope fields (method …
     root_path), with the first body bytes."""
-    return b"".join((_REQUEST_PREFIX, pack(sid), packed_scope, pack(body), _MORE[more]))
+    return b"".join((_REQUEST_PREFIX, pack(sid), packed_scope,
+                     pack(body) if body else _EMPTY_BIN, _MORE[more]))
 
 
 def unpack(view) -> list:
