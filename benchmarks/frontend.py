@@ -33,6 +33,7 @@ import uvloop
 
 from benchmarks.cpu import BROWSER_HEADERS
 from benchmarks.worker import _Worker, run_options, summary
+from sidecar import gc_tuning
 from sidecar.config import Config
 from sidecar.frontend.http_conn import HTTPConnection
 from sidecar.frontend.link import WorkerLink
@@ -244,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             fe.pool.start()
             await asyncio.wait_for(fe.pool.wait_ready(), 60)
+        gc_tuning.tune()   # as FrontEnd.run and Worker.run do once started
         try:
             if args.websocket:
                 await run_once_ws(fe, args.requests // 4 or 1, args.concurrency)  # warm-up

@@ -104,12 +104,14 @@ class ProtocolError(ValueError):
 # ``pack`` makes of the whole event (tests/http/test_h1_pack.py checks it over a corpus).
 _REQUEST_PREFIX = b"\x9e\x01"   # a msgpack array of 14, kind 1
 _MORE = (b"\xc2", b"\xc3")       # msgpack false, true
+_EMPTY_BIN = b"\xc4\x00"          # msgpack b"" (most requests have no body)
 
 
 def request_record(sid: int, packed_scope: bytes, body: bytes, more: bool) -> bytes:
     """The HTTP_REQUEST record of stream ``sid`` from its ten packed scope fields (method …
     root_path), with the first body bytes."""
-    return b"".join((_REQUEST_PREFIX, pack(sid), packed_scope, pack(body), _MORE[more]))
+    return b"".join((_REQUEST_PREFIX, pack(sid), packed_scope,
+                     pack(body) if body else _EMPTY_BIN, _MORE[more]))
 
 
 def unpack(view) -> list:
@@ -221,14 +223,45 @@ _SHAPES = {
 }
 
 
+def check_all(evs: list) -> bool:
+    """Whether every event of a batch is one of the kinds of every request or message,
+    well-formed (``check``'s fast path, the same tests): one call a batch.  False: check
+    each event with ``check``, which says what is wrong."""
+    for ev in evs:
+        kind = ev[0]
+        n = len(ev)
+        if kind == RESPONSE_BODY or kind == HTTP_BODY:
+            if n == 4 and type(ev[2]) is bytes and type(ev[3]) is bool:
+                continue
+        elif kind == APP_DONE:
+            if n == 3 and (ev[2] is None or type(ev[2]) is str):
+                continue
+        elif kind == RESPONSE_START:
+            if n == 5 and type(ev[2]) is int and type(ev[4]) is bool and type(ev[3]) is list:
+                for pair in ev[3]:
+                    if type(pair) is not list or len(pair) != 2 or type(pair[0]) is not bytes \
+                            or type(pair[1]) is not bytes:
+                        return False
+                continue
+        elif kind == WS_SEND or kind == WS_RECEIVE:
+            if n == 4 and (type(ev[2]) is bytes or type(ev[2]) is str) and type(ev[3]) is bool:
+                continue
+        return False
+    return True
+
+
 def check(ev: list) -> None:
     """Validate the field count and types of any event kind (headers deep-checked)."""
     kind = ev[0]
     # Fast path for the kinds of every request, in the order they are most common; anything
     # it does not accept falls through to the table below, which says what is wrong.
+    # (check_all has the same tests for a whole batch.)
     n = len(ev)
     if kind == RESPONSE_BODY or kind == HTTP_BODY:
         if n == 4 and type(ev[2]) is bytes and type(ev[3]) is bool:
+            return
+    elif kind == WS_SEND or kind == WS_RECEIVE:
+        if n == 4 and (type(ev[2]) is bytes or type(ev[2]) is str) and type(ev[3]) is bool:
             return
     elif kind == APP_DONE:
         if n == 3 and (ev[2] is None or type(ev[2]) is str):

@@ -25,27 +25,38 @@ The rule, in one place:
 """
 from __future__ import annotations
 
+from operator import attrgetter
+
 DEFAULT_COST = 0.004   # seconds: a route not seen yet
 MAX_SAMPLE = 1.0       # seconds: longer streams teach nothing
 ALPHA = 0.2            # EWMA weight of a new sample
 
 
-def route_of(req) -> tuple:
-    """The table key of a request (an h1.Request): method, raw path, upgrade."""
-    return (req.method, req.raw_path, req.upgrade)
+#: route_of(req): the table key of a request (an h1.Request, or an HTTP/2 stream's): the tuple
+#: (method, raw path, upgrade).  An attrgetter, a C call: it is asked at every dispatch.
+route_of = attrgetter("method", "raw_path", "upgrade")
+
+
+class _Table(dict):
+    """route -> cost; a route not in it costs DEFAULT_COST (and is not added)."""
+
+    __slots__ = ()
+
+    def __missing__(self, key: tuple) -> float:
+        return DEFAULT_COST
 
 
 class RouteCosts:
     """Bounded table route -> EWMA of its service time in seconds."""
 
-    __slots__ = ("table", "size")
+    __slots__ = ("table", "size", "expect")
 
     def __init__(self, size: int = 256):
-        self.table: dict[tuple, float] = {}
+        self.table: dict[tuple, float] = _Table()
         self.size = size
-
-    def expect(self, key: tuple) -> float:
-        return self.table.get(key, DEFAULT_COST)
+        #: expect(route): the route's expected service time, DEFAULT_COST if not learned
+        #: yet.  The table's own lookup, a C call: it is asked at every dispatch.
+        self.expect = self.table.__getitem__
 
     def learn(self, key: tuple, sample: float) -> None:
         if sample > MAX_SAMPLE or sample < 0.0:

@@ -111,7 +111,14 @@ class Dispatcher:
             self._log_over_limit("%d streams in flight (--limit-streams): answering 503", limit)
             stream.overloaded()
             return
-        link = self.pick(stream)
+        links = self.links
+        if len(links) == 1:   # pick()'s first rule, without the call: one worker
+            link = links[0]
+            cap = self.config.limit_worker_streams
+            if cap and len(link.streams) >= cap:
+                link = None
+        else:
+            link = self.pick(stream)
         if link is not None and not self.waiting:
             stream.dispatch(link, body, more)
             if self.on_dispatched is not None:

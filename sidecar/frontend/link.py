@@ -228,6 +228,10 @@ class WorkerLink(RingLink):
             # an idle worker handed a stream is alive as of now, whenever it last beat
             self.last_progress = start = now
             self.work_end = now
+        elif now - self.last_progress <= HELD:
+            # seen to run within HELD (a record from it): not held, whatever its heartbeat
+            # says (alive_at is at least last_progress), so the ring's beat is not read
+            start = now
         else:
             # a held worker's queue has not moved since it was last seen to run (busy)
             alive = self.alive_at()
@@ -246,17 +250,21 @@ class WorkerLink(RingLink):
         """A batch of decoded events (``Consumer.read_events``: each ``[int, int, ...]``)."""
         self.last_progress = now = self.loop.time()
         check, streams = events.check, self.streams
+        # the usual batch passes as a whole (one call); else each event is checked
+        checked = events.check_all(evs)
         for ev in evs:
-            try:
-                check(ev)
-            except events.ProtocolError as exc:
-                if exc.sid is None or exc.sid == 0:
-                    raise
-                log.error("worker %d: protocol error on stream %d: %s", self.index, exc.sid, exc)
-                stream = streams.pop(exc.sid, None)
-                if stream is not None:
-                    stream.on_worker_lost()
-                continue
+            if not checked:
+                try:
+                    check(ev)
+                except events.ProtocolError as exc:
+                    if exc.sid is None or exc.sid == 0:
+                        raise
+                    log.error("worker %d: protocol error on stream %d: %s", self.index,
+                              exc.sid, exc)
+                    stream = streams.pop(exc.sid, None)
+                    if stream is not None:
+                        stream.on_worker_lost()
+                    continue
             sid = ev[1]
             if sid:
                 stream = streams.get(sid)

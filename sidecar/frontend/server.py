@@ -18,6 +18,7 @@ import socket
 import time
 from email.utils import formatdate
 
+from sidecar import gc_tuning
 from sidecar.config import EXIT_OK, Config
 from sidecar.ring_link import Batcher
 from sidecar.frontend.http_conn import HTTPConnection
@@ -243,6 +244,7 @@ class FrontEnd:
             self._fatal(3, f"workers not ready after {self.config.worker_start_timeout:.0f}s")
         ready.cancel()
         if not self._stop.is_set():
+            gc_tuning.tune()   # started: fewer young-generation passes (sidecar/gc_tuning.py)
             for sock in self.sockets:
                 tls = self.tls if sock.family != socket.AF_UNIX else None
                 # the handshake is part of the request head's time (nginx counts it so too)

@@ -251,11 +251,26 @@ class Stream(StreamBase):
     def on_worker_event(self, ev: list) -> None:
         kind = ev[0]
         if kind == RESPONSE_BODY:
-            self._on_body(ev[2], ev[3])
+            # _on_body's usual case written out: once or more a request
+            proto, ex = self.proto, self.ex
+            if proto.closed or not ex.started or ex.complete:
+                self._on_body(ev[2], ev[3])
+            elif ev[3]:
+                data = ev[2]
+                if data:
+                    proto.send_data(ex, data)
+                    self.grant(len(data))
+            else:
+                proto.send_data(ex, ev[2], True)
         elif kind == RESPONSE_START:
             self._on_start(ev[2], ev[3], ev[4])
         elif kind == APP_DONE:
-            self._on_app_done(ev[2])
+            if ev[2] is None and self.ex.complete:
+                # _on_app_done's usual case, written out: the app returned after its whole
+                # response, and there is nothing more to do
+                self.app_done = True
+            else:
+                self._on_app_done(ev[2])
         elif kind == RECV_CREDIT:
             self._on_recv_credit(ev[2])
         elif kind == RESPONSE_TRAILERS:

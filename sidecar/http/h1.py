@@ -156,7 +156,7 @@ class RequestParser:
 
     __slots__ = ("_limits", "_upgrade_protocols", "_hp", "_cb", "_state", "_buf", "_fed",
                  "_rl_len", "_error", "_keep_alive", "_remaining", "_body_seen", "_trailer_bytes",
-                 "_trailer_count", "_trailing", "_climits", "_scope", "_rescope")
+                 "_trailer_count", "_trailing", "_climits", "_scope", "_rescope", "head_pending")
 
     def __init__(self, limits: Limits = Limits(), *,
                  upgrade_protocols: frozenset[bytes] = frozenset((b"websocket",))):
@@ -178,6 +178,10 @@ class RequestParser:
         self._climits = None      # the limits as the C speedup takes them, once needed
         self._scope = None        # h1_pack_request's connection arguments (pack_requests)
         self._rescope = None
+        #: True while part of a request head has arrived and its end has not (the header
+        #: timeout runs); empty lines before a request line do not count.  An attribute
+        #: that feed() and stop() keep, not a property: the connection reads it per feed.
+        self.head_pending = False
 
     # --- public API ----------------------------------------------------------------------
 
@@ -197,15 +201,75 @@ class RequestParser:
 
     def feed(self, data: bytes) -> list[Request | Body | EndOfMessage | ProtocolError]:
         """Parse ``data`` (any split of the stream) and return the events it completes."""
-        if self._state >= _UPGRADED:
-            if self._state == _UPGRADED:
-                self._trailing += data
-            return []
         events: list = []
+        state = self._state
+        if state >= _UPGRADED:
+            if state == _UPGRADED:
+                self._trailing += data
+            self.head_pending = False
+            return events
+        # the parse loop, written out here: one call less per receive
         try:
-            self._parse(data, events)
+            n = len(data)
+            pos = 0
+            if self._buf:
+                pos = self._resume(data, events)
+                if pos < 0:
+                    pos = n   # the unit is still incomplete: all of data is buffered
+            while pos < n:
+                state = self._state
+                if state == _HEAD:
+                    if speedups and type(data) is bytes:
+                        size = self._fast_head(data, pos, events)
+                        if size:
+                            pos += size
+                            continue
+                    end = data.find(b"\r\n\r\n", pos)
+                    if end < 0:
+                        self._stash(data, pos)
+                        break
+                    head, pos = data[pos:end + 4], end + 4
+                    self._on_head(head, events)
+                elif state == _BODY or state == _CHUNK_DATA:
+                    remaining = self._remaining
+                    if n - pos < remaining:
+                        events.append(_body(data[pos:] if pos else data))
+                        self._remaining = remaining - (n - pos)
+                        break
+                    if remaining:
+                        events.append(_body(data[pos:pos + remaining]))
+                        pos += remaining
+                        self._remaining = 0
+                    if state == _BODY:
+                        self._end_message(events)
+                    else:
+                        self._state = _CHUNK_CRLF
+                elif state == _CHUNK_CRLF:
+                    if data.startswith(b"\r\n", pos):
+                        pos += 2
+                        self._state = _CHUNK_SIZE
+                    elif n - pos == 1 and data[pos] == 13:
+                        self._stash(data, pos)
+                        break
+                    else:
+                        raise _Reject(400, "missing CRLF after chunk data")
+                elif state <= _TRAILER:   # _CHUNK_SIZE or _TRAILER: a CRLF-terminated line
+                    nl = data.find(b"\r\n", pos)
+                    if nl < 0:
+                        self._stash(data, pos)
+                        break
+                    line, pos = data[pos:nl], nl + 2
+                    if state == _CHUNK_SIZE:
+                        self._on_chunk_line(line)
+                    else:
+                        self._on_trailer_line(line, events)
+                else:   # stopped inside this data
+                    if state == _UPGRADED:
+                        self._trailing += data[pos:]
+                    break
         except _Reject as exc:
             self._fail(events, exc)
+        self.head_pending = self._state == _HEAD and bool(self._buf)
         return events
 
     def take_trailing(self) -> bytes:
@@ -230,12 +294,6 @@ class RequestParser:
         return _BODY <= self._state <= _TRAILER
 
     @property
-    def head_pending(self) -> bool:
-        """True while part of a request head has arrived and its end has not (the header
-        timeout runs); empty lines before a request line do not count."""
-        return self._state == _HEAD and bool(self._buf)
-
-    @property
     def mid_request(self) -> bool:
         """True when the client may still be sending the current request: its head or body
         is incomplete, or the input was refused part way (closing now could reset the
@@ -256,67 +314,9 @@ class RequestParser:
             self._state = _CLOSED
             self._buf = bytearray()
             self._hp = None
+            self.head_pending = False
 
     # --- the loop ------------------------------------------------------------------------
-
-    def _parse(self, data: bytes, events: list) -> None:
-        pos = 0
-        if self._buf:
-            pos = self._resume(data, events)
-            if pos < 0:
-                return
-        n = len(data)
-        while pos < n:
-            state = self._state
-            if state == _HEAD:
-                if speedups and type(data) is bytes:
-                    size = self._fast_head(data, pos, events)
-                    if size:
-                        pos += size
-                        continue
-                end = data.find(b"\r\n\r\n", pos)
-                if end < 0:
-                    self._stash(data, pos)
-                    return
-                head, pos = data[pos:end + 4], end + 4
-                self._on_head(head, events)
-            elif state == _BODY or state == _CHUNK_DATA:
-                remaining = self._remaining
-                if n - pos < remaining:
-                    events.append(_body(data[pos:] if pos else data))
-                    self._remaining = remaining - (n - pos)
-                    return
-                if remaining:
-                    events.append(_body(data[pos:pos + remaining]))
-                    pos += remaining
-                    self._remaining = 0
-                if state == _BODY:
-                    self._end_message(events)
-                else:
-                    self._state = _CHUNK_CRLF
-            elif state == _CHUNK_CRLF:
-                if data.startswith(b"\r\n", pos):
-                    pos += 2
-                    self._state = _CHUNK_SIZE
-                elif n - pos == 1 and data[pos] == 13:
-                    self._stash(data, pos)
-                    return
-                else:
-                    raise _Reject(400, "missing CRLF after chunk data")
-            elif state <= _TRAILER:   # _CHUNK_SIZE or _TRAILER: a CRLF-terminated line
-                nl = data.find(b"\r\n", pos)
-                if nl < 0:
-                    self._stash(data, pos)
-                    return
-                line, pos = data[pos:nl], nl + 2
-                if state == _CHUNK_SIZE:
-                    self._on_chunk_line(line)
-                else:
-                    self._on_trailer_line(line, events)
-            else:   # stopped inside this data
-                if state == _UPGRADED:
-                    self._trailing += data[pos:]
-                return
 
     def _stash(self, data: bytes, pos: int) -> None:
         """Keep an incomplete head or line for the next feed()."""
@@ -501,6 +501,20 @@ class RequestParser:
         else:
             raw_path = data[method_end + 1:path_end]
             query_string = data[path_end + 1:target_end]
+        # _emit_request written out for the usual head (no body, no upgrade): once a request
+        if content_length <= 0 and not chunked and upgrade_start < 0:
+            keep_alive = keep_alive == 1
+            events.append(_new_request(Request, (
+                data[pos:method_end], target,
+                decode_path(raw_path) if percent else raw_path.decode("latin-1"),
+                raw_path, query_string, "1.1" if minor else "1.0", headers, keep_alive,
+                expect_continue == 1, None, None if content_length < 0 else content_length,
+                False, packed)))
+            events.append(_END)
+            self._keep_alive = keep_alive
+            if not keep_alive:
+                self._state = _CLOSED
+            return size
         self._emit_request(
             events, data[pos:method_end], target,
             decode_path(raw_path) if percent else raw_path.decode("latin-1"),

@@ -343,14 +343,26 @@ class H1Connection:
         ex.keep_alive = keep_alive
         if trailers and ex.chunked:
             ex.want_trailers = h1_response.takes_trailers(req.headers)
-        self._write_for(ex, head)
+        # _write_for(ex, head), written out: once a request
+        if not self.closed:
+            if ex.buffer is None:
+                self.io.write(head)
+            else:
+                ex.buffer.append(head)
         return length is None and not ex.head_only
 
     def send_data(self, ex: Exchange, data: bytes, end: bool = False) -> None:
         """Body bytes of a started response; ``end``: and that is the whole body."""
         if data and not ex.head_only:
             ex.sent_bytes += len(data)
-            self._write_for(ex, h1_response.encode_chunk(data) if ex.chunked else data)
+            if ex.chunked:
+                data = h1_response.encode_chunk(data)
+            # _write_for(ex, data), written out: once or more a request
+            if not self.closed:
+                if ex.buffer is None:
+                    self.io.write(data)
+                else:
+                    ex.buffer.append(data)
         if end:   # end_response, spelled out: once a request
             if ex.want_trailers:
                 return   # the last chunk carries the trailers (send_trailers)

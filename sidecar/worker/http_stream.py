@@ -250,10 +250,29 @@ class HttpStream(Waiting):
                 raise TypeError(f"response status must be an int, not {type(status).__name__}")
             if not 100 <= status <= 999:
                 raise RuntimeError(f"response status {status} is not in 100..999")
-            headers = _check_headers(message.get("headers", ()))
+            headers = message.get("headers", ())
+            # _check_headers' usual case written out (once a request), the record's size
+            # counted in the same pass; anything else goes through it
             size = FRAMING
-            for pair in headers:
-                size += len(pair[0]) + len(pair[1]) + HEADER_FRAMING
+            checked = []
+            if type(headers) is list and len(headers) <= 32:
+                append = checked.append
+                for pair in headers:
+                    if type(pair) is not tuple and type(pair) is not list or len(pair) != 2:
+                        break
+                    name, value = pair
+                    if (type(name) is not bytes or type(value) is not bytes
+                            or name not in _TOKEN_NAMES or _search_cr_lf_nul(value)):
+                        break
+                    append((name, value))
+                    size += len(name) + len(value) + HEADER_FRAMING
+                else:
+                    headers = checked
+            if headers is not checked:
+                headers = _check_headers(headers)
+                size = FRAMING
+                for pair in headers:
+                    size += len(pair[0]) + len(pair[1]) + HEADER_FRAMING
             self.started = True
             trailers = message.get("trailers") is True
             if trailers:

@@ -176,7 +176,8 @@ class HostLink(RingLink):
         pairs = check_request(ev)
         (_, sid, method, scheme, path, raw_path, query_string, _, client, server,
          http_version, root_path, body, more_body) = ev
-        self._check_new_sid(sid)
+        if sid < 1 or sid in self.streams:   # the usual case, without a call
+            self._check_new_sid(sid)
         if self.host and self._refused(sid):
             return
         worker = self.worker
@@ -254,6 +255,7 @@ class HostLink(RingLink):
         return True
 
     def _check_new_sid(self, sid: int) -> None:
+        """ProtocolError for a stream id that cannot open a new stream."""
         if sid < 1:
             raise ProtocolError(f"stream id {sid} is reserved", None)  # a broken host
         if sid in self.streams:

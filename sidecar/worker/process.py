@@ -36,6 +36,7 @@ import sys
 
 import uvloop
 
+from .. import gc_tuning
 from .control import ControlChannel
 from .config import (
     EXIT_CONFIG_ERROR, EXIT_IMPORT_FAILED, EXIT_INTERNAL_ERROR, EXIT_OK, EXIT_PROTOCOL_ERROR,
@@ -87,6 +88,7 @@ class Worker:
                 self._tick()
                 code = await self._startup()
             if code is None:
+                gc_tuning.tune()   # the app is imported and started (sidecar/gc_tuning.py)
                 if not self._stopped.done():  # (SIGTERM may have come as startup completed)
                     for link in self.links.values():
                         link.start(loop)
