@@ -69,10 +69,10 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from dataclasses import dataclass
 from http import HTTPStatus
 
 from . import h1, h1_response
+from .h1_exchange import Exchange, Timeouts
 
 log = logging.getLogger("sidecar.frontend")
 
@@ -102,41 +102,6 @@ OPEN, CLOSING, LINGERING, CLOSED = range(4)
 def _h2c_settings(req: h1.Request) -> bool:
     """Whether an Upgrade: h2c request carries exactly one HTTP2-Settings field."""
     return sum(1 for name, _ in req.headers if name == b"http2-settings") == 1
-
-
-@dataclass(slots=True)
-class Timeouts:
-    """The client deadlines, seconds (sidecar.config.Config has their precedents)."""
-    header: float = 60.0
-    body: float = 60.0
-    keepalive: float = 75.0
-    send: float = 60.0
-    request: float = 0.0     # no response start this long after the request: 504 (0: off)
-
-
-class Exchange:
-    """One request and its response on the connection; ``stream`` is the stream layer's."""
-
-    __slots__ = ("req", "stream", "key", "keep_alive", "body_done", "started", "complete",
-                 "chunked", "head_only", "buffer", "status", "sent_bytes", "continue_sent",
-                 "since", "want_trailers")
-
-    def __init__(self, req: h1.Request, key: int, since: float = 0.0):
-        self.req = req
-        self.stream = None
-        self.key = key                # reading paused for it under this key
-        self.keep_alive = req.keep_alive
-        self.body_done = False        # the parser saw the end of the request body
-        self.started = False          # a status line went out (or was buffered)
-        self.complete = False         # the whole response went out (or was buffered)
-        self.chunked = False
-        self.head_only = req.method == b"HEAD"
-        self.buffer: list[bytes] | None = None  # response bytes while not at the head
-        self.status = 0
-        self.sent_bytes = 0           # body bytes, for the access line
-        self.continue_sent = False
-        self.since = since            # received whole (head, or body end): request_timeout
-        self.want_trailers = False    # the last chunk waits for the app's trailers
 
 
 class H1Connection:
