@@ -179,9 +179,6 @@ class WebSocketStream(StreamBase):
     def _resume(self) -> None:
         self.ws.resume_receiving()
 
-    def _writable(self) -> bool:
-        return self.ws.writable() and not self.ws.closed
-
     def _sending(self) -> bool:
         return not self.app_done and not self.ws.closed
 

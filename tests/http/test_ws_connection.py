@@ -14,6 +14,7 @@ from websockets.uri import parse_uri
 from sidecar.http import h1
 from sidecar.http.ws_connection import (CONNECTING, DENIAL, DONE, OPEN, PRE_ACCEPT_BUFFER,
                                         WSConnection, subprotocols)
+from tests.http.test_h1_connection import IO as H1IO
 
 KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
 PING_INTERVAL, PING_TIMEOUT = 20.0, 10.0
@@ -24,49 +25,16 @@ class Fields:
     server_header = b"sidecar"
 
 
-class IO:
-    def __init__(self):
-        self.out = bytearray()
-        self.calls: list[str] = []
-        self.clock = 0.0
-        self.reading = True
-        self.peer = "test peer"
+class IO(H1IO):
+    """test_h1_connection's recording io, with ``flush`` (WSConnection flushes before an
+    abort) and no write once the socket is closed or aborted."""
 
     def write(self, data):
         assert "abort" not in self.calls and "close" not in self.calls
-        self.out += data
-
-    def take(self) -> bytes:
-        data, self.out = bytes(self.out), bytearray()
-        return data
+        super().write(data)
 
     def flush(self):
         self.calls.append("flush")
-
-    def pause_reading(self):
-        assert self.reading
-        self.reading = False
-        self.calls.append("pause")
-
-    def resume_reading(self):
-        assert not self.reading
-        self.reading = True
-        self.calls.append("resume")
-
-    def close(self):
-        self.calls.append("close")
-
-    def linger(self):
-        self.calls.append("linger")
-
-    def abort(self):
-        self.calls.append("abort")
-
-    def can_linger(self):
-        return True
-
-    def now(self):
-        return self.clock
 
 
 class Stream:
