@@ -118,6 +118,9 @@ export declare class Response implements AsyncIterable<Buffer | string> {
   status: number
   get headers (): Headers
   set headers (headers: HeadersInit)
+  /** The app's trailers (ASGI http.response.trailers), offered to it when the request has
+   * `TE: trailers`; complete once the body has ended. */
+  trailers: Headers
   /** The whole body after handleRequest(); null for a streamed response. */
   get body (): Buffer | null
   set body (body: Body | null)

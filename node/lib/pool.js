@@ -16,7 +16,7 @@ const { Request, Response, AppError, Headers } = require('./request')
 const K = {
   HTTP_REQUEST: 1, HTTP_BODY: 2, DISCONNECT: 3, WS_CONNECT: 4, WS_RECEIVE: 5, WS_DISCONNECT: 6,
   SEND_CREDIT: 7, HELLO: 32, RESPONSE_START: 33, RESPONSE_BODY: 34, RECV_CREDIT: 35,
-  WS_ACCEPT: 36, WS_SEND: 37, WS_CLOSE: 38, APP_DONE: 39
+  WS_ACCEPT: 36, WS_SEND: 37, WS_CLOSE: 38, APP_DONE: 39, RESPONSE_TRAILERS: 41
 }
 const CHUNK = 64 * 1024 // body bytes per record, as the Python front-end (events.MAX_CHUNK)
 const EAGAIN = -11
@@ -47,6 +47,7 @@ class Stream {
     this.res._stream = this
     this.chunks = [] // response body chunks not yet pulled
     this.ended = false // no more chunks will come
+    this.trailersDue = false // RESPONSE_START announced trailers: they end the body
     this.error = null
     this.done = false // APP_DONE or lost
     this.puller = null // resolve of a pending next()
@@ -139,12 +140,21 @@ class Stream {
       case K.RESPONSE_START:
         this.res.status = ev[2]
         toHeaders(ev[3], this.res.headers)
+        this.trailersDue = ev[4] === true // the body ends with the last RESPONSE_TRAILERS then
         this.headDeferred.resolve(this.res)
         break
       case K.RESPONSE_BODY:
         if (ev[2].length) this.chunks.push({ v: Buffer.from(ev[2].buffer, ev[2].byteOffset, ev[2].length), c: ev[2].length })
-        if (!ev[3]) this.ended = true
+        if (!ev[3] && !this.trailersDue) this.ended = true
         this.wake()
+        break
+      case K.RESPONSE_TRAILERS: // after the last body; the worker offers them for `TE: trailers`
+        toHeaders(ev[2], this.res.trailers)
+        if (!ev[3]) {
+          this.trailersDue = false
+          this.ended = true
+          this.wake()
+        }
         break
       case K.RECV_CREDIT:
         this.credit += ev[2]

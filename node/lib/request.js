@@ -210,6 +210,7 @@ class Response {
   constructor ({ status = 200, headers, body, log, exception = null } = {}) {
     this.status = status
     this.headers = headers
+    this.trailers = new Headers() // ASGI http.response.trailers, for a request with `TE: trailers`
     this._body = body == null ? null : toBuffer(body)
     this._log = log == null ? EMPTY : toBuffer(log)
     this._exception = exception

@@ -52,6 +52,18 @@ async def app(scope, receive, send):
                 break
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": body})
+    elif path == "/trailers":  # ASGI http.response.trailers, when the scope offers them
+        offered = "http.response.trailers" in scope.get("extensions", {})
+        await send({"type": "http.response.start", "status": 200, "headers": [],
+                    "trailers": offered})
+        await send({"type": "http.response.body", "body": b"part 1, ", "more_body": True})
+        await send({"type": "http.response.body", "body": b"part 2"})
+        if offered:
+            await send({"type": "http.response.trailers", "more_trailers": True,
+                        "headers": [(b"grpc-status", b"0")]})
+            await asyncio.sleep(0.05)  # the last trailers come in a later ring read
+            await send({"type": "http.response.trailers",
+                        "headers": [(b"grpc-message", b"fine"), (b"x-sum", b"14")]})
     elif path == "/pid":
         await _json(send, {"pid": os.getpid()})
     elif path == "/sse":  # events 0.2 s apart, each stamped with when it was sent

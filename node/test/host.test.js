@@ -33,6 +33,20 @@ test('buffered requests: GET, POST echo larger than the window, 404, an app erro
   await assert.rejects(pool.handleRequest(new Request({ url: '/raise' })), /RuntimeError: boom/)
 })
 
+test('trailers: offered for TE: trailers, on res.trailers once the body has ended', async () => {
+  const r = await pool.handleRequest(new Request({ url: '/trailers', headers: { te: 'trailers' } }))
+  assert.equal(r.body.toString(), 'part 1, part 2')
+  assert.deepEqual(r.trailers.toJSON(), { 'grpc-status': '0', 'grpc-message': 'fine', 'x-sum': '14' })
+  const s = await pool.handleStream(new Request({ url: '/trailers', headers: { te: 'trailers' } }))
+  const parts = []
+  for await (const chunk of s) parts.push(chunk)
+  assert.equal(Buffer.concat(parts).toString(), 'part 1, part 2')
+  assert.equal(s.trailers.get('x-sum'), '14')
+  const plain = await pool.handleRequest(new Request({ url: '/trailers' }))
+  assert.equal(plain.body.toString(), 'part 1, part 2')
+  assert.deepEqual(plain.trailers.toJSON(), {})
+})
+
 test('requests spread over every worker', async () => {
   const rs = await Promise.all(Array.from({ length: 32 }, () =>
     pool.handleRequest(new Request({ url: '/pid' }))))
