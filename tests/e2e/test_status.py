@@ -66,9 +66,15 @@ def test_status_text_and_json(sc):
     with sc.client() as c:
         for _ in range(6):
             assert c.get("/scope").status_code == 200
-    out = status("--control", ctl, "--json")
-    assert out.returncode == 0, out.stderr
-    st = json.loads(out.stdout)
+    def settled():
+        # a response can reach the client before its stream's APP_DONE is in the ring (the
+        # worker's next batch): read the counters once no stream is in flight
+        out = status("--control", ctl, "--json")
+        assert out.returncode == 0, out.stderr
+        st = json.loads(out.stdout)
+        return st if all(w["inflight"] == 0 for w in st["workers"]) else None
+
+    st = wait_for(settled, 10, interval=0.05, what="no stream in flight")
     assert st["pid"] == sc.proc.pid and st["state"] == "ready"
     assert st["app"] == "tests.e2e.apps:app"
     assert f"unix:{sc.uds}" in st["listeners"]
