@@ -87,13 +87,15 @@ class H2Connection:
     """The HTTP/2 side of one client connection (see the module docstring)."""
 
     def __init__(self, io, handler, limits: H2Limits, timeouts: Timeouts, now: float, *,
-                 head_fields, window: int, upgrade: h1.Request | None = None):
+                 head_fields, window: int, upgrade: h1.Request | None = None,
+                 extended_connect: bool = True):
         self.io = io
         self.handler = handler
         self.limits = limits
         self.timeouts = timeouts
         self.head_fields = head_fields
         self.window = window
+        self.extended_connect = extended_connect   # RFC 8441: WebSockets over streams
         # h2's outbound checks are off: _check_fields does them in a few C calls, where h2
         # spends more per response on them than on the rest of its work
         config = h2.config.H2Configuration(client_side=False, header_encoding=None,
@@ -106,7 +108,7 @@ class H2Connection:
             h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: limits.max_streams,
             h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_header_list,
             h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window,
-            h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL: 0,
+            h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL: int(extended_connect),
         })
         conn.decoder.max_header_list_size = limits.max_header_list
         self.exchanges: dict[int, H2Exchange] = {}
@@ -186,7 +188,7 @@ class H2Connection:
             self.h2.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
             return
         req = request_head(ev.headers) if valid_fields(ev.headers) else None
-        if req is None:
+        if req is None or req.upgrade is not None and not self.extended_connect:
             log.info("HTTP/2 malformed request from %s on stream %d", self.io.peer, sid)
             self.h2.reset_stream(sid, ErrorCodes.PROTOCOL_ERROR)
             return
@@ -196,7 +198,13 @@ class H2Connection:
         self.streams_total += 1
         more = ev.stream_ended is None
         ex.body_done = not more
-        self.handler.on_request(ex, b"", more)
+        if req.upgrade is None:
+            self.handler.on_request(ex, b"", more)
+        elif req.upgrade == b"websocket" and more:
+            self.handler.on_websocket(ex)   # it makes the stream an H2WSConnection (h2_ws.py)
+        else:   # RFC 8441 section 4: a protocol we do not speak (or a tunnel already ended)
+            log.info("HTTP/2 extended CONNECT for %r from %s: 501", req.upgrade, self.io.peer)
+            self.error_response(ex, 501)
 
     def upgraded_request(self, req: h1.Request) -> None:
         """The HTTP/1.1 request of an ``Upgrade: h2c``: stream 1, its body complete."""
@@ -231,7 +239,7 @@ class H2Connection:
         ex.last_read = now
         ex.body_bytes += len(data)
         max_body = self.limits.max_body
-        if max_body is not None and ex.body_bytes > max_body:
+        if max_body is not None and ex.body_bytes > max_body and ex.ws is None:
             log.info("HTTP/2 request body over --max-body (%d) from %s", max_body, self.io.peer)
             ex.stream.client_gone()
             if ex.started:
@@ -528,6 +536,9 @@ class H2Connection:
         self.goaway_sent = True
         if not self.exchanges:
             self._close()
+        for ex in list(self.exchanges.values()):
+            if ex.ws is not None:   # open WebSockets close 1012 (service restart), as on 1.1
+                ex.ws.start_drain()
 
     def stop_now(self) -> None:
         """The graceful-shutdown timeout expired: streams that never started get 503; the
@@ -563,6 +574,10 @@ class H2Connection:
             if ex.blocked_since is not None and now - ex.blocked_since >= t.send:
                 self.reset(ex, ErrorCodes.CANCEL, f"send timeout ({t.send:.0f}s): the client's "
                                                   "window stayed closed")
+            elif ex.ws is not None:
+                ex.ws.tick(now)   # its keepalive and close deadlines (http/ws_connection.py)
+            elif t.request and not ex.started and now - ex.last_read >= t.request:
+                self._request_timed_out(ex, t.request)
             elif (not ex.body_done and not ex.unacked and not ex.started
                   and now - ex.last_read >= t.body):
                 # only before the response: a bidi stream (gRPC) that answers as the client
@@ -578,6 +593,18 @@ class H2Connection:
             self._close()
         else:
             self._flush()
+
+
+    def _request_timed_out(self, ex: H2Exchange, limit: float) -> None:
+        """No response start ``limit`` seconds after the request came whole: the stream
+        answers 504 and tells the app (as HTTP/1.1's); a body still coming is nobody's, and
+        RST_STREAM NO_ERROR after the answer tells the client to stop it (RFC 9113 8.1)."""
+        ex.stream.request_timed_out(limit)
+        if not ex.body_done and ex.ended and not self.closed:
+            try:
+                self.h2.reset_stream(ex.sid, ErrorCodes.NO_ERROR)
+            except h2.exceptions.ProtocolError:
+                pass
 
 
 def _goaway(last_stream_id: int, code: ErrorCodes) -> bytes:

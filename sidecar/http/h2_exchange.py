@@ -25,7 +25,7 @@ class H2Exchange:
     __slots__ = ("conn", "sid", "req", "stream", "closed", "started", "complete", "ended",
                  "head_only",
                  "status", "sent_bytes", "out", "out_end", "trailers", "want_trailers",
-                 "blocked_since", "body_done", "body_bytes", "unacked", "last_read", "gone")
+                 "blocked_since", "body_done", "body_bytes", "unacked", "last_read", "gone", "ws")
 
     def __init__(self, conn, sid: int, req: h1.Request, now: float):
         self.conn = conn
@@ -48,7 +48,8 @@ class H2Exchange:
         self.body_done = False        # the client's END_STREAM came
         self.body_bytes = 0
         self.unacked = 0              # received flow-controlled bytes not yet acknowledged
-        self.last_read = now
+        self.last_read = now          # the last DATA (or the HEADERS): --timeout-body/request
+        self.ws = None                # an H2WSConnection: this stream is a WebSocket (RFC 8441)
 
     # --- the stream interface: the stream layer calls proto.X(ex, ...) with proto is ex ---
 
@@ -92,7 +93,7 @@ class H2Exchange:
 def request_head(headers) -> h1.Request | None:
     """The request head of an HTTP/2 stream as the HTTP/1.1 code has it (h1.Request), with
     ``http_version`` "2"; None if it is malformed (h2 checked the pseudo-fields already)."""
-    method = path = authority = None
+    method = path = authority = protocol = None
     fields = []
     cookies = []
     host = False
@@ -104,6 +105,8 @@ def request_head(headers) -> h1.Request | None:
                 path = value
             elif name == b":authority":
                 authority = value
+            elif name == b":protocol":   # extended CONNECT (RFC 8441): its upgrade
+                protocol = value.lower()
             continue
         if name == b"cookie":   # RFC 9113 8.2.3: one field again for an HTTP/1.1 app
             cookies.append(value)
@@ -126,4 +129,4 @@ def request_head(headers) -> h1.Request | None:
             except ValueError:
                 return None
     return h1.Request(method, path, decode_path(raw_path), raw_path, query, "2", fields,
-                      True, False, None, length, False)
+                      True, False, protocol, length, False)
