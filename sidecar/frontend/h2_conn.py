@@ -105,7 +105,7 @@ class HTTP2Connection(asyncio.Protocol):
                             ping_interval=config.ws_ping_interval,
                             ping_timeout=config.ws_ping_timeout)
         stream = WebSocketStream(self, ws, self.server.next_sid(),
-                                 self.scope_of.req_scope(ex.req))
+                                 self.scope_of.req_scope(ex.req), self.scope_of.tls)
         if ws.phase == CONNECTING:
             self.server.pool.dispatcher.dispatch(stream, b"", False)
 
@@ -119,9 +119,13 @@ class HTTP2Connection(asyncio.Protocol):
                                    stream and stream.link, stream.sid if stream else 0)
 
     def request_event(self, stream: Stream, body: bytes, more: bool) -> list:
-        req = self.scope_of.req_scope(stream.req)
-        return [HTTP_REQUEST, stream.sid, req[0], req[1], req[2], req[3], req[4], req[5],
-                req[6], req[7], req[8], req[9], body, more]
+        conn = self.scope_of
+        req = conn.req_scope(stream.req)
+        ev = [HTTP_REQUEST, stream.sid, req[0], req[1], req[2], req[3], req[4], req[5],
+              req[6], req[7], req[8], req[9], body, more]
+        if conn.tls is not None:   # the ASGI tls extension (docs/protocol.md)
+            ev.append(conn.tls)
+        return ev
 
     # --- the server's side: sweep, drain, access, status ---------------------------------
 

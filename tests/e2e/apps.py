@@ -45,6 +45,9 @@ async def app(scope, receive, send):
         out["state"] = dict(scope.get("state", {}))
         out["pid"] = os.getpid()
         return await _send_json(send, out)
+    if path == "/tls":   # the ASGI tls extension (None: not a TLS connection)
+        return await _send_json(send, {"http_version": scope["http_version"],
+                                       "tls": scope.get("extensions", {}).get("tls")})
     if path == "/echo":
         body = await _body(receive)
         await send({"type": "http.response.start", "status": 200,
