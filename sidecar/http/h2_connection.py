@@ -202,9 +202,11 @@ class H2Connection:
             self.handler.on_request(ex, b"", more)
         elif req.upgrade == b"websocket" and more:
             self.handler.on_websocket(ex)   # it makes the stream an H2WSConnection (h2_ws.py)
-        else:   # RFC 8441 section 4: a protocol we do not speak (or a tunnel already ended)
-            log.info("HTTP/2 extended CONNECT for %r from %s: 501", req.upgrade, self.io.peer)
-            self.error_response(ex, 501)
+        else:   # RFC 8441 section 4: a protocol we do not speak, or a tunnel already ended
+            status = 400 if req.upgrade == b"websocket" else 501
+            log.info("HTTP/2 extended CONNECT for %r from %s: %d", req.upgrade, self.io.peer,
+                     status)
+            self.error_response(ex, status)
 
     def upgraded_request(self, req: h1.Request) -> None:
         """The HTTP/1.1 request of an ``Upgrade: h2c``: stream 1, its body complete."""

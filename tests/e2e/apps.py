@@ -35,6 +35,13 @@ async def app(scope, receive, send):
             elif msg["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+    if scope["type"] == "websocket":   # (the HTTP/2 conformance table's RFC 8441 cases)
+        await receive()
+        await send({"type": "websocket.accept"})
+        while (msg := await receive())["type"] == "websocket.receive":
+            await send({"type": "websocket.send", "text": msg.get("text"),
+                        "bytes": msg.get("bytes")})
+        return
     path = scope["path"]
     if path.startswith("/scope"):
         out = {k: v for k, v in scope.items() if k not in ("headers", "raw_path", "query_string",

@@ -25,9 +25,11 @@ class H2WebSocket:
     server's answer to the CONNECT; ``messages`` (str or bytes) as they come whole."""
 
     def __init__(self, client: H2Client, path: str, subprotocols=(), extra=(),
-                 timeout: float = 10.0):
+                 timeout: float = 10.0, stalled: bool = False):
         self.client = client
         self.sid = client.request(connect_headers(path, subprotocols, extra), open_body=True)
+        if stalled:   # the client never opens this stream's window
+            client.stalled.add(self.sid)
         self.seen = 0                  # client.bodies[sid] bytes given to the protocol
         self.eof = False
         self.half_closed = False
