@@ -38,6 +38,10 @@ async def app(scope, receive, send):
     if scope["type"] == "websocket":   # (the HTTP/2 conformance table's RFC 8441 cases)
         await receive()
         await send({"type": "websocket.accept"})
+        if scope["path"] == "/tls":
+            await send({"type": "websocket.send", "text": json.dumps(
+                {"http_version": scope["http_version"],
+                 "tls": scope.get("extensions", {}).get("tls")})})
         while (msg := await receive())["type"] == "websocket.receive":
             await send({"type": "websocket.send", "text": msg.get("text"),
                         "bytes": msg.get("bytes")})
