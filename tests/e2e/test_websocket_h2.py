@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 
 import h2.events
 import pytest
 from h2.errors import ErrorCodes
+from hyperframe.frame import DataFrame, Frame, GoAwayFrame
 
 from tests.e2e.h2client import H2Client, get
 from tests.e2e.h2ws_client import H2WebSocket
@@ -159,3 +161,41 @@ def test_the_access_line_names_http_2(sc):
         ws.wait_closed()
     wait_for(lambda: '"CONNECT /echo?tag=access HTTP/2.0" 200 ' in read(sc.stdout_path),
              5, what="the WebSocket's access line")
+
+
+def test_shutdown_sends_goaway_and_closes_open_websockets_1012():
+    """SIGTERM: GOAWAY NO_ERROR on the connection, then its open WebSockets are closed 1012
+    (service restart) as on HTTP/1.1; once they answered, each stream ends, the connection
+    closes and sidecar exits.  (Read as raw frames: h2's client state machine takes no frame
+    after a GOAWAY.)"""
+    with Sidecar("tests.e2e.ws_apps:app", workers=1, ready_path="/pid") as sc, \
+            H2Client(sc.port) as c:
+        sockets = {}
+        for i in range(3):
+            ws = H2WebSocket(c, f"/echo?tag=down{i}")
+            ws.send("up")
+            assert ws.recv() == "up"
+            sockets[ws.sid] = ws
+        sc.proc.send_signal(signal.SIGTERM)
+        frames, buf = [], b""
+        c.sock.settimeout(15)
+        while data := c.sock.recv(65536):
+            buf += data
+            while len(buf) >= 9 and len(buf) >= 9 + int.from_bytes(buf[:3], "big"):
+                n = 9 + int.from_bytes(buf[:3], "big")
+                frame, _ = Frame.parse_frame_header(memoryview(buf[:9]))
+                frame.parse_body(memoryview(buf[9:n]))
+                buf = buf[n:]
+                frames.append(frame)
+                ws = sockets.get(frame.stream_id)
+                if isinstance(frame, DataFrame) and ws is not None:
+                    ws.proto.receive_data(frame.data)   # a close frame: answered
+                    ws.proto.events_received()
+                    ws._out()
+        assert isinstance(frames[0], GoAwayFrame) and frames[0].error_code == 0
+        for sid, ws in sockets.items():
+            assert (ws.proto.close_rcvd.code, ws.proto.close_rcvd.reason) == \
+                (1012, "server shutting down")
+            ends = [f for f in frames if isinstance(f, DataFrame) and f.stream_id == sid]
+            assert "END_STREAM" in ends[-1].flags
+        assert sc.proc.wait(timeout=15) == 0
