@@ -10,6 +10,7 @@ read from ``io.now``), touches no socket and runs no event loop: it is given
 
     io        write(bytes), close() (once written), abort(), now(), peer
     handler   on_request(ex, body, more) -- a new stream; the handler sets ``ex.stream``
+              on_websocket(ex) -- an extended CONNECT (RFC 8441): the handler makes it one
     ex.stream on_body(data, more), client_gone(), flush_owed(), finished()
 
 Each HTTP/2 stream is an ``H2Exchange``, and it is its own port of the stream interface
@@ -35,11 +36,19 @@ Deadlines (``tick(now)``, about once a second), in the order they are checked
     output blocked (write_blocked) send_timeout since it blocked  abort; the streams are told
     a stream's bytes held by a    send_timeout since the window   RST_STREAM CANCEL; the app is
     zero window                   closed on them                  told (the others go on)
+    a WebSocket (RFC 8441)        its own: keepalive, close       (http/ws_connection.py)
+    no response start             timeout_request since the       the stream answers 504 (the
+                                  request came whole (or its      app is told); RST_STREAM
+                                  last DATA)                      NO_ERROR if its body still comes
     a stream awaiting its body,   body_timeout since its last     408 (not once the response
     the app having read it all    DATA                            started: a bidi stream may
                                                                   wait long for the client)
     no stream open                keepalive_timeout since the     GOAWAY NO_ERROR and close
                                   last one ended                  (nginx: keepalive_timeout)
+
+WebSockets (RFC 8441): SETTINGS_ENABLE_CONNECT_PROTOCOL is 1 (``extended_connect``), and a
+CONNECT with ``:protocol websocket`` goes to ``handler.on_websocket(ex)``, which makes the
+exchange's stream an ``H2WSConnection`` (http/h2_ws.py); another ``:protocol`` is 501.
 
 Floods (counted per tick, about a second; each limit is an ``H2Limits`` field with a flag):
 frames that cost us work but carry no request -- SETTINGS, PING, PRIORITY, empty DATA
@@ -65,7 +74,7 @@ from hyperframe.frame import GoAwayFrame
 from . import h1
 from .fields import check_fields
 from .h2_checks import rfc_code, valid_fields
-from .h2_exchange import H2Exchange, request_head
+from .h2_exchange import H2Exchange, request_head, response_fields
 from .limits import H2Limits
 from .h1_connection import Timeouts
 
@@ -77,10 +86,6 @@ __all__ = ["H2Connection", "H2Exchange", "H2Limits", "PREFACE"]
 #: client announces itself on its first bytes.
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
-# Response fields HTTP/2 forbids (RFC 9113 section 8.2.2): connection-specific ones.
-_HOP_BY_HOP = frozenset((b"connection", b"keep-alive", b"proxy-connection",
-                         b"transfer-encoding", b"upgrade"))
-_SERVER_FIELDS = frozenset((b"date", b"server"))
 
 
 class H2Connection:
@@ -306,22 +311,7 @@ class H2Connection:
             return False
         if not 200 <= status <= 999:
             raise ValueError(f"status {status} cannot start an HTTP/2 response")
-        check_fields(headers)
-        fields = [(b":status", b"%d" % status)]
-        length = None
-        for name, value in headers:
-            name = name.lower()
-            if name in _HOP_BY_HOP or name in _SERVER_FIELDS and self._ours(name):
-                continue
-            if name == b"content-length":
-                length = value
-            fields.append((name, value.strip(b" \t")))
-        hf = self.head_fields
-        if hf.server_header is not None:
-            fields.append((b"server", hf.server_header))
-        if hf.date_value is not None:
-            fields.append((b"date", hf.date_value))
-        fields.extend(hf.extra_fields)
+        fields, length = response_fields(status, headers, self.head_fields)
         try:
             self.h2.send_headers(ex.sid, fields)
         except (h2.exceptions.ProtocolError, ValueError, TypeError) as exc:
@@ -331,11 +321,6 @@ class H2Connection:
         ex.want_trailers = trailers
         self._flush()
         return length is None and not ex.head_only
-
-    def _ours(self, name: bytes) -> bool:
-        """Date and Server are the server's fields, unless it sends none (--no-date...)."""
-        hf = self.head_fields
-        return (hf.date_value if name == b"date" else hf.server_header) is not None
 
     def send_data(self, ex: H2Exchange, data: bytes, end: bool = False) -> None:
         if ex.closed or ex.complete:

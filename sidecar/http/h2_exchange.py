@@ -14,9 +14,15 @@ from collections import deque
 from h2.errors import ErrorCodes
 
 from . import h1
+from .fields import check_fields
 from .h1_head import decode_path
 
-__all__ = ["H2Exchange", "request_head"]
+__all__ = ["H2Exchange", "request_head", "response_fields"]
+
+# Response fields HTTP/2 forbids (RFC 9113 section 8.2.2): connection-specific ones.
+_HOP_BY_HOP = frozenset((b"connection", b"keep-alive", b"proxy-connection",
+                         b"transfer-encoding", b"upgrade"))
+_SERVER_FIELDS = frozenset((b"date", b"server"))
 
 
 class H2Exchange:
@@ -130,3 +136,28 @@ def request_head(headers) -> h1.Request | None:
                 return None
     return h1.Request(method, path, decode_path(raw_path), raw_path, query, "2", fields,
                       True, False, protocol, length, False)
+
+
+def response_fields(status: int, headers, hf) -> tuple[list, bytes | None]:
+    """A response head's HTTP/2 fields (the app's, checked, without those HTTP/2 forbids, and
+    the server's: ``hf`` has server_header, date_value, extra_fields), and its content-length
+    value if it has one.  ValueError for a field that cannot be sent."""
+    check_fields(headers)
+    fields = [(b":status", b"%d" % status)]
+    length = None
+    for name, value in headers:
+        name = name.lower()
+        if name in _HOP_BY_HOP:
+            continue
+        if name in _SERVER_FIELDS and (hf.date_value if name == b"date"
+                                       else hf.server_header) is not None:
+            continue   # the server's own, unless it sends none (--no-date-header...)
+        if name == b"content-length":
+            length = value
+        fields.append((name, value.strip(b" \t")))
+    if hf.server_header is not None:
+        fields.append((b"server", hf.server_header))
+    if hf.date_value is not None:
+        fields.append((b"date", hf.date_value))
+    fields.extend(hf.extra_fields)
+    return fields, length
