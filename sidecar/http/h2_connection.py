@@ -87,7 +87,6 @@ __all__ = ["H2Connection", "H2Exchange", "H2Limits", "PREFACE"]
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
-
 class H2Connection:
     """The HTTP/2 side of one client connection (see the module docstring)."""
 

@@ -32,7 +32,7 @@ import os
 from h2.errors import ErrorCodes
 
 from . import h1
-from .ws_connection import CONNECTING, DENIAL, DONE, OPEN, WSConnection
+from .ws_connection import CONNECTING, DENIAL, DONE, WSConnection
 
 __all__ = ["H2WSConnection"]
 

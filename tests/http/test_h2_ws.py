@@ -3,6 +3,8 @@ connection writes the frames (carrying websockets' ClientProtocol frames), the s
 go back to it, and the tests read both sides."""
 from __future__ import annotations
 
+import h2.config
+import h2.connection
 import h2.events
 import h2.settings
 from h2.errors import ErrorCodes
