@@ -374,6 +374,9 @@ CASES = [
      lambda c: c.headers(1, connect("webtransport"), end_stream=False), ("status", 1, b"501")),
     ("8441-5 a websocket CONNECT that ends its stream -> 400",
      lambda c: c.headers(1, connect()), ("status", 1, b"400")),
+    ("8441-5 a websocket CONNECT of a version not 13 (RFC 6455 4.2.1) -> 400",
+     lambda c: c.headers(1, connect()[:-1] + [("sec-websocket-version", "8")],
+                         end_stream=False), ("status", 1, b"400")),
     # RFC 7541: HPACK (a decoding error is a connection error, RFC 9113 4.3)
     ("7541-2.3.3 index past the tables -> COMPRESSION_ERROR",
      lambda c: raw(0x1, 0x5, 1, b"\xff\x7f"), conn(E.COMPRESSION_ERROR)),
