@@ -7,11 +7,11 @@ Every ring record of type EVENT (1) holds exactly one msgpack array.  Strings ar
 
     host -> worker
       HTTP_REQUEST   [1, sid, method, scheme, path, raw_path, query_string, headers,
-                      client, server, http_version, root_path, body, more_body]
+                      client, server, http_version, root_path, body, more_body, (tls)]
       HTTP_BODY      [2, sid, body, more_body]
       DISCONNECT     [3, sid]                            client went away (http or websocket)
       WS_CONNECT     [4, sid, scheme, path, raw_path, query_string, headers, client, server,
-                      http_version, root_path, subprotocols]
+                      http_version, root_path, subprotocols, (tls)]
       WS_RECEIVE     [5, sid, data, more]                bin -> bytes, str -> text; more: the
                                                          message continues in the next one
       WS_DISCONNECT  [6, sid, code, reason]
@@ -34,7 +34,9 @@ Every ring record of type EVENT (1) holds exactly one msgpack array.  Strings ar
                                                          last body); more: more_trailers
 
 headers: array of [bin name, bin value]; client/server: [host, port] or nil (server on a Unix
-socket: [path, nil]).  Flow control (per stream, per direction): the sender may have at most
+socket: [path, nil]).  (tls): present only on a TLS connection, the ASGI tls extension as
+[server_cert, client_cert_chain, client_cert_name, client_cert_error, tls_version,
+cipher_suite] (TLS_FIELDS; str or nil, [str], str or nil, str or nil, int, int).  Flow control (per stream, per direction): the sender may have at most
 ``window`` (from HELLO) body bytes not yet credited back; credits are SEND_CREDIT/RECV_CREDIT.
 """
 from __future__ import annotations
@@ -78,6 +80,26 @@ MAX_CHUNK = 64 * 1024
 #: and per header pair, its array header and two bin headers.
 FRAMING = 32
 HEADER_FRAMING = 11
+
+
+#: The ASGI ``tls`` extension's fields, in the order an HTTP_REQUEST or WS_CONNECT carries them.
+TLS_FIELDS = ("server_cert", "client_cert_chain", "client_cert_name", "client_cert_error",
+              "tls_version", "cipher_suite")
+
+
+def tls_scope(tls: list) -> dict:
+    """scope["extensions"]["tls"] from a checked (tls) field."""
+    return dict(zip(TLS_FIELDS, tls))
+
+
+def _is_tls(v) -> bool:
+    if type(v) is not list or len(v) != 6:
+        return False
+    server_cert, chain, name, error, version, cipher = v
+    return ((server_cert is None or type(server_cert) is str) and type(chain) is list
+            and all(type(c) is str for c in chain) and (name is None or type(name) is str)
+            and (error is None or type(error) is str) and type(version) is int
+            and type(cipher) is int)
 
 
 def max_chunk(max_record: int, window: int) -> int:
@@ -140,20 +162,24 @@ def _is_headers(h) -> bool:
 
 
 def check_request(ev: list) -> list:
-    """Validate HTTP_REQUEST (14 fields) or WS_CONNECT (12 fields); return its headers as a
-    new list of ``(name, value)`` tuples, as a scope holds them.  The worker calls it for
-    every request it opens, so the common case is one pass; whatever it does not accept goes
-    to ``_request_error``, which says what is wrong."""
+    """Validate HTTP_REQUEST (14 fields, 15 with tls) or WS_CONNECT (12, 13 with tls); return
+    its headers as a new list of ``(name, value)`` tuples, as a scope holds them.  The worker
+    calls it for every request it opens, so the common case is one pass; whatever it does
+    not accept goes to ``_request_error``, which says what is wrong."""
     n = len(ev)
     if ev[0] == HTTP_REQUEST:
         if n != 14:
-            _request_error(ev)
+            if n != 15 or not _is_tls(ev[14]):
+                _request_error(ev)
+            ev = ev[:14]
         (_, _, method, scheme, path, raw_path, query, headers, client, server, version,
          root, body, more) = ev
         ok = type(method) is str and type(body) is bytes and type(more) is bool
     else:
         if n != 12:
-            _request_error(ev)
+            if n != 13 or not _is_tls(ev[12]):
+                _request_error(ev)
+            ev = ev[:12]
         (_, _, scheme, path, raw_path, query, headers, client, server, version, root,
          subprotocols) = ev
         ok = type(subprotocols) is list and all(type(s) is str for s in subprotocols)
@@ -188,8 +214,13 @@ def _request_error(ev: list) -> None:
     ``check_request`` did not accept."""
     kind = ev[0]
     n = 14 if kind == HTTP_REQUEST else 12
+    if len(ev) == n + 1:
+        if not _is_tls(ev[n]):
+            raise ProtocolError(f"kind {kind}: bad tls field", ev[1])
+        ev = ev[:n]
     if len(ev) != n:
-        raise ProtocolError(f"kind {kind}: expected {n} fields, got {len(ev)}", ev[1])
+        raise ProtocolError(f"kind {kind}: expected {n} or {n + 1} fields, got {len(ev)}",
+                            ev[1])
     if kind == HTTP_REQUEST:
         method, rest = ev[2], ev[3:12]
         if type(method) is not str or type(ev[12]) is not bytes or type(ev[13]) is not bool:

@@ -53,8 +53,9 @@ class BrowserError(AssertionError):
 class Chromium:
     """One headless browser; ``open(url)`` gives a ``Page`` in a new tab."""
 
-    def __init__(self, startup_timeout: float = 30.0):
+    def __init__(self, startup_timeout: float = 30.0, args=()):
         self.startup_timeout = startup_timeout
+        self.extra_args = list(args)   # more command-line switches
         self.proc: subprocess.Popen | None = None
         self.tmp: tempfile.TemporaryDirectory | None = None
         self._ids = itertools.count(1)
@@ -74,6 +75,7 @@ class Chromium:
             "--disable-sync", "--metrics-recording-only", "--password-store=basic",
             "--disable-breakpad", "--disable-crash-reporter",
             f"--user-data-dir={self.tmp.name}/profile", f"--crash-dumps-dir={self.tmp.name}",
+            *self.extra_args,
             "about:blank",
         ]
 

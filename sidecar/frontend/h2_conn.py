@@ -10,15 +10,21 @@ is then stream 1, answered over HTTP/2 after the 101): the ``HTTP2Connection`` t
 with the same ``Transport``, and keeps the ``HTTPConnection`` for the connection's part of
 each request's scope (client, server, scheme, trusted proxy headers), which is the same for
 both protocols.  Each HTTP/2 stream is a ``Stream`` of its own, dispatched to a worker on its
-own: one connection from a proxy spreads its streams over the pool.
+own: one connection from a proxy spreads its streams over the pool.  A WebSocket opened by
+extended CONNECT (RFC 8441) is an ``H2WSConnection`` on its stream (sidecar/http/h2_ws.py)
+and a ``WebSocketStream``, as an HTTP/1.1 upgrade is a ``WSConnection`` and one.
 """
 from __future__ import annotations
 
 import asyncio
+import time
 
 from sidecar.events import HTTP_REQUEST
 from sidecar.frontend.stream import Stream
+from sidecar.frontend.ws_stream import WebSocketStream
 from sidecar.http.h2_connection import H2Connection, H2Limits
+from sidecar.http.h2_ws import H2WSConnection
+from sidecar.http.ws_connection import CONNECTING
 
 __all__ = ["HTTP2Connection", "limits"]
 
@@ -47,7 +53,8 @@ class HTTP2Connection(asyncio.Protocol):
         if upgrade is not None:   # Upgrade: h2c (RFC 7540 section 3.2)
             io.write(SWITCHING)
         self.h2 = H2Connection(io, self, server.h2_limits, timeouts(server.config), io.now(),
-                               head_fields=server, window=self.window, upgrade=upgrade)
+                               head_fields=server, window=self.window, upgrade=upgrade,
+                               extended_connect=server.websocket_handler is not None)
         self.data_received = self.h2.receive_data
         server.connections.discard(conn)
         server.connections.add(self)
@@ -89,10 +96,36 @@ class HTTP2Connection(asyncio.Protocol):
         stream = Stream(self, ex, ex, self.server.next_sid())
         self.server.pool.dispatcher.dispatch(stream, body, more)
 
+    def on_websocket(self, ex) -> None:
+        """An extended CONNECT for a WebSocket: its stream is one, dispatched as an HTTP/1.1
+        upgrade is (ws_conn.py)."""
+        config = self.server.config
+        ws = H2WSConnection(self.h2, ex, on_end=self._websocket_ended, head_fields=self.server,
+                            max_size=config.ws_max_size, deflate=config.ws_per_message_deflate,
+                            ping_interval=config.ws_ping_interval,
+                            ping_timeout=config.ws_ping_timeout)
+        stream = WebSocketStream(self, ws, self.server.next_sid(),
+                                 self.scope_of.req_scope(ex.req), self.scope_of.tls)
+        if ws.phase == CONNECTING:
+            self.server.pool.dispatcher.dispatch(stream, b"", False)
+
+    def _websocket_ended(self, ws) -> None:
+        access = self.server.access
+        if access is not None:
+            # 499 (nginx's "client closed request"): gone before anything was answered
+            stream = ws.stream   # None: the handshake was refused as it came
+            access.write_websocket(self.scope_of.client, ws.req, ws.status or 499, ws.sent,
+                                   stream.t0 if stream else time.monotonic(),
+                                   stream and stream.link, stream.sid if stream else 0)
+
     def request_event(self, stream: Stream, body: bytes, more: bool) -> list:
-        req = self.scope_of.req_scope(stream.req)
-        return [HTTP_REQUEST, stream.sid, req[0], req[1], req[2], req[3], req[4], req[5],
-                req[6], req[7], req[8], req[9], body, more]
+        conn = self.scope_of
+        req = conn.req_scope(stream.req)
+        ev = [HTTP_REQUEST, stream.sid, req[0], req[1], req[2], req[3], req[4], req[5],
+              req[6], req[7], req[8], req[9], body, more]
+        if conn.tls is not None:   # the ASGI tls extension (docs/protocol.md)
+            ev.append(conn.tls)
+        return ev
 
     # --- the server's side: sweep, drain, access, status ---------------------------------
 

@@ -18,7 +18,7 @@ import time
 
 from sidecar import events
 from sidecar.events import HTTP_REQUEST, MAX_CHUNK, request_record
-from sidecar.frontend import access
+from sidecar.frontend import access, tls
 from sidecar.frontend.access_format import Entry
 from sidecar.frontend.h2_conn import HTTP2Connection
 from sidecar.frontend.stream import Stream
@@ -62,6 +62,7 @@ class HTTPConnection(asyncio.Protocol):
         self.server_addr = None
         self.scheme = "http"
         self.trusted = False
+        self.tls = None   # a TLS connection's ASGI tls extension (frontend/tls.py), as a list
 
     @property
     def closed(self) -> bool:
@@ -84,8 +85,12 @@ class HTTPConnection(asyncio.Protocol):
         else:
             self.server_addr = [local[0], local[1]]
             self.client = [peer[0], peer[1]] if peer else None
-            if transport.get_extra_info("sslcontext") is not None:
+            ctx = transport.get_extra_info("sslcontext")
+            if ctx is not None:
                 self.scheme = "https"   # wss for WebSockets (ws_conn)
+                self.tls = tls.connection_info(transport.get_extra_info("ssl_object"), ctx)
+                self._packed_tls = events.pack(self.tls)
+                self.request_event = self._request_event_tls   # plain ones pay nothing
             self.trusted = server.is_trusted(peer[0] if peer else None)
             if sock is not None:
                 try:
@@ -174,6 +179,14 @@ class HTTPConnection(asyncio.Protocol):
         req = self.req_scope(stream.req)
         return [HTTP_REQUEST, stream.sid, req[0], req[1], req[2], req[3], req[4], req[5],
                 req[6], req[7], req[8], req[9], body, more]
+
+    def _request_event_tls(self, stream: Stream, body: bytes, more: bool) -> list | bytes:
+        """request_event on a TLS connection: with the (tls) field (docs/protocol.md)."""
+        ev = HTTPConnection.request_event(self, stream, body, more)
+        if type(ev) is bytes:   # a fixarray of 14 (0x9e) becomes one of 15 (0x9f)
+            return b"\x9f" + ev[1:] + self._packed_tls
+        ev.append(self.tls)
+        return ev
 
     def _proxy_scope(self, headers) -> tuple[bytes, bytes] | None:
         """For the C packer (h1.RequestParser.pack_requests): a trusted peer's request whose

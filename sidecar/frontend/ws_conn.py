@@ -44,7 +44,7 @@ class WebSocket(asyncio.Protocol):
             ping_timeout=config.ws_ping_timeout, trailing=conn.h1.parser.take_trailing())
         self.data_received = ws.receive_data
         io.transport.set_protocol(self)
-        self.stream = WebSocketStream(self, ws, server.next_sid(), scope)
+        self.stream = WebSocketStream(self, ws, server.next_sid(), scope, conn.tls)
         if ws.phase == CONNECTING:
             server.pool.dispatcher.dispatch(self.stream, b"", False)
 

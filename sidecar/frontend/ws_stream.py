@@ -38,7 +38,7 @@ class WebSocketStream(StreamBase):
 
     DATA = WS_RECEIVE
 
-    def __init__(self, conn, ws, sid: int, scope: tuple):
+    def __init__(self, conn, ws, sid: int, scope: tuple, tls: list | None = None):
         StreamBase.__init__(self, conn, ws, sid, ws.req)
         self.ws = ws
         ws.stream = self
@@ -46,6 +46,8 @@ class WebSocketStream(StreamBase):
         self.connect_event = [WS_CONNECT, sid, scheme, scope[2], scope[3], scope[4], scope[5],
                               scope[6], scope[7], scope[8], scope[9],
                               subprotocols(ws.req.headers)]
+        if tls is not None:   # a TLS connection's ASGI tls extension (docs/protocol.md)
+            self.connect_event.append(tls)
         self.credit_batch = 1
         self.disconnect_sent = False
 

@@ -10,6 +10,7 @@ read from ``io.now``), touches no socket and runs no event loop: it is given
 
     io        write(bytes), close() (once written), abort(), now(), peer
     handler   on_request(ex, body, more) -- a new stream; the handler sets ``ex.stream``
+              on_websocket(ex) -- an extended CONNECT (RFC 8441): the handler makes it one
     ex.stream on_body(data, more), client_gone(), flush_owed(), finished()
 
 Each HTTP/2 stream is an ``H2Exchange``, and it is its own port of the stream interface
@@ -35,11 +36,19 @@ Deadlines (``tick(now)``, about once a second), in the order they are checked
     output blocked (write_blocked) send_timeout since it blocked  abort; the streams are told
     a stream's bytes held by a    send_timeout since the window   RST_STREAM CANCEL; the app is
     zero window                   closed on them                  told (the others go on)
+    a WebSocket (RFC 8441)        its own: keepalive, close       (http/ws_connection.py)
+    no response start             timeout_request since the       the stream answers 504 (the
+                                  request came whole (or its      app is told); RST_STREAM
+                                  last DATA)                      NO_ERROR if its body still comes
     a stream awaiting its body,   body_timeout since its last     408 (not once the response
     the app having read it all    DATA                            started: a bidi stream may
                                                                   wait long for the client)
     no stream open                keepalive_timeout since the     GOAWAY NO_ERROR and close
                                   last one ended                  (nginx: keepalive_timeout)
+
+WebSockets (RFC 8441): SETTINGS_ENABLE_CONNECT_PROTOCOL is 1 (``extended_connect``), and a
+CONNECT with ``:protocol websocket`` goes to ``handler.on_websocket(ex)``, which makes the
+exchange's stream an ``H2WSConnection`` (http/h2_ws.py); another ``:protocol`` is 501.
 
 Floods (counted per tick, about a second; each limit is an ``H2Limits`` field with a flag):
 frames that cost us work but carry no request -- SETTINGS, PING, PRIORITY, empty DATA
@@ -65,7 +74,7 @@ from hyperframe.frame import GoAwayFrame
 from . import h1
 from .fields import check_fields
 from .h2_checks import rfc_code, valid_fields
-from .h2_exchange import H2Exchange, request_head
+from .h2_exchange import H2Exchange, request_head, response_fields
 from .limits import H2Limits
 from .h1_connection import Timeouts
 
@@ -77,23 +86,20 @@ __all__ = ["H2Connection", "H2Exchange", "H2Limits", "PREFACE"]
 #: client announces itself on its first bytes.
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
-# Response fields HTTP/2 forbids (RFC 9113 section 8.2.2): connection-specific ones.
-_HOP_BY_HOP = frozenset((b"connection", b"keep-alive", b"proxy-connection",
-                         b"transfer-encoding", b"upgrade"))
-_SERVER_FIELDS = frozenset((b"date", b"server"))
-
 
 class H2Connection:
     """The HTTP/2 side of one client connection (see the module docstring)."""
 
     def __init__(self, io, handler, limits: H2Limits, timeouts: Timeouts, now: float, *,
-                 head_fields, window: int, upgrade: h1.Request | None = None):
+                 head_fields, window: int, upgrade: h1.Request | None = None,
+                 extended_connect: bool = True):
         self.io = io
         self.handler = handler
         self.limits = limits
         self.timeouts = timeouts
         self.head_fields = head_fields
         self.window = window
+        self.extended_connect = extended_connect   # RFC 8441: WebSockets over streams
         # h2's outbound checks are off: _check_fields does them in a few C calls, where h2
         # spends more per response on them than on the rest of its work
         config = h2.config.H2Configuration(client_side=False, header_encoding=None,
@@ -106,7 +112,7 @@ class H2Connection:
             h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: limits.max_streams,
             h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_header_list,
             h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window,
-            h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL: 0,
+            h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL: int(extended_connect),
         })
         conn.decoder.max_header_list_size = limits.max_header_list
         self.exchanges: dict[int, H2Exchange] = {}
@@ -186,7 +192,7 @@ class H2Connection:
             self.h2.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
             return
         req = request_head(ev.headers) if valid_fields(ev.headers) else None
-        if req is None:
+        if req is None or req.upgrade is not None and not self.extended_connect:
             log.info("HTTP/2 malformed request from %s on stream %d", self.io.peer, sid)
             self.h2.reset_stream(sid, ErrorCodes.PROTOCOL_ERROR)
             return
@@ -196,7 +202,15 @@ class H2Connection:
         self.streams_total += 1
         more = ev.stream_ended is None
         ex.body_done = not more
-        self.handler.on_request(ex, b"", more)
+        if req.upgrade is None:
+            self.handler.on_request(ex, b"", more)
+        elif req.upgrade == b"websocket" and more:
+            self.handler.on_websocket(ex)   # it makes the stream an H2WSConnection (h2_ws.py)
+        else:   # RFC 8441 section 4: a protocol we do not speak, or a tunnel already ended
+            status = 400 if req.upgrade == b"websocket" else 501
+            log.info("HTTP/2 extended CONNECT for %r from %s: %d", req.upgrade, self.io.peer,
+                     status)
+            self.error_response(ex, status)
 
     def upgraded_request(self, req: h1.Request) -> None:
         """The HTTP/1.1 request of an ``Upgrade: h2c``: stream 1, its body complete."""
@@ -231,7 +245,7 @@ class H2Connection:
         ex.last_read = now
         ex.body_bytes += len(data)
         max_body = self.limits.max_body
-        if max_body is not None and ex.body_bytes > max_body:
+        if max_body is not None and ex.body_bytes > max_body and ex.ws is None:
             log.info("HTTP/2 request body over --max-body (%d) from %s", max_body, self.io.peer)
             ex.stream.client_gone()
             if ex.started:
@@ -296,22 +310,7 @@ class H2Connection:
             return False
         if not 200 <= status <= 999:
             raise ValueError(f"status {status} cannot start an HTTP/2 response")
-        check_fields(headers)
-        fields = [(b":status", b"%d" % status)]
-        length = None
-        for name, value in headers:
-            name = name.lower()
-            if name in _HOP_BY_HOP or name in _SERVER_FIELDS and self._ours(name):
-                continue
-            if name == b"content-length":
-                length = value
-            fields.append((name, value.strip(b" \t")))
-        hf = self.head_fields
-        if hf.server_header is not None:
-            fields.append((b"server", hf.server_header))
-        if hf.date_value is not None:
-            fields.append((b"date", hf.date_value))
-        fields.extend(hf.extra_fields)
+        fields, length = response_fields(status, headers, self.head_fields)
         try:
             self.h2.send_headers(ex.sid, fields)
         except (h2.exceptions.ProtocolError, ValueError, TypeError) as exc:
@@ -321,11 +320,6 @@ class H2Connection:
         ex.want_trailers = trailers
         self._flush()
         return length is None and not ex.head_only
-
-    def _ours(self, name: bytes) -> bool:
-        """Date and Server are the server's fields, unless it sends none (--no-date...)."""
-        hf = self.head_fields
-        return (hf.date_value if name == b"date" else hf.server_header) is not None
 
     def send_data(self, ex: H2Exchange, data: bytes, end: bool = False) -> None:
         if ex.closed or ex.complete:
@@ -528,6 +522,9 @@ class H2Connection:
         self.goaway_sent = True
         if not self.exchanges:
             self._close()
+        for ex in list(self.exchanges.values()):
+            if ex.ws is not None:   # open WebSockets close 1012 (service restart), as on 1.1
+                ex.ws.start_drain()
 
     def stop_now(self) -> None:
         """The graceful-shutdown timeout expired: streams that never started get 503; the
@@ -563,6 +560,10 @@ class H2Connection:
             if ex.blocked_since is not None and now - ex.blocked_since >= t.send:
                 self.reset(ex, ErrorCodes.CANCEL, f"send timeout ({t.send:.0f}s): the client's "
                                                   "window stayed closed")
+            elif ex.ws is not None:
+                ex.ws.tick(now)   # its keepalive and close deadlines (http/ws_connection.py)
+            elif t.request and not ex.started and now - ex.last_read >= t.request:
+                self._request_timed_out(ex, t.request)
             elif (not ex.body_done and not ex.unacked and not ex.started
                   and now - ex.last_read >= t.body):
                 # only before the response: a bidi stream (gRPC) that answers as the client
@@ -578,6 +579,18 @@ class H2Connection:
             self._close()
         else:
             self._flush()
+
+
+    def _request_timed_out(self, ex: H2Exchange, limit: float) -> None:
+        """No response start ``limit`` seconds after the request came whole: the stream
+        answers 504 and tells the app (as HTTP/1.1's); a body still coming is nobody's, and
+        RST_STREAM NO_ERROR after the answer tells the client to stop it (RFC 9113 8.1)."""
+        ex.stream.request_timed_out(limit)
+        if not ex.body_done and ex.ended and not self.closed:
+            try:
+                self.h2.reset_stream(ex.sid, ErrorCodes.NO_ERROR)
+            except h2.exceptions.ProtocolError:
+                pass
 
 
 def _goaway(last_stream_id: int, code: ErrorCodes) -> bytes:

@@ -14,9 +14,15 @@ from collections import deque
 from h2.errors import ErrorCodes
 
 from . import h1
+from .fields import check_fields
 from .h1_head import decode_path
 
-__all__ = ["H2Exchange", "request_head"]
+__all__ = ["H2Exchange", "request_head", "response_fields"]
+
+# Response fields HTTP/2 forbids (RFC 9113 section 8.2.2): connection-specific ones.
+_HOP_BY_HOP = frozenset((b"connection", b"keep-alive", b"proxy-connection",
+                         b"transfer-encoding", b"upgrade"))
+_SERVER_FIELDS = frozenset((b"date", b"server"))
 
 
 class H2Exchange:
@@ -25,7 +31,7 @@ class H2Exchange:
     __slots__ = ("conn", "sid", "req", "stream", "closed", "started", "complete", "ended",
                  "head_only",
                  "status", "sent_bytes", "out", "out_end", "trailers", "want_trailers",
-                 "blocked_since", "body_done", "body_bytes", "unacked", "last_read", "gone")
+                 "blocked_since", "body_done", "body_bytes", "unacked", "last_read", "gone", "ws")
 
     def __init__(self, conn, sid: int, req: h1.Request, now: float):
         self.conn = conn
@@ -48,7 +54,8 @@ class H2Exchange:
         self.body_done = False        # the client's END_STREAM came
         self.body_bytes = 0
         self.unacked = 0              # received flow-controlled bytes not yet acknowledged
-        self.last_read = now
+        self.last_read = now          # the last DATA (or the HEADERS): --timeout-body/request
+        self.ws = None                # an H2WSConnection: this stream is a WebSocket (RFC 8441)
 
     # --- the stream interface: the stream layer calls proto.X(ex, ...) with proto is ex ---
 
@@ -92,7 +99,7 @@ class H2Exchange:
 def request_head(headers) -> h1.Request | None:
     """The request head of an HTTP/2 stream as the HTTP/1.1 code has it (h1.Request), with
     ``http_version`` "2"; None if it is malformed (h2 checked the pseudo-fields already)."""
-    method = path = authority = None
+    method = path = authority = protocol = None
     fields = []
     cookies = []
     host = False
@@ -104,6 +111,8 @@ def request_head(headers) -> h1.Request | None:
                 path = value
             elif name == b":authority":
                 authority = value
+            elif name == b":protocol":   # extended CONNECT (RFC 8441): its upgrade
+                protocol = value.lower()
             continue
         if name == b"cookie":   # RFC 9113 8.2.3: one field again for an HTTP/1.1 app
             cookies.append(value)
@@ -126,4 +135,29 @@ def request_head(headers) -> h1.Request | None:
             except ValueError:
                 return None
     return h1.Request(method, path, decode_path(raw_path), raw_path, query, "2", fields,
-                      True, False, None, length, False)
+                      True, False, protocol, length, False)
+
+
+def response_fields(status: int, headers, hf) -> tuple[list, bytes | None]:
+    """A response head's HTTP/2 fields (the app's, checked, without those HTTP/2 forbids, and
+    the server's: ``hf`` has server_header, date_value, extra_fields), and its content-length
+    value if it has one.  ValueError for a field that cannot be sent."""
+    check_fields(headers)
+    fields = [(b":status", b"%d" % status)]
+    length = None
+    for name, value in headers:
+        name = name.lower()
+        if name in _HOP_BY_HOP:
+            continue
+        if name in _SERVER_FIELDS and (hf.date_value if name == b"date"
+                                       else hf.server_header) is not None:
+            continue   # the server's own, unless it sends none (--no-date-header...)
+        if name == b"content-length":
+            length = value
+        fields.append((name, value.strip(b" \t")))
+    if hf.server_header is not None:
+        fields.append((b"server", hf.server_header))
+    if hf.date_value is not None:
+        fields.append((b"date", hf.date_value))
+    fields.extend(hf.extra_fields)
+    return fields, length

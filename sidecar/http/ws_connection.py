@@ -138,13 +138,9 @@ class WSConnection:
             extensions=extensions, select_subprotocol=lambda _p, _offered: self.chosen,
             max_size=max_size, logger=_proto_log)
         # the handshake: the library parses the head we already parsed, and checks it
-        head = [b"GET ", req.target, b" HTTP/1.1\r\n"]
-        for name, value in req.headers:
-            head += (name, b": ", value, b"\r\n")
-        head.append(b"\r\n")
-        proto.receive_data(b"".join(head))
+        proto.receive_data(self._upgrade_head(req))
         evs = proto.events_received()
-        if req.method != b"GET" or not evs:
+        if not evs or not self._upgrade_method(req):
             self.refuse(400)
             return
         self.request = evs[0]
@@ -156,6 +152,17 @@ class WSConnection:
             return
         if self.pre_accept_bytes > PRE_ACCEPT_BUFFER:
             self.pause_reading()
+
+    def _upgrade_head(self, req: h1.Request) -> bytes:
+        """The upgrade request as HTTP/1.1 bytes, for websockets' handshake checks."""
+        head = [b"GET ", req.target, b" HTTP/1.1\r\n"]
+        for name, value in req.headers:
+            head += (name, b": ", value, b"\r\n")
+        head.append(b"\r\n")
+        return b"".join(head)
+
+    def _upgrade_method(self, req: h1.Request) -> bool:
+        return req.method == b"GET"
 
     # --- the app's answers (called by the stream) ----------------------------------------
 
@@ -173,10 +180,7 @@ class WSConnection:
                 response.headers[name.decode("latin-1")] = value.decode("latin-1")
         except Exception as exc:  # a header the library will not serialize
             log.error("bad websocket.accept headers: %s", exc)
-        if self.head_fields.server_header and "Server" not in response.headers:
-            response.headers["Server"] = "sidecar"
-        self.proto.send_response(response)
-        self.status = 101
+        self._send_accept(response)
         self.phase = OPEN
         self._pump()
         if self.pre_accept:
@@ -184,6 +188,13 @@ class WSConnection:
             self.pre_accept.clear()
             self.pre_accept_bytes = 0
             self._feed(data)
+
+    def _send_accept(self, response) -> None:
+        """The 101 (websockets' handshake response, with the app's headers)."""
+        if self.head_fields.server_header and "Server" not in response.headers:
+            response.headers["Server"] = "sidecar"
+        self.proto.send_response(response)
+        self.status = 101
 
     def send_message(self, data, more: bool) -> None:
         """A chunk of an app message (str: text, bytes: binary); ``more``: not its end."""

@@ -31,7 +31,7 @@ import os
 from sidecar.events import (
     APP_DONE, DISCONNECT, HELLO, HTTP_BODY, HTTP_REQUEST, PING, PONG, RESPONSE_BODY,
     RESPONSE_START, SEND_CREDIT, VERSION, WS_CONNECT, WS_DISCONNECT, WS_RECEIVE, ProtocolError,
-    check, check_request, pack,
+    check, check_request, pack, tls_scope,
 )
 from sidecar.frontend.ratelog import RateLimitedLog
 from sidecar.ring import Consumer, Producer, RingError
@@ -174,6 +174,10 @@ class HostLink(RingLink):
         """HTTP_REQUEST: checked (``events.check_request``, which also gives the headers as
         the scope holds them), a scope, a stream and its task."""
         pairs = check_request(ev)
+        if len(ev) == 14:
+            tls = None
+        else:   # a TLS connection's (the ASGI tls extension)
+            ev, tls = ev[:14], ev[14]
         (_, sid, method, scheme, path, raw_path, query_string, _, client, server,
          http_version, root_path, body, more_body) = ev
         if sid < 1 or sid in self.streams:   # the usual case, without a call
@@ -200,6 +204,8 @@ class HostLink(RingLink):
             # trailers reach the client over HTTP/2, and over HTTP/1.1 to a client that said
             # it takes them (TE: trailers; the front-end checks again)
             scope["extensions"] = {"http.response.trailers": {}}
+        if tls is not None:
+            scope.setdefault("extensions", {})["tls"] = tls_scope(tls)
         stream = HttpStream(self, sid, scope, body, more_body)
         self.streams[sid] = stream
         stream.task = task = self.loop.create_task(stream.run())
@@ -209,8 +215,9 @@ class HostLink(RingLink):
 
     def _open_websocket(self, ev: list) -> None:
         pairs = check_request(ev)
+        tls = ev[12] if len(ev) == 13 else None
         (_, sid, scheme, path, raw_path, query_string, _, client, server,
-         http_version, root_path, subprotocols) = ev
+         http_version, root_path, subprotocols) = ev[:12]
         self._check_new_sid(sid)
         if self.host and self._refused(sid):  # a denial response: the host answers it
             return
@@ -231,6 +238,8 @@ class HostLink(RingLink):
             "state": worker.state.copy(),
             "extensions": {"websocket.http.response": {}},
         }
+        if tls is not None:
+            scope["extensions"]["tls"] = tls_scope(tls)
         stream = WsStream(self, sid, scope)
         self.streams[sid] = stream
         stream.task = task = self.loop.create_task(stream.run())

@@ -35,6 +35,17 @@ async def app(scope, receive, send):
             elif msg["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+    if scope["type"] == "websocket":   # (the HTTP/2 conformance table's RFC 8441 cases)
+        await receive()
+        await send({"type": "websocket.accept"})
+        if scope["path"] == "/tls":
+            await send({"type": "websocket.send", "text": json.dumps(
+                {"http_version": scope["http_version"],
+                 "tls": scope.get("extensions", {}).get("tls")})})
+        while (msg := await receive())["type"] == "websocket.receive":
+            await send({"type": "websocket.send", "text": msg.get("text"),
+                        "bytes": msg.get("bytes")})
+        return
     path = scope["path"]
     if path.startswith("/scope"):
         out = {k: v for k, v in scope.items() if k not in ("headers", "raw_path", "query_string",
@@ -45,6 +56,9 @@ async def app(scope, receive, send):
         out["state"] = dict(scope.get("state", {}))
         out["pid"] = os.getpid()
         return await _send_json(send, out)
+    if path == "/tls":   # the ASGI tls extension (None: not a TLS connection)
+        return await _send_json(send, {"http_version": scope["http_version"],
+                                       "tls": scope.get("extensions", {}).get("tls")})
     if path == "/echo":
         body = await _body(receive)
         await send({"type": "http.response.start", "status": 200,

@@ -16,16 +16,19 @@ def get(path: str, authority: str = "sidecar") -> list:
 
 
 class H2Client:
-    """``H2Client(sc.port)`` (TCP) or ``H2Client(uds=sc.uds)``; ``auto_window``: give back
+    """``H2Client(sc.port)`` (TCP; ``tls``: over TLS) or ``H2Client(uds=sc.uds)``; ``auto_window``: give back
     window as data arrives (False: the client never opens its window again)."""
 
     def __init__(self, port: int | None = None, *, uds: str | None = None,
-                 auto_window: bool = True, settings: dict | None = None):
+                 auto_window: bool = True, settings: dict | None = None, tls=None):
         if uds is not None:
             self.sock = socket.socket(socket.AF_UNIX)
             self.sock.connect(uds)
         else:
             self.sock = socket.create_connection(("127.0.0.1", port))
+        if tls is not None:   # an ssl.SSLContext: HTTP/2 by ALPN
+            tls.set_alpn_protocols(["h2"])
+            self.sock = tls.wrap_socket(self.sock, server_hostname="localhost")
         self.sock.settimeout(10)
         cfg = h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
         self.conn = h2.connection.H2Connection(cfg)

@@ -24,7 +24,8 @@ CLIENT_CLOSE_LOGGED = "echo: client closed with 4000 'check done'"
 
 @pytest.fixture(scope="module")
 def browser():
-    with Chromium() as chromium:
+    # (the TLS test's certificate is made for the run: no CA to install)
+    with Chromium(args=["--ignore-certificate-errors"]) as chromium:
         yield chromium
 
 
@@ -123,3 +124,28 @@ def test_chromium_message_over_max_size_is_1009(browser):
     assert closed["code"] == 1009 and closed["wasClean"], closed
     assert checks["subprotocol"]["ok"] and checks["chat room"]["ok"]
     assert checks["close from the server"]["observed"]["code"] == 1008
+
+
+def test_chromium_websockets_over_http2(browser, tmp_path):
+    """Over TLS, Chromium speaks HTTP/2 (ALPN h2) and, as sidecar's SETTINGS allow extended
+    CONNECT, opens its WebSockets as streams of that connection (RFC 8441): the whole
+    conversation passes, and the access lines show CONNECT over HTTP/2.0 on the page's own
+    connection."""
+    from tests.e2e.test_tls import TLSSidecar, make_cert
+    cert, key = make_cert(tmp_path, "server")
+    with TLSSidecar("examples.demo:app", cert, key, workers=1, capture_stdout=True) as sc:
+        checks = run_check_page(browser, sc.url + f"/ws/check?large={MiB}")
+        assert_conversation(checks, large=MiB)
+        wait_for(lambda: '"CONNECT /ws/chat?name=checker HTTP/2.0" 200 ' in _read(sc.stdout_path),
+                 10, what="the WebSocket access lines")
+        lines = _read(sc.stdout_path).splitlines()
+    page = [line for line in lines if '"GET /ws/check?' in line]
+    assert len(page) == 1 and "HTTP/2.0" in page[0]
+    sockets = [line for line in lines if '"CONNECT /ws/' in line]
+    assert len(sockets) >= 3 and all(" 200 " in line for line in sockets), sockets
+    assert {line.split()[0] for line in sockets} == {page[0].split()[0]}   # one connection
+
+
+def _read(path: str) -> str:
+    with open(path) as fh:
+        return fh.read()

@@ -126,6 +126,12 @@ def get(path: str = "/pid") -> list:
             (":path", path)]
 
 
+def connect(protocol: str = "websocket") -> list:
+    """An extended CONNECT (RFC 8441 section 4)."""
+    return [(":method", "CONNECT"), (":protocol", protocol), (":scheme", "http"),
+            (":authority", "sidecar"), (":path", "/ws"), ("sec-websocket-version", "13")]
+
+
 def post(path: str = "/echo") -> list:
     return [(":method", "POST"), (":scheme", "http"), (":authority", "sidecar"),
             (":path", path)]
@@ -350,6 +356,27 @@ CASES = [
     ("9113-8.4 PUSH_PROMISE from a client -> PROTOCOL_ERROR",
      lambda c: c.headers(1, get(SLOW)) + raw(0x5, 0x4, 1, struct.pack(">I", 2) + c.block(get())),
      conn(E.PROTOCOL_ERROR)),
+    # RFC 8441: WebSockets over HTTP/2 (extended CONNECT; tests/e2e/test_websocket_h2.py
+    # runs them with a WebSocket client)
+    ("8441-3 SETTINGS_ENABLE_CONNECT_PROTOCOL is 1 in the server's SETTINGS",
+     lambda c: b"", ("setting", 0x8, 1)),
+    ("8441-4 extended CONNECT for websocket -> 200, the stream left open",
+     lambda c: c.headers(1, connect(), end_stream=False), ("response", 1)),
+    ("8441-4 :protocol on a GET -> PROTOCOL_ERROR",
+     lambda c: c.headers(1, get() + [(":protocol", "websocket")]), stream(E.PROTOCOL_ERROR)),
+    ("8441-4 extended CONNECT without :path -> PROTOCOL_ERROR",
+     lambda c: c.headers(1, [f for f in connect() if f[0] != ":path"], end_stream=False),
+     stream(E.PROTOCOL_ERROR)),
+    ("8441-4 extended CONNECT without :scheme -> PROTOCOL_ERROR",
+     lambda c: c.headers(1, [f for f in connect() if f[0] != ":scheme"], end_stream=False),
+     stream(E.PROTOCOL_ERROR)),
+    ("8441-4 extended CONNECT of a protocol not spoken -> 501",
+     lambda c: c.headers(1, connect("webtransport"), end_stream=False), ("status", 1, b"501")),
+    ("8441-5 a websocket CONNECT that ends its stream -> 400",
+     lambda c: c.headers(1, connect()), ("status", 1, b"400")),
+    ("8441-5 a websocket CONNECT of a version not 13 (RFC 6455 4.2.1) -> 400",
+     lambda c: c.headers(1, connect()[:-1] + [("sec-websocket-version", "8")],
+                         end_stream=False), ("status", 1, b"400")),
     # RFC 7541: HPACK (a decoding error is a connection error, RFC 9113 4.3)
     ("7541-2.3.3 index past the tables -> COMPRESSION_ERROR",
      lambda c: raw(0x1, 0x5, 1, b"\xff\x7f"), conn(E.COMPRESSION_ERROR)),
@@ -400,6 +427,12 @@ def _outcome(cl: Raw, want) -> None:
         _served(cl, 1)
     elif kind == "response":
         _answered(cl, want[1])
+    elif kind == "status":
+        _answered(cl, want[1], want[2])
+        _served(cl, 3)
+    elif kind == "setting":   # in the server's first SETTINGS (read as the client connected)
+        first = next(f for f in cl.frames if isinstance(f, SettingsFrame))
+        assert first.settings.get(want[1]) == want[2], first.settings
 
 
 def _served(cl: Raw, sid: int) -> None:
@@ -408,11 +441,11 @@ def _served(cl: Raw, sid: int) -> None:
     _answered(cl, sid)
 
 
-def _answered(cl: Raw, sid: int) -> None:
+def _answered(cl: Raw, sid: int, status: bytes = b"200") -> None:
     f = cl.until(lambda f: isinstance(f, (GoAwayFrame, HeadersFrame)) and
                  (isinstance(f, GoAwayFrame) or f.stream_id == sid))
     assert isinstance(f, HeadersFrame), f"wanted a response on stream {sid}, got {f}"
-    assert (b":status", b"200") in f.fields, f.fields
+    assert (b":status", status) in f.fields, f.fields
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, id=c[0]) for c in CASES])

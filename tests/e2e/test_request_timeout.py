@@ -8,9 +8,12 @@ import socket
 import threading
 import time
 
+import h2.events
 import httpx
 import pytest
+from h2.errors import ErrorCodes
 
+from tests.e2e.h2client import H2Client, get
 from tests.e2e.util import alive, wait_for
 from tests.server import Sidecar, free_port
 
@@ -167,3 +170,53 @@ def test_a_blocked_loop_gets_504_while_other_workers_serve(sc2, tmp_path):
              what="the same workers")
     assert "protocol error" not in sc2.log()
     assert os.path.exists(sc2.stdout_path)
+
+
+# --- HTTP/2: the same deadline per stream --------------------------------------------------
+
+def post(path: str) -> list:
+    return [(":method", "POST"), (":scheme", "http"), (":authority", "sidecar"),
+            (":path", path)]
+
+
+def test_http2_stream_gets_504_while_its_neighbours_are_served(sc1, tmp_path):
+    """Over HTTP/2 the deadline is per stream: the stream whose app never starts a response
+    gets 504 (its app told, then cancelled), the connection's other streams are served
+    meanwhile and after, and nothing is reset."""
+    marker = tmp_path / "seen"
+    with H2Client(sc1.port) as c:
+        t0 = time.monotonic()
+        slow = c.request(get(f"/listen-forever?marker={marker}"))
+        served = 0
+        while slow not in c.ended:
+            status, _, body = c.response(c.request(get("/sleep?s=0.05")))
+            assert (status, body) == (200, b"slept")
+            served += 1
+        status, _, _ = c.response(slow)
+        assert status == 504 and TIMEOUT <= time.monotonic() - t0 < TIMEOUT + SLACK
+        assert served >= 3
+        assert c.response(c.request(get("/pid")))[0] == 200
+        assert not [e for e in c.events if isinstance(e, h2.events.StreamReset)]
+    wait_for(lambda: marker.exists() and marker.read_text() == "http.disconnect cancelled",
+             10, what="the app to be told and then cancelled")
+    wait_for(lambda: any('"GET /listen-forever?marker=' in line and 'HTTP/2.0" 504 ' in line
+                         for line in access_lines(sc1)), 5, what="the 504's access line")
+
+
+def test_http2_504_while_the_body_still_comes_then_rst_no_error(sc1):
+    """A request whose body stalls and whose app never answers: 504 a timeout after the last
+    DATA, then RST_STREAM NO_ERROR -- the client may stop sending (RFC 9113 8.1)."""
+    with H2Client(sc1.port) as c:
+        sid = c.request(post("/await-forever"), open_body=True)
+        c.send_body(sid, b"x" * 1000, end=False)
+        assert c.response(sid, timeout=TIMEOUT + SLACK)[0] == 504
+        reset = c.until(lambda: [e for e in c.events if isinstance(e, h2.events.StreamReset)],
+                        5, "the RST_STREAM")
+        assert (reset[0].stream_id, reset[0].error_code) == (sid, ErrorCodes.NO_ERROR)
+        assert c.response(c.request(get("/pid")))[0] == 200
+
+
+def test_http2_no_limit_once_the_response_started(sc1):
+    with H2Client(sc1.port) as c:
+        status, _, body = c.response(c.request(get("/slow-body?n=2&s=0.8")), timeout=15)
+    assert (status, body) == (200, b"tick\n" * 2)   # 1.6 s, past the 1 s timeout

@@ -19,10 +19,10 @@ from websockets.sync.client import connect
 from tests.server import ROOT, Sidecar
 
 
-def make_cert(directory, name: str) -> tuple[str, str]:
+def make_cert(directory, name: str, subject: str = "/CN=localhost") -> tuple[str, str]:
     cert, key = directory / f"{name}.pem", directory / f"{name}.key"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                    "-subj", "/CN=localhost", "-addext",
+                    "-subj", subject, "-addext",
                     "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key),
                     "-out", str(cert)], check=True, capture_output=True, timeout=60)
     return str(cert), str(key)
@@ -224,3 +224,84 @@ def test_no_http2_offers_only_http_1_1_by_alpn(certs):
             assert tls.selected_alpn_protocol() == "http/1.1"
         with httpx.Client(base_url=s.url, verify=trusting(s.cert), http2=True) as c:
             assert c.get("/pid").http_version == "HTTP/1.1"
+
+
+# --- the ASGI tls extension (scope["extensions"]["tls"]) --------------------------------------
+
+ALICE = "/C=FR/O=Example, Inc/CN=alice"
+
+
+@pytest.fixture(scope="module")
+def mtls(certs):
+    """A TLS listener that asks for a client certificate (--ssl-cert-reqs 1: optional),
+    trusting alice's."""
+    cert, key = certs["server"]
+    alice = make_cert(certs["dir"], "alice", ALICE)
+    with TLSSidecar("tests.e2e.apps:app", cert, key, "--ssl-ca-certs", alice[0],
+                    "--ssl-cert-reqs", "1", workers=1, ready_path="/pid") as s:
+        s.alice = alice
+        yield s
+
+
+def der(pem: str) -> bytes:
+    return ssl.PEM_cert_to_DER_cert(pem)
+
+
+def check_tls(tls: dict, sc, client_cert: str | None) -> None:
+    assert set(tls) == {"server_cert", "client_cert_chain", "client_cert_name",
+                        "client_cert_error", "tls_version", "cipher_suite"}
+    with open(sc.cert) as fh:
+        assert der(tls["server_cert"]) == der(fh.read())
+    if client_cert is None:
+        assert tls["client_cert_chain"] == [] and tls["client_cert_name"] is None
+    else:
+        with open(client_cert) as fh:
+            assert [der(c) for c in tls["client_cert_chain"]] == [der(fh.read())]
+        assert tls["client_cert_name"] == "CN=alice,O=Example\\, Inc,C=FR"
+    assert tls["client_cert_error"] is None
+    assert tls["tls_version"] in (0x0303, 0x0304)
+    # the IANA number of the suite the handshake chose (TLS 1.3's are 0x1301..0x1305)
+    assert 0 < tls["cipher_suite"] <= 0xFFFF
+    if tls["tls_version"] == 0x0304:
+        assert 0x1301 <= tls["cipher_suite"] <= 0x1305
+
+
+@pytest.mark.parametrize("http2", [False, True], ids=["http1.1", "http2"])
+def test_tls_extension_with_and_without_a_client_certificate(mtls, http2):
+    with httpx.Client(verify=trusting(mtls.cert, mtls.alice), http2=http2, timeout=10) as c:
+        r = c.get(f"{mtls.url}/tls")
+        assert r.http_version == ("HTTP/2" if http2 else "HTTP/1.1")
+        check_tls(r.json()["tls"], mtls, mtls.alice[0])
+        r = c.post(f"{mtls.url}/tls", content=b"x" * 100000)   # the packed request path too
+        check_tls(r.json()["tls"], mtls, mtls.alice[0])
+    with httpx.Client(verify=trusting(mtls.cert), http2=http2, timeout=10) as c:
+        check_tls(c.get(f"{mtls.url}/tls").json()["tls"], mtls, None)
+
+
+def test_tls_extension_with_curl_and_a_client_certificate(mtls):
+    out = subprocess.run(["curl", "-sS", "--http2", "--cacert", mtls.cert, "--cert",
+                          mtls.alice[0], "--key", mtls.alice[1], f"{mtls.url}/tls"],
+                         capture_output=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout)
+    assert got["http_version"] == "2"
+    check_tls(got["tls"], mtls, mtls.alice[0])
+
+
+def test_tls_extension_of_websockets_over_http1_and_http2(mtls):
+    from tests.e2e.h2client import H2Client
+    from tests.e2e.h2ws_client import H2WebSocket
+    ctx = trusting(mtls.cert, mtls.alice)
+    with connect(f"wss://127.0.0.1:{mtls.port}/tls", ssl=ctx, open_timeout=10) as ws:
+        got = json.loads(ws.recv(timeout=10))
+    assert got["http_version"] == "1.1"
+    check_tls(got["tls"], mtls, mtls.alice[0])
+    with H2Client(mtls.port, tls=trusting(mtls.cert, mtls.alice)) as c:
+        got = json.loads(H2WebSocket(c, "/tls").recv())
+    assert got["http_version"] == "2"
+    check_tls(got["tls"], mtls, mtls.alice[0])
+
+
+def test_no_tls_extension_on_the_plain_unix_socket(mtls):
+    with mtls.client(uds=True) as c:
+        assert c.get("/tls").json() == {"http_version": "1.1", "tls": None}

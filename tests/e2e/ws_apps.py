@@ -34,8 +34,8 @@ async def app(scope, receive, send):
     assert scope["type"] == "websocket"
     assert (await receive())["type"] == "websocket.connect"
     path = scope["path"]
-    tag = dict(p.split("=", 1) for p in scope["query_string"].decode().split("&") if "=" in p)
-    tag = tag.get("tag", "")
+    args = dict(p.split("=", 1) for p in scope["query_string"].decode().split("&") if "=" in p)
+    tag = args.get("tag", "")
     if path == "/reject":
         await send({"type": "websocket.close", "code": 1000})
         return
@@ -63,7 +63,8 @@ async def app(scope, receive, send):
     elif path == "/pid":
         await send({"type": "websocket.send", "text": str(os.getpid())})
     elif path == "/noread":
-        await asyncio.sleep(5)  # accepted, never reads: the client must be held back
+        # accepted, never reads: the client must be held back
+        await asyncio.sleep(float(args.get("s", "5")))
         return
     elif path == "/flood":
         block = b"x" * 65536

@@ -209,8 +209,29 @@ def test_worker_check_refuses_each_malformed_field(kind):
     for n in range(2, len(good) + 3):
         if n != len(good):
             ev = (good + [b""] * 3)[:n]
-            with pytest.raises(events.ProtocolError, match="fields"):
+            with pytest.raises(events.ProtocolError, match="fields|tls"):
                 events.check_request(ev)
+
+
+TLS = ["-----BEGIN CERTIFICATE-----\n...", ["-----BEGIN CERTIFICATE-----\n..."], "CN=c", None,
+       0x0304, 0x1302]
+
+
+@pytest.mark.parametrize("kind", [events.HTTP_REQUEST, events.WS_CONNECT])
+def test_worker_check_takes_the_optional_tls_field(kind):
+    """A TLS connection's records carry the ASGI tls extension as one more field; each of
+    its six values of a wrong type is a ProtocolError for the stream."""
+    good = _good(kind)
+    assert events.check_request(good + [TLS]) == [(b"host", b"a")]
+    events.check(good + [TLS])
+    assert events.check_request(good + [[None, [], None, None, 0x0303, 0xC02F]])
+    for i, value in enumerate([7, [1], 7, 7, "v", None]):
+        tls = list(TLS)
+        tls[i] = value
+        with pytest.raises(events.ProtocolError, match="tls") as exc:
+            events.check_request(good + [tls])
+        assert exc.value.sid == 7
+    assert events.tls_scope(TLS)["cipher_suite"] == 0x1302
 
 
 # The replacements test_worker_check_refuses_each_malformed_field finds accepted: types the
