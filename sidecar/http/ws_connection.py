@@ -346,10 +346,14 @@ class WSConnection:
             if proto.state is not _OPEN:   # closing: websockets discards or fails the rest
                 self.rx_through = end - pos
                 continue
-            head = ws_frames.header(data, pos, end)
-            if head is None:
-                break   # the rest of the header is still to come
-            b0, b1, n, size = head
+            b1 = data[pos + 1] if end - pos >= 6 else 0
+            if 0x80 < b1 < 0xFE:   # masked, payload under 126 bytes: the header, inline
+                b0, n, size = data[pos], b1 & 0x7F, 6
+            else:
+                head = ws_frames.header(data, pos, end)
+                if head is None:
+                    break   # the rest of the header is still to come
+                b0, b1, n, size = head
             if not (plain_message(b0, b1) and proto.current_size is None
                     and n <= self.max_frame):
                 self.rx_through = size + n   # websockets decides (and fails, if it must)
