@@ -3,11 +3,17 @@
 - ``benchmarks.apps:hello`` — a bare ASGI 3 callable: the server's own overhead, nothing else.
   Its ``websocket`` scope is a bare echo (the ``ws_echo`` benchmark scenario).
 - ``benchmarks.apps:starlette_app`` — a small Starlette app: what a typical request costs.
+- ``benchmarks.apps:template_app`` — Starlette rendering a Jinja2 page (``GET /page``: a
+  title, a 20-row table of escaped values, a layout it extends): an app that does some work
+  per request, as server-rendered pages do (docs/operations.md's capacity model);
+  ``GET /page-cached``: the same response rendered once, for the front-end's share.
 """
 
 from __future__ import annotations
 
 import time
+
+import functools
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -99,3 +105,55 @@ starlette_app = Starlette(
         Route("/fast", _fast),
     ]
 )
+
+
+_TEMPLATES = {
+    "layout.html": """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{% block title %}{% endblock %}</title>
+</head><body><header><a href="/">Home</a> | <a href="/page">Orders</a></header>
+<main>{% block main %}{% endblock %}</main><footer>{{ footer }}</footer></body></html>
+""",
+    "page.html": """{% extends "layout.html" %}
+{% block title %}Orders of {{ user.name }}{% endblock %}
+{% block main %}<h1>Orders of {{ user.name }}</h1>
+<table><tr><th>#</th><th>Item</th><th>Qty</th><th>Price</th></tr>
+{% for row in rows %}<tr class="{{ loop.cycle('odd', 'even') }}"><td>{{ row.id }}</td>
+<td>{{ row.item }}</td><td>{{ row.qty }}</td><td>{{ "%.2f"|format(row.price) }}</td></tr>
+{% endfor %}</table><p>Total: {{ "%.2f"|format(rows|sum(attribute="price")) }}</p>
+{% endblock %}
+""",
+}
+_ROWS = [{"id": i, "item": f"Widget <{i}> & co", "qty": i % 7 + 1, "price": 9.99 * (i % 5 + 1)}
+         for i in range(20)]
+
+
+@functools.cache
+def _templates():
+    # imported on first use: the other apps' workers (the bare hello's above all) do not
+    # carry jinja2's modules and objects, and their figures stay comparable with checkouts
+    # that have no template app
+    import jinja2
+    from starlette.templating import Jinja2Templates
+    return Jinja2Templates(env=jinja2.Environment(loader=jinja2.DictLoader(_TEMPLATES),
+                                                  autoescape=True))
+
+
+async def _page(request: Request):
+    return _templates().TemplateResponse(request, "page.html", {
+        "user": {"name": "Ada"}, "rows": _ROWS, "footer": "sidecar benchmarks"})
+
+
+_PAGE = None
+
+
+async def _page_cached(request: Request):
+    """The bytes and headers of /page, rendered once: what the front-end handles for /page,
+    at the rate of a cheap route (the capacity model's front-end figure for this app)."""
+    global _PAGE
+    if _PAGE is None:
+        _PAGE = await _page(request)
+    return _PAGE
+
+
+template_app = Starlette(routes=[Route("/page", _page), Route("/page-cached", _page_cached),
+                                 Route("/", _plaintext)])

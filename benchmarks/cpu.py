@@ -8,6 +8,9 @@
     python -m benchmarks.cpu --access-log --servers sidecar,sidecar%json,sidecar@../main
                                                       # access lines on (to a file); KIND%FORMAT:
                                                       # this sidecar with --access-log-format
+    python -m benchmarks.cpu --model [--json]         # sidecar's capacity model: MODEL_APPS,
+                                                      # front-end and worker µs per request and
+                                                      # what they predict on 8, 16, 64 cores
 
 req/s moves with whatever else the machine runs; CPU time per request (utime + stime from
 /proc, divided by the requests wrk completed) moves much less, so it is the figure to compare
@@ -26,6 +29,7 @@ import os
 import statistics
 import sys
 
+from benchmarks import _procstat
 from benchmarks._servers import KINDS, base_kind, check_kinds, run_wrk, start_server, stop_server
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -86,15 +90,101 @@ def measure(kind: str, app: str, path: str, workers: int, duration: float,
         url = handle.base_url + path
         run_wrk(url, connections, 2, headers=headers)  # warm-up: caches, learned route costs
         pids = _group(handle.process.pid)
+        control = handle.workdir / "sidecar.sock.ctl" if base_kind(kind) == "sidecar" else None
+        wakes = _procstat.snapshot(pids, control)
         before = {p: _cpu_ticks(p) for p in pids}
         result = run_wrk(url, connections, duration, headers=headers)
         after = {p: _cpu_ticks(p) for p in pids}
+        wakes = _procstat.per(wakes, _procstat.snapshot(pids, control), result["requests"],
+                              _roles(kind, pids))
     finally:
         stop_server(handle)
     n = result["requests"] or 1
     per = [(after[p] - before[p]) / CLK_TCK / n * 1e6 for p in pids]
     return {"req_s": result["req_s"], "errors": result["errors"],
-            "roles": _roles(kind, pids), "us_per_req": per, "total": sum(per)}
+            "roles": _roles(kind, pids), "us_per_req": per, "total": sum(per),
+            # per request: ring doorbells (sidecar), context switches of each process
+            "doorbells": wakes["doorbells"], "ctx": wakes["ctx"]}
+
+
+# The capacity model's apps (docs/operations.md, "Capacity"): the server's own cost, a typical
+# framework request, a page rendered from a template.  (name, app, path, the path the
+# front-end's figure is taken from.)  A front-end that feeds many workers is busy: it handles
+# many requests per loop iteration and sleeps little.  Behind one slow worker it is not (at
+# ~1k req/s it wakes up for nearly every request, and those wake-ups land in its figure), so
+# the template app's front-end figure comes from the same response rendered once, served at
+# a cheap route's rate.
+MODEL_APPS = (("bare", "benchmarks.apps:hello", "/", "/"),
+              ("Starlette", "benchmarks.apps:starlette_app", "/", "/"),
+              ("template", "benchmarks.apps:template_app", "/page", "/page-cached"))
+MODEL_CORES = (8, 16, 64)
+
+
+def capacity(f: float, w: float, cores: int, frontends: int) -> float:
+    """req/s that ``frontends`` front-ends and ``cores - frontends`` workers can serve, each
+    process on a core of its own, when a request costs ``f`` µs of a front-end's CPU and
+    ``w`` µs of a worker's: the smaller of what the front-ends can feed and what the workers
+    can run."""
+    workers = cores - frontends
+    if workers < 1 or frontends < 1:
+        return 0.0
+    return min(frontends * 1e6 / f, workers * 1e6 / w)
+
+
+def predict(f: float, w: float, cores: int) -> dict:
+    """One front-end against the best number of them on ``cores`` cores."""
+    best = max(range(1, cores), key=lambda n: (capacity(f, w, cores, n), -n))
+    one = capacity(f, w, cores, 1)
+    top = capacity(f, w, cores, best)
+    return {"cores": cores, "one_frontend_req_s": one, "best_frontends": best,
+            "best_req_s": top, "gain": top / one if one else None}
+
+
+def model(args) -> int:
+    """Measure MODEL_APPS on sidecar and print what they predict."""
+    def median(app: str, path: str, name: str) -> tuple[dict, list]:
+        rounds = []
+        for r in range(args.rounds):
+            print(f"  {name} {path}: round {r + 1} ...", file=sys.stderr, flush=True)
+            rounds.append(measure("sidecar", app, path, args.workers, args.duration,
+                                  args.connections))
+        return sorted(rounds, key=lambda m: m["total"])[len(rounds) // 2], rounds
+
+    rows = []
+    for name, app, path, fe_path in MODEL_APPS:
+        med, rounds = median(app, path, name)
+        fe = med if fe_path == path else median(app, fe_path, name)[0]
+        f = fe["us_per_req"][0]
+        w = sum(med["us_per_req"][1:])   # per request, whichever worker served it
+        rows.append({"app": name, "spec": app, "path": path, "frontend_path": fe_path,
+                     "frontend_us": f, "worker_us": w, "req_s": med["req_s"],
+                     "frontend_us_here": med["us_per_req"][0], "workers_fed": w / f,
+                     "doorbells": med["doorbells"], "frontend_ctx": med["ctx"]["front-end"],
+                     "totals": [round(m["total"], 1) for m in rounds],
+                     "predictions": [predict(f, w, c) for c in MODEL_CORES]})
+    if args.json:
+        json.dump({"workers": args.workers, "connections": args.connections,
+                   "rounds": args.rounds, "apps": rows}, sys.stdout, indent=2)
+        print()
+        return 0
+    print(f"== capacity model: sidecar --workers {args.workers}, wrk -c{args.connections}, "
+          f"CPU µs per request, median of {args.rounds} rounds (by total)")
+    print(f"{'app':<10} {'req/s':>7} {'FE here':>7} {'bells':>5} {'FE ctxsw':>8} "
+          f"{'front-end':>9} {'worker':>7} {'workers fed':>11}  "
+          + "  ".join(f"{c:>2} cores: 1 FE -> best" for c in MODEL_CORES))
+    for row in rows:
+        preds = "  ".join(f"{p['one_frontend_req_s'] / 1e3:>6.0f}k -> {p['best_frontends']:>2} FE "
+                          f"{p['best_req_s'] / 1e3:>5.0f}k" for p in row["predictions"])
+        print(f"{row['app']:<10} {row['req_s']:>7,.0f} {row['frontend_us_here']:>7.1f} "
+              f"{row['doorbells'] or 0:>5.2f} {row['frontend_ctx']:>8.2f} "
+              f"{row['frontend_us']:>9.1f} {row['worker_us']:>7.1f} {row['workers_fed']:>11.2f}"
+              f"  {preds}")
+    print("per request: FE here, bells, FE ctxsw: the front-end's CPU µs, ring doorbells and "
+          "the front-end's context switches on the app's route; front-end: its CPU µs at a "
+          "cheap route's rate (MODEL_APPS); worker: the workers' CPU µs; workers fed = worker "
+          "/ front-end; req/s with 1 FE and F front-ends on C cores = min(F / front-end, "
+          "(C - F) / worker)")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,8 +204,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--access-log", action="store_true",
                     help="every server's access log on (to a file); sidecar%%FORMAT also sets "
                          "its --access-log-format")
+    ap.add_argument("--model", action="store_true",
+                    help="sidecar's capacity model: MODEL_APPS' front-end and worker CPU per "
+                         "request, and what they predict on 8, 16 and 64 cores")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
+    if args.model:
+        return model(args)
     headers = (BROWSER_HEADERS if args.browser_headers else ()) + tuple(args.header)
     kinds = [k.strip() for k in args.servers.split(",") if k.strip()]
     error = check_kinds([k.partition("%")[0] for k in kinds])

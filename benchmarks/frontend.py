@@ -17,6 +17,11 @@ with the minimum and the median: compare two versions of the code by alternating
 ``python -m benchmarks.cpu`` measures whole servers (syscalls included) under wrk, and
 ``python -m benchmarks.worker`` the worker's side of the same path.
 
+Under the figures, per request (or message), medians of the runs: the ring doorbells rung each
+way (data doorbells: eventfd writes to wake a reader that slept; space: a writer waiting for
+room), the context switches of the front-end and of the worker processes
+(/proc/PID/status), and the workers' CPU µs (not with ``--in-process``).
+
 ``--in-process`` runs the worker's real ``HostLink`` and the app in this process and loop
 instead (the figure is then front-end + worker), so that the whole path can be counted under
 ``valgrind --tool=callgrind``, whose instruction counts, unlike CPU time on a shared machine,
@@ -26,11 +31,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import statistics
 import time
 
 import uvloop
 
+from benchmarks import _procstat
 from benchmarks.cpu import BROWSER_HEADERS
 from benchmarks.worker import _Worker, run_options, summary
 from sidecar import gc_tuning
@@ -216,6 +223,45 @@ async def in_process_workers(fe: FrontEnd, app_spec: str, n: int):
     return close
 
 
+def wakeup_counters(fe: FrontEnd) -> dict:
+    """The rings' doorbell counters (ring.md: data doorbells are the producers'
+    ``consumer_wakeups``, space doorbells the consumers' ``producer_wakeups``) and the context
+    switches and CPU time of this process and of each worker process."""
+    links = [s.worker.link for s in fe.pool.slots if s.worker is not None]
+    pids = [os.getpid()] + [s.worker.pid for s in fe.pool.slots
+                            if s.worker is not None and s.worker.pid]
+    out = _procstat.snapshot(pids)
+    for name, ring, counter in (("data_to_worker", "to_worker", "consumer_wakeups"),
+                                ("data_to_host", "to_host", "consumer_wakeups"),
+                                ("space_to_worker", "to_worker", "producer_wakeups"),
+                                ("space_to_host", "to_host", "producer_wakeups")):
+        out[name] = sum(getattr(link, ring).stats()[counter] for link in links)
+    return out
+
+
+def wakeups_between(before: dict, after: dict, n: int) -> dict:
+    """Per request (message) between two ``wakeup_counters``: doorbells of each kind and
+    direction, context switches (voluntary, nonvoluntary) of the front-end and the workers,
+    the workers' CPU µs."""
+    spent = _procstat.per(before, after, n, _procstat.roles(True, before["pids"]))
+    out = {name: (after[name] - before[name]) / n for name in
+           ("data_to_worker", "data_to_host", "space_to_worker", "space_to_host")}
+    out["ctx_frontend"] = spent["ctx"].get("front-end", 0.0)
+    out["ctx_workers"] = spent["ctx_total"] - out["ctx_frontend"]
+    out["worker_cpu_us"] = spent["cpu_us_total"] - spent["cpu_us"].get("front-end", 0.0)
+    return out
+
+
+def format_wakeups(counts: list[dict], unit: str) -> str:
+    """The medians of ``wakeups_between`` over the runs, one line each."""
+    med = {key: statistics.median(c[key] for c in counts) for key in counts[0]}
+    return (f"per {unit} (median of runs): doorbells {med['data_to_worker']:.3f} to the "
+            f"worker, {med['data_to_host']:.3f} to the front-end (space: "
+            f"{med['space_to_worker'] + med['space_to_host']:.3f}); context switches "
+            f"{med['ctx_frontend']:.3f} front-end, {med['ctx_workers']:.3f} workers; "
+            f"workers' CPU {med['worker_cpu_us']:.1f} µs")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = run_options("python -m benchmarks.frontend", __doc__.split("\n")[0],
                      "keep-alive connections")
@@ -246,27 +292,33 @@ def main(argv: list[str] | None = None) -> int:
             fe.pool.start()
             await asyncio.wait_for(fe.pool.wait_ready(), 60)
         gc_tuning.tune()   # as FrontEnd.run and Worker.run do once started
+        if args.websocket:
+            def once(n: int):
+                return run_once_ws(fe, n, args.concurrency)
+        else:
+            def once(n: int):
+                return run_once(fe, head, n, args.concurrency)
         try:
-            if args.websocket:
-                await run_once_ws(fe, args.requests // 4 or 1, args.concurrency)  # warm-up
-                return [await run_once_ws(fe, args.requests, args.concurrency)
-                        for _ in range(args.runs)]
-            await run_once(fe, head, args.requests // 4 or 1, args.concurrency)  # warm-up
-            return [await run_once(fe, head, args.requests, args.concurrency)
-                    for _ in range(args.runs)]
+            await once(args.requests // 4 or 1)  # warm-up
+            out, counts = [], []
+            for _ in range(args.runs):
+                before = wakeup_counters(fe)
+                out.append(await once(args.requests))
+                counts.append(wakeups_between(before, wakeup_counters(fe), args.requests))
+            return out, counts if not args.in_process else []
         finally:
             if args.in_process:
                 close()
             else:
                 await fe.pool.stop(5.0)
 
-    result = uvloop.run(runs())
+    result, counts = uvloop.run(runs())
     if args.json:
         print(json.dumps({"app": args.app, "path": args.path, "head_bytes": len(head),
                           "workers": args.workers,
                           "concurrency": args.concurrency, "requests": args.requests,
                           "us_per_request": result, "min": min(result),
-                          "median": statistics.median(result)}))
+                          "median": statistics.median(result), "wakeups": counts}))
         return 0
     what = "front-end + worker (in process)" if args.in_process else "front-end"
     if args.websocket:
@@ -278,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{args.concurrency} connections, {args.workers} worker(s), "
               f"{args.runs} runs of {args.requests}")
     print(summary(result))
+    if counts:
+        print(format_wakeups(counts, "message" if args.websocket else "request"))
     return 0
 
 

@@ -29,6 +29,11 @@ Scenarios (see SCENARIOS at the bottom; add one there, e.g. for WebSockets):
 - ``ws_echo``: ``--connections`` WebSockets to the bare app's echo, each sending a 64-byte
   text message and awaiting its echo in a loop (a Python ``websockets`` client on uvloop, in
   this process: it costs CPU too, alike for every server). req/s = messages echoed per second.
+  Also, per message, from the server's processes during the counted seconds
+  (benchmarks/_procstat.py): bells/msg, the ring doorbells (eventfd writes to wake a sleeping
+  reader, both directions; sidecar only, from its control socket); ctxsw/msg, context
+  switches (voluntary + nonvoluntary, /proc/PID/status, every process of the server); CPU
+  µs/msg of the server and of the client; cores busy, both together per second of the run.
 
 Absolute numbers drift on shared machines: compare rows of one run, not runs.
 Every server runs over TCP loopback, started fresh for each measurement, stopped in a
@@ -49,6 +54,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from benchmarks import _procstat
 from benchmarks._servers import (
     KINDS,
     base_kind,
@@ -91,7 +97,8 @@ class Scenario:
     matrix: list[tuple[str, int]]  # (server kind, workers)
     measure: Callable[[ServerHandle, Options], dict]
     compare: str = "req_s"
-    extra_columns: list[tuple[str, str]] = field(default_factory=list)  # (key, header)
+    # (key, header) or (key, header, format spec; ",.0f" if none)
+    extra_columns: list[tuple] = field(default_factory=list)
     rounds: int = 1  # measurements per server (each on a fresh start); the median is shown
     access_log: bool | str = False  # the servers' access logs on (to a file), as by default;
     # a string: sidecar's --access-log-format
@@ -205,10 +212,14 @@ def measure_ws_echo(handle: ServerHandle, options: Options) -> dict:
         stop_at = time.perf_counter() + options.warmup
         await asyncio.gather(*(loop(ws) for ws in conns))
         counting = True
+        before = _server_snapshot(handle)
+        client_cpu = time.process_time()
         started = time.perf_counter()
         stop_at = started + options.duration
         await asyncio.gather(*(loop(ws) for ws in conns))
         elapsed = time.perf_counter() - started
+        client_cpu = time.process_time() - client_cpu
+        after = _server_snapshot(handle)
         await asyncio.gather(*(ws.close() for ws in conns), return_exceptions=True)
         latencies.sort()
         n = len(latencies)
@@ -216,9 +227,32 @@ def measure_ws_echo(handle: ServerHandle, options: Options) -> dict:
         def pct(q: float) -> float:
             return latencies[min(n - 1, int(q * n))] * 1000 if n else 0.0
 
-        return {"req_s": n / elapsed, "p50_ms": pct(0.50), "p99_ms": pct(0.99), "errors": errors}
+        result = {"req_s": n / elapsed, "p50_ms": pct(0.50), "p99_ms": pct(0.99),
+                  "errors": errors}
+        result |= wakeups(before, after, n, handle)
+        # the client's (this process's) CPU too: with the server's, how busy the machine was
+        result["client_cpu_us_per_msg"] = client_cpu / max(1, n) * 1e6
+        result["cores_busy"] = (result["cpu_us_per_msg"] + result["client_cpu_us_per_msg"]) \
+            * n / 1e6 / elapsed
+        return result
 
     return uvloop.run(run())
+
+
+def _server_snapshot(handle: ServerHandle) -> dict:
+    control = handle.workdir / "sidecar.sock.ctl" if base_kind(handle.kind) == "sidecar" else None
+    return _procstat.snapshot(_procstat.group(handle.process.pid), control)
+
+
+def wakeups(before: dict, after: dict, n: int, handle: ServerHandle) -> dict:
+    """The server's doorbells, context switches and CPU per message (benchmarks/_procstat.py)
+    between two snapshots, for the extra columns of ws_echo."""
+    roles = _procstat.roles(base_kind(handle.kind) == "sidecar", before["pids"])
+    spent = _procstat.per(before, after, n, roles)
+    return {"doorbells_per_msg": spent["doorbells"], "ctx_per_msg": spent["ctx_total"],
+            "vol_per_msg": spent["vol"], "nonvol_per_msg": spent["nonvol"],
+            "cpu_us_per_msg": spent["cpu_us_total"], "cpu_us_by_process": spent["cpu_us"],
+            "ctx_by_process": spent["ctx"]}
 
 
 class _Background:
@@ -328,7 +362,7 @@ def _add_ratios(rows: list[dict], key: str) -> None:
 def format_table(result: dict, scenario: Scenario) -> str:
     ratio_header = "req/s ÷ sidecar" if scenario.compare == "req_s" else "p99 ÷ sidecar"
     headers = ["server", "workers", "req/s", "p50 ms", "p99 ms", "errors"]
-    headers += [header for _, header in scenario.extra_columns] + [ratio_header]
+    headers += [column[1] for column in scenario.extra_columns] + [ratio_header]
     if result.get("rounds", 1) > 1:
         headers.append("each round (" + ("req/s" if scenario.compare == "req_s" else "p99 ms")
                        + ")")
@@ -344,9 +378,9 @@ def format_table(result: dict, scenario: Scenario) -> str:
             f"{row['p99_ms']:.2f}",
             str(row["errors"]),
         ]
-        for key, _ in scenario.extra_columns:
+        for key, _, *fmt in scenario.extra_columns:
             value = row.get(key)
-            cells.append("-" if value is None else f"{value:,.0f}")
+            cells.append("-" if value is None else format(value, fmt[0] if fmt else ",.0f"))
         cells.append("-" if row["ratio"] is None else f"{row['ratio']:.2f}")
         if result.get("rounds", 1) > 1:
             cells.append(" ".join("failed" if v is None else _round_figure(v, scenario.compare)
@@ -468,6 +502,13 @@ SCENARIOS: dict[str, Scenario] = {
         ready_path="/",
         matrix=THROUGHPUT_MATRIX,
         measure=measure_ws_echo,
+        # per echoed message, the server's processes together: ring doorbells (sidecar),
+        # context switches (voluntary + not), CPU (benchmarks/_procstat.py)
+        extra_columns=[("doorbells_per_msg", "bells/msg", ".2f"),
+                       ("ctx_per_msg", "ctxsw/msg", ".2f"),
+                       ("cpu_us_per_msg", "CPU µs/msg", ".1f"),
+                       ("client_cpu_us_per_msg", "client µs/msg", ".1f"),
+                       ("cores_busy", "cores busy", ".2f")],
     ),
 }
 

@@ -55,7 +55,7 @@ class _Worker:
         self.pulse_timer = asyncio.get_running_loop().call_later(PULSE, self.pulse)
 
     def pulse(self) -> None:
-        if self.link is not None:
+        if self.link is not None and not self.link.closed:   # not after close()
             self.link.producer.heartbeat()
         self.pulse_timer = (asyncio.get_running_loop().call_later(PULSE, self.pulse)
                             if self.tasks else None)

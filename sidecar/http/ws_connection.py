@@ -53,7 +53,8 @@ from websockets.frames import CloseCode, Opcode
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from . import h1, h1_response
+from . import h1, h1_response, ws_frames
+from .ws_frames import apply_mask, plain_message, server_frame
 
 log = logging.getLogger("sidecar.websocket")
 # websockets logs "connection open/closed" at INFO for every connection: keep that quiet.
@@ -128,6 +129,10 @@ class WSConnection:
         self.ping_sent: float | None = None
         self.close_deadline: float | None = None
         self.request = None
+        # the frame fast path (ws_frames): bytes of an unfinished frame, and how many bytes
+        # of the frame being handed to websockets are still to come
+        self.rx_buf = bytearray()
+        self.rx_through = 0
 
         extensions = []
         if deflate:   # websockets' server defaults: 4 KiB windows keep zlib's memory small
@@ -137,6 +142,7 @@ class WSConnection:
         self.proto = proto = _ServerProtocol(
             extensions=extensions, select_subprotocol=lambda _p, _offered: self.chosen,
             max_size=max_size, logger=_proto_log)
+        self.max_frame = self._max_frame(proto)
         # the handshake: the library parses the head we already parsed, and checks it
         proto.receive_data(self._upgrade_head(req))
         evs = proto.events_received()
@@ -202,6 +208,9 @@ class WSConnection:
         if proto.state is not _OPEN or self.closed:
             return
         payload = data.encode() if type(data) is str else data
+        if not more and not self.send_frag and ws_frames.speedups and not proto.extensions:
+            self._write(server_frame(payload, type(data) is str))  # what websockets writes
+            return
         try:
             if self.send_frag:
                 proto.send_continuation(payload, not more)
@@ -294,6 +303,9 @@ class WSConnection:
 
     def receive_eof(self) -> None:
         if self.phase == OPEN:
+            if self.rx_buf:   # an unfinished frame: websockets tells how the stream broke
+                data, self.rx_buf = bytes(self.rx_buf), bytearray()
+                self.proto.receive_data(data)
             self.proto.receive_eof()
             self._pump()
 
@@ -324,19 +336,82 @@ class WSConnection:
                 self.stream.client_gone(int(code), reason or "")
 
     def _feed(self, data: bytes) -> None:
+        """Client bytes: whole plain messages are taken here (ws_frames), every other frame
+        is handed to websockets whole, from its first byte."""
+        proto = self.proto
+        if not ws_frames.speedups or proto.extensions:
+            return self._feed_proto(data)
+        buf = self.rx_buf
+        if buf:
+            buf += data
+            data = buf
+        pos, end = 0, len(data)
+        while pos < end:
+            through = self.rx_through
+            if through:   # the rest of a frame websockets is parsing
+                n = min(through, end - pos)
+                self.rx_through = through - n
+                self._feed_proto(data[pos:pos + n])
+                pos += n
+                continue
+            if proto.state is not _OPEN:   # closing: websockets discards or fails the rest
+                self.rx_through = end - pos
+                continue
+            b1 = data[pos + 1] if end - pos >= 6 else 0
+            if 0x80 < b1 < 0xFE:   # masked, payload under 126 bytes: the header, inline
+                b0, n, size = data[pos], b1 & 0x7F, 6
+            else:
+                head = ws_frames.header(data, pos, end)
+                if head is None:
+                    break   # the rest of the header is still to come
+                b0, b1, n, size = head
+            if not (plain_message(b0, b1) and proto.current_size is None
+                    and n <= self.max_frame):
+                self.rx_through = size + n   # websockets decides (and fails, if it must)
+                continue
+            if end - pos < size + n:
+                break   # the rest of the payload is still to come
+            start = pos + size
+            payload = apply_mask(data[start:start + n], data[start - 4:start])
+            pos = start + n
+            if b0 & 0x0F == ws_frames.TEXT:
+                try:
+                    payload = payload.decode()
+                except UnicodeDecodeError as exc:   # as websockets fails it
+                    proto.fail(CloseCode.INVALID_DATA, f"{exc.reason} at position {exc.start}")
+                    self._pump()
+                    continue
+            if not self.gone_told:
+                self.stream.on_body(payload, False)
+        if pos == 0 and data is buf:
+            return   # all of it is still an unfinished frame
+        self.rx_buf = bytearray(data[pos:]) if pos < end else bytearray()
+
+    @staticmethod
+    def _max_frame(proto) -> int:
+        """The largest first frame of a message websockets would take (its own rule)."""
+        limit = getattr(proto, "max_message_size", getattr(proto, "max_size", None))
+        fragment = getattr(proto, "max_fragment_size", None)
+        if fragment is not None:
+            limit = fragment if limit is None else min(limit, fragment)
+        return (1 << 62) if limit is None else limit
+
+    def _feed_proto(self, data) -> None:
         proto = self.proto
         proto.receive_data(data)
         for frame in proto.events_received():
             op = frame.opcode
             if op is _TEXT or op is _BINARY or op is _CONT:
-                self._on_data_frame(frame)
+                if not self._on_data_frame(frame):
+                    break   # failed (bad UTF-8): frames parsed after it are not delivered
             elif op is _PONG:
                 self.ping_sent = None
         self._pump()
         if proto.close_rcvd is not None:
             self._tell_gone(proto.close_rcvd.code, proto.close_rcvd.reason)
 
-    def _on_data_frame(self, frame) -> None:
+    def _on_data_frame(self, frame) -> bool:
+        """A data frame websockets parsed, to the stream; False if it failed the connection."""
         if frame.opcode is not _CONT:
             self.msg_text = text = frame.opcode is _TEXT
             self.decoder = _utf8() if text and not frame.fin else None
@@ -349,13 +424,14 @@ class WSConnection:
                     data = self.decoder.decode(data, frame.fin)
             except UnicodeDecodeError as exc:
                 self.proto.fail(CloseCode.INVALID_DATA, f"{exc.reason} at position {exc.start}")
-                return
+                return False
         elif type(data) is not bytes:
             data = bytes(data)
         if not data and not frame.fin:
-            return
+            return True
         if not self.gone_told:
             self.stream.on_body(data, not frame.fin)
+        return True
 
     # --- writing -------------------------------------------------------------------------
 
