@@ -96,6 +96,27 @@ def test_the_extension_is_offered_and_a_file_is_sent_whole(sc, files):
     assert "pathsend" not in sc.log()
 
 
+def test_pipelined_files_come_in_order(sc, files):
+    _, data = files
+    with socket.create_connection(("127.0.0.1", sc.port), timeout=10) as s:
+        s.sendall(b"GET /f/data HTTP/1.1\r\nHost: x\r\n\r\n"
+                  b"GET /f/data HTTP/1.1\r\nHost: x\r\nRange: bytes=3-5\r\n\r\n"
+                  b"GET /f/data HTTP/1.1\r\nHost: x\r\n\r\n"
+                  b"GET /f/data HTTP/1.1\r\nHost: x\r\nRange: bytes=-2\r\n"
+                  b"Connection: close\r\n\r\n")
+        out = bytearray()
+        while chunk := s.recv(1 << 20):
+            out += chunk
+    bodies = []
+    while out:   # every response has a Content-Length
+        head, _, rest = bytes(out[:4096]).partition(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        start = len(head) + 4
+        bodies.append(bytes(out[start:start + length]))
+        del out[:start + length]
+    assert bodies == [data, data[3:6], data, data[-2:]]
+
+
 def test_ranges_and_head_through_starlette(sc, files):
     _, data = files
     with sc.client(timeout=30) as c:
