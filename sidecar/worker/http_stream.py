@@ -327,6 +327,12 @@ class HttpStream(Waiting):
         if type(path) is not str:
             raise TypeError(f"pathsend path must be a str, not {type(path).__name__}")
         path = os.path.abspath(path)   # (the spec says absolute; a relative one is the app's)
+        try:
+            size = len(path.encode()) + FRAMING
+        except UnicodeEncodeError:   # a name os.fsdecode escaped: msgpack str cannot carry it
+            raise ValueError(f"pathsend path is not UTF-8: {path!r}") from None
+        if "\0" in path:
+            raise ValueError("pathsend path contains NUL")
         length = None
         for name, value in self.headers:
             if name.lower() == b"content-length":
@@ -335,8 +341,7 @@ class HttpStream(Waiting):
                 except ValueError:
                     pass   # the host refused that head already
         self._response_finished()
-        waiter = self.link.push([RESPONSE_PATHSEND, self.sid, path, length],
-                                4 * len(path) + FRAMING)
+        waiter = self.link.push([RESPONSE_PATHSEND, self.sid, path, length], size)
         if waiter is not None:
             await waiter
 
