@@ -13,6 +13,7 @@ import time
 import httpx
 import pytest
 
+from tests.e2e.h2client import H2Client, get
 from tests.e2e.test_tls import TLSSidecar, make_cert, trusting
 from tests.server import Sidecar, rss_kib
 
@@ -206,6 +207,27 @@ def test_http2_sends_the_file_as_data_frames(sc, files):
         with pytest.raises(httpx.RemoteProtocolError):   # a stream reset, not the connection
             c.get("/raw/gone?length=10")
         assert c.get("/f/data").content == data
+
+
+def test_an_http2_stream_reset_mid_file_leaves_no_descriptor(sc, files):
+    sparse(files[0], "h2big", 64 * MIB)
+    pid = sc.proc.pid
+    before = settled_fds(pid)
+    c = H2Client(sc.port, auto_window=False)   # the client's windows stay at 64 KiB
+    try:
+        sid = c.request(get("/f/h2big"))
+        c.until(lambda: len(c.bodies[sid]) >= 65535 - 16384, what="the first window")
+        assert wait_for(lambda: fds(pid) == before + 2)   # the socket and the file
+        c.conn.reset_stream(sid)
+        c.flush()
+        assert wait_for(lambda: fds(pid) == before + 1)   # the file is closed
+        other = c.request(get("/ext"))   # the connection goes on
+        c.conn.increment_flow_control_window(1 << 20)
+        c.flush()
+        assert b'"http.response.pathsend"' in c.response(other)[2]
+    finally:
+        c.sock.close()
+    assert wait_for(lambda: fds(pid) == before)
 
 
 def test_tls_sends_the_file_through_the_tls_layer(tls, files):
