@@ -32,6 +32,10 @@ Every ring record of type EVENT (1) holds exactly one msgpack array.  Strings ar
       PONG           [40, 0, token]
       RESPONSE_TRAILERS [41, sid, headers, more]        ASGI http.response.trailers (after the
                                                          last body); more: more_trailers
+      RESPONSE_PATHSEND [42, sid, path, length]         ASGI http.response.pathsend: the body
+                                                         is this file (absolute path, str);
+                                                         length: the Content-Length the app
+                                                         sent, or nil (the whole file)
 
 headers: array of [bin name, bin value]; client/server: [host, port] or nil (server on a Unix
 socket: [path, nil]).  (tls): present only on a TLS connection, the ASGI tls extension as
@@ -64,11 +68,12 @@ WS_CLOSE = 38
 APP_DONE = 39
 PONG = 40
 RESPONSE_TRAILERS = 41
+RESPONSE_PATHSEND = 42
 
 TO_WORKER = frozenset({HTTP_REQUEST, HTTP_BODY, DISCONNECT, WS_CONNECT, WS_RECEIVE,
                        WS_DISCONNECT, SEND_CREDIT, PING})
 TO_HOST = frozenset({HELLO, RESPONSE_START, RESPONSE_BODY, RECV_CREDIT, WS_ACCEPT, WS_SEND,
-                     WS_CLOSE, APP_DONE, PONG, RESPONSE_TRAILERS})
+                     WS_CLOSE, APP_DONE, PONG, RESPONSE_TRAILERS, RESPONSE_PATHSEND})
 
 #: Body bytes a stream may have in flight per direction before it waits for credit.
 DEFAULT_WINDOW = 256 * 1024
@@ -251,6 +256,7 @@ _SHAPES = {
     APP_DONE: ((str, type(None)),),
     PONG: ((int,),),
     RESPONSE_TRAILERS: ((list,), (bool,)),
+    RESPONSE_PATHSEND: ((str,), (int, type(None))),
 }
 
 
@@ -325,3 +331,7 @@ def check(ev: list) -> None:
         raise ProtocolError(f"kind {kind}: bad headers", ev[1])
     if kind in (SEND_CREDIT, RECV_CREDIT) and ev[2] < 0:
         raise ProtocolError("negative credit", ev[1])
+    if kind == RESPONSE_PATHSEND and (not ev[2].startswith("/") or "\0" in ev[2]
+                                      or ev[3] is not None and ev[3] < 0):
+        raise ProtocolError("RESPONSE_PATHSEND: the path must be absolute, the length "
+                            "nil or >= 0", ev[1])

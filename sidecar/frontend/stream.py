@@ -33,7 +33,8 @@ import time
 from collections import deque
 
 from sidecar.events import (APP_DONE, DISCONNECT, HTTP_BODY, RECV_CREDIT, RESPONSE_BODY,
-                            RESPONSE_START, RESPONSE_TRAILERS, SEND_CREDIT)
+                            RESPONSE_PATHSEND, RESPONSE_START, RESPONSE_TRAILERS, SEND_CREDIT)
+from sidecar.frontend import file_send
 from sidecar.frontend.cost import route_of
 from sidecar.http.h1_response import RETRY_AFTER
 
@@ -194,7 +195,8 @@ class Stream(StreamBase):
     """One HTTP request/response exchange, from the parsed head to APP_DONE."""
 
     __slots__ = ("ex", "body_sent_done", "credit_seen", "event_stream", "told_to_end",
-                 "expired", "t_taken", "t_first", "response_headers", "pending_trailers")
+                 "expired", "t_taken", "t_first", "response_headers", "pending_trailers",
+                 "sender")
 
     def __init__(self, conn, proto, ex, sid: int):
         # StreamBase.__init__ written out: one call less on every request's path
@@ -219,6 +221,7 @@ class Stream(StreamBase):
         self.told_to_end = False      # drain_notice sent the app http.disconnect
         self.expired = False          # answered 504 for the app (request_timed_out)
         self.pending_trailers = None  # more_trailers gathered
+        self.sender = None            # the file being sent as the body (file_send.py)
 
     # --- request direction ---------------------------------------------------------------
 
@@ -275,6 +278,8 @@ class Stream(StreamBase):
             self._on_recv_credit(ev[2])
         elif kind == RESPONSE_TRAILERS:
             self._on_trailers(ev[2], ev[3])
+        elif kind == RESPONSE_PATHSEND:
+            self._on_pathsend(ev[2], ev[3])
         else:
             self._fail(f"unexpected event kind {kind} on an HTTP stream")
 
@@ -357,6 +362,23 @@ class Stream(StreamBase):
             log.error("invalid response trailers from the app: %s", exc)
             proto.abort_response(ex, "invalid response trailers")
 
+    def _on_pathsend(self, path: str, length: int | None) -> None:
+        """ASGI http.response.pathsend: the body is the file at ``path``, sent by the
+        front-end itself (frontend/file_send.py); the worker is done with the response."""
+        proto, ex = self.proto, self.ex
+        if proto.closed:
+            return
+        if not ex.started or ex.complete or self.sender is not None:
+            if self.expired:
+                return
+            return self._fail("pathsend outside a started response")
+        self.sender = file_send.start(self, path, length)
+
+    def flush_owed(self) -> None:
+        if self.sender is not None:   # the file goes on (its own pace: no credit)
+            self.sender.schedule()
+        StreamBase.flush_owed(self)
+
     def _writable(self) -> bool:
         return self.proto.writable(self.ex)
 
@@ -366,6 +388,11 @@ class Stream(StreamBase):
     def _on_app_done(self, error: str | None) -> None:
         self.app_done = True
         proto, ex, req = self.proto, self.ex, self.req
+        if self.sender is not None:   # the app named a file: its response goes on without it
+            if error:
+                log.error("app error after pathsend in %s %s: %s", req.method.decode(),
+                          req.target.decode("latin-1"), error)
+            return
         if self.expired:
             if error:
                 log.info("app ended after its request timed out, in %s %s: %s",
@@ -397,7 +424,7 @@ class Stream(StreamBase):
             return
         self.app_done = True
         proto, ex = self.proto, self.ex
-        if proto.closed:
+        if proto.closed or self.sender is not None:   # (a file needs no worker)
             return
         if not ex.started:
             proto.error_response(ex, 502)
@@ -444,6 +471,8 @@ class Stream(StreamBase):
         if self.dispatched and not self.app_done and self.link is not None:
             self.link.send([DISCONNECT, self.sid])
         self.app_done = True
+        if self.sender is not None:
+            self.sender.close()
 
     def finished(self) -> None:
         """The response is complete (written, or buffered behind the pipeline's head)."""

@@ -8,7 +8,9 @@ object as its ``io``.  Here, and only here for an HTTP connection, bytes meet th
 - ``close`` once what was written is sent; ``linger``: half-close (FIN) once it is sent and
   go on reading (the protocol drops what comes) -- nginx's lingering close; ``abort`` at once;
 - ``pause_reading``/``resume_reading``; ``can_linger``; ``now`` (the loop's clock, the only
-  time a protocol sees) and ``peer`` (the client, for log lines).
+  time a protocol sees) and ``peer`` (the client, for log lines);
+- for a file body (frontend/file_send.py): ``sendfile_fd``, the socket sendfile(2) may write
+  to, and ``drained``, whether nothing is left unsent ahead of it.
 """
 from __future__ import annotations
 
@@ -67,3 +69,22 @@ class Transport:
 
     def resume_reading(self) -> None:
         self.transport.resume_reading()
+
+    # --- a file body: sendfile(2) to the socket itself (frontend/file_send.py) ---------------
+
+    def sendfile_fd(self) -> int:
+        """The socket's descriptor when file bytes may go to it with sendfile(2): a plain
+        TCP or Unix socket.  -1 under TLS (the bytes must go through the TLS layer)."""
+        transport = self.transport
+        if (transport is None or transport.is_closing()
+                or transport.get_extra_info("sslcontext") is not None):
+            return -1
+        sock = transport.get_extra_info("socket")
+        return sock.fileno() if sock is not None else -1
+
+    def drained(self) -> bool:
+        """Write this iteration's bytes now; whether the transport has nothing unsent, so
+        that bytes written to the socket itself come after everything written before."""
+        self.flush()
+        transport = self.transport
+        return not transport.is_closing() and transport.get_write_buffer_size() == 0

@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 
 from sidecar.events import (
     DISCONNECT, FRAMING, HEADER_FRAMING, HTTP_BODY, RECV_CREDIT, RESPONSE_BODY, RESPONSE_START,
-    RESPONSE_TRAILERS, SEND_CREDIT, ProtocolError,
+    RESPONSE_PATHSEND, RESPONSE_TRAILERS, SEND_CREDIT, ProtocolError,
 )
 from sidecar.http.fields import CR_LF_NUL, TCHARS, field_error
 
@@ -139,7 +140,7 @@ class HttpStream(Waiting):
     __slots__ = (
         "link", "sid", "scope", "task", "chunks", "body_complete", "recv_outstanding",
         "unacked", "credit_sent", "send_credit", "waiters", "started", "response_done",
-        "disconnected", "finished", "trailers",
+        "disconnected", "finished", "trailers", "headers",
     )
 
     def __init__(self, link, sid: int, scope: dict, body: bytes, more_body: bool):
@@ -274,6 +275,7 @@ class HttpStream(Waiting):
                 for pair in headers:
                     size += len(pair[0]) + len(pair[1]) + HEADER_FRAMING
             self.started = True
+            self.headers = headers   # (http.response.pathsend reads its Content-Length)
             trailers = message.get("trailers") is True
             if trailers:
                 self.trailers = 1
@@ -282,6 +284,8 @@ class HttpStream(Waiting):
                 await waiter
         elif kind == "http.response.trailers":
             await self._send_trailers(message)
+        elif kind == "http.response.pathsend":
+            await self._send_path(message)
         else:
             raise RuntimeError(f"unexpected ASGI message type {kind!r} on an http stream")
 
@@ -301,6 +305,43 @@ class HttpStream(Waiting):
         for pair in headers:
             size += len(pair[0]) + len(pair[1]) + HEADER_FRAMING
         waiter = self.link.push([RESPONSE_TRAILERS, self.sid, headers, more], size)
+        if waiter is not None:
+            await waiter
+
+    async def _send_path(self, message: dict) -> None:
+        """ASGI's http.response.pathsend extension (offered by the front-end only): the body
+        is the file at ``path``, which the host opens and sends itself; the file's bytes never
+        cross the ring, and the response is complete for the app at once.  The Content-Length
+        the app sent goes with it: the host sends exactly that many bytes (or aborts)."""
+        if "http.response.pathsend" not in self.scope.get("extensions", ()):
+            raise RuntimeError("http.response.pathsend is not offered on this stream")
+        if not self.started or self.response_done:
+            raise RuntimeError("http.response.pathsend before http.response.start"
+                               if not self.started else
+                               "http.response.pathsend after the response completed")
+        if self.trailers:
+            raise RuntimeError("http.response.pathsend on a response that announced trailers")
+        if self.disconnected:
+            raise ClientDisconnected("client disconnected")
+        path = os.fspath(message["path"])
+        if type(path) is not str:
+            raise TypeError(f"pathsend path must be a str, not {type(path).__name__}")
+        path = os.path.abspath(path)   # (the spec says absolute; a relative one is the app's)
+        try:
+            size = len(path.encode()) + FRAMING
+        except UnicodeEncodeError:   # a name os.fsdecode escaped: msgpack str cannot carry it
+            raise ValueError(f"pathsend path is not UTF-8: {path!r}") from None
+        if "\0" in path:
+            raise ValueError("pathsend path contains NUL")
+        length = None
+        for name, value in self.headers:
+            if name.lower() == b"content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    pass   # the host refused that head already
+        self._response_finished()
+        waiter = self.link.push([RESPONSE_PATHSEND, self.sid, path, length], size)
         if waiter is not None:
             await waiter
 

@@ -200,9 +200,15 @@ class HostLink(RingLink):
             "headers": pairs,
             "state": worker.state.copy(),
         }
-        if http_version == "2" or (b"te", b"trailers") in pairs:
-            # trailers reach the client over HTTP/2, and over HTTP/1.1 to a client that said
-            # it takes them (TE: trailers; the front-end checks again)
+        if self.host == 0:
+            # the front-end sends files itself (sidecar/frontend/file_send.py); attached
+            # hosts do not
+            scope["extensions"] = extensions = {"http.response.pathsend": {}}
+            if http_version == "2" or (b"te", b"trailers") in pairs:
+                # trailers reach the client over HTTP/2, and over HTTP/1.1 to a client that
+                # said it takes them (TE: trailers; the front-end checks again)
+                extensions["http.response.trailers"] = {}
+        elif http_version == "2" or (b"te", b"trailers") in pairs:
             scope["extensions"] = {"http.response.trailers": {}}
         if tls is not None:
             scope.setdefault("extensions", {})["tls"] = tls_scope(tls)

@@ -99,6 +99,18 @@ def decode_and_check(data) -> None:
         pass
 
 
+def test_pathsend_checks_its_path_and_length():
+    events.check([events.RESPONSE_PATHSEND, 1, "/srv/f", None])
+    events.check([events.RESPONSE_PATHSEND, 1, "/srv/f", 0])
+    for ev in ([events.RESPONSE_PATHSEND, 1, "srv/f", None],     # relative
+               [events.RESPONSE_PATHSEND, 1, "/srv/\0f", None],  # NUL: no such path
+               [events.RESPONSE_PATHSEND, 1, "/srv/f", -1],
+               [events.RESPONSE_PATHSEND, 1, b"/srv/f", None],
+               [events.RESPONSE_PATHSEND, 1, "/srv/f"]):
+        with pytest.raises(events.ProtocolError):
+            events.check(ev)
+
+
 def test_unpack_random_bytes_raises_only_protocol_error():
     rng = random.Random(7)
     for _ in range(20_000):
@@ -125,6 +137,7 @@ def test_mutated_valid_events_raise_only_protocol_error():
         [events.RESPONSE_BODY, 3, b"x" * 100, True],
         [events.HELLO, 0, 1, 1234, 262144],
         [events.WS_CLOSE, 4, 1000, "bye"],
+        [events.RESPONSE_PATHSEND, 5, "/srv/f.bin", 12],
     ]
     for ev in valid:
         events.check(events.unpack(events.pack(ev)))  # the originals are fine

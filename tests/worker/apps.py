@@ -149,6 +149,24 @@ async def misuse(scope, receive, send):
     raise ValueError(" | ".join(errors))
 
 
+async def pathsend(scope, receive, send):
+    """http.response.pathsend (offered: the test's host is host 0), with a relative path;
+    then what may not be sent with it, the errors reported."""
+    errors = []
+    try:   # before the start
+        await send({"type": "http.response.pathsend", "path": "/etc/hostname"})
+    except RuntimeError as exc:
+        errors.append(str(exc))
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"Content-Length", b"12")]})
+    await send({"type": "http.response.pathsend", "path": "files/../data.bin"})
+    try:
+        await send({"type": "http.response.pathsend", "path": "/etc/hostname"})
+    except RuntimeError as exc:
+        errors.append(str(exc))
+    raise ValueError(" | ".join(errors) + " | " + str(sorted(scope["extensions"])))
+
+
 async def returns_early(scope, receive, send):
     pass
 
@@ -216,6 +234,7 @@ async def holds_loop(scope, receive, send):
 
 
 ROUTES["/holds_loop"] = holds_loop
+ROUTES["/pathsend"] = pathsend
 
 
 async def router(scope, receive, send):

@@ -1,13 +1,15 @@
 """HTTP streams end to end: a real worker process, real rings, the host played by the test."""
 import json
 
+import os
+
 from sidecar.events import (
-    APP_DONE, DISCONNECT, HTTP_BODY, MAX_CHUNK, RECV_CREDIT, RESPONSE_BODY, RESPONSE_START,
-    SEND_CREDIT,
+    APP_DONE, DISCONNECT, HTTP_BODY, MAX_CHUNK, RECV_CREDIT, RESPONSE_BODY, RESPONSE_PATHSEND,
+    RESPONSE_START, SEND_CREDIT,
 )
 
 from .apps import pattern
-from .host import run_host, sha
+from .host import REPO, run_host, sha
 
 
 def test_hello_and_hello_event():
@@ -218,6 +220,25 @@ def test_sending_after_the_response_or_an_unknown_message_raises():
         assert response.error == (
             "ValueError: http.response.body after the response completed | "
             "unexpected ASGI message type 'http.response.push' on an http stream")
+
+    run_host(scenario, "apps:router")
+
+
+def test_pathsend_names_the_file_with_the_response_length():
+    """http.response.pathsend: one RESPONSE_PATHSEND with the absolute path and the
+    Content-Length the app sent (the host sends the file: tests/e2e/test_pathsend.py)."""
+    async def scenario(host):
+        await host.hello()
+        sid = host.request("GET", "/pathsend")
+        events = []
+        while not events or events[-1][0] != APP_DONE:
+            events.append(await host.recv(sid))
+        assert [ev[0] for ev in events] == [RESPONSE_START, RESPONSE_PATHSEND, APP_DONE]
+        assert events[1][2:] == [os.path.join(REPO, "data.bin"), 12]   # (the worker's cwd)
+        assert events[2][2] == (
+            "ValueError: http.response.pathsend before http.response.start | "
+            "http.response.pathsend after the response completed | "
+            "['http.response.pathsend']")
 
     run_host(scenario, "apps:router")
 
