@@ -181,6 +181,15 @@ class StreamBase:
     def on_worker_lost(self) -> None:
         raise NotImplementedError
 
+    def on_response(self, start: list, body: list) -> None:
+        """A RESPONSE_START and the last RESPONSE_BODY of this stream, in one batch from the
+        worker (the link's common case, ``WorkerLink._on_records``): by default, as two
+        events, the second only if the first left the stream on its link (a protocol error
+        drops it: ``_fail``)."""
+        self.on_worker_event(start)
+        if self.link is not None and self.link.streams.get(self.sid) is self:
+            self.on_worker_event(body)
+
     # --- drains (the pool's side) --------------------------------------------------------
 
     def drain_start(self) -> None:
@@ -277,6 +286,28 @@ class Stream(StreamBase):
             self._on_trailers(ev[2], ev[3])
         else:
             self._fail(f"unexpected event kind {kind} on an HTTP stream")
+
+    def on_response(self, start: list, body: list) -> None:
+        """A whole response (RESPONSE_START without trailers, then the last RESPONSE_BODY):
+        a protocol that can (H1Connection.respond) writes it with one call; anything
+        unusual goes event by event, as the twin of this path."""
+        proto, ex = self.proto, self.ex
+        respond = getattr(proto, "respond", None)
+        if respond is None or proto.closed or ex.started:
+            StreamBase.on_response(self, start, body)
+            return
+        headers = start[3]
+        if self.conn.server.access_detail:
+            self.t_first = time.monotonic()
+            self.response_headers = headers
+        try:
+            respond(ex, start[2], headers, body[2])
+        except (ValueError, TypeError) as exc:
+            req = self.req
+            log.error("invalid response from the app for %s %s: %s", req.method.decode(),
+                      req.target.decode("latin-1"), exc)
+            proto.error_response(ex, 500)
+            self._on_body(body[2], False)   # as it comes after a refused start
 
     def _on_recv_credit(self, n: int) -> None:
         if not self.credit_seen:
