@@ -21,7 +21,8 @@ for event streams, and the access record.  A WebSocket's stream is ``frontend/ws
 (``start_response``, ``send_data``, ``send_trailers``, ``end_response``,
 ``end_open_response``, ``error_response``, ``abort_response``, ``writable``,
 ``send_continue``, ``pause_body``, ``resume_body``, and ``closed``; ``body_read`` where the
-protocol has flow control of its own, as HTTP/2 has), and the protocol calls back
+protocol has flow control of its own, as HTTP/2 has; ``respond``, a whole response in one
+call, where it offers one, as HTTP/1.1 does), and the protocol calls back
 ``on_body``, ``client_gone``, ``flush_owed``, ``finished`` and ``request_timed_out`` (the
 protocol owns the deadlines).  HTTP/2 plugs in by offering the same interface per stream
 (each HTTP/2 stream is its own ``proto``: sidecar/http/h2_exchange.py).

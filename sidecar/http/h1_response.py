@@ -3,7 +3,8 @@
 ``response_framing`` decides the body framing, ``serialize_response_head`` writes the head
 (always ``HTTP/1.1``, as RFC 9110 section 2.5 says a server does), ``response_head`` does both
 and says whether the connection stays open (what the front-end calls for every response; its
-C speedup, ``h1_response_head``, takes ordinary heads and declines the rest), ``encode_chunk``
+C speedup, ``h1_response_head``, takes ordinary heads and declines the rest),
+``response_whole`` a head and its whole body in one buffer (C: ``h1_response``), ``encode_chunk``
 and ``LAST_CHUNK`` frame chunked bodies, ``simple_response`` writes the server's own small
 answers. The server owns the framing: an app's Transfer-Encoding header is dropped and its
 Connection header replaced (except on 101, where both are the app's). An app's
