@@ -56,7 +56,9 @@ extern "C" {
 #define H1_HOSTS 13         /* Host lines: 1 (or 0 on HTTP/1.0) */
 #define H1_FORWARDED 14     /* 1 if a Forwarded, X-Forwarded-For or X-Forwarded-Proto line is
                                there (what proxy headers from a trusted peer would change) */
-#define H1_NFACTS 15
+#define H1_PACKED 15        /* h1_parse_request (events.h): bytes of the packed HTTP_REQUEST
+                               fields in its out buffer; -1: not packed */
+#define H1_NFACTS 16
 
 typedef struct {
     uint32_t max_request_line;  /* request line without CRLF; longer: declined */
