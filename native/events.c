@@ -172,3 +172,16 @@ int64_t h1_pack_request(const char *cbuf, size_t start, const h1_head_t *head, c
     o += root_len;
     return (int64_t)(o - (uint8_t *)cout);
 }
+
+int64_t h1_parse_request(const char *buf, size_t start, size_t len, const h1_limits_t *limits,
+                         h1_head_t *head, const h1_scope_t *scope, char *out, size_t out_cap) {
+    int64_t size = h1_parse_head(buf, start, len, limits, head);
+    head->facts[H1_PACKED] = -1;
+    if (size <= 0 || scope == NULL || (scope->rescope && head->facts[H1_FORWARDED]))
+        return size;
+    int64_t n = h1_pack_request(buf, start, head, scope->scheme, scope->scheme_len,
+                                scope->addrs, scope->addrs_len, scope->root, scope->root_len,
+                                out, out_cap);
+    head->facts[H1_PACKED] = n > 0 ? n : -1;
+    return size;
+}

@@ -38,6 +38,26 @@ int64_t h1_pack_request(const char *buf, size_t start, const h1_head_t *head,
                         const char *scheme, size_t scheme_len, const char *addrs, size_t addrs_len,
                         const char *root, size_t root_len, char *out, size_t out_cap);
 
+/* A connection's part of every request's HTTP_REQUEST, as h1_pack_request takes it: set once
+ * per connection (the bytes stay the caller's, alive as long as the struct is used). */
+typedef struct {
+    const char *scheme;
+    size_t scheme_len;
+    const char *addrs;
+    size_t addrs_len;
+    const char *root;
+    size_t root_len;
+    int rescope;   /* 1: a request with proxy fields (H1_FORWARDED) is not packed here: the
+                      caller may change its scheme and client first (a trusted peer's) */
+} h1_scope_t;
+
+/* h1_parse_head, then (a head parsed, scope not NULL) h1_pack_request into out, in one call:
+ * the cycle of every keep-alive request.  head->facts[H1_PACKED] is the packed length, or -1
+ * when it was not packed (no scope, out_cap short, or a forwarded request under rescope).
+ * Returns what h1_parse_head returns. */
+int64_t h1_parse_request(const char *buf, size_t start, size_t len, const h1_limits_t *limits,
+                         h1_head_t *head, const h1_scope_t *scope, char *out, size_t out_cap);
+
 /* cffi:end */
 
 #ifdef __cplusplus

@@ -417,3 +417,34 @@ int64_t h1_response_head(int status, const char *status_line, size_t status_line
     resp[H1_RESP_KEEP] = keep;
     return (int64_t)(o - out);
 }
+
+int64_t h1_response(int status, const char *status_line, size_t status_line_len,
+                    const char *fields, size_t fields_len, size_t nfields,
+                    unsigned flags, const char *date, size_t date_len,
+                    const char *server, size_t server_len, const char *body, size_t body_len,
+                    char *out, size_t out_cap, int64_t *resp) {
+    int64_t n = h1_response_head(status, status_line, status_line_len, fields, fields_len,
+                                 nfields, flags, date, date_len, server, server_len, out,
+                                 out_cap, resp);
+    if (n <= 0 || (flags & H1_RESP_HEAD_REQUEST)) return n;   /* a HEAD answer has no body */
+    char *o = out + n;
+    const char *end = out + out_cap;
+    if (resp[H1_RESP_CHUNKED]) {
+        if (body_len) {   /* the twin: encode_chunk, "%x\r\n" data "\r\n" */
+            char hex[16];
+            int k = 0;
+            for (size_t v = body_len; v; v >>= 4) hex[k++] = "0123456789abcdef"[v & 15];
+            char size[18];
+            for (int i = 0; i < k; i++) size[i] = hex[k - 1 - i];
+            size[k] = '\r';
+            size[k + 1] = '\n';
+            PUT(size, (size_t)k + 2);
+            PUT(body, body_len);
+            PUTS("\r\n");
+        }
+        PUTS("0\r\n\r\n");
+    } else {
+        PUT(body, body_len);
+    }
+    return (int64_t)(o - out);
+}

@@ -56,7 +56,9 @@ extern "C" {
 #define H1_HOSTS 13         /* Host lines: 1 (or 0 on HTTP/1.0) */
 #define H1_FORWARDED 14     /* 1 if a Forwarded, X-Forwarded-For or X-Forwarded-Proto line is
                                there (what proxy headers from a trusted peer would change) */
-#define H1_NFACTS 15
+#define H1_PACKED 15        /* h1_parse_request (events.h): bytes of the packed HTTP_REQUEST
+                               fields in its out buffer; -1: not packed */
+#define H1_NFACTS 16
 
 typedef struct {
     uint32_t max_request_line;  /* request line without CRLF; longer: declined */
@@ -112,6 +114,19 @@ int64_t h1_response_head(int status, const char *status_line, size_t status_line
                          unsigned flags, const char *date, size_t date_len,
                          const char *server, size_t server_len,
                          char *out, size_t out_cap, int64_t *resp);
+
+/* h1_response: h1_response_head, then the whole body after the head in the same buffer --
+ * a response whose RESPONSE_START and last RESPONSE_BODY came together, written with one
+ * call (sidecar/http/h1_response.py's response_whole is the Python twin).  The body is
+ * written as the connection would write it: nothing for a HEAD request, one chunk and the
+ * last chunk when chunked (an empty body: the last chunk alone), else as it is.  The caller
+ * does not use it for a response that will carry trailers.  H1_DECLINE as h1_response_head,
+ * and also when head and body do not fit in out_cap. */
+int64_t h1_response(int status, const char *status_line, size_t status_line_len,
+                    const char *fields, size_t fields_len, size_t nfields,
+                    unsigned flags, const char *date, size_t date_len,
+                    const char *server, size_t server_len, const char *body, size_t body_len,
+                    char *out, size_t out_cap, int64_t *resp);
 
 /* cffi:end */
 

@@ -12,6 +12,7 @@ import logging
 from typing import Callable, Protocol
 
 from sidecar import events
+from sidecar.events import RESPONSE_BODY, RESPONSE_START
 from sidecar.frontend.cost import DEFAULT_COST, RouteCosts
 from sidecar.ring import Consumer, Producer
 from sidecar.ring_link import Batcher, RingLink
@@ -57,6 +58,7 @@ class Stream(Protocol):
     t_dispatch: float   # loop time it was dispatched
 
     def on_worker_event(self, ev: list) -> None: ...
+    def on_response(self, start: list, body: list) -> None: ...
     def on_worker_lost(self) -> None: ...
 
 
@@ -252,7 +254,10 @@ class WorkerLink(RingLink):
         check, streams = events.check, self.streams
         # the usual batch passes as a whole (one call); else each event is checked
         checked = events.check_all(evs)
-        for ev in evs:
+        i, n = 0, len(evs)
+        while i < n:
+            ev = evs[i]
+            i += 1
             if not checked:
                 try:
                     check(ev)
@@ -275,6 +280,13 @@ class WorkerLink(RingLink):
                         stream.on_worker_event(ev)
                         if self.on_stream_end is not None:
                             self.on_stream_end(self)
+                        continue
+                    if (ev[0] == RESPONSE_START and i < n and checked and not ev[4]
+                            and evs[i][1] == sid and evs[i][0] == RESPONSE_BODY
+                            and not evs[i][3]):
+                        # a whole response in one batch (the usual case): one call
+                        stream.on_response(ev, evs[i])
+                        i += 1
                         continue
                     stream.on_worker_event(ev)
             elif ev[0] == events.HELLO:

@@ -21,7 +21,8 @@ for event streams, and the access record.  A WebSocket's stream is ``frontend/ws
 (``start_response``, ``send_data``, ``send_trailers``, ``end_response``,
 ``end_open_response``, ``error_response``, ``abort_response``, ``writable``,
 ``send_continue``, ``pause_body``, ``resume_body``, and ``closed``; ``body_read`` where the
-protocol has flow control of its own, as HTTP/2 has), and the protocol calls back
+protocol has flow control of its own, as HTTP/2 has; ``respond``, a whole response in one
+call, where it offers one, as HTTP/1.1 does), and the protocol calls back
 ``on_body``, ``client_gone``, ``flush_owed``, ``finished`` and ``request_timed_out`` (the
 protocol owns the deadlines).  HTTP/2 plugs in by offering the same interface per stream
 (each HTTP/2 stream is its own ``proto``: sidecar/http/h2_exchange.py).
@@ -182,6 +183,15 @@ class StreamBase:
     def on_worker_lost(self) -> None:
         raise NotImplementedError
 
+    def on_response(self, start: list, body: list) -> None:
+        """A RESPONSE_START and the last RESPONSE_BODY of this stream, in one batch from the
+        worker (the link's common case, ``WorkerLink._on_records``): by default, as two
+        events, the second only if the first left the stream on its link (a protocol error
+        drops it: ``_fail``)."""
+        self.on_worker_event(start)
+        if self.link is not None and self.link.streams.get(self.sid) is self:
+            self.on_worker_event(body)
+
     # --- drains (the pool's side) --------------------------------------------------------
 
     def drain_start(self) -> None:
@@ -282,6 +292,28 @@ class Stream(StreamBase):
             self._on_pathsend(ev[2], ev[3])
         else:
             self._fail(f"unexpected event kind {kind} on an HTTP stream")
+
+    def on_response(self, start: list, body: list) -> None:
+        """A whole response (RESPONSE_START without trailers, then the last RESPONSE_BODY):
+        a protocol that can (H1Connection.respond) writes it with one call; anything
+        unusual goes event by event, as the twin of this path."""
+        proto, ex = self.proto, self.ex
+        respond = getattr(proto, "respond", None)
+        if respond is None or proto.closed or ex.started:
+            StreamBase.on_response(self, start, body)
+            return
+        headers = start[3]
+        if self.conn.server.access_detail:
+            self.t_first = time.monotonic()
+            self.response_headers = headers
+        try:
+            respond(ex, start[2], headers, body[2])
+        except (ValueError, TypeError) as exc:
+            req = self.req
+            log.error("invalid response from the app for %s %s: %s", req.method.decode(),
+                      req.target.decode("latin-1"), exc)
+            proto.error_response(ex, 500)
+            self._on_body(body[2], False)   # as it comes after a refused start
 
     def _on_recv_credit(self, n: int) -> None:
         if not self.credit_seen:

@@ -130,6 +130,8 @@ if HAVE_SPEEDUPS:
         return c
 
     _h1_pack_request = _lib.h1_pack_request
+    _h1_parse_request = _lib.h1_parse_request
+    _NULL_SCOPE = _ffi.NULL   # a parser without pack_requests: parse only
     _PACKED_CAP = 1 << 17   # a head's packed fields; more: packed stays None
 
     class _Scratch:
@@ -146,6 +148,9 @@ if HAVE_SPEEDUPS:
             self.out = _ffi.new("char[]", _PACKED_CAP)       # h1_pack_request's
             self.out_buf = _ffi.buffer(self.out)
 
+else:
+    _NULL_SCOPE = None
+
 _scratch = threading.local()
 
 
@@ -156,7 +161,8 @@ class RequestParser:
 
     __slots__ = ("_limits", "_upgrade_protocols", "_hp", "_cb", "_state", "_buf", "_fed",
                  "_rl_len", "_error", "_keep_alive", "_remaining", "_body_seen", "_trailer_bytes",
-                 "_trailer_count", "_trailing", "_climits", "_scope", "_rescope", "head_pending")
+                 "_trailer_count", "_trailing", "_climits", "_scope", "_rescope", "_cscope",
+                 "_cscope_keep", "head_pending")
 
     def __init__(self, limits: Limits = Limits(), *,
                  upgrade_protocols: frozenset[bytes] = frozenset((b"websocket",))):
@@ -178,6 +184,8 @@ class RequestParser:
         self._climits = None      # the limits as the C speedup takes them, once needed
         self._scope = None        # h1_pack_request's connection arguments (pack_requests)
         self._rescope = None
+        self._cscope = _NULL_SCOPE  # h1_parse_request's (pack_requests); NULL: not packed
+        self._cscope_keep = None
         #: True while part of a request head has arrived and its end has not (the header
         #: timeout runs); empty lines before a request line do not count.  An attribute
         #: that feed() and stop() keep, not a property: the connection reads it per feed.
@@ -198,6 +206,13 @@ class RequestParser:
         if HAVE_SPEEDUPS:
             self._scope = (scheme, len(scheme), addrs, len(addrs), root_path, len(root_path))
             self._rescope = rescope
+            # the same, as h1_parse_request takes it (one C call parses and packs); the
+            # struct points into the char arrays, which the parser keeps alive
+            keep = self._cscope_keep = [_ffi.new("char[]", part)
+                                        for part in (scheme, addrs, root_path)]
+            self._cscope = _ffi.new("h1_scope_t *", (
+                keep[0], len(scheme), keep[1], len(addrs), keep[2], len(root_path),
+                rescope is not None))
 
     def feed(self, data: bytes) -> list[Request | Body | EndOfMessage | ProtocolError]:
         """Parse ``data`` (any split of the stream) and return the events it completes."""
@@ -473,23 +488,26 @@ class RequestParser:
             scratch = _scratch.buffers
         except AttributeError:
             scratch = _scratch.buffers = _Scratch()
-        size = _h1_parse_head(data, pos, len(data), climits, scratch.head)
+        # the head parsed and its HTTP_REQUEST fields packed, in one call
+        size = _h1_parse_request(data, pos, len(data), climits, scratch.head, self._cscope,
+                                 scratch.out, _PACKED_CAP)
         if size <= 0:
             return 0
         (method_end, target_end, path_end, percent, minor, nfields, fields_len,
          content_length, chunked, keep_alive, expect_continue, upgrade_start, upgrade_end,
-         _hosts, forwarded) = _unpack_facts(scratch.facts)
+         _hosts, forwarded, packed_len) = _unpack_facts(scratch.facts)
         if nfields:   # lowercased names and trimmed values, NUL-separated
-            parts = scratch.fields[:fields_len].split(b"\0")
-            headers = list(zip(parts[::2], parts[1::2]))
+            parts = iter(scratch.fields[:fields_len].split(b"\0"))
+            headers = list(zip(parts, parts))
         else:
             headers = []
-        scope = self._scope
-        if scope is not None:
-            if forwarded and self._rescope is not None:
-                mine = self._rescope(headers)
-                if mine is not None:
-                    scope = (mine[0], len(mine[0]), mine[1], len(mine[1]), scope[4], scope[5])
+        if packed_len >= 0:
+            packed = scratch.out_buf[:packed_len]
+        elif forwarded and self._rescope is not None:   # a trusted peer's proxy fields
+            scope = self._scope
+            mine = self._rescope(headers)
+            if mine is not None:
+                scope = (mine[0], len(mine[0]), mine[1], len(mine[1]), scope[4], scope[5])
             n = _h1_pack_request(data, pos, scratch.head, *scope, scratch.out, _PACKED_CAP)
             packed = scratch.out_buf[:n] if n > 0 else None
         else:

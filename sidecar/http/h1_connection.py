@@ -316,6 +316,34 @@ class H1Connection:
                 ex.buffer.append(head)
         return length is None and not ex.head_only
 
+    def respond(self, ex: Exchange, status: int, headers, body: bytes) -> None:
+        """A whole response: ``start_response(ex, status, headers)`` then ``send_data(ex,
+        body, True)``, the bytes made by one call and written once (the app's start and its
+        last body came together, without trailers: the common case).  ValueError or
+        TypeError as start_response: nothing was written then."""
+        req = ex.req
+        keep_alive = ex.keep_alive and not self.draining
+        if not ex.body_done and req.expect_continue and not ex.continue_sent:
+            keep_alive = False  # the client never sent the body it announced
+        fields = self.head_fields
+        data, chunked, keep_alive = h1_response.response_whole(
+            status, headers, body, method=req.method, http_version=req.http_version,
+            keep_alive=keep_alive, date=fields.date_value, server=fields.server_header,
+            extra=fields.extra_fields)
+        ex.started = True
+        ex.status = status
+        ex.chunked = chunked and not ex.head_only
+        ex.keep_alive = keep_alive
+        if not ex.head_only:
+            ex.sent_bytes += len(body)
+        if not self.closed:
+            if ex.buffer is None:
+                self.io.write(data)
+            else:
+                ex.buffer.append(data)
+        ex.complete = True
+        self._exchange_complete(ex)
+
     def send_data(self, ex: Exchange, data: bytes, end: bool = False) -> None:
         """Body bytes of a started response; ``end``: and that is the whole body."""
         if data and not ex.head_only:

@@ -3,7 +3,8 @@
 ``response_framing`` decides the body framing, ``serialize_response_head`` writes the head
 (always ``HTTP/1.1``, as RFC 9110 section 2.5 says a server does), ``response_head`` does both
 and says whether the connection stays open (what the front-end calls for every response; its
-C speedup, ``h1_response_head``, takes ordinary heads and declines the rest), ``encode_chunk``
+C speedup, ``h1_response_head``, takes ordinary heads and declines the rest),
+``response_whole`` a head and its whole body in one buffer (C: ``h1_response``), ``encode_chunk``
 and ``LAST_CHUNK`` frame chunked bodies, ``simple_response`` writes the server's own small
 answers. The server owns the framing: an app's Transfer-Encoding header is dropped and its
 Connection header replaced (except on 101, where both are the app's). An app's
@@ -28,6 +29,7 @@ if HAVE_SPEEDUPS:
     from .h1 import _ffi, _lib
 
 __all__ = ["HeaderError", "serialize_response_head", "response_framing", "response_head",
+           "response_whole",
            "encode_chunk", "LAST_CHUNK", "simple_response", "RETRY_AFTER", "takes_trailers",
            "last_chunk_with"]
 
@@ -213,8 +215,50 @@ def response_head(status: int, headers, *, method: bytes, http_version: str,
     return head, chunked, length, keep_alive
 
 
+def response_whole(status: int, headers, body: bytes, *, method: bytes, http_version: str,
+                   keep_alive: bool, date: bytes | None, server: bytes | None,
+                   extra: tuple = ()) -> tuple[bytes, bool, bool]:
+    """A whole response in one buffer: ``response_head``, then ``body`` framed as the
+    connection writes a body it was given whole (nothing for HEAD; one chunk and the last
+    chunk when chunked; else as it is).  ``(data, chunked, keep_alive)``, HeaderError as
+    ``response_head``.  Not for a response that carries trailers (its last chunk waits for
+    them).  The C speedup (h1_response) does it in one pass, head and body into one buffer;
+    what it declines takes the Python path below, its twin."""
+    if _h1.speedups and type(status) is int and type(body) is bytes:
+        line = _STATUS_LINES.get(status)
+        if line is not None:
+            try:   # name NUL value, LF between pairs (h1.h)
+                fields = b"\n".join(map(_join_pair, _chain(extra, headers) if extra
+                                         else headers))
+            except TypeError:
+                fields = None
+            if fields is not None:
+                s = _resp_scratch
+                flags = ((_RESP_HEAD if method == b"HEAD" else 0)
+                         | (_RESP_HTTP10 if http_version == "1.0" else 0)
+                         | (_RESP_KEEP_ALIVE if keep_alive else 0))
+                n = _h1_response(
+                    status, line, len(line), fields, len(fields), len(headers) + len(extra),
+                    flags,
+                    _NULL if date is None else date, 0 if date is None else len(date),
+                    _NULL if server is None else server, 0 if server is None else len(server),
+                    body, len(body), s.out, _RESP_CAP, s.resp)
+                if n > 0:
+                    chunked, _length, keep = _unpack_resp(s.resp_buf)
+                    return s.out_buf[:n], chunked == 1, keep == 1
+    head, chunked, _length, keep_alive = response_head(
+        status, headers, method=method, http_version=http_version, keep_alive=keep_alive,
+        date=date, server=server, extra=extra)
+    if method == b"HEAD":
+        return head, chunked, keep_alive
+    if chunked:
+        return b"".join((head, encode_chunk(body), LAST_CHUNK)), chunked, keep_alive
+    return head + body, chunked, keep_alive
+
+
 if HAVE_SPEEDUPS:
     from itertools import chain as _chain
+    _h1_response = _lib.h1_response
     _join_pair = b"\0".join
     _h1_response_head = _lib.h1_response_head
     _NULL = _ffi.NULL

@@ -581,3 +581,52 @@ def test_connection_lost_tells_every_stream_in_flight():
     c.feed(GET % b"1" + GET % b"2")
     c.connection_lost()
     assert [s.gone for s in c.streams] == [1, 1] and c.closed
+
+
+# --- respond(): a whole response in one call, the twin of start_response + send_data(end) --
+
+RESPOND_CASES = [
+    # request bytes, status, headers, body
+    (GET % b"", 200, [(b"content-length", b"2")], b"ok"),
+    (GET % b"", 200, [(b"content-type", b"text/plain")], b"chunk me"),
+    (GET % b"", 200, [], b""),
+    (GET % b"", 204, [], b""),
+    (GET % b"", 304, [(b"content-length", b"9")], b""),
+    (GET % b"", 404, [(b"connection", b"close")], b"gone"),
+    (b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n", 200, [(b"content-length", b"6")], b"hidden"),
+    (b"GET / HTTP/1.0\r\n\r\n", 200, [], b"until the close"),
+    (b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", 200, [(b"content-length", b"1")],
+     b"x"),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n", 413,
+     [(b"content-length", b"0")], b""),
+    (GET % b"1" + GET % b"2", 200, [(b"content-length", b"3")], b"one"),   # pipelined
+    (GET % b"", 200, [(b"bad name", b"x")], b"refused"),
+    (GET % b"", 200, [(b"x", b"a\r\nInjected: 1")], b"refused"),
+    (GET % b"", 200, [(b"x", b"v")], b"y" * 70_000),   # over the C buffer: the Python path
+]
+
+
+def _run_response(whole: bool, request: bytes, status, headers, body, last: bool):
+    """Answer the first (or, ``last``, the last) request of ``request``, whole or in steps;
+    what an observer sees: the bytes, the socket calls, the exchange, the error if any."""
+    c = Conn()
+    c.feed(request)
+    ex = c.streams[-1 if last else 0].ex
+    try:
+        if whole:
+            c.respond(ex, status, list(headers), body)
+        else:
+            c.start_response(ex, status, list(headers))
+            c.send_data(ex, body, True)
+        error = None
+    except (ValueError, TypeError) as exc:
+        error = type(exc)
+    state = (ex.started, ex.complete, ex.status, ex.chunked, ex.keep_alive, ex.sent_bytes)
+    return (c.rec.take(), c.rec.calls, error, state, c.closed, len(c.pipeline),
+            [s.finished_count for s in c.streams], b"".join(ex.buffer or ()))
+
+
+@pytest.mark.parametrize("last", [False, True], ids=["head", "behind"])
+@pytest.mark.parametrize("case", RESPOND_CASES, ids=range(len(RESPOND_CASES)))
+def test_respond_is_start_response_and_send_data_in_one_call(case, last):
+    assert _run_response(True, *case, last) == _run_response(False, *case, last)

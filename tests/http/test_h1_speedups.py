@@ -200,13 +200,13 @@ def test_incomplete_and_offsets():
 
 def test_parser_uses_the_fast_path(monkeypatch):
     calls = []
-    real = h1._h1_parse_head
+    real = h1._h1_parse_request
 
     def spy(*args):
         calls.append(real(*args))
         return calls[-1]
 
-    monkeypatch.setattr(h1, "_h1_parse_head", spy)
+    monkeypatch.setattr(h1, "_h1_parse_request", spy)
     monkeypatch.setattr(h1, "speedups", True)
     events = RequestParser().feed(WRK + BROWSER + CURL)
     assert [type(e).__name__ for e in events] == [

@@ -13,7 +13,7 @@ import random
 import pytest
 
 from sidecar.http import h1, h1_response
-from sidecar.http.h1_response import HeaderError, response_head
+from sidecar.http.h1_response import HeaderError, response_head, response_whole
 
 DATE = b"Sun, 06 Nov 1994 08:49:37 GMT"
 
@@ -202,3 +202,76 @@ def test_ordinary_heads_take_the_c_path(headers):
         for version in ("1.1", "1.0"):
             assert _c_takes(200, headers, method=method, http_version=version,
                             keep_alive=True, date=DATE, server=b"sidecar")
+
+
+# --- response_whole: head and body in one buffer (C: h1_response) -----------------------
+
+BODIES = [b"", b"x", b"hello", b"\r\n0\r\n\r\n", b"y" * 255, b"z" * 4096, b"w" * 70_000]
+
+
+def _whole_outcome(speedups: bool, monkeypatch, status, headers, body, **kw):
+    monkeypatch.setattr(h1, "speedups", speedups)
+    try:
+        return response_whole(status, headers, body, **kw)
+    except (HeaderError, TypeError, ValueError):
+        return "refused"
+
+
+def _whole_by_hand(status, headers, body, **kw):
+    """What the connection writes for a head and a whole body sent one after the other."""
+    head, chunked, _, keep = response_head(status, headers, **kw)
+    if kw["method"] == b"HEAD":
+        return head, chunked, keep
+    if chunked:
+        return head + h1_response.encode_chunk(body) + h1_response.LAST_CHUNK, chunked, keep
+    return head + body, chunked, keep
+
+
+def test_whole_responses_agree_with_head_then_body_on_both_paths(monkeypatch):
+    if not h1.HAVE_SPEEDUPS:
+        pytest.fail("sidecar._h1 is not built (pip install -e . or python build_ffi.py)")
+    rng = random.Random(20261207)
+    taken = 0
+    for _ in range(4000):
+        status = rng.choice([200, 200, 201, 204, 304, 101, 103, 299, 404, 500, 599, 99, 600])
+        headers = _random_headers(rng)
+        body = rng.choice(BODIES)
+        kw = dict(extra=rng.choice([(), (), ((b"x-extra", b"1"),)]),
+                  method=rng.choice([b"GET", b"HEAD", b"POST"]),
+                  http_version=rng.choice(["1.1", "1.1", "1.0"]),
+                  keep_alive=rng.random() < 0.8,
+                  date=rng.choice([DATE, None, b"bad\r\n"]) if rng.random() < 0.1 else DATE,
+                  server=b"sidecar")
+        c = _whole_outcome(True, monkeypatch, status, headers, body, **kw)
+        py = _whole_outcome(False, monkeypatch, status, headers, body, **kw)
+        assert c == py, (status, headers, body[:20], kw)
+        if c != "refused":
+            monkeypatch.setattr(h1, "speedups", False)
+            assert c == _whole_by_hand(status, headers, body, **kw)
+            taken += len(body) < 60_000 and _c_takes(status, headers, **kw)
+    assert taken > 1000   # the C path really ran, not only the fallback
+
+
+@pytest.mark.parametrize("headers, body, kw, expected", [
+    ([[b"content-length", b"2"]], b"ok", {}, b"content-length: 2\r\n\r\nok"),
+    ([], b"abc", {}, b"transfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"),
+    ([], b"", {}, b"transfer-encoding: chunked\r\n\r\n0\r\n\r\n"),
+    ([], b"q" * 300, {}, b"chunked\r\n\r\n12c\r\n" + b"q" * 300 + b"\r\n0\r\n\r\n"),
+    ([[b"content-length", b"4"]], b"body", dict(method=b"HEAD"), b"content-length: 4\r\n\r\n"),
+    ([], b"to the end", dict(version="1.0"), b"connection: close\r\n\r\nto the end"),
+])
+def test_whole_rows(headers, body, kw, expected):
+    kw = dict(dict(method=b"GET", version="1.1"), **kw)
+    data, chunked, keep = response_whole(
+        200, headers, body, method=kw["method"], http_version=kw["version"], keep_alive=True,
+        date=None, server=None)
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n") and data.endswith(expected)
+    assert keep == (kw["version"] == "1.1")
+
+
+@pytest.mark.parametrize("headers", [[(b"bad name", b"x")], [(b"x", b"a\nb")],
+                                     [(b"content-length", b"1"), (b"content-length", b"2")]])
+def test_whole_refuses_what_the_head_refuses(headers):
+    with pytest.raises(HeaderError):
+        response_whole(200, headers, b"x", method=b"GET", http_version="1.1",
+                       keep_alive=True, date=None, server=None)
