@@ -18,6 +18,11 @@ from sidecar.worker.config import (EXIT_CONFIG_ERROR, EXIT_IMPORT_FAILED,  # noq
 
 EXIT_USAGE = EXIT_CONFIG_ERROR  # bad flags, config or socket
 
+# The front-end's share of the CPU a request costs, f / (f + w): f the front-end's CPU per
+# request, w the worker's (python -m benchmarks.cpu; docs/configuration.md, "--frontends").
+# N front-ends keep up with the workers on C cores when N >= C * f / (f + w).
+FRONTEND_SHARE = 0.3
+
 
 @dataclass
 class Config:
@@ -41,6 +46,9 @@ class Config:
     attach_socket: str | None = None  # other hosts attach to the workers here (uds_mode)
 
     workers: int = 0               # 0 = one per core
+    # front-end processes sharing the listeners and the workers; 0 = from the core count
+    # (resolved_frontends; docs/configuration.md, "--frontends")
+    frontends: int = 0
     # development: reload the workers when a *.py file under reload_dirs (default: app_dir)
     # changes (sidecar/frontend/reloader.py)
     reload: bool = False
@@ -141,6 +149,14 @@ class Config:
 
     def resolved_workers(self) -> int:
         return self.workers if self.workers > 0 else (os.cpu_count() or 1)
+
+    def resolved_frontends(self, cores: int | None = None) -> int:
+        """--frontends, or its default: the share of a request's CPU the front-end spends,
+        times the cores, rounded down (at least 1: on up to 3 cores, 1)."""
+        if self.frontends > 0:
+            return self.frontends
+        cores = cores or os.cpu_count() or 1
+        return max(1, min(int(cores * FRONTEND_SHARE), 30))
 
     def listeners(self) -> tuple[str | None, list[str], list[int]]:
         if self.uds is None and not self.bind and not self.fd:
