@@ -52,8 +52,17 @@ def _group(pgid: int) -> list[int]:
 
 
 def _roles(kind: str, pids: list[int]) -> list[str]:
-    if base_kind(kind) == "sidecar":
-        return ["front-end"] + [f"worker {i}" for i in range(1, len(pids))]
+    if base_kind(kind) == "sidecar":   # (--frontends: front-end 1 ... are children too)
+        roles, fe, wk = ["front-end"], 1, 1
+        for pid in pids[1:]:
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                    child = b"sidecar.frontend.child" in fh.read()
+            except OSError:
+                child = False
+            roles.append(f"front-end {fe}" if child else f"worker {wk}")
+            fe, wk = (fe + 1, wk) if child else (fe, wk + 1)
+        return roles
     return ["main"] + [f"proc {i}" for i in range(1, len(pids))]
 
 
@@ -86,6 +95,7 @@ def measure(kind: str, app: str, path: str, workers: int, duration: float,
         url = handle.base_url + path
         run_wrk(url, connections, 2, headers=headers)  # warm-up: caches, learned route costs
         pids = _group(handle.process.pid)
+        roles = _roles(kind, pids)   # (while they run: a role is read from /proc)
         before = {p: _cpu_ticks(p) for p in pids}
         result = run_wrk(url, connections, duration, headers=headers)
         after = {p: _cpu_ticks(p) for p in pids}
@@ -94,7 +104,7 @@ def measure(kind: str, app: str, path: str, workers: int, duration: float,
     n = result["requests"] or 1
     per = [(after[p] - before[p]) / CLK_TCK / n * 1e6 for p in pids]
     return {"req_s": result["req_s"], "errors": result["errors"],
-            "roles": _roles(kind, pids), "us_per_req": per, "total": sum(per)}
+            "roles": roles, "us_per_req": per, "total": sum(per)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", "-w", type=int, metavar="N", help="worker processes (cores)")
     p.add_argument("--frontends", type=int, metavar="N",
                    help="front-end processes sharing the listeners and the workers "
-                        "(0: from the core count, 1 up to 3 cores)")
+                        "(0: about half the cores, 1 on up to 3)")
     p.add_argument("--factory", action="store_true", default=None,
                    help="APP is a callable returning the app")
     p.add_argument("--app-dir", metavar="DIR", help="put DIR on sys.path (.)")

@@ -19,9 +19,13 @@ from sidecar.worker.config import (EXIT_CONFIG_ERROR, EXIT_IMPORT_FAILED,  # noq
 EXIT_USAGE = EXIT_CONFIG_ERROR  # bad flags, config or socket
 
 # The front-end's share of the CPU a request costs, f / (f + w): f the front-end's CPU per
-# request, w the worker's (python -m benchmarks.cpu; docs/configuration.md, "--frontends").
-# N front-ends keep up with the workers on C cores when N >= C * f / (f + w).
-FRONTEND_SHARE = 0.3
+# request, w the worker's.  N front-ends keep up with the workers on C cores when
+# N >= C * f / (f + w).  Measured with a small Starlette app (python -m benchmarks.cpu --app
+# benchmarks.apps:starlette_app --path /plaintext, 2 vCPU): f 47.4 µs, w 51.3 µs -> 0.48
+# (the bare hello: 42.3 and 19.8 -> 0.68; a real app's worker does more, so the share is
+# lower).  docs/configuration.md, "Front-ends".
+FRONTEND_SHARE = 0.48
+SMALL_MACHINE = 3   # cores up to which one front-end is the default, whatever the share says
 
 
 @dataclass
@@ -151,11 +155,13 @@ class Config:
         return self.workers if self.workers > 0 else (os.cpu_count() or 1)
 
     def resolved_frontends(self, cores: int | None = None) -> int:
-        """--frontends, or its default: the share of a request's CPU the front-end spends,
-        times the cores, rounded down (at least 1: on up to 3 cores, 1)."""
+        """--frontends, or its default: the front-end's share of a request's CPU times the
+        cores, rounded down; 1 on up to SMALL_MACHINE cores; 30 at most (load_board)."""
         if self.frontends > 0:
             return self.frontends
         cores = cores or os.cpu_count() or 1
+        if cores <= SMALL_MACHINE:
+            return 1
         return max(1, min(int(cores * FRONTEND_SHARE), 30))
 
     def listeners(self) -> tuple[str | None, list[str], list[int]]:
