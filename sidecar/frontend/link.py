@@ -197,11 +197,13 @@ class WorkerLink(RingLink):
         if self.backlog:
             busy += FILL_COST
         board = self.board
-        if board is not None:   # --frontends: what the others queued on it, its global streams
-            busy += board.others_ahead(now)
-            streams = self.streams or board.inflight()
-        else:
-            streams = self.streams
+        # --frontends: a worker with other front-ends' streams only is watched for a held
+        # loop too.  What they queued there is not added here but in load(): the route costs
+        # this front-end learned on a worker it shares already include the time the worker
+        # spent on theirs, so adding their queue would count it twice and a worker that
+        # keeps up would not be packed onto (both front-ends spread, and each request cost
+        # more CPU: packing's reason, dispatch.py)
+        streams = self.streams or board.inflight() if board is not None else self.streams
         if streams:
             alive = self.alive_at()
             lag = now - alive
@@ -238,8 +240,9 @@ class WorkerLink(RingLink):
         """The dispatch key among busy workers: ``busy`` plus STREAM_COST per in-flight
         stream (a worker holding forty quiet WebSockets keeps beating: without it, it would
         look as free as an idle one)."""
-        if self.board is not None:
-            return self.busy(now) + self.global_inflight() * STREAM_COST
+        if self.board is not None:   # --frontends: every front-end's streams and queued work
+            return self.busy(now) + self.board.others_ahead(now) + \
+                self.global_inflight() * STREAM_COST
         return self.busy(now) + len(self.streams) * STREAM_COST
 
     # --- events out ----------------------------------------------------------------------

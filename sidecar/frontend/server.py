@@ -5,6 +5,11 @@ startup (HELLO), then accept.  Signal handlers only queue the signal; ``handle_<
 work on the event loop.  SIGTERM/SIGINT: stop accepting, let in-flight requests finish (up to
 shutdown_timeout), drain the workers, exit.  SIGHUP: zero-downtime reload of the workers
 (``reload``); SIGTTIN/SIGTTOU: one worker more/fewer.  The listeners stay open throughout.
+
+With --frontends N this process is front-end 0 and supervises front-ends 1 … N-1
+(frontends.py), started once the workers are ready; each of those runs a FrontEnd too, over
+the ring pairs given to it (``child``: child.py, host_pool.py), leaves every signal but
+SIGTERM to the supervisor, and sends it its figures once a second.
 """
 from __future__ import annotations
 
