@@ -61,11 +61,12 @@ def _lines(sc, tag: str) -> list[list[str]]:
 
 
 def _slow_stream(sc, uds: bool) -> tuple[socket.socket, bytes]:
-    """A ~1.5 s streamed response (/tick), read until it started."""
+    """A ~2.5 s streamed response (/tick), read until it started: long enough to be seen
+    in the status (a front-end's figures are up to a second old)."""
     s = socket.socket(socket.AF_UNIX if uds else socket.AF_INET)
     s.connect(sc.uds if uds else ("127.0.0.1", sc.port))
     s.settimeout(30)
-    s.sendall(b"GET /tick?n=15&d=0.1 HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.sendall(b"GET /tick?n=25&d=0.1 HTTP/1.1\r\nHost: x\r\n\r\n")
     got = b""
     while b"\r\n\r\n" not in got or len(got.partition(b"\r\n\r\n")[2]) < 10:
         chunk = s.recv(65536)
@@ -211,10 +212,12 @@ def test_sighup_reload_and_sigterm_drain_reach_both_frontends():
         assert {fe for fe, _ in after} == {main, str(child)}, after  # both use the new ones
         # SIGTERM: a long response on each front-end finishes, then everything exits
         streams = []
-        for i in range(12):   # long responses until each front-end has one
-            streams.append(_slow_stream(sc, uds=i % 2 == 1))
-            st = wait_for(lambda: (lambda st: st if sum(f["inflight"] for f in st["frontends"])
-                                   >= len(streams) else None)(_status(sc)), 3)
+        for _ in range(3):   # batches of long responses until each front-end has one
+            batch = [_slow_stream(sc, uds=i % 2 == 1) for i in range(6)]
+            streams += batch
+            st = wait_for(lambda: (lambda st: st if all(f["inflight"] for f in st["frontends"])
+                                   or sum(f["inflight"] for f in st["frontends"]) >= len(batch)
+                                   else None)(_status(sc)), 5, what="the responses in status")
             if all(f["inflight"] for f in st["frontends"]):
                 break
         assert all(f["inflight"] for f in st["frontends"]), st["frontends"]
@@ -222,7 +225,7 @@ def test_sighup_reload_and_sigterm_drain_reach_both_frontends():
         for s, got in streams:
             head, body, complete = read_chunked(s, got)
             s.close()
-            assert head.startswith(b"HTTP/1.1 200") and complete and body == tick_body(15)
+            assert head.startswith(b"HTTP/1.1 200") and complete and body == tick_body(25)
         assert sc.proc.wait(20) == 0
         log = sc.log()
         assert log.count("shutting down (SIGTERM)") == 2 and "Traceback" not in log, log
