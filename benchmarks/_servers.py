@@ -27,17 +27,30 @@ KINDS = ("sidecar", "uvicorn", "granian", "hypercorn", "gunicorn", "gunicorn-gth
 GTHREADS = 8   # gunicorn's gthread threads, as sidecar's --wsgi-threads default
 
 
+def sidecar_flags(kind: str) -> tuple[str, list[str]]:
+    """``sidecar+NAME=VALUE+...`` (or ``sidecar@DIR+...``): a sidecar started with
+    ``--NAME VALUE`` too, e.g. ``sidecar+frontends=2`` beside ``sidecar`` in one run.
+    Returns the kind without its flags, and the flags."""
+    base, *extra = kind.split("+")
+    flags = []
+    for item in extra:
+        name, _, value = item.partition("=")
+        flags += [f"--{name}"] + ([value] if value else [])
+    return base, flags
+
+
 def checkout_of(kind: str) -> Path | None:
     """``sidecar@DIR``: the sidecar of another checkout (its own .venv), e.g. a worktree of
     the previous main, measured beside this one in the same run; None for any other kind."""
+    kind = sidecar_flags(kind)[0]
     if kind.startswith("sidecar@"):
         return Path(kind[len("sidecar@"):]).resolve()
     return None
 
 
 def base_kind(kind: str) -> str:
-    """The server a kind runs: ``sidecar@DIR`` is a sidecar."""
-    return "sidecar" if checkout_of(kind) is not None else kind
+    """The server a kind runs: ``sidecar@DIR`` and ``sidecar+...`` are sidecars."""
+    return "sidecar" if checkout_of(kind) is not None else sidecar_flags(kind)[0]
 
 
 def check_kinds(kinds: list[str]) -> str | None:
@@ -47,8 +60,10 @@ def check_kinds(kinds: list[str]) -> str | None:
         if root is not None:
             if not (root / ".venv" / "bin" / "python").exists():
                 return f"{kind}: no .venv/bin/python in {root} (run scripts/setup.sh there)"
-        elif kind not in KINDS:
+        elif sidecar_flags(kind)[0] not in KINDS:
             return f"unknown server {kind!r}; expected some of {','.join(KINDS)} or sidecar@DIR"
+        elif "+" in kind and base_kind(kind) != "sidecar":
+            return f"{kind}: only sidecar takes +FLAG=VALUE"
     return None
 
 
@@ -113,7 +128,8 @@ def server_argv(kind: str, app: str, port: int, workers: int, workdir: Path,
             "--uds", str(workdir / "sidecar.sock"),
             "--workers", str(workers),
             log, "--log-level", "warning",
-        ] + (["--access-log-format", access_log] if isinstance(access_log, str) else []) \
+        ] + sidecar_flags(kind)[1] \
+          + (["--access-log-format", access_log] if isinstance(access_log, str) else []) \
           + (["--interface", "wsgi"] if interface == "wsgi" else [])
     if kind == "uvicorn":
         return python + [

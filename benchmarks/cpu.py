@@ -56,8 +56,17 @@ def _group(pgid: int) -> list[int]:
 
 
 def _roles(kind: str, pids: list[int]) -> list[str]:
-    if base_kind(kind) == "sidecar":
-        return ["front-end"] + [f"worker {i}" for i in range(1, len(pids))]
+    if base_kind(kind) == "sidecar":   # (--frontends: front-end 1 ... are children too)
+        roles, fe, wk = ["front-end"], 1, 1
+        for pid in pids[1:]:
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                    child = b"sidecar.frontend.child" in fh.read()
+            except OSError:
+                child = False
+            roles.append(f"front-end {fe}" if child else f"worker {wk}")
+            fe, wk = (fe + 1, wk) if child else (fe, wk + 1)
+        return roles
     return ["main"] + [f"proc {i}" for i in range(1, len(pids))]
 
 
@@ -92,6 +101,7 @@ def measure(kind: str, app: str, path: str, workers: int, duration: float,
         pids = _group(handle.process.pid)
         control = handle.workdir / "sidecar.sock.ctl" if base_kind(kind) == "sidecar" else None
         wakes = _procstat.snapshot(pids, control)
+        roles = _roles(kind, pids)   # (while they run: a role is read from /proc)
         before = {p: _cpu_ticks(p) for p in pids}
         result = run_wrk(url, connections, duration, headers=headers)
         after = {p: _cpu_ticks(p) for p in pids}
@@ -102,7 +112,7 @@ def measure(kind: str, app: str, path: str, workers: int, duration: float,
     n = result["requests"] or 1
     per = [(after[p] - before[p]) / CLK_TCK / n * 1e6 for p in pids]
     return {"req_s": result["req_s"], "errors": result["errors"],
-            "roles": _roles(kind, pids), "us_per_req": per, "total": sum(per),
+            "roles": roles, "us_per_req": per, "total": sum(per),
             # per request: ring doorbells (sidecar), context switches of each process
             "doorbells": wakes["doorbells"], "ctx": wakes["ctx"]}
 

@@ -531,7 +531,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--servers", default=",".join(KINDS),
         help=f"comma-separated subset of {','.join(KINDS)}; sidecar@DIR adds the sidecar of "
-        "the checkout in DIR (e.g. the previous main), run beside this one"
+        "the checkout in DIR (e.g. the previous main), run beside this one; sidecar+NAME=VALUE "
+        "a sidecar with --NAME VALUE (e.g. sidecar+frontends=2)"
     )
     parser.add_argument(
         "--cpu-connections",

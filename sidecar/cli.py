@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attach-socket", metavar="PATH",
                    help="let other hosts (C, Node.js) attach to the workers on this socket")
     p.add_argument("--workers", "-w", type=int, metavar="N", help="worker processes (cores)")
+    p.add_argument("--frontends", type=int, metavar="N",
+                   help="front-end processes sharing the listeners and the workers "
+                        "(0: about half the cores, 1 on up to 3)")
     p.add_argument("--factory", action="store_true", default=None,
                    help="APP is a callable returning the app")
     p.add_argument("--app-dir", metavar="DIR", help="put DIR on sys.path (.)")
@@ -287,6 +290,9 @@ def load_config(argv: list[str] | None = None, environ=os.environ) -> Config:
         raise UsageError(f"app must be MODULE:ATTRIBUTE, got {config.app!r}")
     if config.workers < 0:
         raise UsageError("--workers must be 0 (one per core) or more")
+    from sidecar.load_board import MAX_FRONTENDS
+    if not 0 <= config.frontends <= MAX_FRONTENDS:
+        raise UsageError(f"--frontends must be 0 (from the core count) to {MAX_FRONTENDS}")
     if config.window < 4096:
         raise UsageError("--window must be at least 4k")
     if config.ws_max_size < 1:
@@ -443,6 +449,33 @@ def _open_ops(config: Config, uds: str | None, sockets: list[socket.socket]):
     return ctl, met, owned
 
 
+def _frontend_sockets(config: Config, sockets: list[socket.socket],
+                      own_tcp: list[socket.socket]) -> list[list[socket.socket]] | None:
+    """--frontends N > 1: the listeners of front-ends 1 … N-1.  A TCP socket sidecar opened
+    itself (in ``own_tcp``, bound with SO_REUSEPORT) gets a twin per front-end, bound to the
+    same address: the kernel spreads connections over them, and each front-end wakes only
+    for its own.  A Unix socket and an inherited one are shared (a duplicate descriptor
+    each): every front-end waits on the same queue (docs/operations.md, "Front-ends")."""
+    from sidecar.frontend import listeners
+
+    n = config.resolved_frontends()
+    if n <= 1:
+        return None
+    out = []
+    for _ in range(n - 1):
+        mine = []
+        try:
+            for sock in sockets:
+                mine.append(listeners.reuseport_twin(sock, config.backlog)
+                            if any(sock is t for t in own_tcp) else sock.dup())
+        except listeners.ListenerError:
+            for s in mine + [s for each in out for s in each]:
+                s.close()
+            raise
+        out.append(mine)
+    return out
+
+
 def write_pid_file(path: str) -> None:
     """The front-end's pid, written whole (a temporary file renamed over the path)."""
     tmp = f"{path}.{os.getpid()}.tmp"
@@ -513,11 +546,14 @@ def main(argv: list[str] | None = None) -> int:
         ctl = met = None
         uds_opened = False
         attach_sock = None
+        own_tcp: list[socket.socket] = []
         try:
             for fd in fds:
                 sockets.append(listeners.from_fd(fd))
+            reuseport = config.resolved_frontends() > 1
             for spec in binds:
-                sockets.append(listeners.open_tcp(spec, config.backlog))
+                own_tcp.append(listeners.open_tcp(spec, config.backlog, reuseport=reuseport))
+                sockets.append(own_tcp[-1])
             if uds:
                 sockets.append(listeners.open_uds(uds, config.uds_mode, config.backlog))
                 uds_opened = True
@@ -525,6 +561,7 @@ def main(argv: list[str] | None = None) -> int:
                 from sidecar.frontend.attach import open_attach_socket
                 attach_sock = open_attach_socket(config.attach_socket, config.uds_mode)
             ctl, met, owned = _open_ops(config, uds, sockets)
+            frontend_sockets = _frontend_sockets(config, sockets, own_tcp)
         except listeners.ListenerError as exc:
             for s in sockets:
                 s.close()
@@ -542,7 +579,8 @@ def main(argv: list[str] | None = None) -> int:
         async def run() -> int:
             return await FrontEnd(config, sockets, owned_paths=([uds] if uds else []) + owned,
                                   notifier=notifier, control_sock=ctl, metrics_sock=met,
-                                  attach_sock=attach_sock, tls=tls_context).run()
+                                  attach_sock=attach_sock, tls=tls_context,
+                                  frontend_sockets=frontend_sockets).run()
 
         try:
             return uvloop.run(run())

@@ -18,6 +18,15 @@ from sidecar.worker.config import (EXIT_CONFIG_ERROR, EXIT_IMPORT_FAILED,  # noq
 
 EXIT_USAGE = EXIT_CONFIG_ERROR  # bad flags, config or socket
 
+# The front-end's share of the CPU a request costs, f / (f + w): f the front-end's CPU per
+# request, w the worker's.  N front-ends keep up with the workers on C cores when
+# N >= C * f / (f + w).  Measured with a small Starlette app (python -m benchmarks.cpu --app
+# benchmarks.apps:starlette_app --path /plaintext, 2 vCPU): f 47.4 µs, w 51.3 µs -> 0.48
+# (the bare hello: 42.3 and 19.8 -> 0.68; a real app's worker does more, so the share is
+# lower).  docs/configuration.md, "Front-ends".
+FRONTEND_SHARE = 0.48
+SMALL_MACHINE = 3   # cores up to which one front-end is the default, whatever the share says
+
 
 @dataclass
 class Config:
@@ -41,6 +50,9 @@ class Config:
     attach_socket: str | None = None  # other hosts attach to the workers here (uds_mode)
 
     workers: int = 0               # 0 = one per core
+    # front-end processes sharing the listeners and the workers; 0 = from the core count
+    # (resolved_frontends; docs/configuration.md, "--frontends")
+    frontends: int = 0
     # development: reload the workers when a *.py file under reload_dirs (default: app_dir)
     # changes (sidecar/frontend/reloader.py)
     reload: bool = False
@@ -141,6 +153,16 @@ class Config:
 
     def resolved_workers(self) -> int:
         return self.workers if self.workers > 0 else (os.cpu_count() or 1)
+
+    def resolved_frontends(self, cores: int | None = None) -> int:
+        """--frontends, or its default: the front-end's share of a request's CPU times the
+        cores, rounded down; 1 on up to SMALL_MACHINE cores; 30 at most (load_board)."""
+        if self.frontends > 0:
+            return self.frontends
+        cores = cores or os.cpu_count() or 1
+        if cores <= SMALL_MACHINE:
+            return 1
+        return max(1, min(int(cores * FRONTEND_SHARE), 30))
 
     def listeners(self) -> tuple[str | None, list[str], list[int]]:
         if self.uds is None and not self.bind and not self.fd:

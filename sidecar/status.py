@@ -239,10 +239,23 @@ def render(st: dict) -> str:
         rows.append((str(w["index"]), str(w["pid"] or "-"), w["state"], str(w["inflight"]),
                      str(w["requests"]), str(w["restarts"]), _ring(w["rings"]["to_worker"]),
                      _ring(w["rings"]["to_host"])))
+    _table(lines, rows)
+    if st.get("frontends"):   # --frontends N > 1
+        rows = [("front-end", "pid", "state", "connections", "inflight", "requests",
+                 "restarts")]
+        for f in st["frontends"]:
+            rows.append((str(f["index"]), str(f["pid"] or "-"), f["state"],
+                         str(f["connections"]), str(f["inflight"]), str(f["requests"]),
+                         str(f["restarts"])))
+        lines.append("")
+        _table(lines, rows)
+    return "\n".join(lines)
+
+
+def _table(lines: list[str], rows: list[tuple]) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         lines.append("  ".join(c.ljust(n) for c, n in zip(r, widths)).rstrip())
-    return "\n".join(lines)
 
 
 def _parse(prog: str, description: str, argv: list[str], extra) -> argparse.Namespace | None:

@@ -40,6 +40,15 @@ def children(pid: int) -> list[int]:
     return out
 
 
+def is_frontend(pid: int) -> bool:
+    """Whether ``pid`` is an extra front-end process (sidecar.frontend.child)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return b"sidecar.frontend.child" in fh.read()
+    except OSError:
+        return False
+
+
 class Sidecar:
     """``with Sidecar("examples.demo:app", workers=2) as sc:`` -> sc.url, sc.uds, sc.client()."""
 
@@ -100,7 +109,11 @@ class Sidecar:
             return ""
 
     def worker_pids(self) -> list[int]:
-        return children(self.proc.pid)
+        return [p for p in children(self.proc.pid) if not is_frontend(p)]
+
+    def frontend_pids(self) -> list[int]:
+        """The extra front-ends' pids (--frontends N > 1), not the main process's."""
+        return [p for p in children(self.proc.pid) if is_frontend(p)]
 
     def client(self, uds: bool = False, **kw) -> httpx.Client:
         if uds:

@@ -21,6 +21,7 @@ The values come from an ``Entry``, made per line only when the format is not the
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from datetime import datetime, timezone
@@ -139,6 +140,7 @@ FIELDS = {
     "ttfb_ms": (lambda e: _ms(e.ttfb), True),
     "worker": (lambda e: e.worker, True),
     "worker_pid": (lambda e: e.worker_pid, True),
+    "frontend_pid": (lambda e: os.getpid(), True),   # which front-end (--frontends)
     "stream": (lambda e: e.sid, True),
 }
 HEADER_FIELDS = ("header", "response_header")

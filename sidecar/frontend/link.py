@@ -68,17 +68,22 @@ class WorkerLink(RingLink):
     __slots__ = ("to_worker", "to_host", "index", "costs", "work_end", "last_done", "ready",
                  "draining", "pid", "requests", "last_progress", "_held_since",
                  "_held_stream", "_on_failure", "_final_counters", "_on_hello",
-                 "on_stream_end")
+                 "on_stream_end", "board", "board_entry")
 
     def __init__(self, index: int, capacity: int,
                  on_failure: Callable[["WorkerLink", str], None], batcher: Batcher,
-                 costs: RouteCosts | None = None):
-        to_worker = Producer.create(capacity)
-        try:
-            to_host = Consumer.create(capacity)
-        except BaseException:
-            to_worker.close()
-            raise
+                 costs: RouteCosts | None = None, rings: tuple | None = None):
+        """New rings of ``capacity`` bytes, or ``rings``: (Producer, Consumer) a front-end
+        was given over the attach protocol (--frontends, frontend/host_pool.py)."""
+        if rings is not None:
+            to_worker, to_host = rings
+        else:
+            to_worker = Producer.create(capacity)
+            try:
+                to_host = Consumer.create(capacity)
+            except BaseException:
+                to_worker.close()
+                raise
         super().__init__(to_worker, to_host, batcher)
         self.to_worker = to_worker   # the role-named ends (the ring pair's names, ring.md)
         self.to_host = to_host
@@ -98,6 +103,10 @@ class WorkerLink(RingLink):
         self._final_counters: dict | None = None   # ring_counters() as the rings closed
         self._on_hello: Callable[[WorkerLink], None] | None = None
         self.on_stream_end: Callable[[WorkerLink], None] | None = None  # the pool's
+        # with --frontends N > 1: the worker's entry on the load board (sidecar/load_board.py),
+        # where the other front-ends' work on it shows; None with one front-end
+        self.board = None
+        self.board_entry: int | None = None   # its index there (front-end 0 only)
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -151,6 +160,15 @@ class WorkerLink(RingLink):
     def inflight(self) -> int:
         return len(self.streams)
 
+    def global_inflight(self) -> int:
+        """Streams on the worker from every front-end (the load board), at least ours."""
+        n = len(self.streams)
+        if self.board is not None:
+            other = self.board.inflight()
+            if other > n:
+                return other
+        return n
+
     def alive_at(self) -> float:
         """Loop time the worker's event loop last showed that it runs: its heartbeat (every
         PULSE while it has streams, see sidecar.worker.process), a record from it, or being
@@ -180,7 +198,15 @@ class WorkerLink(RingLink):
         busy = self.to_worker.used() / self.to_worker.capacity * FILL_COST
         if self.backlog:
             busy += FILL_COST
-        if self.streams:
+        board = self.board
+        # --frontends: a worker with other front-ends' streams only is watched for a held
+        # loop too.  What they queued there is not added here but in load(): the route costs
+        # this front-end learned on a worker it shares already include the time the worker
+        # spent on theirs, so adding their queue would count it twice and a worker that
+        # keeps up would not be packed onto (both front-ends spread, and each request cost
+        # more CPU: packing's reason, dispatch.py)
+        streams = self.streams or board.inflight() if board is not None else self.streams
+        if streams:
             alive = self.alive_at()
             lag = now - alive
             if lag > HELD:
@@ -216,6 +242,9 @@ class WorkerLink(RingLink):
         """The dispatch key among busy workers: ``busy`` plus STREAM_COST per in-flight
         stream (a worker holding forty quiet WebSockets keeps beating: without it, it would
         look as free as an idle one)."""
+        if self.board is not None:   # --frontends: every front-end's streams and queued work
+            return self.busy(now) + self.board.others_ahead(now) + \
+                self.global_inflight() * STREAM_COST
         return self.busy(now) + len(self.streams) * STREAM_COST
 
     # --- events out ----------------------------------------------------------------------
@@ -243,6 +272,8 @@ class WorkerLink(RingLink):
         self.work_end = (work_end if work_end > start else start) + cost
         streams[sid] = stream
         self.requests += 1
+        if self.board is not None:
+            self.board.publish(self.work_end)
         self.send(record)
         return cost, now
 
@@ -314,6 +345,8 @@ class WorkerLink(RingLink):
             unused = stream.cost - elapsed
             if unused > 0.0:
                 self.work_end -= unused
+        if self.board is not None:
+            self.board.publish(self.work_end)
 
     def _on_ring_error(self, exc: Exception) -> None:
         log.error("worker %d: ring protocol error: %s", self.index, exc)

@@ -59,7 +59,9 @@ def parse_bind(spec: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def open_tcp(spec: str, backlog: int) -> socket.socket:
+def open_tcp(spec: str, backlog: int, reuseport: bool = False) -> socket.socket:
+    """Listen on ``spec`` (HOST:PORT); ``reuseport``: with SO_REUSEPORT, for twins
+    (``reuseport_twin``) that share its port, one per front-end (--frontends)."""
     if spec.startswith("unix:"):
         raise ListenerError("use --uds PATH for Unix sockets")
     host, port = parse_bind(spec)
@@ -71,6 +73,8 @@ def open_tcp(spec: str, backlog: int) -> socket.socket:
     sock = socket.socket(family, type_, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuseport:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind(addr)
@@ -81,6 +85,24 @@ def open_tcp(spec: str, backlog: int) -> socket.socket:
         raise ListenerError(f"cannot bind {spec}: {reason}") from None
     sock.setblocking(False)
     return sock
+
+
+def reuseport_twin(sock: socket.socket, backlog: int) -> socket.socket:
+    """A second listening socket on the address of ``sock`` (opened with ``reuseport``)."""
+    twin = socket.socket(sock.family, sock.type, sock.proto)
+    try:
+        twin.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        twin.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if sock.family == socket.AF_INET6:
+            twin.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        twin.bind(sock.getsockname())
+        twin.listen(backlog)
+    except OSError as exc:
+        twin.close()
+        raise ListenerError(f"cannot bind a second socket to {describe(sock)} "
+                            f"(--frontends): {exc.strerror}") from None
+    twin.setblocking(False)
+    return twin
 
 
 def from_fd(fd: int) -> socket.socket:

@@ -32,9 +32,25 @@ def _worker_state(slot) -> str:
     return slot.worker.state  # starting, ready, draining (worker_proc.py)
 
 
-def snapshot(frontend) -> dict:
-    """Everything an operator asks a live sidecar about, as plain JSON-able values."""
+def child_figures(frontend) -> bytes:
+    """An extra front-end's figures for the supervisor (--frontends; frontends.py), packed."""
+    import msgpack
     pool = frontend.pool
+    return msgpack.packb({
+        "state": frontend.state, "pid": os.getpid(), "index": frontend.index,
+        "connections": len(frontend.connections), **_http2(frontend.connections),
+        "waiting": len(pool.dispatcher.waiting), "inflight": pool.inflight(),
+        "request_timeouts": frontend.request_timeouts,
+        "requests": sum(pool.requests().values()), "worker_requests": pool.requests()})
+
+
+def snapshot(frontend) -> dict:
+    """Everything an operator asks a live sidecar about, as plain JSON-able values.  With
+    --frontends N, the figures of front-ends 1 … N-1 (their last report, at most a second
+    old) are added in, and each front-end is listed under "frontends"."""
+    pool = frontend.pool
+    extra = frontend.frontends
+    extra_requests = extra.worker_requests() if extra is not None else {}
     workers = []
     for slot in pool.slots:
         w = slot.worker
@@ -55,14 +71,14 @@ def snapshot(frontend) -> dict:
             rings[direction] = {"used": ring.used() if ring else 0, "capacity": capacity,
                                 **{name: totals.get(name, 0) for name in RING_COUNTER_NAMES}}
         requests = slot.past_requests + (link.requests if link else 0) + \
-            sum(d.link.requests for d in draining)
+            sum(d.link.requests for d in draining) + extra_requests.get(slot.index, 0)
         workers.append({
             "index": slot.index, "pid": w.pid if w else None, "state": _worker_state(slot),
-            "inflight": link.inflight if live else 0, "requests": requests,
+            "inflight": link.global_inflight() if live else 0, "requests": requests,
             "restarts": slot.restarts, "failures": slot.failures,
             "successor_pid": slot.successor.pid if slot.successor else None,
             "draining_pids": sorted(d.pid for d in draining), "rings": rings})
-    return {
+    snap = {
         "pid": os.getpid(), "app": frontend.config.app, "state": frontend.state,
         "uptime": round(time.monotonic() - frontend.started_at, 3),
         "listeners": [listeners.describe(s, tls=frontend.tls is not None)
@@ -72,6 +88,23 @@ def snapshot(frontend) -> dict:
         "restarts": pool.restarts, "requests": sum(w["requests"] for w in workers),
         "request_timeouts": getattr(frontend, "request_timeouts", 0),
         "workers": workers}
+    if extra is not None:
+        own = {"index": 0, "pid": snap["pid"], "state": snap["state"], "restarts": 0,
+               "requests": sum(slot.past_requests for slot in pool.slots) +
+               sum(w.link.requests for w in pool.workers()),
+               "inflight": sum(len(w.link.streams) for w in pool.workers()),
+               **{k: snap[k] for k in _SUMMED}}
+        others = extra.summary()
+        for name in _SUMMED:
+            snap[name] += sum(o[name] for o in others)
+        snap["http2_streams_max"] = max([snap["http2_streams_max"]] +
+                                        [o.get("http2_streams_max", 0) for o in others])
+        snap["frontends"] = [own] + others
+        snap["frontend_restarts"] = extra.restarts
+    return snap
+
+
+_SUMMED = ("connections", "waiting", "request_timeouts", "http2_connections", "http2_streams")
 
 
 def _http2(connections) -> dict:
@@ -153,6 +186,16 @@ def prometheus_text(snap: dict) -> str:
            [({}, snap["waiting"])])
     family("sidecar_uptime_seconds", "gauge", "Seconds since the front-end started.",
            [({}, snap["uptime"])])
+    if "frontends" in snap:   # --frontends N > 1
+        fronts = snap["frontends"]
+        family("sidecar_frontend_connections", "gauge", "Open client connections of one "
+               "front-end process.", [({"frontend": f["index"]}, f["connections"])
+                                      for f in fronts])
+        family("sidecar_frontend_requests_total", "counter", "Streams one front-end process "
+               "dispatched (since it started).", [({"frontend": f["index"]}, f["requests"])
+                                                   for f in fronts])
+        family("sidecar_frontend_restarts_total", "counter", "Front-end processes restarted "
+               "after dying.", [({}, snap["frontend_restarts"])])
     return "\n".join(out) + "\n"
 
 

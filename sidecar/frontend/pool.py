@@ -44,6 +44,9 @@ MAX_BACKOFF = 10.0   # seconds between restarts of a worker that keeps failing
 DRAIN_RECHECK = 1.0  # seconds: a draining worker's streams are looked at again at least this often
 KILL_GRACE = 5.0     # seconds a signalled worker gets beyond its own timeouts before SIGKILL
 RECYCLE_RETRY = 10.0  # seconds before retrying a recycle whose replacement failed
+HOST_NOTICE = 0.1    # seconds a draining worker keeps reading after other front-ends were
+                     # told (WORKER_DRAINING): a stream one of them picked just before
+                     # reaches the worker instead of a ring nobody reads any more
 SUPERSEDED = "superseded"  # a successor given up for a newer one (reload during a recycle)
 _FATAL_AT_START = (EXIT_STARTUP_FAILED, EXIT_IMPORT_FAILED, EXIT_CONFIG_ERROR)
 
@@ -103,6 +106,14 @@ class WorkerPool:
         self.on_worker_started: Callable[[WorkerProcess], None] | None = None
         self.on_worker_draining: Callable[[WorkerProcess], None] | None = None
         self.on_worker_gone: Callable[[WorkerProcess], None] | None = None
+        # --frontends N > 1: the load board (sidecar/load_board.py) and N; None, 1 otherwise
+        self.board = None
+        self.frontends = 1
+
+    def use_board(self, board, frontends: int) -> None:
+        """--frontends: each worker publishes its load on ``board`` for every front-end."""
+        self.board = board
+        self.frontends = frontends
 
     # --- spawning ------------------------------------------------------------------------
 
@@ -121,17 +132,26 @@ class WorkerPool:
                             shutdown_timeout=c.shutdown_timeout, lifespan=c.lifespan,
                             root_path=c.root_path, limit_streams=c.limit_worker_streams,
                             interface=c.interface, wsgi_threads=c.wsgi_threads,
-                            links=[link.worker_config()])
+                            links=[link.worker_config()],
+                            board_fd=self.board.fd if link.board is not None else None,
+                            board_entry=link.board_entry)
 
     def _new_worker(self, slot: Slot) -> WorkerProcess | None:
         link = WorkerLink(slot.index, self.config.ring_capacity, self._on_link_failure,
                           self.batcher, self.costs)
+        link.board_entry = self.board.assign(0) if self.board is not None else None
+        if link.board_entry is not None:
+            link.board = self.board.view(link.board_entry, 0, self.frontends)
         try:
             w = WorkerProcess(slot, link, self._worker_conf(slot, link))
         except OSError as exc:
             link.close()
+            if link.board_entry is not None:
+                self.board.release(link.board_entry)
             log.error("worker %d: cannot start: %s", slot.index, exc)
             return None
+        if link.board_entry is not None:   # the worker id, for the other front-ends to find
+            self.board.set_serial(link.board_entry, w.serial)
         if self.config.max_requests:  # gunicorn: max_requests + randint(0, jitter)
             w.max_requests = self.config.max_requests + random.randint(
                 0, self.config.max_requests_jitter)
@@ -196,6 +216,8 @@ class WorkerPool:
         self.dispatcher.remove(link)
         lost = len(link.streams)
         link.close()
+        if link.board_entry is not None:
+            self.board.release(link.board_entry)
         ev = self._exit_events.pop(w, None)
         if ev is not None:
             ev.set()
@@ -431,6 +453,8 @@ class WorkerPool:
         # woken when its last stream ends (_on_stream_end) or it exits (_on_exit); the
         # timeout only bounds the wait for streams that ended some other way
         w.drained = drained = asyncio.Event()
+        if self.board is not None:   # other front-ends: let them see WORKER_DRAINING first
+            await asyncio.sleep(HOST_NOTICE)
         try:
             while link.streams and not w.exited:
                 left = deadline - self.loop.time()

@@ -5,6 +5,11 @@ startup (HELLO), then accept.  Signal handlers only queue the signal; ``handle_<
 work on the event loop.  SIGTERM/SIGINT: stop accepting, let in-flight requests finish (up to
 shutdown_timeout), drain the workers, exit.  SIGHUP: zero-downtime reload of the workers
 (``reload``); SIGTTIN/SIGTTOU: one worker more/fewer.  The listeners stay open throughout.
+
+With --frontends N this process is front-end 0 and supervises front-ends 1 … N-1
+(frontends.py), started once the workers are ready; each of those runs a FrontEnd too, over
+the ring pairs given to it (``child``: child.py, host_pool.py), leaves every signal but
+SIGTERM to the supervisor, and sends it its figures once a second.
 """
 from __future__ import annotations
 
@@ -43,7 +48,11 @@ class FrontEnd:
                  owned_paths: list[str] | None = None, notifier: Notifier | None = None,
                  control_sock: socket.socket | None = None,
                  metrics_sock: socket.socket | None = None,
-                 attach_sock: socket.socket | None = None, tls=None):
+                 attach_sock: socket.socket | None = None, tls=None,
+                 frontend_sockets: list[list[socket.socket]] | None = None, child=None):
+        """``frontend_sockets``: --frontends N > 1, the listeners of front-ends 1 … N-1, which
+        this process starts and supervises (frontends.py).  ``child``: this process is one
+        of those, (index, N, attach connection, figures socket, load board): child.py."""
         self.config = config
         self.sockets = sockets
         self.tls = tls   # ssl.SSLContext for the TCP listeners (sidecar/frontend/tls.py) or None
@@ -98,12 +107,28 @@ class FrontEnd:
         self.access = access.AccessLog(self.batcher, format=fmt) if config.access_log else None
         # streams record when a worker took them, the response start and its headers
         self.access_detail = fmt is not None
-        self.pool = WorkerPool(config, self.loop, self._fatal, self.batcher)
+        self.index = 0          # which front-end this process is (--frontends)
+        self.frontends = None   # front-ends 1 … N-1 when this process supervises them
+        self._figures: socket.socket | None = None   # a child's channel to the supervisor
+        if child is not None:
+            from sidecar.frontend.host_pool import HostPool
+            self.index, count, attach_conn, self._figures, board = child
+            self.pool = HostPool(config, self.loop, attach_conn, self.batcher,
+                                 self._supervisor_lost, board, self.index, count)
+        else:
+            self.pool = WorkerPool(config, self.loop, self._fatal, self.batcher)
         self.attach = None  # other hosts attaching to the workers (frontend/attach.py)
-        if attach_sock is not None:
+        if attach_sock is not None or frontend_sockets:
             from sidecar.frontend.attach import AttachServer
             self.attach = AttachServer(self.pool, config, self.loop)
-            self.attach.listen(attach_sock, config.attach_socket)
+            if attach_sock is not None:
+                self.attach.listen(attach_sock, config.attach_socket)
+        if frontend_sockets:
+            from sidecar.frontend.frontends import Frontends
+            from sidecar.load_board import Board
+            board = Board.create()
+            self.pool.use_board(board, len(frontend_sockets) + 1)
+            self.frontends = Frontends(self, frontend_sockets, board)
         self.servers: list[asyncio.AbstractServer] = []
         self.reloader = None   # --reload (frontend/reloader.py), started once serving
         self._sweeper: asyncio.TimerHandle | None = None
@@ -180,6 +205,12 @@ class FrontEnd:
         self.exit_code = code
         self._stop.set()
 
+    def _supervisor_lost(self, why: str) -> None:
+        """A child front-end: the supervisor is gone or cut it off."""
+        if not self._stop.is_set():
+            log.warning("front-end %d: %s; stopping", self.index, why)
+            self._stop.set()
+
     def _on_signal(self, sig: int) -> None:
         self._signals.append(sig)
         self.loop.call_soon(self._dispatch_signals)
@@ -187,8 +218,12 @@ class FrontEnd:
     def _dispatch_signals(self) -> None:
         while self._signals:
             sig = self._signals.pop(0)
-            handler = getattr(self, f"handle_{signal.Signals(sig).name.lower()}", None)
-            if handler is not None:
+            name = signal.Signals(sig).name
+            handler = getattr(self, f"handle_{name.lower()}", None)
+            if self.index and sig != signal.SIGTERM:   # the supervisor's to handle
+                log.warning("front-end %d: %s is for the supervisor (pid %d)", self.index,
+                            name, os.getppid())
+            elif handler is not None:
                 handler()
 
     def handle_sigterm(self) -> None:
@@ -232,7 +267,7 @@ class FrontEnd:
         self._stop.set()
 
     async def run(self) -> int:
-        for sig in HANDLED_SIGNALS:
+        for sig in self._signals_handled():
             self.loop.add_signal_handler(sig, self._on_signal, sig)
         self.pool.start()
         await self._start_ops()
@@ -256,9 +291,19 @@ class FrontEnd:
             self._sweeper = self.loop.call_later(1.0, self._sweep)
             names = " ".join(listeners.describe(s, tls=self.tls is not None)
                              for s in self.sockets)
-            log.info("sidecar ready on %s with %d workers (app %s)", names,
-                     len(self.pool.slots), self.config.app)
+            if self.frontends is not None and not await self._start_frontends():
+                log.warning("not every front-end is serving after %gs",
+                            self.config.worker_start_timeout)
             self.state = "ready"
+            if self.index:
+                log.info("front-end %d serving on %s (pid %d)", self.index, names, os.getpid())
+                self._report()
+                await self._stop.wait()
+                await self.shutdown()
+                return self.exit_code
+            extra = f", {self.frontends.count} front-ends" if self.frontends else ""
+            log.info("sidecar ready on %s with %d workers%s (app %s)", names,
+                     len(self.pool.slots), extra, self.config.app)
             self.notify.ready(metrics.status_line(metrics.snapshot(self)))
             if self.config.reload:
                 from sidecar.frontend.reloader import Reloader
@@ -268,6 +313,24 @@ class FrontEnd:
         await self.shutdown()
         return self.exit_code
 
+    def _signals_handled(self) -> tuple:
+        # a child front-end leaves SIGINT ignored: Ctrl-C is for the supervisor
+        return tuple(s for s in HANDLED_SIGNALS if not (self.index and s == signal.SIGINT))
+
+    def _start_frontends(self):
+        """Front-ends 1 … N-1, once the workers are ready: awaited until they serve."""
+        self.frontends.start()
+        return self.frontends.wait_ready(self.config.worker_start_timeout)
+
+    def _report(self) -> None:
+        """A child front-end's figures, to the supervisor (once a second, and when ready)."""
+        try:
+            self._figures.send(metrics.child_figures(self))
+        except (BlockingIOError, InterruptedError):
+            pass   # the supervisor is busy: the next second's figures will do
+        except OSError:
+            pass   # gone: the attach connection tells us
+
     def _sweep(self) -> None:
         """Once a second: close keep-alive connections idle past the timeout.  One timer for
         all connections instead of a timer armed and cancelled per request."""
@@ -275,6 +338,8 @@ class FrontEnd:
         timeout = self.config.keepalive_timeout
         for conn in list(self.connections):
             conn.close_if_idle(now, timeout)
+        if self._figures is not None:
+            self._report()
         self._sweeper = self.loop.call_later(1.0, self._sweep)
 
     async def _start_ops(self) -> None:
@@ -297,12 +362,17 @@ class FrontEnd:
         for conn in list(self.connections):
             conn.start_drain()
         deadline = self.loop.time() + self.config.shutdown_timeout
+        # the other front-ends drain as this one does, at the same time
+        others = asyncio.ensure_future(self.frontends.stop(self.config.shutdown_timeout)) \
+            if self.frontends is not None else None
         workers = asyncio.ensure_future(self.pool.stop(self.config.shutdown_timeout))
         while self.connections and self.loop.time() < deadline:
             await asyncio.sleep(0.05)
         for conn in list(self.connections):
             conn.stop_now()
         await workers
+        if others is not None:
+            await others
         for task in list(self._tasks):
             task.cancel()  # a reload that was under way: its workers are gone
         self.pool.cancel_background()
@@ -318,7 +388,7 @@ class FrontEnd:
                     os.unlink(path)
                 except OSError:
                     pass
-        for sig in HANDLED_SIGNALS:
+        for sig in self._signals_handled():
             self.loop.remove_signal_handler(sig)
         if self._date_timer is not None:   # last: responses still draining need a Date
             self._date_timer.cancel()

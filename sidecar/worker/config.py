@@ -89,6 +89,10 @@ class WorkerConfig:
     report_fd: int | None = None
     #: our end of the supervisor's control socketpair (hosts attached at run time), or None
     control_fd: int | None = None
+    #: --frontends N > 1: the load board (sidecar/load_board.py, a memfd) and this worker's
+    #: entry on it, where it publishes its streams in flight; None with one front-end
+    board_fd: int | None = None
+    board_entry: int | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -96,7 +100,8 @@ class WorkerConfig:
     def pass_fds(self) -> list[int]:
         """Every descriptor the worker must inherit (for ``Popen(pass_fds=...)``)."""
         fds = [fd for link in self.links for fd in link.fds()]
-        extra = [fd for fd in (self.report_fd, self.control_fd) if fd is not None]
+        extra = [fd for fd in (self.report_fd, self.control_fd, self.board_fd)
+                 if fd is not None]
         return fds + extra
 
     @classmethod
@@ -143,6 +148,11 @@ class WorkerConfig:
         if self.control_fd is not None and (type(self.control_fd) is not int
                                             or self.control_fd < 0):
             raise ConfigError(f"control_fd must be a descriptor, not {self.control_fd!r}")
+        if (self.board_fd is None) != (self.board_entry is None) or \
+                self.board_fd is not None and (type(self.board_fd) is not int or
+                                               type(self.board_entry) is not int or
+                                               self.board_fd < 0 or self.board_entry < 0):
+            raise ConfigError("board_fd and board_entry must both be set (ints >= 0) or neither")
         if self.log_config is not None and not isinstance(self.log_config, str):
             raise ConfigError(f"log_config must be a path, not {self.log_config!r}")
         if not self.links:

@@ -76,6 +76,13 @@ class Worker:
         self._ticker: asyncio.TimerHandle | None = None
         self.pulse_timer: asyncio.TimerHandle | None = None  # set while streams are in flight
         self.control: ControlChannel | None = None
+        # --frontends: the load board, where this worker's streams in flight show to every
+        # front-end (sidecar/load_board.py); None with one front-end
+        self.board = None
+        self.board_entry = config.board_entry
+        if config.board_fd is not None:
+            from sidecar.load_board import Board
+            self.board = Board(config.board_fd)
 
     async def run(self) -> int:
         self.loop = loop = asyncio.get_running_loop()
@@ -111,6 +118,8 @@ class Worker:
                 self.control.close()
             for link in self.links.values():
                 link.close()
+            if self.board is not None:
+                self.board.set_inflight(self.board_entry, 0)
 
     def _attach_links(self) -> int | None:
         for spec in self.config.links:
@@ -264,6 +273,8 @@ class Worker:
         """A stream's task finished (called from the task itself, or as its done callback
         once cancelled: see cancel_task)."""
         self.tasks.discard(task)
+        if self.board is not None:
+            self.board.set_inflight(self.board_entry, len(self.tasks))
         if self.draining and not self.tasks:
             self.stop(EXIT_OK)
 
@@ -293,12 +304,16 @@ class Worker:
         requests were packed behind it; until its first beat (or a record) a host counts it
         busy from the moment it handed it the stream."""
         self.pulse_timer = self.loop.call_later(PULSE, self.pulse)
+        if self.board is not None:
+            self.board.set_inflight(self.board_entry, len(self.tasks))
 
     def pulse(self) -> None:
         """Beat on every host's ring now, and every PULSE seconds until no stream is in
         flight (start_pulse)."""
         for link in self.links.values():
             link.producer.heartbeat()
+        if self.board is not None:
+            self.board.set_inflight(self.board_entry, len(self.tasks))
         self.pulse_timer = self.loop.call_later(PULSE, self.pulse) if self.tasks else None
 
 

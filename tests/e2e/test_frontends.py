@@ -1,0 +1,233 @@
+"""Several front-end processes in front of one worker pool (--frontends N, issue #27): both
+serve, over TCP (SO_REUSEPORT) and the shared Unix socket; one killed with SIGKILL loses only
+its own connections and is replaced; SIGHUP and SIGTERM reach both.  Which front-end served a
+request is the access log's {frontend_pid}."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+from tests.e2e.fault_apps import tick_body
+from tests.e2e.lifecycle import read_chunked, settled_workers
+from tests.e2e.util import alive, shm_entries, wait_for
+from tests.server import Sidecar
+
+LOG_FORMAT = "{frontend_pid} {worker_pid} {status} {path} {query}"
+
+
+def _server(*args: str) -> Sidecar:
+    return Sidecar("tests.e2e.fault_apps:app", "--frontends", "2", "--access-log-format",
+                   LOG_FORMAT, *args, ready_path="/pid", workers=2, capture_stdout=True)
+
+
+def _access(sc) -> list[list[str]]:
+    with open(sc.stdout_path, errors="replace") as fh:
+        return [line.split() for line in fh if line.strip()]
+
+
+def _status(sc) -> dict:
+    out = subprocess.run([sys.executable, "-m", "sidecar", "status", "--json", "--control",
+                          sc.uds + ".ctl"],
+                         capture_output=True, text=True, timeout=10)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def _raw_get(sc, uds: bool, query: str) -> bytes:
+    """One request on a connection of its own (each new connection may go to either)."""
+    family = socket.AF_UNIX if uds else socket.AF_INET
+    with socket.socket(family) as s:
+        s.settimeout(10)
+        s.connect(sc.uds if uds else ("127.0.0.1", sc.port))
+        s.sendall(b"GET /pid?%s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                  % query.encode())
+        got = b""
+        while chunk := s.recv(65536):
+            got += chunk
+    return got
+
+
+def _lines(sc, tag: str) -> list[list[str]]:
+    """Access lines of requests whose query starts with ``tag``."""
+    return [f for f in _access(sc) if len(f) >= 5 and f[4].startswith(tag)]
+
+
+def _slow_stream(sc, uds: bool) -> tuple[socket.socket, bytes]:
+    """A ~2.5 s streamed response (/tick), read until it started: long enough to be seen
+    in the status (a front-end's figures are up to a second old)."""
+    s = socket.socket(socket.AF_UNIX if uds else socket.AF_INET)
+    s.connect(sc.uds if uds else ("127.0.0.1", sc.port))
+    s.settimeout(30)
+    s.sendall(b"GET /tick?n=25&d=0.1 HTTP/1.1\r\nHost: x\r\n\r\n")
+    got = b""
+    while b"\r\n\r\n" not in got or len(got.partition(b"\r\n\r\n")[2]) < 10:
+        chunk = s.recv(65536)
+        assert chunk, got
+        got += chunk
+    return s, got
+
+
+def _served_by(sc, tag: str) -> set[str]:
+    """The front-ends (pids) that served those requests."""
+    return {f[0] for f in _lines(sc, tag)}
+
+
+@pytest.fixture(scope="module")
+def fe2():
+    """One server for the first two tests (the second kills a front-end: it goes last)."""
+    with _server() as sc:
+        yield sc
+
+
+def test_both_frontends_serve_over_tcp_and_the_unix_socket_and_status_sums_them(fe2):
+    sc = fe2
+    main, (child,) = str(sc.proc.pid), sc.frontend_pids()
+    both = {main, str(child)}
+    for uds, tag in ((False, "tcp"), (True, "uds")):
+        for i in range(1, 201):   # new connections until both front-ends took some
+            assert _raw_get(sc, uds, f"{tag}={i}").startswith(b"HTTP/1.1 200")
+            if i % 10 == 0:
+                wait_for(lambda: len(_lines(sc, tag)) == i or None, 5, what="access lines")
+                if len(_served_by(sc, tag)) == 2:
+                    break
+        assert _served_by(sc, tag) == both, (tag, both)
+    served = len(_access(sc))
+    st = wait_for(lambda: (lambda s: s if s["requests"] >= served and
+                           len(s["frontends"]) == 2 and
+                           all(f["requests"] > 0 for f in s["frontends"]) else None)(
+        _status(sc)), 10, what="status counting both front-ends")
+    assert [f["pid"] for f in st["frontends"]] == [int(main), child]
+    assert sum(f["requests"] for f in st["frontends"]) == st["requests"]
+    assert sum(w["requests"] for w in st["workers"]) == st["requests"]
+    assert all(f["state"] == "ready" for f in st["frontends"])
+
+
+class KeepAlive(threading.Thread):
+    """One keep-alive connection looping GET /pid?c=NAME&n=I until stopped or it fails."""
+
+    def __init__(self, sc, name: str, uds: bool):
+        super().__init__(daemon=True)
+        self.sc, self.name, self.uds = sc, name, uds
+        self.ok = 0
+        self.error: str | None = None
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        family = socket.AF_UNIX if self.uds else socket.AF_INET
+        try:
+            with socket.socket(family) as s:
+                s.settimeout(10)
+                s.connect(self.sc.uds if self.uds else ("127.0.0.1", self.sc.port))
+                f = s.makefile("rb")
+                while not self.stop.is_set() and self.ok < 5000:
+                    s.sendall(b"GET /pid?c=%s&n=%d HTTP/1.1\r\nHost: x\r\n\r\n"
+                              % (self.name.encode(), self.ok))
+                    status = f.readline()
+                    if not status.startswith(b"HTTP/1.1 200"):
+                        raise ConnectionError(f"got {status!r}")
+                    length = 0
+                    while (line := f.readline()) not in (b"\r\n", b""):
+                        if line.lower().startswith(b"content-length:"):
+                            length = int(line.split(b":")[1])
+                    f.read(length)
+                    self.ok += 1
+        except (OSError, ConnectionError) as exc:
+            self.error = repr(exc)
+
+
+def test_kill9_of_one_frontend_loses_only_its_connections_and_it_is_replaced(fe2):
+    shm_before = shm_entries()
+    sc = fe2
+    main, (child,) = str(sc.proc.pid), sc.frontend_pids()
+    workers = set(sc.worker_pids())
+    conns = [KeepAlive(sc, f"k{i}", uds=i % 2 == 1) for i in range(12)]
+    for c in conns:
+        c.start()
+    wait_for(lambda: all(c.ok >= 3 for c in conns), 20, what="every connection served")
+    owner = {}   # connection -> the front-end that serves it (from the access log)
+    for f in _access(sc):
+        if len(f) >= 5 and f[4].startswith("c="):
+            owner[f[4].split("&")[0][2:]] = f[0]
+    assert set(owner.values()) == {main, str(child)}, owner   # 12 connections: both
+    os.kill(child, signal.SIGKILL)
+    wait_for(lambda: all(c.error or c.ok >= 30 for c in conns), 30,
+             what="the connections to fail or carry on")
+    for c in conns:
+        c.stop.set()
+    for c in conns:
+        c.join(10)
+    for c in conns:
+        if owner[c.name] == main:
+            assert c.error is None and c.ok >= 30, (c.name, c.error, sc.log())
+        else:
+            assert c.error is not None, c.name   # the killed front-end's own
+    new = wait_for(lambda: (lambda p: p if p and p != [child] else None)(
+        sc.frontend_pids()), 20, what="a new front-end")
+    assert "front-end 1 (pid %d) killed by SIGKILL" % child in sc.log()
+    wait_for(lambda: _raw_get(sc, False, "after=1").startswith(b"HTTP/1.1 200")
+             and len(_status(sc)["frontends"]) == 2
+             and _status(sc)["frontends"][1]["state"] == "ready", 20)
+    assert set(sc.worker_pids()) == workers   # the workers carried on
+    # the new front-end serves (new connections until it took one)
+    for i in range(100):
+        _raw_get(sc, i % 2 == 1, f"after={i}")
+        if str(new[0]) in _served_by(sc, "after"):
+            break
+    wait_for(lambda: str(new[0]) in _served_by(sc, "after"), 5, what="the new one serving")
+    assert sc.stop() == 0
+    assert not shm_entries() - shm_before
+    assert not alive(child) and not alive(new[0])
+
+
+def test_sighup_reload_and_sigterm_drain_reach_both_frontends():
+    shm_before = shm_entries()
+    with _server() as sc:
+        main, (child,) = str(sc.proc.pid), sc.frontend_pids()
+        old = set(sc.worker_pids())
+        # SIGHUP: new workers serve both front-ends; nothing fails meanwhile
+        conns = [KeepAlive(sc, f"h{i}", uds=i % 2 == 0) for i in range(8)]
+        for c in conns:
+            c.start()
+        wait_for(lambda: all(c.ok >= 3 for c in conns), 20, what="every connection served")
+        sc.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "reload complete" in sc.log(), 30, what="the reload")
+        new = set(settled_workers(sc, 2, exclude=old))
+        mark = {c.name: c.ok for c in conns}
+        wait_for(lambda: all(c.ok >= mark[c.name] + 20 or c.error for c in conns), 20)
+        for c in conns:
+            c.stop.set()
+        for c in conns:
+            c.join(10)
+        assert not [c.error for c in conns if c.error], sc.log()
+        after = {(f[0], f[1]) for f in _access(sc) if len(f) >= 5 and f[4].startswith("c=h")
+                 and int(f[1]) in new}
+        assert {fe for fe, _ in after} == {main, str(child)}, after  # both use the new ones
+        # SIGTERM: a long response on each front-end finishes, then everything exits
+        streams = []
+        for _ in range(3):   # batches of long responses until each front-end has one
+            batch = [_slow_stream(sc, uds=i % 2 == 1) for i in range(6)]
+            streams += batch
+            st = wait_for(lambda: (lambda st: st if all(f["inflight"] for f in st["frontends"])
+                                   or sum(f["inflight"] for f in st["frontends"]) >= len(batch)
+                                   else None)(_status(sc)), 5, what="the responses in status")
+            if all(f["inflight"] for f in st["frontends"]):
+                break
+        assert all(f["inflight"] for f in st["frontends"]), st["frontends"]
+        sc.proc.send_signal(signal.SIGTERM)
+        for s, got in streams:
+            head, body, complete = read_chunked(s, got)
+            s.close()
+            assert head.startswith(b"HTTP/1.1 200") and complete and body == tick_body(25)
+        assert sc.proc.wait(20) == 0
+        log = sc.log()
+        assert log.count("shutting down (SIGTERM)") == 2 and "Traceback" not in log, log
+        assert not alive(child)
+    assert not shm_entries() - shm_before
