@@ -18,14 +18,17 @@ import socket
 import msgpack
 
 __all__ = [
-    "ATTACH_VERSION", "W_ATTACH", "W_DETACH", "W_BROKEN", "H_WELCOME", "H_WORKER",
+    "ATTACH_VERSION", "HOST_FRONTEND", "W_ATTACH", "W_DETACH", "W_BROKEN", "H_WELCOME", "H_WORKER",
     "H_WORKER_GONE", "H_BYE", "H_WORKER_DRAINING", "MAX_MESSAGE", "RING_FDS", "send", "recv", "ChannelError",
 ]
 
 ATTACH_VERSION = 1
 
 # supervisor -> worker
-W_ATTACH = 1       # [1, host, to_worker_generation, to_host_generation] + 6 fds
+W_ATTACH = 1       # [1, host, to_worker_generation, to_host_generation(, flags)] + 6 fds
+#: W_ATTACH flags: the host is one of sidecar's own front-ends (--frontends), which sends
+#: files itself (http.response.pathsend) as front-end 0 does
+HOST_FRONTEND = 1
 W_DETACH = 2       # [2, host]: the host is gone; cancel its streams, unmap its rings
 # worker -> supervisor
 W_BROKEN = 3       # [3, host, reason]: the host broke the ring/event protocol

@@ -45,9 +45,10 @@ def open_attach_socket(path: str, mode: int) -> socket.socket:
 class Host:
     """One attached host: its control connection and the workers it has rings to."""
 
-    def __init__(self, host_id: int, conn: socket.socket):
+    def __init__(self, host_id: int, conn: socket.socket, frontend: bool = False):
         self.id = host_id
         self.conn = conn
+        self.frontend = frontend   # one of our own front-ends (--frontends): it sends files
         self.workers: set[int] = set()  # serials of the workers it was given
 
 
@@ -97,8 +98,9 @@ class AttachServer:
 
     # --- hosts ---------------------------------------------------------------------------
 
-    def handle(self, conn: socket.socket) -> None:
-        """Take over an accepted SOCK_SEQPACKET connection from a host that wants to attach."""
+    def handle(self, conn: socket.socket, frontend: bool = False) -> None:
+        """Take over an accepted SOCK_SEQPACKET connection from a host that wants to attach
+        (``frontend``: one of our own front-end processes, from a socketpair)."""
         conn.setblocking(False)
         if self.pool.stopping or len(self.hosts) >= MAX_HOSTS:
             why = "shutting down" if self.pool.stopping else f"{MAX_HOSTS} hosts attached"
@@ -109,7 +111,7 @@ class AttachServer:
                 pass
             conn.close()
             return
-        host = Host(next(self._ids), conn)
+        host = Host(next(self._ids), conn, frontend)
         self.hosts[host.id] = host
         try:
             ap.send(conn, [ap.H_WELCOME, ap.ATTACH_VERSION, host.id, self.config.window])
@@ -174,7 +176,8 @@ class AttachServer:
             tw, th = to_worker.spec(), to_host.spec()
             fds = tw.fds() + th.fds()
             try:
-                ap.send(w.control, [ap.W_ATTACH, host.id, tw.generation, th.generation], fds)
+                ap.send(w.control, [ap.W_ATTACH, host.id, tw.generation, th.generation,
+                                    ap.HOST_FRONTEND if host.frontend else 0], fds)
             except OSError as exc:
                 log.warning("worker %d: cannot attach host %d: %s", w.index, host.id, exc)
                 return

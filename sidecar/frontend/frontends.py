@@ -134,7 +134,7 @@ class Frontends:
         child.stats_sock = stats_ours
         self.loop.add_reader(stats_ours.fileno(), self._on_stats, child)
         self.loop.add_reader(child.pidfd, self._on_exit, child)
-        self.server.attach.handle(attach_ours)   # WELCOME and a ring pair per worker
+        self.server.attach.handle(attach_ours, frontend=True)   # WELCOME, a ring pair per worker
         log.debug("front-end %d: started pid %d", child.index, child.pid)
 
     # --- figures -----------------------------------------------------------------------------

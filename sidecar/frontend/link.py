@@ -112,7 +112,8 @@ class WorkerLink(RingLink):
 
     def worker_config(self) -> LinkConfig:
         """The ring part of the worker's SIDECAR_WORKER config (fds are passed with pass_fds)."""
-        return LinkConfig(host=0, to_worker=self.to_worker.spec(), to_host=self.to_host.spec())
+        return LinkConfig(host=0, to_worker=self.to_worker.spec(), to_host=self.to_host.spec(),
+                          frontend=True)
 
     def start(self, loop: asyncio.AbstractEventLoop,
               on_hello: Callable[["WorkerLink"], None]) -> None:

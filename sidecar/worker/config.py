@@ -61,6 +61,9 @@ class LinkConfig:
     host: int
     to_worker: RingSpec
     to_host: RingSpec
+    #: the host is a sidecar front-end (host 0, or another one of --frontends): it sends
+    #: files itself, so its streams are offered http.response.pathsend
+    frontend: bool = False
 
     def fds(self) -> list[int]:
         return self.to_worker.fds() + self.to_host.fds()
@@ -161,4 +164,4 @@ class WorkerConfig:
 
 def _link(d: dict) -> LinkConfig:
     return LinkConfig(host=d["host"], to_worker=RingSpec(**d["to_worker"]),
-                      to_host=RingSpec(**d["to_host"]))
+                      to_host=RingSpec(**d["to_host"]), frontend=d.get("frontend", d["host"] == 0))

@@ -62,10 +62,11 @@ class ControlChannel:
 
     def _dispatch(self, msg: list, fds: list[int]) -> None:
         kind = msg[0]
-        if kind == ap.W_ATTACH and len(msg) == 4 and len(fds) == 6 \
+        if kind == ap.W_ATTACH and len(msg) in (4, 5) and len(fds) == 6 \
                 and all(type(v) is int for v in msg[1:]):
-            _, host, gen_in, gen_out = msg
-            spec = LinkConfig(host, RingSpec(*fds[:3], gen_in), RingSpec(*fds[3:], gen_out))
+            _, host, gen_in, gen_out, *flags = msg
+            spec = LinkConfig(host, RingSpec(*fds[:3], gen_in), RingSpec(*fds[3:], gen_out),
+                              frontend=bool(flags and flags[0] & ap.HOST_FRONTEND))
             self.worker.attach_link(spec)
         elif kind == ap.W_DETACH and len(msg) == 2 and type(msg[1]) is int and not fds:
             self.worker.detach_link(msg[1], "detached by the supervisor")

@@ -68,12 +68,14 @@ class HostLink(RingLink):
     """One host: a Consumer (host -> worker), a Producer (worker -> host) and the streams the
     host opened, keyed by stream id (each host has its own id space)."""
 
-    __slots__ = ("worker", "host", "link_handlers")
+    __slots__ = ("worker", "host", "frontend", "link_handlers")
 
-    def __init__(self, worker, host: int, consumer: Consumer, producer: Producer, window: int):
+    def __init__(self, worker, host: int, consumer: Consumer, producer: Producer, window: int,
+                 frontend: bool = False):
         super().__init__(producer, consumer, window=window)
         self.worker = worker
         self.host = host
+        self.frontend = frontend   # a sidecar front-end: it sends files (pathsend)
         self.link_handlers = {
             HTTP_REQUEST: self._open_http,
             WS_CONNECT: self._open_websocket,
@@ -89,7 +91,7 @@ class HostLink(RingLink):
         except BaseException:
             consumer.close()
             raise
-        return cls(worker, config.host, consumer, producer, window)
+        return cls(worker, config.host, consumer, producer, window, config.frontend)
 
     def start(self, loop) -> None:
         """Take streams from now on, and tell the host so."""
@@ -200,9 +202,9 @@ class HostLink(RingLink):
             "headers": pairs,
             "state": worker.state.copy(),
         }
-        if self.host == 0:
-            # the front-end sends files itself (sidecar/frontend/file_send.py); attached
-            # hosts do not
+        if self.frontend:
+            # sidecar's front-ends send files themselves (sidecar/frontend/file_send.py);
+            # other attached hosts do not
             scope["extensions"] = extensions = {"http.response.pathsend": {}}
             if http_version == "2" or (b"te", b"trailers") in pairs:
                 # trailers reach the client over HTTP/2, and over HTTP/1.1 to a client that

@@ -255,3 +255,23 @@ def test_a_slow_tls_client_holds_bounded_memory(tls, files):
         time.sleep(0.5)   # the front-end reads the file only as the client takes it
         assert rss_kib(pid) - rss0 < 8 * 1024
     assert wait_for(lambda: fds(pid) == before)
+
+
+def test_every_frontend_sends_files(files):
+    """--frontends 2: the second front-end attaches to the workers as a host does, and is
+    offered pathsend as front-end 0 is (W_ATTACH's HOST_FRONTEND flag); both send the file."""
+    d, data = files
+    with Sidecar(APP, "--frontends", "2", "--access-log-format", "{frontend_pid} {path}",
+                 workers=1, env={"SC_FILES": str(d)}, ready_path="/ext",
+                 capture_stdout=True) as s:
+        served = set()
+        for _ in range(60):   # new connections until both front-ends took some
+            with httpx.Client(base_url=s.url, timeout=10) as c:
+                assert "http.response.pathsend" in c.get("/ext").json()
+                r = c.get("/f/data")
+            assert r.status_code == 200 and r.content == data
+            wait_for(lambda: access(s).count("/f/data") >= len(served) + 1, 5)
+            served = {line.split()[0] for line in access(s).splitlines() if "/f/data" in line}
+            if len(served) == 2:
+                break
+        assert served == {str(s.proc.pid)} | {str(p) for p in s.frontend_pids()}
