@@ -11,10 +11,13 @@ The supervisor starts a worker as ``python -m sidecar.worker`` with the JSON of 
      "report_fd": 11 | null,
      "links": [{"host": 0,
                 "to_worker": {"segment_fd": 5, "data_fd": 6, "space_fd": 7, "generation": 123},
-                "to_host":   {"segment_fd": 8, "data_fd": 9, "space_fd": 10, "generation": 456}}],
+                "to_host":   {"segment_fd": 8, "data_fd": 9, "space_fd": 10, "generation": 456},
+                "frontend": true | false}],
      "control_fd": 11 | null}
 
-``to_worker`` is the ring the worker consumes, ``to_host`` the ring it produces.  ``report_fd``
+``to_worker`` is the ring the worker consumes, ``to_host`` the ring it produces; ``frontend``
+(optional, false) says the host is one of sidecar's front-ends, which send files themselves
+(``http.response.pathsend`` is offered on its streams).  ``report_fd``
 (optional) is a pipe: a worker that cannot start writes its one-line reason there and leaves
 the logging of it to the supervisor, so N workers failing alike make one log line, not N.  More
 host links come and go at run time over ``control_fd`` (sidecar/worker/control.py).  This module
@@ -164,4 +167,4 @@ class WorkerConfig:
 
 def _link(d: dict) -> LinkConfig:
     return LinkConfig(host=d["host"], to_worker=RingSpec(**d["to_worker"]),
-                      to_host=RingSpec(**d["to_host"]), frontend=d.get("frontend", d["host"] == 0))
+                      to_host=RingSpec(**d["to_host"]), frontend=d.get("frontend", False))

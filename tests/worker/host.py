@@ -91,7 +91,7 @@ class FakeHost:
         loop = asyncio.get_running_loop()
         self.to_worker = Producer.create(self.capacity)
         self.to_host = Consumer.create(self.capacity)
-        link = {"host": 0,
+        link = {"host": 0, "frontend": True,   # as the front-end: offered pathsend
                 "to_worker": _spec(self.to_worker),
                 "to_host": _spec(self.to_host)}
         config = dict(self.config, links=[link])
