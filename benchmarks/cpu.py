@@ -25,34 +25,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 
 from benchmarks import _procstat
 from benchmarks._servers import KINDS, base_kind, check_kinds, run_wrk, start_server, stop_server
-
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_ticks(pid: int) -> int:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
-
-
-def _group(pgid: int) -> list[int]:
-    """Every live process in process group ``pgid``, the leader first."""
-    pids = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            if os.getpgid(int(name)) == pgid:
-                pids.append(int(name))
-        except OSError:
-            continue
-    return sorted(pids, key=lambda p: (p != pgid, p))
 
 
 def _roles(kind: str, pids: list[int]) -> list[str]:
@@ -98,19 +75,19 @@ def measure(kind: str, app: str, path: str, workers: int, duration: float,
     try:
         url = handle.base_url + path
         run_wrk(url, connections, 2, headers=headers)  # warm-up: caches, learned route costs
-        pids = _group(handle.process.pid)
+        pids = _procstat.group(handle.process.pid)
         control = handle.workdir / "sidecar.sock.ctl" if base_kind(kind) == "sidecar" else None
         wakes = _procstat.snapshot(pids, control)
         roles = _roles(kind, pids)   # (while they run: a role is read from /proc)
-        before = {p: _cpu_ticks(p) for p in pids}
+        before = {p: _procstat.cpu_seconds(p) for p in pids}
         result = run_wrk(url, connections, duration, headers=headers)
-        after = {p: _cpu_ticks(p) for p in pids}
+        after = {p: _procstat.cpu_seconds(p) for p in pids}
         wakes = _procstat.per(wakes, _procstat.snapshot(pids, control), result["requests"],
                               _roles(kind, pids))
     finally:
         stop_server(handle)
     n = result["requests"] or 1
-    per = [(after[p] - before[p]) / CLK_TCK / n * 1e6 for p in pids]
+    per = [(after[p] - before[p]) / n * 1e6 for p in pids]
     return {"req_s": result["req_s"], "errors": result["errors"],
             "roles": roles, "us_per_req": per, "total": sum(per),
             # per request: ring doorbells (sidecar), context switches of each process
