@@ -386,6 +386,20 @@ def load_env_file(path: str) -> None:
         os.environ[key.strip()] = value
 
 
+def apply_logging(config) -> str | None:
+    """setup_logging, then --log-config's dictConfig over it (the front-end and every extra
+    front-end process, sidecar/frontend/child.py); the error's text if that cannot be
+    applied, else None."""
+    setup_logging(config.log_level, config.access_log)
+    if config.log_config:
+        from sidecar import logconfig
+        try:
+            logconfig.apply(logconfig.load(config.log_config))
+        except logconfig.LogConfigError as exc:
+            return str(exc)
+    return None
+
+
 def setup_logging(level: str, access_log: bool) -> None:
     fmt = logging.Formatter("%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s")
     root = logging.getLogger()
@@ -515,14 +529,10 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, tls.TLSConfigError) as exc:
         print(f"sidecar: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    setup_logging(config.log_level, config.access_log)
-    if config.log_config:
-        from sidecar import logconfig
-        try:
-            logconfig.apply(logconfig.load(config.log_config))
-        except logconfig.LogConfigError as exc:
-            print(f"sidecar: error: {exc}", file=sys.stderr)
-            return EXIT_USAGE
+    error = apply_logging(config)
+    if error is not None:
+        print(f"sidecar: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     if config.pid_file:
         try:
             write_pid_file(config.pid_file)

@@ -42,15 +42,11 @@ def main() -> int:
     except (KeyError, ValueError, TypeError) as exc:
         print(f"sidecar front-end: bad SIDECAR_FRONTEND: {exc}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
-    from sidecar.cli import setup_logging
-    setup_logging(config.log_level, config.access_log)
-    if config.log_config:
-        from sidecar import logconfig
-        try:
-            logconfig.apply(logconfig.load(config.log_config))
-        except logconfig.LogConfigError as exc:
-            log.error("%s", exc)
-            return EXIT_CONFIG_ERROR
+    from sidecar.cli import apply_logging
+    error = apply_logging(config)
+    if error is not None:
+        log.error("%s", error)
+        return EXIT_CONFIG_ERROR
     from sidecar.frontend import tls
     try:
         tls_context = tls.server_context(config)
