@@ -174,6 +174,7 @@ def response_head(status: int, headers, *, method: bytes, http_version: str,
     not accept, every error included, takes the Python path below.
     """
     if _h1.speedups and type(status) is int:
+        # (response_whole writes this preparation out again for its own C call)
         line = _STATUS_LINES.get(status)
         if line is not None:
             try:   # name NUL value, LF between pairs (h1.h)
@@ -225,6 +226,8 @@ def response_whole(status: int, headers, body: bytes, *, method: bytes, http_ver
     them).  The C speedup (h1_response) does it in one pass, head and body into one buffer;
     what it declines takes the Python path below, its twin."""
     if _h1.speedups and type(status) is int and type(body) is bytes:
+        # response_head's preparation of the C call, written out: as a shared helper it cost
+        # 2.2k instructions per request (callgrind, 230.5k -> 232.7k); change both together
         line = _STATUS_LINES.get(status)
         if line is not None:
             try:   # name NUL value, LF between pairs (h1.h)
