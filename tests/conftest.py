@@ -32,3 +32,20 @@ def runtime_dir():
                 del os.environ["SIDECAR_RUNTIME_DIR"]
             else:
                 os.environ["SIDECAR_RUNTIME_DIR"] = old
+
+
+# Directories of in-process unit tests, run first: scripts/test.sh runs the wheel's smoke test
+# on Python 3.12 and 3.13 (scripts/smoke.sh, about a minute of pip and compilers) beside the
+# suite, and these tests neither time anything nor start servers, so sharing the CPU with it
+# cannot make them fail.  The sort is stable: each module's tests stay together and in order.
+FIRST = ("http", "frontend", "fuzz")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    tests_dir = os.path.join(ROOT, "tests")
+
+    def rank(item) -> int:
+        rel = os.path.relpath(str(item.path), tests_dir).split(os.sep)
+        return FIRST.index(rel[0]) if rel[0] in FIRST else len(FIRST)
+
+    items.sort(key=rank)

@@ -332,7 +332,7 @@ def test_fuzz_libfuzzer(clang, tmp_path):
     exe = build(clang, "ring_fuzz", "libfuzzer",
                 ["-O1", "-DRING_FUZZ_LIBFUZZER",
                  "-fsanitize=fuzzer,address,undefined", "-fno-sanitize-recover=all"])
-    proc = run(exe, "-max_total_time=15", "-seed=1", "-timeout=10", "-rss_limit_mb=2048",
+    proc = run(exe, "-max_total_time=6", "-seed=1", "-timeout=10", "-rss_limit_mb=2048",
                f"-artifact_prefix={tmp_path}/", timeout=120, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-6000:]
     assert re.search(r"Done \d+ runs", proc.stderr), proc.stderr[-3000:]
