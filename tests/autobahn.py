@@ -182,7 +182,7 @@ def echo_server(server: str, workers: int):
         deadline = time.monotonic() + 30
         while True:
             try:
-                httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
+                httpx.get(f"http://127.0.0.1:{port}/", timeout=1)  # (once uvicorn is up: few polls)
                 break
             except httpx.TransportError:
                 if time.monotonic() > deadline or proc.poll() is not None:

@@ -1,12 +1,37 @@
+import functools
 import os
 import sys
 import tempfile
 
+import httpx._transports.default
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+
+
+# Every httpx client builds an SSL context for its default transport (certifi's bundle:
+# ~50 ms of CPU), even for plain http:// and Unix sockets, which is most of what the tests
+# make; the suite makes hundreds of clients while servers start beside it on 2 cores.  The
+# default contexts (verify True/False, no client certificate) are built once and shared:
+# httpcore sets the ALPN list on the context right before each handshake.  Contexts made
+# from a CA file or an SSLContext (the TLS tests') are not cached.
+_create_ssl_context = httpx._transports.default.create_ssl_context
+
+
+@functools.lru_cache(maxsize=None)
+def _shared_default_context(verify: bool, trust_env: bool):
+    return _create_ssl_context(verify=verify, cert=None, trust_env=trust_env)
+
+
+def _ssl_context(verify=True, cert=None, trust_env=True):
+    if cert is None and type(verify) is bool:
+        return _shared_default_context(verify, bool(trust_env))
+    return _create_ssl_context(verify=verify, cert=cert, trust_env=trust_env)
+
+
+httpx._transports.default.create_ssl_context = _ssl_context
 
 
 @pytest.fixture(scope="module")
