@@ -25,6 +25,7 @@ from email.utils import formatdate
 
 from sidecar import gc_tuning
 from sidecar.config import EXIT_OK, Config
+from sidecar.orphan import orphaned
 from sidecar.ring_link import Batcher
 from sidecar.frontend.http_conn import HTTPConnection
 from sidecar.frontend.pool import WorkerPool
@@ -39,6 +40,7 @@ from sidecar.http import h1
 log = logging.getLogger("sidecar")
 
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU)
+ORPHAN_GRACE = 1.0   # seconds a child front-end whose supervisor is gone drains for
 
 
 class FrontEnd:
@@ -110,6 +112,7 @@ class FrontEnd:
         self.index = 0          # which front-end this process is (--frontends)
         self.frontends = None   # front-ends 1 … N-1 when this process supervises them
         self._figures: socket.socket | None = None   # a child's channel to the supervisor
+        self._supervisor_pid = os.getppid()          # (a child's)
         if child is not None:
             from sidecar.frontend.host_pool import HostPool
             self.index, count, attach_conn, self._figures, board = child
@@ -206,9 +209,11 @@ class FrontEnd:
         self._stop.set()
 
     def _supervisor_lost(self, why: str) -> None:
-        """A child front-end: the supervisor is gone or cut it off."""
+        """A child front-end: the supervisor is gone or cut it off.  The workers stop with it
+        (sidecar/orphan.py): what is in flight ends at once, so the drain is short."""
         if not self._stop.is_set():
             log.warning("front-end %d: %s; stopping", self.index, why)
+            self.config.shutdown_timeout = min(self.config.shutdown_timeout, ORPHAN_GRACE)
             self._stop.set()
 
     def _on_signal(self, sig: int) -> None:
@@ -227,6 +232,9 @@ class FrontEnd:
                 handler()
 
     def handle_sigterm(self) -> None:
+        if self.index and orphaned(self._supervisor_pid):   # its death signal (orphan.py)
+            self._supervisor_lost("the supervisor exited")
+            return
         log.info("shutting down (SIGTERM)")
         self._stop.set()
 

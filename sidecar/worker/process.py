@@ -37,6 +37,7 @@ import sys
 import uvloop
 
 from .. import gc_tuning
+from ..orphan import die_with_parent, orphaned
 from .control import ControlChannel
 from .config import (
     EXIT_CONFIG_ERROR, EXIT_IMPORT_FAILED, EXIT_INTERNAL_ERROR, EXIT_OK, EXIT_PROTOCOL_ERROR,
@@ -235,7 +236,14 @@ class Worker:
             self._stopped.set_result(code)
 
     def drain(self) -> None:
-        """SIGTERM: finish the streams in flight (up to shutdown_timeout), then exit 0."""
+        """SIGTERM: finish the streams in flight (up to shutdown_timeout), then exit 0.  The
+        supervisor gone (its death signal, sidecar/orphan.py): stop now, as for SIGQUIT --
+        no host is left to take what the streams would send."""
+        if orphaned(self.parent_pid):
+            self.log.warning("parent process %d is gone; exiting", self.parent_pid)
+            self.draining = True
+            self.stop(EXIT_OK)
+            return
         if self.draining:
             return
         self.draining = True
@@ -291,7 +299,7 @@ class Worker:
     def _tick(self) -> None:
         for link in self.links.values():
             link.heartbeat()
-        if os.getppid() != self.parent_pid and not self._stopped.done():
+        if orphaned(self.parent_pid) and not self._stopped.done():
             self.log.warning("parent process %d is gone; exiting", self.parent_pid)
             self.stop(EXIT_OK)
         self._ticker = self.loop.call_later(TICK, self._tick)
@@ -351,6 +359,7 @@ def setup_logging(config: WorkerConfig) -> logging.Logger:
 def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent_pid = os.getppid()
+    die_with_parent(parent_pid)   # SIGTERM when the supervisor exits, even by SIGKILL
     try:
         config = WorkerConfig.from_env()
     except ConfigError as exc:
