@@ -348,6 +348,8 @@ class FrontEnd:
             conn.close_if_idle(now, timeout)
         if self._figures is not None:
             self._report()
+        if self.frontends is not None and self.config.max_requests:
+            self.pool.check_max_requests()   # the other front-ends' streams count too
         self._sweeper = self.loop.call_later(1.0, self._sweep)
 
     async def _start_ops(self) -> None:

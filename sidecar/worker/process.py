@@ -81,6 +81,7 @@ class Worker:
         # front-end (sidecar/load_board.py); None with one front-end
         self.board = None
         self.board_entry = config.board_entry
+        self.ended = 0   # streams of every host ended, ever (for the board)
         if config.board_fd is not None:
             from sidecar.load_board import Board
             self.board = Board(config.board_fd)
@@ -280,9 +281,12 @@ class Worker:
     def task_done(self, task: asyncio.Task) -> None:
         """A stream's task finished (called from the task itself, or as its done callback
         once cancelled: see cancel_task)."""
-        self.tasks.discard(task)
-        if self.board is not None:
-            self.board.set_inflight(self.board_entry, len(self.tasks))
+        tasks = self.tasks
+        n = len(tasks)
+        tasks.discard(task)
+        if self.board is not None and len(tasks) < n:   # (once a task: --max-requests
+            self.ended += 1                               # counts every host's streams)
+            self.board.set_load(self.board_entry, len(tasks), self.ended)
         if self.draining and not self.tasks:
             self.stop(EXIT_OK)
 
