@@ -288,6 +288,13 @@ class FrontEnd:
         ready.cancel()
         if not self._stop.is_set():
             gc_tuning.tune()   # started: fewer young-generation passes (sidecar/gc_tuning.py)
+            # front-ends 1 … N-1 first: until each serves, the connections the kernel hashes
+            # to its TCP socket wait in its backlog (measured under load: a child that took
+            # 3.5 s to start left its half of wrk's connections waiting that long, while
+            # front-end 0 already answered, so clients and probes took the server as up)
+            if self.frontends is not None and not await self._start_frontends():
+                log.warning("not every front-end is serving after %gs",
+                            self.config.worker_start_timeout)
             for sock in self.sockets:
                 tls = self.tls if sock.family != socket.AF_UNIX else None
                 # the handshake is part of the request head's time (nginx counts it so too)
@@ -299,9 +306,6 @@ class FrontEnd:
             self._sweeper = self.loop.call_later(1.0, self._sweep)
             names = " ".join(listeners.describe(s, tls=self.tls is not None)
                              for s in self.sockets)
-            if self.frontends is not None and not await self._start_frontends():
-                log.warning("not every front-end is serving after %gs",
-                            self.config.worker_start_timeout)
             self.state = "ready"
             if self.index:
                 log.info("front-end %d serving on %s (pid %d)", self.index, names, os.getpid())

@@ -268,6 +268,9 @@ def test_kill9_of_the_main_process_takes_every_front_end_and_worker_with_it():
     with a response in flight, and nothing is left in /dev/shm."""
     shm_before = shm_entries()
     with _server() as sc:
+        # (and front-end 0 answers only once front-end 1 serves: a connection hashed to its
+        # TCP socket is never left waiting for it to start)
+        assert [f["state"] for f in _status(sc)["frontends"]] == ["ready", "ready"]
         main, (child,) = sc.proc.pid, sc.frontend_pids()
         workers = sc.worker_pids()
         streams = []
