@@ -91,10 +91,15 @@ class Board:
         self.words[entry * _WORDS + _INFLIGHT] = n
 
     def set_load(self, entry: int, inflight: int, ended: int) -> None:
-        """A stream ended: the streams in flight now, and those ended ever."""
+        """A stream ended: the streams in flight now, and those ended ever.  (A worker
+        writes them at each stream's end without the call: ``load_words``.)"""
         words, base = self.words, entry * _WORDS
         words[base + _INFLIGHT] = inflight
         words[base + _ENDED] = ended
+
+    def load_words(self, entry: int) -> tuple[int, int]:
+        """The indexes in ``words`` of the entry's in flight and ended."""
+        return entry * _WORDS + _INFLIGHT, entry * _WORDS + _ENDED
 
     # --- front-ends ------------------------------------------------------------------------
 

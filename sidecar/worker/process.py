@@ -85,6 +85,7 @@ class Worker:
         if config.board_fd is not None:
             from sidecar.load_board import Board
             self.board = Board(config.board_fd)
+            self._inflight_at, self._ended_at = self.board.load_words(self.board_entry)
 
     async def run(self) -> int:
         self.loop = loop = asyncio.get_running_loop()
@@ -286,7 +287,9 @@ class Worker:
         tasks.discard(task)
         if self.board is not None and len(tasks) < n:   # (once a task: --max-requests
             self.ended += 1                               # counts every host's streams)
-            self.board.set_load(self.board_entry, len(tasks), self.ended)
+            words = self.board.words   # board.set_load, without the call (per request)
+            words[self._inflight_at] = n - 1
+            words[self._ended_at] = self.ended
         if self.draining and not self.tasks:
             self.stop(EXIT_OK)
 
