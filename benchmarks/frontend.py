@@ -195,16 +195,24 @@ async def run_once_ws(fe: FrontEnd, messages: int, concurrency: int) -> float:
     return elapsed / messages * 1e6
 
 
-async def in_process_workers(fe: FrontEnd, app_spec: str, n: int):
+async def in_process_workers(fe: FrontEnd, app_spec: str, n: int, board: bool = False):
     """``n`` WorkerLinks of the pool whose workers are HostLinks serving the app in this loop
-    (the pool spawns no process).  Returns a function that closes them."""
+    (the pool spawns no process).  ``board``: with the load board's bookkeeping, as front-end
+    0 of two (--frontends 2) and its workers keep it.  Returns a function that closes them."""
     loop = asyncio.get_running_loop()
     app = load_app(app_spec)
     pairs = []
+    if board:
+        from sidecar.load_board import Board
+        board = Board.create()
     for index in range(n):
         link = WorkerLink(index, fe.config.ring_capacity, lambda link, why: print(why),
                           fe.batcher, fe.pool.costs)
         worker = _Worker(app)
+        if board:
+            worker.board, worker.board_entry = board, board.assign(index + 1)
+            worker._inflight_at, worker._ended_at = board.load_words(worker.board_entry)
+            link.board = board.view(worker.board_entry, 0, 2)
         host = worker.link = HostLink(worker, 0, Consumer.attach(link.to_worker.spec().dup()),
                                       Producer.attach(link.to_host.spec().dup()),
                                       fe.config.window)
@@ -272,10 +280,15 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"add the {len(BROWSER_HEADERS)} fields a browser sends")
     ap.add_argument("--in-process", action="store_true",
                     help="run the worker's HostLink and the app in this process (see above)")
+    ap.add_argument("--board", action="store_true",
+                    help="with --in-process: the load board's bookkeeping of --frontends 2 "
+                         "(front-end 0's and its workers' share), to count what it costs")
     ap.add_argument("--websocket", action="store_true",
                     help="echo 64-byte text messages over WebSockets instead (per message)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
+    if args.board and not args.in_process:
+        ap.error("--board goes with --in-process")
     if min(args.requests, args.runs, args.concurrency, args.workers) < 1:
         ap.error("--requests, --runs, --concurrency and --workers must be at least 1")
     fields = (BROWSER_HEADERS if args.browser_headers else ()) + tuple(args.header)
@@ -287,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
                         log_level="warning")
         fe = FrontEnd(config, [], owned_paths=[])
         if args.in_process:
-            close = await in_process_workers(fe, args.app, args.workers)
+            close = await in_process_workers(fe, args.app, args.workers, args.board)
         else:
             fe.pool.start()
             await asyncio.wait_for(fe.pool.wait_ready(), 60)

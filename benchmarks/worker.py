@@ -50,9 +50,14 @@ class _Worker:
         self.draining = False
         self.pulse_timer = None   # Worker.pulse: beats while streams are in flight, as the
         self.link = None          # real worker does (the host's dispatch reads the beat)
+        self.board = None         # --frontends' load board and this worker's entry, when
+        self.board_entry = None   # measured (benchmarks.frontend --board)
+        self.ended = 0
 
     def start_pulse(self) -> None:
         self.pulse_timer = asyncio.get_running_loop().call_later(PULSE, self.pulse)
+        if self.board is not None:
+            self.board.set_inflight(self.board_entry, len(self.tasks))
 
     def pulse(self) -> None:
         if self.link is not None and not self.link.closed:   # not after close()
@@ -61,7 +66,14 @@ class _Worker:
                             if self.tasks else None)
 
     def task_done(self, task) -> None:
-        self.tasks.discard(task)
+        tasks = self.tasks
+        n = len(tasks)
+        tasks.discard(task)
+        if self.board is not None and len(tasks) < n:   # as Worker.task_done
+            self.ended += 1
+            words = self.board.words
+            words[self._inflight_at] = n - 1
+            words[self._ended_at] = self.ended
 
     def cancel_task(self, task) -> None:
         task.cancel()

@@ -42,6 +42,9 @@ def main() -> int:
     except (KeyError, ValueError, TypeError) as exc:
         print(f"sidecar front-end: bad SIDECAR_FRONTEND: {exc}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
+    from sidecar.orphan import die_with_parent
+    if not die_with_parent(int(spec.get("supervisor_pid", os.getppid()))):
+        return 0   # the supervisor is gone already
     from sidecar.cli import apply_logging
     error = apply_logging(config)
     if error is not None:

@@ -497,10 +497,25 @@ class WorkerPool:
                 w.kill("did not stop in time")
 
     def _count(self, link: WorkerLink) -> None:
-        """--max-requests: a worker that has taken its share of streams is replaced."""
+        """--max-requests: a worker that has taken its share of streams is replaced.  With
+        --frontends, the streams of every front-end count: the worker's own count on the load
+        board (checked here, at each of this front-end's dispatches to it, and once a second
+        by ``check_max_requests`` for a worker only the others send to)."""
         w = self._workers.get(link)
-        if w is not None and w.max_requests and link.requests >= w.max_requests:
-            self.recycle(w, f"served {link.requests} requests (--max-requests)")
+        if w is None or not w.max_requests or w.recycling:
+            return
+        n = link.requests
+        if link.board is not None:
+            opened = link.board.opened()
+            if opened > n:
+                n = opened
+        if n >= w.max_requests:
+            self.recycle(w, f"served {n} requests (--max-requests)")
+
+    def check_max_requests(self) -> None:
+        """Once a second with --frontends and --max-requests (server.py's sweep)."""
+        for link in list(self._workers):
+            self._count(link)
 
     def _on_stream_end(self, link: WorkerLink) -> None:
         self.dispatcher.on_stream_end(link)

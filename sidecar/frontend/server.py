@@ -25,6 +25,7 @@ from email.utils import formatdate
 
 from sidecar import gc_tuning
 from sidecar.config import EXIT_OK, Config
+from sidecar.orphan import orphaned
 from sidecar.ring_link import Batcher
 from sidecar.frontend.http_conn import HTTPConnection
 from sidecar.frontend.pool import WorkerPool
@@ -39,6 +40,7 @@ from sidecar.http import h1
 log = logging.getLogger("sidecar")
 
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU)
+ORPHAN_GRACE = 1.0   # seconds a child front-end whose supervisor is gone drains for
 
 
 class FrontEnd:
@@ -110,6 +112,7 @@ class FrontEnd:
         self.index = 0          # which front-end this process is (--frontends)
         self.frontends = None   # front-ends 1 … N-1 when this process supervises them
         self._figures: socket.socket | None = None   # a child's channel to the supervisor
+        self._supervisor_pid = os.getppid()          # (a child's)
         if child is not None:
             from sidecar.frontend.host_pool import HostPool
             self.index, count, attach_conn, self._figures, board = child
@@ -206,9 +209,11 @@ class FrontEnd:
         self._stop.set()
 
     def _supervisor_lost(self, why: str) -> None:
-        """A child front-end: the supervisor is gone or cut it off."""
+        """A child front-end: the supervisor is gone or cut it off.  The workers stop with it
+        (sidecar/orphan.py): what is in flight ends at once, so the drain is short."""
         if not self._stop.is_set():
             log.warning("front-end %d: %s; stopping", self.index, why)
+            self.config.shutdown_timeout = min(self.config.shutdown_timeout, ORPHAN_GRACE)
             self._stop.set()
 
     def _on_signal(self, sig: int) -> None:
@@ -227,6 +232,9 @@ class FrontEnd:
                 handler()
 
     def handle_sigterm(self) -> None:
+        if self.index and orphaned(self._supervisor_pid):   # its death signal (orphan.py)
+            self._supervisor_lost("the supervisor exited")
+            return
         log.info("shutting down (SIGTERM)")
         self._stop.set()
 
@@ -280,6 +288,13 @@ class FrontEnd:
         ready.cancel()
         if not self._stop.is_set():
             gc_tuning.tune()   # started: fewer young-generation passes (sidecar/gc_tuning.py)
+            # front-ends 1 … N-1 first: until each serves, the connections the kernel hashes
+            # to its TCP socket wait in its backlog (measured under load: a child that took
+            # 3.5 s to start left its half of wrk's connections waiting that long, while
+            # front-end 0 already answered, so clients and probes took the server as up)
+            if self.frontends is not None and not await self._start_frontends():
+                log.warning("not every front-end is serving after %gs",
+                            self.config.worker_start_timeout)
             for sock in self.sockets:
                 tls = self.tls if sock.family != socket.AF_UNIX else None
                 # the handshake is part of the request head's time (nginx counts it so too)
@@ -291,9 +306,6 @@ class FrontEnd:
             self._sweeper = self.loop.call_later(1.0, self._sweep)
             names = " ".join(listeners.describe(s, tls=self.tls is not None)
                              for s in self.sockets)
-            if self.frontends is not None and not await self._start_frontends():
-                log.warning("not every front-end is serving after %gs",
-                            self.config.worker_start_timeout)
             self.state = "ready"
             if self.index:
                 log.info("front-end %d serving on %s (pid %d)", self.index, names, os.getpid())
@@ -340,6 +352,8 @@ class FrontEnd:
             conn.close_if_idle(now, timeout)
         if self._figures is not None:
             self._report()
+        if self.frontends is not None and self.config.max_requests:
+            self.pool.check_max_requests()   # the other front-ends' streams count too
         self._sweeper = self.loop.call_later(1.0, self._sweep)
 
     async def _start_ops(self) -> None:

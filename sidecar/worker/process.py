@@ -37,6 +37,7 @@ import sys
 import uvloop
 
 from .. import gc_tuning
+from ..orphan import die_with_parent, orphaned
 from .control import ControlChannel
 from .config import (
     EXIT_CONFIG_ERROR, EXIT_IMPORT_FAILED, EXIT_INTERNAL_ERROR, EXIT_OK, EXIT_PROTOCOL_ERROR,
@@ -80,9 +81,11 @@ class Worker:
         # front-end (sidecar/load_board.py); None with one front-end
         self.board = None
         self.board_entry = config.board_entry
+        self.ended = 0   # streams of every host ended, ever (for the board)
         if config.board_fd is not None:
             from sidecar.load_board import Board
             self.board = Board(config.board_fd)
+            self._inflight_at, self._ended_at = self.board.load_words(self.board_entry)
 
     async def run(self) -> int:
         self.loop = loop = asyncio.get_running_loop()
@@ -235,7 +238,14 @@ class Worker:
             self._stopped.set_result(code)
 
     def drain(self) -> None:
-        """SIGTERM: finish the streams in flight (up to shutdown_timeout), then exit 0."""
+        """SIGTERM: finish the streams in flight (up to shutdown_timeout), then exit 0.  The
+        supervisor gone (its death signal, sidecar/orphan.py): stop now, as for SIGQUIT --
+        no host is left to take what the streams would send."""
+        if orphaned(self.parent_pid):
+            self.log.warning("parent process %d is gone; exiting", self.parent_pid)
+            self.draining = True
+            self.stop(EXIT_OK)
+            return
         if self.draining:
             return
         self.draining = True
@@ -272,9 +282,14 @@ class Worker:
     def task_done(self, task: asyncio.Task) -> None:
         """A stream's task finished (called from the task itself, or as its done callback
         once cancelled: see cancel_task)."""
-        self.tasks.discard(task)
-        if self.board is not None:
-            self.board.set_inflight(self.board_entry, len(self.tasks))
+        tasks = self.tasks
+        n = len(tasks)
+        tasks.discard(task)
+        if self.board is not None and len(tasks) < n:   # (once a task: --max-requests
+            self.ended += 1                               # counts every host's streams)
+            words = self.board.words   # board.set_load, without the call (per request)
+            words[self._inflight_at] = n - 1
+            words[self._ended_at] = self.ended
         if self.draining and not self.tasks:
             self.stop(EXIT_OK)
 
@@ -291,7 +306,7 @@ class Worker:
     def _tick(self) -> None:
         for link in self.links.values():
             link.heartbeat()
-        if os.getppid() != self.parent_pid and not self._stopped.done():
+        if orphaned(self.parent_pid) and not self._stopped.done():
             self.log.warning("parent process %d is gone; exiting", self.parent_pid)
             self.stop(EXIT_OK)
         self._ticker = self.loop.call_later(TICK, self._tick)
@@ -351,6 +366,7 @@ def setup_logging(config: WorkerConfig) -> logging.Logger:
 def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent_pid = os.getppid()
+    die_with_parent(parent_pid)   # SIGTERM when the supervisor exits, even by SIGKILL
     try:
         config = WorkerConfig.from_env()
     except ConfigError as exc:

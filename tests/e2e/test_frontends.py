@@ -15,7 +15,10 @@ import sys
 import threading
 import time
 
+from websockets.sync.client import connect, unix_connect
+
 from tests.e2e.fault_apps import tick_body
+from tests.e2e.h2client import H2Client, get
 from tests.e2e.lifecycle import read_chunked, settled_workers
 from tests.e2e.util import alive, shm_entries, wait_for
 from tests.server import Sidecar
@@ -108,6 +111,32 @@ def test_both_frontends_serve_over_tcp_and_the_unix_socket_and_status_sums_them(
     assert sum(f["requests"] for f in st["frontends"]) == st["requests"]
     assert sum(w["requests"] for w in st["workers"]) == st["requests"]
     assert all(f["state"] == "ready" for f in st["frontends"])
+
+
+def test_http2_and_websockets_are_served_by_both_frontends(fe2):
+    """h2c (prior knowledge) and WebSockets through front-end 1 as through front-end 0: new
+    connections, over TCP and the Unix socket in turn, until each front-end served each."""
+    sc = fe2
+    both = {str(sc.proc.pid), str(sc.frontend_pids()[0])}
+    for tag in ("h2", "ws"):
+        for i in range(1, 121):
+            uds = i % 2 == 0
+            if tag == "h2":
+                c = H2Client(uds=sc.uds) if uds else H2Client(sc.port)
+                status, _, body = c.response(c.request(get(f"/pid?h2={i}")))
+                c.sock.close()
+                assert status == 200 and b"pid" in body
+            else:
+                path = f"/echo?ws={i}"
+                with (unix_connect(sc.uds, f"ws://localhost{path}") if uds else
+                      connect(f"ws://127.0.0.1:{sc.port}{path}")) as ws:
+                    ws.send(f"m{i}")
+                    assert ws.recv(10) == f"m{i}"
+            if i % 10 == 0:
+                wait_for(lambda: len(_lines(sc, tag)) == i or None, 5, what="access lines")
+                if len(_served_by(sc, tag)) == 2:
+                    break
+        assert _served_by(sc, tag) == both, (tag, _lines(sc, tag)[-3:])
 
 
 class KeepAlive(threading.Thread):
@@ -231,3 +260,89 @@ def test_sighup_reload_and_sigterm_drain_reach_both_frontends():
         assert log.count("shutting down (SIGTERM)") == 2 and "Traceback" not in log, log
         assert not alive(child)
     assert not shm_entries() - shm_before
+
+
+def test_kill9_of_the_main_process_takes_every_front_end_and_worker_with_it():
+    """The supervisor killed with SIGKILL (no handler of its runs): the extra front-end and
+    the workers follow it at once (their death signal, sidecar/orphan.py), each front-end
+    with a response in flight, and nothing is left in /dev/shm."""
+    shm_before = shm_entries()
+    with _server() as sc:
+        # (and front-end 0 answers only once front-end 1 serves: a connection hashed to its
+        # TCP socket is never left waiting for it to start)
+        assert [f["state"] for f in _status(sc)["frontends"]] == ["ready", "ready"]
+        main, (child,) = sc.proc.pid, sc.frontend_pids()
+        workers = sc.worker_pids()
+        streams = []
+        for _ in range(3):   # long responses until each front-end has one in flight
+            streams += [_slow_stream(sc, uds=i % 2 == 1)[0] for i in range(4)]
+            deadline = time.monotonic() + 1.5   # a child's figures are up to 1 s old
+            while not (both := all(f["inflight"] for f in _status(sc)["frontends"])) and \
+                    time.monotonic() < deadline:
+                time.sleep(0.1)
+            if both:
+                break
+        assert both, _status(sc)["frontends"]
+        t0 = time.monotonic()
+        os.kill(main, signal.SIGKILL)
+        sc.proc.wait(10)
+        wait_for(lambda: not any(alive(p) for p in [child, *workers]) or None, 10,
+                 what="the front-end and the workers to exit")
+        took = time.monotonic() - t0
+        for s in streams:
+            s.close()
+        assert took < 5.0, took   # the child's drain is ORPHAN_GRACE (1 s), not 5 s
+    assert not shm_entries() - shm_before
+
+
+def _get_on(s: socket.socket, f, query: str) -> tuple[bytes, bytes]:
+    """GET /pid?QUERY on a keep-alive connection: (status line, body)."""
+    s.sendall(b"GET /pid?%s HTTP/1.1\r\nHost: x\r\n\r\n" % query.encode())
+    status, length = f.readline(), 0
+    while (line := f.readline()) not in (b"\r\n", b""):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    return status, f.read(length)
+
+
+def test_limit_concurrency_is_per_frontend_and_max_requests_counts_every_frontend():
+    """--limit-concurrency 2 holds in each front-end (as nginx's worker_connections and
+    uvicorn's --limit-concurrency with --workers): 16 connections, 2 served by each, the
+    rest 503.  --max-requests 10 recycles the worker when only front-end 1 sends to it."""
+    with Sidecar("tests.e2e.fault_apps:app", "--frontends", "2", "--access-log-format",
+                 LOG_FORMAT, "--limit-concurrency", "2", "--max-requests", "10",
+                 ready_path="/pid", workers=1, capture_stdout=True) as sc:
+        main, child = str(sc.proc.pid), str(sc.frontend_pids()[0])
+        socks = [socket.create_connection(("127.0.0.1", sc.port), timeout=10)
+                 for _ in range(16)]
+        statuses = [_get_on(s, s.makefile("rb"), f"lc={i}")[0]
+                    for i, s in enumerate(socks)]
+        ok = sum(st.startswith(b"HTTP/1.1 200") for st in statuses)
+        assert ok + sum(st.startswith(b"HTTP/1.1 503") for st in statuses) == 16, statuses
+        lines = wait_for(lambda: (lambda ls: ls if len(ls) == ok else None)(_lines(sc, "lc")),
+                         5, what="access lines")
+        per = {fe: sum(f[0] == fe for f in lines) for fe in (main, child)}
+        # (front-end 1 may still hold a start-up probe that reached its backlog before it ran)
+        assert max(per.values()) == 2 and sum(per.values()) >= 3, (per, statuses)
+        for s in socks:
+            s.close()
+        # a keep-alive connection that front-end 1 serves, and only it
+        for i in range(60):
+            s = socket.create_connection(("127.0.0.1", sc.port), timeout=10)
+            f = s.makefile("rb")
+            if _get_on(s, f, f"mr=probe{i}")[0].startswith(b"HTTP/1.1 200"):   # (not 503:
+                wait_for(lambda: _lines(sc, f"mr=probe{i}") or None, 5)   # closes pending)
+                if _lines(sc, f"mr=probe{i}")[0][0] == child:
+                    break
+            s.close()
+            time.sleep(0.02)
+        else:
+            raise AssertionError("no connection reached front-end 1")
+        first = json.loads(_get_on(s, f, "mr=0")[1])["pid"]
+        deadline, n = time.monotonic() + 20, 0
+        while json.loads(_get_on(s, f, f"mr={n}")[1])["pid"] == first:
+            n += 1
+            assert time.monotonic() < deadline, (n, sc.log())
+            time.sleep(0.01)
+        s.close()
+        assert "requests (--max-requests): recycling it" in sc.log()
