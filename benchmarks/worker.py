@@ -27,6 +27,7 @@ import time
 
 import uvloop
 
+from sidecar import gc_tuning
 from sidecar.events import APP_DONE, HTTP_REQUEST, pack
 from sidecar.ring import Consumer, Producer
 from sidecar.ring_link import RingLink
@@ -179,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
                      "streams in flight")
     args = ap.parse_args(argv)
     app = load_app(args.app)
+    gc_tuning.tune()   # as Worker.run does once the app is imported and started
 
     async def runs() -> list[float]:
         await run_once(app, args.path, args.requests // 4 or 1, args.concurrency)  # warm-up

@@ -188,19 +188,19 @@ def check_request(ev: list) -> list:
         (_, _, scheme, path, raw_path, query, headers, client, server, version, root,
          subprotocols) = ev
         ok = type(subprotocols) is list and all(type(s) is str for s in subprotocols)
+    if not ok or type(headers) is not list:
+        _request_error(ev)
     pairs = []
-    if type(headers) is list:
-        append = pairs.append
-        for pair in headers:
-            if type(pair) is not list or len(pair) != 2:
-                break
-            name, value = pair
-            if type(name) is not bytes or type(value) is not bytes:
-                break
-            append((name, value))
+    append = pairs.append
+    for pair in headers:
+        if type(pair) is not list or len(pair) != 2:
+            _request_error(ev)
+        name, value = pair
+        if type(name) is not bytes or type(value) is not bytes:
+            _request_error(ev)
+        append((name, value))
     # client: [host, port] or nil; server: the same, or [path, nil]
-    if (not ok or type(headers) is not list or len(pairs) != len(headers)
-            or type(scheme) is not str or type(path) is not str
+    if (type(scheme) is not str or type(path) is not str
             or type(raw_path) is not bytes or type(query) is not bytes
             or type(version) is not str or type(root) is not str
             or client is not None and (type(client) is not list or len(client) != 2

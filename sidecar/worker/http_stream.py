@@ -58,6 +58,12 @@ def describe_error(exc: BaseException) -> str:
 _TOKEN_NAMES: set = set()
 _MAX_TOKEN_NAMES = 256
 _search_cr_lf_nul = CR_LF_NUL.search
+#: Header values already found free of CR/LF/NUL (``HttpStream.send``): most responses repeat
+#: a few (content types, lengths), and a set lookup costs less than a regex call (~1k
+#: instructions a header, callgrind).  Bounded in count and in the length of a value kept.
+_CLEAN_VALUES: set = set()
+_MAX_CLEAN_VALUES = 1024
+_MAX_CLEAN_VALUE_LEN = 64
 
 
 def _check_headers(headers) -> list:
@@ -254,21 +260,30 @@ class HttpStream(Waiting):
             headers = message.get("headers", ())
             # _check_headers' usual case written out (once a request), the record's size
             # counted in the same pass; anything else goes through it
+            # (pairs unpacked by the for: one that is not two values raises, and goes through
+            # _check_headers, which says what is wrong -- as it does for any other problem)
             size = FRAMING
             checked = []
             if type(headers) is list and len(headers) <= 32:
                 append = checked.append
-                for pair in headers:
-                    if type(pair) is not tuple and type(pair) is not list or len(pair) != 2:
-                        break
-                    name, value = pair
-                    if (type(name) is not bytes or type(value) is not bytes
-                            or name not in _TOKEN_NAMES or _search_cr_lf_nul(value)):
-                        break
-                    append((name, value))
-                    size += len(name) + len(value) + HEADER_FRAMING
-                else:
-                    headers = checked
+                clean = _CLEAN_VALUES
+                try:
+                    for name, value in headers:
+                        if (type(name) is not bytes or type(value) is not bytes
+                                or name not in _TOKEN_NAMES):
+                            break
+                        if value not in clean:
+                            if _search_cr_lf_nul(value):
+                                break
+                            if (len(value) <= _MAX_CLEAN_VALUE_LEN
+                                    and len(clean) < _MAX_CLEAN_VALUES):
+                                clean.add(value)
+                        append((name, value))
+                        size += len(name) + len(value) + HEADER_FRAMING
+                    else:
+                        headers = checked
+                except (TypeError, ValueError):
+                    pass
             if headers is not checked:
                 headers = _check_headers(headers)
                 size = FRAMING

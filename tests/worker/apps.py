@@ -136,6 +136,12 @@ async def reuses_headers(scope, receive, send):
     await send({"type": "http.response.body", "body": b"ok"})
 
 
+async def view_header(scope, receive, send):
+    """A header value that is not bytes but equal to one (a memoryview of b"1")."""
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"x-a", memoryview(b"1"))]})
+
+
 async def misuse(scope, receive, send):
     """Completes a response, then sends what may not be sent; reports the errors."""
     await _respond(send, b"ok")
@@ -213,6 +219,7 @@ ROUTES = {
     "/big_send": big_send, "/scope": scope_json, "/raise_before": raise_before,
     "/raise_after": raise_after, "/bad_status": bad_status, "/bad_headers": bad_headers,
     "/injected_header": injected_header, "/reuses_headers": reuses_headers,
+    "/view_header": view_header,
     "/returns_early": returns_early, "/misuse": misuse, "/no_read": no_read,
     "/disconnect_probe": disconnect_probe, "/slow": waits_for_body,
     "/ignores_everything": ignores_everything,

@@ -196,9 +196,10 @@ def test_invalid_response_start_fails_the_app():
 
 
 def test_headers_are_checked_each_time_and_sent_as_they_were_at_send():
-    """Header names found valid once are remembered, their values are not; and what the app
-    does to its header list after send() returns does not reach the host (the record is
-    packed at the end of the loop turn)."""
+    """Header names found valid once are remembered, and values found clean (a bad one is
+    never remembered: it is checked each time, and a value equal to a clean one but not bytes
+    is still refused); what the app does to its header list after send() returns does not
+    reach the host (the record is packed at the end of the loop turn)."""
     async def scenario(host):
         await host.hello()
         for _ in range(2):
@@ -208,6 +209,8 @@ def test_headers_are_checked_each_time_and_sent_as_they_were_at_send():
             response = await host.response(host.request("GET", "/injected_header"))
             assert response.status is None
             assert response.error.startswith("ValueError: CR, LF or NUL in the value of")
+            response = await host.response(host.request("GET", "/view_header"))
+            assert response.status is None and response.error.startswith("TypeError: ")
 
     run_host(scenario, "apps:router")
 
