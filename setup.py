@@ -1,4 +1,11 @@
 # Only here because cffi_modules has no pyproject.toml spelling yet; metadata is in pyproject.toml.
-from setuptools import setup
+from setuptools import Extension, setup
 
-setup(cffi_modules=["build_ffi.py:ring_ffi", "build_ffi.py:h1_ffi"])
+setup(
+    cffi_modules=["build_ffi.py:ring_ffi", "build_ffi.py:h1_ffi"],
+    # the fast path's per-request calls as C-API functions (a cffi call's own cost is most
+    # of theirs): native/h1_api.c over the same h1.c and events.c as sidecar._h1 (build_ffi.py's FLAGS)
+    ext_modules=[Extension("sidecar._h1api", sources=["native/h1_api.c", "native/h1.c", "native/events.c"],
+                           include_dirs=["native"],
+                           extra_compile_args=["-std=c11", "-O2", "-fno-strict-aliasing"])],
+)

@@ -151,6 +151,21 @@ if HAVE_SPEEDUPS:
 else:
     _NULL_SCOPE = None
 
+try:   # _fast_head's parse in one C-API call (native/h1_api.c), built beside sidecar._h1
+    from .._h1api import parse_request as _api_parse_request, set_request_type
+except ImportError:
+    _api_parse_request = None
+else:
+    set_request_type(Request)
+    _API_LIMITS: dict = {}
+
+    def _api_limits(limits: Limits) -> bytes:
+        """h1_limits_t's bytes for ``limits``, as _h1api.parse_request takes them."""
+        b = _API_LIMITS.get(limits)
+        if b is None:
+            b = _API_LIMITS[limits] = bytes(_ffi.buffer(_c_limits(limits)))
+        return b
+
 _scratch = threading.local()
 
 
@@ -162,7 +177,7 @@ class RequestParser:
     __slots__ = ("_limits", "_upgrade_protocols", "_hp", "_cb", "_state", "_buf", "_fed",
                  "_rl_len", "_error", "_keep_alive", "_remaining", "_body_seen", "_trailer_bytes",
                  "_trailer_count", "_trailing", "_climits", "_scope", "_rescope", "_cscope",
-                 "_cscope_keep", "head_pending")
+                 "_cscope_keep", "_api_scope", "head_pending")
 
     def __init__(self, limits: Limits = Limits(), *,
                  upgrade_protocols: frozenset[bytes] = frozenset((b"websocket",))):
@@ -186,6 +201,7 @@ class RequestParser:
         self._rescope = None
         self._cscope = _NULL_SCOPE  # h1_parse_request's (pack_requests); NULL: not packed
         self._cscope_keep = None
+        self._api_scope = None    # the same for _h1api.parse_request: (scheme, addrs, root, rescope)
         #: True while part of a request head has arrived and its end has not (the header
         #: timeout runs); empty lines before a request line do not count.  An attribute
         #: that feed() and stop() keep, not a property: the connection reads it per feed.
@@ -213,6 +229,7 @@ class RequestParser:
             self._cscope = _ffi.new("h1_scope_t *", (
                 keep[0], len(scheme), keep[1], len(addrs), keep[2], len(root_path),
                 rescope is not None))
+            self._api_scope = (scheme, addrs, root_path, rescope is not None)
 
     def feed(self, data: bytes) -> list[Request | Body | EndOfMessage | ProtocolError]:
         """Parse ``data`` (any split of the stream) and return the events it completes."""
@@ -481,9 +498,26 @@ class RequestParser:
         Only called where the Python path would frame a new head (nothing buffered, so
         llhttp has seen none of it): the C code needs the whole head in ``data``.
         """
-        climits = self._climits
-        if climits is None:
-            climits = self._climits = _c_limits(self._limits)
+        if _api_parse_request is not None:
+            climits = self._climits
+            if climits is None:
+                climits = self._climits = _api_limits(self._limits)
+            got = _api_parse_request(data, pos, climits, self._api_scope)
+            if got is None:
+                return 0
+            if got is not False:
+                if len(got) == 2:   # the usual head: its Request made in C
+                    size, req = got
+                    events.append(req)
+                    events.append(_END)
+                    self._keep_alive = keep_alive = req[7]
+                    if not keep_alive:
+                        self._state = _CLOSED
+                    return size
+                size, facts, headers, packed = got
+                return self._fast_rest(data, pos, size, facts, headers, packed, events)
+            # a forwarded head under rescope: the cffi path packs it with its new scope
+        climits = _c_limits(self._limits)
         try:
             scratch = _scratch.buffers
         except AttributeError:
@@ -493,9 +527,8 @@ class RequestParser:
                                  scratch.out, _PACKED_CAP)
         if size <= 0:
             return 0
-        (method_end, target_end, path_end, percent, minor, nfields, fields_len,
-         content_length, chunked, keep_alive, expect_continue, upgrade_start, upgrade_end,
-         _hosts, forwarded, packed_len) = _unpack_facts(scratch.facts)
+        facts = _unpack_facts(scratch.facts)
+        nfields, fields_len, forwarded, packed_len = facts[5], facts[6], facts[14], facts[15]
         if nfields:   # lowercased names and trimmed values, NUL-separated
             parts = iter(scratch.fields[:fields_len].split(b"\0"))
             headers = list(zip(parts, parts))
@@ -512,6 +545,15 @@ class RequestParser:
             packed = scratch.out_buf[:n] if n > 0 else None
         else:
             packed = None
+        return self._fast_rest(data, pos, size, facts, headers, packed, events)
+
+    def _fast_rest(self, data: bytes, pos: int, size: int, facts: tuple, headers: list,
+                   packed: bytes | None, events: list) -> int:
+        """_fast_head's Request from a head the C code parsed: its ``facts`` (H1_NFACTS),
+        ``headers`` and ``packed`` fields; returns ``size``."""
+        (method_end, target_end, path_end, percent, minor, _nfields, _fields_len,
+         content_length, chunked, keep_alive, expect_continue, upgrade_start, upgrade_end,
+         _hosts, _forwarded, _packed_len) = facts
         target = data[method_end + 1:target_end]
         if path_end == target_end:
             raw_path = target

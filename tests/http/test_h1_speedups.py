@@ -198,23 +198,57 @@ def test_incomplete_and_offsets():
     assert c_parse(b"\r\n" + WRK)[0] == lib.H1_DECLINE      # empty lines first: Python's job
 
 
-def test_parser_uses_the_fast_path(monkeypatch):
+@pytest.mark.parametrize("entry", ["_api_parse_request", "_h1_parse_request"])
+def test_parser_uses_the_fast_path(monkeypatch, entry):
+    """The C-API call (sidecar._h1api) where it is built; the cffi call without it."""
+    if entry == "_api_parse_request" and h1._api_parse_request is None:
+        pytest.fail("sidecar._h1api is not built (pip install -e .)")
+    if entry == "_h1_parse_request":
+        monkeypatch.setattr(h1, "_api_parse_request", None)
     calls = []
-    real = h1._h1_parse_request
+    real = getattr(h1, entry)
 
     def spy(*args):
         calls.append(real(*args))
         return calls[-1]
 
-    monkeypatch.setattr(h1, "_h1_parse_request", spy)
+    monkeypatch.setattr(h1, entry, spy)
     monkeypatch.setattr(h1, "speedups", True)
     events = RequestParser().feed(WRK + BROWSER + CURL)
     assert [type(e).__name__ for e in events] == [
         "Request", "EndOfMessage", "Request", "EndOfMessage", "Request", "Body", "EndOfMessage"]
-    assert len(calls) == 3 and all(n > 0 for n in calls)
+    sizes = [c if type(c) is int else c[0] for c in calls]
+    assert len(calls) == 3 and all(n > 0 for n in sizes)
     calls.clear()
     monkeypatch.setattr(h1, "speedups", False)
     assert RequestParser().feed(WRK + BROWSER + CURL) == events and not calls
+
+
+def test_c_api_and_cffi_paths_agree_on_mutated_heads(monkeypatch):
+    """The two entries to the same C parser (sidecar._h1api and cffi) give the same events,
+    packed fields included, on heads of every kind, packed for a connection or not."""
+    if h1._api_parse_request is None:
+        pytest.fail("sidecar._h1api is not built (pip install -e .)")
+    api = h1._api_parse_request
+    monkeypatch.setattr(h1, "speedups", True)
+    rnd = random.Random(25)
+    corpus = ACCEPTED + [d for _, d, _ in REJECT] + [CHUNKED + b for b, _ in CHUNKED_OK] + [
+        b"GET /p HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n",
+        b"GET /%41 HTTP/1.1\r\nHost: a\r\nForwarded: for=10.0.0.1;proto=https\r\n\r\n"]
+    trusted = lambda headers: (b"\xa5https", b"\xc0\xc0")   # noqa: E731 (a peer's proxy fields)
+    for n in range(3000):
+        data = mutate(rnd, rnd.choice(corpus)) if n % 4 else rnd.choice(corpus)
+        outcomes = []
+        for entry in (api, None):
+            monkeypatch.setattr(h1, "_api_parse_request", entry)
+            parser = RequestParser()
+            if n % 2:
+                parser.pack_requests(b"\xa4http", b"\xc0\xc0",   # client, server: nil
+                                     b"/root" if n % 3 == 0 else b"",
+                                     trusted if n % 5 == 1 else None)
+            events = parser.feed(data)
+            outcomes.append([(e, e.packed) if type(e) is Request else e for e in events])
+        assert outcomes[0] == outcomes[1], data
 
 
 def test_differential_mutated_heads(monkeypatch):

@@ -252,6 +252,37 @@ def test_whole_responses_agree_with_head_then_body_on_both_paths(monkeypatch):
     assert taken > 1000   # the C path really ran, not only the fallback
 
 
+def test_whole_responses_take_the_c_api_path_where_the_c_head_does(monkeypatch):
+    """sidecar._h1api's response (native/h1_api.c) is what response_whole runs first: it
+    answers wherever the cffi call would, with the same bytes, and leaves the rest (None)."""
+    if h1_response._api_response is None:
+        pytest.fail("sidecar._h1api is not built (pip install -e .)")
+    rng = random.Random(25)
+    answered = 0
+    for _ in range(2000):
+        status = rng.choice([200, 201, 204, 304, 404, 599, 600])
+        headers = _random_headers(rng)
+        body = rng.choice(BODIES)
+        kw = dict(method=rng.choice([b"GET", b"HEAD"]), http_version=rng.choice(["1.1", "1.0"]),
+                  keep_alive=rng.random() < 0.8, date=DATE, server=rng.choice([b"sidecar", None]),
+                  extra=rng.choice([(), ((b"x-extra", b"1"),)]))
+        got = h1_response._api_response(status, headers, body, kw["method"],
+                                         kw["http_version"], kw["keep_alive"], kw["date"],
+                                         kw["server"], kw["extra"])
+        fits = len(body) < 60_000 or kw["method"] == b"HEAD"   # a HEAD answer has no body
+        takes = fits and _c_takes(status, headers, **kw)
+        assert (got is not None) == takes, (status, headers, kw)
+        if got is not None:
+            answered += 1
+            assert got == _whole_outcome(False, monkeypatch, status, headers, body, **kw)
+    assert answered > 500
+    # what is not two bytes objects per pair is left to the Python path
+    for odd in ([(b"a", b"b", b"c")], [(b"a",)], [(bytearray(b"a"), b"b")], [(b"a", "b")],
+                ((b"a", b"b") for _ in ()), [[b"a", b"b"], None]):
+        assert h1_response._api_response(200, odd, b"", b"GET", "1.1", True, None, None,
+                                         ()) is None
+
+
 @pytest.mark.parametrize("headers, body, kw, expected", [
     ([[b"content-length", b"2"]], b"ok", {}, b"content-length: 2\r\n\r\nok"),
     ([], b"abc", {}, b"transfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"),
