@@ -68,11 +68,15 @@ def test_status_text_and_json(sc):
             assert c.get("/scope").status_code == 200
     def settled():
         # a response can reach the client before its stream's APP_DONE is in the ring (the
-        # worker's next batch): read the counters once no stream is in flight
+        # worker's next batch), and a stream leaves the in-flight count at its last body:
+        # read the counters once no stream is in flight and each worker's last records are
+        # in (a request is start + body + APP_DONE out, below; the HELLO is the + 1)
         out = status("--control", ctl, "--json")
         assert out.returncode == 0, out.stderr
         st = json.loads(out.stdout)
-        return st if all(w["inflight"] == 0 for w in st["workers"]) else None
+        return st if all(w["inflight"] == 0
+                         and w["rings"]["to_host"]["records"] >= 3 * w["requests"] + 1
+                         for w in st["workers"]) else None
 
     st = wait_for(settled, 10, interval=0.05, what="no stream in flight")
     assert st["pid"] == sc.proc.pid and st["state"] == "ready"
