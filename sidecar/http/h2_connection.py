@@ -71,7 +71,7 @@ import h2.settings
 from h2.errors import ErrorCodes
 from hyperframe.frame import GoAwayFrame
 
-from . import h1
+from . import h1, h2_fast
 from .fields import check_fields
 from .h2_checks import rfc_code, valid_fields
 from .h2_exchange import H2Exchange, request_head, response_fields
@@ -108,6 +108,8 @@ class H2Connection:
                                            normalize_outbound_headers=False,
                                            split_outbound_cookies=False)
         self.h2 = conn = h2.connection.H2Connection(config=config)
+        conn.encoder = h2_fast.Encoder()   # HPACK blocks that repeat, decoded/encoded once
+        conn.decoder = h2_fast.Decoder()
         conn.local_settings = h2.settings.Settings(client=False, initial_values={
             h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: limits.max_streams,
             h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_header_list,
@@ -312,7 +314,11 @@ class H2Connection:
             raise ValueError(f"status {status} cannot start an HTTP/2 response")
         fields, length = response_fields(status, headers, self.head_fields)
         try:
-            self.h2.send_headers(ex.sid, fields)
+            frames = h2_fast.response_headers(self.h2, ex.sid, fields)
+            if frames is None:
+                self.h2.send_headers(ex.sid, fields)
+            else:   # the common case, past h2's frame objects (h2_fast.py)
+                self.h2._data_to_send += frames
         except (h2.exceptions.ProtocolError, ValueError, TypeError) as exc:
             raise ValueError(f"response head: {exc}") from None
         ex.started = True
@@ -404,7 +410,12 @@ class H2Connection:
                 else:
                     out.popleft()
                     last = not out
-                conn.send_data(sid, data, end_stream=last and ex.out_end and not ex.want_trailers)
+                end = last and ex.out_end and not ex.want_trailers
+                frame = h2_fast.response_data(conn, sid, data, end)
+                if frame is None:
+                    conn.send_data(sid, data, end_stream=end)
+                else:   # the common case, past h2's frame objects (h2_fast.py)
+                    conn._data_to_send += frame
                 if last and ex.out_end and not ex.want_trailers:
                     self._ended(ex)
                     return
@@ -415,7 +426,11 @@ class H2Connection:
                         return   # the app's trailers are still to come
                     conn.send_headers(sid, ex.trailers, end_stream=True)
                 else:
-                    conn.end_stream(sid)
+                    frame = h2_fast.response_data(conn, sid, b"", True)
+                    if frame is None:
+                        conn.end_stream(sid)
+                    else:
+                        conn._data_to_send += frame
                 self._ended(ex)
             elif ex.stream is not None:
                 ex.stream.flush_owed()
