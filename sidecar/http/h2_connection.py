@@ -86,6 +86,10 @@ __all__ = ["H2Connection", "H2Exchange", "H2Limits", "PREFACE"]
 #: client announces itself on its first bytes.
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
+_UNSEEN = object()
+_HEADS_MAX = 64   # request heads remembered per connection (a proxy repeats a few paths)
+_HEAD_BYTES_MAX = 4096   # ... each this large at most: a few pages of memory per connection
+
 
 class H2Connection:
     """The HTTP/2 side of one client connection (see the module docstring)."""
@@ -118,6 +122,7 @@ class H2Connection:
         })
         conn.decoder.max_header_list_size = limits.max_header_list
         self.exchanges: dict[int, H2Exchange] = {}
+        self.heads: dict[tuple, h1.Request | None] = {}   # request heads seen, by fields
         self.closed = False
         self.draining = False
         self.goaway_sent = False
@@ -193,7 +198,18 @@ class H2Connection:
         if self.draining:   # after our GOAWAY: refused, the client retries elsewhere
             self.h2.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
             return
-        req = request_head(ev.headers) if valid_fields(ev.headers) else None
+        headers = ev.headers
+        if h2_fast.speedups:   # the same head again (h2_fast.py): checked and made once
+            key = tuple(headers)
+            req = self.heads.get(key, _UNSEEN)
+            if req is _UNSEEN:
+                req = request_head(headers) if valid_fields(headers) else None
+                if sum(len(n) + len(v) for n, v in headers) <= _HEAD_BYTES_MAX:
+                    if len(self.heads) >= _HEADS_MAX:
+                        self.heads.clear()
+                    self.heads[key] = req
+        else:
+            req = request_head(headers) if valid_fields(headers) else None
         if req is None or req.upgrade is not None and not self.extended_connect:
             log.info("HTTP/2 malformed request from %s on stream %d", self.io.peer, sid)
             self.h2.reset_stream(sid, ErrorCodes.PROTOCOL_ERROR)
