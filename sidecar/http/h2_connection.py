@@ -80,13 +80,20 @@ from .h1_connection import Timeouts
 
 log = logging.getLogger("sidecar.frontend")
 
-__all__ = ["H2Connection", "H2Exchange", "H2Limits", "PREFACE"]
+__all__ = ["H2Connection", "H2Exchange", "H2Limits", "PREFACE", "PREFACE_HEAD",
+           "BAD_PREFACE"]
 
 #: The client connection preface (RFC 9113 section 3.4): how a prior-knowledge HTTP/2
 #: client announces itself on its first bytes.
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
+#: Its first 18 bytes, an HTTP/1.1-looking head ("PRI * HTTP/2.0" and an empty line): a
+#: client that sent them meant HTTP/2, and a preface wrong after them is PROTOCOL_ERROR.
+PREFACE_HEAD = PREFACE[:18]
+
 _UNSEEN = object()
+# the request of a stream whose head was too large to keep (H2Connection._oversized)
+_NO_REQUEST = h1.Request(b"GET", b"/", "/", b"/", b"", "2", [], True, False, None, None, False)
 _HEADS_MAX = 64   # request heads remembered per connection (a proxy repeats a few paths)
 _HEAD_BYTES_MAX = 4096   # ... each this large at most: a few pages of memory per connection
 
@@ -109,6 +116,7 @@ class H2Connection:
         config = h2.config.H2Configuration(client_side=False, header_encoding=None,
                                            validate_outbound_headers=False,
                                            validate_inbound_headers=False,   # valid_fields
+                                           normalize_inbound_headers=False,  # request_head
                                            normalize_outbound_headers=False,
                                            split_outbound_cookies=False)
         self.h2 = conn = h2.connection.H2Connection(config=config)
@@ -153,7 +161,10 @@ class H2Connection:
         if self.closed:
             return
         try:
-            evs = self.h2.receive_data(data)
+            evs, used = h2_fast.requests_received(self.h2, data)   # the common frames
+            if used < len(data):
+                rest = self.h2.receive_data(data[used:] if used else data)
+                evs = evs + rest if evs else rest
         except h2.exceptions.ProtocolError as exc:
             code = getattr(exc, "error_code", ErrorCodes.PROTOCOL_ERROR)
             rfc = rfc_code(exc)   # where h2 says PROTOCOL_ERROR and the RFC another code
@@ -199,6 +210,9 @@ class H2Connection:
             self.h2.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
             return
         headers = ev.headers
+        if headers and headers[0] is h2_fast.OVERSIZED:
+            self._oversized(sid, ev.stream_ended is None, now)
+            return
         if h2_fast.speedups:   # the same head again (h2_fast.py): checked and made once
             key = tuple(headers)
             req = self.heads.get(key, _UNSEEN)
@@ -229,6 +243,23 @@ class H2Connection:
             log.info("HTTP/2 extended CONNECT for %r from %s: %d", req.upgrade, self.io.peer,
                      status)
             self.error_response(ex, status)
+
+    def _oversized(self, sid: int, more: bool, now: float) -> None:
+        """A header list over --max-header-bytes (h2_fast.Decoder finished its block): 431 on
+        that stream, as HTTP/1.1 answers, and the connection goes on; a body still coming is
+        refused with RST_STREAM NO_ERROR after the answer (RFC 9113 8.1)."""
+        log.info("HTTP/2 header list over --max-header-bytes (%d) from %s on stream %d: 431",
+                 self.limits.max_header_list, self.io.peer, sid)
+        ex = H2Exchange(self, sid, _NO_REQUEST, now)
+        ex.body_done = not more
+        self.exchanges[sid] = ex
+        self.idle_since = None
+        self.error_response(ex, 431)
+        if more and not self.closed:
+            try:
+                self.h2.reset_stream(sid, ErrorCodes.NO_ERROR)
+            except h2.exceptions.ProtocolError:
+                pass
 
     def upgraded_request(self, req: h1.Request) -> None:
         """The HTTP/1.1 request of an ``Upgrade: h2c``: stream 1, its body complete."""
@@ -647,3 +678,9 @@ _HANDLERS = {
     h2.events.PriorityUpdated: H2Connection._on_control,
     h2.events.ConnectionTerminated: H2Connection._on_goaway,
 }
+
+
+#: The answer to a bad client preface (RFC 9113 3.4): our SETTINGS (a server's preface comes
+#: first), then GOAWAY PROTOCOL_ERROR naming no stream.
+BAD_PREFACE = (b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+               + _goaway(0, ErrorCodes.PROTOCOL_ERROR))

@@ -1,11 +1,15 @@
-"""The common frames of an HTTP/2 response past h2's per-frame machinery, and HPACK blocks that
-repeat decoded or encoded once (the fast path of sidecar/http/h2_connection.py).
+"""The common frames of HTTP/2 past h2's per-frame machinery, and HPACK blocks that repeat
+decoded or encoded once (the fast path of sidecar/http/h2_connection.py).
 
 h2 spends most of an ordinary request's CPU in layers that do nothing for it: frame objects,
-two state machines stepped per frame, debug logging per header, and hpack walking a header
-list it saw a moment ago.  Measured in-process (``python -m benchmarks.h2frontend``), about
-three quarters of the front-end's HTTP/2 cost per request was there.  So:
+two state machines stepped per frame, debug logging per header (and a ``repr`` of each frame
+received), a count of the open streams per new stream, and hpack walking a header list it
+saw a moment ago.  So, measured with ``python -m benchmarks.frontend --http2``:
 
+- ``requests_received`` takes the requests without a body at the start of a read (HEADERS
+  with END_STREAM and END_HEADERS opening a new stream): the stream is made and its state
+  moved by h2's own calls, without the frame objects and the per-frame dispatch.  Anything
+  else, from the first other frame on, goes to h2's ``receive_data``.
 - ``response_headers`` and ``response_data`` write a response's HEADERS (+ CONTINUATION) and
   its DATA frames as bytes, and set the stream's state as h2's own ``send_headers`` /
   ``send_data`` / ``end_stream`` would (headers_sent; the flow-control windows; CLOSED,
@@ -20,19 +24,29 @@ three quarters of the front-end's HTTP/2 cost per request was there.  So:
 
 ``speedups = False`` (``SIDECAR_NO_SPEEDUPS=1``) leaves every frame and block to h2 and hpack:
 tests/http run both ways, and tests/http/test_h2_fast.py compares the bytes of the two paths.
+``Decoder`` also finishes a block whose list is over the limit, both ways (its docstring).
 """
 from __future__ import annotations
 
 import os
 
-from h2.connection import ConnectionState
+from h2.connection import (AllowedStreamIDs, ConnectionInputs, ConnectionState,
+                           _decode_headers)
+from h2.exceptions import ProtocolError
 from h2.stream import StreamClosedBy, StreamState
-from hpack import Decoder as _Decoder, Encoder as _Encoder
+from hpack import Decoder as _Decoder, Encoder as _Encoder, HeaderTuple
+from hpack.exceptions import HPACKDecodingError, OversizedHeaderListError
 
-__all__ = ["speedups", "Decoder", "Encoder", "response_headers", "response_data"]
+__all__ = ["speedups", "OVERSIZED", "OVERSIZE_FACTOR", "Decoder", "Encoder", "requests_received",
+           "response_headers", "response_data"]
 
 #: Whether H2Connection uses the paths of this module; tests run both ways.
 speedups = os.environ.get("SIDECAR_NO_SPEEDUPS", "") in ("", "0")
+
+#: The header list of a block over the limit (Decoder): the stream is answered 431.
+OVERSIZED = HeaderTuple(b":oversized", b"")
+#: A list past this many times the limit is a bomb, not a big cookie: the connection's error.
+OVERSIZE_FACTOR = 4
 
 _CACHE_MAX = 64          # blocks remembered per connection and direction
 _BLOCK_MAX = 1024        # longer blocks are decoded every time (they are rarely repeated)
@@ -41,6 +55,8 @@ _SENDING = (StreamState.OPEN, StreamState.HALF_CLOSED_REMOTE)
 _HALF_CLOSED_REMOTE = StreamState.HALF_CLOSED_REMOTE
 _CLOSED = StreamState.CLOSED
 _BY_END_STREAM = StreamClosedBy.SEND_END_STREAM
+_RECV_HEADERS = ConnectionInputs.RECV_HEADERS
+_CLIENT_STREAMS = AllowedStreamIDs.ODD
 
 
 def _table_state(table) -> tuple:
@@ -56,7 +72,13 @@ def _same(a: tuple, b: tuple) -> bool:
 
 
 class Decoder(_Decoder):
-    """hpack's decoder, remembering the lists of the blocks that left its table as it was."""
+    """hpack's decoder, remembering the lists of the blocks that left its table as it was,
+    and finishing a block whose list is over ``max_header_list_size`` (up to
+    ``OVERSIZE_FACTOR`` times it) so that the table stays in step with the client's: the
+    list is then ``[OVERSIZED]``, for a 431 on that stream alone (RFC 9113 8.2.2 lets a
+    server refuse a header list it will not handle; an HPACK decoding error would be the
+    whole connection's).  Past that factor it is an HPACK bomb: hpack's
+    OversizedHeaderListError, which h2 makes GOAWAY ENHANCE_YOUR_CALM."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -64,8 +86,10 @@ class Decoder(_Decoder):
         self._cache_key: tuple = (None, -1, -1, False, -1, -1)
 
     def decode(self, data, raw: bool = False):
-        if not speedups or not raw or type(data) is not bytes or len(data) > _BLOCK_MAX:
+        if not raw:
             return super().decode(data, raw)
+        if not speedups or type(data) is not bytes or len(data) > _BLOCK_MAX:
+            return self._decode(data)
         table = self.header_table
         state = _table_state(table) + (self.max_allowed_table_size, self.max_header_list_size)
         if not (_same(state, self._cache_key) and state[4:] == self._cache_key[4:]):
@@ -75,13 +99,51 @@ class Decoder(_Decoder):
             headers = self._cache.get(data)
             if headers is not None:
                 return list(headers)
-        headers = super().decode(data, raw)
+        headers = self._decode(data)
         after = _table_state(table)
         if _same(after, state):
             if len(self._cache) >= _CACHE_MAX:
                 self._cache.clear()
             self._cache[data] = tuple(headers)
         return headers
+
+
+    def _decode(self, data) -> list:
+        """hpack's ``decode(data, raw=True)``, but for a list over the limit (the class
+        docstring)."""
+        mem = memoryview(data)
+        headers = []
+        limit = self.max_header_list_size
+        size = 0
+        over = False
+        i, n = 0, len(data)
+        while i < n:
+            c = data[i]
+            if c & 0x80:
+                header, used = self._decode_indexed(mem[i:])
+            elif c & 0x40:
+                header, used = self._decode_literal_index(mem[i:])
+            elif c & 0x20:   # a table size update: only before the first field
+                if headers or over:
+                    raise HPACKDecodingError("Table size update not at the start of the block")
+                used = self._update_encoding_context(mem[i:])
+                header = None
+            else:
+                header, used = self._decode_literal_no_index(mem[i:])
+            i += used
+            if header is None:
+                continue
+            size += len(header[0]) + len(header[1]) + 32   # RFC 7541 4.1
+            if size > limit:
+                if size > limit * OVERSIZE_FACTOR:
+                    raise OversizedHeaderListError(
+                        f"A header list larger than {limit} has been received")
+                over = True
+                headers.clear()
+            if not over:
+                headers.append(header)
+        self._assert_valid_table_size()
+        return [OVERSIZED] if over else headers
 
 
 class Encoder(_Encoder):
@@ -171,3 +233,44 @@ def response_data(conn, sid: int, data: bytes, end: bool) -> bytes | None:
         machine.stream_closed_by = _BY_END_STREAM
         return _frame(0x0, 0x1, sid, data)   # DATA, END_STREAM
     return _frame(0x0, 0x0, sid, data)
+
+
+def requests_received(conn, data: bytes) -> tuple[list, int]:
+    """The events of the whole requests without a body at the start of ``data`` (HEADERS
+    with END_STREAM and END_HEADERS, no padding or priority, opening a new stream within
+    the concurrency limit) as the h2 server connection ``conn`` makes them, past its frame
+    objects, and the bytes they took: h2 is given the rest (from the first other frame).
+    The stream is made and its state moved by h2's own calls; what is skipped is the frame
+    parsing, the per-frame dispatch and the count of open streams, once per read here
+    instead of per frame.  ([], 0) where h2 must do it all (not ``speedups``, a preface,
+    a partial frame or header block in h2's buffer, the connection not open)."""
+    buf = conn.incoming_buffer
+    if (not speedups or buf._preamble_len or buf._data or buf._headers_buffer
+            or conn.state_machine.state is not _OPEN):
+        return [], 0
+    events: list = []
+    i, end = 0, len(data)
+    max_size = conn.max_inbound_frame_size
+    streams = conn.streams
+    opened = -1
+    while i + 9 <= end and data[i + 3] == 0x1 and data[i + 4] == 0x5:   # END_STREAM|HEADERS
+        length = (data[i] << 16) | (data[i + 1] << 8) | data[i + 2]
+        sid = int.from_bytes(data[i + 5:i + 9], "big")
+        if (length > max_size or i + 9 + length > end or sid & 0x80000001 != 1
+                or sid <= conn.highest_inbound_stream_id or sid in streams):
+            break
+        if opened < 0:
+            opened = conn.open_inbound_streams   # (also forgets the closed streams)
+        if opened >= conn.local_settings.max_concurrent_streams:
+            break   # h2 refuses it
+        try:
+            headers = _decode_headers(conn.decoder, data[i + 9:i + 9 + length])
+            conn.state_machine.process_input(_RECV_HEADERS)
+            stream = conn._begin_new_stream(sid, _CLIENT_STREAMS)
+            events += stream.receive_headers(headers, True, conn.config.header_encoding)[1]
+        except ProtocolError as exc:   # as h2's receive_data: its GOAWAY queued, then raised
+            conn._terminate_connection(exc.error_code)
+            raise
+        opened += 1
+        i += 9 + length
+    return events, i
