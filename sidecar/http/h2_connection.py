@@ -91,11 +91,8 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 #: client that sent them meant HTTP/2, and a preface wrong after them is PROTOCOL_ERROR.
 PREFACE_HEAD = PREFACE[:18]
 
-_UNSEEN = object()
 # the request of a stream whose head was too large to keep (H2Connection._oversized)
 _NO_REQUEST = h1.Request(b"GET", b"/", "/", b"/", b"", "2", [], True, False, None, None, False)
-_HEADS_MAX = 64   # request heads remembered per connection (a proxy repeats a few paths)
-_HEAD_BYTES_MAX = 4096   # ... each this large at most: a few pages of memory per connection
 
 
 class H2Connection:
@@ -130,7 +127,7 @@ class H2Connection:
         })
         conn.decoder.max_header_list_size = limits.max_header_list
         self.exchanges: dict[int, H2Exchange] = {}
-        self.heads: dict[tuple, h1.Request | None] = {}   # request heads seen, by fields
+        self.heads = h2_fast.RequestHeads(_request)   # request heads seen, by fields
         self.closed = False
         self.draining = False
         self.goaway_sent = False
@@ -213,17 +210,7 @@ class H2Connection:
         if headers and headers[0] is h2_fast.OVERSIZED:
             self._oversized(sid, ev.stream_ended is None, now)
             return
-        if h2_fast.speedups:   # the same head again (h2_fast.py): checked and made once
-            key = tuple(headers)
-            req = self.heads.get(key, _UNSEEN)
-            if req is _UNSEEN:
-                req = request_head(headers) if valid_fields(headers) else None
-                if sum(len(n) + len(v) for n, v in headers) <= _HEAD_BYTES_MAX:
-                    if len(self.heads) >= _HEADS_MAX:
-                        self.heads.clear()
-                    self.heads[key] = req
-        else:
-            req = request_head(headers) if valid_fields(headers) else None
+        req = self.heads.of(headers) if h2_fast.speedups else _request(headers)
         if req is None or req.upgrade is not None and not self.extended_connect:
             log.info("HTTP/2 malformed request from %s on stream %d", self.io.peer, sid)
             self.h2.reset_stream(sid, ErrorCodes.PROTOCOL_ERROR)
@@ -354,6 +341,12 @@ class H2Connection:
 
     def start_response(self, ex: H2Exchange, status: int, headers, trailers: bool = False
                        ) -> bool:
+        open_ended = self._start(ex, status, headers, trailers)
+        self._flush()
+        return open_ended
+
+    def _start(self, ex: H2Exchange, status: int, headers, trailers: bool = False) -> bool:
+        """start_response without the flush."""
         if ex.closed:
             ex.started = True
             return False
@@ -371,7 +364,6 @@ class H2Connection:
         ex.started = True
         ex.status = status
         ex.want_trailers = trailers
-        self._flush()
         return length is None and not ex.head_only
 
     def send_data(self, ex: H2Exchange, data: bytes, end: bool = False) -> None:
@@ -384,6 +376,26 @@ class H2Connection:
             ex.out_end = True
             ex.complete = not ex.want_trailers
         self._pump(ex)
+        self._flush()
+
+    def respond(self, ex: H2Exchange, status: int, headers, body: bytes) -> None:
+        """A whole response (the app's start and last body in one batch, no trailers):
+        ``start_response`` then ``send_data(ex, body, True)``, its HEADERS and DATA made by
+        h2_fast in one step where they can be.  ValueError as start_response."""
+        self._start(ex, status, headers)
+        if ex.closed or ex.complete:
+            self._flush()
+            return
+        frame = None
+        if not ex.out and not ex.head_only:
+            frame = h2_fast.response_data(self.h2, ex.sid, body, True)
+        if frame is None:
+            self.send_data(ex, body, True)
+            return
+        self.h2._data_to_send += frame
+        ex.sent_bytes += len(body)
+        ex.out_end = ex.complete = True
+        self._ended(ex)
         self._flush()
 
     def send_trailers(self, ex: H2Exchange, headers) -> None:
@@ -653,6 +665,11 @@ class H2Connection:
                 self.h2.reset_stream(ex.sid, ErrorCodes.NO_ERROR)
             except h2.exceptions.ProtocolError:
                 pass
+
+
+def _request(headers) -> h1.Request | None:
+    """A request's head, None if it is malformed (a stream error)."""
+    return request_head(headers) if valid_fields(headers) else None
 
 
 def _goaway(last_stream_id: int, code: ErrorCodes) -> bytes:

@@ -16,6 +16,8 @@ saw a moment ago.  So, measured with ``python -m benchmarks.frontend --http2``:
   closed by END_STREAM).  They act only in the states where those h2 calls do exactly that
   (the connection open, the stream open or half-closed by the client, no trailers, the bytes
   within the windows): anything else returns None and h2 does it, as before.
+- ``RequestHeads`` makes each distinct request head of a connection once (checked, as an
+  ``h1.Request``: request_head and valid_fields are pure functions of the fields).
 - ``Decoder`` remembers the header lists of blocks that did not change the HPACK table (a
   block of indexed fields: the same request from a client or proxy, again and again) while the
   table stays as it was, and ``Encoder.encode_block`` likewise the response blocks.  An HPACK
@@ -37,7 +39,8 @@ from h2.stream import StreamClosedBy, StreamState
 from hpack import Decoder as _Decoder, Encoder as _Encoder, HeaderTuple
 from hpack.exceptions import HPACKDecodingError, OversizedHeaderListError
 
-__all__ = ["speedups", "OVERSIZED", "OVERSIZE_FACTOR", "Decoder", "Encoder", "requests_received",
+__all__ = ["speedups", "OVERSIZED", "OVERSIZE_FACTOR", "Decoder", "Encoder", "RequestHeads",
+           "requests_received",
            "response_headers", "response_data"]
 
 #: Whether H2Connection uses the paths of this module; tests run both ways.
@@ -173,6 +176,30 @@ class Encoder(_Encoder):
                 self._cache.clear()
             self._cache[tuple(fields)] = block
         return block
+
+
+class RequestHeads(dict):
+    """A connection's request heads by their fields (a proxy or client repeats a few): each
+    checked and made once by ``make`` (its ``h1.Request``, None if malformed).  At most 64
+    of at most 4 KiB each: a few pages per connection."""
+
+    def __init__(self, make):
+        super().__init__()
+        self.make = make
+
+    def of(self, headers):
+        key = tuple(headers)
+        req = self.get(key, _UNSEEN)
+        if req is _UNSEEN:
+            req = self.make(headers)
+            if sum(len(n) + len(v) for n, v in headers) <= 4096:
+                if len(self) >= _CACHE_MAX:
+                    self.clear()
+                self[key] = req
+        return req
+
+
+_UNSEEN = object()
 
 
 def _frame(kind: int, flags: int, sid: int, payload: bytes) -> bytes:

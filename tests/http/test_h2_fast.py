@@ -98,9 +98,32 @@ def _same_both_ways(requests, answer, monkeypatch, settings=None):
     assert sum(map(len, fast)) > 0
 
 
-def _hello(ex):
-    ex.start_response(ex, 200, [(b"content-type", b"text/plain"), (b"content-length", b"13")])
-    ex.send_data(ex, b"Hello, world!", True)
+def test_whole_responses_in_one_call_as_event_by_event(monkeypatch):
+    """``respond`` (a start and its last body in one batch from the worker) writes what
+    start_response + send_data write, with the fast path or without, bodies past the windows
+    and HEAD included."""
+    def requests(client, n):
+        if n >= 4:
+            return None
+        for method, path in ((b"GET", b"/"), (b"HEAD", b"/"), (b"GET", b"/big")):
+            client.send_headers(client.get_next_available_stream_id(), _get(path, method),
+                                end_stream=True)
+        return True
+
+    def body(ex):
+        return b"z" * 50000 if ex.req.raw_path == b"/big" else b"Hello, world!"
+
+    def by_events(ex):
+        ex.start_response(ex, 200, [(b"content-type", b"text/plain")])
+        ex.send_data(ex, body(ex), True)
+
+    def whole(ex):
+        ex.respond(ex, 200, [(b"content-type", b"text/plain")], body(ex))
+
+    chunks = _conversation(requests, by_events, monkeypatch)
+    reference = _run(chunks, by_events, False, monkeypatch)
+    assert _run(chunks, whole, True, monkeypatch) == reference
+    assert _run(chunks, whole, False, monkeypatch) == reference
 
 
 def test_many_streams_and_changing_paths(monkeypatch):
