@@ -4,6 +4,7 @@
     python -m benchmarks.frontend --browser-headers     # the 13 fields a browser adds
     python -m benchmarks.frontend --app benchmarks.apps:starlette_app --path /json
     python -m benchmarks.frontend --websocket           # per echoed WebSocket message
+    python -m benchmarks.frontend --http2 --concurrency 4 --streams 16   # h2load -c 4 -m 16
 
 One front-end process: the real ``FrontEnd``, ``WorkerPool`` and ``WorkerLink`` with one real
 worker process serving the app over the rings, and ``--concurrency`` keep-alive connections
@@ -132,6 +133,100 @@ async def run_once(fe: FrontEnd, head: bytes, requests: int, concurrency: int) -
     elapsed = time.process_time() - start
     for conn in conns:
         conn.connection_lost(None)
+    return elapsed / requests * 1e6
+
+
+H2_END = 0x1   # END_STREAM
+
+
+def _h2_frame(kind: int, flags: int, sid: int, payload: bytes) -> bytes:
+    return len(payload).to_bytes(3, "big") + bytes((kind, flags)) + sid.to_bytes(4, "big") + \
+        payload
+
+
+def _h2_ended(data: bytes) -> int:
+    """Responses ended (DATA or HEADERS with END_STREAM) in the server's frames ``data``."""
+    n, i, end = 0, 0, len(data)
+    while i + 9 <= end:
+        if data[i + 3] <= 0x1 and data[i + 4] & H2_END:
+            n += 1
+        i += 9 + int.from_bytes(data[i:i + 3], "big")
+    return n
+
+
+class _H2Client:
+    """One h2load-like client connection: ``streams`` GETs in flight, a new one for each
+    response ended; its frames are made once (the HPACK block of an indexed request is the
+    same bytes every time), so the figure is the server's work alone."""
+
+    def __init__(self, transport: _Transport, fields: list, streams: int):
+        from hpack import Encoder
+        enc = Encoder()
+        self.first_block = enc.encode(fields)   # literals: the server's table learns them
+        self.block = enc.encode(fields)         # then indexed, the same bytes from now on
+        self.transport = transport
+        self.sid = 1
+        self.streams = streams
+        self.buf = b""
+
+    def preface(self) -> bytes:
+        from sidecar.http.h2_connection import PREFACE
+        return (PREFACE + _h2_frame(0x4, 0, 0, b"")
+                + _h2_frame(0x8, 0, 0, (2 ** 31 - 1 - 65535).to_bytes(4, "big")))
+
+    def requests(self, n: int) -> bytes:
+        out = []
+        for _ in range(n):
+            block = self.first_block if self.sid == 1 else self.block
+            out.append(_h2_frame(0x1, 0x5, self.sid, block))   # END_STREAM, END_HEADERS
+            self.sid += 2
+        return b"".join(out)
+
+
+async def run_once_h2(fe: FrontEnd, fields: list, requests: int, concurrency: int,
+                      streams: int) -> float:
+    """CPU µs per request of one run of ``requests`` HTTP/2 GETs over ``concurrency``
+    connections with ``streams`` in flight on each (h2load -c, -m)."""
+    loop = asyncio.get_running_loop()
+    finished = loop.create_future()
+    sent = done = 0
+
+    def on_write(transport: _Transport, data: bytes) -> None:
+        nonlocal sent, done
+        n = _h2_ended(data)
+        if not n:
+            return
+        done += n
+        if transport.closing:
+            if not finished.done():
+                finished.set_exception(RuntimeError("the front-end closed a connection"))
+            return
+        more = min(n, requests - sent)
+        if more > 0:
+            sent += more
+            loop.call_soon(transport.conn.data_received, transport.client.requests(more))
+        elif done >= requests and not finished.done():
+            finished.set_result(None)
+
+    transports = []
+    for i in range(concurrency):
+        conn = HTTPConnection(fe)
+        transport = _Transport(conn, None, 40000 + i)
+        transport.write = lambda data, t=transport: on_write(t, bytes(data))
+        transport.client = _H2Client(transport, fields, streams)
+        conn.connection_made(transport)
+        transport.conn.data_received(transport.client.preface())
+        transports.append(transport)
+    start = time.process_time()
+    for transport in transports:
+        n = min(streams, requests - sent)
+        if n > 0:
+            sent += n
+            transport.conn.data_received(transport.client.requests(n))
+    await finished
+    elapsed = time.process_time() - start
+    for transport in transports:
+        transport.conn.connection_lost(None)
     return elapsed / requests * 1e6
 
 
@@ -285,6 +380,10 @@ def main(argv: list[str] | None = None) -> int:
                          "(front-end 0's and its workers' share), to count what it costs")
     ap.add_argument("--websocket", action="store_true",
                     help="echo 64-byte text messages over WebSockets instead (per message)")
+    ap.add_argument("--http2", action="store_true",
+                    help="HTTP/2 GETs (prior knowledge), --streams in flight per connection")
+    ap.add_argument("--streams", type=int, default=16,
+                    help="--http2: streams in flight per connection (h2load -m; 16)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     if args.board and not args.in_process:
@@ -308,6 +407,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.websocket:
             def once(n: int):
                 return run_once_ws(fe, n, args.concurrency)
+        elif args.http2:
+            h2_fields = [(b":method", b"GET"), (b":scheme", b"http"),
+                         (b":authority", b"127.0.0.1:8000"), (b":path", args.path.encode()),
+                         (b"user-agent", b"h2load nghttp2/1.52.0")]
+            h2_fields += [tuple(x.strip().lower().encode() for x in f.split(":", 1))
+                          for f in fields]
+
+            def once(n: int):
+                return run_once_h2(fe, h2_fields, n, args.concurrency, args.streams)
         else:
             def once(n: int):
                 return run_once(fe, head, n, args.concurrency)
@@ -338,6 +446,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== {what} CPU µs per echoed 64-byte WebSocket message, {args.app}, "
               f"{args.concurrency} WebSockets, {args.workers} worker(s), "
               f"{args.runs} runs of {args.requests}")
+    elif args.http2:
+        print(f"== {what} CPU µs per HTTP/2 request, {args.app} {args.path}, "
+              f"{args.concurrency} connections x {args.streams} streams, {args.workers} "
+              f"worker(s), {args.runs} runs of {args.requests}")
     else:
         print(f"== {what} CPU µs per request, {args.app} {args.path}, {len(head)}-byte head, "
               f"{args.concurrency} connections, {args.workers} worker(s), "

@@ -25,9 +25,13 @@ from sidecar.frontend.stream import Stream
 from sidecar.frontend.transport import Transport
 from sidecar.http import h1
 from sidecar.http.h1_connection import UPGRADED, H1Connection, Timeouts
-from sidecar.http.h2_connection import PREFACE
+from sidecar.http.h2_connection import BAD_PREFACE, PREFACE, PREFACE_HEAD
 
 log = logging.getLogger("sidecar.frontend")
+
+
+def _drop(data: bytes) -> None:
+    """Bytes after a bad HTTP/2 preface, before the close: nobody's."""
 
 
 
@@ -126,7 +130,8 @@ class HTTPConnection(asyncio.Protocol):
     def _sniff(self, data: bytes) -> None:
         """The connection's first bytes: the HTTP/2 client preface (RFC 9113 3.4) makes it
         an HTTP/2 connection; anything else is HTTP/1.1 (a request line starts with a method,
-        which "PRI" is not)."""
+        which "PRI" is not).  A preface wrong after its "PRI * HTTP/2.0" head is an HTTP/2
+        client's mistake: PROTOCOL_ERROR (3.4), a GOAWAY after our SETTINGS, and the close."""
         first = self._first + data
         n = min(len(first), len(PREFACE))
         if first[:n] == PREFACE[:n]:
@@ -134,6 +139,15 @@ class HTTPConnection(asyncio.Protocol):
                 self._first = first   # a prefix of the preface: wait for the rest
                 return
             HTTP2Connection(self, first)
+            return
+        if first.startswith(PREFACE_HEAD):
+            log.info("HTTP/2 connection error from %s: bad client preface %r (PROTOCOL_ERROR)",
+                     self.client or "unix peer", first[:len(PREFACE)])
+            self._first = b""
+            self.data_received = _drop
+            self.transport.set_protocol(self)
+            self.io.write(BAD_PREFACE)
+            self.io.close()
             return
         self._first = b""
         self.data_received = self.h1.receive_data

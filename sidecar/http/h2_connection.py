@@ -71,7 +71,7 @@ import h2.settings
 from h2.errors import ErrorCodes
 from hyperframe.frame import GoAwayFrame
 
-from . import h1
+from . import h1, h2_fast
 from .fields import check_fields
 from .h2_checks import rfc_code, valid_fields
 from .h2_exchange import H2Exchange, request_head, response_fields
@@ -80,11 +80,19 @@ from .h1_connection import Timeouts
 
 log = logging.getLogger("sidecar.frontend")
 
-__all__ = ["H2Connection", "H2Exchange", "H2Limits", "PREFACE"]
+__all__ = ["H2Connection", "H2Exchange", "H2Limits", "PREFACE", "PREFACE_HEAD",
+           "BAD_PREFACE"]
 
 #: The client connection preface (RFC 9113 section 3.4): how a prior-knowledge HTTP/2
 #: client announces itself on its first bytes.
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+#: Its first 18 bytes, an HTTP/1.1-looking head ("PRI * HTTP/2.0" and an empty line): a
+#: client that sent them meant HTTP/2, and a preface wrong after them is PROTOCOL_ERROR.
+PREFACE_HEAD = PREFACE[:18]
+
+# the request of a stream whose head was too large to keep (H2Connection._oversized)
+_NO_REQUEST = h1.Request(b"GET", b"/", "/", b"/", b"", "2", [], True, False, None, None, False)
 
 
 class H2Connection:
@@ -105,9 +113,12 @@ class H2Connection:
         config = h2.config.H2Configuration(client_side=False, header_encoding=None,
                                            validate_outbound_headers=False,
                                            validate_inbound_headers=False,   # valid_fields
+                                           normalize_inbound_headers=False,  # request_head
                                            normalize_outbound_headers=False,
                                            split_outbound_cookies=False)
         self.h2 = conn = h2.connection.H2Connection(config=config)
+        conn.encoder = h2_fast.Encoder()   # HPACK blocks that repeat, decoded/encoded once
+        conn.decoder = h2_fast.Decoder()
         conn.local_settings = h2.settings.Settings(client=False, initial_values={
             h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: limits.max_streams,
             h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_header_list,
@@ -116,6 +127,7 @@ class H2Connection:
         })
         conn.decoder.max_header_list_size = limits.max_header_list
         self.exchanges: dict[int, H2Exchange] = {}
+        self.heads = h2_fast.RequestHeads(_request)   # request heads seen, by fields
         self.closed = False
         self.draining = False
         self.goaway_sent = False
@@ -146,7 +158,10 @@ class H2Connection:
         if self.closed:
             return
         try:
-            evs = self.h2.receive_data(data)
+            evs, used = h2_fast.requests_received(self.h2, data)   # the common frames
+            if used < len(data):
+                rest = self.h2.receive_data(data[used:] if used else data)
+                evs = evs + rest if evs else rest
         except h2.exceptions.ProtocolError as exc:
             code = getattr(exc, "error_code", ErrorCodes.PROTOCOL_ERROR)
             rfc = rfc_code(exc)   # where h2 says PROTOCOL_ERROR and the RFC another code
@@ -191,7 +206,11 @@ class H2Connection:
         if self.draining:   # after our GOAWAY: refused, the client retries elsewhere
             self.h2.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
             return
-        req = request_head(ev.headers) if valid_fields(ev.headers) else None
+        headers = ev.headers
+        if headers and headers[0] is h2_fast.OVERSIZED:
+            self._oversized(sid, ev.stream_ended is None, now)
+            return
+        req = self.heads.of(headers) if h2_fast.speedups else _request(headers)
         if req is None or req.upgrade is not None and not self.extended_connect:
             log.info("HTTP/2 malformed request from %s on stream %d", self.io.peer, sid)
             self.h2.reset_stream(sid, ErrorCodes.PROTOCOL_ERROR)
@@ -211,6 +230,23 @@ class H2Connection:
             log.info("HTTP/2 extended CONNECT for %r from %s: %d", req.upgrade, self.io.peer,
                      status)
             self.error_response(ex, status)
+
+    def _oversized(self, sid: int, more: bool, now: float) -> None:
+        """A header list over --max-header-bytes (h2_fast.Decoder finished its block): 431 on
+        that stream, as HTTP/1.1 answers, and the connection goes on; a body still coming is
+        refused with RST_STREAM NO_ERROR after the answer (RFC 9113 8.1)."""
+        log.info("HTTP/2 header list over --max-header-bytes (%d) from %s on stream %d: 431",
+                 self.limits.max_header_list, self.io.peer, sid)
+        ex = H2Exchange(self, sid, _NO_REQUEST, now)
+        ex.body_done = not more
+        self.exchanges[sid] = ex
+        self.idle_since = None
+        self.error_response(ex, 431)
+        if more and not self.closed:
+            try:
+                self.h2.reset_stream(sid, ErrorCodes.NO_ERROR)
+            except h2.exceptions.ProtocolError:
+                pass
 
     def upgraded_request(self, req: h1.Request) -> None:
         """The HTTP/1.1 request of an ``Upgrade: h2c``: stream 1, its body complete."""
@@ -305,6 +341,12 @@ class H2Connection:
 
     def start_response(self, ex: H2Exchange, status: int, headers, trailers: bool = False
                        ) -> bool:
+        open_ended = self._start(ex, status, headers, trailers)
+        self._flush()
+        return open_ended
+
+    def _start(self, ex: H2Exchange, status: int, headers, trailers: bool = False) -> bool:
+        """start_response without the flush."""
         if ex.closed:
             ex.started = True
             return False
@@ -312,13 +354,16 @@ class H2Connection:
             raise ValueError(f"status {status} cannot start an HTTP/2 response")
         fields, length = response_fields(status, headers, self.head_fields)
         try:
-            self.h2.send_headers(ex.sid, fields)
+            frames = h2_fast.response_headers(self.h2, ex.sid, fields)
+            if frames is None:
+                self.h2.send_headers(ex.sid, fields)
+            else:   # the common case, past h2's frame objects (h2_fast.py)
+                self.h2._data_to_send += frames
         except (h2.exceptions.ProtocolError, ValueError, TypeError) as exc:
             raise ValueError(f"response head: {exc}") from None
         ex.started = True
         ex.status = status
         ex.want_trailers = trailers
-        self._flush()
         return length is None and not ex.head_only
 
     def send_data(self, ex: H2Exchange, data: bytes, end: bool = False) -> None:
@@ -331,6 +376,26 @@ class H2Connection:
             ex.out_end = True
             ex.complete = not ex.want_trailers
         self._pump(ex)
+        self._flush()
+
+    def respond(self, ex: H2Exchange, status: int, headers, body: bytes) -> None:
+        """A whole response (the app's start and last body in one batch, no trailers):
+        ``start_response`` then ``send_data(ex, body, True)``, its HEADERS and DATA made by
+        h2_fast in one step where they can be.  ValueError as start_response."""
+        self._start(ex, status, headers)
+        if ex.closed or ex.complete:
+            self._flush()
+            return
+        frame = None
+        if not ex.out and not ex.head_only:
+            frame = h2_fast.response_data(self.h2, ex.sid, body, True)
+        if frame is None:
+            self.send_data(ex, body, True)
+            return
+        self.h2._data_to_send += frame
+        ex.sent_bytes += len(body)
+        ex.out_end = ex.complete = True
+        self._ended(ex)
         self._flush()
 
     def send_trailers(self, ex: H2Exchange, headers) -> None:
@@ -404,7 +469,12 @@ class H2Connection:
                 else:
                     out.popleft()
                     last = not out
-                conn.send_data(sid, data, end_stream=last and ex.out_end and not ex.want_trailers)
+                end = last and ex.out_end and not ex.want_trailers
+                frame = h2_fast.response_data(conn, sid, data, end)
+                if frame is None:
+                    conn.send_data(sid, data, end_stream=end)
+                else:   # the common case, past h2's frame objects (h2_fast.py)
+                    conn._data_to_send += frame
                 if last and ex.out_end and not ex.want_trailers:
                     self._ended(ex)
                     return
@@ -415,7 +485,11 @@ class H2Connection:
                         return   # the app's trailers are still to come
                     conn.send_headers(sid, ex.trailers, end_stream=True)
                 else:
-                    conn.end_stream(sid)
+                    frame = h2_fast.response_data(conn, sid, b"", True)
+                    if frame is None:
+                        conn.end_stream(sid)
+                    else:
+                        conn._data_to_send += frame
                 self._ended(ex)
             elif ex.stream is not None:
                 ex.stream.flush_owed()
@@ -593,6 +667,11 @@ class H2Connection:
                 pass
 
 
+def _request(headers) -> h1.Request | None:
+    """A request's head, None if it is malformed (a stream error)."""
+    return request_head(headers) if valid_fields(headers) else None
+
+
 def _goaway(last_stream_id: int, code: ErrorCodes) -> bytes:
     """A GOAWAY frame written past h2's state machine, which would refuse to send the DATA of
     the streams still finishing after its own (close_connection) one."""
@@ -616,3 +695,9 @@ _HANDLERS = {
     h2.events.PriorityUpdated: H2Connection._on_control,
     h2.events.ConnectionTerminated: H2Connection._on_goaway,
 }
+
+
+#: The answer to a bad client preface (RFC 9113 3.4): our SETTINGS (a server's preface comes
+#: first), then GOAWAY PROTOCOL_ERROR naming no stream.
+BAD_PREFACE = (b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+               + _goaway(0, ErrorCodes.PROTOCOL_ERROR))

@@ -65,6 +65,9 @@ class H2Exchange:
     def send_data(self, ex, data: bytes, end: bool = False) -> None:
         self.conn.send_data(self, data, end)
 
+    def respond(self, ex, status: int, headers, body: bytes) -> None:
+        self.conn.respond(self, status, headers, body)
+
     def send_trailers(self, ex, headers) -> None:
         self.conn.send_trailers(self, headers)
 

@@ -457,3 +457,29 @@ def test_h2spec_case(sc, case):
         _outcome(cl, want)
     finally:
         cl.close()
+
+
+@pytest.mark.parametrize("preface", [b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n",
+                                     b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\r" + b"\0" * 9])
+def test_3_4_bad_preface_is_protocol_error(sc, preface):
+    """RFC 9113 3.4: an invalid connection preface is PROTOCOL_ERROR -- our SETTINGS, GOAWAY
+    naming no stream, the close -- not an HTTP/1.1 request."""
+    with socket.create_connection(("127.0.0.1", sc.port), timeout=15) as sock:
+        sock.sendall(preface)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    settings, _ = Frame.parse_frame_header(memoryview(data[:9]))
+    assert isinstance(settings, SettingsFrame) and "ACK" not in settings.flags, data
+    goaway, length = Frame.parse_frame_header(memoryview(data[9:18]))
+    goaway.parse_body(memoryview(data[18:18 + length]))
+    assert isinstance(goaway, GoAwayFrame), data
+    assert (goaway.error_code, goaway.last_stream_id) == (E.PROTOCOL_ERROR, 0)
+    assert len(data) == 18 + length
+
+
+def test_3_4_not_a_preface_is_http1(sc):
+    """A first line that leaves the preface before its end is HTTP/1.1's to answer."""
+    with socket.create_connection(("127.0.0.1", sc.port), timeout=15) as sock:
+        sock.sendall(b"PRI / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 ")

@@ -102,7 +102,8 @@ def hpack_bomb(cl):
 
 
 def oversized_header_list(cl):
-    return header_block(1001, cl.conn.encoder.encode(get("/pid") + [("x-big", "v" * 32000)]))
+    """Past 4 x --max-header-bytes (16k): a bomb, not a big cookie (the 431 test below)."""
+    return header_block(1001, cl.conn.encoder.encode(get("/pid") + [("x-big", "v" * 70000)]))
 
 
 def too_many_streams(cl):
@@ -121,7 +122,7 @@ ATTACKS = {
     "CONTINUATION flood (CVE-2024-27316)": (continuation_flood, ErrorCodes.PROTOCOL_ERROR,
                                             "too many continuation frames"),
     "HPACK bomb": (hpack_bomb, ErrorCodes.ENHANCE_YOUR_CALM, "HTTP/2 connection error"),
-    "header list over --max-header-bytes": (oversized_header_list,
+    "header list 4x over --max-header-bytes": (oversized_header_list,
                                             ErrorCodes.ENHANCE_YOUR_CALM,
                                             "HTTP/2 connection error"),
     "streams over --h2-max-concurrent-streams": (too_many_streams, ErrorCodes.PROTOCOL_ERROR,
@@ -152,6 +153,18 @@ def test_attack_gets_goaway_and_nothing_else_is_disturbed(sc, name):
         served(probe)
     assert rss.growth()["front-end"] < 32 * 1024, rss.report()
     wait_for(lambda: logged.lower() in sc.log().lower(), 5, what=f"a log line with {logged!r}")
+
+
+def test_header_list_over_max_header_bytes_is_431_on_its_stream_alone(sc):
+    """Over --max-header-bytes (16k), under 4x: that stream gets 431, as on HTTP/1.1, and the
+    connection goes on (its HPACK table still in step with the client's)."""
+    with H2Client(sc.port) as cl:
+        big = cl.request(get("/pid") + [("x-big", "v" * 20000)])
+        again = cl.request(get("/pid") + [("x-big", "v" * 20000)])   # indexed this time
+        assert cl.response(big)[0] == cl.response(again)[0] == 431
+        served(cl)
+        assert cl.goaway() is None
+    wait_for(lambda: "header list over --max-header-bytes" in sc.log(), 5, what="a log line")
 
 
 def test_zero_window_held_past_the_send_timeout_resets_only_that_stream(sc):

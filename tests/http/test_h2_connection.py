@@ -373,12 +373,30 @@ def test_too_many_concurrent_streams_is_a_connection_error():
     assert goaway(p).error_code in (ErrorCodes.PROTOCOL_ERROR, ErrorCodes.REFUSED_STREAM)
 
 
-def test_header_list_over_the_limit_is_refused():
+def test_header_list_over_the_limit_is_431_and_the_connection_goes_on():
+    """Its block is decoded to the end (the HPACK table stays in step), the app never sees
+    it; with a body still coming, RST_STREAM NO_ERROR after the 431."""
     p = Pair(limits=H2Limits(max_header_list=4096))
-    p.client.send_headers(1, GET + [("x-big", "v" * 8000)], end_stream=True)
+    for end in (True, False):
+        sid = p.request(GET + [("x-big", "v" * 8000)], end=end)
+        assert sid not in p.handler.streams
+        (resp,) = p.of(h2.events.ResponseReceived, sid)
+        assert dict(resp.headers)[":status"] == "431"
+        assert bool(p.of(h2.events.StreamReset, sid)) is not end
+    # the same large field again, now from the client's table: still 431, still in step
+    sid = p.request(GET + [("x-big", "v" * 8000)])
+    assert dict(p.of(h2.events.ResponseReceived, sid)[0].headers)[":status"] == "431"
+    sid = p.request(GET)
+    respond(p, sid)
+    assert p.of(h2.events.StreamEnded, sid) and not p.server.closed
+
+
+def test_header_list_far_over_the_limit_is_the_connections_error():
+    p = Pair(limits=H2Limits(max_header_list=4096))
+    p.client.send_headers(1, GET + [("x-big", "v" * 17000)], end_stream=True)
     p.exchange()
     assert not p.handler.streams
-    assert p.server.closed or p.of(h2.events.StreamReset)
+    assert goaway(p).error_code == ErrorCodes.ENHANCE_YOUR_CALM
 
 
 def test_hpack_bomb_is_bounded():

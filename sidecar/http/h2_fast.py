@@ -1,0 +1,303 @@
+"""The common frames of HTTP/2 past h2's per-frame machinery, and HPACK blocks that repeat
+decoded or encoded once (the fast path of sidecar/http/h2_connection.py).
+
+h2 spends most of an ordinary request's CPU in layers that do nothing for it: frame objects,
+two state machines stepped per frame, debug logging per header (and a ``repr`` of each frame
+received), a count of the open streams per new stream, and hpack walking a header list it
+saw a moment ago.  So, measured with ``python -m benchmarks.frontend --http2``:
+
+- ``requests_received`` takes the requests without a body at the start of a read (HEADERS
+  with END_STREAM and END_HEADERS opening a new stream): the stream is made and its state
+  moved by h2's own calls, without the frame objects and the per-frame dispatch.  Anything
+  else, from the first other frame on, goes to h2's ``receive_data``.
+- ``response_headers`` and ``response_data`` write a response's HEADERS (+ CONTINUATION) and
+  its DATA frames as bytes, and set the stream's state as h2's own ``send_headers`` /
+  ``send_data`` / ``end_stream`` would (headers_sent; the flow-control windows; CLOSED,
+  closed by END_STREAM).  They act only in the states where those h2 calls do exactly that
+  (the connection open, the stream open or half-closed by the client, no trailers, the bytes
+  within the windows): anything else returns None and h2 does it, as before.
+- ``RequestHeads`` makes each distinct request head of a connection once (checked, as an
+  ``h1.Request``: request_head and valid_fields are pure functions of the fields).
+- ``Decoder`` remembers the header lists of blocks that did not change the HPACK table (a
+  block of indexed fields: the same request from a client or proxy, again and again) while the
+  table stays as it was, and ``Encoder.encode_block`` likewise the response blocks.  An HPACK
+  block's meaning depends on nothing but its bytes and the table, so a block seen with this
+  same table decodes (encodes) to the same list (bytes); a table change forgets them all.
+
+``speedups = False`` (``SIDECAR_NO_SPEEDUPS=1``) leaves every frame and block to h2 and hpack:
+tests/http run both ways, and tests/http/test_h2_fast.py compares the bytes of the two paths.
+``Decoder`` also finishes a block whose list is over the limit, both ways (its docstring).
+"""
+from __future__ import annotations
+
+import os
+
+from h2.connection import (AllowedStreamIDs, ConnectionInputs, ConnectionState,
+                           _decode_headers)
+from h2.exceptions import ProtocolError
+from h2.stream import StreamClosedBy, StreamState
+from hpack import Decoder as _Decoder, Encoder as _Encoder, HeaderTuple
+from hpack.exceptions import HPACKDecodingError, OversizedHeaderListError
+
+__all__ = ["speedups", "OVERSIZED", "OVERSIZE_FACTOR", "Decoder", "Encoder", "RequestHeads",
+           "requests_received",
+           "response_headers", "response_data"]
+
+#: Whether H2Connection uses the paths of this module; tests run both ways.
+speedups = os.environ.get("SIDECAR_NO_SPEEDUPS", "") in ("", "0")
+
+#: The header list of a block over the limit (Decoder): the stream is answered 431.
+OVERSIZED = HeaderTuple(b":oversized", b"")
+#: A list past this many times the limit is a bomb, not a big cookie: the connection's error.
+OVERSIZE_FACTOR = 4
+
+_CACHE_MAX = 64          # blocks remembered per connection and direction
+_BLOCK_MAX = 1024        # longer blocks are decoded every time (they are rarely repeated)
+_OPEN = ConnectionState.SERVER_OPEN
+_SENDING = (StreamState.OPEN, StreamState.HALF_CLOSED_REMOTE)
+_HALF_CLOSED_REMOTE = StreamState.HALF_CLOSED_REMOTE
+_CLOSED = StreamState.CLOSED
+_BY_END_STREAM = StreamClosedBy.SEND_END_STREAM
+_RECV_HEADERS = ConnectionInputs.RECV_HEADERS
+_CLIENT_STREAMS = AllowedStreamIDs.ODD
+
+
+def _table_state(table) -> tuple:
+    """What an HPACK table's meaning depends on, cheaply: its newest entry (each added entry
+    is a new tuple, kept alive by the cache's reference, so ``is`` tells a change), its length
+    and size limit, and a pending size update."""
+    entries = table.dynamic_entries
+    return (entries[0] if entries else None, len(entries), table._maxsize, table.resized)
+
+
+def _same(a: tuple, b: tuple) -> bool:
+    return a[0] is b[0] and a[1] == b[1] and a[2] == b[2] and a[3] == b[3]
+
+
+class Decoder(_Decoder):
+    """hpack's decoder, remembering the lists of the blocks that left its table as it was,
+    and finishing a block whose list is over ``max_header_list_size`` (up to
+    ``OVERSIZE_FACTOR`` times it) so that the table stays in step with the client's: the
+    list is then ``[OVERSIZED]``, for a 431 on that stream alone (RFC 9113 8.2.2 lets a
+    server refuse a header list it will not handle; an HPACK decoding error would be the
+    whole connection's).  Past that factor it is an HPACK bomb: hpack's
+    OversizedHeaderListError, which h2 makes GOAWAY ENHANCE_YOUR_CALM."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._cache: dict[bytes, list] = {}
+        self._cache_key: tuple = (None, -1, -1, False, -1, -1)
+
+    def decode(self, data, raw: bool = False):
+        if not raw:
+            return super().decode(data, raw)
+        if not speedups or type(data) is not bytes or len(data) > _BLOCK_MAX:
+            return self._decode(data)
+        table = self.header_table
+        state = _table_state(table) + (self.max_allowed_table_size, self.max_header_list_size)
+        if not (_same(state, self._cache_key) and state[4:] == self._cache_key[4:]):
+            self._cache.clear()
+            self._cache_key = state
+        else:
+            headers = self._cache.get(data)
+            if headers is not None:
+                return list(headers)
+        headers = self._decode(data)
+        after = _table_state(table)
+        if _same(after, state):
+            if len(self._cache) >= _CACHE_MAX:
+                self._cache.clear()
+            self._cache[data] = tuple(headers)
+        return headers
+
+
+    def _decode(self, data) -> list:
+        """hpack's ``decode(data, raw=True)``, but for a list over the limit (the class
+        docstring)."""
+        mem = memoryview(data)
+        headers = []
+        limit = self.max_header_list_size
+        size = 0
+        over = False
+        i, n = 0, len(data)
+        while i < n:
+            c = data[i]
+            if c & 0x80:
+                header, used = self._decode_indexed(mem[i:])
+            elif c & 0x40:
+                header, used = self._decode_literal_index(mem[i:])
+            elif c & 0x20:   # a table size update: only before the first field
+                if headers or over:
+                    raise HPACKDecodingError("Table size update not at the start of the block")
+                used = self._update_encoding_context(mem[i:])
+                header = None
+            else:
+                header, used = self._decode_literal_no_index(mem[i:])
+            i += used
+            if header is None:
+                continue
+            size += len(header[0]) + len(header[1]) + 32   # RFC 7541 4.1
+            if size > limit:
+                if size > limit * OVERSIZE_FACTOR:
+                    raise OversizedHeaderListError(
+                        f"A header list larger than {limit} has been received")
+                over = True
+                headers.clear()
+            if not over:
+                headers.append(header)
+        self._assert_valid_table_size()
+        return [OVERSIZED] if over else headers
+
+
+class Encoder(_Encoder):
+    """hpack's encoder, with ``encode_block`` remembering the blocks that left its table as it
+    was (``encode``, which h2 calls, is hpack's)."""
+
+    def __init__(self):
+        super().__init__()
+        self._cache: dict[tuple, bytes] = {}
+        self._cache_key: tuple = (None, -1, -1, False)
+
+    def encode_block(self, fields: list) -> bytes:
+        """The block of ``fields``: plain (name, value) tuples of bytes, as h2 would encode
+        them (Huffman on)."""
+        state = _table_state(self.header_table)
+        if not _same(state, self._cache_key):
+            self._cache.clear()
+            self._cache_key = state
+        else:
+            key = tuple(fields)
+            block = self._cache.get(key)
+            if block is not None:
+                return block
+        block = self.encode(fields)
+        if _same(_table_state(self.header_table), state):
+            if len(self._cache) >= _CACHE_MAX:
+                self._cache.clear()
+            self._cache[tuple(fields)] = block
+        return block
+
+
+class RequestHeads(dict):
+    """A connection's request heads by their fields (a proxy or client repeats a few): each
+    checked and made once by ``make`` (its ``h1.Request``, None if malformed).  At most 64
+    of at most 4 KiB each: a few pages per connection."""
+
+    def __init__(self, make):
+        super().__init__()
+        self.make = make
+
+    def of(self, headers):
+        key = tuple(headers)
+        req = self.get(key, _UNSEEN)
+        if req is _UNSEEN:
+            req = self.make(headers)
+            if sum(len(n) + len(v) for n, v in headers) <= 4096:
+                if len(self) >= _CACHE_MAX:
+                    self.clear()
+                self[key] = req
+        return req
+
+
+_UNSEEN = object()
+
+
+def _frame(kind: int, flags: int, sid: int, payload: bytes) -> bytes:
+    n = len(payload)
+    return bytes((n >> 16, (n >> 8) & 0xFF, n & 0xFF, kind, flags)) + sid.to_bytes(4, "big") \
+        + payload
+
+
+def response_headers(conn, sid: int, fields: list) -> bytes | None:
+    """The HEADERS (and CONTINUATION) frames of a response head on stream ``sid`` of the h2
+    server connection ``conn``, its state moved as ``conn.send_headers`` would; None where
+    h2 must do it (not ``speedups``, the connection or the stream not in a sending state, the
+    head already sent)."""
+    if not speedups or conn.state_machine.state is not _OPEN:
+        return None
+    stream = conn.streams.get(sid)
+    if stream is None:
+        return None
+    machine = stream.state_machine
+    if machine.state not in _SENDING or machine.headers_sent or machine.client is not False:
+        return None
+    block = conn.encoder.encode_block(fields)
+    machine.headers_sent = True
+    size = conn.max_outbound_frame_size
+    if len(block) <= size:
+        return _frame(0x1, 0x4, sid, block)   # HEADERS, END_HEADERS
+    parts = [block[i:i + size] for i in range(0, len(block), size)]
+    out = [_frame(0x1, 0, sid, parts[0])]
+    out.extend(_frame(0x9, 0, sid, part) for part in parts[1:-1])
+    out.append(_frame(0x9, 0x4, sid, parts[-1]))
+    return b"".join(out)
+
+
+def response_data(conn, sid: int, data: bytes, end: bool) -> bytes | None:
+    """The DATA frame carrying ``data`` of a response (with END_STREAM if ``end``: one empty
+    frame for no data), the windows and the stream's state (closed, if ``end``) moved as
+    h2's ``send_data`` or ``end_stream`` would; None where h2 must do it (the data past the
+    windows or the frame size, the head not sent, ``end`` before the client's END_STREAM)."""
+    if not speedups or conn.state_machine.state is not _OPEN:
+        return None
+    stream = conn.streams.get(sid)
+    if stream is None:
+        return None
+    machine = stream.state_machine
+    state = machine.state
+    if not machine.headers_sent or (state is not _HALF_CLOSED_REMOTE if end
+                                    else state not in _SENDING):
+        return None
+    n = len(data)
+    if n:
+        if (n > conn.outbound_flow_control_window or n > stream.outbound_flow_control_window
+                or n > conn.max_outbound_frame_size):
+            return None
+        conn.outbound_flow_control_window -= n
+        stream.outbound_flow_control_window -= n
+    if end:
+        machine.state = _CLOSED
+        machine.stream_closed_by = _BY_END_STREAM
+        return _frame(0x0, 0x1, sid, data)   # DATA, END_STREAM
+    return _frame(0x0, 0x0, sid, data)
+
+
+def requests_received(conn, data: bytes) -> tuple[list, int]:
+    """The events of the whole requests without a body at the start of ``data`` (HEADERS
+    with END_STREAM and END_HEADERS, no padding or priority, opening a new stream within
+    the concurrency limit) as the h2 server connection ``conn`` makes them, past its frame
+    objects, and the bytes they took: h2 is given the rest (from the first other frame).
+    The stream is made and its state moved by h2's own calls; what is skipped is the frame
+    parsing, the per-frame dispatch and the count of open streams, once per read here
+    instead of per frame.  ([], 0) where h2 must do it all (not ``speedups``, a preface,
+    a partial frame or header block in h2's buffer, the connection not open)."""
+    buf = conn.incoming_buffer
+    if (not speedups or buf._preamble_len or buf._data or buf._headers_buffer
+            or conn.state_machine.state is not _OPEN):
+        return [], 0
+    events: list = []
+    i, end = 0, len(data)
+    max_size = conn.max_inbound_frame_size
+    streams = conn.streams
+    opened = -1
+    while i + 9 <= end and data[i + 3] == 0x1 and data[i + 4] == 0x5:   # END_STREAM|HEADERS
+        length = (data[i] << 16) | (data[i + 1] << 8) | data[i + 2]
+        sid = int.from_bytes(data[i + 5:i + 9], "big")
+        if (length > max_size or i + 9 + length > end or sid & 0x80000001 != 1
+                or sid <= conn.highest_inbound_stream_id or sid in streams):
+            break
+        if opened < 0:
+            opened = conn.open_inbound_streams   # (also forgets the closed streams)
+        if opened >= conn.local_settings.max_concurrent_streams:
+            break   # h2 refuses it
+        try:
+            headers = _decode_headers(conn.decoder, data[i + 9:i + 9 + length])
+            conn.state_machine.process_input(_RECV_HEADERS)
+            stream = conn._begin_new_stream(sid, _CLIENT_STREAMS)
+            events += stream.receive_headers(headers, True, conn.config.header_encoding)[1]
+        except ProtocolError as exc:   # as h2's receive_data: its GOAWAY queued, then raised
+            conn._terminate_connection(exc.error_code)
+            raise
+        opened += 1
+        i += 9 + length
+    return events, i
