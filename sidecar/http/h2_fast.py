@@ -213,6 +213,7 @@ def response_headers(conn, sid: int, fields: list) -> bytes | None:
     server connection ``conn``, its state moved as ``conn.send_headers`` would; None where
     h2 must do it (not ``speedups``, the connection or the stream not in a sending state, the
     head already sent)."""
+    # (the guard down to ``machine`` is written out here and in response_data: once a frame)
     if not speedups or conn.state_machine.state is not _OPEN:
         return None
     stream = conn.streams.get(sid)
@@ -238,6 +239,7 @@ def response_data(conn, sid: int, data: bytes, end: bool) -> bytes | None:
     frame for no data), the windows and the stream's state (closed, if ``end``) moved as
     h2's ``send_data`` or ``end_stream`` would; None where h2 must do it (the data past the
     windows or the frame size, the head not sent, ``end`` before the client's END_STREAM)."""
+    # (response_headers' guard, written out: once a frame)
     if not speedups or conn.state_machine.state is not _OPEN:
         return None
     stream = conn.streams.get(sid)
