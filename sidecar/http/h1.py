@@ -517,7 +517,12 @@ class RequestParser:
                 size, facts, headers, packed = got
                 return self._fast_rest(data, pos, size, facts, headers, packed, events)
             # a forwarded head under rescope: the cffi path packs it with its new scope
-        climits = _c_limits(self._limits)
+            # (self._climits holds the C-API's bytes: the cffi struct is made for this rare head)
+            climits = _c_limits(self._limits)
+        else:
+            climits = self._climits
+            if climits is None:
+                climits = self._climits = _c_limits(self._limits)
         try:
             scratch = _scratch.buffers
         except AttributeError:
