@@ -247,8 +247,12 @@ def test_websockets_get_an_access_line_when_they_close():
             assert info.value.response.status_code == status
 
         def lines():
-            out = Path(s.stdout_path).read_text().splitlines()
-            return [x for x in out if '"GET /' in x] if len(out) >= 3 else None
+            # the three WebSockets' lines (the readiness probe's "GET /" is a line too, so a
+            # count of lines could be reached before the last WebSocket's)
+            out = [x for x in Path(s.stdout_path).read_text().splitlines() if '"GET /' in x]
+            logged = "\n".join(out)
+            return out if all(f'"GET {p} ' in logged for p in ("/echo?tag=log", "/reject",
+                                                                "/deny")) else None
         found = wait_for(lines, 10, what="three access lines")
     by_path = {line.split('"GET ')[1].split()[0]: line for line in found}
     echo = by_path["/echo?tag=log"]
