@@ -16,6 +16,10 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 
+#: (test, seconds from Popen to the first answer) of every Sidecar started in this session:
+#: tests/conftest.py sums them up at the end of the run (start-up is much of the suite's time)
+STARTS: list[tuple[str, float]] = []
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -86,10 +90,13 @@ class Sidecar:
         finally:
             if self.stdout_path:
                 out.close()
-        deadline = time.monotonic() + self.start_timeout
+        t0 = time.monotonic()
+        deadline = t0 + self.start_timeout
         while time.monotonic() < deadline:
             self._check_running()
             if self.answers(deadline):
+                test = os.environ.get("PYTEST_CURRENT_TEST", "?").rpartition(" (")[0]
+                STARTS.append((test, time.monotonic() - t0))
                 return self
             time.sleep(0.02)
         self.stop()
