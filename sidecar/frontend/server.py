@@ -1,10 +1,11 @@
 """The front-end process: listeners, connections, the worker pool, signals.
 
-Start-up: open every listener (fail fast), start the workers, wait until each passed lifespan
-startup (HELLO), then accept.  Signal handlers only queue the signal; ``handle_<sig>`` does the
-work on the event loop.  SIGTERM/SIGINT: stop accepting, let in-flight requests finish (up to
-shutdown_timeout), drain the workers, exit.  SIGHUP: zero-downtime reload of the workers
-(``reload``); SIGTTIN/SIGTTOU: one worker more/fewer.  The listeners stay open throughout.
+Start-up: open every listener (fail fast), start the workers, import the HTTP stack while
+they start, wait until each passed lifespan startup (HELLO), then accept.  Signal handlers
+only queue the signal; ``handle_<sig>`` does the work on the event loop.  SIGTERM/SIGINT:
+stop accepting, let in-flight requests finish (up to shutdown_timeout), drain the workers,
+exit.  SIGHUP: zero-downtime reload of the workers (``reload``); SIGTTIN/SIGTTOU: one worker
+more/fewer.  The listeners stay open throughout.
 
 With --frontends N this process is front-end 0 and supervises front-ends 1 … N-1
 (frontends.py), started once the workers are ready; each of those runs a FrontEnd too, over
@@ -37,9 +38,9 @@ from sidecar.frontend.control import ControlServer
 from sidecar.http.limits import H2Limits
 from sidecar.systemd import Notifier
 
-# The HTTP stack (http_conn and, through it, httptools, h2, websockets: about half of this
-# process's start-up CPU) is imported in run() once the workers are spawned, so that it
-# loads while they start instead of before (FrontEnd.http_stack).
+# The HTTP/1.1 stack (http_conn: httptools, the parser, the stream layer) is imported in
+# run() once the workers are spawned, so that it loads while they start instead of before
+# (FrontEnd.http_stack); HTTP/2's and WebSocket's with the first connection that needs them.
 if TYPE_CHECKING:
     from sidecar.frontend.http_conn import HTTPConnection
 
@@ -82,6 +83,8 @@ class FrontEnd:
         self.control = ControlServer(self, control_sock) if control_sock else None
         self.metrics = metrics.MetricsServer(self, metrics_sock) if metrics_sock else None
         self.loop = asyncio.get_running_loop()
+        # HTTP/2's limits, or None: HTTP/1.1 only (--no-http2)
+        self.h2_limits = H2Limits.from_config(config) if config.http2 else None
         self.connections: set[HTTPConnection] = set()
         # one line a second at most, however many connections are refused
         self.log_over_concurrency = RateLimitedLog(logging.getLogger("sidecar.frontend"))
@@ -161,15 +164,10 @@ class FrontEnd:
                          max_header_bytes=c.max_header_bytes,
                          max_headers=c.max_headers, max_body=c.max_body)
 
-    @cached_property
-    def h2_limits(self):
-        """HTTP/2's limits, or None: HTTP/1.1 only (--no-http2)."""
-        return H2Limits.from_config(self.config) if self.config.http2 else None
-
     def load_http_stack(self) -> None:
         """Import the HTTP/1.1 stack (run(): while the workers start).  HTTP/2's (h2) and
         WebSocket's (websockets) come with the first connection that needs them."""
-        for name in ("http_stack", "limits", "h2_limits"):
+        for name in ("http_stack", "limits"):
             getattr(self, name)
 
     def _tick_date(self) -> None:
