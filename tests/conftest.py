@@ -66,6 +66,20 @@ def runtime_dir():
 FIRST = ("http", "frontend", "fuzz")
 
 
+def pytest_terminal_summary(terminalreporter):
+    """One line: how many servers tests/server.py started and how long they took to answer
+    (their start-up is a large part of the suite's time: python -m benchmarks.startup)."""
+    from tests.server import STARTS
+
+    if STARTS:
+        total = sum(s for _, s in STARTS)
+        test, slowest = max(STARTS, key=lambda item: item[1])
+        terminalreporter.write_line(
+            f"sidecar servers started: {len(STARTS)}, {total:.1f} s to the first answer in all "
+            f"(median {sorted(s for _, s in STARTS)[len(STARTS) // 2]:.2f} s; slowest "
+            f"{slowest:.2f} s, {test})")
+
+
 def pytest_collection_modifyitems(session, config, items):
     tests_dir = os.path.join(ROOT, "tests")
 

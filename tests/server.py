@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -14,6 +15,10 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+
+#: (test, seconds from Popen to the first answer) of every Sidecar started in this session:
+#: tests/conftest.py sums them up at the end of the run (start-up is much of the suite's time)
+STARTS: list[tuple[str, float]] = []
 
 
 def free_port() -> int:
@@ -85,30 +90,50 @@ class Sidecar:
         finally:
             if self.stdout_path:
                 out.close()
-        deadline = time.monotonic() + self.start_timeout
+        t0 = time.monotonic()
+        deadline = t0 + self.start_timeout
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"sidecar exited with {self.proc.returncode}:\n{self.log()}")
-            if self.answers():
+            self._check_running()
+            if self.answers(deadline):
+                test = os.environ.get("PYTEST_CURRENT_TEST", "?").rpartition(" (")[0]
+                STARTS.append((test, time.monotonic() - t0))
                 return self
-            time.sleep(0.05)
+            time.sleep(0.02)
         self.stop()
         raise RuntimeError(f"sidecar not ready in {self.start_timeout}s:\n{self.log()}")
 
-    def answers(self) -> bool:
-        """Whether the server answers ready_path (any status) now.  A plain socket, not
-        httpx: start() asks every 50 ms, and each httpx.get costs ~50 ms of CPU (a new client
-        and its SSL context), which the starting server on this 2-core machine would lose."""
-        url = urllib.parse.urlsplit(self.url)
+    def _check_running(self) -> None:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"sidecar exited with {self.proc.returncode}:\n{self.log()}")
+
+    def answers(self, deadline: float | None = None) -> bool:
+        """Whether the server answers ready_path (any status); with a ``deadline``, the
+        question waits for the answer until then.  The listener is open (listening) from
+        the start, so the connection is made at once and the request waits in its backlog
+        until the server accepts, once its workers are ready: the answer comes the moment
+        it can, with one connection instead of a poll (the process is checked every 50 ms
+        meanwhile).  A plain socket, not httpx: each httpx.get costs ~50 ms of CPU (a new
+        client and its SSL context), which the starting server on this 2-core machine
+        would lose."""
+        family, address = self.probe_address()
         try:
-            # a probe that gave up while its request was in flight would leave a stream the
-            # app cannot answer: under load, wait for the answer (a refused connect is at once)
-            with socket.create_connection((url.hostname, url.port), timeout=5.0) as s:
+            with socket.socket(family) as s:
+                s.settimeout(1.0)
+                s.connect(address)
                 s.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
                           % self.ready_path.encode())
+                while deadline is not None and not select.select([s], [], [], 0.05)[0]:
+                    self._check_running()
+                    if time.monotonic() >= deadline:
+                        return False
                 return s.recv(16).startswith(b"HTTP/1.")
         except OSError:
             return False
+
+    def probe_address(self) -> tuple[int, object]:
+        """Where answers() asks: (address family, address); the TCP listener's."""
+        url = urllib.parse.urlsplit(self.url)
+        return socket.AF_INET, (url.hostname, url.port)
 
     def log(self) -> str:
         try:

@@ -80,4 +80,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    from sidecar import gc_tuning
+    gc_tuning.quiet_start()   # until started, as python -m sidecar (sidecar/gc_tuning.py)
     sys.exit(main())

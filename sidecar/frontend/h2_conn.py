@@ -32,10 +32,7 @@ SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade
 
 
 def limits(config) -> H2Limits:
-    return H2Limits(max_streams=config.h2_max_concurrent_streams,
-                    max_header_list=config.max_header_bytes, max_body=config.max_body,
-                    max_control_frames=config.h2_max_control_frames,
-                    max_resets=config.h2_max_resets)
+    return H2Limits.from_config(config)
 
 
 class HTTP2Connection(asyncio.Protocol):

@@ -20,14 +20,20 @@ from sidecar import events
 from sidecar.events import HTTP_REQUEST, MAX_CHUNK, request_record
 from sidecar.frontend import access, tls
 from sidecar.frontend.access_format import Entry
-from sidecar.frontend.h2_conn import HTTP2Connection
 from sidecar.frontend.stream import Stream
 from sidecar.frontend.transport import Transport
 from sidecar.http import h1
 from sidecar.http.h1_connection import UPGRADED, H1Connection, Timeouts
-from sidecar.http.h2_connection import BAD_PREFACE, PREFACE, PREFACE_HEAD
+from sidecar.http.h2_preface import PREFACE, PREFACE_HEAD
 
 log = logging.getLogger("sidecar.frontend")
+
+
+def HTTP2Connection(conn, *args, **kw):
+    """frontend/h2_conn.py's, imported with h2 on the first HTTP/2 connection (not at
+    start-up: about a fifth of the front-end's import time)."""
+    from sidecar.frontend.h2_conn import HTTP2Connection
+    return HTTP2Connection(conn, *args, **kw)
 
 
 def _drop(data: bytes) -> None:
@@ -146,6 +152,7 @@ class HTTPConnection(asyncio.Protocol):
             self._first = b""
             self.data_received = _drop
             self.transport.set_protocol(self)
+            from sidecar.http.h2_connection import BAD_PREFACE
             self.io.write(BAD_PREFACE)
             self.io.close()
             return

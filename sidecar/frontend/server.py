@@ -1,10 +1,11 @@
 """The front-end process: listeners, connections, the worker pool, signals.
 
-Start-up: open every listener (fail fast), start the workers, wait until each passed lifespan
-startup (HELLO), then accept.  Signal handlers only queue the signal; ``handle_<sig>`` does the
-work on the event loop.  SIGTERM/SIGINT: stop accepting, let in-flight requests finish (up to
-shutdown_timeout), drain the workers, exit.  SIGHUP: zero-downtime reload of the workers
-(``reload``); SIGTTIN/SIGTTOU: one worker more/fewer.  The listeners stay open throughout.
+Start-up: open every listener (fail fast), start the workers, import the HTTP stack while
+they start, wait until each passed lifespan startup (HELLO), then accept.  Signal handlers
+only queue the signal; ``handle_<sig>`` does the work on the event loop.  SIGTERM/SIGINT:
+stop accepting, let in-flight requests finish (up to shutdown_timeout), drain the workers,
+exit.  SIGHUP: zero-downtime reload of the workers (``reload``); SIGTTIN/SIGTTOU: one worker
+more/fewer.  The listeners stay open throughout.
 
 With --frontends N this process is front-end 0 and supervises front-ends 1 … N-1
 (frontends.py), started once the workers are ready; each of those runs a FrontEnd too, over
@@ -22,25 +23,37 @@ import signal
 import socket
 import time
 from email.utils import formatdate
+from functools import cached_property
+from typing import TYPE_CHECKING
 
 from sidecar import gc_tuning
 from sidecar.config import EXIT_OK, Config
 from sidecar.orphan import orphaned
 from sidecar.ring_link import Batcher
-from sidecar.frontend.http_conn import HTTPConnection
 from sidecar.frontend.pool import WorkerPool
 from sidecar.frontend.ratelog import RateLimitedLog
-from sidecar.frontend import access, h2_conn, listeners, metrics
+from sidecar.frontend import access, listeners, metrics
 from sidecar.frontend.access_format import compile_format
 from sidecar.frontend.control import ControlServer
+from sidecar.http.limits import H2Limits
 from sidecar.systemd import Notifier
-from sidecar.frontend.ws_conn import websocket_handler
-from sidecar.http import h1
+
+# The HTTP/1.1 stack (http_conn: httptools, the parser, the stream layer) is imported in
+# run() once the workers are spawned, so that it loads while they start instead of before
+# (FrontEnd.http_stack); HTTP/2's and WebSocket's with the first connection that needs them.
+if TYPE_CHECKING:
+    from sidecar.frontend.http_conn import HTTPConnection
 
 log = logging.getLogger("sidecar")
 
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU)
 ORPHAN_GRACE = 1.0   # seconds a child front-end whose supervisor is gone drains for
+
+
+def websocket_handler(conn, req) -> None:
+    """ws_conn.py's, imported with websockets on the first WebSocket (not at start-up)."""
+    from sidecar.frontend.ws_conn import websocket_handler
+    websocket_handler(conn, req)
 
 
 class FrontEnd:
@@ -70,11 +83,8 @@ class FrontEnd:
         self.control = ControlServer(self, control_sock) if control_sock else None
         self.metrics = metrics.MetricsServer(self, metrics_sock) if metrics_sock else None
         self.loop = asyncio.get_running_loop()
-        self.limits = h1.Limits(max_request_line=config.max_request_line,
-                                max_header_bytes=config.max_header_bytes,
-                                max_headers=config.max_headers, max_body=config.max_body)
-        # HTTP/2's limits (frontend/h2_conn.py), or None: HTTP/1.1 only (--no-http2)
-        self.h2_limits = h2_conn.limits(config) if config.http2 else None
+        # HTTP/2's limits, or None: HTTP/1.1 only (--no-http2)
+        self.h2_limits = H2Limits.from_config(config) if config.http2 else None
         self.connections: set[HTTPConnection] = set()
         # one line a second at most, however many connections are refused
         self.log_over_concurrency = RateLimitedLog(logging.getLogger("sidecar.frontend"))
@@ -136,6 +146,29 @@ class FrontEnd:
         self.reloader = None   # --reload (frontend/reloader.py), started once serving
         self._sweeper: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()  # signal work running on the loop
+
+    # --- the HTTP stack, imported on first use: run() asks for it once the workers spawned --
+
+    @cached_property
+    def http_stack(self) -> type[HTTPConnection]:
+        """The connection class (sidecar/frontend/http_conn.py), imported now."""
+        from sidecar.frontend.http_conn import HTTPConnection
+        return HTTPConnection
+
+    @cached_property
+    def limits(self):
+        """HTTP/1.1's limits (sidecar/http/h1.py)."""
+        from sidecar.http import h1
+        c = self.config
+        return h1.Limits(max_request_line=c.max_request_line,
+                         max_header_bytes=c.max_header_bytes,
+                         max_headers=c.max_headers, max_body=c.max_body)
+
+    def load_http_stack(self) -> None:
+        """Import the HTTP/1.1 stack (run(): while the workers start).  HTTP/2's (h2) and
+        WebSocket's (websockets) come with the first connection that needs them."""
+        for name in ("http_stack", "limits"):
+            getattr(self, name)
 
     def _tick_date(self) -> None:
         now = time.time()
@@ -279,6 +312,7 @@ class FrontEnd:
             self.loop.add_signal_handler(sig, self._on_signal, sig)
         self.pool.start()
         await self._start_ops()
+        self.load_http_stack()   # while the workers import the app
         ready = asyncio.ensure_future(self.pool.wait_ready())
         stop = asyncio.ensure_future(self._stop.wait())
         await asyncio.wait([ready, stop], timeout=self.config.worker_start_timeout,
@@ -295,12 +329,13 @@ class FrontEnd:
             if self.frontends is not None and not await self._start_frontends():
                 log.warning("not every front-end is serving after %gs",
                             self.config.worker_start_timeout)
+            connection = self.http_stack
             for sock in self.sockets:
                 tls = self.tls if sock.family != socket.AF_UNIX else None
                 # the handshake is part of the request head's time (nginx counts it so too)
                 extra = {"ssl": tls, "ssl_handshake_timeout": self.config.header_timeout} \
                     if tls is not None else {}
-                server = await self.loop.create_server(lambda: HTTPConnection(self), sock=sock,
+                server = await self.loop.create_server(lambda: connection(self), sock=sock,
                                                        backlog=self.config.backlog, **extra)
                 self.servers.append(server)
             self._sweeper = self.loop.call_later(1.0, self._sweep)

@@ -75,6 +75,7 @@ from . import h1, h2_fast
 from .fields import check_fields
 from .h2_checks import rfc_code, valid_fields
 from .h2_exchange import H2Exchange, request_head, response_fields
+from .h2_preface import PREFACE, PREFACE_HEAD
 from .limits import H2Limits
 from .h1_connection import Timeouts
 
@@ -82,14 +83,6 @@ log = logging.getLogger("sidecar.frontend")
 
 __all__ = ["H2Connection", "H2Exchange", "H2Limits", "PREFACE", "PREFACE_HEAD",
            "BAD_PREFACE"]
-
-#: The client connection preface (RFC 9113 section 3.4): how a prior-knowledge HTTP/2
-#: client announces itself on its first bytes.
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-
-#: Its first 18 bytes, an HTTP/1.1-looking head ("PRI * HTTP/2.0" and an empty line): a
-#: client that sent them meant HTTP/2, and a preface wrong after them is PROTOCOL_ERROR.
-PREFACE_HEAD = PREFACE[:18]
 
 # the request of a stream whose head was too large to keep (H2Connection._oversized)
 _NO_REQUEST = h1.Request(b"GET", b"/", "/", b"/", b"", "2", [], True, False, None, None, False)

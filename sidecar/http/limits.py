@@ -60,3 +60,11 @@ class H2Limits:
     # client RST_STREAMs per second (CVE-2023-44487).  Go http2 and h2o: streams reset by the
     # client count against the concurrency limit; nginx: 2 x max streams per read.
     max_resets: int = 200
+
+    @classmethod
+    def from_config(cls, config) -> "H2Limits":
+        """The limits a sidecar.config.Config sets."""
+        return cls(max_streams=config.h2_max_concurrent_streams,
+                   max_header_list=config.max_header_bytes, max_body=config.max_body,
+                   max_control_frames=config.h2_max_control_frames,
+                   max_resets=config.h2_max_resets)
