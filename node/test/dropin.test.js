@@ -155,14 +155,24 @@ test('gap 4: a Headers instance and array values reach the app as separate field
 })
 
 /** Runs a Node script in a child process; resolves {code, ms, out} when it exits. */
-function runNode (source, { killAfterMs } = {}) {
+// killAfterMs: SIGKILL the child that long after it started; killAfterOutputMs: that long
+// after its first output (a start slowed by a busy machine does not count against it)
+function runNode (source, { killAfterMs, killAfterOutputMs } = {}) {
   return new Promise((resolve) => {
     const t0 = Date.now()
     const child = spawn(process.execPath, ['-e', source], { stdio: ['ignore', 'pipe', 'inherit'], env: process.env })
     let out = ''
-    child.stdout.on('data', (d) => { out += d })
+    let afterOutput = null
+    child.stdout.on('data', (d) => {
+      out += d
+      if (killAfterOutputMs && !afterOutput) afterOutput = setTimeout(() => child.kill('SIGKILL'), killAfterOutputMs)
+    })
     const timer = killAfterMs && setTimeout(() => child.kill('SIGKILL'), killAfterMs)
-    child.on('exit', (code, sig) => { clearTimeout(timer); resolve({ code: code ?? sig, ms: Date.now() - t0, out }) })
+    child.on('exit', (code, sig) => {
+      clearTimeout(timer)
+      clearTimeout(afterOutput)
+      resolve({ code: code ?? sig, ms: Date.now() - t0, out })
+    })
   })
 }
 
@@ -175,7 +185,7 @@ test('gap 5: an idle handler does not keep Node alive; ref() does; inFlight coun
   assert.equal(free.code, 0, 'exits by itself once idle')
   assert.equal(free.out.trim(), 'x')
   const held = await runNode(`${CHILD_PRELUDE}
-    py.ref(); py.handleRequest(new Request({ url: '/echo', method: 'POST', body: 'x' })).then(() => console.log('done'))`, { killAfterMs: free.ms + 1500 })
+    py.ref(); py.handleRequest(new Request({ url: '/echo', method: 'POST', body: 'x' })).then(() => console.log('done'))`, { killAfterMs: 30000, killAfterOutputMs: 1500 })
   assert.equal(held.code, 'SIGKILL', 'a ref()ed handler holds Node open')
   assert.equal(held.out.trim(), 'done')
 
