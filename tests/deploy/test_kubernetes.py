@@ -301,8 +301,14 @@ class Pod:
         cmd = [self.path(a) for a in self.container[kind]["exec"]["command"]]
         if timeout is not None:
             cmd[cmd.index("--timeout") + 1] = timeout
-        out = subprocess.run([sys.executable, "-m", "sidecar", *cmd[1:]], capture_output=True,
-                             text=True, timeout=self.container[kind]["timeoutSeconds"])
+        limit = self.container[kind]["timeoutSeconds"]
+        try:
+            out = subprocess.run([sys.executable, "-m", "sidecar", *cmd[1:]],
+                                 capture_output=True, text=True, timeout=limit)
+        except subprocess.TimeoutExpired as exc:
+            # a failed probe, as the kubelet counts one that runs past timeoutSeconds (on a
+            # loaded machine a Python process alone can: wait_for then tries again)
+            return -1, f"probe timed out after {limit}s: {exc.stderr or b''!r}"
         return out.returncode, (out.stdout + out.stderr).strip()
 
     def metrics(self) -> str:
