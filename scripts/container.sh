@@ -26,11 +26,11 @@
 # (the next run's layer cache); the previous run's build layers are removed.
 #
 # The podman here: `--runtime runc` (crun refuses this machine's hybrid cgroup layout), and
-# ulimits no higher than the caller's.  pip in the build stage trusts the CA bundle of this host (mounted for the
-# build only: a TLS-intercepting proxy's CA is in it where there is one).
+# ulimits no higher than the caller's.  pip in the build stage trusts the CA bundle of this
+# host (mounted for the build only: a TLS-intercepting proxy's CA is in it where there is one).
+# One run at a time per machine (the image names are fixed).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-REPO="$(pwd)"
 TAG="localhost/sidecar:check"
 BUILD_CACHE="localhost/sidecar-build-cache:check"
 CTR="sidecar-check-$$"
