@@ -61,7 +61,8 @@ trap cleanup EXIT
 # -- 1. the base image: debootstrap, podman import (once a month) ---------------------------
 # its tag: the month and the packages, so a new month or list makes a new one
 PACKAGES="python3,python3-venv"
-BASE="localhost/sidecar-base:bookworm-$(date -u +%Y%m)-$(printf %s "$PACKAGES" | sha256sum | cut -c1-8)"
+key="$(date -u +%Y%m)-$(printf %s "$PACKAGES" | sha256sum | cut -c1-8)"
+BASE="localhost/sidecar-base:bookworm-$key"
 if "${PODMAN[@]}" image exists "$BASE"; then
     say "base image $BASE present"
 else
@@ -71,7 +72,8 @@ else
     [ -n "$mirror" ] || die "no Debian mirror found in /etc/apt"
     root="$WORK/rootfs"
     debootstrap --variant=minbase --include="$PACKAGES" bookworm "$root" "$mirror" \
-        >"$WORK/debootstrap.log" 2>&1 || { tail -20 "$WORK/debootstrap.log" >&2; die "debootstrap"; }
+        >"$WORK/debootstrap.log" 2>&1 \
+        || { tail -20 "$WORK/debootstrap.log" >&2; die "debootstrap"; }
     step "debootstrap --variant=minbase bookworm ($PACKAGES)" "$t0"
     t0=$SECONDS
     # what an image does not carry: apt's downloads and lists, logs, man pages
@@ -109,8 +111,8 @@ if [ -n "$old_cache" ] && [ "$old_cache" != "$("${PODMAN[@]}" image inspect \
         --format '{{.Id}}' "$BUILD_CACHE")" ]; then
     "${PODMAN[@]}" rmi "$old_cache" >/dev/null 2>&1
 fi
-step "podman build -f deploy/Containerfile ($(
-    "${PODMAN[@]}" image inspect --format '{{.Size}}' "$TAG" | awk '{printf "%d MB", $1/1e6}'))" "$t0"
+size="$("${PODMAN[@]}" image inspect --format '{{.Size}}' "$TAG" | awk '{printf "%d", $1/1e6}')"
+step "podman build -f deploy/Containerfile ($size MB)" "$t0"
 
 # -- 3. run it as the pod does ---------------------------------------------------------------
 t0=$SECONDS
@@ -164,7 +166,8 @@ t_pid1() {  # PID 1 is sidecar itself (no shell, no init), as uid 10001, unprivi
         /^NoNewPrivs:/ && $2 != 1 {bad=1} END {exit bad}'
 }
 t_readonly() {  # nothing in the image is writable; the socket's volume and /tmp are
-    if C sh -c 'echo x >/opt/sidecar/x' 2>/dev/null || C sh -c 'echo x >/srv/app/x' 2>/dev/null; then
+    if C sh -c 'echo x >/opt/sidecar/x' 2>/dev/null \
+            || C sh -c 'echo x >/srv/app/x' 2>/dev/null; then
         echo "wrote into the image"
         return 1
     fi
