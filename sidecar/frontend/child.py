@@ -74,6 +74,8 @@ def main() -> int:
         board = Board(spec["board_fd"])
         frontend = FrontEnd(config, sockets, owned_paths=[], tls=tls_context,
                             child=(index, frontends, attach, stats, board))
+        from sidecar.frontend.frontends import answer_asks
+        answer_asks(frontend, stats)   # figures on demand, for a status or a scrape
         return await frontend.run()
 
     return uvloop.run(run())

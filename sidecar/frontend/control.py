@@ -1,7 +1,7 @@
 """The control socket: a Unix socket for operators and other hosts, one JSON line each way.
 
     → {"cmd": "status"}\\n
-    ← {"ok": true, "status": {...}}\\n            (metrics.snapshot)
+    ← {"ok": true, "status": {...}}\\n            (metrics.fresh_snapshot)
     → {"cmd": "reload"}\\n                       (the SIGHUP reload; answered when it is over)
     ← {"ok": true, "reloaded": true}\\n  or  {"ok": false, "error": "reload failed: ..."}\\n
     → {"cmd": "nope"}\\n
@@ -251,7 +251,7 @@ class ControlServer:
             return {"ok": False, "error": f"{cmd} failed: {exc}"}
 
     async def _status(self, conn, request) -> dict:
-        return {"ok": True, "status": metrics.snapshot(self.frontend)}
+        return {"ok": True, "status": await metrics.fresh_snapshot(self.frontend)}
 
     async def _reload(self, conn, request) -> dict:
         """The SIGHUP reload, answered once it is over: ``sidecar reload`` (the units'

@@ -13,6 +13,11 @@ connections exactly as front-end 0 does, on:
 
 Once a second (and at once when it starts serving) a child sends its figures over a second
 socketpair (one msgpack map per datagram); ``sidecar status`` and the metrics add them up.
+They are fresh when asked for: before a status or a scrape the supervisor sends each child
+``{"ask": SEQ}`` on that socketpair (``refresh``) and the child answers at once with its
+figures and ``"seq": SEQ`` (``answer_asks``); one that does not answer within
+FRESH_TIMEOUT (stuck, or starting) is counted with its last figures, whose age the status
+shows (``figures_age``).
 A child that dies (crash, kill -9) loses only its own connections: the attach server detaches
 it from the workers, and it is started again (backing off while it keeps dying young).  The
 listening sockets stay open here meanwhile, so connections the kernel hands its socket wait
@@ -40,6 +45,7 @@ YOUNG = 5.0          # a front-end dying within this many seconds of its start c
 MAX_BACKOFF = 10.0   # seconds between restarts of one that keeps failing
 KILL_GRACE = 5.0     # seconds past the drain before SIGKILL
 STATS_MAX = 65536    # bytes of one figures message
+FRESH_TIMEOUT = 1.0  # seconds a status or a scrape waits for the children's figures
 
 log = logging.getLogger("sidecar.supervisor")
 
@@ -57,6 +63,8 @@ class Child:
         self.pidfd = -1
         self.stats_sock: socket.socket | None = None
         self.stats: dict = {}        # its last figures
+        self.stats_at = 0.0          # when they came (monotonic)
+        self.asks: list[tuple[int, asyncio.Future]] = []   # refreshes waiting for an answer
         self.started_at = 0.0
         self.failures = 0
         self.restarts = 0
@@ -79,6 +87,7 @@ class Frontends:
         self.restarts = 0
         self.past_requests: dict[int, int] = {}   # per worker slot, of children gone
         self.past_total = 0
+        self.asked = 0   # the last refresh's sequence number
 
     # --- starting ----------------------------------------------------------------------------
 
@@ -161,18 +170,48 @@ class Frontends:
                 self._kill(child)
                 return
             child.stats = stats
+            child.stats_at = time.monotonic()
+            seq = stats.get("seq")
+            if isinstance(seq, int) and child.asks:
+                _answer(child, seq)
             if stats.get("state") == "ready" and not child.ready.is_set():
                 child.ready.set()
                 log.info("front-end %d ready (pid %d)", child.index, child.pid)
 
+    async def refresh(self, timeout: float = FRESH_TIMEOUT) -> None:
+        """Ask every running child for its figures now, and wait (up to ``timeout``) until
+        each has answered: a status or a scrape right after a request counts it."""
+        self.asked += 1
+        seq = self.asked
+        waits = []
+        for child in self.children:
+            if child.stats_sock is None:
+                continue
+            try:
+                child.stats_sock.send(msgpack.packb({"ask": seq}))
+            except OSError:   # full (it does not read) or gone: its last figures will do
+                continue
+            fut = self.loop.create_future()
+            child.asks.append((seq, fut))
+            waits.append(fut)
+        if not waits:
+            return
+        _, pending = await asyncio.wait(waits, timeout=timeout)
+        for fut in pending:
+            fut.cancel()
+        for child in self.children:
+            child.asks = [(s, f) for s, f in child.asks if not f.done()]
+
     def summary(self) -> list[dict]:
-        """Per extra front-end: its index, pid, state and last figures."""
+        """Per extra front-end: its index, pid, state and last figures (and their age)."""
         out = []
+        now = time.monotonic()
         for child in self.children:
             s = child.stats
             out.append({"index": child.index, "pid": child.pid if child.proc else None,
                         "state": s.get("state", "starting") if child.proc else "down",
                         "restarts": child.restarts,
+                        "figures_age": round(now - child.stats_at, 3) if s else None,
                         **{k: s.get(k, 0) for k in SUMMED + ("http2_streams_max", "requests",
                                                          "inflight")}})
         return out
@@ -204,6 +243,7 @@ class Frontends:
         for index, n in (child.stats.get("worker_requests") or {}).items():
             self.past_requests[int(index)] = self.past_requests.get(int(index), 0) + int(n)
         child.stats = {}
+        _answer(child, None)   # its figures are in past_requests now
         child.proc = None
         child.exited.set()
         if self.stopping:
@@ -268,3 +308,48 @@ class Frontends:
         for sockets in self.sockets_for:
             for s in sockets:
                 s.close()
+
+
+def _answer(child: Child, seq: int | None) -> None:
+    """The refreshes up to ``seq`` (all: None) have the child's figures."""
+    keep = []
+    for asked, fut in child.asks:
+        if seq is None or asked <= seq:
+            if not fut.done():
+                fut.set_result(None)
+        else:
+            keep.append((asked, fut))
+    child.asks = keep
+
+
+def answer_asks(frontend, sock: socket.socket) -> None:
+    """In a child front-end: answer the supervisor's ``{"ask": SEQ}`` on the figures socket
+    with the figures at once (``refresh``).  Several asks waiting are answered once, with the
+    last sequence number."""
+    from sidecar.frontend import metrics
+
+    def on_readable() -> None:
+        seq = None
+        for _ in range(64):
+            try:
+                data = sock.recv(STATS_MAX)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                data = b""
+            if not data:   # the supervisor is gone: the attach connection says so too
+                frontend.loop.remove_reader(sock.fileno())
+                return
+            try:
+                ask = msgpack.unpackb(data, raw=False)["ask"]
+            except Exception:
+                continue
+            if isinstance(ask, int):
+                seq = ask if seq is None else max(seq, ask)
+        if seq is not None:
+            try:
+                sock.send(metrics.child_figures(frontend, seq))
+            except OSError:
+                pass   # full or gone: the supervisor falls back on the last figures
+
+    frontend.loop.add_reader(sock.fileno(), on_readable)

@@ -32,11 +32,12 @@ def _worker_state(slot) -> str:
     return slot.worker.state  # starting, ready, draining (worker_proc.py)
 
 
-def child_figures(frontend) -> bytes:
-    """An extra front-end's figures for the supervisor (--frontends; frontends.py), packed."""
+def child_figures(frontend, seq: int | None = None) -> bytes:
+    """An extra front-end's figures for the supervisor (--frontends; frontends.py), packed;
+    ``seq``: the supervisor's ask they answer (``Frontends.refresh``)."""
     import msgpack
     pool = frontend.pool
-    return msgpack.packb({
+    return msgpack.packb({"seq": seq,
         "state": frontend.state, "pid": os.getpid(), "index": frontend.index,
         "connections": len(frontend.connections), **_http2(frontend.connections),
         "waiting": len(pool.dispatcher.waiting), "inflight": pool.inflight(),
@@ -46,8 +47,8 @@ def child_figures(frontend) -> bytes:
 
 def snapshot(frontend) -> dict:
     """Everything an operator asks a live sidecar about, as plain JSON-able values.  With
-    --frontends N, the figures of front-ends 1 … N-1 (their last report, at most a second
-    old) are added in, and each front-end is listed under "frontends"."""
+    --frontends N, the figures of front-ends 1 … N-1 (their last report: ``fresh_snapshot``
+    asks them first) are added in, and each front-end is listed under "frontends"."""
     pool = frontend.pool
     extra = frontend.frontends
     extra_requests = extra.worker_requests() if extra is not None else {}
@@ -102,6 +103,14 @@ def snapshot(frontend) -> dict:
         snap["frontends"] = [own] + others
         snap["frontend_restarts"] = extra.restarts
     return snap
+
+
+async def fresh_snapshot(frontend) -> dict:
+    """``snapshot`` with every front-end's figures as of now: the control socket's status and
+    the scrape ask the other front-ends first (``Frontends.refresh``, up to a second)."""
+    if frontend.frontends is not None:
+        await frontend.frontends.refresh()
+    return snapshot(frontend)
 
 
 _SUMMED = ("connections", "waiting", "request_timeouts", "http2_connections", "http2_streams")
@@ -234,7 +243,7 @@ class MetricsServer:
             elif target != b"/metrics":
                 await self._reply(writer, 404, b"not found: try /metrics\n")
             else:
-                body = prometheus_text(snapshot(self.frontend)).encode()
+                body = prometheus_text(await fresh_snapshot(self.frontend)).encode()
                 await self._reply(writer, 200, body, b"text/plain; version=0.0.4; charset=utf-8",
                                   head_only=method == b"HEAD")
         except (ConnectionError, OSError):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 
+import httpx
 import pytest
 import signal
 import socket
@@ -21,7 +22,7 @@ from tests.e2e.fault_apps import tick_body
 from tests.e2e.h2client import H2Client, get
 from tests.e2e.lifecycle import read_chunked, settled_workers
 from tests.e2e.util import alive, shm_entries, wait_for
-from tests.server import Sidecar
+from tests.server import Sidecar, free_port
 
 LOG_FORMAT = "{frontend_pid} {worker_pid} {status} {path} {query}"
 
@@ -63,13 +64,12 @@ def _lines(sc, tag: str) -> list[list[str]]:
     return [f for f in _access(sc) if len(f) >= 5 and f[4].startswith(tag)]
 
 
-def _slow_stream(sc, uds: bool) -> tuple[socket.socket, bytes]:
-    """A ~2.5 s streamed response (/tick), read until it started: long enough to be seen
-    in the status (a front-end's figures are up to a second old)."""
+def _slow_stream(sc, uds: bool, n: int = 25) -> tuple[socket.socket, bytes]:
+    """An ``n`` / 10 s streamed response (/tick), read until it started."""
     s = socket.socket(socket.AF_UNIX if uds else socket.AF_INET)
     s.connect(sc.uds if uds else ("127.0.0.1", sc.port))
     s.settimeout(30)
-    s.sendall(b"GET /tick?n=25&d=0.1 HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.sendall(b"GET /tick?n=%d&d=0.1 HTTP/1.1\r\nHost: x\r\n\r\n" % n)
     got = b""
     while b"\r\n\r\n" not in got or len(got.partition(b"\r\n\r\n")[2]) < 10:
         chunk = s.recv(65536)
@@ -85,8 +85,10 @@ def _served_by(sc, tag: str) -> set[str]:
 
 @pytest.fixture(scope="module")
 def fe2():
-    """One server for the first two tests (the second kills a front-end: it goes last)."""
-    with _server() as sc:
+    """One server for the first four tests (the fourth kills a front-end: it goes last)."""
+    port = free_port()
+    with _server("--metrics", f"127.0.0.1:{port}") as sc:
+        sc.metrics_url = f"http://127.0.0.1:{port}/metrics"
         yield sc
 
 
@@ -102,11 +104,21 @@ def test_both_frontends_serve_over_tcp_and_the_unix_socket_and_status_sums_them(
                 if len(_served_by(sc, tag)) == 2:
                     break
         assert _served_by(sc, tag) == both, (tag, both)
-    served = len(_access(sc))
-    st = wait_for(lambda: (lambda s: s if s["requests"] >= served and
-                           len(s["frontends"]) == 2 and
-                           all(f["requests"] > 0 for f in s["frontends"]) else None)(
-        _status(sc)), 10, what="status counting both front-ends")
+    # the status right after counts every request, front-end 1's too: the supervisor asks
+    # it for its figures when asked itself (not its last once-a-second report)
+    before = _status(sc)
+    for i in range(1, 41):   # new connections until front-end 1 served some of them
+        assert _raw_get(sc, i % 2 == 0, f"now={i}").startswith(b"HTTP/1.1 200")
+        wait_for(lambda: len(_lines(sc, "now")) == i or None, 5, what="access lines")
+        if i >= 4 and str(child) in _served_by(sc, "now"):
+            break
+    st = _status(sc)
+    lines = _lines(sc, "now")
+    for k, pid in enumerate((main, str(child))):
+        served = sum(f[0] == pid for f in lines)
+        assert st["frontends"][k]["requests"] - before["frontends"][k]["requests"] == served, \
+            (k, served, before["frontends"], st["frontends"])
+    assert st["requests"] - before["requests"] == len(lines)
     assert [f["pid"] for f in st["frontends"]] == [int(main), child]
     assert sum(f["requests"] for f in st["frontends"]) == st["requests"]
     assert sum(w["requests"] for w in st["workers"]) == st["requests"]
@@ -137,6 +149,43 @@ def test_http2_and_websockets_are_served_by_both_frontends(fe2):
                 if len(_served_by(sc, tag)) == 2:
                     break
         assert _served_by(sc, tag) == both, (tag, _lines(sc, tag)[-3:])
+
+
+def test_status_and_metrics_right_after_count_both_frontends_and_a_stuck_one_is_not_waited_for(
+        fe2):
+    """A streamed response open on each front-end shows in the status and the scrape at once;
+    with front-end 1 stopped (SIGSTOP), both answer after the short wait (1 s) with its last
+    figures, their age given."""
+    sc = fe2
+    child = sc.frontend_pids()[0]
+    streams, seen = [], set()
+    for i in range(12):   # new connections until each front-end has one streaming
+        streams.append(_slow_stream(sc, uds=i % 2 == 1, n=100)[0])   # 10 s
+        st = _status(sc)
+        assert sum(f["inflight"] for f in st["frontends"]) == len(streams), st["frontends"]
+        seen = {f["index"] for f in st["frontends"] if f["inflight"]}
+        if seen == {0, 1}:
+            break
+    assert seen == {0, 1}, st["frontends"]
+    text = httpx.get(sc.metrics_url, timeout=10).text
+    conns = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+             if line.startswith("sidecar_frontend_connections{")}
+    assert all(conns[f'sidecar_frontend_connections{{frontend="{k}"}}'] >= 1
+               for k in (0, 1)), conns
+    os.kill(child, signal.SIGSTOP)
+    try:
+        st = _status(sc)
+        assert st["frontends"][1]["inflight"] >= 1, st["frontends"]   # its last figures
+        assert st["frontends"][1]["figures_age"] >= 0.9, st["frontends"]
+        assert httpx.get(sc.metrics_url, timeout=10).status_code == 200
+    finally:
+        os.kill(child, signal.SIGCONT)
+    for s in streams:
+        s.close()
+    st = wait_for(lambda: (lambda st: st if not sum(f["inflight"] for f in st["frontends"])
+                           else None)(_status(sc)), 10, what="the streams to end")
+    assert st["frontends"][1]["figures_age"] < 0.9, st["frontends"]   # it answers again
+    assert "Traceback" not in sc.log()
 
 
 class KeepAlive(threading.Thread):
@@ -244,9 +293,8 @@ def test_sighup_reload_and_sigterm_drain_reach_both_frontends():
         for _ in range(3):   # batches of long responses until each front-end has one
             batch = [_slow_stream(sc, uds=i % 2 == 1) for i in range(6)]
             streams += batch
-            st = wait_for(lambda: (lambda st: st if all(f["inflight"] for f in st["frontends"])
-                                   or sum(f["inflight"] for f in st["frontends"]) >= len(batch)
-                                   else None)(_status(sc)), 5, what="the responses in status")
+            st = _status(sc)   # the figures of the moment, front-end 1's too
+            assert sum(f["inflight"] for f in st["frontends"]) >= len(batch), st
             if all(f["inflight"] for f in st["frontends"]):
                 break
         assert all(f["inflight"] for f in st["frontends"]), st["frontends"]
@@ -276,11 +324,7 @@ def test_kill9_of_the_main_process_takes_every_front_end_and_worker_with_it():
         streams = []
         for _ in range(3):   # long responses until each front-end has one in flight
             streams += [_slow_stream(sc, uds=i % 2 == 1)[0] for i in range(4)]
-            deadline = time.monotonic() + 1.5   # a child's figures are up to 1 s old
-            while not (both := all(f["inflight"] for f in _status(sc)["frontends"])) and \
-                    time.monotonic() < deadline:
-                time.sleep(0.1)
-            if both:
+            if both := all(f["inflight"] for f in _status(sc)["frontends"]):   # (fresh)
                 break
         assert both, _status(sc)["frontends"]
         t0 = time.monotonic()
