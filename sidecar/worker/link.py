@@ -133,6 +133,12 @@ class HostLink(RingLink):
                 if kind == WS_CONNECT:  # as is _open_websocket
                     self._open_websocket(ev)
                     continue
+                if kind == WS_RECEIVE:  # a WebSocket's message: check() and dispatch inline
+                    stream = streams.get(ev[1])
+                    if (type(stream) is WsStream and len(ev) == 4 and type(ev[3]) is bool
+                            and (type(ev[2]) is str or type(ev[2]) is bytes)):
+                        stream.on_receive(ev)
+                        continue
                 check(ev)
                 handler = link_handlers.get(kind)
                 if handler is not None:
