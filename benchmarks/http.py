@@ -33,7 +33,10 @@ Scenarios (see SCENARIOS at the bottom; add one there, e.g. for WebSockets):
   (benchmarks/_procstat.py): bells/msg, the ring doorbells (eventfd writes to wake a sleeping
   reader, both directions; sidecar only, from its control socket); ctxsw/msg, context
   switches (voluntary + nonvoluntary, /proc/PID/status, every process of the server); CPU
-  µs/msg of the server and of the client; cores busy, both together per second of the run.
+  µs/msg of the server and of the client, and msgs/CPU-s (messages per second of the server's
+  CPU: less disturbed by other load than msgs/s); cores busy, both together per second of
+  the run.  Three rounds, interleaved: req/s is the median round's, and the per-message
+  figures are each their own median over the rounds (each round's shown for msgs/CPU-s).
 
 Absolute numbers drift on shared machines: compare rows of one run, not runs.
 Every server runs over TCP loopback, started fresh for each measurement, stopped in a
@@ -47,6 +50,7 @@ import json
 import platform
 import shutil
 import signal
+import statistics
 import sys
 import tempfile
 import threading
@@ -100,6 +104,9 @@ class Scenario:
     # (key, header) or (key, header, format spec; ",.0f" if none)
     extra_columns: list[tuple] = field(default_factory=list)
     rounds: int = 1  # measurements per server (each on a fresh start); the median is shown
+    # extra columns shown as their own median over the rounds (not the median round's): figures
+    # steadier than req/s on a shared machine; the first also with each round's figure
+    medians: tuple[str, ...] = ()
     access_log: bool | str = False  # the servers' access logs on (to a file), as by default;
     # a string: sidecar's --access-log-format
     peers: bool = True  # sidecar@DIR checkouts run too (not for a flag they may not have)
@@ -230,6 +237,10 @@ def measure_ws_echo(handle: ServerHandle, options: Options) -> dict:
         result = {"req_s": n / elapsed, "p50_ms": pct(0.50), "p99_ms": pct(0.99),
                   "errors": errors}
         result |= wakeups(before, after, n, handle)
+        # messages per second of the server's CPU: what it costs, less disturbed than msgs/s
+        # by the other processes sharing the machine (they take the cores, not our CPU time)
+        cpu = result["cpu_us_per_msg"]
+        result["msgs_per_cpu_s"] = 1e6 / cpu if cpu else None
         # the client's (this process's) CPU too: with the server's, how busy the machine was
         result["client_cpu_us_per_msg"] = client_cpu / max(1, n) * 1e6
         result["cores_busy"] = (result["cpu_us_per_msg"] + result["client_cpu_us_per_msg"]) \
@@ -323,7 +334,7 @@ def run_scenario(scenario: Scenario, kinds: list[str], options: Options, log,
             of = f" (round {n + 1} of {rounds})" if rounds > 1 else ""
             log(f"  {scenario.name}: {kind} --workers {workers}{of} ...")
             runs[(kind, workers)].append(run_one(scenario, kind, workers, options))
-    rows = [_median_row(runs[entry], scenario.compare) for entry in matrix]
+    rows = [_median_row(runs[entry], scenario.compare, scenario.medians) for entry in matrix]
     _add_ratios(rows, scenario.compare)
     return {
         "scenario": scenario.name,
@@ -335,14 +346,20 @@ def run_scenario(scenario: Scenario, kinds: list[str], options: Options, log,
     }
 
 
-def _median_row(runs: list[dict], key: str) -> dict:
+def _median_row(runs: list[dict], key: str, medians: tuple[str, ...] = ()) -> dict:
     """The round whose ``key`` is the median (the lower of the middle two), with every
-    round's figure in ``rounds``; the first failure if no round succeeded."""
+    round's figure in ``rounds``; each key of ``medians`` is its own median over the rounds
+    (each round's in ``rounds_KEY``).  The first failure if no round succeeded."""
     ok = sorted((r for r in runs if r["status"] == "ok"), key=lambda r: r[key])
     if not ok:
         return runs[0]
     row = dict(ok[(len(ok) - 1) // 2])
     row["rounds"] = [r[key] if r["status"] == "ok" else None for r in runs]
+    for other in medians:
+        values = [r.get(other) for r in runs if r["status"] == "ok"]
+        row[f"rounds_{other}"] = [r.get(other) if r["status"] == "ok" else None for r in runs]
+        values = [v for v in values if v is not None]
+        row[other] = statistics.median(values) if values else None
     return row
 
 
@@ -363,9 +380,12 @@ def format_table(result: dict, scenario: Scenario) -> str:
     ratio_header = "req/s ÷ sidecar" if scenario.compare == "req_s" else "p99 ÷ sidecar"
     headers = ["server", "workers", "req/s", "p50 ms", "p99 ms", "errors"]
     headers += [column[1] for column in scenario.extra_columns] + [ratio_header]
-    if result.get("rounds", 1) > 1:
+    rounds = result.get("rounds", 1) > 1
+    if rounds:
         headers.append("each round (" + ("req/s" if scenario.compare == "req_s" else "p99 ms")
                        + ")")
+        headers += [f"each round ({header})" for key, header, *_ in scenario.extra_columns
+                    if key in scenario.medians[:1]]
     lines = []
     for row in result["rows"]:
         cells = [row["server"], str(row["workers"])]
@@ -382,9 +402,14 @@ def format_table(result: dict, scenario: Scenario) -> str:
             value = row.get(key)
             cells.append("-" if value is None else format(value, fmt[0] if fmt else ",.0f"))
         cells.append("-" if row["ratio"] is None else f"{row['ratio']:.2f}")
-        if result.get("rounds", 1) > 1:
+        if rounds:
             cells.append(" ".join("failed" if v is None else _round_figure(v, scenario.compare)
                                   for v in row.get("rounds", ())))
+            for key, _, *fmt in scenario.extra_columns:
+                if key in scenario.medians[:1]:
+                    cells.append(" ".join("-" if v is None else format(v, fmt[0] if fmt
+                                                                        else ",.0f")
+                                          for v in row.get(f"rounds_{key}", ())))
         lines.append((cells, None))
     widths = [len(h) for h in headers]
     for cells, _ in lines:
@@ -507,8 +532,13 @@ SCENARIOS: dict[str, Scenario] = {
         extra_columns=[("doorbells_per_msg", "bells/msg", ".2f"),
                        ("ctx_per_msg", "ctxsw/msg", ".2f"),
                        ("cpu_us_per_msg", "CPU µs/msg", ".1f"),
+                       ("msgs_per_cpu_s", "msgs/CPU-s"),
                        ("client_cpu_us_per_msg", "client µs/msg", ".1f"),
                        ("cores_busy", "cores busy", ".2f")],
+        # msgs/s of one round swung 13k-22k for every server on the shared machine: three
+        # rounds, interleaved, and the per-CPU figure, each as its own median
+        rounds=3,
+        medians=("msgs_per_cpu_s", "cpu_us_per_msg", "doorbells_per_msg", "ctx_per_msg"),
     ),
 }
 

@@ -3,6 +3,7 @@
     python -m benchmarks.worker                                   # bare hello, 7 runs
     python -m benchmarks.worker --app benchmarks.apps:starlette_app --path /json
     python -m benchmarks.worker --requests 30000 --runs 7 --concurrency 64
+    python -m benchmarks.worker --ws                              # WebSocket echo messages
 
 One process, one uvloop: the worker's real ``HostLink`` (sidecar/worker/link.py) over a real
 ring pair, serving the app, and the smallest host that keeps ``--concurrency`` streams in
@@ -11,7 +12,9 @@ records are packed once and sent again under reused stream ids (batched per loop
 as the front-end's are); it reads the responses as the front-end does (one msgpack call a
 batch) and sends a new request for each APP_DONE.  So the figure is the worker's path --
 decode, scope, task, app, send, records -- plus a little host, on one core, with no wake-ups
-across processes.  CPU time
+across processes.  ``--ws``: ``--concurrency`` WebSockets to the app instead (WS_CONNECT, then
+64-character WS_RECEIVE messages, each sent when the echo of the previous one came back, with
+SEND_CREDIT granted in batches as the front-end grants it), and the figure is per echoed message.  CPU time
 (``time.process_time``) per request of each run is printed with the minimum and the median:
 on a shared machine the minimum is the figure other load disturbs least.  Compare two
 versions of the code by alternating them; ``python -m benchmarks.cpu`` measures a whole
@@ -28,7 +31,10 @@ import time
 import uvloop
 
 from sidecar import gc_tuning
-from sidecar.events import APP_DONE, HTTP_REQUEST, pack
+from sidecar.events import (
+    APP_DONE, HTTP_REQUEST, MAX_CHUNK, SEND_CREDIT, WS_ACCEPT, WS_CONNECT, WS_DISCONNECT,
+    WS_RECEIVE, WS_SEND, pack,
+)
 from sidecar.ring import Consumer, Producer
 from sidecar.ring_link import RingLink
 from sidecar.worker.link import HostLink
@@ -70,10 +76,10 @@ class _Worker:
         tasks = self.tasks
         n = len(tasks)
         tasks.discard(task)
-        if self.board is not None and len(tasks) < n:   # as Worker.task_done
+        if self.board is not None and (len(tasks) < n or task is None):  # as Worker.task_done
             self.ended += 1
             words = self.board.words
-            words[self._inflight_at] = n - 1
+            words[self._inflight_at] = len(tasks)
             words[self._ended_at] = self.ended
 
     def cancel_task(self, task) -> None:
@@ -135,22 +141,101 @@ class _Host(RingLink):
     _write_failed = _on_ring_error
 
 
-async def run_once(app, path: str, requests: int, concurrency: int) -> float:
-    """CPU µs per request of one run."""
+def _ws_connect(sid: int, path: str) -> bytes:
+    """A WebSocket's WS_CONNECT as the front-end sends it (one header)."""
+    return pack([WS_CONNECT, sid, "ws", path, path.encode(), b"",
+                 [[b"host", b"127.0.0.1:8000"]], ["127.0.0.1", 40000 + sid],
+                 ["127.0.0.1", 8000], "1.1", "", []])
+
+
+class _WsHost(_Host):
+    """The smallest WebSocket host: ``concurrency`` WebSockets, each sending its next message
+    when the echo of the previous one came back, until ``requests`` messages were echoed; then
+    every WebSocket is closed (WS_DISCONNECT) and ``finished`` waits for their APP_DONE."""
+
+    __slots__ = ("message", "accepted", "owed", "credit_batch", "sockets")
+
+    def __init__(self, producer: Producer, consumer: Consumer, records: dict, requests: int):
+        super().__init__(producer, consumer, records, requests)
+        self.message = "x" * 64
+        self.accepted = asyncio.get_running_loop().create_future()
+        self.sockets = len(records)
+        self.owed = dict.fromkeys(records, 0)
+        # as the front-end's WebSocketStream.credit_batch
+        self.credit_batch = max(1, min(WINDOW // 4, WINDOW - min(MAX_CHUNK, WINDOW) + 1))
+
+    def start_messages(self) -> None:
+        self.sockets = len(self.records)   # now counting APP_DONEs
+        for sid in self.records:
+            self.send([WS_RECEIVE, sid, self.message, False])
+            self.sent += 1
+
+    def _on_records(self, evs) -> None:
+        owed, send = self.owed, self.send
+        for ev in evs:
+            kind = ev[0]
+            if kind == WS_SEND:
+                sid = ev[1]
+                self.done += 1
+                due = owed[sid] + len(ev[2])
+                if due >= self.credit_batch:
+                    owed[sid] = 0
+                    send([SEND_CREDIT, sid, due])
+                else:
+                    owed[sid] = due
+                if self.sent < self.requests:
+                    send([WS_RECEIVE, sid, self.message, False])
+                    self.sent += 1
+                elif self.done == self.requests:
+                    for other in self.records:
+                        send([WS_DISCONNECT, other, 1000, ""])
+            elif kind == WS_ACCEPT:
+                self.sockets -= 1
+                if not self.sockets:
+                    self.accepted.set_result(None)
+            elif kind == APP_DONE:
+                self.sockets -= 1
+                if not self.sockets:
+                    self.finished.set_result(None)
+            elif not self.hello.done():
+                self.hello.set_result(None)
+
+    def _on_ring_error(self, exc: Exception) -> None:
+        for fut in (self.hello, self.accepted, self.finished):
+            if not fut.done():
+                fut.set_exception(exc)
+
+    _write_failed = _on_ring_error
+
+
+async def run_once(app, path: str, requests: int, concurrency: int, ws: bool = False) -> float:
+    """CPU µs per request (or, ``ws``, per echoed message) of one run."""
     loop = asyncio.get_running_loop()
     to_worker, to_host = Producer.create(CAPACITY), Consumer.create(CAPACITY)
     worker = _Worker(app)
     link = worker.link = HostLink(worker, 0, Consumer.attach(to_worker.spec().dup()),
                                   Producer.attach(to_host.spec().dup()), WINDOW)
-    host = _Host(to_worker, to_host, {sid: _request(sid, path)
-                                      for sid in range(1, concurrency + 1)}, requests)
+    sids = range(1, min(concurrency, requests) + 1)
+    if ws:
+        host = _WsHost(to_worker, to_host, {sid: _ws_connect(sid, path) for sid in sids},
+                       requests)
+    else:
+        host = _Host(to_worker, to_host, {sid: _request(sid, path) for sid in sids}, requests)
     host.start(loop)
     link.start(loop)
     try:
         await host.hello
-        start = time.process_time()
-        host.open(list(range(1, min(concurrency, requests) + 1)))
-        await host.finished
+        if ws:
+            host.open(list(sids))
+            await host.accepted
+            host.sent = 0
+            start = time.process_time()
+            host.start_messages()
+            await host.finished
+        else:
+            start = time.process_time()
+            host.open(list(sids))
+            await host.finished
         return (time.process_time() - start) / requests * 1e6
     finally:
         link.close()
@@ -178,17 +263,21 @@ def summary(result: list[float]) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = run_options("python -m benchmarks.worker", __doc__.split("\n")[0],
                      "streams in flight")
+    ap.add_argument("--ws", action="store_true",
+                    help="WebSockets echoing 64-character messages; --requests counts messages")
     args = ap.parse_args(argv)
     app = load_app(args.app)
     gc_tuning.tune()   # as Worker.run does once the app is imported and started
 
     async def runs() -> list[float]:
-        await run_once(app, args.path, args.requests // 4 or 1, args.concurrency)  # warm-up
-        return [await run_once(app, args.path, args.requests, args.concurrency)
+        await run_once(app, args.path, args.requests // 4 or 1, args.concurrency,
+                       args.ws)  # warm-up
+        return [await run_once(app, args.path, args.requests, args.concurrency, args.ws)
                 for _ in range(args.runs)]
 
     result = uvloop.run(runs())
-    print(f"== worker CPU µs per request, {args.app} {args.path}, {args.concurrency} in flight, "
+    what = "echoed WebSocket message" if args.ws else "request"
+    print(f"== worker CPU µs per {what}, {args.app} {args.path}, {args.concurrency} in flight, "
           f"{args.runs} runs of {args.requests}")
     print(summary(result))
     return 0

@@ -71,6 +71,21 @@ class WebSocketStream(StreamBase):
         if self.ws.phase == OPEN:
             self.ws.start_drain()
 
+    # --- client -> app -------------------------------------------------------------------
+
+    def on_body(self, data, more: bool) -> None:
+        """StreamBase.on_body's usual case written out (once a message): a whole message that
+        fits one record (4 * n: UTF-8 bytes a character, at most) and the credit, with
+        nothing queued ahead of it, goes to the worker at once, without the queue."""
+        n = len(data)
+        if (not more and not self.pending and self.dispatched and not self.app_done
+                and n <= self.recv_credit and 4 * n <= (self.chunk or self.link.chunk)):
+            self.recv_credit -= n
+            self.link.send([WS_RECEIVE, self.sid, data, False])
+            self.ws.resume_receiving()   # as _flush_data ends (over HTTP/2: the window)
+            return
+        StreamBase.on_body(self, data, more)
+
     # --- worker events -------------------------------------------------------------------
 
     def on_worker_event(self, ev: list) -> None:

@@ -279,16 +279,17 @@ class Worker:
         for task in tasks:
             self.cancel_task(task)
 
-    def task_done(self, task: asyncio.Task) -> None:
+    def task_done(self, task: asyncio.Task | None) -> None:
         """A stream's task finished (called from the task itself, or as its done callback
-        once cancelled: see cancel_task)."""
+        once cancelled: see cancel_task).  None: a stream that ended within its task's first
+        step (started eagerly, link.start_task), before it was ever in flight."""
         tasks = self.tasks
         n = len(tasks)
         tasks.discard(task)
-        if self.board is not None and len(tasks) < n:   # (once a task: --max-requests
-            self.ended += 1                               # counts every host's streams)
+        if self.board is not None and (len(tasks) < n or task is None):  # (once a stream:
+            self.ended += 1                           # --max-requests counts every host's)
             words = self.board.words   # board.set_load, without the call (per request)
-            words[self._inflight_at] = n - 1
+            words[self._inflight_at] = len(tasks)
             words[self._ended_at] = self.ended
         if self.draining and not self.tasks:
             self.stop(EXIT_OK)

@@ -111,7 +111,13 @@ class WsStream(Waiting):
             if self.unacked and (self.link.window - self.recv_outstanding
                                  < min(MAX_CHUNK, self.link.window)):
                 self._grant(self.unacked)
-            await self._wait()
+            # Waiting._wait, written out (once a message: no coroutine of its own)
+            fut = self.link.loop.create_future()
+            if self.waiters is None:
+                self.waiters = [fut]
+            else:
+                self.waiters.append(fut)
+            await fut
 
     async def send(self, message: dict) -> None:
         kind = message["type"]
@@ -128,6 +134,16 @@ class WsStream(Waiting):
                     raise TypeError("websocket.send needs 'bytes' or 'text'")
             elif type(data) is not bytes:
                 data = _as_bytes(data)
+            n = len(data)
+            if n <= self.send_credit and 4 * n <= self.link.chunk:
+                # the common case, _send_data's first and last chunk written out: a whole
+                # message in one record (4 * n: UTF-8 bytes a character, at most)
+                self.send_credit -= n
+                waiter = self.link.push([WS_SEND, self.sid, data, False],
+                                        (4 * n if type(data) is str else n) + FRAMING)
+                if waiter is not None:
+                    await waiter
+                return
             await self._send_data(WS_SEND, data, True)
         elif kind == "websocket.accept":
             if self.accepted or self.closed or self.denial:
