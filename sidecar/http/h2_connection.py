@@ -29,22 +29,7 @@ Flow control, end to end (DESIGN.md: "WINDOW_UPDATE only for what the app read")
   allow; the rest waits in the exchange (``out``), and ``writable`` is false until it left, so
   the stream layer grants ring credit only for bytes the client's window took.
 
-Deadlines (``tick(now)``, about once a second), in the order they are checked
-
-    state                         deadline                       then
-    ----------------------------  -----------------------------  -------------------------------
-    output blocked (write_blocked) send_timeout since it blocked  abort; the streams are told
-    a stream's bytes held by a    send_timeout since the window   RST_STREAM CANCEL; the app is
-    zero window                   closed on them                  told (the others go on)
-    a WebSocket (RFC 8441)        its own: keepalive, close       (http/ws_connection.py)
-    no response start             timeout_request since the       the stream answers 504 (the
-                                  request came whole (or its      app is told); RST_STREAM
-                                  last DATA)                      NO_ERROR if its body still comes
-    a stream awaiting its body,   body_timeout since its last     408 (not once the response
-    the app having read it all    DATA                            started: a bidi stream may
-                                                                  wait long for the client)
-    no stream open                keepalive_timeout since the     GOAWAY NO_ERROR and close
-                                  last one ended                  (nginx: keepalive_timeout)
+Deadlines: ``tick(now)``, about once a second (sidecar/http/h2_deadlines.py has their table).
 
 WebSockets (RFC 8441): SETTINGS_ENABLE_CONNECT_PROTOCOL is 1 (``extended_connect``), and a
 CONNECT with ``:protocol websocket`` goes to ``handler.on_websocket(ex)``, which makes the
@@ -69,11 +54,10 @@ import h2.events
 import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
-from hyperframe.frame import GoAwayFrame
 
-from . import h1, h2_fast
+from . import h1, h2_deadlines, h2_fast
 from .fields import check_fields
-from .h2_checks import rfc_code, valid_fields
+from .h2_checks import goaway_frame as _goaway, rfc_code, valid_fields
 from .h2_exchange import H2Exchange, request_head, response_fields
 from .limits import H2Limits
 from .h1_connection import Timeouts
@@ -616,69 +600,13 @@ class H2Connection:
         self.io.close()   # the 503s go out; what the streams in flight had not sent is cut
 
     def tick(self, now: float) -> None:
-        """Check the deadlines and start the flood counters over (module docstring)."""
-        self.control_frames = 0
-        self.resets = 0
-        if self.closed:
-            return
-        t = self.timeouts
-        blocked = self.write_blocked_since
-        if blocked is not None and now - blocked >= t.send:
-            log.info("send timeout (%.0fs): client %s takes no response bytes", t.send,
-                     self.io.peer)
-            self.closed = True
-            self._tell_streams()
-            self.io.abort()
-            return
-        for ex in list(self.exchanges.values()):
-            if ex.blocked_since is not None and now - ex.blocked_since >= t.send:
-                self.reset(ex, ErrorCodes.CANCEL, f"send timeout ({t.send:.0f}s): the client's "
-                                                  "window stayed closed")
-            elif ex.ws is not None:
-                ex.ws.tick(now)   # its keepalive and close deadlines (http/ws_connection.py)
-            elif t.request and not ex.started and now - ex.last_read >= t.request:
-                self._request_timed_out(ex, t.request)
-            elif (not ex.body_done and not ex.unacked and not ex.started
-                  and now - ex.last_read >= t.body):
-                # only before the response: a bidi stream (gRPC) that answers as the client
-                # sends may rightly wait long for the client's next message
-                log.info("request body timeout (%.0fs) from %s on stream %d", t.body,
-                         self.io.peer, ex.sid)
-                ex.stream.client_gone()
-                self.error_response(ex, 408)
-        if (not self.exchanges and self.idle_since is not None
-                and now - self.idle_since >= t.keepalive):
-            self._flush()
-            self.io.write(_goaway(self.h2.highest_inbound_stream_id, ErrorCodes.NO_ERROR))
-            self._close()
-        else:
-            self._flush()
-
-
-    def _request_timed_out(self, ex: H2Exchange, limit: float) -> None:
-        """No response start ``limit`` seconds after the request came whole: the stream
-        answers 504 and tells the app (as HTTP/1.1's); a body still coming is nobody's, and
-        RST_STREAM NO_ERROR after the answer tells the client to stop it (RFC 9113 8.1)."""
-        ex.stream.request_timed_out(limit)
-        if not ex.body_done and ex.ended and not self.closed:
-            try:
-                self.h2.reset_stream(ex.sid, ErrorCodes.NO_ERROR)
-            except h2.exceptions.ProtocolError:
-                pass
+        """Check the deadlines and start the flood counters over (h2_deadlines.py)."""
+        h2_deadlines.tick(self, now)
 
 
 def _request(headers) -> h1.Request | None:
     """A request's head, None if it is malformed (a stream error)."""
     return request_head(headers) if valid_fields(headers) else None
-
-
-def _goaway(last_stream_id: int, code: ErrorCodes) -> bytes:
-    """A GOAWAY frame written past h2's state machine, which would refuse to send the DATA of
-    the streams still finishing after its own (close_connection) one."""
-    frame = GoAwayFrame(0)
-    frame.last_stream_id = last_stream_id
-    frame.error_code = code
-    return frame.serialize()
 
 
 _HANDLERS = {
