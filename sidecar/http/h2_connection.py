@@ -186,13 +186,18 @@ class H2Connection:
         self._flush()
 
     def _on_request(self, ev: h2.events.RequestReceived, now: float) -> None:
-        sid = ev.stream_id
+        self._request_in(ev.stream_id, ev.headers, ev.stream_ended is None, now)
+
+    def _on_whole_request(self, ev: tuple, now: float) -> None:
+        """h2_fast.requests_received's (stream_id, headers): a request without a body."""
+        self._request_in(ev[0], ev[1], False, now)
+
+    def _request_in(self, sid: int, headers, more: bool, now: float) -> None:
         if self.draining:   # after our GOAWAY: refused, the client retries elsewhere
             self.h2.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
             return
-        headers = ev.headers
         if headers and headers[0] is h2_fast.OVERSIZED:
-            self._oversized(sid, ev.stream_ended is None, now)
+            self._oversized(sid, more, now)
             return
         req = self.heads.of(headers) if h2_fast.speedups else _request(headers)
         if req is None or req.upgrade is not None and not self.extended_connect:
@@ -203,7 +208,6 @@ class H2Connection:
         self.exchanges[sid] = ex
         self.idle_since = None
         self.streams_total += 1
-        more = ev.stream_ended is None
         ex.body_done = not more
         if req.upgrade is None:
             self.handler.on_request(ex, b"", more)
@@ -611,6 +615,7 @@ def _request(headers) -> h1.Request | None:
 
 _HANDLERS = {
     h2.events.RequestReceived: H2Connection._on_request,
+    tuple: H2Connection._on_whole_request,   # h2_fast.requests_received's
     h2.events.DataReceived: H2Connection._on_data,
     h2.events.StreamEnded: H2Connection._on_stream_ended,
     h2.events.TrailersReceived: H2Connection._on_trailers,

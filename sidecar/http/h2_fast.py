@@ -35,7 +35,9 @@ import os
 from h2.connection import (AllowedStreamIDs, ConnectionInputs, ConnectionState,
                            _decode_headers)
 from h2.exceptions import ProtocolError
+from h2.stream import H2Stream as _H2Stream, H2StreamStateMachine as _Machine
 from h2.stream import StreamClosedBy, StreamState
+from h2.windows import WindowManager as _WindowManager
 from hpack import Decoder as _Decoder, Encoder as _Encoder, HeaderTuple
 from hpack.exceptions import HPACKDecodingError, OversizedHeaderListError
 
@@ -60,6 +62,7 @@ _CLOSED = StreamState.CLOSED
 _BY_END_STREAM = StreamClosedBy.SEND_END_STREAM
 _RECV_HEADERS = ConnectionInputs.RECV_HEADERS
 _CLIENT_STREAMS = AllowedStreamIDs.ODD
+_new = object.__new__
 
 
 def _table_state(table) -> tuple:
@@ -264,15 +267,46 @@ def response_data(conn, sid: int, data: bytes, end: bool) -> bytes | None:
     return _frame(0x0, 0x0, sid, data)
 
 
+def _open_stream(conn, sid: int) -> None:
+    """The stream ``sid`` of ``conn`` in the state h2's ``_begin_new_stream`` and then its
+    ``receive_headers(headers, end_stream=True)`` leave it in for a request whose fields
+    have no content-length and no :status (half-closed by the client, nothing expected),
+    made without stepping its state machine: the attributes are H2Stream's and
+    H2StreamStateMachine's own (tests/http/test_h2_fast.py compares them with h2's)."""
+    machine = _new(_Machine)
+    machine.state = _HALF_CLOSED_REMOTE
+    machine.stream_id = sid
+    machine.client = False
+    machine.headers_sent = machine.trailers_sent = machine.trailers_received = None
+    machine.headers_received = True
+    machine.stream_closed_by = None
+    stream = _new(_H2Stream)
+    stream.state_machine = machine
+    stream.stream_id = sid
+    stream.max_outbound_frame_size = conn.max_outbound_frame_size
+    stream.request_method = None
+    stream.outbound_flow_control_window = conn.remote_settings.initial_window_size
+    stream._inbound_window_manager = _WindowManager(conn.local_settings.initial_window_size)
+    stream._expected_content_length = None
+    stream._actual_content_length = 0
+    stream._authority = None
+    stream.config = conn.config
+    conn.streams[sid] = stream
+    conn.highest_inbound_stream_id = sid
+
+
 def requests_received(conn, data: bytes) -> tuple[list, int]:
-    """The events of the whole requests without a body at the start of ``data`` (HEADERS
-    with END_STREAM and END_HEADERS, no padding or priority, opening a new stream within
-    the concurrency limit) as the h2 server connection ``conn`` makes them, past its frame
-    objects, and the bytes they took: h2 is given the rest (from the first other frame).
-    The stream is made and its state moved by h2's own calls; what is skipped is the frame
-    parsing, the per-frame dispatch and the count of open streams, once per read here
-    instead of per frame.  ([], 0) where h2 must do it all (not ``speedups``, a preface,
-    a partial frame or header block in h2's buffer, the connection not open)."""
+    """The whole requests without a body at the start of ``data`` (HEADERS with END_STREAM
+    and END_HEADERS, no padding or priority, opening a new stream within the concurrency
+    limit) taken as the h2 server connection ``conn`` takes them, past its frame objects,
+    and the bytes they took: h2 is given the rest (from the first other frame).  Each is a
+    ``(stream_id, headers)`` tuple, in place of h2's RequestReceived and StreamEnded events,
+    its stream made by ``_open_stream``; a head with content-length or :status (which h2
+    checks) is h2's events, its stream made and moved by h2's own calls.  What is skipped is
+    the frame parsing, the per-frame dispatch and the count of open streams (once per read
+    here), and h2's stream state machine stepped per request.  ([], 0) where h2 must do it
+    all (not ``speedups``, a preface, a partial frame or header block in h2's buffer, the
+    connection not open)."""
     buf = conn.incoming_buffer
     if (not speedups or buf._preamble_len or buf._data or buf._headers_buffer
             or conn.state_machine.state is not _OPEN):
@@ -294,9 +328,16 @@ def requests_received(conn, data: bytes) -> tuple[list, int]:
             break   # h2 refuses it
         try:
             headers = _decode_headers(conn.decoder, data[i + 9:i + 9 + length])
-            conn.state_machine.process_input(_RECV_HEADERS)
-            stream = conn._begin_new_stream(sid, _CLIENT_STREAMS)
-            events += stream.receive_headers(headers, True, conn.config.header_encoding)[1]
+            for name, _ in headers:
+                if name == b"content-length" or name == b":status":   # h2 checks these
+                    conn.state_machine.process_input(_RECV_HEADERS)
+                    stream = conn._begin_new_stream(sid, _CLIENT_STREAMS)
+                    events += stream.receive_headers(headers, True,
+                                                     conn.config.header_encoding)[1]
+                    break
+            else:
+                _open_stream(conn, sid)
+                events.append((sid, headers))
         except ProtocolError as exc:   # as h2's receive_data: its GOAWAY queued, then raised
             conn._terminate_connection(exc.error_code)
             raise

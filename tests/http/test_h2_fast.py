@@ -236,3 +236,48 @@ def test_encoder_cache_follows_the_table(seed):
         if rng.random() < 0.05:
             ours.header_table_size = ref.header_table_size = rng.choice((0, 100, 4096))
         assert ours.encode_block(fields) == ref.encode(fields)
+
+
+def _stream_state(conn, sid: int) -> dict:
+    """An h2 stream's attributes, its state machine's and window manager's unfolded."""
+    stream = conn.streams[sid]
+    state = dict(vars(stream))
+    state["state_machine"] = dict(vars(state["state_machine"]))
+    state["_inbound_window_manager"] = dict(vars(state["_inbound_window_manager"]))
+    state["config"] = stream.config is conn.config
+    return state
+
+
+def test_streams_made_past_h2_are_h2s_own(monkeypatch):
+    """A bodiless request's stream made by h2_fast._open_stream has h2's attributes, value
+    for value, right after the request and once answered; heads with content-length or a
+    :status field (h2 checks those) still go through h2's calls, with the same answer."""
+    def answer(ex):
+        pass
+
+    heads = [_get(), _get(b"/x", b"HEAD"), _get() + [(b"content-length", b"0")],
+             _get() + [(b"content-length", b"x")]]
+    states = {}
+    for fast in (True, False):
+        monkeypatch.setattr(h2_fast, "speedups", fast)
+        client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True,
+                                                                      header_encoding=None))
+        client.initiate_connection()
+        io, server = _server()
+        server.handler = handler = Answering(answer)
+        client.send_headers(1, _get(), end_stream=True)   # h2 opens the connection on it
+        server.receive_data(client.data_to_send())
+        for head in heads[:3]:
+            client.send_headers(client.get_next_available_stream_id(), head, end_stream=True)
+        server.receive_data(client.data_to_send())
+        assert sorted(server.h2.streams) == [1, 3, 5, 7]
+        got = [_stream_state(server.h2, sid) for sid in (3, 5, 7)]
+        ex = handler.pending[1]
+        ex.respond(ex, 200, [], b"ok")
+        got.append(_stream_state(server.h2, 3))
+        client.send_headers(client.get_next_available_stream_id(), heads[3], end_stream=True)
+        server.receive_data(client.data_to_send())   # h2's ProtocolError: GOAWAY
+        got.append(bytes(io.out))
+        states[fast] = got
+    assert states[True] == states[False]
+    assert states[True][-1][-17 + 3] == 0x7   # the bad content-length's GOAWAY
