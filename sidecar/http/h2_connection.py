@@ -112,6 +112,7 @@ class H2Connection:
         conn.decoder.max_header_list_size = limits.max_header_list
         self.exchanges: dict[int, H2Exchange] = {}
         self.heads = h2_fast.RequestHeads(_request)   # request heads seen, by fields
+        self.responses = h2_fast.ResponseHeads(response_fields)   # response heads, likewise
         self.closed = False
         self.draining = False
         self.goaway_sent = False
@@ -340,11 +341,14 @@ class H2Connection:
             return False
         if not 200 <= status <= 999:
             raise ValueError(f"status {status} cannot start an HTTP/2 response")
-        fields, length = response_fields(status, headers, self.head_fields)
+        if h2_fast.speedups:
+            fields, length = self.responses.of(status, headers, self.head_fields)
+        else:
+            fields, length = response_fields(status, headers, self.head_fields)
         try:
             frames = h2_fast.response_headers(self.h2, ex.sid, fields)
             if frames is None:
-                self.h2.send_headers(ex.sid, fields)
+                self.h2.send_headers(ex.sid, list(fields))
             else:   # the common case, past h2's frame objects (h2_fast.py)
                 self.h2._data_to_send += frames
         except (h2.exceptions.ProtocolError, ValueError, TypeError) as exc:

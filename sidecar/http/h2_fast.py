@@ -17,7 +17,9 @@ saw a moment ago.  So, measured with ``python -m benchmarks.frontend --http2``:
   (the connection open, the stream open or half-closed by the client, no trailers, the bytes
   within the windows): anything else returns None and h2 does it, as before.
 - ``RequestHeads`` makes each distinct request head of a connection once (checked, as an
-  ``h1.Request``: request_head and valid_fields are pure functions of the fields).
+  ``h1.Request``: request_head and valid_fields are pure functions of the fields), and
+  ``ResponseHeads`` each distinct response head's HTTP/2 fields (response_fields is one of
+  the status, the app's fields and the server's, whose Date changes once a second).
 - ``Decoder`` remembers the header lists of blocks that did not change the HPACK table (a
   block of indexed fields: the same request from a client or proxy, again and again) while the
   table stays as it was, and ``Encoder.encode_block`` likewise the response blocks.  An HPACK
@@ -42,6 +44,7 @@ from hpack import Decoder as _Decoder, Encoder as _Encoder, HeaderTuple
 from hpack.exceptions import HPACKDecodingError, OversizedHeaderListError
 
 __all__ = ["speedups", "OVERSIZED", "OVERSIZE_FACTOR", "Decoder", "Encoder", "RequestHeads",
+           "ResponseHeads",
            "requests_received",
            "response_headers", "response_data"]
 
@@ -203,6 +206,36 @@ class RequestHeads(dict):
 
 
 _UNSEEN = object()
+
+
+class ResponseHeads(dict):
+    """A connection's response heads by (status, the app's fields) -- an app repeats a few:
+    each one's HTTP/2 fields made once by ``make`` (h2_exchange.response_fields: checked,
+    the server's own fields added), as a tuple with its content-length.  The server's Date
+    changes once a second: a new one forgets them all.  At most 64 of at most 4 KiB each."""
+
+    def __init__(self, make):
+        super().__init__()
+        self.make = make
+        self.date = None
+
+    def of(self, status: int, headers, hf) -> tuple[tuple, bytes | None]:
+        if hf.date_value is not self.date:
+            self.clear()
+            self.date = hf.date_value
+        try:
+            key = (status, *map(tuple, headers))
+        except TypeError:   # not pairs: response_fields says what is wrong
+            key = None
+        got = self.get(key)
+        if got is None:
+            fields, length = self.make(status, headers, hf)
+            got = tuple(fields), length
+            if key is not None and sum(len(n) + len(v) for n, v in fields) <= 4096:
+                if len(self) >= _CACHE_MAX:
+                    self.clear()
+                self[key] = got
+        return got
 
 
 def _frame(kind: int, flags: int, sid: int, payload: bytes) -> bytes:

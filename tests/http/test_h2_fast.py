@@ -281,3 +281,38 @@ def test_streams_made_past_h2_are_h2s_own(monkeypatch):
         states[fast] = got
     assert states[True] == states[False]
     assert states[True][-1][-17 + 3] == 0x7   # the bad content-length's GOAWAY
+
+
+def test_response_heads_made_once_per_head_and_date(monkeypatch):
+    """Response heads as the worker gives them (lists of [name, value]), a few repeated, a
+    bad one refused each time it comes, and the server's Date changing under them: the same
+    bytes with the fast path (ResponseHeads) as without."""
+    from tests.http.test_h2_connection import HeadFields
+
+    monkeypatch.setattr(HeadFields, "date_value", HeadFields.date_value)
+    rng = random.Random(3)
+
+    def requests(client, n):
+        if n >= 12:
+            return None
+        for _ in range(6):
+            client.send_headers(client.get_next_available_stream_id(),
+                                _get(b"/%d" % rng.randrange(4)), end_stream=True)
+        return True
+
+    def answer(ex):
+        HeadFields.date_value = b"Mon, 07 Dec 2026 07:00:%02d GMT" % (ex.sid // 16)
+        path = ex.req.raw_path
+        headers = [[b"content-type", b"text/plain"], [b"content-length", b"2"]]
+        if path == b"/1":
+            headers.append([b"x-one", b"1 "])
+        elif path == b"/2":
+            headers.append([b"bad name", b"x"])   # refused every time: 500
+        elif path == b"/3":
+            headers = [[b"Connection", b"close"], [b"server", b"app"]] + headers
+        try:
+            ex.respond(ex, 200 + len(path), headers, b"ok")
+        except ValueError:
+            ex.error_response(ex, 500)
+
+    _same_both_ways(requests, answer, monkeypatch)
