@@ -111,7 +111,7 @@ class H2Connection:
         })
         conn.decoder.max_header_list_size = limits.max_header_list
         self.exchanges: dict[int, H2Exchange] = {}
-        self.heads = h2_fast.RequestHeads(_request)   # request heads seen, by fields
+        self.heads = h2_fast.RequestHeads(self._request)   # request heads seen, by fields
         self.responses = h2_fast.ResponseHeads(response_fields)   # response heads, likewise
         self.closed = False
         self.draining = False
@@ -219,6 +219,15 @@ class H2Connection:
             log.info("HTTP/2 extended CONNECT for %r from %s: %d", req.upgrade, self.io.peer,
                      status)
             self.error_response(ex, status)
+
+    def _request(self, headers) -> h1.Request | None:
+        """A request's head for RequestHeads (once per distinct head): with its HTTP_REQUEST
+        scope packed by the handler's ``pack_scope``, if it has one (frontend/h2_conn.py)."""
+        req = _request(headers)
+        pack_scope = getattr(self.handler, "pack_scope", None)
+        if req is not None and req.upgrade is None and pack_scope is not None:
+            req = req._replace(packed=pack_scope(req))
+        return req
 
     def _oversized(self, sid: int, more: bool, now: float) -> None:
         """A header list over --max-header-bytes (h2_fast.Decoder finished its block): 431 on

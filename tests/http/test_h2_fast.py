@@ -4,6 +4,7 @@ caches decode and encode as hpack does while the table changes under them."""
 from __future__ import annotations
 
 import random
+import types
 
 import h2.config
 import h2.connection
@@ -12,6 +13,7 @@ import h2.settings
 import pytest
 from hpack import Decoder as HpackDecoder, Encoder as HpackEncoder
 
+from sidecar import events
 from sidecar.http import h2_fast
 from sidecar.http.h1_connection import Timeouts
 from sidecar.http.h2_connection import H2Connection, H2Limits
@@ -316,3 +318,53 @@ def test_response_heads_made_once_per_head_and_date(monkeypatch):
             ex.error_response(ex, 500)
 
     _same_both_ways(requests, answer, monkeypatch)
+
+
+class _Scope:
+    """HTTPConnection's part of a request's scope (req_scope, tls), as HTTP2Connection reads
+    it."""
+
+    def __init__(self, tls=None):
+        self.tls = tls
+        self._packed_tls = None if tls is None else events.pack(tls)
+
+    def req_scope(self, req):
+        return (req.method.decode(), "https" if self.tls else "http", req.path, req.raw_path,
+                req.query_string, req.headers, ["127.0.0.1", 5000], ["127.0.0.1", 80], "2",
+                "")
+
+
+@pytest.mark.parametrize("tls", [None, [None, [], None, None, 0x304, 0x1301]])
+def test_request_records_packed_once_per_head_are_the_list_events(tls, monkeypatch):
+    """HTTP2Connection's HTTP_REQUEST from a head's scope packed once (pack_scope, kept on the
+    head by H2Connection's RequestHeads) is, byte for byte, the list event packed; an extended
+    CONNECT's head has none (a WebSocket's scope is made apart)."""
+    from sidecar.frontend.h2_conn import HTTP2Connection
+
+    monkeypatch.setattr(h2_fast, "speedups", True)   # (without: no head is kept, nor packed)
+    front = object.__new__(HTTP2Connection)
+    front.scope_of = _Scope(tls)
+    io, server = _server()
+    server.handler = handler = Answering(lambda ex: None)
+    handler.pack_scope = front.pack_scope
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True,
+                                                                  header_encoding=None))
+    client.initiate_connection()
+    for path in (b"/a%20b?q=1", b"/", b"/a%20b?q=1"):
+        client.send_headers(client.get_next_available_stream_id(), _get(path), end_stream=True)
+    client.send_headers(client.get_next_available_stream_id(),
+                        [(b":method", b"CONNECT"), (b":protocol", b"websocket"),
+                         (b":scheme", b"http"), (b":authority", b"example"),
+                         (b":path", b"/ws")])
+    handler.on_websocket = lambda ex: handler.pending.append(ex)
+    server.receive_data(client.data_to_send())
+    first, _, again, ws = handler.pending
+    assert again.req is first.req and first.req.packed is not None
+    assert ws.req.packed is None
+    for ex in handler.pending[:3]:
+        stream = types.SimpleNamespace(sid=ex.sid * 1000, req=ex.req)
+        record = front.request_event(stream, b"body", True)
+        stream.req = ex.req._replace(packed=None)
+        listed = front.request_event(stream, b"body", True)
+        assert type(record) is bytes and type(listed) is list
+        assert record == events.pack(listed)
