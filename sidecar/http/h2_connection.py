@@ -320,7 +320,7 @@ class H2Connection:
         else:
             ex = self.exchanges.get(ev.stream_id)
             if ex is not None and ex.out:
-                self._pump(ex)
+                ex.pump()
 
     def _on_settings(self, ev, now: float) -> None:
         self.control_frames += 1
@@ -376,7 +376,7 @@ class H2Connection:
         if end:
             ex.out_end = True
             ex.complete = not ex.want_trailers
-        self._pump(ex)
+        ex.pump()
         self._flush()
 
     def respond(self, ex: H2Exchange, status: int, headers, body: bytes) -> None:
@@ -409,7 +409,7 @@ class H2Connection:
         ex.trailers = fields
         ex.out_end = True
         ex.complete = True
-        self._pump(ex)
+        ex.pump()
         self._flush()
 
     def error_response(self, ex: H2Exchange, status: int, extra_headers=()) -> None:
@@ -452,58 +452,10 @@ class H2Connection:
 
     # --- sending -------------------------------------------------------------------------
 
-    def _pump(self, ex: H2Exchange) -> None:
-        """Move ex's waiting bytes into h2 as far as the client's windows allow."""
-        conn, out, sid = self.h2, ex.out, ex.sid
-        try:
-            while out:
-                room = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
-                if room <= 0:
-                    if ex.blocked_since is None:
-                        ex.blocked_since = self.io.now()
-                    return
-                data = out[0]
-                if len(data) > room:
-                    out[0] = data[room:]
-                    data = data[:room]
-                    last = False
-                else:
-                    out.popleft()
-                    last = not out
-                end = last and ex.out_end and not ex.want_trailers
-                frame = h2_fast.response_data(conn, sid, data, end)
-                if frame is None:
-                    conn.send_data(sid, data, end_stream=end)
-                else:   # the common case, past h2's frame objects (h2_fast.py)
-                    conn._data_to_send += frame
-                if last and ex.out_end and not ex.want_trailers:
-                    self._ended(ex)
-                    return
-            ex.blocked_since = None
-            if ex.out_end:
-                if ex.want_trailers:
-                    if ex.trailers is None:
-                        return   # the app's trailers are still to come
-                    conn.send_headers(sid, ex.trailers, end_stream=True)
-                else:
-                    frame = h2_fast.response_data(conn, sid, b"", True)
-                    if frame is None:
-                        conn.end_stream(sid)
-                    else:
-                        conn._data_to_send += frame
-                self._ended(ex)
-            elif ex.stream is not None:
-                ex.stream.flush_owed()
-        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError) as exc:
-            # the client closed the stream under us (its reset's event is on its way)
-            log.debug("HTTP/2 stream %d: %s", sid, exc)
-            out.clear()
-            self._stream_gone(ex)
-
     def _pump_all(self) -> None:
         for ex in list(self.exchanges.values()):
             if ex.out or ex.out_end and not ex.ended:
-                self._pump(ex)
+                ex.pump()
 
     def _ended(self, ex: H2Exchange) -> None:
         """END_STREAM went out: the response is written."""
