@@ -383,6 +383,24 @@ class H2Connection:
         """A whole response (the app's start and last body in one batch, no trailers):
         ``start_response`` then ``send_data(ex, body, True)``, its HEADERS and DATA made by
         h2_fast in one step where they can be.  ValueError as start_response."""
+        if h2_fast.speedups and not ex.closed and 200 <= status <= 999:
+            fields, _ = self.responses.of(status, headers, self.head_fields)
+            try:
+                frames = h2_fast.response(self.h2, ex.sid, fields,
+                                          b"" if ex.head_only else body)
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"response head: {exc}") from None
+            if frames is not None:   # the common case: HEADERS and DATA, END_STREAM
+                ex.started = ex.out_end = ex.complete = True
+                ex.status = status
+                if not ex.head_only:
+                    ex.sent_bytes += len(body)
+                if self.h2._data_to_send:   # what h2 had queued goes first
+                    self._flush()
+                if not self.closed:
+                    self.io.write(frames)
+                self._ended(ex)
+                return
         self._start(ex, status, headers)
         if ex.closed or ex.complete:
             self._flush()
@@ -539,34 +557,12 @@ class H2Connection:
                 ex.stream.flush_owed()
 
     def start_drain(self) -> None:
-        """Shutdown/reload: GOAWAY NO_ERROR naming the last stream we take; the streams in
-        flight finish, then the connection closes (at once if none is)."""
-        if self.closed or self.draining:
-            return
-        self.draining = True
-        self._flush()
-        self.io.write(_goaway(self.h2.highest_inbound_stream_id, ErrorCodes.NO_ERROR))
-        self.goaway_sent = True
-        if not self.exchanges:
-            self._close()
-        for ex in list(self.exchanges.values()):
-            if ex.ws is not None:   # open WebSockets close 1012 (service restart), as on 1.1
-                ex.ws.start_drain()
+        """Shutdown/reload: GOAWAY NO_ERROR, the streams in flight finish (h2_deadlines.py)."""
+        h2_deadlines.start_drain(self)
 
     def stop_now(self) -> None:
-        """The graceful-shutdown timeout expired: streams that never started get 503; the
-        connection closes."""
-        if self.closed:
-            return
-        for ex in list(self.exchanges.values()):
-            if not ex.started:
-                if ex.stream is not None:
-                    ex.stream.client_gone()
-                self.error_response(ex, 503, ((b"retry-after", b"1"),))
-        self._flush()
-        self.closed = True
-        self._tell_streams()
-        self.io.close()   # the 503s go out; what the streams in flight had not sent is cut
+        """The graceful-shutdown timeout expired (h2_deadlines.py)."""
+        h2_deadlines.stop_now(self)
 
     def tick(self, now: float) -> None:
         """Check the deadlines and start the flood counters over (h2_deadlines.py)."""

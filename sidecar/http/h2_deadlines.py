@@ -19,7 +19,9 @@ Deadlines (``tick(now)``, about once a second), in the order they are checked
     no stream open                keepalive_timeout since the     GOAWAY NO_ERROR and close
                                   last one ended                  (nginx: keepalive_timeout)
 
-The flood counters (control frames, client resets) start over at each tick.
+The flood counters (control frames, client resets) start over at each tick.  The graceful
+shutdown is here too: ``start_drain`` (GOAWAY NO_ERROR; the streams in flight finish) and
+``stop_now``, when the shutdown's own timeout expired.
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ from .h2_checks import goaway_frame as _goaway
 
 log = logging.getLogger("sidecar.frontend")
 
-__all__ = ["tick"]
+__all__ = ["tick", "start_drain", "stop_now"]
 
 
 def tick(conn, now: float) -> None:
@@ -86,3 +88,35 @@ def _request_timed_out(conn, ex, limit: float) -> None:
             conn.h2.reset_stream(ex.sid, ErrorCodes.NO_ERROR)
         except h2.exceptions.ProtocolError:
             pass
+
+
+def start_drain(conn) -> None:
+    """Shutdown/reload: GOAWAY NO_ERROR naming the last stream we take; the streams in
+    flight finish, then the connection closes (at once if none is)."""
+    if conn.closed or conn.draining:
+        return
+    conn.draining = True
+    conn._flush()
+    conn.io.write(_goaway(conn.h2.highest_inbound_stream_id, ErrorCodes.NO_ERROR))
+    conn.goaway_sent = True
+    if not conn.exchanges:
+        conn._close()
+    for ex in list(conn.exchanges.values()):
+        if ex.ws is not None:   # open WebSockets close 1012 (service restart), as on 1.1
+            ex.ws.start_drain()
+
+
+def stop_now(conn) -> None:
+    """The graceful-shutdown timeout expired: streams that never started get 503; the
+    connection closes."""
+    if conn.closed:
+        return
+    for ex in list(conn.exchanges.values()):
+        if not ex.started:
+            if ex.stream is not None:
+                ex.stream.client_gone()
+            conn.error_response(ex, 503, ((b"retry-after", b"1"),))
+    conn._flush()
+    conn.closed = True
+    conn._tell_streams()
+    conn.io.close()   # the 503s go out; what the streams in flight had not sent is cut

@@ -15,7 +15,8 @@ saw a moment ago.  So, measured with ``python -m benchmarks.frontend --http2``:
   ``send_data`` / ``end_stream`` would (headers_sent; the flow-control windows; CLOSED,
   closed by END_STREAM).  They act only in the states where those h2 calls do exactly that
   (the connection open, the stream open or half-closed by the client, no trailers, the bytes
-  within the windows): anything else returns None and h2 does it, as before.
+  within the windows): anything else returns None and h2 does it, as before.  ``response``
+  is the two for a whole response (H2Connection.respond), their guards taken once.
 - ``RequestHeads`` makes each distinct request head of a connection once (checked, as an
   ``h1.Request``: request_head and valid_fields are pure functions of the fields), and
   ``ResponseHeads`` each distinct response head's HTTP/2 fields (response_fields is one of
@@ -33,6 +34,7 @@ tests/http run both ways, and tests/http/test_h2_fast.py compares the bytes of t
 from __future__ import annotations
 
 import os
+import struct
 
 from h2.connection import (AllowedStreamIDs, ConnectionInputs, ConnectionState,
                            _decode_headers)
@@ -46,7 +48,7 @@ from hpack.exceptions import HPACKDecodingError, OversizedHeaderListError
 __all__ = ["speedups", "OVERSIZED", "OVERSIZE_FACTOR", "Decoder", "Encoder", "RequestHeads",
            "ResponseHeads",
            "requests_received",
-           "response_headers", "response_data"]
+           "response_headers", "response_data", "response"]
 
 #: Whether H2Connection uses the paths of this module; tests run both ways.
 speedups = os.environ.get("SIDECAR_NO_SPEEDUPS", "") in ("", "0")
@@ -238,10 +240,24 @@ class ResponseHeads(dict):
         return got
 
 
+_HEAD = struct.Struct(">BHBBL")   # a frame header: length (24 bits), type, flags, stream
+
+
 def _frame(kind: int, flags: int, sid: int, payload: bytes) -> bytes:
     n = len(payload)
-    return bytes((n >> 16, (n >> 8) & 0xFF, n & 0xFF, kind, flags)) + sid.to_bytes(4, "big") \
-        + payload
+    return _HEAD.pack(n >> 16, n & 0xFFFF, kind, flags, sid) + payload
+
+
+def _headers_frames(sid: int, block: bytes, size: int) -> bytes:
+    """HEADERS, and CONTINUATION past the frame size ``size``, carrying ``block``."""
+    n = len(block)
+    if n <= size:
+        return _HEAD.pack(n >> 16, n & 0xFFFF, 0x1, 0x4, sid) + block   # END_HEADERS
+    parts = [block[i:i + size] for i in range(0, n, size)]
+    out = [_frame(0x1, 0, sid, parts[0])]
+    out.extend(_frame(0x9, 0, sid, part) for part in parts[1:-1])
+    out.append(_frame(0x9, 0x4, sid, parts[-1]))
+    return b"".join(out)
 
 
 def response_headers(conn, sid: int, fields: list) -> bytes | None:
@@ -249,7 +265,8 @@ def response_headers(conn, sid: int, fields: list) -> bytes | None:
     server connection ``conn``, its state moved as ``conn.send_headers`` would; None where
     h2 must do it (not ``speedups``, the connection or the stream not in a sending state, the
     head already sent)."""
-    # (the guard down to ``machine`` is written out here and in response_data: once a frame)
+    # (the guard down to ``machine`` is written out here, in response_data and in response:
+    # once a frame)
     if not speedups or conn.state_machine.state is not _OPEN:
         return None
     stream = conn.streams.get(sid)
@@ -260,14 +277,35 @@ def response_headers(conn, sid: int, fields: list) -> bytes | None:
         return None
     block = conn.encoder.encode_block(fields)
     machine.headers_sent = True
+    return _headers_frames(sid, block, conn.max_outbound_frame_size)
+
+
+def response(conn, sid: int, fields, body: bytes) -> bytes | None:
+    """A whole response in one step: ``response_headers(conn, sid, fields)`` then
+    ``response_data(conn, sid, body, True)``, their guards taken once, before anything is
+    encoded; None where either would be (h2, or those two apart, must do it)."""
+    if not speedups or conn.state_machine.state is not _OPEN:
+        return None
+    stream = conn.streams.get(sid)
+    if stream is None:
+        return None
+    machine = stream.state_machine
+    if (machine.state is not _HALF_CLOSED_REMOTE or machine.headers_sent
+            or machine.client is not False):
+        return None
+    n = len(body)
     size = conn.max_outbound_frame_size
-    if len(block) <= size:
-        return _frame(0x1, 0x4, sid, block)   # HEADERS, END_HEADERS
-    parts = [block[i:i + size] for i in range(0, len(block), size)]
-    out = [_frame(0x1, 0, sid, parts[0])]
-    out.extend(_frame(0x9, 0, sid, part) for part in parts[1:-1])
-    out.append(_frame(0x9, 0x4, sid, parts[-1]))
-    return b"".join(out)
+    if n and (n > conn.outbound_flow_control_window or n > stream.outbound_flow_control_window
+              or n > size):
+        return None
+    out = _headers_frames(sid, conn.encoder.encode_block(fields), size)
+    machine.headers_sent = True
+    if n:
+        conn.outbound_flow_control_window -= n
+        stream.outbound_flow_control_window -= n
+    machine.state = _CLOSED
+    machine.stream_closed_by = _BY_END_STREAM
+    return out + _HEAD.pack(n >> 16, n & 0xFFFF, 0x0, 0x1, sid) + body   # DATA, END_STREAM
 
 
 def response_data(conn, sid: int, data: bytes, end: bool) -> bytes | None:
@@ -307,23 +345,20 @@ def _open_stream(conn, sid: int) -> None:
     made without stepping its state machine: the attributes are H2Stream's and
     H2StreamStateMachine's own (tests/http/test_h2_fast.py compares them with h2's)."""
     machine = _new(_Machine)
-    machine.state = _HALF_CLOSED_REMOTE
-    machine.stream_id = sid
-    machine.client = False
-    machine.headers_sent = machine.trailers_sent = machine.trailers_received = None
-    machine.headers_received = True
-    machine.stream_closed_by = None
+    machine.__dict__ = {"state": _HALF_CLOSED_REMOTE, "stream_id": sid, "client": False,
+                        "headers_sent": None, "trailers_sent": None, "headers_received": True,
+                        "trailers_received": None, "stream_closed_by": None}
+    window = _new(_WindowManager)
+    size = conn.local_settings.initial_window_size
+    window.__dict__ = {"max_window_size": size, "current_window_size": size,
+                       "_bytes_processed": 0}
     stream = _new(_H2Stream)
-    stream.state_machine = machine
-    stream.stream_id = sid
-    stream.max_outbound_frame_size = conn.max_outbound_frame_size
-    stream.request_method = None
-    stream.outbound_flow_control_window = conn.remote_settings.initial_window_size
-    stream._inbound_window_manager = _WindowManager(conn.local_settings.initial_window_size)
-    stream._expected_content_length = None
-    stream._actual_content_length = 0
-    stream._authority = None
-    stream.config = conn.config
+    stream.__dict__ = {"state_machine": machine, "stream_id": sid,
+                       "max_outbound_frame_size": conn.max_outbound_frame_size,
+                       "request_method": None,
+                       "outbound_flow_control_window": conn.remote_settings.initial_window_size,
+                       "_inbound_window_manager": window, "_expected_content_length": None,
+                       "_actual_content_length": 0, "_authority": None, "config": conn.config}
     conn.streams[sid] = stream
     conn.highest_inbound_stream_id = sid
 
@@ -349,6 +384,7 @@ def requests_received(conn, data: bytes) -> tuple[list, int]:
     max_size = conn.max_inbound_frame_size
     streams = conn.streams
     opened = -1
+    max_streams = conn.local_settings.max_concurrent_streams
     while i + 9 <= end and data[i + 3] == 0x1 and data[i + 4] == 0x5:   # END_STREAM|HEADERS
         length = (data[i] << 16) | (data[i + 1] << 8) | data[i + 2]
         sid = int.from_bytes(data[i + 5:i + 9], "big")
@@ -357,7 +393,7 @@ def requests_received(conn, data: bytes) -> tuple[list, int]:
             break
         if opened < 0:
             opened = conn.open_inbound_streams   # (also forgets the closed streams)
-        if opened >= conn.local_settings.max_concurrent_streams:
+        if opened >= max_streams:
             break   # h2 refuses it
         try:
             headers = _decode_headers(conn.decoder, data[i + 9:i + 9 + length])
