@@ -40,7 +40,7 @@ from h2.connection import (AllowedStreamIDs, ConnectionInputs, ConnectionState,
                            _decode_headers)
 from h2.exceptions import ProtocolError
 from h2.stream import H2Stream as _H2Stream, H2StreamStateMachine as _Machine
-from h2.stream import StreamClosedBy, StreamState
+from h2.stream import STREAM_OPEN as _STREAM_OPEN, StreamClosedBy, StreamState
 from h2.windows import WindowManager as _WindowManager
 from hpack import Decoder as _Decoder, Encoder as _Encoder, HeaderTuple
 from hpack.exceptions import HPACKDecodingError, OversizedHeaderListError
@@ -338,29 +338,48 @@ def response_data(conn, sid: int, data: bytes, end: bool) -> bytes | None:
     return _frame(0x0, 0x0, sid, data)
 
 
-def _open_stream(conn, sid: int) -> None:
+def _open_stream(conn, sid: int, inbound: int, outbound: int) -> None:
     """The stream ``sid`` of ``conn`` in the state h2's ``_begin_new_stream`` and then its
     ``receive_headers(headers, end_stream=True)`` leave it in for a request whose fields
     have no content-length and no :status (half-closed by the client, nothing expected),
     made without stepping its state machine: the attributes are H2Stream's and
-    H2StreamStateMachine's own (tests/http/test_h2_fast.py compares them with h2's)."""
+    H2StreamStateMachine's own (tests/http/test_h2_fast.py compares them with h2's);
+    ``inbound`` and ``outbound`` are the initial windows of our and the client's SETTINGS."""
     machine = _new(_Machine)
     machine.__dict__ = {"state": _HALF_CLOSED_REMOTE, "stream_id": sid, "client": False,
                         "headers_sent": None, "trailers_sent": None, "headers_received": True,
                         "trailers_received": None, "stream_closed_by": None}
     window = _new(_WindowManager)
-    size = conn.local_settings.initial_window_size
-    window.__dict__ = {"max_window_size": size, "current_window_size": size,
+    window.__dict__ = {"max_window_size": inbound, "current_window_size": inbound,
                        "_bytes_processed": 0}
     stream = _new(_H2Stream)
     stream.__dict__ = {"state_machine": machine, "stream_id": sid,
                        "max_outbound_frame_size": conn.max_outbound_frame_size,
                        "request_method": None,
-                       "outbound_flow_control_window": conn.remote_settings.initial_window_size,
+                       "outbound_flow_control_window": outbound,
                        "_inbound_window_manager": window, "_expected_content_length": None,
                        "_actual_content_length": 0, "_authority": None, "config": conn.config}
     conn.streams[sid] = stream
     conn.highest_inbound_stream_id = sid
+
+
+def _open_inbound(conn) -> int:
+    """h2's ``open_inbound_streams`` (the client's streams open in any sense, the closed
+    ones forgotten as h2 forgets them, into ``_closed_streams``) without its two property
+    calls per stream."""
+    count = 0
+    gone = []
+    for sid, stream in conn.streams.items():
+        state = stream.state_machine.state
+        if state is _CLOSED:
+            gone.append(sid)
+        elif sid & 1 and _STREAM_OPEN[state]:
+            count += 1
+    if gone:
+        streams, closed = conn.streams, conn._closed_streams
+        for sid in gone:
+            closed[sid] = streams.pop(sid).state_machine.stream_closed_by
+    return count
 
 
 def requests_received(conn, data: bytes) -> tuple[list, int]:
@@ -392,7 +411,9 @@ def requests_received(conn, data: bytes) -> tuple[list, int]:
                 or sid <= conn.highest_inbound_stream_id or sid in streams):
             break
         if opened < 0:
-            opened = conn.open_inbound_streams   # (also forgets the closed streams)
+            opened = _open_inbound(conn)
+            windows = (conn.local_settings.initial_window_size,
+                       conn.remote_settings.initial_window_size)
         if opened >= max_streams:
             break   # h2 refuses it
         try:
@@ -405,7 +426,7 @@ def requests_received(conn, data: bytes) -> tuple[list, int]:
                                                      conn.config.header_encoding)[1]
                     break
             else:
-                _open_stream(conn, sid)
+                _open_stream(conn, sid, *windows)
                 events.append((sid, headers))
         except ProtocolError as exc:   # as h2's receive_data: its GOAWAY queued, then raised
             conn._terminate_connection(exc.error_code)

@@ -11,6 +11,7 @@ import h2.connection
 import h2.events
 import h2.settings
 import pytest
+from h2.stream import StreamClosedBy
 from hpack import Decoder as HpackDecoder, Encoder as HpackEncoder
 
 from sidecar import events
@@ -280,9 +281,11 @@ def test_streams_made_past_h2_are_h2s_own(monkeypatch):
         client.send_headers(client.get_next_available_stream_id(), heads[3], end_stream=True)
         server.receive_data(client.data_to_send())   # h2's ProtocolError: GOAWAY
         got.append(bytes(io.out))
+        got.append((sorted(server.h2.streams), dict(server.h2._closed_streams)))
         states[fast] = got
     assert states[True] == states[False]
-    assert states[True][-1][-17 + 3] == 0x7   # the bad content-length's GOAWAY
+    assert states[True][-2][-17 + 3] == 0x7   # the bad content-length's GOAWAY
+    assert states[True][-1][1] == {3: StreamClosedBy.SEND_END_STREAM}   # forgotten when 9 came
 
 
 def test_response_heads_made_once_per_head_and_date(monkeypatch):
@@ -368,3 +371,28 @@ def test_request_records_packed_once_per_head_are_the_list_events(tls, monkeypat
         listed = front.request_event(stream, b"body", True)
         assert type(record) is bytes and type(listed) is list
         assert record == events.pack(listed)
+
+
+def test_open_streams_counted_as_h2_counts_them():
+    """h2_fast._open_inbound: h2's open_inbound_streams, the closed streams forgotten alike,
+    over streams open, half-closed, answered and reset."""
+    import copy
+
+    io, server = _server()
+    server.handler = handler = Answering(lambda ex: None)
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True,
+                                                                  header_encoding=None))
+    client.initiate_connection()
+    for n in range(12):
+        client.send_headers(client.get_next_available_stream_id(), _get(), end_stream=n % 3 == 0)
+    server.receive_data(client.data_to_send())
+    for ex in handler.pending[::4]:
+        ex.respond(ex, 200, [], b"ok")
+    client.reset_stream(3)
+    client.reset_stream(9)
+    server.receive_data(client.data_to_send())
+    other = copy.deepcopy(server.h2)
+    assert h2_fast._open_inbound(server.h2) == other.open_inbound_streams
+    assert server.h2.streams.keys() == other.streams.keys()
+    assert dict(server.h2._closed_streams) == dict(other._closed_streams)
+    assert 0 < len(server.h2.streams) < 12 and server.h2._closed_streams
