@@ -169,9 +169,12 @@ class H2Connection:
         now = self.io.now()
         limits = self.limits
         for ev in evs:
-            handler = _HANDLERS.get(type(ev))
-            if handler is not None:
-                handler(self, ev, now)
+            if type(ev) is tuple:   # h2_fast.requests_received's: a request without a body
+                self._request_in(ev[0], ev[1], False, now)
+            else:
+                handler = _HANDLERS.get(type(ev))
+                if handler is not None:
+                    handler(self, ev, now)
             if self.closed:
                 return
             # checked per event: a read holds thousands of frames, and the streams of a
@@ -188,10 +191,6 @@ class H2Connection:
 
     def _on_request(self, ev: h2.events.RequestReceived, now: float) -> None:
         self._request_in(ev.stream_id, ev.headers, ev.stream_ended is None, now)
-
-    def _on_whole_request(self, ev: tuple, now: float) -> None:
-        """h2_fast.requests_received's (stream_id, headers): a request without a body."""
-        self._request_in(ev[0], ev[1], False, now)
 
     def _request_in(self, sid: int, headers, more: bool, now: float) -> None:
         if self.draining:   # after our GOAWAY: refused, the client retries elsewhere
@@ -576,7 +575,6 @@ def _request(headers) -> h1.Request | None:
 
 _HANDLERS = {
     h2.events.RequestReceived: H2Connection._on_request,
-    tuple: H2Connection._on_whole_request,   # h2_fast.requests_received's
     h2.events.DataReceived: H2Connection._on_data,
     h2.events.StreamEnded: H2Connection._on_stream_ended,
     h2.events.TrailersReceived: H2Connection._on_trailers,
