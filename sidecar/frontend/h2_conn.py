@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from sidecar.events import HTTP_REQUEST
+from sidecar.events import HTTP_REQUEST, pack, request_record
 from sidecar.frontend.stream import Stream
 from sidecar.frontend.ws_stream import WebSocketStream
 from sidecar.http.h2_connection import H2Connection, H2Limits
@@ -115,8 +115,21 @@ class HTTP2Connection(asyncio.Protocol):
                                    stream.t0 if stream else time.monotonic(),
                                    stream and stream.link, stream.sid if stream else 0)
 
-    def request_event(self, stream: Stream, body: bytes, more: bool) -> list:
+    def pack_scope(self, req) -> bytes:
+        """For H2Connection (its RequestHeads, once per distinct request head): the ten scope
+        fields of ``req``'s HTTP_REQUEST packed, as request_event's record carries them."""
+        return b"".join(map(pack, self.scope_of.req_scope(req)))
+
+    def request_event(self, stream: Stream, body: bytes, more: bool) -> list | bytes:
+        """The stream's HTTP_REQUEST: a record of its head's packed scope (``req.packed``,
+        pack_scope) where it has one, else the event as a list."""
         conn = self.scope_of
+        packed = stream.req.packed
+        if packed is not None:
+            record = request_record(stream.sid, packed, body, more)
+            if conn.tls is not None:   # a fixarray of 14 (0x9e) becomes one of 15 (0x9f)
+                return b"\x9f" + record[1:] + conn._packed_tls
+            return record
         req = conn.req_scope(stream.req)
         ev = [HTTP_REQUEST, stream.sid, req[0], req[1], req[2], req[3], req[4], req[5],
               req[6], req[7], req[8], req[9], body, more]

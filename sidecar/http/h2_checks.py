@@ -9,14 +9,17 @@ each error is the one RFC 9113 and RFC 7541 require (tests/e2e/test_h2_conforman
 - h2 answers PROTOCOL_ERROR to a header block HPACK cannot decode and to a SETTINGS ACK with
   a payload; the RFCs say COMPRESSION_ERROR (9113 4.3) and FRAME_SIZE_ERROR (9113 6.5):
   ``rfc_code`` names the code for the GOAWAY instead.
+- h2's own GOAWAY (``close_connection``) would make it refuse the DATA of the streams still
+  finishing: ``goaway_frame`` writes one past its state machine.
 """
 from __future__ import annotations
 
 from h2.errors import ErrorCodes
 from h2.exceptions import ProtocolError
 from h2.utilities import HeaderValidationFlags, validate_headers
+from hyperframe.frame import GoAwayFrame
 
-__all__ = ["rfc_code", "valid_fields"]
+__all__ = ["goaway_frame", "rfc_code", "valid_fields"]
 
 _REQUEST = HeaderValidationFlags(is_client=False, is_trailer=False, is_response_header=False,
                                  is_push_promise=False)
@@ -40,3 +43,12 @@ def rfc_code(exc: Exception) -> ErrorCodes | None:
     if str(exc.__cause__ or "").startswith("SETTINGS ack frame must not have payload"):
         return ErrorCodes.FRAME_SIZE_ERROR
     return None
+
+
+def goaway_frame(last_stream_id: int, code: ErrorCodes) -> bytes:
+    """A GOAWAY frame written past h2's state machine, which would refuse to send the DATA of
+    the streams still finishing after its own (close_connection) one."""
+    frame = GoAwayFrame(0)
+    frame.last_stream_id = last_stream_id
+    frame.error_code = code
+    return frame.serialize()

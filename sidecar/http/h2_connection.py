@@ -29,22 +29,7 @@ Flow control, end to end (DESIGN.md: "WINDOW_UPDATE only for what the app read")
   allow; the rest waits in the exchange (``out``), and ``writable`` is false until it left, so
   the stream layer grants ring credit only for bytes the client's window took.
 
-Deadlines (``tick(now)``, about once a second), in the order they are checked
-
-    state                         deadline                       then
-    ----------------------------  -----------------------------  -------------------------------
-    output blocked (write_blocked) send_timeout since it blocked  abort; the streams are told
-    a stream's bytes held by a    send_timeout since the window   RST_STREAM CANCEL; the app is
-    zero window                   closed on them                  told (the others go on)
-    a WebSocket (RFC 8441)        its own: keepalive, close       (http/ws_connection.py)
-    no response start             timeout_request since the       the stream answers 504 (the
-                                  request came whole (or its      app is told); RST_STREAM
-                                  last DATA)                      NO_ERROR if its body still comes
-    a stream awaiting its body,   body_timeout since its last     408 (not once the response
-    the app having read it all    DATA                            started: a bidi stream may
-                                                                  wait long for the client)
-    no stream open                keepalive_timeout since the     GOAWAY NO_ERROR and close
-                                  last one ended                  (nginx: keepalive_timeout)
+Deadlines: ``tick(now)``, about once a second (sidecar/http/h2_deadlines.py has their table).
 
 WebSockets (RFC 8441): SETTINGS_ENABLE_CONNECT_PROTOCOL is 1 (``extended_connect``), and a
 CONNECT with ``:protocol websocket`` goes to ``handler.on_websocket(ex)``, which makes the
@@ -69,11 +54,10 @@ import h2.events
 import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
-from hyperframe.frame import GoAwayFrame
 
-from . import h1, h2_fast
+from . import h1, h2_deadlines, h2_fast
 from .fields import check_fields
-from .h2_checks import rfc_code, valid_fields
+from .h2_checks import goaway_frame as _goaway, rfc_code, valid_fields
 from .h2_exchange import H2Exchange, request_head, response_fields
 from .h2_preface import PREFACE, PREFACE_HEAD
 from .limits import H2Limits
@@ -120,7 +104,8 @@ class H2Connection:
         })
         conn.decoder.max_header_list_size = limits.max_header_list
         self.exchanges: dict[int, H2Exchange] = {}
-        self.heads = h2_fast.RequestHeads(_request)   # request heads seen, by fields
+        self.heads = h2_fast.RequestHeads(self._request)   # request heads seen, by fields
+        self.responses = h2_fast.ResponseHeads(response_fields)   # response heads, likewise
         self.closed = False
         self.draining = False
         self.goaway_sent = False
@@ -177,9 +162,12 @@ class H2Connection:
         now = self.io.now()
         limits = self.limits
         for ev in evs:
-            handler = _HANDLERS.get(type(ev))
-            if handler is not None:
-                handler(self, ev, now)
+            if type(ev) is tuple:   # h2_fast.requests_received's: a request without a body
+                self._request_in(ev[0], ev[1], False, now)
+            else:
+                handler = _HANDLERS.get(type(ev))
+                if handler is not None:
+                    handler(self, ev, now)
             if self.closed:
                 return
             # checked per event: a read holds thousands of frames, and the streams of a
@@ -195,13 +183,14 @@ class H2Connection:
         self._flush()
 
     def _on_request(self, ev: h2.events.RequestReceived, now: float) -> None:
-        sid = ev.stream_id
+        self._request_in(ev.stream_id, ev.headers, ev.stream_ended is None, now)
+
+    def _request_in(self, sid: int, headers, more: bool, now: float) -> None:
         if self.draining:   # after our GOAWAY: refused, the client retries elsewhere
             self.h2.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
             return
-        headers = ev.headers
         if headers and headers[0] is h2_fast.OVERSIZED:
-            self._oversized(sid, ev.stream_ended is None, now)
+            self._oversized(sid, more, now)
             return
         req = self.heads.of(headers) if h2_fast.speedups else _request(headers)
         if req is None or req.upgrade is not None and not self.extended_connect:
@@ -212,7 +201,6 @@ class H2Connection:
         self.exchanges[sid] = ex
         self.idle_since = None
         self.streams_total += 1
-        more = ev.stream_ended is None
         ex.body_done = not more
         if req.upgrade is None:
             self.handler.on_request(ex, b"", more)
@@ -223,6 +211,15 @@ class H2Connection:
             log.info("HTTP/2 extended CONNECT for %r from %s: %d", req.upgrade, self.io.peer,
                      status)
             self.error_response(ex, status)
+
+    def _request(self, headers) -> h1.Request | None:
+        """A request's head for RequestHeads (once per distinct head): with its HTTP_REQUEST
+        scope packed by the handler's ``pack_scope``, if it has one (frontend/h2_conn.py)."""
+        req = _request(headers)
+        pack_scope = getattr(self.handler, "pack_scope", None)
+        if req is not None and req.upgrade is None and pack_scope is not None:
+            req = req._replace(packed=pack_scope(req))
+        return req
 
     def _oversized(self, sid: int, more: bool, now: float) -> None:
         """A header list over --max-header-bytes (h2_fast.Decoder finished its block): 431 on
@@ -315,7 +312,7 @@ class H2Connection:
         else:
             ex = self.exchanges.get(ev.stream_id)
             if ex is not None and ex.out:
-                self._pump(ex)
+                ex.pump()
 
     def _on_settings(self, ev, now: float) -> None:
         self.control_frames += 1
@@ -345,11 +342,14 @@ class H2Connection:
             return False
         if not 200 <= status <= 999:
             raise ValueError(f"status {status} cannot start an HTTP/2 response")
-        fields, length = response_fields(status, headers, self.head_fields)
+        if h2_fast.speedups:
+            fields, length = self.responses.of(status, headers, self.head_fields)
+        else:
+            fields, length = response_fields(status, headers, self.head_fields)
         try:
             frames = h2_fast.response_headers(self.h2, ex.sid, fields)
             if frames is None:
-                self.h2.send_headers(ex.sid, fields)
+                self.h2.send_headers(ex.sid, list(fields))
             else:   # the common case, past h2's frame objects (h2_fast.py)
                 self.h2._data_to_send += frames
         except (h2.exceptions.ProtocolError, ValueError, TypeError) as exc:
@@ -368,13 +368,31 @@ class H2Connection:
         if end:
             ex.out_end = True
             ex.complete = not ex.want_trailers
-        self._pump(ex)
+        ex.pump()
         self._flush()
 
     def respond(self, ex: H2Exchange, status: int, headers, body: bytes) -> None:
         """A whole response (the app's start and last body in one batch, no trailers):
         ``start_response`` then ``send_data(ex, body, True)``, its HEADERS and DATA made by
         h2_fast in one step where they can be.  ValueError as start_response."""
+        if h2_fast.speedups and not ex.closed and 200 <= status <= 999:
+            fields, _ = self.responses.of(status, headers, self.head_fields)
+            try:
+                frames = h2_fast.response(self.h2, ex.sid, fields,
+                                          b"" if ex.head_only else body)
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"response head: {exc}") from None
+            if frames is not None:   # the common case: HEADERS and DATA, END_STREAM
+                ex.started = ex.out_end = ex.complete = True
+                ex.status = status
+                if not ex.head_only:
+                    ex.sent_bytes += len(body)
+                if self.h2._data_to_send:   # what h2 had queued goes first
+                    self._flush()
+                if not self.closed:
+                    self.io.write(frames)
+                self._ended(ex)
+                return
         self._start(ex, status, headers)
         if ex.closed or ex.complete:
             self._flush()
@@ -401,7 +419,7 @@ class H2Connection:
         ex.trailers = fields
         ex.out_end = True
         ex.complete = True
-        self._pump(ex)
+        ex.pump()
         self._flush()
 
     def error_response(self, ex: H2Exchange, status: int, extra_headers=()) -> None:
@@ -444,58 +462,10 @@ class H2Connection:
 
     # --- sending -------------------------------------------------------------------------
 
-    def _pump(self, ex: H2Exchange) -> None:
-        """Move ex's waiting bytes into h2 as far as the client's windows allow."""
-        conn, out, sid = self.h2, ex.out, ex.sid
-        try:
-            while out:
-                room = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
-                if room <= 0:
-                    if ex.blocked_since is None:
-                        ex.blocked_since = self.io.now()
-                    return
-                data = out[0]
-                if len(data) > room:
-                    out[0] = data[room:]
-                    data = data[:room]
-                    last = False
-                else:
-                    out.popleft()
-                    last = not out
-                end = last and ex.out_end and not ex.want_trailers
-                frame = h2_fast.response_data(conn, sid, data, end)
-                if frame is None:
-                    conn.send_data(sid, data, end_stream=end)
-                else:   # the common case, past h2's frame objects (h2_fast.py)
-                    conn._data_to_send += frame
-                if last and ex.out_end and not ex.want_trailers:
-                    self._ended(ex)
-                    return
-            ex.blocked_since = None
-            if ex.out_end:
-                if ex.want_trailers:
-                    if ex.trailers is None:
-                        return   # the app's trailers are still to come
-                    conn.send_headers(sid, ex.trailers, end_stream=True)
-                else:
-                    frame = h2_fast.response_data(conn, sid, b"", True)
-                    if frame is None:
-                        conn.end_stream(sid)
-                    else:
-                        conn._data_to_send += frame
-                self._ended(ex)
-            elif ex.stream is not None:
-                ex.stream.flush_owed()
-        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError) as exc:
-            # the client closed the stream under us (its reset's event is on its way)
-            log.debug("HTTP/2 stream %d: %s", sid, exc)
-            out.clear()
-            self._stream_gone(ex)
-
     def _pump_all(self) -> None:
         for ex in list(self.exchanges.values()):
             if ex.out or ex.out_end and not ex.ended:
-                self._pump(ex)
+                ex.pump()
 
     def _ended(self, ex: H2Exchange) -> None:
         """END_STREAM went out: the response is written."""
@@ -579,99 +549,21 @@ class H2Connection:
                 ex.stream.flush_owed()
 
     def start_drain(self) -> None:
-        """Shutdown/reload: GOAWAY NO_ERROR naming the last stream we take; the streams in
-        flight finish, then the connection closes (at once if none is)."""
-        if self.closed or self.draining:
-            return
-        self.draining = True
-        self._flush()
-        self.io.write(_goaway(self.h2.highest_inbound_stream_id, ErrorCodes.NO_ERROR))
-        self.goaway_sent = True
-        if not self.exchanges:
-            self._close()
-        for ex in list(self.exchanges.values()):
-            if ex.ws is not None:   # open WebSockets close 1012 (service restart), as on 1.1
-                ex.ws.start_drain()
+        """Shutdown/reload: GOAWAY NO_ERROR, the streams in flight finish (h2_deadlines.py)."""
+        h2_deadlines.start_drain(self)
 
     def stop_now(self) -> None:
-        """The graceful-shutdown timeout expired: streams that never started get 503; the
-        connection closes."""
-        if self.closed:
-            return
-        for ex in list(self.exchanges.values()):
-            if not ex.started:
-                if ex.stream is not None:
-                    ex.stream.client_gone()
-                self.error_response(ex, 503, ((b"retry-after", b"1"),))
-        self._flush()
-        self.closed = True
-        self._tell_streams()
-        self.io.close()   # the 503s go out; what the streams in flight had not sent is cut
+        """The graceful-shutdown timeout expired (h2_deadlines.py)."""
+        h2_deadlines.stop_now(self)
 
     def tick(self, now: float) -> None:
-        """Check the deadlines and start the flood counters over (module docstring)."""
-        self.control_frames = 0
-        self.resets = 0
-        if self.closed:
-            return
-        t = self.timeouts
-        blocked = self.write_blocked_since
-        if blocked is not None and now - blocked >= t.send:
-            log.info("send timeout (%.0fs): client %s takes no response bytes", t.send,
-                     self.io.peer)
-            self.closed = True
-            self._tell_streams()
-            self.io.abort()
-            return
-        for ex in list(self.exchanges.values()):
-            if ex.blocked_since is not None and now - ex.blocked_since >= t.send:
-                self.reset(ex, ErrorCodes.CANCEL, f"send timeout ({t.send:.0f}s): the client's "
-                                                  "window stayed closed")
-            elif ex.ws is not None:
-                ex.ws.tick(now)   # its keepalive and close deadlines (http/ws_connection.py)
-            elif t.request and not ex.started and now - ex.last_read >= t.request:
-                self._request_timed_out(ex, t.request)
-            elif (not ex.body_done and not ex.unacked and not ex.started
-                  and now - ex.last_read >= t.body):
-                # only before the response: a bidi stream (gRPC) that answers as the client
-                # sends may rightly wait long for the client's next message
-                log.info("request body timeout (%.0fs) from %s on stream %d", t.body,
-                         self.io.peer, ex.sid)
-                ex.stream.client_gone()
-                self.error_response(ex, 408)
-        if (not self.exchanges and self.idle_since is not None
-                and now - self.idle_since >= t.keepalive):
-            self._flush()
-            self.io.write(_goaway(self.h2.highest_inbound_stream_id, ErrorCodes.NO_ERROR))
-            self._close()
-        else:
-            self._flush()
-
-
-    def _request_timed_out(self, ex: H2Exchange, limit: float) -> None:
-        """No response start ``limit`` seconds after the request came whole: the stream
-        answers 504 and tells the app (as HTTP/1.1's); a body still coming is nobody's, and
-        RST_STREAM NO_ERROR after the answer tells the client to stop it (RFC 9113 8.1)."""
-        ex.stream.request_timed_out(limit)
-        if not ex.body_done and ex.ended and not self.closed:
-            try:
-                self.h2.reset_stream(ex.sid, ErrorCodes.NO_ERROR)
-            except h2.exceptions.ProtocolError:
-                pass
+        """Check the deadlines and start the flood counters over (h2_deadlines.py)."""
+        h2_deadlines.tick(self, now)
 
 
 def _request(headers) -> h1.Request | None:
     """A request's head, None if it is malformed (a stream error)."""
     return request_head(headers) if valid_fields(headers) else None
-
-
-def _goaway(last_stream_id: int, code: ErrorCodes) -> bytes:
-    """A GOAWAY frame written past h2's state machine, which would refuse to send the DATA of
-    the streams still finishing after its own (close_connection) one."""
-    frame = GoAwayFrame(0)
-    frame.last_stream_id = last_stream_id
-    frame.error_code = code
-    return frame.serialize()
 
 
 _HANDLERS = {

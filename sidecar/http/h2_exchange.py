@@ -4,20 +4,25 @@ port of the stream interface, and its request head in the form the HTTP/1.1 code
 An ``H2Exchange`` is its own port of the stream interface (``sidecar/frontend/stream.py``):
 the stream layer calls ``proto.start_response(ex, ...)`` with ``proto is ex``, and
 ``ex.closed`` is true once the client reset the stream or the connection is gone -- one
-stream's end is never another's.  Every method hands over to the connection, which owns the
-h2 state machine.
+stream's end is never another's.  Every method of that interface hands over to the
+connection, which owns the h2 state machine; ``pump`` moves the stream's waiting response
+bytes into it as the client's windows allow.
 """
 from __future__ import annotations
 
+import logging
 from collections import deque
 
+import h2.exceptions
 from h2.errors import ErrorCodes
 
-from . import h1
+from . import h1, h2_fast
 from .fields import check_fields
 from .h1_head import decode_path
 
 __all__ = ["H2Exchange", "request_head", "response_fields"]
+
+log = logging.getLogger("sidecar.frontend")
 
 # Response fields HTTP/2 forbids (RFC 9113 section 8.2.2): connection-specific ones.
 _HOP_BY_HOP = frozenset((b"connection", b"keep-alive", b"proxy-connection",
@@ -97,6 +102,59 @@ class H2Exchange:
 
     def body_read(self, ex, n: int) -> None:
         self.conn.body_read(self, n)
+
+    # --- sending: the connection calls pump when bytes or window came -------------------
+
+    def pump(self) -> None:
+        """Move the waiting response bytes (``out``) into h2 as far as the client's windows
+        allow: the end of the stream (or the trailers) after the last; ``blocked_since`` set
+        while a window holds them back, and the stream layer told when they all left."""
+        ex, owner = self, self.conn
+        conn, out, sid = owner.h2, self.out, self.sid
+        try:
+            while out:
+                room = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
+                if room <= 0:
+                    if ex.blocked_since is None:
+                        ex.blocked_since = owner.io.now()
+                    return
+                data = out[0]
+                if len(data) > room:
+                    out[0] = data[room:]
+                    data = data[:room]
+                    last = False
+                else:
+                    out.popleft()
+                    last = not out
+                end = last and ex.out_end and not ex.want_trailers
+                frame = h2_fast.response_data(conn, sid, data, end)
+                if frame is None:
+                    conn.send_data(sid, data, end_stream=end)
+                else:   # the common case, past h2's frame objects (h2_fast.py)
+                    conn._data_to_send += frame
+                if last and ex.out_end and not ex.want_trailers:
+                    owner._ended(ex)
+                    return
+            ex.blocked_since = None
+            if ex.out_end:
+                if ex.want_trailers:
+                    if ex.trailers is None:
+                        return   # the app's trailers are still to come
+                    conn.send_headers(sid, ex.trailers, end_stream=True)
+                else:
+                    frame = h2_fast.response_data(conn, sid, b"", True)
+                    if frame is None:
+                        conn.end_stream(sid)
+                    else:
+                        conn._data_to_send += frame
+                owner._ended(ex)
+            elif ex.stream is not None:
+                ex.stream.flush_owed()
+        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError) as exc:
+            # the client closed the stream under us (its reset's event is on its way)
+            log.debug("HTTP/2 stream %d: %s", sid, exc)
+            out.clear()
+            owner._stream_gone(ex)
 
 
 def request_head(headers) -> h1.Request | None:

@@ -15,9 +15,12 @@ saw a moment ago.  So, measured with ``python -m benchmarks.frontend --http2``:
   ``send_data`` / ``end_stream`` would (headers_sent; the flow-control windows; CLOSED,
   closed by END_STREAM).  They act only in the states where those h2 calls do exactly that
   (the connection open, the stream open or half-closed by the client, no trailers, the bytes
-  within the windows): anything else returns None and h2 does it, as before.
+  within the windows): anything else returns None and h2 does it, as before.  ``response``
+  is the two for a whole response (H2Connection.respond), their guards taken once.
 - ``RequestHeads`` makes each distinct request head of a connection once (checked, as an
-  ``h1.Request``: request_head and valid_fields are pure functions of the fields).
+  ``h1.Request``: request_head and valid_fields are pure functions of the fields), and
+  ``ResponseHeads`` each distinct response head's HTTP/2 fields (response_fields is one of
+  the status, the app's fields and the server's, whose Date changes once a second).
 - ``Decoder`` remembers the header lists of blocks that did not change the HPACK table (a
   block of indexed fields: the same request from a client or proxy, again and again) while the
   table stays as it was, and ``Encoder.encode_block`` likewise the response blocks.  An HPACK
@@ -31,17 +34,21 @@ tests/http run both ways, and tests/http/test_h2_fast.py compares the bytes of t
 from __future__ import annotations
 
 import os
+import struct
 
 from h2.connection import (AllowedStreamIDs, ConnectionInputs, ConnectionState,
                            _decode_headers)
 from h2.exceptions import ProtocolError
-from h2.stream import StreamClosedBy, StreamState
+from h2.stream import H2Stream as _H2Stream, H2StreamStateMachine as _Machine
+from h2.stream import STREAM_OPEN as _STREAM_OPEN, StreamClosedBy, StreamState
+from h2.windows import WindowManager as _WindowManager
 from hpack import Decoder as _Decoder, Encoder as _Encoder, HeaderTuple
 from hpack.exceptions import HPACKDecodingError, OversizedHeaderListError
 
 __all__ = ["speedups", "OVERSIZED", "OVERSIZE_FACTOR", "Decoder", "Encoder", "RequestHeads",
+           "ResponseHeads",
            "requests_received",
-           "response_headers", "response_data"]
+           "response_headers", "response_data", "response"]
 
 #: Whether H2Connection uses the paths of this module; tests run both ways.
 speedups = os.environ.get("SIDECAR_NO_SPEEDUPS", "") in ("", "0")
@@ -60,6 +67,7 @@ _CLOSED = StreamState.CLOSED
 _BY_END_STREAM = StreamClosedBy.SEND_END_STREAM
 _RECV_HEADERS = ConnectionInputs.RECV_HEADERS
 _CLIENT_STREAMS = AllowedStreamIDs.ODD
+_new = object.__new__
 
 
 def _table_state(table) -> tuple:
@@ -202,10 +210,54 @@ class RequestHeads(dict):
 _UNSEEN = object()
 
 
+class ResponseHeads(dict):
+    """A connection's response heads by (status, the app's fields) -- an app repeats a few:
+    each one's HTTP/2 fields made once by ``make`` (h2_exchange.response_fields: checked,
+    the server's own fields added), as a tuple with its content-length.  The server's Date
+    changes once a second: a new one forgets them all.  At most 64 of at most 4 KiB each."""
+
+    def __init__(self, make):
+        super().__init__()
+        self.make = make
+        self.date = None
+
+    def of(self, status: int, headers, hf) -> tuple[tuple, bytes | None]:
+        if hf.date_value is not self.date:
+            self.clear()
+            self.date = hf.date_value
+        try:
+            key = (status, *map(tuple, headers))
+        except TypeError:   # not pairs: response_fields says what is wrong
+            key = None
+        got = self.get(key)
+        if got is None:
+            fields, length = self.make(status, headers, hf)
+            got = tuple(fields), length
+            if key is not None and sum(len(n) + len(v) for n, v in fields) <= 4096:
+                if len(self) >= _CACHE_MAX:
+                    self.clear()
+                self[key] = got
+        return got
+
+
+_HEAD = struct.Struct(">BHBBL")   # a frame header: length (24 bits), type, flags, stream
+
+
 def _frame(kind: int, flags: int, sid: int, payload: bytes) -> bytes:
     n = len(payload)
-    return bytes((n >> 16, (n >> 8) & 0xFF, n & 0xFF, kind, flags)) + sid.to_bytes(4, "big") \
-        + payload
+    return _HEAD.pack(n >> 16, n & 0xFFFF, kind, flags, sid) + payload
+
+
+def _headers_frames(sid: int, block: bytes, size: int) -> bytes:
+    """HEADERS, and CONTINUATION past the frame size ``size``, carrying ``block``."""
+    n = len(block)
+    if n <= size:
+        return _HEAD.pack(n >> 16, n & 0xFFFF, 0x1, 0x4, sid) + block   # END_HEADERS
+    parts = [block[i:i + size] for i in range(0, n, size)]
+    out = [_frame(0x1, 0, sid, parts[0])]
+    out.extend(_frame(0x9, 0, sid, part) for part in parts[1:-1])
+    out.append(_frame(0x9, 0x4, sid, parts[-1]))
+    return b"".join(out)
 
 
 def response_headers(conn, sid: int, fields: list) -> bytes | None:
@@ -213,7 +265,8 @@ def response_headers(conn, sid: int, fields: list) -> bytes | None:
     server connection ``conn``, its state moved as ``conn.send_headers`` would; None where
     h2 must do it (not ``speedups``, the connection or the stream not in a sending state, the
     head already sent)."""
-    # (the guard down to ``machine`` is written out here and in response_data: once a frame)
+    # (the guard down to ``machine`` is written out here, in response_data and in response:
+    # once a frame)
     if not speedups or conn.state_machine.state is not _OPEN:
         return None
     stream = conn.streams.get(sid)
@@ -224,14 +277,35 @@ def response_headers(conn, sid: int, fields: list) -> bytes | None:
         return None
     block = conn.encoder.encode_block(fields)
     machine.headers_sent = True
+    return _headers_frames(sid, block, conn.max_outbound_frame_size)
+
+
+def response(conn, sid: int, fields, body: bytes) -> bytes | None:
+    """A whole response in one step: ``response_headers(conn, sid, fields)`` then
+    ``response_data(conn, sid, body, True)``, their guards taken once, before anything is
+    encoded; None where either would be (h2, or those two apart, must do it)."""
+    if not speedups or conn.state_machine.state is not _OPEN:
+        return None
+    stream = conn.streams.get(sid)
+    if stream is None:
+        return None
+    machine = stream.state_machine
+    if (machine.state is not _HALF_CLOSED_REMOTE or machine.headers_sent
+            or machine.client is not False):
+        return None
+    n = len(body)
     size = conn.max_outbound_frame_size
-    if len(block) <= size:
-        return _frame(0x1, 0x4, sid, block)   # HEADERS, END_HEADERS
-    parts = [block[i:i + size] for i in range(0, len(block), size)]
-    out = [_frame(0x1, 0, sid, parts[0])]
-    out.extend(_frame(0x9, 0, sid, part) for part in parts[1:-1])
-    out.append(_frame(0x9, 0x4, sid, parts[-1]))
-    return b"".join(out)
+    if n and (n > conn.outbound_flow_control_window or n > stream.outbound_flow_control_window
+              or n > size):
+        return None
+    out = _headers_frames(sid, conn.encoder.encode_block(fields), size)
+    machine.headers_sent = True
+    if n:
+        conn.outbound_flow_control_window -= n
+        stream.outbound_flow_control_window -= n
+    machine.state = _CLOSED
+    machine.stream_closed_by = _BY_END_STREAM
+    return out + _HEAD.pack(n >> 16, n & 0xFFFF, 0x0, 0x1, sid) + body   # DATA, END_STREAM
 
 
 def response_data(conn, sid: int, data: bytes, end: bool) -> bytes | None:
@@ -264,15 +338,62 @@ def response_data(conn, sid: int, data: bytes, end: bool) -> bytes | None:
     return _frame(0x0, 0x0, sid, data)
 
 
+def _open_stream(conn, sid: int, inbound: int, outbound: int) -> None:
+    """The stream ``sid`` of ``conn`` in the state h2's ``_begin_new_stream`` and then its
+    ``receive_headers(headers, end_stream=True)`` leave it in for a request whose fields
+    have no content-length and no :status (half-closed by the client, nothing expected),
+    made without stepping its state machine: the attributes are H2Stream's and
+    H2StreamStateMachine's own (tests/http/test_h2_fast.py compares them with h2's);
+    ``inbound`` and ``outbound`` are the initial windows of our and the client's SETTINGS."""
+    machine = _new(_Machine)
+    machine.__dict__ = {"state": _HALF_CLOSED_REMOTE, "stream_id": sid, "client": False,
+                        "headers_sent": None, "trailers_sent": None, "headers_received": True,
+                        "trailers_received": None, "stream_closed_by": None}
+    window = _new(_WindowManager)
+    window.__dict__ = {"max_window_size": inbound, "current_window_size": inbound,
+                       "_bytes_processed": 0}
+    stream = _new(_H2Stream)
+    stream.__dict__ = {"state_machine": machine, "stream_id": sid,
+                       "max_outbound_frame_size": conn.max_outbound_frame_size,
+                       "request_method": None,
+                       "outbound_flow_control_window": outbound,
+                       "_inbound_window_manager": window, "_expected_content_length": None,
+                       "_actual_content_length": 0, "_authority": None, "config": conn.config}
+    conn.streams[sid] = stream
+    conn.highest_inbound_stream_id = sid
+
+
+def _open_inbound(conn) -> int:
+    """h2's ``open_inbound_streams`` (the client's streams open in any sense, the closed
+    ones forgotten as h2 forgets them, into ``_closed_streams``) without its two property
+    calls per stream."""
+    count = 0
+    gone = []
+    for sid, stream in conn.streams.items():
+        state = stream.state_machine.state
+        if state is _CLOSED:
+            gone.append(sid)
+        elif sid & 1 and _STREAM_OPEN[state]:
+            count += 1
+    if gone:
+        streams, closed = conn.streams, conn._closed_streams
+        for sid in gone:
+            closed[sid] = streams.pop(sid).state_machine.stream_closed_by
+    return count
+
+
 def requests_received(conn, data: bytes) -> tuple[list, int]:
-    """The events of the whole requests without a body at the start of ``data`` (HEADERS
-    with END_STREAM and END_HEADERS, no padding or priority, opening a new stream within
-    the concurrency limit) as the h2 server connection ``conn`` makes them, past its frame
-    objects, and the bytes they took: h2 is given the rest (from the first other frame).
-    The stream is made and its state moved by h2's own calls; what is skipped is the frame
-    parsing, the per-frame dispatch and the count of open streams, once per read here
-    instead of per frame.  ([], 0) where h2 must do it all (not ``speedups``, a preface,
-    a partial frame or header block in h2's buffer, the connection not open)."""
+    """The whole requests without a body at the start of ``data`` (HEADERS with END_STREAM
+    and END_HEADERS, no padding or priority, opening a new stream within the concurrency
+    limit) taken as the h2 server connection ``conn`` takes them, past its frame objects,
+    and the bytes they took: h2 is given the rest (from the first other frame).  Each is a
+    ``(stream_id, headers)`` tuple, in place of h2's RequestReceived and StreamEnded events,
+    its stream made by ``_open_stream``; a head with content-length or :status (which h2
+    checks) is h2's events, its stream made and moved by h2's own calls.  What is skipped is
+    the frame parsing, the per-frame dispatch and the count of open streams (once per read
+    here), and h2's stream state machine stepped per request.  ([], 0) where h2 must do it
+    all (not ``speedups``, a preface, a partial frame or header block in h2's buffer, the
+    connection not open)."""
     buf = conn.incoming_buffer
     if (not speedups or buf._preamble_len or buf._data or buf._headers_buffer
             or conn.state_machine.state is not _OPEN):
@@ -282,6 +403,7 @@ def requests_received(conn, data: bytes) -> tuple[list, int]:
     max_size = conn.max_inbound_frame_size
     streams = conn.streams
     opened = -1
+    max_streams = conn.local_settings.max_concurrent_streams
     while i + 9 <= end and data[i + 3] == 0x1 and data[i + 4] == 0x5:   # END_STREAM|HEADERS
         length = (data[i] << 16) | (data[i + 1] << 8) | data[i + 2]
         sid = int.from_bytes(data[i + 5:i + 9], "big")
@@ -289,14 +411,23 @@ def requests_received(conn, data: bytes) -> tuple[list, int]:
                 or sid <= conn.highest_inbound_stream_id or sid in streams):
             break
         if opened < 0:
-            opened = conn.open_inbound_streams   # (also forgets the closed streams)
-        if opened >= conn.local_settings.max_concurrent_streams:
+            opened = _open_inbound(conn)
+            windows = (conn.local_settings.initial_window_size,
+                       conn.remote_settings.initial_window_size)
+        if opened >= max_streams:
             break   # h2 refuses it
         try:
             headers = _decode_headers(conn.decoder, data[i + 9:i + 9 + length])
-            conn.state_machine.process_input(_RECV_HEADERS)
-            stream = conn._begin_new_stream(sid, _CLIENT_STREAMS)
-            events += stream.receive_headers(headers, True, conn.config.header_encoding)[1]
+            for name, _ in headers:
+                if name == b"content-length" or name == b":status":   # h2 checks these
+                    conn.state_machine.process_input(_RECV_HEADERS)
+                    stream = conn._begin_new_stream(sid, _CLIENT_STREAMS)
+                    events += stream.receive_headers(headers, True,
+                                                     conn.config.header_encoding)[1]
+                    break
+            else:
+                _open_stream(conn, sid, *windows)
+                events.append((sid, headers))
         except ProtocolError as exc:   # as h2's receive_data: its GOAWAY queued, then raised
             conn._terminate_connection(exc.error_code)
             raise
