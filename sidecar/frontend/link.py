@@ -16,7 +16,13 @@ from sidecar.events import RESPONSE_BODY, RESPONSE_START
 from sidecar.frontend.cost import ALPHA, DEFAULT_COST, MAX_SAMPLE, RouteCosts
 from sidecar.ring import Consumer, Producer
 from sidecar.ring_link import EARLY_RECORDS, Batcher, RingLink
+from sidecar.http import h1
 from sidecar.worker.config import LinkConfig
+
+try:   # events.check_all's C twin (native/h1_api.c), once a batch; SIDECAR_NO_SPEEDUPS: Python
+    from sidecar._h1api import check_all as _c_check_all
+except ImportError:
+    _c_check_all = None
 
 log = logging.getLogger("sidecar.frontend")
 
@@ -299,7 +305,8 @@ class WorkerLink(RingLink):
         self.last_progress = now = self.loop.time()
         check, streams = events.check, self.streams
         # the usual batch passes as a whole (one call); else each event is checked
-        checked = events.check_all(evs)
+        checked = (_c_check_all(evs) if _c_check_all is not None and h1.speedups
+                   else events.check_all(evs))
         i, n = 0, len(evs)
         while i < n:
             ev = evs[i]
