@@ -101,7 +101,9 @@ class Sidecar:
         and its SSL context), which the starting server on this 2-core machine would lose."""
         url = urllib.parse.urlsplit(self.url)
         try:
-            with socket.create_connection((url.hostname, url.port), timeout=1.0) as s:
+            # a probe that gave up while its request was in flight would leave a stream the
+            # app cannot answer: under load, wait for the answer (a refused connect is at once)
+            with socket.create_connection((url.hostname, url.port), timeout=5.0) as s:
                 s.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
                           % self.ready_path.encode())
                 return s.recv(16).startswith(b"HTTP/1.")

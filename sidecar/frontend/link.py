@@ -74,7 +74,7 @@ class WorkerLink(RingLink):
     __slots__ = ("to_worker", "to_host", "index", "costs", "work_end", "last_done", "ready",
                  "draining", "pid", "requests", "last_progress", "_held_since",
                  "_held_stream", "_on_failure", "_final_counters", "_on_hello",
-                 "on_stream_end", "board", "board_entry")
+                 "on_stream_end", "board", "board_entry", "costly_at")
 
     def __init__(self, index: int, capacity: int,
                  on_failure: Callable[["WorkerLink", str], None], batcher: Batcher,
@@ -103,6 +103,7 @@ class WorkerLink(RingLink):
         self.pid: int | None = None
         self.requests = 0
         self.last_progress = 0.0  # loop time of the last record, or of going busy
+        self.costly_at = -1e9     # loop time it was last handed a stream not known to be cheap
         self._held_since = -1.0   # the `alive` time _held_stream was found for
         self._held_stream = None  # the stream taken to hold the worker's loop since then
         self._on_failure = on_failure
@@ -275,6 +276,8 @@ class WorkerLink(RingLink):
             alive = self.alive_at()
             start = alive + PULSE if now - alive > HELD else now
         cost = self.costs.expect(route)
+        if cost >= PACK_ROUTE:
+            self.costly_at = now
         work_end = self.work_end
         self.work_end = (work_end if work_end > start else start) + cost
         streams[sid] = stream

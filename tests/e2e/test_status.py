@@ -66,17 +66,22 @@ def test_status_text_and_json(sc):
     with sc.client() as c:
         for _ in range(6):
             assert c.get("/scope").status_code == 200
+    def records_due(st) -> int:
+        # out of the workers: a HELLO each, start + body + APP_DONE for each of our six
+        # requests, and at least an APP_DONE for every other stream (a readiness probe that
+        # gave up under load and left has no response: its app's send failed)
+        return len(st["workers"]) + 3 * 6 + (st["requests"] - 6)
+
     def settled():
         # a response can reach the client before its stream's APP_DONE is in the ring (the
         # worker's next batch), and a stream leaves the in-flight count at its last body:
-        # read the counters once no stream is in flight and each worker's last records are
-        # in (a request is start + body + APP_DONE out, below; the HELLO is the + 1)
+        # read the counters once no stream is in flight and the last records are in
         out = status("--control", ctl, "--json")
         assert out.returncode == 0, out.stderr
         st = json.loads(out.stdout)
-        return st if all(w["inflight"] == 0
-                         and w["rings"]["to_host"]["records"] >= 3 * w["requests"] + 1
-                         for w in st["workers"]) else None
+        workers = st["workers"]
+        return st if all(w["inflight"] == 0 for w in workers) and sum(
+            w["rings"]["to_host"]["records"] for w in workers) >= records_due(st) else None
 
     st = wait_for(settled, 10, interval=0.05, what="no stream in flight")
     assert st["pid"] == sc.proc.pid and st["state"] == "ready"
@@ -90,9 +95,9 @@ def test_status_text_and_json(sc):
         for ring in w["rings"].values():
             assert ring["capacity"] == 4 << 20 and 0 <= ring["used"] < ring["capacity"]
             assert ring["full"] == 0 and ring["wakeups"] <= ring["records"]
-        # a request is one HTTP_REQUEST record in, and start + body + APP_DONE (+ HELLO) out
+        # a request is one HTTP_REQUEST record in; out, at least its APP_DONE and the HELLO
         assert w["rings"]["to_worker"]["records"] >= w["requests"]
-        assert w["rings"]["to_host"]["records"] >= 3 * w["requests"] + 1
+        assert w["rings"]["to_host"]["records"] >= w["requests"] + 1
         assert w["rings"]["to_host"]["bytes"] > 0
     text = status("--control", ctl)
     assert text.returncode == 0, text.stderr

@@ -216,6 +216,35 @@ def test_a_worker_handed_a_route_not_seen_yet_is_passed_over_until_it_is_done(fa
     assert _pick((a, b), loop, costs) is a
 
 
+def test_a_beat_just_after_a_route_not_seen_yet_does_not_make_its_worker_packable(fast):
+    """The worker beat (a timer due in the turn that read the stream) just before the new
+    request's app blocked its loop: that beat shows no progress on the stream."""
+    loop, costs, (a, b) = fast
+    t = loop.now
+    _open(a, 1, b"/new")
+    _beats(a, lambda: t + 0.0001)
+    for dt in (0.0002, 0.002, 0.0039, 0.005, 0.008, 0.011, 0.02, 0.5):
+        loop.now = t + dt
+        assert _pick((a, b), loop, costs) is b, dt
+    _beats(a, lambda: t + 0.5)   # its loop runs again, PULSE and more after the hand-over
+    loop.now = t + 0.5001
+    assert _pick((a, b), loop, costs) is a
+
+
+def test_packing_holds_off_at_real_loop_times(fast):
+    """busy() of a worker just handed a route not seen yet is PACK_BUDGET exactly, in theory;
+    at loop times like a real monotonic clock's, float rounding made it smaller half the
+    time, and the worker was packed onto."""
+    loop, costs, (a, b) = fast
+    for i in range(100):
+        t = loop.now = 7000.0 + i * 0.0137
+        _open(a, i, b"/new")
+        for dt in (0.0003, 0.001, 0.0021, 0.0033):
+            loop.now = t + dt
+            assert _pick((a, b), loop, costs) is b, (t, dt)
+        _done(a, loop, i)
+
+
 def test_a_stalled_worker_is_passed_over(fast):
     loop, costs, (a, b) = fast
     _open(a, 1, b"/fast")
