@@ -23,6 +23,11 @@
  * the cffi path (its packing waits for the caller's new scope).  `limits` is h1_limits_t's
  * bytes; `scope` None (parse only) or (scheme, addrs, root, rescope) as h1_scope_t takes it.
  *
+ *   check_all(evs) -> bool
+ *
+ * is sidecar/events.py's check_all (a batch of a worker's events, all of the usual kinds and
+ * well-formed), for WorkerLink._on_records: once a batch.
+ *
  * No state but scratch buffers: the front-end calls it from its loop's thread only, and the
  * GIL is held throughout (nothing here releases it). */
 #define PY_SSIZE_T_CLEAN
@@ -347,7 +352,63 @@ static PyObject *limits_size(PyObject *self, PyObject *unused) {
     return PyLong_FromSize_t(sizeof(h1_limits_t));
 }
 
+/* check_all(evs) -> bool: sidecar/events.py's check_all, its twin (the same tests, in the
+ * same order of kinds): whether every event of a batch from a worker is one of the kinds of
+ * every request or message, well-formed.  False also for anything it is not sure of (an
+ * event that is not a list, a kind that is not an int): the front-end then checks event by
+ * event with events.check, which says what is wrong.  The kinds are docs/protocol.md's
+ * (tests/http/test_response_head.py compares the two on a corpus). */
+enum { K_HTTP_BODY = 2, K_WS_RECEIVE = 5, K_RESPONSE_START = 33, K_RESPONSE_BODY = 34,
+       K_WS_SEND = 37, K_APP_DONE = 39 };
+
+static int is_bool(PyObject *o) { return o == Py_True || o == Py_False; }
+
+static PyObject *check_all(PyObject *self, PyObject *evs) {
+    (void)self;
+    if (!PyList_CheckExact(evs)) Py_RETURN_FALSE;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(evs); i++) {
+        PyObject *ev = PyList_GET_ITEM(evs, i);
+        if (!PyList_CheckExact(ev) || PyList_GET_SIZE(ev) < 3) Py_RETURN_FALSE;
+        PyObject *kind_obj = PyList_GET_ITEM(ev, 0);
+        if (!PyLong_CheckExact(kind_obj)) Py_RETURN_FALSE;
+        int overflow = 0;
+        long kind = PyLong_AsLongAndOverflow(kind_obj, &overflow);
+        if (overflow || (kind == -1 && PyErr_Occurred())) {
+            PyErr_Clear();
+            Py_RETURN_FALSE;
+        }
+        Py_ssize_t n = PyList_GET_SIZE(ev);
+        PyObject *a = PyList_GET_ITEM(ev, 2);
+        if (kind == K_RESPONSE_BODY || kind == K_HTTP_BODY) {
+            if (n == 4 && PyBytes_CheckExact(a) && is_bool(PyList_GET_ITEM(ev, 3))) continue;
+        } else if (kind == K_APP_DONE) {
+            if (n == 3 && (a == Py_None || PyUnicode_CheckExact(a))) continue;
+        } else if (kind == K_RESPONSE_START) {
+            if (n == 5 && PyLong_CheckExact(a) && is_bool(PyList_GET_ITEM(ev, 4))
+                    && PyList_CheckExact(PyList_GET_ITEM(ev, 3))) {
+                PyObject *headers = PyList_GET_ITEM(ev, 3);
+                for (Py_ssize_t j = 0; j < PyList_GET_SIZE(headers); j++) {
+                    PyObject *pair = PyList_GET_ITEM(headers, j);
+                    if (!PyList_CheckExact(pair) || PyList_GET_SIZE(pair) != 2
+                            || !PyBytes_CheckExact(PyList_GET_ITEM(pair, 0))
+                            || !PyBytes_CheckExact(PyList_GET_ITEM(pair, 1)))
+                        Py_RETURN_FALSE;
+                }
+                continue;
+            }
+        } else if (kind == K_WS_SEND || kind == K_WS_RECEIVE) {
+            if (n == 4 && (PyBytes_CheckExact(a) || PyUnicode_CheckExact(a))
+                    && is_bool(PyList_GET_ITEM(ev, 3)))
+                continue;
+        }
+        Py_RETURN_FALSE;
+    }
+    Py_RETURN_TRUE;
+}
+
 static PyMethodDef methods[] = {
+    {"check_all", check_all, METH_O,
+     "check_all(evs) -> bool: sidecar.events.check_all's C twin (False: check each event)"},
     {"parse_request", (PyCFunction)(void (*)(void))parse_request, METH_FASTCALL,
      "parse_request(data, pos, limits, scope) -> None, False, (size, Request) or "
      "(size, facts, headers, packed)"},

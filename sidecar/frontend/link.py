@@ -13,10 +13,16 @@ from typing import Callable, Protocol
 
 from sidecar import events
 from sidecar.events import RESPONSE_BODY, RESPONSE_START
-from sidecar.frontend.cost import DEFAULT_COST, RouteCosts
+from sidecar.frontend.cost import ALPHA, DEFAULT_COST, MAX_SAMPLE, RouteCosts
 from sidecar.ring import Consumer, Producer
-from sidecar.ring_link import Batcher, RingLink
+from sidecar.ring_link import EARLY_RECORDS, Batcher, RingLink
+from sidecar.http import h1
 from sidecar.worker.config import LinkConfig
+
+try:   # events.check_all's C twin (native/h1_api.c), once a batch; SIDECAR_NO_SPEEDUPS: Python
+    from sidecar._h1api import check_all as _c_check_all
+except ImportError:
+    _c_check_all = None
 
 log = logging.getLogger("sidecar.frontend")
 
@@ -58,7 +64,7 @@ class Stream(Protocol):
     t_dispatch: float   # loop time it was dispatched
 
     def on_worker_event(self, ev: list) -> None: ...
-    def on_response(self, start: list, body: list) -> None: ...
+    def on_response(self, start: list, body: list) -> bool | None: ...
     def on_worker_lost(self) -> None: ...
 
 
@@ -279,7 +285,20 @@ class WorkerLink(RingLink):
         board = self.board
         if board is not None:   # board.publish(work_end), without the call (per request)
             board.times[board.mine] = self.work_end
-        self.send(record)
+        if self.backlog or self.closed:
+            self.send(record)
+            return cost, now
+        # RingLink.send's usual case, written out (change both together): once a request
+        pending = self.pending
+        pending.append(record)
+        if len(pending) >= EARLY_RECORDS:
+            self._write_pending()
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            if self.batcher is None:
+                self.loop.call_soon(self.flush)
+            else:
+                self.batcher.add(self)
         return cost, now
 
     # --- events in -----------------------------------------------------------------------
@@ -289,7 +308,8 @@ class WorkerLink(RingLink):
         self.last_progress = now = self.loop.time()
         check, streams = events.check, self.streams
         # the usual batch passes as a whole (one call); else each event is checked
-        checked = events.check_all(evs)
+        checked = (_c_check_all(evs) if _c_check_all is not None and h1.speedups
+                   else events.check_all(evs))
         i, n = 0, len(evs)
         while i < n:
             ev = evs[i]
@@ -321,8 +341,20 @@ class WorkerLink(RingLink):
                             and evs[i][1] == sid and evs[i][0] == RESPONSE_BODY
                             and not evs[i][3]):
                         # a whole response in one batch (the usual case): one call
-                        stream.on_response(ev, evs[i])
+                        whole = stream.on_response(ev, evs[i])
                         i += 1
+                        if (whole and i < n and evs[i][1] == sid and evs[i][0] == events.APP_DONE
+                                and evs[i][2] is None and streams.get(sid) is stream):
+                            # and its APP_DONE with it (the keep-alive cycle's usual batch):
+                            # the APP_DONE branch above, without on_worker_event's call --
+                            # for a response that is whole already (on_response said so),
+                            # all it would do is mark the app done
+                            i += 1
+                            del streams[sid]
+                            stream.app_done = True
+                            self._stream_done(stream, now)
+                            if self.on_stream_end is not None:
+                                self.on_stream_end(self)
                         continue
                     stream.on_worker_event(ev)
             elif ev[0] == events.HELLO:
@@ -343,7 +375,19 @@ class WorkerLink(RingLink):
         # cost 20 ms (learning that would send the next ones away from an idle worker)
         done = self.last_done
         self.last_done = now
-        self.costs.learn(stream.route, now - done if done > stream.t_dispatch else elapsed)
+        sample = now - done if done > stream.t_dispatch else elapsed
+        if 0.0 <= sample <= MAX_SAMPLE:
+            # RouteCosts.learn, written out (change both together): once a request
+            costs = self.costs
+            table = costs.table
+            key = stream.route
+            old = table.get(key)
+            if old is None:
+                if len(table) >= costs.size:
+                    del table[next(iter(table))]
+                table[key] = sample
+            else:
+                table[key] = old + ALPHA * (sample - old)
         if not self.streams:
             self.work_end = now
         else:

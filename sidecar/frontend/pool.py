@@ -518,7 +518,9 @@ class WorkerPool:
             self._count(link)
 
     def _on_stream_end(self, link: WorkerLink) -> None:
-        self.dispatcher.on_stream_end(link)
+        dispatcher = self.dispatcher
+        if dispatcher.waiting:   # Dispatcher.on_stream_end, without its call (per request)
+            dispatcher.serve_waiting()
         w = self._workers.get(link)
         if w is not None and w.drained is not None and not link.streams:
             w.drained.set()

@@ -293,15 +293,17 @@ class Stream(StreamBase):
         else:
             self._fail(f"unexpected event kind {kind} on an HTTP stream")
 
-    def on_response(self, start: list, body: list) -> None:
+    def on_response(self, start: list, body: list) -> bool | None:
         """A whole response (RESPONSE_START without trailers, then the last RESPONSE_BODY):
         a protocol that can (H1Connection.respond) writes it with one call; anything
-        unusual goes event by event, as the twin of this path."""
+        unusual goes event by event, as the twin of this path.  True when the response is
+        complete by it: an APP_DONE without error after it then only marks the app done
+        (WorkerLink._on_records does that without on_worker_event's call)."""
         proto, ex = self.proto, self.ex
         respond = getattr(proto, "respond", None)
         if respond is None or proto.closed or ex.started:
             StreamBase.on_response(self, start, body)
-            return
+            return None
         headers = start[3]
         if self.conn.server.access_detail:
             self.t_first = time.monotonic()
@@ -314,6 +316,8 @@ class Stream(StreamBase):
                       req.target.decode("latin-1"), exc)
             proto.error_response(ex, 500)
             self._on_body(body[2], False)   # as it comes after a refused start
+            return None
+        return ex.complete
 
     def _on_recv_credit(self, n: int) -> None:
         if not self.credit_seen:

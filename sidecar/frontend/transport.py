@@ -5,6 +5,7 @@ object as its ``io``.  Here, and only here for an HTTP connection, bytes meet th
 
 - ``write``: bytes are gathered for the loop iteration and sent with one ``send()`` at its
   end (the Batcher calls ``flush``), however many responses or records produced them;
+  ``write_now``: at once, if nothing gathered waits (a connection's only response);
 - ``close`` once what was written is sent; ``linger``: half-close (FIN) once it is sent and
   go on reading (the protocol drops what comes) -- nginx's lingering close; ``abort`` at once;
 - ``pause_reading``/``resume_reading``; ``can_linger``; ``now`` (the loop's clock, the only
@@ -32,6 +33,17 @@ class Transport:
         if not out:
             self.batcher.add(self)
         out.append(data)
+
+    def write_now(self, data: bytes) -> None:
+        """``write``, sent at once when nothing of this iteration waits before it: for a
+        connection's only response in flight (H1Connection.respond's usual case) there is
+        nothing to gather, and the Batcher's two calls are saved."""
+        if self._out:
+            self.write(data)
+            return
+        transport = self.transport
+        if not transport.is_closing():
+            transport.write(data)
 
     def flush(self) -> None:
         """Write this iteration's bytes with one send (called by the Batcher)."""

@@ -41,8 +41,9 @@ mutated heads (tests/http/test_h1_speedups.py). ``SIDECAR_NO_SPEEDUPS=1`` in the
 or ``speedups = False`` here, turns the C path off.
 
 The rules a request head must follow (request line, header fields, framing, connection)
-are ``sidecar.http.h1_head``'s, which checks a complete head.  This module frames heads
-and bodies:
+are ``sidecar.http.h1_head``'s, which checks a complete head; the parser's Python path for a
+head (llhttp fed as it arrives, then those checks) is there too (``PythonHeads``), as is the
+grammar of chunk lines and trailer fields.  This module frames heads and bodies:
 
 Chunked bodies (section 7.1)
   * chunk-size: 1 to 16 hex digits; chunk extensions are checked against the grammar and
@@ -58,39 +59,19 @@ Responses are written by ``sidecar.http.h1_response``.
 from __future__ import annotations
 
 import os
-import re
 import struct
 import threading
 
 from httptools import HttpRequestParser
-from httptools.parser.errors import (HttpParserError, HttpParserInvalidMethodError,
-                                     HttpParserUpgrade)
 
 from .h1_events import Body, EndOfMessage, ProtocolError, Request
 from .h1_events import _END, _body, _new_request
-from .h1_head import (_CRLFS, _TCHAR, _Head, _Reject, _llhttp, _llhttp_reject,
-                      _method_undecided, check_head, decode_path)
+from .h1_head import (_CHUNK_LINE, _FIELD_LINE, _FORBIDDEN_TRAILERS, PythonHeads, _Head, _Reject,
+                      decode_path)
 from .limits import MAX_CHUNK_LINE, Limits
 
 __all__ = ["Request", "Body", "EndOfMessage", "ProtocolError", "RequestParser", "Limits"]
 
-
-# --- grammar of chunked bodies ----------------------------------------------------------
-
-_QUOTED = rb'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'
-_CHUNK_LINE = re.compile(
-    rb"([0-9A-Fa-f]{1,16})(?:[ \t]*;[ \t]*[%s]+(?:[ \t]*=[ \t]*(?:[%s]+|%s))?)*"
-    % (_TCHAR, _TCHAR, _QUOTED))
-_FIELD_LINE = re.compile(rb"([%s]+):[ \t]*[\t\x20-\x7e\x80-\xff]*" % _TCHAR)
-
-# RFC 9110 section 6.5.1: fields that must not be in trailers. Receiving one means an attack
-# (a second framing or routing opinion) or a broken client, so the request is refused.
-_FORBIDDEN_TRAILERS = frozenset((
-    b"content-length", b"transfer-encoding", b"host", b"connection", b"keep-alive",
-    b"upgrade", b"te", b"trailer", b"expect", b"proxy-connection", b"content-type",
-    b"content-encoding", b"content-range", b"authorization", b"proxy-authorization",
-    b"cookie", b"cache-control", b"max-forwards", b"range", b"if-match", b"if-none-match",
-    b"if-modified-since", b"if-unmodified-since", b"if-range"))
 
 # parser states
 _HEAD, _BODY, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_CRLF, _TRAILER = range(6)
@@ -171,8 +152,9 @@ _scratch = threading.local()
 
 # --- parser ------------------------------------------------------------------------------
 
-class RequestParser:
-    """Sans-I/O HTTP/1.1 request parser for one connection. See the module docstring."""
+class RequestParser(PythonHeads):
+    """Sans-I/O HTTP/1.1 request parser for one connection. See the module docstring.
+    (Its Python path for heads, llhttp and check_head, is ``h1_head.PythonHeads``.)"""
 
     __slots__ = ("_limits", "_upgrade_protocols", "_hp", "_cb", "_state", "_buf", "_fed",
                  "_rl_len", "_error", "_keep_alive", "_remaining", "_body_seen", "_trailer_bytes",
@@ -231,19 +213,49 @@ class RequestParser:
                 rescope is not None))
             self._api_scope = (scheme, addrs, root_path, rescope is not None)
 
-    def feed(self, data: bytes) -> list[Request | Body | EndOfMessage | ProtocolError]:
-        """Parse ``data`` (any split of the stream) and return the events it completes."""
-        events: list = []
+    def feed_one(self, data: bytes) -> Request | list:
+        """``feed(data)``, for the connection's usual read: where ``data`` is exactly one
+        usual head (no body, no upgrade: what native/h1_api.c makes the Request of), that
+        Request itself, without its EndOfMessage; else feed's list of events.  One call
+        where feed and _fast_head were two: the keep-alive cycle's hot path
+        (H1Connection.receive_data).  Without the C-API speedup, ``feed`` as it is."""
+        if (self._state == _HEAD and not self._buf and speedups and type(data) is bytes
+                and _api_parse_request is not None):
+            # _fast_head's C-API case, written out (change both together)
+            climits = self._climits
+            if climits is None:
+                climits = self._climits = _api_limits(self._limits)
+            got = _api_parse_request(data, 0, climits, self._api_scope)
+            if got is not None and got is not False:
+                if len(got) == 2:   # the usual head: its Request made in C
+                    size, req = got
+                    self._keep_alive = keep_alive = req[7]
+                    if not keep_alive:
+                        self._state = _CLOSED
+                    if size == len(data):
+                        self.head_pending = False
+                        return req
+                    return self.feed(data, size, [req, _END])
+                events: list = []
+                size = self._fast_rest(data, 0, got[0], got[1], got[2], got[3], events)
+                return self.feed(data, size, events)
+        return self.feed(data)
+
+    def feed(self, data: bytes, pos: int = 0, events: list | None = None
+             ) -> list[Request | Body | EndOfMessage | ProtocolError]:
+        """Parse ``data`` (any split of the stream) and return the events it completes.
+        (``pos`` and ``events``: feed_one's, whose C call took data[:pos] with these.)"""
+        if events is None:
+            events = []
         state = self._state
         if state >= _UPGRADED:
             if state == _UPGRADED:
-                self._trailing += data
+                self._trailing += data[pos:] if pos else data
             self.head_pending = False
             return events
         # the parse loop, written out here: one call less per receive
         try:
             n = len(data)
-            pos = 0
             if self._buf:
                 pos = self._resume(data, events)
                 if pos < 0:
@@ -417,79 +429,6 @@ class RequestParser:
 
     # --- heads ---------------------------------------------------------------------------
 
-    def _head_incomplete(self, old: int) -> None:
-        """The head in the buffer has no end yet; ``old`` = its bytes already looked at."""
-        buf = self._buf
-        if self._fed == 0:   # nothing of this head parsed yet: skip empty lines before it
-            if buf.startswith(b"\r\n"):
-                del buf[:_CRLFS.match(buf).end()]
-                old = 0
-            if not buf or buf == b"\r":
-                return
-        self._head_progress(buf, old, False)
-
-    def _head_progress(self, buf, old: int, final: bool) -> HttpParserError | None:
-        """Give llhttp what it may see of the head in ``buf`` and apply the limits.
-
-        ``final``: buf is the whole head (CRLF CRLF included); returns what llhttp refused
-        after the head, if anything. Otherwise feeds the partial request line (llhttp's
-        method and URL states are pure C) and whole header lines only (httptools
-        concatenates partial names and values, quadratic byte by byte). Before a limit is
-        applied llhttp has seen exactly the bytes within it, so the status never depends on
-        how the input was split into reads.
-        """
-        limits = self._limits
-        rl = self._rl_len
-        if rl < 0:
-            rl = self._rl_len = buf.find(b"\r\n", max(0, old - 1))
-        window = limits.max_request_line + 1
-        if rl >= window or (rl < 0 and len(buf) > window):
-            self._feed_head(buf, window, buf[:window], False)
-            raise _Reject(414, "request line too long")
-        if len(buf) > limits.max_header_bytes:
-            window = limits.max_header_bytes + 1
-            self._feed_head(buf, buf.rfind(b"\n", 0, window) + 1, buf[:rl], False)
-            raise _Reject(431, "request header section too large")
-        if final:
-            return self._feed_head(buf, len(buf), buf[:rl], False)
-        if rl < 0:
-            return self._feed_head(buf, len(buf), buf, True)
-        return self._feed_head(buf, buf.rfind(b"\n", max(self._fed, old)) + 1, buf[:rl], False)
-
-    def _feed_head(self, buf, upto: int, line, wait: bool) -> HttpParserError | None:
-        """Feed llhttp ``buf[fed:upto]``; a refusal before the head's end raises _Reject.
-
-        ``line``: the request line (or what there is of it) for classifying a refusal.
-        ``wait``: more bytes may come, so a refused method whose token is still running is
-        held back (501 or 400 depends on the byte after it).
-        Returns what llhttp refused after a complete head (the caller's checks come first).
-        """
-        exc = self._error
-        fed = self._fed
-        if exc is None and upto > fed:
-            self._fed = upto
-            hp = self._hp
-            if hp is None:
-                hp = self._hp = _llhttp(self._cb)
-            try:
-                hp.feed_data(buf if fed == 0 and upto == len(buf) and type(buf) is bytes
-                             else bytes(buf[fed:upto]))
-            except HttpParserUpgrade:
-                self._hp = None   # llhttp stopped after the head; never reuse it
-                return None
-            except HttpParserError as error:
-                self._hp = None
-                if self._cb.complete:
-                    return error
-                exc = error
-        if exc is None:
-            return None
-        line = bytes(line)
-        if wait and isinstance(exc, HttpParserInvalidMethodError) and _method_undecided(line):
-            self._error = exc
-            return None
-        raise _llhttp_reject(line, exc)
-
     def _fast_head(self, data: bytes, pos: int, events: list) -> int:
         """The C speedup (native/h1.c) on a head at ``data[pos:]``: its length once its
         Request is emitted, or 0 if the Python path must parse it (incomplete, unusual or
@@ -588,54 +527,6 @@ class RequestParser:
             None if upgrade_start < 0 else data[upgrade_start:upgrade_end].lower(),
             None if content_length < 0 else content_length, chunked == 1, packed)
         return size
-
-    def _on_head(self, head: bytes, events: list) -> None:
-        """``head`` runs from the request line to CRLF CRLF inclusive."""
-        rl_end = head.find(b"\r\n")
-        if rl_end == 0:   # empty lines before the request line: skip them
-            head = head[_CRLFS.match(head).end():]
-            if not head:
-                return
-            rl_end = head.find(b"\r\n")
-        limits = self._limits
-        cb = self._cb
-        line = head[:rl_end]
-        error = None
-        if (self._fed or self._error is not None or rl_end > limits.max_request_line
-                or len(head) > limits.max_header_bytes):
-            self._rl_len = rl_end
-            error = self._head_progress(head, 0, True)
-            self._fed = 0
-            self._rl_len = -1
-        else:   # the usual case: a whole head within the limits, in one piece
-            hp = self._hp
-            if hp is None:
-                hp = self._hp = _llhttp(cb)
-            try:
-                hp.feed_data(head)
-            except HttpParserUpgrade:
-                self._hp = None   # llhttp stopped after the head; never reuse it
-            except HttpParserError as exc:
-                self._hp = None
-                if not cb.complete:
-                    raise _llhttp_reject(line, exc) from None
-                error = exc
-        if not cb.complete:   # llhttp holds some heads back, e.g. the HTTP/2 preface's
-            raise _llhttp_reject(line, "head not complete")
-        headers = cb.headers
-        framing = cb.framing
-        cb.headers = []
-        cb.framing = []
-        cb.complete = False
-
-        (method, target, raw_path, query_string, http_version, keep_alive, expect_continue,
-         upgrade, content_length, chunked) = check_head(line, rl_end, headers, framing, limits,
-                                                        error)
-        self._emit_request(events, method, target,
-                           decode_path(raw_path) if b"%" in raw_path
-                           else raw_path.decode("latin-1"),   # llhttp allows ASCII only
-                           raw_path, query_string, http_version, headers, keep_alive,
-                           expect_continue, upgrade, content_length, chunked)
 
     def _emit_request(self, events: list, method: bytes, target: bytes, path: str,
                       raw_path: bytes, query_string: bytes, http_version: str, headers: list,

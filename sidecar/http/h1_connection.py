@@ -8,7 +8,8 @@ rules, 100-continue, the unread body of an answered request, lingering close, an
 timeout.  It reads no clock (the time is passed in), touches no socket and runs no event
 loop: it acts through the two objects it is given --
 
-    io        write(bytes), pause_reading(), resume_reading(), close() (once written),
+    io        write(bytes), write_now(bytes) (nothing to gather: send at once),
+              pause_reading(), resume_reading(), close() (once written),
               linger() (half-close once written, keep reading to drop), abort(),
               can_linger(), now() (the clock), peer (the client, for log lines)
     handler   on_request(ex, body, more) -- a new exchange; the handler sets ``ex.stream``
@@ -72,6 +73,7 @@ from collections import deque
 from http import HTTPStatus
 
 from . import h1, h1_response
+from .h1_response import _api_response
 from .h1_exchange import Exchange, Timeouts
 
 log = logging.getLogger("sidecar.frontend")
@@ -152,10 +154,28 @@ class H1Connection:
             return   # lingering: dropped (the parser is stopped)
         parser = self.parser
         try:
-            evs = parser.feed(data)
+            evs = parser.feed_one(data)
         except Exception:  # a parser bug must not take the process down
             log.exception("request parser failed")
             evs = [h1.ProtocolError(400, "unparseable request")]
+        if type(evs) is h1.Request:
+            # The keep-alive cycle's hot path: the read was exactly one usual head (no body,
+            # no upgrade; RequestParser.feed_one).  A written-out copy of the loop below and
+            # _on_request for that case (change them together): with nothing in flight, the
+            # exchange goes to the handler at once.
+            self.head_since = None
+            self.idle_since = None
+            pipeline = self.pipeline
+            if not pipeline and not self.over_limit:
+                ex = Exchange(evs, self.next_key, now)
+                self.next_key += 1
+                if self.draining:
+                    ex.keep_alive = False
+                ex.body_done = True
+                pipeline.append(ex)
+                self.handler.on_request(ex, b"", False)
+                return
+            evs = [evs, h1._END]
         if parser.head_pending:   # a head began: its deadline runs from its first byte
             if self.head_since is None:
                 self.head_since = now
@@ -326,22 +346,45 @@ class H1Connection:
         if not ex.body_done and req.expect_continue and not ex.continue_sent:
             keep_alive = False  # the client never sent the body it announced
         fields = self.head_fields
-        data, chunked, keep_alive = h1_response.response_whole(
-            status, headers, body, method=req.method, http_version=req.http_version,
-            keep_alive=keep_alive, date=fields.date_value, server=fields.server_header,
-            extra=fields.extra_fields)
+        # h1_response.response_whole's C-API call, written out (change both together): the
+        # usual response in one C call, its Python twin where it declines
+        whole = (_api_response(status, headers, body, req.method, req.http_version, keep_alive,
+                               fields.date_value, fields.server_header, fields.extra_fields)
+                 if _api_response is not None and h1.speedups else None)
+        if whole is None:
+            whole = h1_response.response_whole(
+                status, headers, body, method=req.method, http_version=req.http_version,
+                keep_alive=keep_alive, date=fields.date_value, server=fields.server_header,
+                extra=fields.extra_fields)
+        data, chunked, keep_alive = whole
         ex.started = True
         ex.status = status
         ex.chunked = chunked and not ex.head_only
         ex.keep_alive = keep_alive
         if not ex.head_only:
             ex.sent_bytes += len(body)
-        if not self.closed:
-            if ex.buffer is None:
-                self.io.write(data)
-            else:
-                ex.buffer.append(data)
         ex.complete = True
+        if self.closed:
+            return   # (_exchange_complete does nothing on a closed connection either)
+        pipeline = self.pipeline
+        if (ex.buffer is None and keep_alive and ex.body_done and not self.draining
+                and not self.paused_by and len(pipeline) == 1):
+            # The keep-alive cycle's hot path: the only exchange in flight, its request read
+            # whole, the connection kept.  A written-out copy of _exchange_complete for that
+            # case (change them together): the stream is told, the pipeline is empty, the
+            # connection idle.  Nothing to gather for it: written at once (io.write_now).
+            self.io.write_now(data)
+            stream = ex.stream
+            if stream is not None:
+                stream.finished()
+            pipeline.popleft()
+            ex.stream = None   # no reference cycle (see _exchange_complete)
+            self.idle_since = UNSTAMPED
+            return
+        if ex.buffer is None:
+            self.io.write(data)
+        else:
+            ex.buffer.append(data)
         self._exchange_complete(ex)
 
     def send_data(self, ex: Exchange, data: bytes, end: bool = False) -> None:

@@ -4,6 +4,8 @@
 and hands it to llhttp (httptools) in strict mode for the grammar; ``check_head`` then applies
 the RFC 9110/9112 semantics llhttp lacks, and decides every status a head can be refused with.
 The C speedup (native/h1.c) takes only heads these rules accept, read the same way.
+``PythonHeads`` is the parser's own Python path for a head (llhttp, then ``check_head``),
+where the C speedup declines or is off.
 
 Rules (RFC 9112 unless noted; "-> N" = ProtocolError with status N)
 -------------------------------------------------------------------
@@ -63,11 +65,12 @@ import re
 from urllib.parse import unquote_to_bytes
 
 from httptools import HttpRequestParser
-from httptools.parser.errors import HttpParserInvalidMethodError, HttpParserInvalidURLError
+from httptools.parser.errors import (HttpParserError, HttpParserInvalidMethodError,
+                                     HttpParserInvalidURLError, HttpParserUpgrade)
 
 from .limits import Limits
 
-__all__ = ["check_head", "decode_path", "transfer_coding"]
+__all__ = ["check_head", "decode_path", "transfer_coding", "PythonHeads"]
 
 # --- grammar of heads ---------------------------------------------------------------------------
 
@@ -80,6 +83,22 @@ _ABSOLUTE_FORM = re.compile(rb"[A-Za-z][A-Za-z0-9+\-.]*://[^/?#]*")
 # uri-host [":" port]: IP-literal, or reg-name / IPv4address (RFC 3986 section 3.2.2).
 _HOST = re.compile(rb"(?:\[[0-9A-Za-z:.\-_~!$&'()*+,;=%]+\]|[0-9A-Za-z.\-_~!$&'()*+,;=%]*)"
                    rb"(?::[0-9]*)?")
+
+# Chunked bodies (h1.RequestParser): chunk lines and trailer fields.
+_QUOTED = rb'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'
+_CHUNK_LINE = re.compile(
+    rb"([0-9A-Fa-f]{1,16})(?:[ \t]*;[ \t]*[%s]+(?:[ \t]*=[ \t]*(?:[%s]+|%s))?)*"
+    % (_TCHAR, _TCHAR, _QUOTED))
+_FIELD_LINE = re.compile(rb"([%s]+):[ \t]*[\t\x20-\x7e\x80-\xff]*" % _TCHAR)
+
+# RFC 9110 section 6.5.1: fields that must not be in trailers. Receiving one means an attack
+# (a second framing or routing opinion) or a broken client, so the request is refused.
+_FORBIDDEN_TRAILERS = frozenset((
+    b"content-length", b"transfer-encoding", b"host", b"connection", b"keep-alive",
+    b"upgrade", b"te", b"trailer", b"expect", b"proxy-connection", b"content-type",
+    b"content-encoding", b"content-range", b"authorization", b"proxy-authorization",
+    b"cookie", b"cache-control", b"max-forwards", b"range", b"if-match", b"if-none-match",
+    b"if-modified-since", b"if-unmodified-since", b"if-range"))
 
 # Header fields the parser acts on (everything else is only passed along).
 _FRAMING_FIELDS = frozenset((b"host", b"content-length", b"transfer-encoding", b"connection",
@@ -284,3 +303,136 @@ def transfer_coding(te: bytes, cl: bytes | None, http_version: str) -> bool:
     if len(codings) > 1:
         raise _Reject(501, "unsupported transfer coding")
     return True
+
+
+# --- the Python path for heads ------------------------------------------------------------
+
+class PythonHeads:
+    """``h1.RequestParser``'s Python path for a head (split off from it, where the C
+    speedup declines or is off): an incomplete head goes to llhttp line by line as it
+    arrives, a whole one at once, and ``check_head`` applies what llhttp does not; the
+    Request comes from the parser's ``_emit_request``.  Its state is the parser's (slots
+    there)."""
+
+    __slots__ = ()
+
+    def _head_incomplete(self, old: int) -> None:
+        """The head in the buffer has no end yet; ``old`` = its bytes already looked at."""
+        buf = self._buf
+        if self._fed == 0:   # nothing of this head parsed yet: skip empty lines before it
+            if buf.startswith(b"\r\n"):
+                del buf[:_CRLFS.match(buf).end()]
+                old = 0
+            if not buf or buf == b"\r":
+                return
+        self._head_progress(buf, old, False)
+
+    def _head_progress(self, buf, old: int, final: bool) -> HttpParserError | None:
+        """Give llhttp what it may see of the head in ``buf`` and apply the limits.
+
+        ``final``: buf is the whole head (CRLF CRLF included); returns what llhttp refused
+        after the head, if anything. Otherwise feeds the partial request line (llhttp's
+        method and URL states are pure C) and whole header lines only (httptools
+        concatenates partial names and values, quadratic byte by byte). Before a limit is
+        applied llhttp has seen exactly the bytes within it, so the status never depends on
+        how the input was split into reads.
+        """
+        limits = self._limits
+        rl = self._rl_len
+        if rl < 0:
+            rl = self._rl_len = buf.find(b"\r\n", max(0, old - 1))
+        window = limits.max_request_line + 1
+        if rl >= window or (rl < 0 and len(buf) > window):
+            self._feed_head(buf, window, buf[:window], False)
+            raise _Reject(414, "request line too long")
+        if len(buf) > limits.max_header_bytes:
+            window = limits.max_header_bytes + 1
+            self._feed_head(buf, buf.rfind(b"\n", 0, window) + 1, buf[:rl], False)
+            raise _Reject(431, "request header section too large")
+        if final:
+            return self._feed_head(buf, len(buf), buf[:rl], False)
+        if rl < 0:
+            return self._feed_head(buf, len(buf), buf, True)
+        return self._feed_head(buf, buf.rfind(b"\n", max(self._fed, old)) + 1, buf[:rl], False)
+
+    def _feed_head(self, buf, upto: int, line, wait: bool) -> HttpParserError | None:
+        """Feed llhttp ``buf[fed:upto]``; a refusal before the head's end raises _Reject.
+
+        ``line``: the request line (or what there is of it) for classifying a refusal.
+        ``wait``: more bytes may come, so a refused method whose token is still running is
+        held back (501 or 400 depends on the byte after it).
+        Returns what llhttp refused after a complete head (the caller's checks come first).
+        """
+        exc = self._error
+        fed = self._fed
+        if exc is None and upto > fed:
+            self._fed = upto
+            hp = self._hp
+            if hp is None:
+                hp = self._hp = _llhttp(self._cb)
+            try:
+                hp.feed_data(buf if fed == 0 and upto == len(buf) and type(buf) is bytes
+                             else bytes(buf[fed:upto]))
+            except HttpParserUpgrade:
+                self._hp = None   # llhttp stopped after the head; never reuse it
+                return None
+            except HttpParserError as error:
+                self._hp = None
+                if self._cb.complete:
+                    return error
+                exc = error
+        if exc is None:
+            return None
+        line = bytes(line)
+        if wait and isinstance(exc, HttpParserInvalidMethodError) and _method_undecided(line):
+            self._error = exc
+            return None
+        raise _llhttp_reject(line, exc)
+
+    def _on_head(self, head: bytes, events: list) -> None:
+        """``head`` runs from the request line to CRLF CRLF inclusive."""
+        rl_end = head.find(b"\r\n")
+        if rl_end == 0:   # empty lines before the request line: skip them
+            head = head[_CRLFS.match(head).end():]
+            if not head:
+                return
+            rl_end = head.find(b"\r\n")
+        limits = self._limits
+        cb = self._cb
+        line = head[:rl_end]
+        error = None
+        if (self._fed or self._error is not None or rl_end > limits.max_request_line
+                or len(head) > limits.max_header_bytes):
+            self._rl_len = rl_end
+            error = self._head_progress(head, 0, True)
+            self._fed = 0
+            self._rl_len = -1
+        else:   # the usual case: a whole head within the limits, in one piece
+            hp = self._hp
+            if hp is None:
+                hp = self._hp = _llhttp(cb)
+            try:
+                hp.feed_data(head)
+            except HttpParserUpgrade:
+                self._hp = None   # llhttp stopped after the head; never reuse it
+            except HttpParserError as exc:
+                self._hp = None
+                if not cb.complete:
+                    raise _llhttp_reject(line, exc) from None
+                error = exc
+        if not cb.complete:   # llhttp holds some heads back, e.g. the HTTP/2 preface's
+            raise _llhttp_reject(line, "head not complete")
+        headers = cb.headers
+        framing = cb.framing
+        cb.headers = []
+        cb.framing = []
+        cb.complete = False
+
+        (method, target, raw_path, query_string, http_version, keep_alive, expect_continue,
+         upgrade, content_length, chunked) = check_head(line, rl_end, headers, framing, limits,
+                                                        error)
+        self._emit_request(events, method, target,
+                           decode_path(raw_path) if b"%" in raw_path
+                           else raw_path.decode("latin-1"),   # llhttp allows ASCII only
+                           raw_path, query_string, http_version, headers, keep_alive,
+                           expect_continue, upgrade, content_length, chunked)

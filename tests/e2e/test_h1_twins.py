@@ -62,3 +62,37 @@ def test_http10_close_delimited_body_is_the_same(twins):
     data = b"GET /?b=until%20the%20close HTTP/1.0\r\n\r\n"
     got = _exchange(c, data)
     assert got.endswith(b"\r\n\r\nuntil the close") and got == _exchange(py, data)
+
+
+def _one_per_read(sc: Sidecar, lines: list[bytes]) -> list[bytes]:
+    """Each request alone on the wire, its answer read before the next is sent: the
+    keep-alive cycle's hot path (one head a read, the whole response in one batch)."""
+    s = socket.create_connection(("127.0.0.1", sc.port), timeout=10)
+    answers = []
+    try:
+        for line in lines:
+            s.sendall(line + b"\r\nHost: x\r\n\r\n")
+            out = b""
+            while b"\r\n\r\n" not in out:
+                out += s.recv(65536)
+            head, _, body = out.partition(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            while len(body) < length:
+                body += s.recv(65536)
+            answers.append(out[:len(head) + 4] + body)
+    finally:
+        s.close()
+    return answers
+
+
+def test_keep_alive_one_request_per_read_is_the_same(twins):
+    c, py = twins
+    lines = [b"GET /?b=one&h=content-length=3 HTTP/1.1",
+             b"GET /?s=404&b=no&h=content-length=2 HTTP/1.1",
+             b"GET /?b=" + b"z" * 2000 + b"&h=content-length=2000 HTTP/1.1",
+             b"GET /?b=bad&h=bad%20name=x HTTP/1.1"]   # refused: 500, and the close
+    got = _one_per_read(c, lines)
+    assert [a.split(b"\r\n", 1)[0] for a in got] == [
+        b"HTTP/1.1 200 OK", b"HTTP/1.1 404 Not Found", b"HTTP/1.1 200 OK",
+        b"HTTP/1.1 500 Internal Server Error"]
+    assert got == _one_per_read(py, lines)

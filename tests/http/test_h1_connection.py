@@ -35,6 +35,8 @@ class IO:
     def write(self, data):
         self.out += data
 
+    write_now = write
+
     def take(self) -> bytes:
         data, self.out = bytes(self.out), bytearray()
         return data
@@ -630,3 +632,52 @@ def _run_response(whole: bool, request: bytes, status, headers, body, last: bool
 @pytest.mark.parametrize("case", RESPOND_CASES, ids=range(len(RESPOND_CASES)))
 def test_respond_is_start_response_and_send_data_in_one_call(case, last):
     assert _run_response(True, *case, last) == _run_response(False, *case, last)
+
+
+# --- the keep-alive cycle's hot path: receive_data and respond written out for the usual read
+
+def _cycle(general: bool, monkeypatch, script):
+    """Run ``script`` (reads, answers, drains) on a Conn; what an observer sees after each
+    step.  ``general``: every read through feed and the event loop (the hot path's twin)."""
+    with monkeypatch.context() as m:
+        if general:
+            m.setattr(h1.RequestParser, "feed_one", h1.RequestParser.feed)
+        c = Conn()
+        seen = []
+        for step, arg in script:
+            if step == "read":
+                c.rec.clock += 1.0
+                c.feed(arg)
+            elif step == "respond":
+                ex = c.streams[arg].ex
+                c.respond(ex, 200, [(b"content-length", b"2")], b"ok")
+            elif step == "over":
+                c.over_limit = True
+            else:
+                c.start_drain()
+            seen.append((c.rec.take(), list(c.rec.calls), c.closed, len(c.pipeline),
+                         c.head_since, c.idle_since, sorted(c.paused_by), c.next_key,
+                         [(s.body, s.finished_count, s.ex.key, s.ex.body_done, s.ex.keep_alive,
+                           s.ex.since, s.ex.buffer, s.ex.stream is None) for s in c.streams]))
+        return seen
+
+
+CYCLES = [
+    [("read", GET % b"a"), ("respond", 0), ("read", GET % b"b"), ("respond", 1)],
+    [("read", GET % b"a"), ("read", GET % b"b"), ("respond", 1), ("respond", 0)],
+    [("read", GET % b"a"), ("read", b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+     ("respond", 0), ("respond", 1)],
+    [("read", b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"), ("respond", 0)],
+    [("read", b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n"), ("respond", 0)],
+    [("read", b"GET / HTTP/1.0\r\n\r\n"), ("respond", 0)],
+    [("read", GET % b"a"), ("drain", None), ("respond", 0)],
+    [("over", None), ("read", GET % b"a")],
+    [("read", (GET % b"a")[:7]), ("read", (GET % b"a")[7:]), ("respond", 0)],
+    [("read", b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"), ("respond", 0),
+     ("read", GET % b"b"), ("respond", 1)],
+]
+
+
+@pytest.mark.parametrize("script", CYCLES, ids=range(len(CYCLES)))
+def test_the_hot_path_is_its_general_twin(monkeypatch, script):
+    assert _cycle(False, monkeypatch, script) == _cycle(True, monkeypatch, script)

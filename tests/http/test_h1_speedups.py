@@ -279,3 +279,30 @@ def test_environment_switch(value, enabled):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True, timeout=60)
     assert out.stdout.strip() == str(enabled)
+
+
+def test_feed_one_is_feed_with_the_usual_head_handed_back_alone(monkeypatch):
+    """RequestParser.feed_one (the connection's per-read call): where a read is exactly one
+    usual head, the Request itself, else feed's events; either way what feed gives, on the
+    same reads, with the parser in the same state after -- with the C-API speedup and without
+    (tests/http/conftest.py runs both: without it, feed_one is feed)."""
+    close = b"GET /c HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+    reads = [[WRK], [WRK, WRK, BROWSER], [WRK + WRK], [WRK + CURL, WRK], [CURL, WRK],
+             [CHUNKED, WRK], [CHUNKED[:-3], CHUNKED[-3:] + WRK], [WRK[:10], WRK[10:], WRK],
+             [WEBSOCKET + b"rest"], [close, WRK], [close + WRK], [b"\r\n" + WRK, WRK],
+             [NGINX], [OPTIONS, b"GET /bad\r\n\r\n", WRK]]
+    alone = 0
+    for seq in reads:
+        one, every = RequestParser(), RequestParser()
+        for data in seq:
+            got = one.feed_one(data)
+            want = every.feed(data)
+            if type(got) is Request:
+                alone += 1
+                assert want == [got, h1._END] and got.content_length in (None, 0), data
+                assert got.upgrade is None and not got.chunked
+            else:
+                assert got == want, data
+            assert (one.head_pending, one.mid_request, one.expecting_body) == (
+                every.head_pending, every.mid_request, every.expecting_body), data
+    assert alone == (11 if h1.speedups and h1._api_parse_request is not None else 0)

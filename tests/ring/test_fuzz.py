@@ -154,3 +154,33 @@ def test_mutated_valid_events_raise_only_protocol_error():
             else:
                 data[at:at] = rng.randbytes(rng.randrange(1, 4))
         decode_and_check(bytes(data))
+
+
+def test_check_all_in_c_is_its_python_twin():
+    """sidecar._h1api.check_all (the front-end's check of a worker's batch, native/h1_api.c)
+    says True or False exactly where events.check_all does, on random and mutated batches
+    of decoded events -- and True only where events.check accepts every event."""
+    from sidecar._h1api import check_all as c_check_all
+    rng = random.Random(17)
+    usual = [[events.RESPONSE_START, 3, 200, [[b"content-type", b"text/plain"]], False],
+             [events.RESPONSE_BODY, 3, b"hello", False], [events.APP_DONE, 3, None],
+             [events.APP_DONE, 4, "boom"], [events.HTTP_BODY, 5, b"", True],
+             [events.WS_SEND, 6, "text", False], [events.WS_RECEIVE, 6, b"bin", True]]
+    assert c_check_all(usual) is True and events.check_all(usual) is True
+    agreed = {True: 0, False: 0}
+    for n in range(6000):
+        batch = [list(rng.choice(usual)) for _ in range(rng.randrange(1, 5))]
+        if n % 2:   # one field of one event swapped for something random, or a random event
+            ev = rng.choice(batch)
+            if n % 3:
+                ev[rng.randrange(2, len(ev))] = random_value(rng)
+            else:
+                batch[rng.randrange(len(batch))] = random_event(rng)
+        batch = [events.unpack(events.pack(ev)) for ev in batch]   # as the ring gives them
+        got = c_check_all(batch)
+        assert got == events.check_all(batch), batch
+        agreed[got] += 1
+        if got:
+            for ev in batch:
+                events.check(ev)
+    assert agreed[True] > 2000 and agreed[False] > 1000, agreed
