@@ -49,12 +49,18 @@ for tool in podman debootstrap runc curl; do
 done
 PODMAN=(podman --runtime runc --cgroup-manager cgroupfs)
 
+# podman keeps its locks in /dev/shm/libpod_lock, made by its first command: a run that made
+# it removes it at the end (podman makes it again when next needed), so /dev/shm is left as
+# it was found, as a sidecar must leave it
+[ -e /dev/shm/libpod_lock ] && shm_lock_was_there=1 || shm_lock_was_there=0
+
 cleanup() {
     "${PODMAN[@]}" rm -f -t 0 "$CTR" >/dev/null 2>&1
     if [ "${SIDECAR_CONTAINER_KEEP:-0}" != 1 ]; then
         "${PODMAN[@]}" rmi -f "$TAG" >/dev/null 2>&1
     fi
     rm -rf "$WORK"
+    [ "$shm_lock_was_there" = 1 ] || rm -f /dev/shm/libpod_lock
 }
 trap cleanup EXIT
 
