@@ -8,7 +8,7 @@ rules, 100-continue, the unread body of an answered request, lingering close, an
 timeout.  It reads no clock (the time is passed in), touches no socket and runs no event
 loop: it acts through the two objects it is given --
 
-    io        write(bytes), write_now(bytes) (nothing to gather: send at once),
+    io        write(bytes) (gathered, sent at the end of the loop iteration),
               pause_reading(), resume_reading(), close() (once written),
               linger() (half-close once written, keep reading to drop), abort(),
               can_linger(), now() (the clock), peer (the client, for log lines)
@@ -372,8 +372,8 @@ class H1Connection:
             # The keep-alive cycle's hot path: the only exchange in flight, its request read
             # whole, the connection kept.  A written-out copy of _exchange_complete for that
             # case (change them together): the stream is told, the pipeline is empty, the
-            # connection idle.  Nothing to gather for it: written at once (io.write_now).
-            self.io.write_now(data)
+            # connection idle.
+            self.io.write(data)
             stream = ex.stream
             if stream is not None:
                 stream.finished()

@@ -35,8 +35,6 @@ class IO:
     def write(self, data):
         self.out += data
 
-    write_now = write
-
     def take(self) -> bytes:
         data, self.out = bytes(self.out), bytearray()
         return data
