@@ -49,5 +49,8 @@ h1_ffi = builder("sidecar._h1", ("h1.h", "events.h"), ("h1.c", "events.c"))
 if __name__ == "__main__":
     # In-place development build: sidecar/_ring.*.so and sidecar/_h1.*.so next to the package.
     for name, ffi in (("_ring", ring_ffi), ("_h1", h1_ffi)):
-        ffi.compile(tmpdir=str(ROOT), verbose=False)
+        built = pathlib.Path(ffi.compile(tmpdir=str(ROOT), verbose=False)).resolve()
+        for other in (ROOT / "sidecar").glob(f"{name}.*.so"):
+            if other.resolve() != built:   # an abi3 build from pip -e would shadow or be
+                other.unlink()             # shadowed by this one: one build per module
         (ROOT / "sidecar" / f"{name}.c").unlink(missing_ok=True)

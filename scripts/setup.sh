@@ -77,6 +77,18 @@ else
     quietly .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
     printf '%s\n' "$fingerprint" >"$stamp"
 fi
+# A build of another suffix beside pip's (python build_ffi.py writes _ring.cpython-311-*.so,
+# pip -e writes _ring.abi3.so) is imported first (EXTENSION_SUFFIXES' order), so an older one
+# would silently run old C: keep only the newest build of each module.
+for module in _ring _h1; do
+    newest="$(ls -t sidecar/"$module".*.so 2>/dev/null | head -1)"
+    for so in sidecar/"$module".*.so; do
+        if [ -f "$so" ] && [ "$so" != "$newest" ]; then
+            say "removing $so (older than $newest, which it would shadow or be shadowed by)"
+            rm -f "$so"
+        fi
+    done
+done
 
 # -- 4. the Node.js host package (node/): koffi + @msgpack/msgpack from npm, and the ring
 #       library as a shared object for koffi (gcc, no node-gyp) ----------------------------------
