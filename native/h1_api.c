@@ -163,6 +163,46 @@ static PyObject *set_status_lines(PyObject *self, PyObject *d) {
     Py_RETURN_NONE;
 }
 
+/* Field names and methods most requests carry, made once: a request's names are bytes
+ * objects shared with every other request's instead of new ones (a browser's head has a
+ * dozen fields), and its method too.  Immutable, so sharing them changes nothing a reader
+ * can see. */
+static const char *const common_names[] = {
+    "host", "user-agent", "accept", "accept-encoding", "accept-language", "connection",
+    "cookie", "referer", "content-type", "content-length", "cache-control", "origin",
+    "x-forwarded-for", "x-forwarded-proto", "x-real-ip", "forwarded", "authorization",
+    "upgrade-insecure-requests", "sec-fetch-site", "sec-fetch-mode", "sec-fetch-dest",
+    "sec-fetch-user", "sec-ch-ua", "sec-ch-ua-mobile", "sec-ch-ua-platform", "pragma",
+    "if-none-match", "if-modified-since", "priority", "dnt", "te", "via",
+};
+#define N_COMMON_NAMES (sizeof common_names / sizeof common_names[0])
+static PyObject *common_name_objs[N_COMMON_NAMES];
+static const char *const common_methods[] = {
+    "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH",
+};
+#define N_COMMON_METHODS (sizeof common_methods / sizeof common_methods[0])
+static PyObject *common_method_objs[N_COMMON_METHODS];
+
+/* bytes of p[0:n]: the shared object when it is one of `words`, else a new one */
+static PyObject *shared_bytes(const char *p, size_t n, PyObject *const *objs, size_t count) {
+    for (size_t i = 0; i < count; i++) {
+        PyObject *o = objs[i];
+        if ((size_t)PyBytes_GET_SIZE(o) == n && memcmp(PyBytes_AS_STRING(o), p, n) == 0) {
+            Py_INCREF(o);
+            return o;
+        }
+    }
+    return PyBytes_FromStringAndSize(p, (Py_ssize_t)n);
+}
+
+static int make_shared(const char *const *words, PyObject **objs, size_t count) {
+    for (size_t i = 0; i < count; i++) {
+        objs[i] = PyBytes_FromString(words[i]);
+        if (objs[i] == NULL) return -1;
+    }
+    return 0;
+}
+
 /* headers as h1.py builds them: (name, value) pairs from the NUL-separated fields */
 static PyObject *headers_list(void) {
     Py_ssize_t n = (Py_ssize_t)head.facts[H1_FIELDS];
@@ -178,7 +218,7 @@ static PyObject *headers_list(void) {
         PyObject *pair = PyTuple_New(2);
         if (pair == NULL) goto fail;
         PyList_SET_ITEM(list, i, pair);
-        PyObject *name = PyBytes_FromStringAndSize(p, q - p);
+        PyObject *name = shared_bytes(p, (size_t)(q - p), common_name_objs, N_COMMON_NAMES);
         if (name == NULL) goto fail;
         PyTuple_SET_ITEM(pair, 0, name);
         PyObject *value = PyBytes_FromStringAndSize(v, w - v);
@@ -224,7 +264,8 @@ static PyObject *usual_request(const char *buf, size_t pos, PyObject *packed) {
     PyTuple_SET_ITEM(req, 3, raw_path);
     PyTuple_SET_ITEM(req, 4, query);
     if (raw_path == NULL || query == NULL) goto fail;
-    PyObject *m = PyBytes_FromStringAndSize(method, method_len);
+    PyObject *m = shared_bytes(method, (size_t)method_len, common_method_objs,
+                               N_COMMON_METHODS);
     PyTuple_SET_ITEM(req, 0, m);
     PyObject *path = PyUnicode_DecodeLatin1(t, path_len, NULL);
     PyTuple_SET_ITEM(req, 2, path);
@@ -433,5 +474,8 @@ PyMODINIT_FUNC PyInit__h1api(void) {
     http10 = PyUnicode_InternFromString("1.0");
     http11 = PyUnicode_InternFromString("1.1");
     if (head_method == NULL || http10 == NULL || http11 == NULL) return NULL;
+    if (make_shared(common_names, common_name_objs, N_COMMON_NAMES) < 0
+            || make_shared(common_methods, common_method_objs, N_COMMON_METHODS) < 0)
+        return NULL;
     return PyModule_Create(&module);
 }

@@ -129,6 +129,7 @@ class HostPool:
                 link.board = self.board.view(entry, self.index, self.frontends)
         self.links[serial] = link
         link.on_stream_end = self.dispatcher.on_stream_end
+        link.waiting = self.dispatcher.waiting   # (the link calls it only when it has work)
         link.start(self.loop, self._on_hello)
 
     def _on_hello(self, link: WorkerLink) -> None:

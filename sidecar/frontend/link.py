@@ -74,7 +74,7 @@ class WorkerLink(RingLink):
     __slots__ = ("to_worker", "to_host", "index", "costs", "work_end", "last_done", "ready",
                  "draining", "pid", "requests", "last_progress", "_held_since",
                  "_held_stream", "_on_failure", "_final_counters", "_on_hello",
-                 "on_stream_end", "board", "board_entry", "costly_at")
+                 "on_stream_end", "waiting", "board", "board_entry", "costly_at")
 
     def __init__(self, index: int, capacity: int,
                  on_failure: Callable[["WorkerLink", str], None], batcher: Batcher,
@@ -109,7 +109,12 @@ class WorkerLink(RingLink):
         self._on_failure = on_failure
         self._final_counters: dict | None = None   # ring_counters() as the rings closed
         self._on_hello: Callable[[WorkerLink], None] | None = None
-        self.on_stream_end: Callable[[WorkerLink], None] | None = None  # the pool's
+        # the pool's: a stream ended, and streams wait for a worker (``waiting``, the
+        # dispatcher's deque of them, when the pool gave it) or this link has none left
+        # (a draining worker is done); not called otherwise: once a request, it would find
+        # nothing to do
+        self.on_stream_end: Callable[[WorkerLink], None] | None = None
+        self.waiting = None
         # with --frontends N > 1: the worker's entry on the load board (sidecar/load_board.py),
         # where the other front-ends' work on it shows; None with one front-end
         self.board = None
@@ -334,8 +339,10 @@ class WorkerLink(RingLink):
                         del streams[sid]
                         self._stream_done(stream, now)
                         stream.on_worker_event(ev)
-                        if self.on_stream_end is not None:
-                            self.on_stream_end(self)
+                        end = self.on_stream_end
+                        if end is not None and (self.waiting is None or self.waiting
+                                                or not streams):
+                            end(self)
                         continue
                     if (ev[0] == RESPONSE_START and i < n and checked and not ev[4]
                             and evs[i][1] == sid and evs[i][0] == RESPONSE_BODY
@@ -353,8 +360,10 @@ class WorkerLink(RingLink):
                             del streams[sid]
                             stream.app_done = True
                             self._stream_done(stream, now)
-                            if self.on_stream_end is not None:
-                                self.on_stream_end(self)
+                            end = self.on_stream_end
+                            if end is not None and (self.waiting is None or self.waiting
+                                                    or not streams):
+                                end(self)
                         continue
                     stream.on_worker_event(ev)
             elif ev[0] == events.HELLO:

@@ -159,6 +159,7 @@ class WorkerPool:
         self.loop.add_reader(w.pidfd, self._on_exit, w)
         link.start(self.loop, self._on_hello)
         link.on_stream_end = self._on_stream_end
+        link.waiting = self.dispatcher.waiting   # (the link calls it only when it has work)
         if self.on_worker_started is not None:
             self.on_worker_started(w)
         log.debug("worker %d: started pid %d", slot.index, w.pid)

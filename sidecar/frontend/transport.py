@@ -4,7 +4,8 @@ A connection protocol (sidecar.http.h1_connection, ...) does no I/O; it is hande
 object as its ``io``.  Here, and only here for an HTTP connection, bytes meet the socket:
 
 - ``write``: bytes are gathered for the loop iteration and sent with one ``send()`` at its
-  end (the Batcher calls ``flush``), however many responses or records produced them.
+  end (by the Batcher, after the ring links' records), however many responses or records
+  produced them.
   Never earlier, not even for a connection's only response: a batch of responses read from
   a worker's ring goes out in one burst after the batch, so the client (wrk, nginx) wakes
   once for the burst, not once per response (writing each at once cost ~10% req/s at one
@@ -22,24 +23,30 @@ import asyncio
 
 
 class Transport:
-    __slots__ = ("transport", "batcher", "now", "peer", "_out")
+    __slots__ = ("transport", "batcher", "now", "peer", "out")
 
     def __init__(self, transport: asyncio.Transport, batcher, loop, peer):
         self.transport = transport
         self.batcher = batcher
         self.now = loop.time      # the loop's clock, the only time a protocol sees
         self.peer = peer          # the client as log lines name it
-        self._out: list[bytes] = []  # bytes of this loop iteration
+        self.out: list[bytes] = []   # bytes of this loop iteration (the Batcher sends them)
 
     def write(self, data: bytes) -> None:
-        out = self._out
+        out = self.out
         if not out:
-            self.batcher.add(self)
+            # Batcher.add_socket(self), written out (change both together): once a response
+            batcher = self.batcher
+            batcher.sockets.append(self)
+            if not batcher.scheduled:
+                batcher.scheduled = True
+                batcher.loop.call_soon(batcher.run)
         out.append(data)
 
     def flush(self) -> None:
-        """Write this iteration's bytes with one send (called by the Batcher)."""
-        out = self._out
+        """Write this iteration's bytes with one send now (the Batcher's own copy of this
+        sends them at the iteration's end)."""
+        out = self.out
         if not out:
             return
         data = out[0] if len(out) == 1 else b"".join(out)
@@ -65,7 +72,7 @@ class Transport:
         transport.resume_reading()
 
     def abort(self) -> None:
-        self._out.clear()
+        self.out.clear()
         self.transport.abort()
 
     def pause_reading(self) -> None:

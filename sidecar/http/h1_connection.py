@@ -28,33 +28,8 @@ the connection stops reading.
 Reading is paused for a set of reasons (``paused_by``): the pipeline is full (key 0), or an
 exchange's body is a window ahead of the app (its ``sid``-like key, ``pause_body``).
 
-Deadlines (``tick(now)``, called about once a second), in the order they are checked.  None
-of the client's deadlines runs while we ourselves stopped reading (backpressure); time we did
-not read is not the client's, so they start over when reading resumes.
-
-    state                  deadline                          then
-    ---------------------  --------------------------------  ------------------------------------
-    lingering (our answer  LINGER_TIME since it began, or    close
-    is out)                LINGER_TIMEOUT since the last read
-    output blocked         send_timeout since it blocked     abort; the streams are told
-    (write_blocked)                                          (nginx send_timeout)
-    a request received,    request_timeout (0: off) since    the stream answers 504 and tells
-    no response start      the request was received whole:   the app (request_timed_out); the
-                           its head, or its body's last      connection closes after it (nginx
-                           byte (while the body arrives:     proxy_read_timeout); runs while
-                           since the last byte read)         we do not read, too: the time is
-                                                             the app's, not the client's
-    a head begun, or a     header_timeout since its first    408 and close; a silent close if
-    fresh connection       byte (the accept)                 nothing came (slowloris; nginx
-                                                             client_header_timeout)
-    reading a body         body_timeout since the last read  408 and close, or close if the
-                                                             response started; the stream is told
-                                                             (nginx client_body_timeout); not
-                                                             while a 100-continue client waits
-                                                             for the app
-    idle: nothing in       keepalive_timeout since the       close
-    flight                 last answer (stamped by the next
-                           tick)
+Deadlines (``tick(now)``, about once a second) and the graceful shutdown (``start_drain``,
+``stop_now``) are in sidecar/http/h1_deadlines.py, with their table.
 
 Close rules
 -----------
@@ -72,7 +47,10 @@ import logging
 from collections import deque
 from http import HTTPStatus
 
-from . import h1, h1_response
+from . import h1, h1_deadlines, h1_response
+# the closing states, the lingering close's limits and idle_since's unstamped mark are the
+# deadlines' (h1_deadlines.py); the connection's too
+from .h1_deadlines import CLOSED, LINGER_TIME, LINGER_TIMEOUT, LINGERING, OPEN, UNSTAMPED
 from .h1_response import _api_response
 from .h1_exchange import Exchange, Timeouts
 
@@ -83,22 +61,14 @@ __all__ = ["H1Connection", "Exchange", "Timeouts", "MAX_PIPELINE", "DISCARD_MAX"
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 MAX_PIPELINE = 32  # requests parsed ahead of their responses before we stop reading
-# Lingering close (nginx lingering_time / lingering_timeout): after an early answer, read and
-# drop what the client still sends for at most LINGER_TIME seconds, or until it pauses
-# LINGER_TIMEOUT seconds, before closing.
-LINGER_TIME = 30.0
-LINGER_TIMEOUT = 5.0
 # A request body the app left unread when its response completed (a 404 for a large POST) is
 # read and dropped up to DISCARD_MAX bytes, keeping the connection alive, as uvicorn and
 # nginx (ngx_http_discard_request_body) do; a body known or found to be larger closes the
 # connection after the answer, lingering, instead of reading on for the client's sake.
 DISCARD_MAX = 4 * 1024 * 1024
 
-UNSTAMPED = -1.0   # idle_since: idle since a moment the next tick will stamp
 # reading states
 HEAD, BODY, STOPPED, UPGRADED = range(4)
-# closing states
-OPEN, CLOSING, LINGERING, CLOSED = range(4)
 
 
 def _h2c_settings(req: h1.Request) -> bool:
@@ -577,102 +547,17 @@ class H1Connection:
         if self.pipeline and self.pipeline[0].stream is not None:
             self.pipeline[0].stream.flush_owed()
 
-    # --- deadlines -----------------------------------------------------------------------
+    # --- deadlines and draining (h1_deadlines.py) ------------------------------------------
 
     def tick(self, now: float) -> None:
-        """Check the deadlines (the table in the module docstring)."""
-        closing = self.closing
-        if closing != OPEN:
-            if closing == LINGERING and (now >= self.lingering_until
-                                         or now - self.last_read >= LINGER_TIMEOUT):
-                self._set_closing(CLOSED)
-                self.lingering_until = None
-                self.io.close()
-            return
-        t = self.timeouts
-        blocked = self.write_blocked_since
-        if blocked is not None and now - blocked >= t.send:
-            log.info("send timeout (%.0fs): client %s takes no response bytes", t.send,
-                     self.io.peer)
-            # what is buffered would never leave; connection_lost tells the streams' apps
-            self._set_closing(CLOSED)
-            self.io.abort()
-            return
-        if t.request and self.pipeline:
-            self._check_request_timeout(now, t.request)
-            if self.closing != OPEN:
-                return
-        if self.paused_by:
-            return  # we are not reading: the client cannot be late
-        if self.head_since is not None and now - self.head_since >= t.header:
-            self._header_timed_out()
-        elif self.parser.expecting_body and now - self.last_read >= t.body:
-            ex = self.current
-            # a client that sent Expect: 100-continue waits for us until the app reads
-            if ex is None or not ex.req.expect_continue or ex.continue_sent:
-                log.info("request body timeout (%.0fs) from %s", t.body, self.io.peer)
-                self.parser.stop()
-                self.current = None
-                if ex is None:
-                    self._close_after_write()
-                else:
-                    self._body_failed(ex, 408, "request body timeout")
-        elif self.idle_since is not None and not self.pipeline:
-            if self.idle_since == UNSTAMPED:
-                self.idle_since = now
-            elif now - self.idle_since >= t.keepalive:
-                self._close_after_write()
-
-    def _check_request_timeout(self, now: float, limit: float) -> None:
-        """Every exchange with no response start ``limit`` seconds after it was received
-        whole (``ex.since``; while its body still arrives, after the last byte read) is
-        answered by its stream (504).  The app's time, not the client's: it runs whether or
-        not we read."""
-        current = self.current
-        for ex in list(self.pipeline):
-            if ex.started or ex.stream is None:
-                continue
-            since = self.last_read if ex is current else ex.since
-            if now - since >= limit:
-                if ex is current:   # the rest of the body is nobody's: stop reading it
-                    self.parser.stop()
-                    self.current = None
-                ex.stream.request_timed_out(limit)
-                if self.closing != OPEN:
-                    return
-
-    def _header_timed_out(self) -> None:
-        self.head_since = None
-        if not self.parser.head_pending:   # a new connection that never sent a byte
-            self.parser.stop()
-            self._close_after_write()      # nothing to answer (nginx closes silently too)
-            return
-        self.parser.stop()
-        self._on_protocol_error(h1.ProtocolError(408, "request header timeout"))
-
-    # --- draining ------------------------------------------------------------------------
+        """Check the deadlines (h1_deadlines.py has their table)."""
+        h1_deadlines.tick(self, now)
 
     def start_drain(self) -> None:
         """Shutdown/reload: finish what is in flight, then close; idle connections close now."""
-        self.draining = True
-        if self.closing == LINGERING:   # our answer is out: stop waiting for the client
-            self._set_closing(CLOSED)
-            self.lingering_until = None
-            self.io.close()
-            return
-        if not self.pipeline and self.closing == OPEN:
-            self._close_after_write()
+        h1_deadlines.start_drain(self)
 
     def stop_now(self) -> None:
         """The graceful-shutdown timeout expired: a request whose response never started gets
         503 (the client may retry elsewhere); anything else in flight is cut off."""
-        if self.closing != OPEN:
-            return
-        head = self.pipeline[0] if self.pipeline else None
-        if head is not None and not head.started and head.buffer is None:
-            if head.stream is not None:
-                head.stream.client_gone()
-            self.error_response(head, 503, ((b"retry-after", b"1"),))
-        self._set_closing(CLOSED)
-        self.io.abort()
-
+        h1_deadlines.stop_now(self)

@@ -2,6 +2,7 @@
 trailers, then the same stream's last RESPONSE_BODY) to the stream in one call
 (``on_response``), and everything else event by event, in order."""
 import asyncio
+from collections import deque
 
 import pytest
 
@@ -65,4 +66,34 @@ def test_whole_responses_in_one_call_the_rest_event_by_event(link, batch, expect
         link.streams[sid] = Recorder(link, sid, seen)
     link._on_records(batch)
     assert seen == expected
+    link.streams.clear()
+
+
+@pytest.mark.parametrize("whole", [True, False], ids=["whole", "event-by-event"])
+def test_the_pool_is_told_of_a_stream_end_only_when_it_has_work(link, whole):
+    """on_stream_end runs when streams wait for a worker or the link has none left (what the
+    pool's _on_stream_end acts on), not for every stream that ends."""
+    ends = []
+    link.on_stream_end = ends.append
+    link.waiting = waiting = deque()
+    seen = []
+    for sid in (1, 2, 3):
+        link.streams[sid] = Recorder(link, sid, seen)
+
+    def end(sid):
+        link._on_records([START(sid), BODY(sid), DONE(sid)] if whole else [DONE(sid)])
+
+    end(1)
+    assert ends == []                       # others in flight, nobody waiting
+    waiting.append("parked")
+    end(2)
+    assert ends == [link]                   # a stream waits for a worker
+    waiting.clear()
+    end(3)
+    assert ends == [link, link]             # the last one: a draining worker is done
+    link.waiting = None                     # an owner that did not say: told every time
+    link.streams[4] = Recorder(link, 4, seen)
+    link.streams[5] = Recorder(link, 5, seen)
+    end(4)
+    assert ends == [link, link, link]
     link.streams.clear()

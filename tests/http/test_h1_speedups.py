@@ -306,3 +306,20 @@ def test_feed_one_is_feed_with_the_usual_head_handed_back_alone(monkeypatch):
             assert (one.head_pending, one.mid_request, one.expecting_body) == (
                 every.head_pending, every.mid_request, every.expecting_body), data
     assert alone == (11 if h1.speedups and h1._api_parse_request is not None else 0)
+
+
+def test_usual_heads_share_their_common_names_and_method():
+    """The C-API path makes the usual methods and field names once (native/h1_api.c
+    shared_bytes): two requests' equal names are one object, and a name or method not in
+    the table is still a new bytes object of the right value."""
+    a = RequestParser().feed(BROWSER)[0]
+    b = RequestParser().feed(BROWSER.replace(b"/static/app.js", b"/other.js"))[0]
+    odd = RequestParser().feed(b"PURGE / HTTP/1.1\r\nHost: x\r\nX-Odd: 1\r\n\r\n")[0]
+    assert type(a) is Request and type(b) is Request and type(odd) is Request
+    assert a.headers == b.headers and len(a.headers) == 14
+    assert odd.method == b"PURGE" and odd.headers == [(b"host", b"x"), (b"x-odd", b"1")]
+    shared = [x is y for (x, _), (y, _) in zip(a.headers, b.headers)]
+    if h1.speedups and h1._api_parse_request is not None:
+        assert a.method is b.method and all(shared), shared
+    else:
+        assert not any(shared)   # the Python path makes each request's own
