@@ -26,6 +26,7 @@ yielding, and a second publish per request cost ~10% of req/s with two workers.)
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import sys
@@ -79,18 +80,18 @@ speedups = _c_http_scope is not None and os.environ.get("SIDECAR_NO_SPEEDUPS", "
 
 
 if sys.version_info >= (3, 12):
-    def start_task(loop: asyncio.AbstractEventLoop, coro) -> asyncio.Task:
-        """A stream's task, started eagerly: its first step runs now, inside this call, and a
-        task that finishes there (a bare response that never waits) is never scheduled nor
-        registered in asyncio's WeakSet of tasks (callgrind, benchmarks.worker: 5.9 -> 2.0 µs
-        a task).  Only from 3.12: the task is current (``asyncio.current_task()``) during
-        that step, as anyio and sniffio need; 3.11's ``eager_task_factory`` does not exist,
-        and running the first step outside its task would break them."""
-        return asyncio.Task(coro, loop=loop, eager_start=True)
+    #: ``start_task(coro, loop=loop)``: a stream's task, started eagerly: its first step runs
+    #: now, inside this call, and a task that finishes there (a bare response that never
+    #: waits) is never scheduled nor registered in asyncio's WeakSet of tasks (callgrind,
+    #: benchmarks.worker: 5.9 -> 2.0 µs a task).  Only from 3.12: the task is current
+    #: (``asyncio.current_task()``) during that step, as anyio and sniffio need; 3.11's
+    #: ``eager_task_factory`` does not exist, and running the first step outside its task
+    #: would break them.  (A partial, not a function: no Python frame per request.)
+    start_task = functools.partial(asyncio.Task, eager_start=True)
 else:
-    def start_task(loop: asyncio.AbstractEventLoop, coro) -> asyncio.Task:
-        """A stream's task, scheduled (3.11: see the 3.12+ twin above)."""
-        return loop.create_task(coro)
+    #: ``start_task(coro, loop=loop)``: a stream's task, scheduled (3.11: see the 3.12+ twin
+    #: above); what ``loop.create_task`` makes, without a Python frame per request.
+    start_task = asyncio.Task
 
 
 def http_scope(ev: list, state: dict, root_path: str, frontend: bool) -> dict:
@@ -271,7 +272,7 @@ class HostLink(RingLink):
         """Start a stream's task.  One that finished in its first step (3.12+: start_task is
         eager) has been through stream_done already, with ``stream.task`` None: it never
         counts as in flight."""
-        task = start_task(self.loop, stream.run())
+        task = start_task(stream.run(), loop=self.loop)
         if task.done():
             return
         stream.task = task
