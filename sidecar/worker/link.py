@@ -252,8 +252,8 @@ class HostLink(RingLink):
             self.worker.link_failed(self, reason)
 
     def _open_http(self, ev: list) -> None:
-        """HTTP_REQUEST: checked and made a scope (``http_scope``; the usual request's in one
-        C call, ``_workerapi.http_scope``, its twin), a stream and its task."""
+        """HTTP_REQUEST: checked and made a scope (the usual request's in one C call,
+        ``_workerapi.http_scope``; ``http_scope`` is its Python twin), a stream, its task."""
         worker = self.worker
         scope = (_c_http_scope(ev, worker.state, worker.root_path, self.frontend, _ASGI)
                  if speedups else None)

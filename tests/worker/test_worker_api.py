@@ -10,6 +10,10 @@ decline (None), so that the Python path raises what it raises.
 """
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from sidecar import _workerapi   # (built by setup.py: not built is a failure here)
@@ -169,5 +173,13 @@ def test_response_headers_decline_other_iterables():
 
 
 def test_speedups_are_on_unless_asked_off():
-    # (SIDECAR_NO_SPEEDUPS=1 turns them off for a whole process: tests/e2e/test_h1_twins.py)
-    assert link.speedups is http_stream.speedups is True
+    """SIDECAR_NO_SPEEDUPS=1 turns them off for a whole process (read at import; a server
+    with it: tests/e2e/test_h1_twins.py)."""
+    off = os.environ.get("SIDECAR_NO_SPEEDUPS", "") not in ("", "0")
+    assert link.speedups is http_stream.speedups is not off
+    code = ("from sidecar.worker import link, http_stream; "
+            "print(link.speedups, http_stream.speedups)")
+    for value, want in (("1", "False False"), ("0", "True True")):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env={**os.environ, "SIDECAR_NO_SPEEDUPS": value}, timeout=60)
+        assert out.stdout.split() == want.split(), out.stderr
