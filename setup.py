@@ -7,5 +7,8 @@ setup(
     # of theirs): native/h1_api.c over the same h1.c and events.c as sidecar._h1 (build_ffi.py's FLAGS)
     ext_modules=[Extension("sidecar._h1api", sources=["native/h1_api.c", "native/h1.c", "native/events.c"],
                            include_dirs=["native"],
+                           extra_compile_args=["-std=c11", "-O2", "-fno-strict-aliasing"]),
+                 # the worker's per-request calls (scope, response head): native/worker_api.c
+                 Extension("sidecar._workerapi", sources=["native/worker_api.c"],
                            extra_compile_args=["-std=c11", "-O2", "-fno-strict-aliasing"])],
 )

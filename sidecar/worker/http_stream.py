@@ -35,6 +35,18 @@ from sidecar.http.fields import CR_LF_NUL, TCHARS, field_error
 
 __all__ = ["ClientDisconnected", "HttpStream", "describe_error"]
 
+try:   # send()'s usual response head checked in one C call (native/worker_api.c)
+    from sidecar import _workerapi
+except ImportError:
+    _workerapi = None
+    _response_headers = None
+else:
+    _workerapi.setup(FRAMING, HEADER_FRAMING)
+    _response_headers = _workerapi.response_headers
+#: The C path first (False, or SIDECAR_NO_SPEEDUPS=1 in the environment: the Python twin only;
+#: tests run both).
+speedups = _workerapi is not None and os.environ.get("SIDECAR_NO_SPEEDUPS", "") in ("", "0")
+
 log = logging.getLogger("sidecar.worker")
 
 DISCONNECT_GRACE = 1.0  # seconds an app has to return after http.disconnect
@@ -258,37 +270,42 @@ class HttpStream(Waiting):
             if not 100 <= status <= 999:
                 raise RuntimeError(f"response status {status} is not in 100..999")
             headers = message.get("headers", ())
-            # _check_headers' usual case written out (once a request), the record's size
-            # counted in the same pass; anything else goes through it
-            # (pairs unpacked by the for: one that is not two values raises, and goes through
-            # _check_headers, which says what is wrong -- as it does for any other problem)
-            size = FRAMING
-            checked = []
-            if type(headers) is list and len(headers) <= 32:
-                append = checked.append
-                clean = _CLEAN_VALUES
-                try:
-                    for name, value in headers:
-                        if (type(name) is not bytes or type(value) is not bytes
-                                or name not in _TOKEN_NAMES):
-                            break
-                        if value not in clean:
-                            if _search_cr_lf_nul(value):
-                                break
-                            if (len(value) <= _MAX_CLEAN_VALUE_LEN
-                                    and len(clean) < _MAX_CLEAN_VALUES):
-                                clean.add(value)
-                        append((name, value))
-                        size += len(name) + len(value) + HEADER_FRAMING
-                    else:
-                        headers = checked
-                except (TypeError, ValueError):
-                    pass
-            if headers is not checked:
-                headers = _check_headers(headers)
+            checked = _response_headers(headers) if speedups else None
+            if checked is not None:   # the usual case, in C (native/worker_api.c)
+                headers, size = checked
+            else:
+                # its Python twin: _check_headers' usual case written out (once a request),
+                # the record's size counted in the same pass; anything else goes through it
+                # (pairs unpacked by the for: one that is not two values raises, and goes
+                # through _check_headers, which says what is wrong -- as it does for any
+                # other problem)
                 size = FRAMING
-                for pair in headers:
-                    size += len(pair[0]) + len(pair[1]) + HEADER_FRAMING
+                checked = []
+                if type(headers) is list and len(headers) <= 32:
+                    append = checked.append
+                    clean = _CLEAN_VALUES
+                    try:
+                        for name, value in headers:
+                            if (type(name) is not bytes or type(value) is not bytes
+                                    or name not in _TOKEN_NAMES):
+                                break
+                            if value not in clean:
+                                if _search_cr_lf_nul(value):
+                                    break
+                                if (len(value) <= _MAX_CLEAN_VALUE_LEN
+                                        and len(clean) < _MAX_CLEAN_VALUES):
+                                    clean.add(value)
+                            append((name, value))
+                            size += len(name) + len(value) + HEADER_FRAMING
+                        else:
+                            headers = checked
+                    except (TypeError, ValueError):
+                        pass
+                if headers is not checked:
+                    headers = _check_headers(headers)
+                    size = FRAMING
+                    for pair in headers:
+                        size += len(pair[0]) + len(pair[1]) + HEADER_FRAMING
             self.started = True
             self.headers = headers   # (http.response.pathsend reads its Content-Length)
             trailers = message.get("trailers") is True

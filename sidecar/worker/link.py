@@ -26,6 +26,7 @@ yielding, and a second publish per request cost ~10% of req/s with two workers.)
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import sys
@@ -42,7 +43,7 @@ from sidecar.ring_link import RingLink
 from .http_stream import HttpStream
 from .ws_stream import WsStream
 
-__all__ = ["HostLink"]
+__all__ = ["HostLink", "http_scope"]
 
 # The ASGI spec version in every scope.  "2.3", not "2.4", as uvicorn reports: at 2.4
 # Starlette (and FastAPI, Nexios) stop listening for http.disconnect during a streaming
@@ -66,19 +67,74 @@ _STREAM_KINDS = frozenset({HTTP_BODY, DISCONNECT, WS_RECEIVE, WS_DISCONNECT, SEN
 _OPENING_KINDS = frozenset({HTTP_REQUEST, WS_CONNECT})
 
 
+#: A scope's "asgi" (each scope gets its own copy).
+_ASGI = {"version": "3.0", "spec_version": SPEC_VERSION}
+
+try:   # the usual HTTP_REQUEST's check and scope in one C call (native/worker_api.c)
+    from sidecar._workerapi import http_scope as _c_http_scope
+except ImportError:
+    _c_http_scope = None
+#: The C path first (False, or SIDECAR_NO_SPEEDUPS=1 in the environment: the Python twin only;
+#: tests run both).
+speedups = _c_http_scope is not None and os.environ.get("SIDECAR_NO_SPEEDUPS", "") in ("", "0")
+
+
 if sys.version_info >= (3, 12):
-    def start_task(loop: asyncio.AbstractEventLoop, coro) -> asyncio.Task:
-        """A stream's task, started eagerly: its first step runs now, inside this call, and a
-        task that finishes there (a bare response that never waits) is never scheduled nor
-        registered in asyncio's WeakSet of tasks (callgrind, benchmarks.worker: 5.9 -> 2.0 µs
-        a task).  Only from 3.12: the task is current (``asyncio.current_task()``) during
-        that step, as anyio and sniffio need; 3.11's ``eager_task_factory`` does not exist,
-        and running the first step outside its task would break them."""
-        return asyncio.Task(coro, loop=loop, eager_start=True)
+    #: ``start_task(coro, loop=loop)``: a stream's task, started eagerly: its first step runs
+    #: now, inside this call, and a task that finishes there (a bare response that never
+    #: waits) is never scheduled nor registered in asyncio's WeakSet of tasks (callgrind,
+    #: benchmarks.worker: 5.9 -> 2.0 µs a task).  Only from 3.12: the task is current
+    #: (``asyncio.current_task()``) during that step, as anyio and sniffio need; 3.11's
+    #: ``eager_task_factory`` does not exist, and running the first step outside its task
+    #: would break them.  (A partial, not a function: no Python frame per request.)
+    start_task = functools.partial(asyncio.Task, eager_start=True)
 else:
-    def start_task(loop: asyncio.AbstractEventLoop, coro) -> asyncio.Task:
-        """A stream's task, scheduled (3.11: see the 3.12+ twin above)."""
-        return loop.create_task(coro)
+    #: ``start_task(coro, loop=loop)``: a stream's task, scheduled (3.11: see the 3.12+ twin
+    #: above); what ``loop.create_task`` makes, without a Python frame per request.
+    start_task = asyncio.Task
+
+
+def http_scope(ev: list, state: dict, root_path: str, frontend: bool) -> dict:
+    """The scope of an HTTP_REQUEST, checked by ``events.check_request`` (its ProtocolError
+    if malformed; the headers as the scope holds them): the Python twin of
+    ``_workerapi.http_scope`` (native/worker_api.c), which makes the same dict.  ``state``:
+    the lifespan's, copied; ``root_path``: the worker's, where the request has none;
+    ``frontend``: a sidecar front-end, which sends files itself (pathsend)."""
+    pairs = check_request(ev)
+    if len(ev) == 14:
+        tls = None
+    else:   # a TLS connection's (the ASGI tls extension)
+        ev, tls = ev[:14], ev[14]
+    (_, _, method, scheme, path, raw_path, query_string, _, client, server, http_version,
+     root, _, _) = ev
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": SPEC_VERSION},
+        "http_version": http_version,
+        "server": (server[0], server[1]) if server is not None else None,
+        "client": (client[0], client[1]) if client is not None else None,
+        "scheme": scheme,
+        "method": method,
+        "root_path": root or root_path,
+        "path": path,
+        "raw_path": raw_path,
+        "query_string": query_string,
+        "headers": pairs,
+        "state": state.copy(),
+    }
+    if frontend:
+        # sidecar's front-ends send files themselves (sidecar/frontend/file_send.py);
+        # other attached hosts do not
+        scope["extensions"] = extensions = {"http.response.pathsend": {}}
+        if http_version == "2" or (b"te", b"trailers") in pairs:
+            # trailers reach the client over HTTP/2, and over HTTP/1.1 to a client that
+            # said it takes them (TE: trailers; the front-end checks again)
+            extensions["http.response.trailers"] = {}
+    elif http_version == "2" or (b"te", b"trailers") in pairs:
+        scope["extensions"] = {"http.response.trailers": {}}
+    if tls is not None:
+        scope.setdefault("extensions", {})["tls"] = tls_scope(tls)
+    return scope
 
 
 class HostLink(RingLink):
@@ -196,48 +252,19 @@ class HostLink(RingLink):
             self.worker.link_failed(self, reason)
 
     def _open_http(self, ev: list) -> None:
-        """HTTP_REQUEST: checked (``events.check_request``, which also gives the headers as
-        the scope holds them), a scope, a stream and its task."""
-        pairs = check_request(ev)
-        if len(ev) == 14:
-            tls = None
-        else:   # a TLS connection's (the ASGI tls extension)
-            ev, tls = ev[:14], ev[14]
-        (_, sid, method, scheme, path, raw_path, query_string, _, client, server,
-         http_version, root_path, body, more_body) = ev
+        """HTTP_REQUEST: checked and made a scope (the usual request's in one C call,
+        ``_workerapi.http_scope``; ``http_scope`` is its Python twin), a stream, its task."""
+        worker = self.worker
+        scope = (_c_http_scope(ev, worker.state, worker.root_path, self.frontend, _ASGI)
+                 if speedups else None)
+        if scope is None:   # the Python twin: decides whatever the C declines
+            scope = http_scope(ev, worker.state, worker.root_path, self.frontend)
+        sid = ev[1]
         if sid < 1 or sid in self.streams:   # the usual case, without a call
             self._check_new_sid(sid)
         if self.host and self._refused(sid):
             return
-        worker = self.worker
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0", "spec_version": SPEC_VERSION},
-            "http_version": http_version,
-            "server": (server[0], server[1]) if server is not None else None,
-            "client": (client[0], client[1]) if client is not None else None,
-            "scheme": scheme,
-            "method": method,
-            "root_path": root_path or worker.root_path,
-            "path": path,
-            "raw_path": raw_path,
-            "query_string": query_string,
-            "headers": pairs,
-            "state": worker.state.copy(),
-        }
-        if self.frontend:
-            # sidecar's front-ends send files themselves (sidecar/frontend/file_send.py);
-            # other attached hosts do not
-            scope["extensions"] = extensions = {"http.response.pathsend": {}}
-            if http_version == "2" or (b"te", b"trailers") in pairs:
-                # trailers reach the client over HTTP/2, and over HTTP/1.1 to a client that
-                # said it takes them (TE: trailers; the front-end checks again)
-                extensions["http.response.trailers"] = {}
-        elif http_version == "2" or (b"te", b"trailers") in pairs:
-            scope["extensions"] = {"http.response.trailers": {}}
-        if tls is not None:
-            scope.setdefault("extensions", {})["tls"] = tls_scope(tls)
-        stream = HttpStream(self, sid, scope, body, more_body)
+        stream = HttpStream(self, sid, scope, ev[12], ev[13])
         self.streams[sid] = stream
         self._run(stream, worker)
 
@@ -245,7 +272,7 @@ class HostLink(RingLink):
         """Start a stream's task.  One that finished in its first step (3.12+: start_task is
         eager) has been through stream_done already, with ``stream.task`` None: it never
         counts as in flight."""
-        task = start_task(self.loop, stream.run())
+        task = start_task(stream.run(), loop=self.loop)
         if task.done():
             return
         stream.task = task

@@ -60,6 +60,7 @@ def test_sdist_carries_what_builds_the_c_modules(dist):
         names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
     needed = {"pyproject.toml", "setup.py", "build_ffi.py", "native/ring.c", "native/ring.h",
               "native/frame.c", "native/frame.h", "native/h1.c", "native/h1.h", "native/h1_api.c",
+              "native/worker_api.c",
               "sidecar/cli.py", "sidecar/frontend/server.py", "sidecar/worker/process.py"}
     assert needed <= names, needed - names
     assert not [n for n in names if n.endswith((".so", ".o", ".pyc"))]
@@ -70,7 +71,7 @@ def test_wheel_holds_the_compiled_modules_for_this_python(dist):
     with zipfile.ZipFile(wheel) as zf:
         names = zf.namelist()
         meta = email.message_from_bytes(zf.read(f"sidecar-{VERSION}.dist-info/METADATA"))
-    for module in ("_ring", "_h1", "_h1api"):
+    for module in ("_ring", "_h1", "_h1api", "_workerapi"):
         assert [n for n in names if n.startswith(f"sidecar/{module}.") and n.endswith(".so")], \
             (module, names)
     for package in ("sidecar/http/", "sidecar/frontend/", "sidecar/worker/"):

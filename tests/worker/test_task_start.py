@@ -5,6 +5,7 @@ stream ends once, the worker's count of streams in flight and ended (``Worker.ta
 the load board's words) comes back to 0 and N, and the app's first step runs inside its own
 task (anyio and sniffio need ``asyncio.current_task()``).
 
+Each test runs twice: with the worker's C calls and with their Python twins (``speedups``).
 In-process: the worker's real HostLink and a small host on a real ring pair, one event loop.
 """
 from __future__ import annotations
@@ -13,18 +14,29 @@ import asyncio
 import sys
 
 import anyio
+import pytest
 import uvloop
 
 from sidecar.events import APP_DONE, HTTP_REQUEST, RESPONSE_BODY, WS_CONNECT, WS_SEND, \
     WS_RECEIVE, WS_DISCONNECT, pack
 from sidecar.ring import Consumer, Producer
 from sidecar.ring_link import RingLink
+from sidecar.worker import http_stream, link as worker_link
 from sidecar.worker.link import HostLink
 from sidecar.worker.process import Worker
 
 TIMEOUT = 10.0
 EAGER = sys.version_info >= (3, 12)
 _START = {"type": "http.response.start", "status": 200, "headers": [(b"x-app", b"1")]}
+
+
+@pytest.fixture(autouse=True, params=["c", "python"])
+def speedups(request, monkeypatch):
+    """Each test runs with the worker's C calls (native/worker_api.c: the scope, the response
+    head) and with their Python twins alone."""
+    monkeypatch.setattr(worker_link, "speedups", request.param == "c")
+    monkeypatch.setattr(http_stream, "speedups", request.param == "c")
+    return request.param
 
 
 def _body(text: str) -> dict:
