@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # deploy/Containerfile built and run for real with podman, as the Kubernetes manifests run it.
 #
-#   sudo scripts/container.sh         # needs root, podman, debootstrap, Debian's mirror, PyPI
+#   sudo scripts/container.sh   # needs root, podman, mmdebstrap, Debian's mirror, pip's index
 #
 # No container registry is reachable here, so the base image is made locally: a minimal
-# Debian 12 root (debootstrap --variant=minbase, with python3 and python3-venv), imported
-# with `podman import` as localhost/sidecar-base:bookworm-YYYYMM-<packages' hash>.  It stays in
-# podman's store and is reused by later runs that month (a fresh machine makes it: 3 minutes
-# alone, up to 9 beside the suite).  The image
-# is built from this checkout with `--build-arg BASE=` that base (the Containerfile's default
-# stays Docker Hub's python:3.11-slim-bookworm): the wheel is built in the build stage and
-# installed into /opt/sidecar with its dependencies from PyPI, then copied into the runtime
-# stage.  Then it runs with the pod's securityContext (uid 10001, read-only root, every
+# Debian 12 root (mmdebstrap --variant=minbase, with python3 and python3-venv), piped into
+# `podman import` as localhost/sidecar-base:bookworm-YYYYMM-<packages' hash>.  It stays in
+# podman's store and is reused by later runs that month (a fresh machine makes it: about a
+# minute and a half).  Beside it, sidecar's wheel is built here with Debian's python3 (the
+# base's: same Python, same glibc) and pip downloads its dependencies' wheels, as this host's
+# pip is configured.  The image is built from this checkout with `--build-arg BASE=` that base
+# (the Containerfile's default stays Docker Hub's python:3.11-slim-bookworm), those wheels
+# mounted at /wheels and `--build-arg WHEELS=` their digest: the build stage installs them
+# into /opt/sidecar with --no-index (no compiler, no apt, no network), and the runtime stage
+# copies that venv.
+# Then it runs with the pod's securityContext (uid 10001, read-only root, every
 # capability dropped, no new privileges) and no network at all, its Unix socket in a volume
 # mounted from here, and each check prints PASS or FAIL:
 #   sidecar is PID 1, as uid 10001, with no capabilities and NoNewPrivs; the root is
@@ -26,8 +29,9 @@
 # (the next run's layer cache); the previous run's build layers are removed.
 #
 # The podman here: `--runtime runc` (crun refuses this machine's hybrid cgroup layout), and
-# ulimits no higher than the caller's.  pip in the build stage trusts the CA bundle of this
-# host (mounted for the build only: a TLS-intercepting proxy's CA is in it where there is one).
+# ulimits no higher than the caller's.  For a measurement from a cold store without
+# touching the machine's: CONTAINERS_STORAGE_CONF (graphroot, runroot) and CONTAINERS_CONF
+# ([engine] tmp_dir) naming directories of their own.
 # One run at a time per machine (the image names are fixed).
 set -uo pipefail
 cd "$(dirname "$0")/.."
