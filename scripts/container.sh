@@ -138,7 +138,13 @@ fi
 wait "$wheels_pid" || { wheels_pid=""; tail -30 "$WORK/wheels.log" >&2; die "the wheels (Debian's python3 -m venv, pip wheel)"; }
 wheels_pid=""
 cat "$WORK/wheels.step"
-digest="$(cd "$wheels" && sha256sum -- *.whl | sha256sum | cut -c1-16)"
+# the set's name: the build inputs' contents and the dependencies' wheels (sidecar's wheel
+# differs from build to build in its timestamps; a name that did too would rebuild the venv
+# layer every run)
+digest="$({ find pyproject.toml setup.py build_ffi.py MANIFEST.in README.md native sidecar \
+              -type f ! -name '*.so' ! -name '*.o' ! -name '*.pyc' | LC_ALL=C sort \
+              | xargs sha256sum; (cd "$wheels" && sha256sum -- *.whl | grep -v ' sidecar-'); } \
+          | sha256sum | cut -c1-16)"
 
 # -- 3. the image, from this checkout and those wheels -------------------------------------------
 t0=$SECONDS
