@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # deploy/Containerfile built and run for real with podman, as the Kubernetes manifests run it.
 #
-#   sudo scripts/container.sh         # needs root, podman, debootstrap, Debian's mirror, PyPI
+#   sudo scripts/container.sh   # needs root, podman, mmdebstrap, Debian's mirror, pip's index
 #
 # No container registry is reachable here, so the base image is made locally: a minimal
-# Debian 12 root (debootstrap --variant=minbase, with python3 and python3-venv), imported
-# with `podman import` as localhost/sidecar-base:bookworm-YYYYMM-<packages' hash>.  It stays in
-# podman's store and is reused by later runs that month (a fresh machine makes it: 3 minutes
-# alone, up to 9 beside the suite).  The image
-# is built from this checkout with `--build-arg BASE=` that base (the Containerfile's default
-# stays Docker Hub's python:3.11-slim-bookworm): the wheel is built in the build stage and
-# installed into /opt/sidecar with its dependencies from PyPI, then copied into the runtime
-# stage.  Then it runs with the pod's securityContext (uid 10001, read-only root, every
+# Debian 12 root (mmdebstrap --variant=minbase, with python3 and python3-venv), piped into
+# `podman import` as localhost/sidecar-base:bookworm-YYYYMM-<packages' hash>.  It stays in
+# podman's store and is reused by later runs that month (a fresh machine makes it: about a
+# minute and a half).  Beside it, sidecar's wheel is built here with Debian's python3 (the
+# base's: same Python, same glibc) and pip downloads its dependencies' wheels, as this host's
+# pip is configured.  The image is built from this checkout with `--build-arg BASE=` that base
+# (the Containerfile's default stays Docker Hub's python:3.11-slim-bookworm), those wheels
+# mounted at /wheels and `--build-arg WHEELS=` their digest: the build stage installs them
+# into /opt/sidecar with --no-index (no compiler, no apt, no network), and the runtime stage
+# copies that venv.
+# Then it runs with the pod's securityContext (uid 10001, read-only root, every
 # capability dropped, no new privileges) and no network at all, its Unix socket in a volume
 # mounted from here, and each check prints PASS or FAIL:
 #   sidecar is PID 1, as uid 10001, with no capabilities and NoNewPrivs; the root is
@@ -26,8 +29,9 @@
 # (the next run's layer cache); the previous run's build layers are removed.
 #
 # The podman here: `--runtime runc` (crun refuses this machine's hybrid cgroup layout), and
-# ulimits no higher than the caller's.  pip in the build stage trusts the CA bundle of this
-# host (mounted for the build only: a TLS-intercepting proxy's CA is in it where there is one).
+# ulimits no higher than the caller's.  For a measurement from a cold store without
+# touching the machine's: CONTAINERS_STORAGE_CONF (graphroot, runroot) and CONTAINERS_CONF
+# ([engine] tmp_dir) naming directories of their own.
 # One run at a time per machine (the image names are fixed).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -39,14 +43,16 @@ passed=0
 failed=0
 started=$SECONDS
 
-say() { printf 'container: %s\n' "$*"; }
-die() { say "SETUP FAILED: $*" >&2; exit 2; }
+NAME=container
+. scripts/lib.sh   # say, die, check, debian_mirror
 step() { say "$1 ($(($SECONDS - $2)) s)"; }
 
-[ "$(id -u)" -eq 0 ] || die "must run as root (debootstrap, podman)"
-for tool in podman debootstrap runc curl; do
+[ "$(id -u)" -eq 0 ] || die "must run as root (mmdebstrap, podman)"
+for tool in podman mmdebstrap runc curl; do
     command -v "$tool" >/dev/null || die "$tool not found (scripts/setup.sh installs it as root)"
 done
+# Debian's python3 builds the wheels: the base's Python (python3-venv: scripts/setup.sh)
+/usr/bin/python3 -c 'import ensurepip' 2>/dev/null || die "Debian's /usr/bin/python3 with venv not found"
 PODMAN=(podman --runtime runc --cgroup-manager cgroupfs)
 
 # podman keeps its locks in /dev/shm/libpod_lock, made by its first command: a run that made
@@ -55,16 +61,49 @@ PODMAN=(podman --runtime runc --cgroup-manager cgroupfs)
 [ -e /dev/shm/libpod_lock ] && shm_lock_was_there=1 || shm_lock_was_there=0
 
 cleanup() {
+    [ -z "${wheels_pid:-}" ] || kill "$wheels_pid" 2>/dev/null
     "${PODMAN[@]}" rm -f -t 0 "$CTR" >/dev/null 2>&1
     if [ "${SIDECAR_CONTAINER_KEEP:-0}" != 1 ]; then
         "${PODMAN[@]}" rmi -f "$TAG" >/dev/null 2>&1
+    fi
+    # mmdebstrap's tmpfs, if it or the import failed: unmounted (with whatever is mounted
+    # in it) before anything is removed
+    if mountpoint -q "$WORK/tmpfs" 2>/dev/null && ! umount -R "$WORK/tmpfs"; then
+        say "cannot unmount $WORK/tmpfs: left as it is" >&2
+        return
     fi
     rm -rf "$WORK"
     [ "$shm_lock_was_there" = 1 ] || rm -f /dev/shm/libpod_lock
 }
 trap cleanup EXIT
 
-# -- 1. the base image: debootstrap, podman import (once a month) ---------------------------
+# -- 1. the wheels, made here (beside step 2): sidecar's and its dependencies' ----------------
+# Built with Debian's python3 (the python3.11 the base carries: same ABI, same glibc), from a
+# copy of what the Containerfile would copy (no .so or caches of the checkout's own build), by
+# the host's pip with its configuration and caches; the dependencies as the host's pip
+# downloads them for that Python.  The image's build stage then installs these with
+# --no-index: no compiler, no apt, no network in the build (a compiler and its headers were
+# most of a cold build's time: ~70 MB of packages to fetch and unpack, then the wheel).
+wheels="$WORK/wheels"
+make_wheels() {
+    local t0=$SECONDS src="$WORK/src"
+    mkdir -p "$wheels" "$src"
+    tar -c --exclude='*.so' --exclude='*.o' --exclude=__pycache__ --exclude='*.egg-info' \
+        pyproject.toml setup.py build_ffi.py MANIFEST.in README.md native sidecar \
+        | tar -x -C "$src" || return 1
+    /usr/bin/python3 -m venv "$WORK/venv" \
+        && "$WORK/venv/bin/pip" wheel -q --disable-pip-version-check --no-deps -w "$wheels" \
+            "$src" \
+        && "$WORK/venv/bin/pip" download -q --disable-pip-version-check -d "$wheels" \
+            "$wheels"/sidecar-*.whl starlette || return 1
+    rm -rf "$src" "$WORK/venv"
+    step "the wheels: $(ls "$wheels" | wc -l) files ($(du -sm "$wheels" | cut -f1) MB)" "$t0" \
+        >"$WORK/wheels.step"
+}
+make_wheels >"$WORK/wheels.log" 2>&1 &
+wheels_pid=$!
+
+# -- 2. the base image: mmdebstrap | podman import (once a month) ---------------------------
 # its tag: the month and the packages, so a new month or list makes a new one
 PACKAGES="python3,python3-venv"
 key="$(date -u +%Y%m)-$(printf %s "$PACKAGES" | sha256sum | cut -c1-8)"
@@ -73,43 +112,50 @@ if "${PODMAN[@]}" image exists "$BASE"; then
     say "base image $BASE present"
 else
     t0=$SECONDS
-    mirror="$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1)"
-    [ -n "$mirror" ] || mirror="$(awk '/^deb /{print $2; exit}' /etc/apt/sources.list 2>/dev/null)"
-    [ -n "$mirror" ] || die "no Debian mirror found in /etc/apt"
-    root="$WORK/rootfs"
-    debootstrap --variant=minbase --include="$PACKAGES" bookworm "$root" "$mirror" \
-        >"$WORK/debootstrap.log" 2>&1 \
-        || { tail -20 "$WORK/debootstrap.log" >&2; die "debootstrap"; }
-    step "debootstrap --variant=minbase bookworm ($PACKAGES)" "$t0"
-    t0=$SECONDS
-    # what an image does not carry: apt's downloads and lists, logs, man pages
-    rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* \
-        "$root"/var/log/*.log "$root"/usr/share/man/* "$root"/usr/share/doc/*
-    printf 'deb %s bookworm main\n' "$mirror" >"$root/etc/apt/sources.list"
+    mirror="$(debian_mirror)" || exit 2
     # an old month's base goes: one base in the store at a time
     "${PODMAN[@]}" images --format '{{.Repository}}:{{.Tag}}' \
         | grep '^localhost/sidecar-base:' | xargs -r "${PODMAN[@]}" rmi -f >/dev/null 2>&1
-    tar -C "$root" -c . | "${PODMAN[@]}" import \
-        --change 'CMD ["/bin/bash"]' --change 'ENV LANG=C.UTF-8' - "$BASE" \
-        >"$WORK/import.log" 2>&1 || { cat "$WORK/import.log" >&2; die "podman import"; }
-    rm -rf "$root"
-    step "podman import as $BASE" "$t0"
+    # mmdebstrap, not debootstrap: apt resolves and fetches (debootstrap spent 30 of its 80 s
+    # here resolving dependencies in shell), the root goes to podman as a tar on a pipe, and
+    # its work directory is a tmpfs (dpkg syncs what it unpacks).  merged-usr: bookworm's
+    # layout without the usrmerge package (and the perl it pulls in).  What an image does
+    # not carry: man pages, docs, logs, apt's lists and downloads (mmdebstrap's cleanup).
+    mkdir "$WORK/tmpfs" && mount -t tmpfs -o size=1g,mode=0700 sidecar-base "$WORK/tmpfs" \
+        || die "cannot mount a tmpfs on $WORK/tmpfs"
+    TMPDIR="$WORK/tmpfs" mmdebstrap --variant=minbase --include="$PACKAGES" --mode=root \
+        --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
+        --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
+        --customize-hook='rm -f "$1"/var/log/*.log "$1"/var/log/apt/*' \
+        bookworm - "$mirror" 2>"$WORK/mmdebstrap.log" \
+        | "${PODMAN[@]}" import --change 'CMD ["/bin/bash"]' --change 'ENV LANG=C.UTF-8' \
+            - "$BASE" >"$WORK/import.log" 2>&1 \
+        || { tail -20 "$WORK/mmdebstrap.log" "$WORK/import.log" >&2; die "mmdebstrap | podman import"; }
+    umount "$WORK/tmpfs"
+    step "mmdebstrap --variant=minbase bookworm ($PACKAGES) | podman import as $BASE" "$t0"
 fi
 
-# -- 2. the image, from this checkout ----------------------------------------------------------
+wait "$wheels_pid" || { wheels_pid=""; tail -30 "$WORK/wheels.log" >&2; die "the wheels (Debian's python3 -m venv, pip wheel)"; }
+wheels_pid=""
+cat "$WORK/wheels.step"
+# the set's name: the build inputs' contents and the dependencies' wheels (sidecar's wheel
+# differs from build to build in its timestamps; a name that did too would rebuild the venv
+# layer every run)
+digest="$({ find pyproject.toml setup.py build_ffi.py MANIFEST.in README.md native sidecar \
+              -type f ! -name '*.so' ! -name '*.o' ! -name '*.pyc' | LC_ALL=C sort \
+              | xargs sha256sum; (cd "$wheels" && sha256sum -- *.whl | grep -v ' sidecar-'); } \
+          | sha256sum | cut -c1-16)"
+
+# -- 3. the image, from this checkout and those wheels -------------------------------------------
 t0=$SECONDS
-ca=/etc/ssl/certs/ca-certificates.crt
-printf '[global]\ncert = /run/sidecar-build-ca.crt\n' >"$WORK/pip.conf"
-build=("${PODMAN[@]}" build --pull=never --network host --layers
-       -v "$ca:/run/sidecar-build-ca.crt:ro" -v "$WORK/pip.conf:/etc/pip.conf:ro"
-       --build-arg BASE="$BASE"
-       --build-arg BUILD_PACKAGES="gcc libc6-dev libffi-dev python3-dev"
-       -f deploy/Containerfile)
+build=("${PODMAN[@]}" build --pull=never --network none --layers
+       -v "$wheels:/wheels:ro" --build-arg WHEELS="$digest"
+       --build-arg BASE="$BASE" -f deploy/Containerfile)
 "${build[@]}" -t "$TAG" . >"$WORK/build.log" 2>&1 \
     || { tail -40 "$WORK/build.log" >&2; die "podman build"; }
-# the build stage, tagged: its layers are the next run's cache (the compilers; the wheel and
-# the venv while the sources are unchanged); the last run's, if they differ, go (with the
-# layers no other image uses), so the store does not grow with each change of the sources
+# the build stage, tagged: its layers are the next run's cache (the venv while the wheels
+# are unchanged); the last run's, if they differ, go (with the layers no other image uses),
+# so the store does not grow with each change of the sources
 old_cache="$("${PODMAN[@]}" image inspect --format '{{.Id}}' "$BUILD_CACHE" 2>/dev/null)"
 "${build[@]}" --target build -t "$BUILD_CACHE" . >"$WORK/build-cache.log" 2>&1 \
     || { tail -20 "$WORK/build-cache.log" >&2; die "podman build --target build"; }
@@ -120,7 +166,7 @@ fi
 size="$("${PODMAN[@]}" image inspect --format '{{.Size}}' "$TAG" | awk '{printf "%d", $1/1e6}')"
 step "podman build -f deploy/Containerfile ($size MB)" "$t0"
 
-# -- 3. run it as the pod does ---------------------------------------------------------------
+# -- 4. run it as the pod does ---------------------------------------------------------------
 t0=$SECONDS
 run="$WORK/run"
 shm="$WORK/shm"   # the pod's emptyDir at /dev/shm: here, to see it empty after the stop
@@ -145,19 +191,6 @@ curl -sf -m 5 --unix-socket "$sock" http://sidecar/pid >/dev/null 2>&1 \
     || { "${PODMAN[@]}" logs "$CTR" 2>&1 | tail -30 >&2; die "sidecar did not serve in 30 s"; }
 step "podman run: serving on the socket in the volume" "$t0"
 
-check() {  # check NAME COMMAND...: PASS if the command succeeds
-    local name="$1"
-    shift
-    local out
-    if out="$("$@" 2>&1)"; then
-        passed=$((passed + 1))
-        say "PASS  $name"
-    else
-        failed=$((failed + 1))
-        say "FAIL  $name"
-        printf '%s\n' "$out" | tail -40 | sed 's/^/      /'
-    fi
-}
 C() { "${PODMAN[@]}" exec "$CTR" "$@"; }
 
 t_pid1() {  # PID 1 is sidecar itself (no shell, no init), as uid 10001, unprivileged

@@ -27,9 +27,11 @@ quietly() {
 # -- 1. Debian packages ------------------------------------------------------------------------
 # systemd: systemd-socket-activate and systemd-analyze (tests/e2e/test_systemd.py); caddy:
 # tests/e2e/test_caddy.py; openssl: the certificates of tests/e2e/test_tls.py; nghttp2-client:
-# h2load for benchmarks.http's HTTP/2 scenarios; podman, runc, debootstrap: scripts/container.sh
+# h2load for benchmarks.http's HTTP/2 scenarios; podman, runc, mmdebstrap: scripts/container.sh;
+# debootstrap: scripts/systemd-container.sh
 packages=(wrk nginx-light curl gcc clang libclang-rt-14-dev python3-venv python3-dev libffi-dev
-          chromium systemd caddy openssl nghttp2-client podman runc debootstrap)
+          chromium systemd caddy openssl nghttp2-client podman runc debootstrap
+          mmdebstrap)
 missing=()
 for package in "${packages[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

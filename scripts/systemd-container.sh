@@ -25,8 +25,9 @@ LOG="$(mktemp -d)"
 passed=0
 failed=0
 
-say() { printf 'systemd-container: %s\n' "$*"; }
-die() { say "SETUP FAILED: $*" >&2; exit 2; }
+NAME=systemd-container
+CHECK_TAIL=60
+. scripts/lib.sh   # say, die, check, debian_mirror
 
 [ "$(id -u)" -eq 0 ] || die "must run as root (debootstrap, systemd-nspawn)"
 [ -x "$PYTHON" ] || die "$PYTHON not found (run scripts/setup.sh first)"
@@ -47,9 +48,7 @@ if [ ! -f "$ROOT/.sidecar-check-root" ]; then
     say "debootstrap of a minimal Debian 12 into $ROOT"
     rm -rf "$ROOT"
     mkdir -p "$(dirname "$ROOT")"
-    mirror="$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1)"
-    [ -n "$mirror" ] || mirror="$(awk '/^deb /{print $2; exit}' /etc/apt/sources.list 2>/dev/null)"
-    [ -n "$mirror" ] || die "no Debian mirror found in /etc/apt"
+    mirror="$(debian_mirror)" || exit 2
     debootstrap --variant=minbase \
         --include=systemd,systemd-sysv,dbus,python3,python3-venv,nginx-light,curl \
         bookworm "$ROOT" "$mirror" >"$LOG/debootstrap.log" 2>&1 \
@@ -163,19 +162,6 @@ for _ in $(seq 300); do
 done
 case "$state" in running|degraded) ;; *) die "the container did not boot (state: $state)" ;; esac
 
-check() {  # check NAME COMMAND...: PASS if the command succeeds
-    local name="$1"
-    shift
-    local out
-    if out="$("$@" 2>&1)"; then
-        passed=$((passed + 1))
-        say "PASS  $name"
-    else
-        failed=$((failed + 1))
-        say "FAIL  $name"
-        printf '%s\n' "$out" | tail -60 | sed 's/^/      /'
-    fi
-}
 get() { C curl -sS -m 10 --unix-socket "$1" "http://sidecar$2"; }
 main_pid() { C systemctl show -p MainPID --value sidecar.service; }
 wait_active() {  # the service is active and answers on its socket

@@ -267,6 +267,10 @@ def test_the_containerfile_builds_on_python_slim_unless_given_a_base():
     assert re.findall(r"^FROM (.*)$", containerfile, re.M) == ["${BASE} AS build", "${BASE}"]
     script = (ROOT / "scripts" / "container.sh").read_text()
     assert '--build-arg BASE="$BASE"' in script and "-f deploy/Containerfile" in script
+    # container.sh's wheels (built on the host) reach the build stage where it looks for them
+    assert re.search(r'^ARG WHEELS=""$', containerfile, re.M)
+    assert "--find-links /wheels" in containerfile
+    assert '-v "$wheels:/wheels:ro" --build-arg WHEELS="$digest"' in script
 
 
 # --- the probes' commands against a real sidecar -----------------------------------------------
