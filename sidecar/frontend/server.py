@@ -44,6 +44,10 @@ from sidecar.systemd import Notifier
 if TYPE_CHECKING:
     from sidecar.frontend.http_conn import HTTPConnection
 
+# Entries kept of is_trusted's and _proxy_scope's answers before they are dropped wholesale:
+# one per distinct client address (or X-Forwarded-For value) seen since
+PROXY_CACHE = 4096
+
 log = logging.getLogger("sidecar")
 
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU)
@@ -107,6 +111,11 @@ class FrontEnd:
         self.extra_fields = tuple(fields)
         self.websocket_handler = websocket_handler  # Upgrade: websocket -> ws_conn.py
         self._trusted_nets, self._trust_all = self._parse_trusted(config.forwarded_allow_ips)
+        self._trusted_hosts: dict[str, bool] = {}   # is_trusted's answers (bounded)
+        # _proxy_scope's answers (http_conn.py): a trusted peer's proxy fields and connection
+        # -> the packed scheme and client, or None.  Behind nginx every request carries
+        # X-Forwarded-For/-Proto, and the same few values come again and again (bounded)
+        self.proxy_scopes: dict = {}
         self.trust_unix = config.proxy_headers and (self._trust_all or
                                                     "unix" in config.forwarded_allow_ips)
         self.exit_code = EXIT_OK
@@ -193,11 +202,19 @@ class FrontEnd:
             return False
         if self._trust_all:
             return True
+        known = self._trusted_hosts.get(host)
+        if known is not None:
+            return known
         try:
             addr = ipaddress.ip_address(host)
         except ValueError:
-            return False
-        return any(addr in net for net in self._trusted_nets)
+            trusted = False
+        else:
+            trusted = any(addr in net for net in self._trusted_nets)
+        if len(self._trusted_hosts) >= PROXY_CACHE:
+            self._trusted_hosts.clear()
+        self._trusted_hosts[host] = trusted
+        return trusted
 
     def apply_proxy_headers(self, headers, scheme: str, client):
         """X-Forwarded-For/-Proto (or Forwarded) from a trusted peer: the client and scheme the

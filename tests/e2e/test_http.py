@@ -304,6 +304,29 @@ def test_proxy_headers_trusted_from_loopback(sc):
     assert s["scheme"] == "https"
 
 
+def test_proxy_headers_answers_kept_per_value_not_per_connection(sc):
+    """The front-end keeps what a trusted peer's proxy fields mean (server.proxy_scopes): on
+    one keep-alive connection, each request still gets its own fields' client and scheme,
+    and a request without them the connection's own."""
+    sent = [({"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"},
+             "203.0.113.7", "https"),
+            ({"X-Forwarded-For": "198.51.100.2"}, "198.51.100.2", "http"),
+            ({}, "127.0.0.1", "http"),
+            ({"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"},
+             "203.0.113.7", "https"),
+            ({"Forwarded": "for=192.0.2.60;proto=https"}, "192.0.2.60", "https"),
+            ({"X-Forwarded-For": "198.51.100.2"}, "198.51.100.2", "http")]
+    with sc.client() as c:
+        ports = set()
+        for _ in range(2):
+            for headers, client, scheme in sent:
+                s = c.get("/scope", headers=headers).json()
+                assert (s["client"][0], s["scheme"]) == (client, scheme), (headers, s)
+                if not headers:
+                    ports.add(s["client"][1])
+    assert len(ports) == 1   # one connection throughout
+
+
 def test_date_header_is_now_and_moves_on(client):
     """Date is formatted once a second by a timer at each wall-clock second: an IMF-fixdate
     of the current second (give or take one), and a later second a second later."""
