@@ -4,9 +4,8 @@ A connection protocol (sidecar.http.h1_connection, ...) does no I/O; it is hande
 object as its ``io``.  Here, and only here for an HTTP connection, bytes meet the socket:
 
 - ``write``: bytes are gathered for the loop iteration and sent with one ``send()`` at its
-  end (by the Batcher, after the ring links' records), however many responses or records
-  produced them.
-  Never earlier, not even for a connection's only response: a batch of responses read from
+  end (by the Batcher, before the ring links' records: records first raised the client's
+  wake-ups), however many responses or records produced them.  Never earlier, not even for a connection's only response: a batch of responses read from
   a worker's ring goes out in one burst after the batch, so the client (wrk, nginx) wakes
   once for the burst, not once per response (writing each at once cost ~10% req/s at one
   worker: the client's wake-ups per request went from 0.19 to 0.30);
