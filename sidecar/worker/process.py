@@ -72,6 +72,7 @@ class Worker:
         self.links: dict[int, HostLink] = {}
         self.tasks: set[asyncio.Task] = set()  # every stream task still running
         self.draining = False
+        self.serving = False   # links started: lifespan startup is over
         self.loop: asyncio.AbstractEventLoop | None = None
         self._stopped: asyncio.Future | None = None  # result: the exit code
         self._ticker: asyncio.TimerHandle | None = None
@@ -105,6 +106,7 @@ class Worker:
                     if self.config.control_fd is not None:
                         self.control = ControlChannel(self, self.config.control_fd)
                         self.control.start(loop)
+                    self.serving = True
                     self.log.info("serving %s (pid %d, %d host link(s))", self.config.app,
                                   os.getpid(), len(self.links))
                 code = await self._stopped
@@ -250,6 +252,12 @@ class Worker:
             return
         self.draining = True
         timeout = self.config.shutdown_timeout
+        if not self.serving:
+            # still starting: nothing is in flight, and the supervisor says why it stops us
+            # (a sibling's failed startup prints one line, not one per worker)
+            self.log.debug("told to stop before serving")
+            self.stop(EXIT_OK)
+            return
         self.log.info("draining: %d stream(s) in flight, timeout %gs", len(self.tasks), timeout)
         if not self.tasks:
             self.stop(EXIT_OK)

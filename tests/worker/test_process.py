@@ -135,6 +135,9 @@ def test_sigterm_during_startup_exits_0_without_serving():
         host.signal(signal.SIGTERM)
         assert await host.exit_code() == EXIT_OK
         assert host.pending(0) == []  # never said HELLO
+        # nothing was in flight: no "draining" line (beside a sibling's failed startup the
+        # supervisor's verdict is the one line an operator reads)
+        assert "draining" not in host.log()
 
     run_host(scenario, "apps:slow_startup", lifespan="on")
 
