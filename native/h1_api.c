@@ -19,9 +19,14 @@
  * head (no body, no upgrade, a path without '%', not one to re-scope) the Request itself,
  * built here (set_request_type); for any other head its facts (H1_NFACTS ints), its headers
  * and its packed fields (or None), and _fast_head goes on in Python.  None: incomplete or
- * declined (the Python parser decides); False: a forwarded head under rescope, which needs
- * the cffi path (its packing waits for the caller's new scope).  `limits` is h1_limits_t's
- * bytes; `scope` None (parse only) or (scheme, addrs, root, rescope) as h1_scope_t takes it.
+ * declined (the Python parser decides); False: a forwarded head under rescope whose scope is
+ * not known yet, which needs the cffi path (its packing waits for the caller's new scope).
+ * `limits` is h1_limits_t's bytes; `scope` None (parse only) or (scheme, addrs, root,
+ * rescope[, proxy]) as h1_scope_t takes it.  `proxy`, a dict or None, is what the caller
+ * found for earlier forwarded heads of this connection's kind (http_conn._proxy_scope):
+ * key the request's proxy fields, each "name NUL value NUL" in the head's order (proxy_key),
+ * value None (the connection's own scope) or (scheme, addrs) to pack with instead.  A head
+ * whose key is there is packed and made here like any other; one whose key is not: False.
  *
  *   check_all(evs) -> bool
  *
@@ -292,6 +297,66 @@ fail:   /* (the tuple's unset items are NULL: its dealloc skips them) */
     return NULL;
 }
 
+/* The proxy fields of the head just parsed (Forwarded, X-Forwarded-For, X-Forwarded-Proto),
+ * each "name NUL value NUL" in the head's order, as bytes: parse_request's key into the
+ * caller's proxy dict (http_conn._proxy_scope builds the same bytes from the headers list).
+ * NULL with no exception: over the buffer (the caller declines). */
+#define PROXY_KEY_CAP 4096
+static PyObject *proxy_key(void) {
+    static char key[PROXY_KEY_CAP];
+    size_t n = 0;
+    Py_ssize_t count = (Py_ssize_t)head.facts[H1_FIELDS];
+    const char *p = head_fields, *end = head_fields + head.facts[H1_FIELDS_LEN];
+    for (Py_ssize_t i = 0; i < count && p < end; i++) {
+        const char *q = memchr(p, '\0', (size_t)(end - p));
+        if (q == NULL) return NULL;
+        const char *v = q + 1;
+        const char *w = memchr(v, '\0', (size_t)(end - v));
+        if (w == NULL) w = end;
+        size_t nl = (size_t)(q - p), vl = (size_t)(w - v);
+        if ((nl == 9 && !memcmp(p, "forwarded", 9))
+                || (nl == 15 && !memcmp(p, "x-forwarded-for", 15))
+                || (nl == 17 && !memcmp(p, "x-forwarded-proto", 17))) {
+            if (n + nl + vl + 2 > PROXY_KEY_CAP) return NULL;
+            memcpy(key + n, p, nl);
+            key[n + nl] = '\0';
+            memcpy(key + n + nl + 1, v, vl);
+            key[n + nl + 1 + vl] = '\0';
+            n += nl + vl + 2;
+        }
+        p = w < end ? w + 1 : end;
+    }
+    return PyBytes_FromStringAndSize(key, (Py_ssize_t)n);
+}
+
+/* A forwarded head under rescope: packed with the scope the caller's proxy dict holds for
+ * its proxy fields.  1 packed (facts[H1_PACKED] set), 0 not known (or not packable), -1
+ * error. */
+static int pack_forwarded(const char *buf, size_t pos, PyObject *proxy, const h1_scope_t *sc) {
+    PyObject *key = proxy_key();
+    if (key == NULL) return PyErr_Occurred() ? -1 : 0;
+    PyObject *mine = PyDict_GetItemWithError(proxy, key);   /* borrowed */
+    Py_DECREF(key);
+    if (mine == NULL) return PyErr_Occurred() ? -1 : 0;
+    const char *scheme = sc->scheme, *addrs = sc->addrs;
+    size_t scheme_len = sc->scheme_len, addrs_len = sc->addrs_len;
+    if (mine != Py_None) {
+        if (!PyTuple_CheckExact(mine) || PyTuple_GET_SIZE(mine) != 2
+                || !PyBytes_CheckExact(PyTuple_GET_ITEM(mine, 0))
+                || !PyBytes_CheckExact(PyTuple_GET_ITEM(mine, 1)))
+            return 0;
+        scheme = PyBytes_AS_STRING(PyTuple_GET_ITEM(mine, 0));
+        scheme_len = (size_t)PyBytes_GET_SIZE(PyTuple_GET_ITEM(mine, 0));
+        addrs = PyBytes_AS_STRING(PyTuple_GET_ITEM(mine, 1));
+        addrs_len = (size_t)PyBytes_GET_SIZE(PyTuple_GET_ITEM(mine, 1));
+    }
+    int64_t n = h1_pack_request(buf, pos, &head, scheme, scheme_len, addrs, addrs_len,
+                                sc->root, sc->root_len, packed_buf, PACKED_CAP);
+    if (n <= 0) return 0;
+    head.facts[H1_PACKED] = n;
+    return 1;
+}
+
 static PyObject *parse_request(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
     if (nargs != 4) {
@@ -314,13 +379,23 @@ static PyObject *parse_request(PyObject *self, PyObject *const *args, Py_ssize_t
     h1_limits_t lim;
     memcpy(&lim, PyBytes_AS_STRING(limits), sizeof lim);
     h1_scope_t sc, *scp = NULL;
+    PyObject *proxy = NULL;   /* the caller's proxy dict (borrowed), or NULL */
     if (scope != Py_None) {
-        if (!PyTuple_CheckExact(scope) || PyTuple_GET_SIZE(scope) != 4
+        if (!PyTuple_CheckExact(scope)
+                || (PyTuple_GET_SIZE(scope) != 4 && PyTuple_GET_SIZE(scope) != 5)
                 || !PyBytes_CheckExact(PyTuple_GET_ITEM(scope, 0))
                 || !PyBytes_CheckExact(PyTuple_GET_ITEM(scope, 1))
                 || !PyBytes_CheckExact(PyTuple_GET_ITEM(scope, 2))) {
-            PyErr_SetString(PyExc_TypeError, "parse_request: scope is (bytes, bytes, bytes, flag)");
+            PyErr_SetString(PyExc_TypeError,
+                            "parse_request: scope is (bytes, bytes, bytes, flag[, dict])");
             return NULL;
+        }
+        if (PyTuple_GET_SIZE(scope) == 5 && PyTuple_GET_ITEM(scope, 4) != Py_None) {
+            proxy = PyTuple_GET_ITEM(scope, 4);
+            if (!PyDict_CheckExact(proxy)) {
+                PyErr_SetString(PyExc_TypeError, "parse_request: scope's proxy is a dict");
+                return NULL;
+            }
         }
         PyObject *s0 = PyTuple_GET_ITEM(scope, 0), *s1 = PyTuple_GET_ITEM(scope, 1),
                  *s2 = PyTuple_GET_ITEM(scope, 2);
@@ -336,7 +411,11 @@ static PyObject *parse_request(PyObject *self, PyObject *const *args, Py_ssize_t
                                     packed_buf, PACKED_CAP);
     if (size <= 0) Py_RETURN_NONE;
     const int64_t *f = head.facts;
-    if (f[H1_PACKED] < 0 && f[H1_FORWARDED] && scp != NULL && scp->rescope) Py_RETURN_FALSE;
+    if (f[H1_PACKED] < 0 && f[H1_FORWARDED] && scp != NULL && scp->rescope) {
+        int known = proxy == NULL ? 0 : pack_forwarded(buf, (size_t)pos, proxy, scp);
+        if (known < 0) return NULL;
+        if (!known) Py_RETURN_FALSE;
+    }
     PyObject *packed;
     if (f[H1_PACKED] >= 0) {
         packed = PyBytes_FromStringAndSize(packed_buf, (Py_ssize_t)f[H1_PACKED]);
@@ -451,7 +530,7 @@ static PyMethodDef methods[] = {
     {"check_all", check_all, METH_O,
      "check_all(evs) -> bool: sidecar.events.check_all's C twin (False: check each event)"},
     {"parse_request", (PyCFunction)(void (*)(void))parse_request, METH_FASTCALL,
-     "parse_request(data, pos, limits, scope) -> None, False, (size, Request) or "
+     "parse_request(data, pos, limits, scope[+proxy]) -> None, False, (size, Request) or "
      "(size, facts, headers, packed)"},
     {"set_request_type", set_request_type, METH_O, "set_request_type(Request)"},
     {"limits_size", limits_size, METH_NOARGS, "sizeof(h1_limits_t)"},

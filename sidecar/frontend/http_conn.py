@@ -26,13 +26,13 @@ from sidecar.frontend.stream import Stream
 from sidecar.frontend.transport import Transport
 from sidecar.frontend.server import PROXY_CACHE
 from sidecar.http import h1
+from sidecar.http.h1 import proxy_key
 from sidecar.http.h1_connection import UPGRADED, H1Connection, Timeouts
 from sidecar.http.h2_preface import PREFACE, PREFACE_HEAD
 
 log = logging.getLogger("sidecar.frontend")
 
 # The fields apply_proxy_headers reads (server.py): _proxy_scope's answer depends on them only
-_PROXY_FIELDS = frozenset((b"x-forwarded-for", b"x-forwarded-proto", b"forwarded"))
 
 
 def HTTP2Connection(conn, *args, **kw):
@@ -78,6 +78,7 @@ class HTTPConnection(asyncio.Protocol):
         self.server_addr = None
         self.scheme = "http"
         self.trusted = False
+        self._proxy_answers: dict = {}   # a trusted peer's: _proxy_scope's, by h1.proxy_key
         self.tls = None   # a TLS connection's ASGI tls extension (frontend/tls.py), as a list
 
     @property
@@ -123,9 +124,24 @@ class HTTPConnection(asyncio.Protocol):
         # (request_event); a trusted peer's proxy headers may change it per request
         pack = events.pack
         self._packed_server = pack(self.server_addr)
-        conn.parser.pack_requests(pack(self.scheme), pack(self.client) + self._packed_server,
-                                  config.root_path.encode(),
-                                  self._proxy_scope if self.trusted else None)
+        if self.trusted:
+            # rescope's answers, kept for every connection of this scheme, client and server
+            # (behind nginx on the Unix socket: all of them), read by the C parser too
+            scopes = server.proxy_scopes
+            kind = (self.scheme, None if self.client is None else tuple(self.client),
+                    self._packed_server)
+            proxy = self._proxy_answers = scopes.get(kind)
+            if proxy is None:
+                if len(scopes) >= PROXY_CACHE:
+                    scopes.clear()
+                proxy = self._proxy_answers = scopes[kind] = {}
+            conn.parser.pack_requests(pack(self.scheme),
+                                      pack(self.client) + self._packed_server,
+                                      config.root_path.encode(), self._proxy_scope, proxy)
+        else:
+            conn.parser.pack_requests(pack(self.scheme),
+                                      pack(self.client) + self._packed_server,
+                                      config.root_path.encode())
         limit = config.limit_concurrency
         if limit and len(server.connections) > limit:
             conn.over_limit = True
@@ -253,27 +269,25 @@ class HTTPConnection(asyncio.Protocol):
         """For the C packer (h1.RequestParser.pack_requests): a trusted peer's request whose
         proxy headers change the scheme or the client gets them packed, else None.  The
         answer depends only on the proxy fields and this connection's scheme, client and
-        server, so it is kept by those (server.proxy_scopes): behind nginx every request
-        has the fields, and working them out each time cost ~35 us a request."""
-        fields = tuple([(name, value) for name, value in headers if name in _PROXY_FIELDS])
-        client = self.client
-        key = (fields, self.scheme, None if client is None else tuple(client),
-               self._packed_server)
-        server = self.server
-        scopes = server.proxy_scopes
+        server, so it is kept by those: server.proxy_scopes holds a dict per (scheme, client,
+        server), keyed by h1.proxy_key, which the C parser reads itself (native/h1_api.c):
+        behind nginx every request has the fields, and working them out each time cost ~35 us
+        a request; asking this for each cost ~10 more."""
+        answers = self._proxy_answers
+        key = proxy_key(headers)
         try:
-            return scopes[key]
+            return answers[key]
         except KeyError:
             pass
-        scheme, client = server.apply_proxy_headers(headers, self.scheme, client)
+        scheme, client = self.server.apply_proxy_headers(headers, self.scheme, self.client)
         if scheme == self.scheme and client == self.client:
             mine = None
         else:
             pack = events.pack
             mine = pack(scheme), pack(client) + self._packed_server
-        if len(scopes) >= PROXY_CACHE:
-            scopes.clear()
-        scopes[key] = mine
+        if len(answers) >= PROXY_CACHE:
+            answers.clear()
+        answers[key] = mine
         return mine
 
     def req_scope(self, req: h1.Request) -> tuple:

@@ -112,9 +112,11 @@ class FrontEnd:
         self.websocket_handler = websocket_handler  # Upgrade: websocket -> ws_conn.py
         self._trusted_nets, self._trust_all = self._parse_trusted(config.forwarded_allow_ips)
         self._trusted_hosts: dict[str, bool] = {}   # is_trusted's answers (bounded)
-        # _proxy_scope's answers (http_conn.py): a trusted peer's proxy fields and connection
-        # -> the packed scheme and client, or None.  Behind nginx every request carries
-        # X-Forwarded-For/-Proto, and the same few values come again and again (bounded)
+        # _proxy_scope's answers (http_conn.py): a dict per (scheme, client, server) of a
+        # trusted peer's connections, each h1.proxy_key (the request's proxy fields) -> the
+        # packed scheme and client, or None.  Behind nginx every request carries
+        # X-Forwarded-For/-Proto, and the same few values come again and again (bounded;
+        # the C parser reads them too: native/h1_api.c)
         self.proxy_scopes: dict = {}
         self.trust_unix = config.proxy_headers and (self._trust_all or
                                                     "unix" in config.forwarded_allow_ips)

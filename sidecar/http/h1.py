@@ -152,6 +152,18 @@ _scratch = threading.local()
 
 # --- parser ------------------------------------------------------------------------------
 
+_PROXY_FIELDS = (b"forwarded", b"x-forwarded-for", b"x-forwarded-proto")
+
+
+def proxy_key(headers) -> bytes:
+    """A request's proxy fields (Forwarded, X-Forwarded-For, X-Forwarded-Proto), each
+    name NUL value NUL in the head's order: the key of RequestParser.pack_requests' ``proxy``
+    dict.  native/h1_api.c's proxy_key makes the same bytes from the parsed head (its twin;
+    tests/http/test_h1_api.py compares them)."""
+    return b"".join([name + b"\0" + value + b"\0" for name, value in headers
+                     if name in _PROXY_FIELDS])
+
+
 class RequestParser(PythonHeads):
     """Sans-I/O HTTP/1.1 request parser for one connection. See the module docstring.
     (Its Python path for heads, llhttp and check_head, is ``h1_head.PythonHeads``.)"""
@@ -192,14 +204,16 @@ class RequestParser(PythonHeads):
     # --- public API ----------------------------------------------------------------------
 
     def pack_requests(self, scheme: bytes, addrs: bytes, root_path: bytes,
-                      rescope=None) -> None:
+                      rescope=None, proxy: dict | None = None) -> None:
         """Have each Request the C speedup parses carry ``packed``: its HTTP_REQUEST fields
         (docs/protocol.md) packed in C, for a connection whose scope parts are these --
         ``scheme`` one msgpack str, ``addrs`` two msgpack values (client, server), and the
         root path as UTF-8 (put in front of path and raw_path).  ``rescope(headers)``, if
         given, is asked for each request with a Forwarded, X-Forwarded-For or
         X-Forwarded-Proto field, and returns None or the (scheme, addrs) of that request
-        instead (proxy headers from a trusted peer).  Requests the Python path
+        instead (proxy headers from a trusted peer).  ``proxy``, if given, is where rescope
+        keeps its answers, by ``proxy_key(headers)``: a head whose proxy fields are there is
+        packed in C (native/h1_api.c) without asking rescope.  Requests the Python path
         parses, and all of them without the C speedup, have ``packed`` None."""
         if HAVE_SPEEDUPS:
             self._scope = (scheme, len(scheme), addrs, len(addrs), root_path, len(root_path))
@@ -211,7 +225,7 @@ class RequestParser(PythonHeads):
             self._cscope = _ffi.new("h1_scope_t *", (
                 keep[0], len(scheme), keep[1], len(addrs), keep[2], len(root_path),
                 rescope is not None))
-            self._api_scope = (scheme, addrs, root_path, rescope is not None)
+            self._api_scope = (scheme, addrs, root_path, rescope is not None, proxy)
 
     def feed_one(self, data: bytes) -> Request | list:
         """``feed(data)``, for the connection's usual read: where ``data`` is exactly one

@@ -122,6 +122,46 @@ def test_rescope_is_asked_only_with_proxy_fields():
     assert reqs[3].packed == expected(reqs[3])
 
 
+def test_proxy_answers_are_read_in_c_once_known():
+    """pack_requests' ``proxy`` dict: rescope is asked once per distinct set of proxy fields
+    (it keeps its answer there by h1.proxy_key, as http_conn._proxy_scope does); after that
+    the C parser finds the answer itself (native/h1_api.c's proxy_key makes the same key from
+    the parsed head) and packs the request with it."""
+    asked = []
+    proxy: dict = {}
+    https = (pack("https"), pack(["10.0.0.7", 0]) + pack(SERVER))
+
+    def rescope(headers):
+        asked.append(headers)
+        mine = https if any(b"https" in v for _, v in headers) else None
+        proxy[h1.proxy_key(headers)] = mine
+        return mine
+
+    p = RequestParser(Limits())
+    p.pack_requests(pack("http"), pack(CLIENT) + pack(SERVER), b"", rescope, proxy)
+    heads = [
+        b"GET /a HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 10.0.0.7\r\nX-Forwarded-Proto: https\r\n\r\n",
+        b"GET /b HTTP/1.1\r\nHost: a\r\nx-forwarded-for:  10.0.0.8 \r\n\r\n",
+        # two lines of one field, another field between them, mixed case
+        b"GET /c HTTP/1.1\r\nX-Forwarded-For: 1.1.1.1\r\nHost: a\r\nX-FORWARDED-FOR: 10.0.0.7"
+        b"\r\nForwarded: for=10.0.0.7;proto=https\r\n\r\n",
+        b"POST /d?x=1 HTTP/1.1\r\nHost: a\r\nX-Forwarded-Proto: https\r\nContent-Length: 2\r\n\r\nhi",
+    ]
+    scopes = [https, None, https, https]
+    for rnd in range(3):
+        for head, mine in zip(heads, scopes):
+            (req,) = requests(p.feed(head))
+            want = (expected(req) if mine is None else
+                    expected(req, scheme="https", client=["10.0.0.7", 0]))
+            assert req.packed == want, (rnd, head)
+        assert len(asked) == len(heads)   # asked the first time only
+    assert set(proxy) == {h1.proxy_key(a) for a in asked}
+    # the key is the proxy fields alone: other fields and the path do not split it
+    (req,) = requests(p.feed(b"GET /other HTTP/1.1\r\nHost: b\r\nX-Forwarded-For:"
+                             b" 10.0.0.8\r\nAccept: */*\r\n\r\n"))
+    assert len(asked) == len(heads) and req.packed == expected(req)
+
+
 def test_record_is_the_event_pack_makes():
     """events.request_record (what HTTPConnection.request_event sends) around the C packer's
     fields is byte for byte the event ``pack`` makes."""
