@@ -8,6 +8,9 @@ run.
 Scenarios (see SCENARIOS at the bottom; add one there, e.g. for WebSockets):
 
 - ``bare``: the bare ASGI hello app, ``wrk -c64`` on ``/``. Server overhead only.
+- ``close``: ``bare`` with ``Connection: close`` on every request, so each is a new
+  connection: what accepting, setting up and closing one costs (nginx's ``proxy_pass``
+  without ``keepalive`` upstreams, or past their idle cache, connects so).
 - ``logged``: ``bare`` with every server's access log on, as sidecar and uvicorn start by
   default (granian's is off by default): one line per request to the server's stdout, a file.
 - ``logged_json``: ``logged`` for sidecar alone, its lines in JSON (``--access-log-format
@@ -123,11 +126,13 @@ def _warm_up(url: str, options: Options) -> None:
         run_wrk(url, options.connections, options.warmup, options.threads)
 
 
-def measure_throughput(path: str) -> Callable[[ServerHandle, Options], dict]:
+def measure_throughput(path: str, headers: tuple[str, ...] = ()
+                       ) -> Callable[[ServerHandle, Options], dict]:
     def measure(handle: ServerHandle, options: Options) -> dict:
         url = handle.base_url + path
         _warm_up(url, options)
-        return run_wrk(url, options.connections, options.duration, options.threads)
+        return run_wrk(url, options.connections, options.duration, options.threads,
+                       headers=headers)
 
     return measure
 
@@ -446,6 +451,14 @@ SCENARIOS: dict[str, Scenario] = {
         ready_path="/",
         matrix=THROUGHPUT_MATRIX,
         measure=measure_throughput("/"),
+    ),
+    "close": Scenario(
+        name="close",
+        description="bare ASGI hello, GET / with Connection: close (a new connection each)",
+        app="benchmarks.apps:hello",
+        ready_path="/",
+        matrix=THROUGHPUT_MATRIX,
+        measure=measure_throughput("/", headers=("Connection: close",)),
     ),
     "logged": Scenario(
         name="logged",

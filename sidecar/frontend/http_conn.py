@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
 
 from sidecar import events
@@ -91,7 +90,6 @@ class HTTPConnection(asyncio.Protocol):
         self.transport = transport
         server = self.server
         server.connections.add(self)
-        sock = transport.get_extra_info("socket")
         peer = transport.get_extra_info("peername")
         local = transport.get_extra_info("sockname")
         if isinstance(local, str) or isinstance(local, bytes):  # Unix socket
@@ -109,11 +107,8 @@ class HTTPConnection(asyncio.Protocol):
                 self._packed_tls = events.pack(self.tls)
                 self.request_event = self._request_event_tls   # plain ones pay nothing
             self.trusted = server.is_trusted(peer[0] if peer else None)
-            if sock is not None:
-                try:
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                except OSError:
-                    pass
+            # (TCP_NODELAY: uvloop sets it on every TCP transport it makes;
+            # tests/e2e/test_http.py checks that it is on)
         self.who = access.who(self.client)   # the access lines' first field
         config = server.config
         self.io.transport = transport

@@ -218,14 +218,22 @@ class RequestParser(PythonHeads):
         if HAVE_SPEEDUPS:
             self._scope = (scheme, len(scheme), addrs, len(addrs), root_path, len(root_path))
             self._rescope = rescope
-            # the same, as h1_parse_request takes it (one C call parses and packs); the
-            # struct points into the char arrays, which the parser keeps alive
-            keep = self._cscope_keep = [_ffi.new("char[]", part)
-                                        for part in (scheme, addrs, root_path)]
-            self._cscope = _ffi.new("h1_scope_t *", (
-                keep[0], len(scheme), keep[1], len(addrs), keep[2], len(root_path),
-                rescope is not None))
+            # the same for the cffi path (h1_parse_request) is made when a head first needs
+            # it (_c_scope): with the C-API module most connections never do, and four cffi
+            # allocations were a tenth of a new connection's Python
+            self._cscope = None
             self._api_scope = (scheme, addrs, root_path, rescope is not None, proxy)
+
+    def _c_scope(self):
+        """pack_requests' scope as h1_parse_request takes it (one C call parses and packs):
+        the struct points into the char arrays, which the parser keeps alive."""
+        scheme, _, addrs, _, root_path, _ = self._scope
+        keep = self._cscope_keep = [_ffi.new("char[]", part)
+                                    for part in (scheme, addrs, root_path)]
+        self._cscope = _ffi.new("h1_scope_t *", (
+            keep[0], len(scheme), keep[1], len(addrs), keep[2], len(root_path),
+            self._rescope is not None))
+        return self._cscope
 
     def feed_one(self, data: bytes) -> Request | list:
         """``feed(data)``, for the connection's usual read: where ``data`` is exactly one
@@ -481,7 +489,10 @@ class RequestParser(PythonHeads):
         except AttributeError:
             scratch = _scratch.buffers = _Scratch()
         # the head parsed and its HTTP_REQUEST fields packed, in one call
-        size = _h1_parse_request(data, pos, len(data), climits, scratch.head, self._cscope,
+        cscope = self._cscope
+        if cscope is None:
+            cscope = self._c_scope()
+        size = _h1_parse_request(data, pos, len(data), climits, scratch.head, cscope,
                                  scratch.out, _PACKED_CAP)
         if size <= 0:
             return 0
