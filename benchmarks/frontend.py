@@ -136,6 +136,43 @@ async def run_once(fe: FrontEnd, head: bytes, requests: int, concurrency: int) -
     return elapsed / requests * 1e6
 
 
+async def run_once_close(fe: FrontEnd, head: bytes, requests: int, concurrency: int) -> float:
+    """run_once with a new connection for each request (``head`` says ``Connection:
+    close``): the connection is made (HTTPConnection, connection_made), serves its one
+    request, is closed by the front-end, and is lost (connection_lost) before the next one
+    on its place is made, as wrk -H 'Connection: close' does."""
+    loop = asyncio.get_running_loop()
+    finished = loop.create_future()
+    sent = done = 0
+    port = 40000
+
+    def connect() -> None:
+        nonlocal sent, port
+        sent += 1
+        port = port + 1 if port < 60000 else 40000
+        conn = HTTPConnection(fe)
+        conn.connection_made(_Transport(conn, on_response, port))
+        conn.data_received(head)
+
+    def lost(conn: HTTPConnection) -> None:
+        conn.connection_lost(None)
+        if sent < requests:
+            connect()
+        elif done >= requests and not finished.done():
+            finished.set_result(None)
+
+    def on_response(transport: _Transport, n: int) -> None:
+        nonlocal done
+        done += n
+        loop.call_soon(lost, transport.conn)   # once the front-end has closed it
+
+    start = time.process_time()
+    for _ in range(min(concurrency, requests)):
+        connect()
+    await finished
+    return (time.process_time() - start) / requests * 1e6
+
+
 H2_END = 0x1   # END_STREAM
 
 
@@ -380,6 +417,9 @@ def main(argv: list[str] | None = None) -> int:
                          "(front-end 0's and its workers' share), to count what it costs")
     ap.add_argument("--websocket", action="store_true",
                     help="echo 64-byte text messages over WebSockets instead (per message)")
+    ap.add_argument("--new-connections", action="store_true",
+                    help="each request on a new connection (Connection: close): what making, "
+                         "serving and losing a connection costs")
     ap.add_argument("--http2", action="store_true",
                     help="HTTP/2 GETs (prior knowledge), --streams in flight per connection")
     ap.add_argument("--streams", type=int, default=16,
@@ -391,6 +431,8 @@ def main(argv: list[str] | None = None) -> int:
     if min(args.requests, args.runs, args.concurrency, args.workers) < 1:
         ap.error("--requests, --runs, --concurrency and --workers must be at least 1")
     fields = (BROWSER_HEADERS if args.browser_headers else ()) + tuple(args.header)
+    if args.new_connections:
+        fields += ("Connection: close",)
     head = "".join([f"GET {args.path} HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n"]
                    + [f"{f}\r\n" for f in fields] + ["\r\n"]).encode("latin-1")
 
@@ -416,6 +458,9 @@ def main(argv: list[str] | None = None) -> int:
 
             def once(n: int):
                 return run_once_h2(fe, h2_fields, n, args.concurrency, args.streams)
+        elif args.new_connections:
+            def once(n: int):
+                return run_once_close(fe, head, n, args.concurrency)
         else:
             def once(n: int):
                 return run_once(fe, head, n, args.concurrency)
@@ -451,8 +496,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{args.concurrency} connections x {args.streams} streams, {args.workers} "
               f"worker(s), {args.runs} runs of {args.requests}")
     else:
+        kind = "new connections at once" if args.new_connections else "connections"
         print(f"== {what} CPU µs per request, {args.app} {args.path}, {len(head)}-byte head, "
-              f"{args.concurrency} connections, {args.workers} worker(s), "
+              f"{args.concurrency} {kind}, {args.workers} worker(s), "
               f"{args.runs} runs of {args.requests}")
     print(summary(result))
     if counts:

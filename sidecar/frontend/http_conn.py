@@ -46,10 +46,17 @@ def _drop(data: bytes) -> None:
 
 
 
+_timeouts_of: list = [None, None]   # the last config and its Timeouts (one per process)
+
+
 def timeouts(config) -> Timeouts:
-    return Timeouts(header=config.header_timeout, body=config.body_timeout,
-                    keepalive=config.keepalive_timeout, send=config.send_timeout,
-                    request=config.request_timeout)
+    """The client deadlines of ``config``'s connections, made once (not per connection)."""
+    if _timeouts_of[0] is not config:
+        _timeouts_of[:] = config, Timeouts(
+            header=config.header_timeout, body=config.body_timeout,
+            keepalive=config.keepalive_timeout, send=config.send_timeout,
+            request=config.request_timeout)
+    return _timeouts_of[1]
 
 
 class HTTPConnection(asyncio.Protocol):
@@ -77,7 +84,7 @@ class HTTPConnection(asyncio.Protocol):
         self.server_addr = None
         self.scheme = "http"
         self.trusted = False
-        self._proxy_answers: dict = {}   # a trusted peer's: _proxy_scope's, by h1.proxy_key
+        self._proxy_answers: dict | None = None   # a trusted peer's (_proxy_scope's)
         self.tls = None   # a TLS connection's ASGI tls extension (frontend/tls.py), as a list
 
     @property
@@ -120,16 +127,19 @@ class HTTPConnection(asyncio.Protocol):
         pack = events.pack
         self._packed_server = pack(self.server_addr)
         if self.trusted:
-            # rescope's answers, kept for every connection of this scheme, client and server
-            # (behind nginx on the Unix socket: all of them), read by the C parser too
-            scopes = server.proxy_scopes
-            kind = (self.scheme, None if self.client is None else tuple(self.client),
-                    self._packed_server)
-            proxy = self._proxy_answers = scopes.get(kind)
-            if proxy is None:
-                if len(scopes) >= PROXY_CACHE:
-                    scopes.clear()
-                proxy = self._proxy_answers = scopes[kind] = {}
+            # rescope's answers, read by the C parser too: a TCP connection's own (its
+            # client's port is its alone), shared by every connection of a Unix socket
+            # (behind nginx: all of them)
+            if self.client is None:
+                scopes = server.proxy_scopes
+                kind = (self.scheme, self._packed_server)
+                proxy = self._proxy_answers = scopes.get(kind)
+                if proxy is None:
+                    if len(scopes) >= PROXY_CACHE:
+                        scopes.clear()
+                    proxy = self._proxy_answers = scopes[kind] = {}
+            else:
+                proxy = self._proxy_answers = {}
             conn.parser.pack_requests(pack(self.scheme),
                                       pack(self.client) + self._packed_server,
                                       config.root_path.encode(), self._proxy_scope, proxy)

@@ -112,8 +112,8 @@ class FrontEnd:
         self.websocket_handler = websocket_handler  # Upgrade: websocket -> ws_conn.py
         self._trusted_nets, self._trust_all = self._parse_trusted(config.forwarded_allow_ips)
         self._trusted_hosts: dict[str, bool] = {}   # is_trusted's answers (bounded)
-        # _proxy_scope's answers (http_conn.py): a dict per (scheme, client, server) of a
-        # trusted peer's connections, each h1.proxy_key (the request's proxy fields) -> the
+        # _proxy_scope's answers (http_conn.py) for a trusted Unix socket's connections: a
+        # dict per (scheme, server), each h1.proxy_key (the request's proxy fields) -> the
         # packed scheme and client, or None.  Behind nginx every request carries
         # X-Forwarded-For/-Proto, and the same few values come again and again (bounded;
         # the C parser reads them too: native/h1_api.c)

@@ -76,6 +76,10 @@ def _h2c_settings(req: h1.Request) -> bool:
     return sum(1 for name, _ in req.headers if name == b"http2-settings") == 1
 
 
+_WS = frozenset((b"websocket",))             # the Upgrade protocols taken over
+_WITH_H2C = frozenset((b"websocket", b"h2c"))
+
+
 class H1Connection:
     """The HTTP/1.1 side of one client connection (see the module docstring)."""
 
@@ -91,8 +95,7 @@ class H1Connection:
         self.head_fields = head_fields
         self.upgrades = upgrades      # whether Upgrade: websocket is taken over
         self.h2c = h2c                # whether Upgrade: h2c is (RFC 7540 section 3.2)
-        self.parser = h1.RequestParser(limits, upgrade_protocols=frozenset(
-            (b"websocket", b"h2c") if h2c else (b"websocket",)))
+        self.parser = h1.RequestParser(limits, upgrade_protocols=_WITH_H2C if h2c else _WS)
         self.pipeline: deque[Exchange] = deque()
         self.current: Exchange | None = None   # the exchange whose body is being read
         self.read_state = HEAD

@@ -327,6 +327,22 @@ def test_proxy_headers_answers_kept_per_value_not_per_connection(sc):
     assert len(ports) == 1   # one connection throughout
 
 
+def test_proxy_headers_answers_shared_by_unix_socket_connections(sc):
+    """On the Unix socket (nginx's path) the answers are kept for every connection: a second
+    and a third connection with the fields the first one sent (found in C now) still get
+    their own client and scheme, and one without them the socket's own (no client)."""
+    fields = {"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"}
+    for _ in range(3):
+        with sc.client(uds=True) as c:
+            for _ in range(2):
+                s = c.get("http://x/scope", headers=fields).json()
+                assert (s["client"][0], s["scheme"]) == ("203.0.113.9", "https"), s
+                s = c.get("http://x/scope", headers={"X-Forwarded-For": "198.51.100.3"}).json()
+                assert (s["client"][0], s["scheme"]) == ("198.51.100.3", "http"), s
+                s = c.get("http://x/scope").json()
+                assert s["client"] is None and s["scheme"] == "http", s
+
+
 def test_date_header_is_now_and_moves_on(client):
     """Date is formatted once a second by a timer at each wall-clock second: an IMF-fixdate
     of the current second (give or take one), and a later second a second later."""
