@@ -139,12 +139,19 @@ except ImportError:
 else:
     set_request_type(Request)
     _API_LIMITS: dict = {}
+    _API_LAST: list = [None, None]   # the last Limits asked for and its bytes
 
     def _api_limits(limits: Limits) -> bytes:
-        """h1_limits_t's bytes for ``limits``, as _h1api.parse_request takes them."""
+        """h1_limits_t's bytes for ``limits``, as _h1api.parse_request takes them (the
+        server's Limits object, the same for every connection, is recognised without
+        hashing it: a dataclass's hash is Python code)."""
+        last = _API_LAST
+        if last[0] is limits:
+            return last[1]
         b = _API_LIMITS.get(limits)
         if b is None:
             b = _API_LIMITS[limits] = bytes(_ffi.buffer(_c_limits(limits)))
+        last[:] = limits, b
         return b
 
 _scratch = threading.local()
