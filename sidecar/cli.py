@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frontends", type=int, metavar="N",
                    help="front-end processes sharing the listeners and the workers "
                         "(0: about half the cores, 1 on up to 3)")
+    p.add_argument("--frontend-balance", choices=["concentrate", "hash"],
+                   help="new TCP connections with several front-ends: to the first one "
+                        "until it is saturated, or spread by the kernel's hash (concentrate)")
     p.add_argument("--factory", action="store_true", default=None,
                    help="APP is a callable returning the app")
     p.add_argument("--app-dir", metavar="DIR", help="put DIR on sys.path (.)")
@@ -293,6 +296,9 @@ def load_config(argv: list[str] | None = None, environ=os.environ) -> Config:
     from sidecar.load_board import MAX_FRONTENDS
     if not 0 <= config.frontends <= MAX_FRONTENDS:
         raise UsageError(f"--frontends must be 0 (from the core count) to {MAX_FRONTENDS}")
+    if config.frontend_balance not in ("concentrate", "hash"):
+        raise UsageError("--frontend-balance must be concentrate or hash, not "
+                         f"{config.frontend_balance!r}")
     if config.window < 4096:
         raise UsageError("--window must be at least 4k")
     if config.ws_max_size < 1:
@@ -590,7 +596,8 @@ def main(argv: list[str] | None = None) -> int:
             return await FrontEnd(config, sockets, owned_paths=([uds] if uds else []) + owned,
                                   notifier=notifier, control_sock=ctl, metrics_sock=met,
                                   attach_sock=attach_sock, tls=tls_context,
-                                  frontend_sockets=frontend_sockets).run()
+                                  frontend_sockets=frontend_sockets,
+                                  balance_sockets=own_tcp).run()
 
         try:
             return uvloop.run(run())
