@@ -31,6 +31,10 @@ falls on half as many requests (docs/operations.md, "Front-ends").  So front-end
   nothing and closing it could race a request on its way.  HTTP/2 and WebSocket
   connections are left alone.
 
+With --limit-concurrency, a front-end whose connections reach FULL of the limit counts as
+saturated too, idle cores or not: the limit holds per front-end, and a connection past it is
+answered 503 while another front-end has room.
+
 Unix and inherited sockets are one accept queue shared by every front-end: not steered.
 """
 from __future__ import annotations
@@ -52,6 +56,7 @@ PERIOD = 0.25   # seconds between samples
 HIGH = 0.9      # of a core: a front-end this busy is saturated ...
 LOW = 0.75      # ... until it falls below this
 IDLE_MIN = 0.5  # cores idle on the machine for a spill (or a shed) to pay
+FULL = 0.75     # of --limit-concurrency: a front-end with this many connections is saturated
 SHED = 0.125    # of a saturated front-end's connections, closed after their response a PERIOD
 #: tests only: "HIGH,LOW,IDLE_MIN" instead of the above (a test cannot fill a core)
 THRESHOLDS_ENV = "SIDECAR_BALANCE_THRESHOLDS"
@@ -122,13 +127,16 @@ class Balancer:
         self.groups = groups
         self.count = count
         self.high, self.low, self.idle_min = _thresholds()
+        limit = frontend.config.limit_concurrency
+        self.full_at = max(1, int(limit * FULL)) if limit else None
         self.saturated = [False] * count
         self.target: int | None = 0      # None: the kernel's hash
         self.moves = 0                   # target changes (metrics, tests)
-        self.shed_total = 0              # connections front-end 0 closed so
+        self.shed_total = 0              # connections front-end 0 shed
         self._last: tuple | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self.enabled = self._steer(0)
+        self.enabled = True
+        self._steer(0)
 
     def _steer(self, target: int | None) -> bool:
         try:
@@ -142,6 +150,8 @@ class Balancer:
                     steer(sock, None)
                 except OSError:
                     pass
+            self.close()   # for good: no warning a sample
+            self.enabled, self.target = False, None
             return False
         return True
 
@@ -176,22 +186,32 @@ class Balancer:
             return
         busy = [None if c is None or o is None or p != q else (c - o) / 1e9 / dt
                 for c, o, p, q in zip(cpu, old_cpu, pids, old_pids)]
-        self.decide(busy, (idle - old_idle) / dt)
+        full = None
+        if self.full_at is not None:   # (the children's counts: their last figures)
+            counts = [len(self.frontend.connections)] + \
+                [c.stats.get("connections", 0) for c in self.frontend.frontends.children]
+            full = [n >= self.full_at for n in counts]
+        self.decide(busy, (idle - old_idle) / dt, full)
 
-    def decide(self, busy: list[float | None], idle_cores: float) -> None:
+    def decide(self, busy: list[float | None], idle_cores: float,
+               full: list[bool] | None = None) -> None:
         """One sample: ``busy[k]`` front-end k's share of a core (None: not serving),
-        ``idle_cores`` the machine's idle time, in cores."""
+        ``idle_cores`` the machine's idle time, in cores; ``full[k]``: front-end k is near
+        its --limit-concurrency."""
+        if not self.enabled:
+            return
         n = self.count
         sat = self.saturated
         for k, b in enumerate(busy):
-            if b is None or b >= self.high:
+            if b is None or b >= self.high or (full is not None and full[k]):
                 sat[k] = True
             elif b < self.low:
                 sat[k] = False
         room = idle_cores >= self.idle_min
         first = next((k for k in range(n) if not sat[k]), n)
         current = n if self.target is None else self.target
-        if first < current or (first > current and (room or busy[current] is None)):
+        forced = current < n and (busy[current] is None or (full is not None and full[current]))
+        if first < current or (first > current and (room or forced)):
             target = None if first == n else first
             if target != self.target and self._steer(target):
                 log.debug("front-end balance: new connections to %s (busy %s, idle %.2f)",

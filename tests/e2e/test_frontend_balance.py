@@ -19,9 +19,9 @@ from tests.server import Sidecar
 LOG_FORMAT = "{frontend_pid} {worker_pid} {status} {path} {query}"
 
 
-def _server(env: dict | None = None) -> Sidecar:
+def _server(*args: str, env: dict | None = None) -> Sidecar:
     return Sidecar("tests.e2e.fault_apps:app", "--frontends", "2", "--access-log-format",
-                   LOG_FORMAT, ready_path="/pid", workers=1, capture_stdout=True,
+                   LOG_FORMAT, *args, ready_path="/pid", workers=1, capture_stdout=True,
                    env=env)
 
 
@@ -70,6 +70,28 @@ def test_a_quiet_server_sends_every_new_tcp_connection_to_frontend_0():
         assert {f[0] for f in served} == {main}, served
 
 
+def test_frontend_0_near_its_limit_concurrency_sends_new_connections_to_frontend_1():
+    """--limit-concurrency holds per front-end: with 3 of its 4 connections open, front-end
+    0 counts as saturated (however idle), and the next connection goes to front-end 1
+    instead of a 503 from it."""
+    with _server("--limit-concurrency", "4") as sc:
+        main, child = str(sc.proc.pid), str(sc.frontend_pids()[0])
+        held = []
+        try:
+            for i in range(3):   # kept open: front-end 0's connections
+                s = socket.create_connection(("127.0.0.1", sc.port), timeout=10)
+                s.sendall(b"GET /pid?held=%d HTTP/1.1\r\nHost: x\r\n\r\n" % i)
+                held.append(s)
+                assert _frontend_of(sc, f"held={i}") == main
+            # the next sample (every 0.25 s) sees them; new connections go to front-end 1
+            wait_for(lambda: _all_on(sc, "spill", 2, child), 5, what="front-end 1")
+        finally:
+            for s in held:
+                s.close()
+        # closed, front-end 0 takes them again
+        wait_for(lambda: _all_on(sc, "again", 2, main), 5, what="front-end 0 again")
+
+
 class Loader(threading.Thread):
     """A keep-alive connection looping GET /pid?load=NAME-K-I; a ``Connection: close``
     answer (shedding) is followed by a new connection, K + 1."""
@@ -111,7 +133,7 @@ class Loader(threading.Thread):
 
 def test_a_saturated_frontend_0_spills_new_connections_and_sheds_keepalive_ones_to_frontend_1():
     env = {"SIDECAR_BALANCE_THRESHOLDS": "0.05,0.02,0"}
-    with _server(env) as sc:
+    with _server(env=env) as sc:
         main, child = str(sc.proc.pid), str(sc.frontend_pids()[0])
         # quiet: to front-end 0 (once its own start-up work is behind it)
         wait_for(lambda: _all_on(sc, "calm", 2, main), 10, what="front-end 0 alone")

@@ -23,9 +23,10 @@ class FakeConn:
         return True
 
 
-def _balancer(n: int, conns=()) -> tuple[Balancer, list]:
+def _balancer(n: int, conns=(), limit: int = 0) -> tuple[Balancer, list]:
     asked = []
     fe = SimpleNamespace(loop=None, connections=set(conns),
+                         config=SimpleNamespace(limit_concurrency=limit),
                          frontends=SimpleNamespace(shed=lambda k, share: asked.append(k)))
     return Balancer(fe, [], n), asked
 
@@ -61,6 +62,15 @@ def test_a_frontend_not_serving_is_never_the_target():
     assert b.target == 1                      # a dead target moves on without an idle core
     b.decide([0.1, None, 0.1], 0.0)
     assert b.target == 0
+
+
+def test_a_frontend_near_its_limit_concurrency_is_saturated_idle_core_or_not():
+    b, _ = _balancer(2, limit=8)
+    assert b.full_at == 6
+    b.decide([0.1, 0.0], 0.0, [True, False])
+    assert b.target == 1                      # no idle core needed: it is about admission
+    b.decide([0.1, 0.0], 0.0, [False, False])
+    assert b.target == 0                      # below the mark and below LOW: back
 
 
 def test_shedding_closes_a_share_of_the_busy_http1_connections_after_their_response():
@@ -109,3 +119,18 @@ def test_steer_sends_the_groups_connections_to_one_socket_and_back_to_the_hash()
     finally:
         for s in socks:
             s.close()
+
+
+def test_a_socket_that_cannot_be_steered_leaves_the_hash_with_one_warning(caplog):
+    with socket.socket() as plain:   # not in a SO_REUSEPORT group: EINVAL
+        plain.bind(("127.0.0.1", 0))
+        plain.listen(1)
+        fe = SimpleNamespace(loop=None, connections=set(),
+                             config=SimpleNamespace(limit_concurrency=0))
+        with caplog.at_level("WARNING", logger="sidecar.frontend"):
+            b = Balancer(fe, [plain], 2)
+        assert not b.enabled and b.target is None
+        assert "cannot steer the TCP listeners" in caplog.text
+        b.decide([0.95, 0.0], 1.0)          # samples change nothing any more
+        assert b.target is None and b.moves == 0
+        assert caplog.text.count("cannot steer") == 1
