@@ -473,8 +473,8 @@ def _frontend_sockets(config: Config, sockets: list[socket.socket],
                       own_tcp: list[socket.socket]) -> list[list[socket.socket]] | None:
     """--frontends N > 1: the listeners of front-ends 1 … N-1.  A TCP socket sidecar opened
     itself (in ``own_tcp``, bound with SO_REUSEPORT) gets a twin per front-end, bound to the
-    same address: the kernel spreads connections over them, and each front-end wakes only
-    for its own.  A Unix socket and an inherited one are shared (a duplicate descriptor
+    same address, in this order (socket k of the SO_REUSEPORT group is front-end k's:
+    balance.py steers by it), and each front-end wakes only for its own.  A Unix socket and an inherited one are shared (a duplicate descriptor
     each): every front-end waits on the same queue (docs/operations.md, "Front-ends")."""
     from sidecar.frontend import listeners
 

@@ -4,7 +4,7 @@ Each extra front-end is a child ``python -m sidecar.frontend.child`` that serves
 connections exactly as front-end 0 does, on:
 
 - listeners: for a TCP address sidecar opened itself, a socket of its own bound to the same
-  address with SO_REUSEPORT (the kernel spreads new connections over the front-ends); a Unix
+  address with SO_REUSEPORT (front-end 0 steers new connections: balance.py); a Unix
   socket, or one inherited (--fd, systemd), shared by all;
 - workers: a ring pair of its own to every worker, given over the attach protocol as to any
   attached host (host_pool.py), through a socketpair made here instead of the attach socket;
