@@ -134,3 +134,35 @@ def test_a_socket_that_cannot_be_steered_leaves_the_hash_with_one_warning(caplog
         b.decide([0.95, 0.0], 1.0)          # samples change nothing any more
         assert b.target is None and b.moves == 0
         assert caplog.text.count("cannot steer") == 1
+
+
+def test_a_child_frontend_sheds_when_the_supervisor_asks_over_its_figures_channel():
+    """Front-end k > 0 sheds on the supervisor's ``{"shed": SHARE}`` (Frontends.shed ->
+    answer_asks), beside the figures asks on the same channel."""
+    import asyncio
+
+    from sidecar.frontend.frontends import Frontends, answer_asks
+
+    async def run() -> list:
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours.setblocking(False)
+        theirs.setblocking(False)
+        conns = [FakeConn(busy=True) for _ in range(16)]
+        child_fe = SimpleNamespace(loop=loop, connections=set(conns))
+        answer_asks(child_fe, theirs)
+        server = SimpleNamespace(config=None, loop=loop)
+        fes = Frontends(server, [[]], board=None)
+        fes.children[0].stats_sock = ours
+        fes.shed(1, 0.25)
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if any(c.closing for c in conns):
+                break
+        loop.remove_reader(theirs.fileno())
+        ours.close()
+        theirs.close()
+        return conns
+
+    conns = asyncio.run(run())
+    assert sum(c.closing for c in conns) == 4   # a quarter of 16
