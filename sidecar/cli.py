@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frontends", type=int, metavar="N",
                    help="front-end processes sharing the listeners and the workers "
                         "(0: about half the cores, 1 on up to 3)")
+    p.add_argument("--frontend-balance", choices=["concentrate", "hash"],
+                   help="new TCP connections with several front-ends: to the first one "
+                        "until it is saturated, or spread by the kernel's hash (concentrate)")
     p.add_argument("--factory", action="store_true", default=None,
                    help="APP is a callable returning the app")
     p.add_argument("--app-dir", metavar="DIR", help="put DIR on sys.path (.)")
@@ -293,6 +296,9 @@ def load_config(argv: list[str] | None = None, environ=os.environ) -> Config:
     from sidecar.load_board import MAX_FRONTENDS
     if not 0 <= config.frontends <= MAX_FRONTENDS:
         raise UsageError(f"--frontends must be 0 (from the core count) to {MAX_FRONTENDS}")
+    if config.frontend_balance not in ("concentrate", "hash"):
+        raise UsageError("--frontend-balance must be concentrate or hash, not "
+                         f"{config.frontend_balance!r}")
     if config.window < 4096:
         raise UsageError("--window must be at least 4k")
     if config.ws_max_size < 1:
@@ -467,8 +473,8 @@ def _frontend_sockets(config: Config, sockets: list[socket.socket],
                       own_tcp: list[socket.socket]) -> list[list[socket.socket]] | None:
     """--frontends N > 1: the listeners of front-ends 1 … N-1.  A TCP socket sidecar opened
     itself (in ``own_tcp``, bound with SO_REUSEPORT) gets a twin per front-end, bound to the
-    same address: the kernel spreads connections over them, and each front-end wakes only
-    for its own.  A Unix socket and an inherited one are shared (a duplicate descriptor
+    same address, in this order (socket k of the SO_REUSEPORT group is front-end k's:
+    balance.py steers by it), and each front-end wakes only for its own.  A Unix socket and an inherited one are shared (a duplicate descriptor
     each): every front-end waits on the same queue (docs/operations.md, "Front-ends")."""
     from sidecar.frontend import listeners
 
@@ -590,7 +596,8 @@ def main(argv: list[str] | None = None) -> int:
             return await FrontEnd(config, sockets, owned_paths=([uds] if uds else []) + owned,
                                   notifier=notifier, control_sock=ctl, metrics_sock=met,
                                   attach_sock=attach_sock, tls=tls_context,
-                                  frontend_sockets=frontend_sockets).run()
+                                  frontend_sockets=frontend_sockets,
+                                  balance_sockets=own_tcp).run()
 
         try:
             return uvloop.run(run())

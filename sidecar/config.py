@@ -53,6 +53,9 @@ class Config:
     # front-end processes sharing the listeners and the workers; 0 = from the core count
     # (resolved_frontends; docs/configuration.md, "--frontends")
     frontends: int = 0
+    # which front-end takes a new TCP connection: "concentrate" (front-end 0 until it is
+    # saturated, then the next: sidecar/frontend/balance.py) or "hash" (the kernel's)
+    frontend_balance: str = "concentrate"
     # development: reload the workers when a *.py file under reload_dirs (default: app_dir)
     # changes (sidecar/frontend/reloader.py)
     reload: bool = False

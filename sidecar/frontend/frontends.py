@@ -4,7 +4,7 @@ Each extra front-end is a child ``python -m sidecar.frontend.child`` that serves
 connections exactly as front-end 0 does, on:
 
 - listeners: for a TCP address sidecar opened itself, a socket of its own bound to the same
-  address with SO_REUSEPORT (the kernel spreads new connections over the front-ends); a Unix
+  address with SO_REUSEPORT (front-end 0 steers new connections: balance.py); a Unix
   socket, or one inherited (--fd, systemd), shared by all;
 - workers: a ring pair of its own to every worker, given over the attach protocol as to any
   attached host (host_pool.py), through a socketpair made here instead of the attach socket;
@@ -225,6 +225,16 @@ class Frontends:
                 out[int(index)] = out.get(int(index), 0) + int(n)
         return out
 
+    def shed(self, index: int, share: float) -> None:
+        """Ask front-end ``index`` to close ``share`` of its connections after their
+        response (balance.py: it is saturated while another has room)."""
+        child = self.children[index - 1]
+        if child.stats_sock is not None:
+            try:
+                child.stats_sock.send(msgpack.packb({"shed": share}))
+            except OSError:
+                pass   # full or gone: the next sample asks again
+
     # --- exits and restarts ------------------------------------------------------------------
 
     def _on_exit(self, child: Child) -> None:
@@ -325,8 +335,10 @@ def _answer(child: Child, seq: int | None) -> None:
 def answer_asks(frontend, sock: socket.socket) -> None:
     """In a child front-end: answer the supervisor's ``{"ask": SEQ}`` on the figures socket
     with the figures at once (``refresh``).  Several asks waiting are answered once, with the
-    last sequence number."""
+    last sequence number.  ``{"shed": SHARE}``: close that share of the connections after
+    their response (``Frontends.shed``, balance.py)."""
     from sidecar.frontend import metrics
+    from sidecar.frontend.balance import shed
 
     def on_readable() -> None:
         seq = None
@@ -341,9 +353,13 @@ def answer_asks(frontend, sock: socket.socket) -> None:
                 frontend.loop.remove_reader(sock.fileno())
                 return
             try:
-                ask = msgpack.unpackb(data, raw=False)["ask"]
+                message = msgpack.unpackb(data, raw=False)
+                ask = message.get("ask")
+                share = message.get("shed")
             except Exception:
                 continue
+            if isinstance(share, float) and 0 < share <= 1:
+                shed(frontend.connections, share)
             if isinstance(ask, int):
                 seq = ask if seq is None else max(seq, ask)
         if seq is not None:

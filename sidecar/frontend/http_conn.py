@@ -316,6 +316,17 @@ class HTTPConnection(asyncio.Protocol):
     def start_drain(self) -> None:
         self.h1.start_drain()
 
+    def close_after_response(self) -> bool:
+        """Answer the request in flight with ``Connection: close`` and close after it (a
+        busy front-end sheds connections to another: balance.py).  False, nothing done: no
+        request waits for its response's start (idle, streaming), or already closing."""
+        h1 = self.h1
+        if h1.draining or h1.closed or h1.read_state == UPGRADED or not h1.pipeline \
+                or h1.pipeline[0].started:
+            return False
+        h1.draining = True   # as a graceful shutdown does, for this connection only
+        return True
+
     def stop_now(self) -> None:
         if self.transport is not None:
             self.h1.stop_now()

@@ -68,9 +68,11 @@ class FrontEnd:
                  control_sock: socket.socket | None = None,
                  metrics_sock: socket.socket | None = None,
                  attach_sock: socket.socket | None = None, tls=None,
-                 frontend_sockets: list[list[socket.socket]] | None = None, child=None):
+                 frontend_sockets: list[list[socket.socket]] | None = None, child=None,
+                 balance_sockets: list[socket.socket] | None = None):
         """``frontend_sockets``: --frontends N > 1, the listeners of front-ends 1 … N-1, which
-        this process starts and supervises (frontends.py).  ``child``: this process is one
+        this process starts and supervises (frontends.py); ``balance_sockets``: this
+        process's TCP listeners in SO_REUSEPORT groups with theirs (balance.py).  ``child``: this process is one
         of those, (index, N, attach connection, figures socket, load board): child.py."""
         self.config = config
         self.sockets = sockets
@@ -153,6 +155,10 @@ class FrontEnd:
             board = Board.create()
             self.pool.use_board(board, len(frontend_sockets) + 1)
             self.frontends = Frontends(self, frontend_sockets, board)
+        self.balancer = None   # which front-end takes new TCP connections (balance.py)
+        if frontend_sockets and balance_sockets and config.frontend_balance == "concentrate":
+            from sidecar.frontend.balance import Balancer
+            self.balancer = Balancer(self, balance_sockets, len(frontend_sockets) + 1)
         self.servers: list[asyncio.AbstractServer] = []
         self.reloader = None   # --reload (frontend/reloader.py), started once serving
         self._sweeper: asyncio.TimerHandle | None = None
@@ -358,6 +364,8 @@ class FrontEnd:
                                                        backlog=self.config.backlog, **extra)
                 self.servers.append(server)
             self._sweeper = self.loop.call_later(1.0, self._sweep)
+            if self.balancer is not None:
+                self.balancer.start()
             names = " ".join(listeners.describe(s, tls=self.tls is not None)
                              for s in self.sockets)
             self.state = "ready"
@@ -425,6 +433,8 @@ class FrontEnd:
             self.reloader.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
+        if self.balancer is not None:
+            self.balancer.close()
         for server in self.servers:
             server.close()
         for conn in list(self.connections):

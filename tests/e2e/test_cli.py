@@ -64,9 +64,10 @@ def assert_one_clear_line(out: subprocess.CompletedProcess, code: int, *words: s
     (["tests.e2e.apps:app", "--header", "X-A: caf\u00e9"], ["--header", "printable ASCII"]),
     (["tests.e2e.apps:app", "--header", "Content-Length: 5"], ["--header", "server's"]),
     (["tests.e2e.apps:app", "--frontends", "31"], ["--frontends", "30"]),
+    (["tests.e2e.apps:app", "--frontend-balance", "even"], ["--frontend-balance", "even"]),
 ], ids=["flag", "int", "bind", "port-range", "bind-unix", "app-spec", "config-file", "env-file",
         "hang-timeout", "max-requests", "max-memory", "header-colon", "header-name",
-        "header-value", "header-framing", "frontends"])
+        "header-value", "header-framing", "frontends", "frontend-balance"])
 def test_usage_errors(tmp_path, args, words):
     out = run(tmp_path, *args, "--uds", str(tmp_path / "s.sock"))
     line = assert_one_clear_line(out, EXIT_USAGE, *words)

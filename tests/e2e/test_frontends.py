@@ -28,8 +28,12 @@ LOG_FORMAT = "{frontend_pid} {worker_pid} {status} {path} {query}"
 
 
 def _server(*args: str) -> Sidecar:
-    return Sidecar("tests.e2e.fault_apps:app", "--frontends", "2", "--access-log-format",
-                   LOG_FORMAT, *args, ready_path="/pid", workers=2, capture_stdout=True)
+    """Two front-ends that share TCP connections by the kernel's hash, as a Unix socket's
+    (the default, concentrate, sends a quiet server's all to front-end 0:
+    test_frontend_balance.py)."""
+    return Sidecar("tests.e2e.fault_apps:app", "--frontends", "2", "--frontend-balance",
+                   "hash", "--access-log-format", LOG_FORMAT, *args, ready_path="/pid",
+                   workers=2, capture_stdout=True)
 
 
 def _access(sc) -> list[list[str]]:
@@ -353,8 +357,9 @@ def test_limit_concurrency_is_per_frontend_and_max_requests_counts_every_fronten
     """--limit-concurrency 2 holds in each front-end (as nginx's worker_connections and
     uvicorn's --limit-concurrency with --workers): 16 connections, 2 served by each, the
     rest 503.  --max-requests 10 recycles the worker when only front-end 1 sends to it."""
-    with Sidecar("tests.e2e.fault_apps:app", "--frontends", "2", "--access-log-format",
-                 LOG_FORMAT, "--limit-concurrency", "2", "--max-requests", "10",
+    with Sidecar("tests.e2e.fault_apps:app", "--frontends", "2", "--frontend-balance",
+                 "hash", "--access-log-format", LOG_FORMAT, "--limit-concurrency", "2",
+                 "--max-requests", "10",
                  ready_path="/pid", workers=1, capture_stdout=True) as sc:
         main, child = str(sc.proc.pid), str(sc.frontend_pids()[0])
         socks = [socket.create_connection(("127.0.0.1", sc.port), timeout=10)

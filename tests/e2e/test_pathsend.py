@@ -261,8 +261,8 @@ def test_every_frontend_sends_files(files):
     """--frontends 2: the second front-end attaches to the workers as a host does, and is
     offered pathsend as front-end 0 is (W_ATTACH's HOST_FRONTEND flag); both send the file."""
     d, data = files
-    with Sidecar(APP, "--frontends", "2", "--access-log-format", "{frontend_pid} {path}",
-                 workers=1, env={"SC_FILES": str(d)}, ready_path="/ext",
+    with Sidecar(APP, "--frontends", "2", "--frontend-balance", "hash",   # (both: the hash)
+                 "--access-log-format", "{frontend_pid} {path}", workers=1, env={"SC_FILES": str(d)}, ready_path="/ext",
                  capture_stdout=True) as s:
         served = set()
         for _ in range(60):   # new connections until both front-ends took some
