@@ -72,8 +72,9 @@ class FrontEnd:
                  balance_sockets: list[socket.socket] | None = None):
         """``frontend_sockets``: --frontends N > 1, the listeners of front-ends 1 … N-1, which
         this process starts and supervises (frontends.py); ``balance_sockets``: this
-        process's TCP listeners in SO_REUSEPORT groups with theirs (balance.py).  ``child``: this process is one
-        of those, (index, N, attach connection, figures socket, load board): child.py."""
+        process's TCP listeners in SO_REUSEPORT groups with theirs (balance.py).  ``child``:
+        this process is one of those, (index, N, attach connection, figures socket, load
+        board): child.py."""
         self.config = config
         self.sockets = sockets
         self.tls = tls   # ssl.SSLContext for the TCP listeners (sidecar/frontend/tls.py) or None
