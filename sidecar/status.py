@@ -242,14 +242,26 @@ def render(st: dict) -> str:
     _table(lines, rows)
     if st.get("frontends"):   # --frontends N > 1
         rows = [("front-end", "pid", "state", "connections", "inflight", "requests",
-                 "restarts")]
+                 "restarts", "busy", "shed")]
         for f in st["frontends"]:
+            busy = f.get("busy")
             rows.append((str(f["index"]), str(f["pid"] or "-"), f["state"],
                          str(f["connections"]), str(f["inflight"]), str(f["requests"]),
-                         str(f["restarts"])))
-        lines.append("")
+                         str(f["restarts"]), "-" if busy is None else f"{busy:.2f}",
+                         str(f.get("shed", 0))))
+        lines += ["", _balance_line(st)]
         _table(lines, rows)
     return "\n".join(lines)
+
+
+def _balance_line(st: dict) -> str:
+    """``new TCP connections: front-end 0 (concentrate)``, or to the kernel's hash."""
+    mode, target = st.get("frontend_balance", "hash"), st.get("frontend_target", "hash")
+    if mode == "hash":
+        return "new TCP connections: the kernel's hash (--frontend-balance hash)"
+    if target == "hash":
+        return "new TCP connections: the kernel's hash (concentrate: every front-end saturated)"
+    return f"new TCP connections: front-end {target} (concentrate)"
 
 
 def _table(lines: list[str], rows: list[tuple]) -> None:

@@ -133,6 +133,7 @@ class Balancer:
         self.target: int | None = 0      # None: the kernel's hash
         self.moves = 0                   # target changes (metrics, tests)
         self.shed_total = 0              # connections front-end 0 shed
+        self.busy: list[float | None] = [None] * count   # the last sample (status, metrics)
         self._last: tuple | None = None
         self._timer: asyncio.TimerHandle | None = None
         self.enabled = True
@@ -186,6 +187,7 @@ class Balancer:
             return
         busy = [None if c is None or o is None or p != q else (c - o) / 1e9 / dt
                 for c, o, p, q in zip(cpu, old_cpu, pids, old_pids)]
+        self.busy = busy
         full = None
         if self.full_at is not None:   # (the children's counts: their last figures)
             counts = [len(self.frontend.connections)] + \

@@ -68,6 +68,7 @@ class Child:
         self.started_at = 0.0
         self.failures = 0
         self.restarts = 0
+        self.past_shed = 0           # connections shed by its predecessors (they died)
         self.ready = asyncio.Event()
         self.exited: asyncio.Event | None = None
         self.restart_handle: asyncio.TimerHandle | None = None
@@ -211,6 +212,7 @@ class Frontends:
             out.append({"index": child.index, "pid": child.pid if child.proc else None,
                         "state": s.get("state", "starting") if child.proc else "down",
                         "restarts": child.restarts,
+                        "shed": child.past_shed + s.get("shed", 0),
                         "figures_age": round(now - child.stats_at, 3) if s else None,
                         **{k: s.get(k, 0) for k in SUMMED + ("http2_streams_max", "requests",
                                                          "inflight")}})
@@ -252,6 +254,7 @@ class Frontends:
         pid = child.pid
         for index, n in (child.stats.get("worker_requests") or {}).items():
             self.past_requests[int(index)] = self.past_requests.get(int(index), 0) + int(n)
+        child.past_shed += child.stats.get("shed", 0)
         child.stats = {}
         _answer(child, None)   # its figures are in past_requests now
         child.proc = None
@@ -359,7 +362,7 @@ def answer_asks(frontend, sock: socket.socket) -> None:
             except Exception:
                 continue
             if isinstance(share, float) and 0 < share <= 1:
-                shed(frontend.connections, share)
+                frontend.shed_total += shed(frontend.connections, share)
             if isinstance(ask, int):
                 seq = ask if seq is None else max(seq, ask)
         if seq is not None:

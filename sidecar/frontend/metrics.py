@@ -41,7 +41,7 @@ def child_figures(frontend, seq: int | None = None) -> bytes:
         "state": frontend.state, "pid": os.getpid(), "index": frontend.index,
         "connections": len(frontend.connections), **_http2(frontend.connections),
         "waiting": len(pool.dispatcher.waiting), "inflight": pool.inflight(),
-        "request_timeouts": frontend.request_timeouts,
+        "request_timeouts": frontend.request_timeouts, "shed": frontend.shed_total,
         "requests": sum(pool.requests().values()), "worker_requests": pool.requests()})
 
 
@@ -102,6 +102,7 @@ def snapshot(frontend) -> dict:
                                         [o.get("http2_streams_max", 0) for o in others])
         snap["frontends"] = [own] + others
         snap["frontend_restarts"] = extra.restarts
+        _balance(snap, getattr(frontend, "balancer", None))
     return snap
 
 
@@ -111,6 +112,24 @@ async def fresh_snapshot(frontend) -> dict:
     if frontend.frontends is not None:
         await frontend.frontends.refresh()
     return snapshot(frontend)
+
+
+def _balance(snap: dict, balancer) -> None:
+    """--frontends N: which front-end takes new TCP connections (balance.py).  The mode
+    ("concentrate"; "hash": the kernel's, by --frontend-balance hash or for want of the BPF
+    program), the target (a front-end's index; "hash" while every front-end is saturated),
+    and for each front-end its last busy sample (share of a core its event loop used, None
+    before the first or under the hash mode) and the connections it shed, ever."""
+    on = balancer is not None and balancer.enabled
+    snap["frontend_balance"] = "concentrate" if on else "hash"
+    snap["frontend_target"] = balancer.target if on and balancer.target is not None \
+        else "hash"
+    busy = balancer.busy if on else []
+    for f in snap["frontends"]:
+        k = f["index"]
+        b = busy[k] if k < len(busy) else None
+        f["busy"] = None if b is None else round(b, 3)
+    snap["frontends"][0]["shed"] = balancer.shed_total if balancer is not None else 0
 
 
 _SUMMED = ("connections", "waiting", "request_timeouts", "http2_connections", "http2_streams")
@@ -205,6 +224,20 @@ def prometheus_text(snap: dict) -> str:
                                                    for f in fronts])
         family("sidecar_frontend_restarts_total", "counter", "Front-end processes restarted "
                "after dying.", [({}, snap["frontend_restarts"])])
+        mode, target = snap.get("frontend_balance"), snap.get("frontend_target")
+        family("sidecar_frontend_balance", "gauge", "Which front-end takes new TCP connections"
+               ": 1 for the mode in use (concentrate: the first not saturated; hash: the "
+               "kernel's).", [({"mode": m}, int(m == mode)) for m in ("concentrate", "hash")])
+        family("sidecar_frontend_target", "gauge", "1 for the front-end new TCP connections "
+               "go to (all 0: the kernel's hash).",
+               [({"frontend": f["index"]}, int(f["index"] == target)) for f in fronts])
+        family("sidecar_frontend_busy_ratio", "gauge", "Share of a core one front-end's event "
+               "loop used over the last sample (0.25 s; concentrate only).",
+               [({"frontend": f["index"]}, f["busy"]) for f in fronts
+                if f.get("busy") is not None])
+        family("sidecar_frontend_shed_total", "counter", "Keep-alive connections a saturated "
+               "front-end closed after their responses in flight, for the next front-end.",
+               [({"frontend": f["index"]}, f.get("shed", 0)) for f in fronts])
     return "\n".join(out) + "\n"
 
 

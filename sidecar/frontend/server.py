@@ -125,6 +125,7 @@ class FrontEnd:
                                                     "unix" in config.forwarded_allow_ips)
         self.exit_code = EXIT_OK
         self.request_timeouts = 0   # 504s for --timeout-request (metrics)
+        self.shed_total = 0   # connections a child front-end shed (balance.py; metrics)
         self._stop = asyncio.Event()
         self._signals: list[int] = []
         self.batcher = Batcher(self.loop)

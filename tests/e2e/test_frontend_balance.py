@@ -9,12 +9,17 @@ core needed); everything else -- the CPU samples, the BPF program on the SO_REUS
 group, the kernel's choice of socket, the shedding -- is the real thing."""
 from __future__ import annotations
 
+import json
 import socket
+import subprocess
+import sys
 import threading
 import time
 
+import httpx
+
 from tests.e2e.util import wait_for
-from tests.server import Sidecar
+from tests.server import Sidecar, free_port
 
 LOG_FORMAT = "{frontend_pid} {worker_pid} {status} {path} {query}"
 
@@ -23,6 +28,15 @@ def _server(*args: str, env: dict | None = None) -> Sidecar:
     return Sidecar("tests.e2e.fault_apps:app", "--frontends", "2", "--access-log-format",
                    LOG_FORMAT, *args, ready_path="/pid", workers=1, capture_stdout=True,
                    env=env)
+
+
+def _status(sc, *extra: str) -> dict | str:
+    """``sidecar status --json`` (parsed), or with ``extra`` options its text."""
+    out = subprocess.run([sys.executable, "-m", "sidecar", "status", "--control",
+                          sc.uds + ".ctl", *(extra or ("--json",))],
+                         capture_output=True, text=True, timeout=10)
+    assert out.returncode == 0, out.stderr
+    return out.stdout if extra else json.loads(out.stdout)
 
 
 def _lines(sc, tag: str) -> list[list[str]]:
@@ -68,6 +82,15 @@ def test_a_quiet_server_sends_every_new_tcp_connection_to_frontend_0():
             _lines(sc, "quiet=")), 5, what="30 access lines")
         # (the kernel's hash would give front-end 1 about half of them)
         assert {f[0] for f in served} == {main}, served
+        # the status shows the balance: the mode, the target, each one's busy sample
+        st = wait_for(lambda: (lambda st: st if None not in [f["busy"] for f in
+                                                            st["frontends"]] else None)(
+            _status(sc)), 5, what="a busy sample")
+        assert (st["frontend_balance"], st["frontend_target"]) == ("concentrate", 0)
+        assert all(0 <= f["busy"] < 2 and f["shed"] == 0 for f in st["frontends"]), st
+        text = _status(sc, "--timeout", "5")
+        assert "new TCP connections: front-end 0 (concentrate)" in text, text
+        assert "busy" in text and "shed" in text, text
 
 
 def test_frontend_0_near_its_limit_concurrency_sends_new_connections_to_frontend_1():
@@ -133,7 +156,8 @@ class Loader(threading.Thread):
 
 def test_a_saturated_frontend_0_spills_new_connections_and_sheds_keepalive_ones_to_frontend_1():
     env = {"SIDECAR_BALANCE_THRESHOLDS": "0.05,0.02,0"}
-    with _server(env=env) as sc:
+    port = free_port()
+    with _server("--metrics", f"127.0.0.1:{port}", env=env) as sc:
         main, child = str(sc.proc.pid), str(sc.frontend_pids()[0])
         # quiet: to front-end 0 (once its own start-up work is behind it)
         wait_for(lambda: _all_on(sc, "calm", 2, main), 10, what="front-end 0 alone")
@@ -169,7 +193,20 @@ def test_a_saturated_frontend_0_spills_new_connections_and_sheds_keepalive_ones_
             first_by.setdefault((name, int(conn)), f[0])
         assert all(first_by[(t.name, 0)] == main for t in loaders), first_by
         assert child in {fe for (_, k), fe in first_by.items() if k > 0}, first_by
+        # the status and the metrics count them: front-end 0 shed every one that was
+        # closed (and perhaps one whose answer the stopped loader never read)
+        closes = sum(t.closes for t in loaders)
+        st = _status(sc)
+        shed = [f["shed"] for f in st["frontends"]]
+        assert shed[0] >= closes and shed[1] == 0, (shed, closes)
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        assert f'sidecar_frontend_shed_total{{frontend="0"}} {shed[0]}' in text, text
+        assert 'sidecar_frontend_balance{mode="concentrate"} 1' in text
+        assert text.count("sidecar_frontend_busy_ratio{") == 2
+        assert text.count("sidecar_frontend_target{") == 2
         # quiet again: back to front-end 0
         wait_for(lambda: _all_on(sc, "after", 5, main), 10,
                  what="new connections back on front-end 0")
+        assert 'sidecar_frontend_target{frontend="0"} 1' in \
+            httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
         assert "Traceback" not in sc.log()

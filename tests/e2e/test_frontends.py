@@ -176,6 +176,13 @@ def test_status_and_metrics_right_after_count_both_frontends_and_a_stuck_one_is_
              if line.startswith("sidecar_frontend_connections{")}
     assert all(conns[f'sidecar_frontend_connections{{frontend="{k}"}}'] >= 1
                for k in (0, 1)), conns
+    # --frontend-balance hash: the kernel spreads them, nothing is sampled or shed
+    assert (st["frontend_balance"], st["frontend_target"]) == ("hash", "hash")
+    assert [(f["busy"], f["shed"]) for f in st["frontends"]] == [(None, 0), (None, 0)]
+    assert 'sidecar_frontend_balance{mode="hash"} 1' in text
+    assert 'sidecar_frontend_target{frontend="0"} 0' in text
+    assert "sidecar_frontend_busy_ratio{" not in text
+    assert 'sidecar_frontend_shed_total{frontend="1"} 0' in text
     os.kill(child, signal.SIGSTOP)
     try:
         st = _status(sc)

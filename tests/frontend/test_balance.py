@@ -149,7 +149,7 @@ def test_a_child_frontend_sheds_when_the_supervisor_asks_over_its_figures_channe
         ours.setblocking(False)
         theirs.setblocking(False)
         conns = [FakeConn(busy=True) for _ in range(16)]
-        child_fe = SimpleNamespace(loop=loop, connections=set(conns))
+        child_fe = SimpleNamespace(loop=loop, connections=set(conns), shed_total=0)
         answer_asks(child_fe, theirs)
         server = SimpleNamespace(config=None, loop=loop)
         fes = Frontends(server, [[]], board=None)
@@ -162,7 +162,7 @@ def test_a_child_frontend_sheds_when_the_supervisor_asks_over_its_figures_channe
         loop.remove_reader(theirs.fileno())
         ours.close()
         theirs.close()
-        return conns
+        return conns, child_fe.shed_total
 
-    conns = asyncio.run(run())
-    assert sum(c.closing for c in conns) == 4   # a quarter of 16
+    conns, counted = asyncio.run(run())
+    assert sum(c.closing for c in conns) == 4 == counted   # a quarter of 16, counted
