@@ -24,12 +24,16 @@ falls on half as many requests (docs/operations.md, "Front-ends").  So front-end
 - keep-alive connections stay where they landed (a burst of new connections, nginx opening
   its upstream pool, all go to the target before any sample says it is saturated).  So while
   a front-end before the target is busier than HIGH and the machine has idle cores, it sheds
-  SHED of its HTTP/1.1 connections each PERIOD: each answers the request it has in flight
-  with ``Connection: close`` and closes after it, as nginx and Envoy do at their maximum
-  requests per connection, and the client's next connection goes to the target.  Only
-  connections with a request whose response has not started are chosen: an idle one costs
-  nothing and closing it could race a request on its way.  HTTP/2 and WebSocket
-  connections are left alone.
+  SHED of its connections each PERIOD, and the client's next connection goes to the target.
+  An HTTP/1.1 one answers the request it has in flight with ``Connection: close`` and
+  closes after it, as nginx and Envoy do at their maximum requests per connection; only
+  one with a request whose response has not started is chosen: an idle one costs nothing
+  and closing it could race a request on its way.  An HTTP/2 one (a proxy's h2c
+  connection: nginx grpc_pass, Caddy) gets the graceful GOAWAY of a drain: its streams in
+  flight finish, then it closes; only one with streams in flight is chosen.  WebSocket
+  connections (and HTTP/2 ones carrying a WebSocket) are left alone.  Each front-end
+  counts the connections it shed (``sidecar status``, the metrics: sidecar/frontend/
+  metrics.py, with the mode, the target and each front-end's last busy sample).
 
 With --limit-concurrency, a front-end whose connections reach FULL of the limit counts as
 saturated too, idle cores or not: the limit holds per front-end, and a connection past it is
@@ -77,12 +81,12 @@ def steer(sock: socket.socket, index: int | None) -> None:
 
 
 def shed(connections, share: float) -> int:
-    """Close ``share`` of ``connections`` (at least one) after the response they are
-    waiting for (``Connection: close``); the number chosen."""
+    """Close ``share`` of ``connections`` (at least one) after the responses in flight
+    (HTTP/1.1: ``Connection: close``; HTTP/2: a graceful GOAWAY); the number chosen."""
     want = max(1, math.ceil(len(connections) * share))
     done = 0
     for conn in list(connections):
-        close = getattr(conn, "close_after_response", None)   # HTTP/1.1 only
+        close = getattr(conn, "close_after_response", None)   # HTTP/1.1 and HTTP/2
         if close is not None and close():
             done += 1
             if done >= want:

@@ -145,6 +145,19 @@ class HTTP2Connection(asyncio.Protocol):
     def start_drain(self) -> None:
         self.h2.start_drain()
 
+    def close_after_response(self) -> bool:
+        """Shed the connection (a busy front-end passes it to another: balance.py) the
+        HTTP/2 way: the graceful GOAWAY of a drain (last stream id: the highest seen), the
+        streams in flight finish, then the close; the client's next connection goes where
+        the kernel now sends new ones.  False, nothing done: no stream in flight (idle), a
+        WebSocket open on it (a drain would close it 1012), or already closing."""
+        h2 = self.h2
+        if h2.closed or h2.draining or not h2.exchanges or \
+                any(ex.ws is not None for ex in h2.exchanges.values()):
+            return False
+        h2.start_drain()
+        return True
+
     def stop_now(self) -> None:
         self.h2.stop_now()
 

@@ -16,8 +16,11 @@ import sys
 import threading
 import time
 
+import h2.events
+from h2.connection import ConnectionInputs
 import httpx
 
+from tests.e2e.h2client import H2Client, get
 from tests.e2e.util import wait_for
 from tests.server import Sidecar, free_port
 
@@ -209,4 +212,58 @@ def test_a_saturated_frontend_0_spills_new_connections_and_sheds_keepalive_ones_
                  what="new connections back on front-end 0")
         assert 'sidecar_frontend_target{frontend="0"} 1' in \
             httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        assert "Traceback" not in sc.log()
+
+
+def _finish_streams_after_goaway(c: H2Client) -> None:
+    """python-hyper's h2 takes a GOAWAY as the end of the connection: it refuses the frames
+    of the streams the server still finishes (and answers them with a GOAWAY of its own).
+    The proxies that hold h2c connections (nginx, Go's Caddy and Envoy) read on, as RFC
+    9113 6.8 says: so does this client."""
+    machine = c.conn.state_machine
+    process = machine.process_input
+    machine.process_input = lambda what: [] if what == ConnectionInputs.RECV_GOAWAY \
+        else process(what)
+
+
+def test_a_saturated_frontend_0_sheds_a_busy_http2_connection_with_a_graceful_goaway():
+    """An h2c connection (a proxy's: nginx grpc_pass, Caddy) with a slow stream in flight,
+    kept busy by requests on it: front-end 0 sends GOAWAY NO_ERROR naming the highest
+    stream, the slow stream still completes, the connection closes, and the client's next
+    connection lands on front-end 1."""
+    env = {"SIDECAR_BALANCE_THRESHOLDS": "0.05,0.02,0"}
+    with _server(env=env) as sc:
+        main, child = str(sc.proc.pid), str(sc.frontend_pids()[0])
+        wait_for(lambda: _all_on(sc, "calm", 2, main), 10, what="front-end 0 alone")
+        c = H2Client(sc.port)
+        _finish_streams_after_goaway(c)
+        slow = c.request(get("/async-sleep?s=2&h2=slow"))
+        sent, goaway = [slow], None
+        deadline = time.monotonic() + 15
+        while goaway is None and time.monotonic() < deadline:
+            sid = c.request(get(f"/pid?h2=fast-{len(sent)}"))
+            sent.append(sid)
+            c.until(lambda: sid in c.ended or c.closed or any(
+                isinstance(e, h2.events.ConnectionTerminated) for e in c.events), 10,
+                what="a response or GOAWAY")
+            goaway = next((e for e in c.events
+                           if isinstance(e, h2.events.ConnectionTerminated)), None)
+        assert goaway is not None, "no GOAWAY within 15 s"
+        assert _frontend_of(sc, "h2=fast-1") == main
+        # a new connection now goes to front-end 1 (the target while front-end 0 is busy)
+        c2 = H2Client(sc.port)
+        status, _, _ = c2.response(c2.request(get("/pid?h2=next")))
+        c2.sock.close()
+        assert status == 200 and _frontend_of(sc, "h2=next") == child
+        # graceful: NO_ERROR naming the last stream it got (one sent as the GOAWAY was on
+        # its way is refused: safe to retry), the slow one finishes, then the close
+        last = goaway.last_stream_id
+        assert goaway.error_code == 0 and last in (max(sent), max(sent) - 2), (goaway, sent)
+        c.until(lambda: slow in c.ended, 10, what="the slow stream to finish")
+        assert b"slept" in c.bodies[slow]
+        assert all(sid in c.ended for sid in sent if sid <= last)
+        c.until(lambda: c.closed or not c.pump(0.1), 10, what="the close")
+        c.sock.close()
+        st = _status(sc)
+        assert st["frontends"][0]["shed"] >= 1, st["frontends"]
         assert "Traceback" not in sc.log()
