@@ -322,10 +322,16 @@ class H2Connection:
         self.control_frames += 1
 
     def _on_goaway(self, ev: h2.events.ConnectionTerminated, now: float) -> None:
-        # the client is leaving: what is in flight finishes, then we close (or it does)
+        # the client is leaving: what is in flight finishes, then we close (or it does).
+        # h2 takes a GOAWAY received for the end (its state CLOSED): it would refuse the
+        # responses in flight, and a response head refused blames the worker (killed for
+        # a protocol error).  RFC 9113 6.8: the streams up to it still complete, so its
+        # state is open again; new streams are refused (draining).
         self.draining = True
         if not self.exchanges:
             self._close()
+        elif self.h2.state_machine.state is h2.connection.ConnectionState.CLOSED:
+            self.h2.state_machine.state = h2.connection.ConnectionState.CLIENT_OPEN
 
     # --- output: the stream interface (through each H2Exchange) --------------------------
 

@@ -219,6 +219,28 @@ def test_sigterm_sends_goaway_and_the_streams_in_flight_finish():
         assert s.proc.wait(30) == 0
 
 
+def test_a_client_goaway_with_a_stream_in_flight_lets_it_finish_and_harms_no_worker(sc):
+    """RFC 9113 6.8: the client's graceful GOAWAY (a proxy closing its upstream connection)
+    while its stream waits for the app: the response still comes, then the close.  (It
+    once made h2 refuse the response head, which blamed the worker: SIGKILLed.)"""
+    workers = sc.worker_pids()
+    cl = H2Client(sc.port)
+    cl.pump(0.2)
+    sid = cl.request(get("/sleep?s=0.5"))
+    time.sleep(0.2)   # dispatched, the app sleeping
+    cl.conn.close_connection()   # GOAWAY NO_ERROR
+    cl.flush()
+    data = b""
+    cl.sock.settimeout(10)
+    while chunk := cl.sock.recv(65536):
+        data += chunk
+    cl.sock.close()
+    body = [f for f in raw_frames(data) if f.stream_id == sid and hasattr(f, "data")]
+    assert body and b"slept" in b"".join(f.data for f in body), raw_frames(data)
+    assert "END_STREAM" in body[-1].flags
+    assert sc.worker_pids() == workers and "protocol error" not in sc.log()
+
+
 def test_status_and_metrics_count_http2_streams(tmp_path):
     from tests.server import free_port
     port = free_port()
