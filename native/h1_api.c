@@ -208,6 +208,23 @@ static int make_shared(const char *const *words, PyObject **objs, size_t count) 
     return 0;
 }
 
+/* The next field of the head's NUL-separated fields ("name NUL value NUL ..."), from *p:
+ * its name and value, and *p moved past it.  -1 where no name ends before `end`. */
+static int next_field(const char **p, const char *end, const char **name, size_t *name_len,
+                      const char **value, size_t *value_len) {
+    const char *q = memchr(*p, '\0', (size_t)(end - *p));
+    if (q == NULL) return -1;
+    const char *v = q + 1;
+    const char *w = memchr(v, '\0', (size_t)(end - v));
+    if (w == NULL) w = end;
+    *name = *p;
+    *name_len = (size_t)(q - *p);
+    *value = v;
+    *value_len = (size_t)(w - v);
+    *p = w < end ? w + 1 : end;
+    return 0;
+}
+
 /* headers as h1.py builds them: (name, value) pairs from the NUL-separated fields */
 static PyObject *headers_list(void) {
     Py_ssize_t n = (Py_ssize_t)head.facts[H1_FIELDS];
@@ -215,21 +232,18 @@ static PyObject *headers_list(void) {
     if (list == NULL) return NULL;
     const char *p = head_fields, *end = head_fields + head.facts[H1_FIELDS_LEN];
     for (Py_ssize_t i = 0; i < n; i++) {
-        const char *q = memchr(p, '\0', (size_t)(end - p));
-        const char *v = q ? q + 1 : end;
-        const char *w = memchr(v, '\0', (size_t)(end - v));
-        if (q == NULL) goto bad;
-        if (w == NULL) w = end;
+        const char *nm, *v;
+        size_t nl, vl;
+        if (next_field(&p, end, &nm, &nl, &v, &vl) < 0) goto bad;
         PyObject *pair = PyTuple_New(2);
         if (pair == NULL) goto fail;
         PyList_SET_ITEM(list, i, pair);
-        PyObject *name = shared_bytes(p, (size_t)(q - p), common_name_objs, N_COMMON_NAMES);
+        PyObject *name = shared_bytes(nm, nl, common_name_objs, N_COMMON_NAMES);
         if (name == NULL) goto fail;
         PyTuple_SET_ITEM(pair, 0, name);
-        PyObject *value = PyBytes_FromStringAndSize(v, w - v);
+        PyObject *value = PyBytes_FromStringAndSize(v, (Py_ssize_t)vl);
         if (value == NULL) goto fail;
         PyTuple_SET_ITEM(pair, 1, value);
-        p = w < end ? w + 1 : end;
     }
     return list;
 bad:
@@ -308,23 +322,19 @@ static PyObject *proxy_key(void) {
     Py_ssize_t count = (Py_ssize_t)head.facts[H1_FIELDS];
     const char *p = head_fields, *end = head_fields + head.facts[H1_FIELDS_LEN];
     for (Py_ssize_t i = 0; i < count && p < end; i++) {
-        const char *q = memchr(p, '\0', (size_t)(end - p));
-        if (q == NULL) return NULL;
-        const char *v = q + 1;
-        const char *w = memchr(v, '\0', (size_t)(end - v));
-        if (w == NULL) w = end;
-        size_t nl = (size_t)(q - p), vl = (size_t)(w - v);
-        if ((nl == 9 && !memcmp(p, "forwarded", 9))
-                || (nl == 15 && !memcmp(p, "x-forwarded-for", 15))
-                || (nl == 17 && !memcmp(p, "x-forwarded-proto", 17))) {
+        const char *nm, *v;
+        size_t nl, vl;
+        if (next_field(&p, end, &nm, &nl, &v, &vl) < 0) return NULL;
+        if ((nl == 9 && !memcmp(nm, "forwarded", 9))
+                || (nl == 15 && !memcmp(nm, "x-forwarded-for", 15))
+                || (nl == 17 && !memcmp(nm, "x-forwarded-proto", 17))) {
             if (n + nl + vl + 2 > PROXY_KEY_CAP) return NULL;
-            memcpy(key + n, p, nl);
+            memcpy(key + n, nm, nl);
             key[n + nl] = '\0';
             memcpy(key + n + nl + 1, v, vl);
             key[n + nl + 1 + vl] = '\0';
             n += nl + vl + 2;
         }
-        p = w < end ? w + 1 : end;
     }
     return PyBytes_FromStringAndSize(key, (Py_ssize_t)n);
 }

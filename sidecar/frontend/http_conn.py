@@ -31,9 +31,6 @@ from sidecar.http.h2_preface import PREFACE, PREFACE_HEAD
 
 log = logging.getLogger("sidecar.frontend")
 
-# The fields apply_proxy_headers reads (server.py): _proxy_scope's answer depends on them only
-
-
 def HTTP2Connection(conn, *args, **kw):
     """frontend/h2_conn.py's, imported with h2 on the first HTTP/2 connection (not at
     start-up: about a fifth of the front-end's import time)."""
@@ -115,7 +112,7 @@ class HTTPConnection(asyncio.Protocol):
                 self.request_event = self._request_event_tls   # plain ones pay nothing
             self.trusted = server.is_trusted(peer[0] if peer else None)
             # (TCP_NODELAY: uvloop sets it on every TCP transport it makes;
-            # tests/e2e/test_http.py checks that it is on)
+            # tests/frontend/test_nodelay.py holds uvloop to that)
         self.who = access.who(self.client)   # the access lines' first field
         config = server.config
         self.io.transport = transport
@@ -126,27 +123,25 @@ class HTTPConnection(asyncio.Protocol):
         # (request_event); a trusted peer's proxy headers may change it per request
         pack = events.pack
         self._packed_server = pack(self.server_addr)
+        rescope = proxy = None
         if self.trusted:
             # rescope's answers, read by the C parser too: a TCP connection's own (its
             # client's port is its alone), shared by every connection of a Unix socket
             # (behind nginx: all of them)
+            rescope = self._proxy_scope
             if self.client is None:
                 scopes = server.proxy_scopes
                 kind = (self.scheme, self._packed_server)
-                proxy = self._proxy_answers = scopes.get(kind)
+                proxy = scopes.get(kind)
                 if proxy is None:
                     if len(scopes) >= PROXY_CACHE:
                         scopes.clear()
-                    proxy = self._proxy_answers = scopes[kind] = {}
+                    proxy = scopes[kind] = {}
             else:
-                proxy = self._proxy_answers = {}
-            conn.parser.pack_requests(pack(self.scheme),
-                                      pack(self.client) + self._packed_server,
-                                      config.root_path.encode(), self._proxy_scope, proxy)
-        else:
-            conn.parser.pack_requests(pack(self.scheme),
-                                      pack(self.client) + self._packed_server,
-                                      config.root_path.encode())
+                proxy = {}
+            self._proxy_answers = proxy
+        conn.parser.pack_requests(pack(self.scheme), pack(self.client) + self._packed_server,
+                                  config.root_path.encode(), rescope, proxy)
         limit = config.limit_concurrency
         if limit and len(server.connections) > limit:
             conn.over_limit = True
@@ -274,10 +269,11 @@ class HTTPConnection(asyncio.Protocol):
         """For the C packer (h1.RequestParser.pack_requests): a trusted peer's request whose
         proxy headers change the scheme or the client gets them packed, else None.  The
         answer depends only on the proxy fields and this connection's scheme, client and
-        server, so it is kept by those: server.proxy_scopes holds a dict per (scheme, client,
-        server), keyed by h1.proxy_key, which the C parser reads itself (native/h1_api.c):
-        behind nginx every request has the fields, and working them out each time cost ~35 us
-        a request; asking this for each cost ~10 more."""
+        server, so it is kept in _proxy_answers, keyed by h1.proxy_key, which the C parser
+        reads itself (native/h1_api.c): a TCP connection's own dict, one shared by the
+        connections of a Unix socket (server.proxy_scopes).  Behind nginx every request has
+        the fields, and working them out each time cost ~35 us a request; asking this for
+        each cost ~10 more."""
         answers = self._proxy_answers
         key = proxy_key(headers)
         try:

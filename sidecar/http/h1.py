@@ -166,7 +166,7 @@ def proxy_key(headers) -> bytes:
     """A request's proxy fields (Forwarded, X-Forwarded-For, X-Forwarded-Proto), each
     name NUL value NUL in the head's order: the key of RequestParser.pack_requests' ``proxy``
     dict.  native/h1_api.c's proxy_key makes the same bytes from the parsed head (its twin;
-    tests/http/test_h1_api.py compares them)."""
+    tests/http/test_h1_pack.py checks the two agree)."""
     return b"".join([name + b"\0" + value + b"\0" for name, value in headers
                      if name in _PROXY_FIELDS])
 

@@ -251,13 +251,13 @@ class Worker:
         if self.draining:
             return
         self.draining = True
-        timeout = self.config.shutdown_timeout
         if not self.serving:
             # still starting: nothing is in flight, and the supervisor says why it stops us
             # (a sibling's failed startup prints one line, not one per worker)
             self.log.debug("told to stop before serving")
             self.stop(EXIT_OK)
             return
+        timeout = self.config.shutdown_timeout
         self.log.info("draining: %d stream(s) in flight, timeout %gs", len(self.tasks), timeout)
         if not self.tasks:
             self.stop(EXIT_OK)
