@@ -36,9 +36,15 @@ def group(pgid: int) -> list[int]:
 
 
 def cpu_seconds(pid: int) -> float:
+    user, kernel = cpu_split(pid)
+    return user + kernel
+
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(user, kernel) CPU seconds of ``pid`` so far: utime and stime (fields 14 and 15)."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14 and 15)
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
 
 
 def ctx_switches(pid: int) -> tuple[int, int]:

@@ -23,7 +23,13 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
-KINDS = ("sidecar", "uvicorn", "granian", "hypercorn", "gunicorn", "gunicorn-gthread")
+KINDS = ("sidecar", "uvicorn", "granian", "hypercorn", "gunicorn", "gunicorn-gthread",
+         "floor", "nginx")
+# Baselines, not ASGI servers: they answer every request with a canned hello and ignore the
+# app, so they belong beside the bare app only.  ``floor``: uvloop and a protocol that writes
+# the answer (benchmarks/floor.py), the cost of the loop and the socket calls a front-end on
+# uvloop cannot go below; ``nginx``: nginx's own ``return 200``, the same floor in C.
+BASELINES = ("floor", "nginx")
 GTHREADS = 8   # gunicorn's gthread threads, as sidecar's --wsgi-threads default
 
 
@@ -168,7 +174,37 @@ def server_argv(kind: str, app: str, port: int, workers: int, workdir: Path,
             "--worker-class", "uvloop",
             "--log-level", "warning",
         ] + (["--access-logfile", "-"] if access_log else [])  # fmt: skip
+    if kind == "floor":
+        return python + ["benchmarks.floor", "--host", HOST, "--port", str(port)]
+    if kind == "nginx":
+        conf = workdir / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(workers=workers, dir=workdir, host=HOST, port=port))
+        return [shutil.which("nginx") or "/usr/sbin/nginx", "-c", str(conf), "-p", str(workdir),
+                "-e", str(workdir / "error.log")]
     raise ValueError(f"unknown server kind {kind!r}; expected one of {KINDS}")
+
+
+# The ``nginx`` baseline: ``workers`` worker processes answering a fixed hello, keep-alive
+# without a request limit (wrk's connections stay open, as with the others), no access log.
+NGINX_CONF = """
+daemon off;
+worker_processes {workers};
+pid {dir}/nginx.pid;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    keepalive_requests 100000000;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    server {{
+        listen {host}:{port};
+        location / {{ default_type text/plain; return 200 "Hello, world!"; }}
+    }}
+}}
+"""
 
 
 def start_server(

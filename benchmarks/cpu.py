@@ -79,17 +79,21 @@ def measure(kind: str, app: str, path: str, workers: int, duration: float,
         control = handle.workdir / "sidecar.sock.ctl" if base_kind(kind) == "sidecar" else None
         wakes = _procstat.snapshot(pids, control)
         roles = _roles(kind, pids)   # (while they run: a role is read from /proc)
-        before = {p: _procstat.cpu_seconds(p) for p in pids}
+        before = {p: _procstat.cpu_split(p) for p in pids}
         result = run_wrk(url, connections, duration, headers=headers)
-        after = {p: _procstat.cpu_seconds(p) for p in pids}
+        after = {p: _procstat.cpu_split(p) for p in pids}
         wakes = _procstat.per(wakes, _procstat.snapshot(pids, control), result["requests"],
                               _roles(kind, pids))
     finally:
         stop_server(handle)
     n = result["requests"] or 1
-    per = [(after[p] - before[p]) / n * 1e6 for p in pids]
+    per = [(sum(after[p]) - sum(before[p])) / n * 1e6 for p in pids]
+    kernel = [(after[p][1] - before[p][1]) / n * 1e6 for p in pids]
     return {"req_s": result["req_s"], "errors": result["errors"],
             "roles": roles, "us_per_req": per, "total": sum(per),
+            # of that, in the kernel (stime): the socket calls, wake-ups, the loopback
+            # delivery to wrk's sockets
+            "kernel_per_req": kernel, "kernel": sum(kernel),
             # per request: ring doorbells (sidecar), context switches of each process
             "doorbells": wakes["doorbells"], "ctx": wakes["ctx"]}
 
@@ -217,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
                      "totals": [round(m["total"], 1) for m in rounds[kind]],
                      "per_process": [[round(us, 1) for us in m["us_per_req"]]
                                      for m in rounds[kind]],
+                     "kernel_per_process": [[round(us, 1) for us in m["kernel_per_req"]]
+                                            for m in rounds[kind]],
                      "req_s_median": statistics.median(m["req_s"] for m in rounds[kind])})
     if args.json:
         json.dump({"app": args.app, "path": args.path, "headers": list(headers), "rows": rows},
@@ -226,12 +232,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"== CPU µs per request, {args.app} {args.path}, wrk -c{args.connections}"
           f"{f' +{len(headers)} header fields' if headers else ''}, "
           f"median of {args.rounds} rounds (by total)")
-    print(f"{'server':<8} {'req/s':>8}  {'total':>6}  per process                  all rounds' totals")
+    print("(per process: its µs, and in brackets the part spent in the kernel)")
+    width = max(8, *(len(row["server"]) for row in rows))
+    print(f"{'server':<{width}} {'req/s':>8}  {'total':>6}  {'kernel':>6}  per process"
+          f"                                 all rounds' totals")
     for row in rows:
         med = row["median"]
-        parts = ", ".join(f"{role} {us:.1f}" for role, us in zip(med["roles"], med["us_per_req"]))
-        print(f"{row['server']:<8} {row['req_s_median']:>8,.0f}  {med['total']:>6.1f}  "
-              f"{parts:<28} {row['totals']}")
+        parts = ", ".join(f"{role} {us:.1f} [{k:.1f}]" for role, us, k
+                          in zip(med["roles"], med["us_per_req"], med["kernel_per_req"]))
+        print(f"{row['server']:<{width}} {row['req_s_median']:>8,.0f}  {med['total']:>6.1f}  "
+              f"{med['kernel']:>6.1f}  {parts:<43} {row['totals']}")
     return 0
 
 

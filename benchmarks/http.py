@@ -7,7 +7,10 @@ run.
 
 Scenarios (see SCENARIOS at the bottom; add one there, e.g. for WebSockets):
 
-- ``bare``: the bare ASGI hello app, ``wrk -c64`` on ``/``. Server overhead only.
+- ``bare``: the bare ASGI hello app, ``wrk -c64`` on ``/``. Server overhead only.  Under the
+  servers, two baselines that ignore the app and answer a canned hello (``floor``: uvloop and
+  a protocol that only writes, benchmarks/floor.py; ``nginx``: its own ``return 200``): the
+  ceiling of this machine's loopback for a server that does nothing.
 - ``close``: ``bare`` with ``Connection: close`` on every request, so each is a new
   connection: what accepting, setting up and closing one costs (nginx's ``proxy_pass``
   without ``keepalive`` upstreams, or past their idle cache, connects so).
@@ -439,6 +442,9 @@ def _round_figure(value: float, key: str) -> str:
 # -- scenarios --------------------------------------------------------------------------------
 
 THROUGHPUT_MATRIX = [("sidecar", 1), ("sidecar", 2), ("uvicorn", 1), ("uvicorn", 2), ("granian", 1)]
+# bare's, with the floor under it (benchmarks/_servers.py BASELINES: a canned hello from
+# uvloop, and from nginx): what any server on this machine spends on the sockets alone
+BARE_MATRIX = THROUGHPUT_MATRIX + [("floor", 1), ("nginx", 1)]
 
 # HTTP/2: the servers that speak it (uvicorn does not)
 H2_MATRIX = [("sidecar", 1), ("sidecar", 2), ("hypercorn", 1), ("hypercorn", 2), ("granian", 1)]
@@ -449,7 +455,7 @@ SCENARIOS: dict[str, Scenario] = {
         description="bare ASGI hello (benchmarks.apps:hello), GET /",
         app="benchmarks.apps:hello",
         ready_path="/",
-        matrix=THROUGHPUT_MATRIX,
+        matrix=BARE_MATRIX,
         measure=measure_throughput("/"),
     ),
     "close": Scenario(
