@@ -166,9 +166,16 @@ def server_argv(kind: str, app: str, port: int, workers: int, workdir: Path,
             "--log-level", "warning",
         ] + (["--access-logfile", "-"] if access_log else [])
     if kind == "hypercorn":
-        # HTTP/1.1 and h2c (prior knowledge) on one port; its access log only when asked
+        # HTTP/1.1 and h2c (prior knowledge) on one port; its access log only when asked.
+        # Its keep_alive_max_requests (1000 by default, a config-file setting) closes a
+        # connection after 1000 requests: h2load does not reconnect, so each of its
+        # connections would stop there (a run of seconds served ~0-300 req/s, h2load
+        # counting the rest failed).  None of the others caps requests per connection.
+        conf = workdir / "hypercorn.toml"
+        conf.write_text("keep_alive_max_requests = 1000000000\n")
         return python + [
             "hypercorn", app,
+            "--config", str(conf),
             "--bind", f"{HOST}:{port}",
             "--workers", str(workers),
             "--worker-class", "uvloop",
