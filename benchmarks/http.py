@@ -441,13 +441,16 @@ def _round_figure(value: float, key: str) -> str:
 
 # -- scenarios --------------------------------------------------------------------------------
 
-THROUGHPUT_MATRIX = [("sidecar", 1), ("sidecar", 2), ("uvicorn", 1), ("uvicorn", 2), ("granian", 1)]
+# every server at 1 and 2 workers: each is judged at its best count for this machine's 2 cores
+THROUGHPUT_MATRIX = [("sidecar", 1), ("sidecar", 2), ("uvicorn", 1), ("uvicorn", 2), ("granian", 1),
+                     ("granian", 2)]
 # bare's, with the floor under it (benchmarks/_servers.py BASELINES: a canned hello from
 # uvloop, and from nginx): what any server on this machine spends on the sockets alone
 BARE_MATRIX = THROUGHPUT_MATRIX + [("floor", 1), ("nginx", 1)]
 
 # HTTP/2: the servers that speak it (uvicorn does not)
-H2_MATRIX = [("sidecar", 1), ("sidecar", 2), ("hypercorn", 1), ("hypercorn", 2), ("granian", 1)]
+H2_MATRIX = [("sidecar", 1), ("sidecar", 2), ("hypercorn", 1), ("hypercorn", 2), ("granian", 1),
+             ("granian", 2)]
 
 SCENARIOS: dict[str, Scenario] = {
     "bare": Scenario(
