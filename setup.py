@@ -10,5 +10,9 @@ setup(
                            extra_compile_args=["-std=c11", "-O2", "-fno-strict-aliasing"]),
                  # the worker's per-request calls (scope, response head): native/worker_api.c
                  Extension("sidecar._workerapi", sources=["native/worker_api.c"],
+                           extra_compile_args=["-std=c11", "-O2", "-fno-strict-aliasing"]),
+                 # the front-end's per-message WebSocket frames (plain messages in, whole
+                 # messages out): native/ws_api.c, the C twins of sidecar/http/ws_frames.py's
+                 Extension("sidecar._wsapi", sources=["native/ws_api.c"],
                            extra_compile_args=["-std=c11", "-O2", "-fno-strict-aliasing"])],
 )

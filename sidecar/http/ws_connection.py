@@ -54,7 +54,7 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from . import h1, h1_response, ws_frames
-from .ws_frames import apply_mask, plain_message, server_frame
+from .ws_frames import apply_mask, plain_message
 
 log = logging.getLogger("sidecar.websocket")
 # websockets logs "connection open/closed" at INFO for every connection: keep that quiet.
@@ -209,7 +209,7 @@ class WSConnection:
             return
         payload = data.encode() if type(data) is str else data
         if not more and not self.send_frag and ws_frames.speedups and not proto.extensions:
-            self._write(server_frame(payload, type(data) is str))  # what websockets writes
+            self._write(ws_frames.server_frame(payload, type(data) is str))  # as websockets
             return
         try:
             if self.send_frag:
@@ -336,8 +336,8 @@ class WSConnection:
                 self.stream.client_gone(int(code), reason or "")
 
     def _feed(self, data: bytes) -> None:
-        """Client bytes: whole plain messages are taken here (ws_frames), every other frame
-        is handed to websockets whole, from its first byte."""
+        """Client bytes: whole plain messages are taken here (ws_frames.plain_frames), every
+        other frame is handed to websockets whole, from its first byte."""
         proto = self.proto
         if not ws_frames.speedups or proto.extensions:
             return self._feed_proto(data)
@@ -357,27 +357,34 @@ class WSConnection:
             if proto.state is not _OPEN:   # closing: websockets discards or fails the rest
                 self.rx_through = end - pos
                 continue
-            b1 = data[pos + 1] if end - pos >= 6 else 0
-            if 0x80 < b1 < 0xFE:   # masked, payload under 126 bytes: the header, inline
-                b0, n, size = data[pos], b1 & 0x7F, 6
-            else:
-                head = ws_frames.header(data, pos, end)
-                if head is None:
-                    break   # the rest of the header is still to come
-                b0, b1, n, size = head
+            if proto.current_size is None:   # (no fragmented message in websockets' hands)
+                messages, pos = ws_frames.plain_frames(data, pos, self.max_frame)
+                for payload in messages:
+                    if not self.gone_told:
+                        self.stream.on_body(payload, False)
+                if pos == end:
+                    break
+            # the frame at pos is not a whole plain message: not all here yet, websockets'
+            # to parse, or TEXT that is not UTF-8
+            head = ws_frames.header(data, pos, end)
+            if head is None:
+                break   # the rest of the header is still to come
+            b0, b1, n, size = head
             if not (plain_message(b0, b1) and proto.current_size is None
                     and n <= self.max_frame):
                 self.rx_through = size + n   # websockets decides (and fails, if it must)
                 continue
             if end - pos < size + n:
                 break   # the rest of the payload is still to come
+            # whole and plain, yet not taken: TEXT that is not UTF-8, failed as websockets
+            # fails it (and should plain_frames ever stop at another, it is taken here)
             start = pos + size
-            payload = apply_mask(data[start:start + n], data[start - 4:start])
             pos = start + n
+            payload = apply_mask(data[start:pos], data[start - 4:start])
             if b0 & 0x0F == ws_frames.TEXT:
                 try:
                     payload = payload.decode()
-                except UnicodeDecodeError as exc:   # as websockets fails it
+                except UnicodeDecodeError as exc:
                     proto.fail(CloseCode.INVALID_DATA, f"{exc.reason} at position {exc.start}")
                     self._pump()
                     continue

@@ -16,6 +16,11 @@ behaviour: the connection hands it exactly the bytes of those frames, starting a
 boundary, so its parser never sees the frames taken here.  ``speedups = False`` turns the
 fast path off: the tests in tests/http run both (tests/http/conftest.py).
 
+The fast path's two per-message calls, ``plain_frames`` (every whole plain message of a read,
+unmasked and decoded, in one call) and ``server_frame``, are C (native/ws_api.c,
+``sidecar._wsapi``) where it is built, and these Python functions otherwise
+(``SIDECAR_NO_SPEEDUPS=1``); tests/http/test_ws_frames.py holds the two to the same results.
+
 RFC 6455 5.2:
 
      0                   1                   2                   3
@@ -34,6 +39,7 @@ RFC 6455 5.2:
 """
 from __future__ import annotations
 
+import os
 import struct
 
 try:
@@ -41,7 +47,7 @@ try:
 except ImportError:  # pragma: no cover - a websockets built without its speedups
     from websockets.utils import apply_mask
 
-__all__ = ["speedups", "header", "plain_message", "server_frame", "apply_mask"]
+__all__ = ["speedups", "header", "plain_message", "plain_frames", "server_frame", "apply_mask"]
 
 #: The fast path on (False: every frame through websockets, the reference).
 speedups = True
@@ -85,7 +91,33 @@ def plain_message(b0: int, b1: int) -> bool:
     return (b0 == _FIN_TEXT or b0 == _FIN_BINARY) and b1 & 0x80 != 0
 
 
-def server_frame(payload: bytes, text: bool) -> bytes:
+def plain_frames_py(data, pos: int, max_frame: int) -> tuple[list, int]:
+    """From ``data[pos]``, every whole frame that is a plain message (``plain_message``, a
+    payload of at most ``max_frame`` bytes), unmasked, TEXT decoded as UTF-8, in order, and
+    the offset of the first byte not taken: it stops at a frame that is not one, is not all
+    there yet, or is TEXT that is not UTF-8 (websockets is handed that one, and fails it)."""
+    out = []
+    end = len(data)
+    while True:
+        head = header(data, pos, end)
+        if head is None:
+            break
+        b0, b1, n, size = head
+        if not plain_message(b0, b1) or n > max_frame or end - pos < size + n:
+            break
+        start = pos + size
+        payload = apply_mask(data[start:start + n], data[start - 4:start])
+        if b0 == _FIN_TEXT:
+            try:
+                payload = payload.decode()
+            except UnicodeDecodeError:
+                break
+        out.append(payload)
+        pos = start + n
+    return out, pos
+
+
+def server_frame_py(payload: bytes, text: bool) -> bytes:
     """One unmasked frame holding a whole message, as websockets serializes it."""
     op = _FIN_TEXT if text else _FIN_BINARY
     n = len(payload)
@@ -94,3 +126,14 @@ def server_frame(payload: bytes, text: bool) -> bytes:
     if n < 65536:
         return _HEAD16.pack(op, 126, n) + payload
     return _HEAD64.pack(op, 127, n) + payload
+
+
+try:   # the C twins (native/ws_api.c)
+    from sidecar import _wsapi
+except ImportError:
+    _wsapi = None
+HAVE_C = _wsapi is not None
+if HAVE_C and os.environ.get("SIDECAR_NO_SPEEDUPS", "") in ("", "0"):
+    plain_frames, server_frame = _wsapi.plain_frames, _wsapi.server_frame
+else:
+    plain_frames, server_frame = plain_frames_py, server_frame_py

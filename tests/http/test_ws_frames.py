@@ -51,6 +51,20 @@ CASES = {
 CUTS = {"whole": None, "byte by byte": 1, "3 bytes": 3, "frame by frame": "frames"}
 
 
+@pytest.fixture(params=["c", "python"])
+def twin(request, monkeypatch):
+    """The fast path's per-message calls: the C twins (native/ws_api.c) or the Python ones."""
+    if request.param == "c":
+        if not ws_frames.HAVE_C:
+            pytest.fail("sidecar._wsapi is not built (pip install -e .)")
+        monkeypatch.setattr(ws_frames, "plain_frames", ws_frames._wsapi.plain_frames)
+        monkeypatch.setattr(ws_frames, "server_frame", ws_frames._wsapi.server_frame)
+    else:
+        monkeypatch.setattr(ws_frames, "plain_frames", ws_frames.plain_frames_py)
+        monkeypatch.setattr(ws_frames, "server_frame", ws_frames.server_frame_py)
+    return request.param
+
+
 def run(fast: bool, frames: list[bytes], cut, eof: bool = False, max_size: int = 1 << 20):
     ws_frames.speedups = fast
     ws, io, stream = opened(max_size=max_size)
@@ -71,7 +85,7 @@ def run(fast: bool, frames: list[bytes], cut, eof: bool = False, max_size: int =
 
 @pytest.mark.parametrize("cut", CUTS.values(), ids=CUTS.keys())
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
-def test_the_fast_path_does_what_websockets_does(case, cut):
+def test_the_fast_path_does_what_websockets_does(case, cut, twin):
     try:
         reference = run(False, case, cut, max_size=2048 if case is CASES["too big"] else 1 << 20)
         fast = run(True, case, cut, max_size=2048 if case is CASES["too big"] else 1 << 20)
@@ -82,7 +96,7 @@ def test_the_fast_path_does_what_websockets_does(case, cut):
 
 
 @pytest.mark.parametrize("cut", [1, 3, 9])
-def test_a_frame_cut_by_eof_ends_as_websockets_ends_it(cut):
+def test_a_frame_cut_by_eof_ends_as_websockets_ends_it(cut, twin):
     frames = [masked(TEXT, b"whole"), masked(TEXT, b"cut short")[:-cut]]
     try:
         reference = run(False, frames, None, eof=True)
@@ -94,8 +108,51 @@ def test_a_frame_cut_by_eof_ends_as_websockets_ends_it(cut):
 
 
 @pytest.mark.parametrize("data", ["text", "é" * 70, b"", b"\x00" * 126, b"b" * 70000])
-def test_server_frames_are_websockets_frames(data):
+def test_server_frames_are_websockets_frames(data, twin):
     payload = data.encode() if type(data) is str else data
     frame = ws_frames.server_frame(payload, type(data) is str)
     assert frame == Frame(TEXT if type(data) is str else BINARY, payload).serialize(mask=False)
     assert [f.data for f in frames_from(frame)] == [payload]
+
+
+def _corpus():
+    """Client bytes for the twins: every case whole, and cut short at every offset (a frame
+    not all there yet), a few bytes in (pos), as bytes and as the bytearray of rx_buf."""
+    big = [masked(BINARY, b"x" * n) for n in (125, 126, 65535, 65536)]
+    for frames in [*CASES.values(), big, [masked(TEXT, "é".encode() * 40)] * 3,
+                   [raw(0x81, "☃".encode()[:2]), masked(TEXT, b"z")]]:
+        data = b"".join(frames)
+        cuts = range(len(data) + 1) if len(data) < 400 else (0, 1, 7, len(data) - 1, len(data))
+        for cut in cuts:
+            for pos in (0, 1, 6):
+                yield data[:cut], pos
+
+
+@pytest.mark.parametrize("max_frame", [0, 2, 125, 2048, 1 << 62])
+def test_plain_frames_c_twin_takes_what_the_python_one_takes(max_frame):
+    if not ws_frames.HAVE_C:
+        pytest.fail("sidecar._wsapi is not built (pip install -e .)")
+    c = ws_frames._wsapi.plain_frames
+    checked = taken = 0
+    for data, pos in _corpus():
+        for buf in (data, bytearray(data)):
+            expect = ws_frames.plain_frames_py(buf, pos, max_frame)
+            assert c(buf, pos, max_frame) == expect, (data, pos, max_frame)
+            checked += 1
+            taken += len(expect[0])
+    assert checked > 1000 and (taken > 0 or max_frame == 0)
+
+
+def test_plain_frames_stops_before_text_that_is_not_utf8():
+    """The frame is left for the caller (websockets fails it 1007), the ones before taken."""
+    data = masked(TEXT, b"ok") + raw(0x81, b"\xc3\x28") + masked(TEXT, b"never")
+    for plain_frames in (ws_frames.plain_frames_py, ws_frames._wsapi.plain_frames):
+        assert plain_frames(data, 0, 1 << 20) == (["ok"], len(masked(TEXT, b"ok")))
+
+
+@pytest.mark.parametrize("n", [0, 1, 125, 126, 127, 65535, 65536, 70000])
+def test_server_frame_c_twin_writes_the_python_ones_bytes(n):
+    payload = bytes(range(256)) * (n // 256) + bytes(range(n % 256))
+    for text in (True, False):
+        assert ws_frames._wsapi.server_frame(payload, text) == \
+            ws_frames.server_frame_py(payload, text)
