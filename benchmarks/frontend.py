@@ -196,11 +196,18 @@ class _H2Client:
     response ended; its frames are made once (the HPACK block of an indexed request is the
     same bytes every time), so the figure is the server's work alone."""
 
-    def __init__(self, transport: _Transport, fields: list, streams: int):
+    def __init__(self, transport: _Transport, fields: list, streams: int, paths: int = 0):
         from hpack import Encoder
         enc = Encoder()
         self.first_block = enc.encode(fields)   # literals: the server's table learns them
         self.block = enc.encode(fields)         # then indexed, the same bytes from now on
+        # --distinct-paths: the :path of each request one of ``paths`` in turn (an API's
+        # /users/{id}), a literal never indexed, so each block is the same bytes every time
+        # it comes round and the client's encoder keeps no state between them
+        path = dict(fields)[b":path"]
+        self.blocks = [enc.encode([(n, v) if n != b":path" else
+                                   (n, b"%s/%d?page=%d" % (path.rstrip(b"/"), i, i % 7), True)
+                                   for n, v in fields]) for i in range(paths)]
         self.transport = transport
         self.sid = 1
         self.streams = streams
@@ -213,15 +220,21 @@ class _H2Client:
 
     def requests(self, n: int) -> bytes:
         out = []
+        blocks = self.blocks
         for _ in range(n):
-            block = self.first_block if self.sid == 1 else self.block
+            if self.sid == 1:
+                block = self.first_block
+            elif blocks:
+                block = blocks[(self.sid >> 1) % len(blocks)]
+            else:
+                block = self.block
             out.append(_h2_frame(0x1, 0x5, self.sid, block))   # END_STREAM, END_HEADERS
             self.sid += 2
         return b"".join(out)
 
 
 async def run_once_h2(fe: FrontEnd, fields: list, requests: int, concurrency: int,
-                      streams: int) -> float:
+                      streams: int, paths: int = 0) -> float:
     """CPU µs per request of one run of ``requests`` HTTP/2 GETs over ``concurrency``
     connections with ``streams`` in flight on each (h2load -c, -m)."""
     loop = asyncio.get_running_loop()
@@ -250,7 +263,7 @@ async def run_once_h2(fe: FrontEnd, fields: list, requests: int, concurrency: in
         conn = HTTPConnection(fe)
         transport = _Transport(conn, None, 40000 + i)
         transport.write = lambda data, t=transport: on_write(t, bytes(data))
-        transport.client = _H2Client(transport, fields, streams)
+        transport.client = _H2Client(transport, fields, streams, paths)
         conn.connection_made(transport)
         transport.conn.data_received(transport.client.preface())
         transports.append(transport)
@@ -424,6 +437,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="HTTP/2 GETs (prior knowledge), --streams in flight per connection")
     ap.add_argument("--streams", type=int, default=16,
                     help="--http2: streams in flight per connection (h2load -m; 16)")
+    ap.add_argument("--distinct-paths", type=int, default=0, metavar="N",
+                    help="--http2: each request's :path one of N in turn (PATH/i?page=i%%7, "
+                         "as an API's ids), not the same one every time")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     if args.board and not args.in_process:
@@ -457,7 +473,8 @@ def main(argv: list[str] | None = None) -> int:
                           for f in fields]
 
             def once(n: int):
-                return run_once_h2(fe, h2_fields, n, args.concurrency, args.streams)
+                return run_once_h2(fe, h2_fields, n, args.concurrency, args.streams,
+                                   args.distinct_paths)
         elif args.new_connections:
             def once(n: int):
                 return run_once_close(fe, head, n, args.concurrency)
