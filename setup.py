@@ -14,5 +14,9 @@ setup(
                  # the front-end's per-message WebSocket frames (plain messages in, whole
                  # messages out): native/ws_api.c, the C twins of sidecar/http/ws_frames.py's
                  Extension("sidecar._wsapi", sources=["native/ws_api.c"],
+                           extra_compile_args=["-std=c11", "-O2", "-fno-strict-aliasing"]),
+                 # an HTTP/2 header block decoded in one call, on hpack's own table:
+                 # native/hpack_api.c, the C twin of sidecar/http/h2_fast.py's Decoder._decode
+                 Extension("sidecar._hpackapi", sources=["native/hpack_api.c"],
                            extra_compile_args=["-std=c11", "-O2", "-fno-strict-aliasing"])],
 )

@@ -58,6 +58,20 @@ OVERSIZED = HeaderTuple(b":oversized", b"")
 #: A list past this many times the limit is a bomb, not a big cookie: the connection's error.
 OVERSIZE_FACTOR = 4
 
+try:   # Decoder._decode's C twin (native/hpack_api.c), on hpack's own table
+    from sidecar import _hpackapi
+except ImportError:
+    _c_decode = None
+else:
+    from hpack.exceptions import InvalidTableIndex, InvalidTableSizeError
+    from hpack.huffman_table import HUFFMAN_TABLE
+    from hpack.struct import NeverIndexedHeaderTuple
+    from hpack.table import HeaderTable
+    _hpackapi.setup(HeaderTable.STATIC_TABLE, HUFFMAN_TABLE, HeaderTuple, NeverIndexedHeaderTuple,
+                    HPACKDecodingError, InvalidTableIndex, InvalidTableSizeError,
+                    OversizedHeaderListError, OVERSIZED, OVERSIZE_FACTOR)
+    _c_decode = _hpackapi.decode_block
+
 _CACHE_MAX = 64          # blocks remembered per connection and direction
 _BLOCK_MAX = 1024        # longer blocks are decoded every time (they are rarely repeated)
 _OPEN = ConnectionState.SERVER_OPEN
@@ -121,7 +135,13 @@ class Decoder(_Decoder):
 
     def _decode(self, data) -> list:
         """hpack's ``decode(data, raw=True)``, but for a list over the limit (the class
-        docstring)."""
+        docstring).  In one C call (sidecar._hpackapi) where it is built; ``_decode_py``, its
+        twin, otherwise and with ``speedups`` off."""
+        if _c_decode is not None and speedups and type(data) is bytes:
+            return _c_decode(self, data)
+        return self._decode_py(data)
+
+    def _decode_py(self, data) -> list:
         mem = memoryview(data)
         headers = []
         limit = self.max_header_list_size

@@ -71,7 +71,7 @@ def test_wheel_holds_the_compiled_modules_for_this_python(dist):
     with zipfile.ZipFile(wheel) as zf:
         names = zf.namelist()
         meta = email.message_from_bytes(zf.read(f"sidecar-{VERSION}.dist-info/METADATA"))
-    for module in ("_ring", "_h1", "_h1api", "_workerapi", "_wsapi"):
+    for module in ("_ring", "_h1", "_h1api", "_workerapi", "_wsapi", "_hpackapi"):
         assert [n for n in names if n.startswith(f"sidecar/{module}.") and n.endswith(".so")], \
             (module, names)
     for package in ("sidecar/http/", "sidecar/frontend/", "sidecar/worker/"):
