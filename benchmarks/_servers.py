@@ -405,17 +405,25 @@ def parse_wrk(output: str) -> dict:
 
 
 def run_h2load(url: str, connections: int, streams: int, duration: float, warmup: float,
-               threads: int = 2) -> dict:
+               threads: int = 2, paths: int = 0) -> dict:
     """h2load over h2c (prior knowledge): ``connections`` x ``streams`` concurrent requests
     for ``duration`` s after ``warmup`` s.  Latency percentiles come from its per-request
-    log (h2load prints only min/max/mean)."""
+    log (h2load prints only min/max/mean).  ``paths``: each request one of that many URLs
+    in turn, ``url``/i?page=i%7 (an API's ids: a new :path, as HPACK literals, each time)."""
     if shutil.which("h2load") is None:
         raise WrkError("h2load is not installed (apt-get install nghttp2-client)")
     with tempfile.TemporaryDirectory(prefix="h2load-") as tmp:
         log_path = Path(tmp) / "requests.tsv"
+        if paths:
+            urls = Path(tmp) / "urls.txt"
+            base = url.rstrip("/")
+            urls.write_text("".join(f"{base}/{i}?page={i % 7}\n" for i in range(paths)))
+            target = ["-i", str(urls)]
+        else:
+            target = [url]
         argv = ["h2load", "-c", str(connections), "-m", str(streams), "-t", str(threads),
                 "-D", str(int(duration)), "--warm-up-time", str(int(warmup) or 1),
-                "--log-file", str(log_path), url]
+                "--log-file", str(log_path), *target]
         try:
             out = subprocess.run(argv, capture_output=True, text=True,
                                  timeout=duration + warmup + 60)

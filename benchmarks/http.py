@@ -31,7 +31,9 @@ Scenarios (see SCENARIOS at the bottom; add one there, e.g. for WebSockets):
 - ``h2_bare``, ``h2_starlette``: the same apps over HTTP/2 in cleartext (prior knowledge),
   ``h2load`` with ``--h2-connections`` (4) x ``--h2-streams`` (16); sidecar against the
   servers that speak HTTP/2, hypercorn and granian (``--http auto``); three rounds, the
-  median shown. p50/p99 come from h2load's per-request log.
+  median shown. p50/p99 come from h2load's per-request log.  ``h2_paths``: ``h2_bare`` with
+  each request one of 5000 paths, as an API's ids make them: every request head is new to
+  the server (HPACK literals, a new request head to check and pack).
 - ``ws_echo``: ``--connections`` WebSockets to the bare app's echo, each sending a 64-byte
   text message and awaiting its echo in a loop (a Python ``websockets`` client on uvloop, in
   this process: it costs CPU too, alike for every server). req/s = messages echoed per second.
@@ -140,11 +142,12 @@ def measure_throughput(path: str, headers: tuple[str, ...] = ()
     return measure
 
 
-def measure_h2(path: str) -> Callable[[ServerHandle, Options], dict]:
-    """h2load over h2c: ``--h2-connections`` connections x ``--h2-streams`` streams each."""
+def measure_h2(path: str, paths: int = 0) -> Callable[[ServerHandle, Options], dict]:
+    """h2load over h2c: ``--h2-connections`` connections x ``--h2-streams`` streams each
+    (``paths``: over that many distinct paths under ``path``)."""
     def measure(handle: ServerHandle, options: Options) -> dict:
         return run_h2load(handle.base_url + path, options.h2_connections, options.h2_streams,
-                          options.duration, options.warmup, options.threads)
+                          options.duration, options.warmup, options.threads, paths)
 
     return measure
 
@@ -529,6 +532,17 @@ SCENARIOS: dict[str, Scenario] = {
         ready_path="/",
         matrix=H2_MATRIX,
         measure=measure_h2("/"),
+        http2=True,
+        rounds=3,
+    ),
+    "h2_paths": Scenario(
+        name="h2_paths",
+        description="bare ASGI hello over HTTP/2 (h2c), h2load 4 x 16 streams, each request "
+                    "one of 5000 paths (/users/i?page=i%7)",
+        app="benchmarks.apps:hello",
+        ready_path="/",
+        matrix=H2_MATRIX,
+        measure=measure_h2("/users", paths=5000),
         http2=True,
         rounds=3,
     ),
