@@ -122,6 +122,16 @@ static PyObject *get_by_index(PyObject *dynamic, uint64_t index) {
     return NULL;
 }
 
+/* ``obj.name`` as a long long: 0, or -1 with an error set */
+static int attr_ll(PyObject *obj, PyObject *name, long long *out) {
+    PyObject *v = PyObject_GetAttr(obj, name);
+    if (v == NULL)
+        return -1;
+    *out = PyLong_AsLongLong(v);
+    Py_DECREF(v);
+    return *out == -1 && PyErr_Occurred() ? -1 : 0;
+}
+
 static PyObject *new_header(PyTypeObject *type, PyObject *name, PyObject *value) {
     PyObject *t = type->tp_alloc(type, 2);   /* tuple.__new__(type, (name, value)) */
     if (t == NULL)
@@ -163,13 +173,8 @@ static PyObject *decode_block(PyObject *self, PyObject *const *args, Py_ssize_t 
     Py_ssize_t n = PyBytes_GET_SIZE(data_obj);
     PyObject *table = NULL, *dynamic = NULL, *headers = NULL, *name = NULL, *value = NULL;
     PyObject *header = NULL;
-    long long limit, max_allowed;
-    PyObject *v = PyObject_GetAttr(decoder, s_max_header_list_size);
-    if (v == NULL)
-        return NULL;
-    limit = PyLong_AsLongLong(v);
-    Py_DECREF(v);
-    if (limit == -1 && PyErr_Occurred())
+    long long limit, max_allowed, table_size;
+    if (attr_ll(decoder, s_max_header_list_size, &limit) < 0)
         return NULL;
     if ((table = PyObject_GetAttr(decoder, s_header_table)) == NULL)
         return NULL;
@@ -241,12 +246,7 @@ static PyObject *decode_block(PyObject *self, PyObject *const *args, Py_ssize_t 
             uint64_t new_size;
             if ((used = decode_integer(p, rest, 5, &new_size)) < 0)
                 goto fail;
-            v = PyObject_GetAttr(decoder, s_max_allowed_table_size);
-            if (v == NULL)
-                goto fail;
-            max_allowed = PyLong_AsLongLong(v);
-            Py_DECREF(v);
-            if (max_allowed == -1 && PyErr_Occurred())
+            if (attr_ll(decoder, s_max_allowed_table_size, &max_allowed) < 0)
                 goto fail;
             if (new_size > (uint64_t)max_allowed) {
                 PyErr_SetString(InvalidTableSize, "Encoder exceeded max allowable table size");
@@ -281,19 +281,8 @@ static PyObject *decode_block(PyObject *self, PyObject *const *args, Py_ssize_t 
         Py_CLEAR(header);
     }
     /* Decoder._assert_valid_table_size */
-    v = PyObject_GetAttr(table, s_maxsize);
-    if (v == NULL)
-        goto fail;
-    long long table_size = PyLong_AsLongLong(v);
-    Py_DECREF(v);
-    if (table_size == -1 && PyErr_Occurred())
-        goto fail;
-    v = PyObject_GetAttr(decoder, s_max_allowed_table_size);
-    if (v == NULL)
-        goto fail;
-    max_allowed = PyLong_AsLongLong(v);
-    Py_DECREF(v);
-    if (max_allowed == -1 && PyErr_Occurred())
+    if (attr_ll(table, s_maxsize, &table_size) < 0
+            || attr_ll(decoder, s_max_allowed_table_size, &max_allowed) < 0)
         goto fail;
     if (table_size > max_allowed) {
         PyErr_SetString(InvalidTableSize, "Encoder did not shrink table size to within the max");
